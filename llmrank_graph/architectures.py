@@ -1,0 +1,214 @@
+"""Where the MLPs are in each supported model family.
+
+An :class:`ArchitectureSpec` names the attribute path of the decoder layers and the
+Linear modules of each layer's MLP. :func:`mlp_layers` resolves it on a model and returns
+one :class:`MLPModules` per decoder layer, in order.
+
+To support a new family, describe it and register it::
+
+    from llmrank_graph.architectures import ArchitectureSpec, register_architecture
+    register_architecture(ArchitectureSpec(
+        name="my-family", model_types=("mymodel",), layers="model.blocks",
+        up="ffn.w_in", down="ffn.w_out", gate="ffn.w_gate"))
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ArchitectureSpec",
+    "MLPModules",
+    "register_architecture",
+    "architectures",
+    "get_architecture",
+    "mlp_layers",
+    "UnsupportedArchitectureError",
+]
+
+
+class UnsupportedArchitectureError(ValueError):
+    """The model's family is not in the architecture registry."""
+
+
+@dataclass(frozen=True)
+class ArchitectureSpec:
+    """Where the MLP Linear modules of one model family live.
+
+    Parameters
+    ----------
+    name : str
+        Registry name of the family.
+    model_types : tuple of str
+        Values of ``config.model_type`` this spec applies to.
+    layers : str
+        Dotted attribute path from the ``*ForCausalLM`` model to the list of decoder layers.
+    up : str
+        Dotted path, relative to a decoder layer, of the input projection (``up_proj``,
+        ``fc1``, ``c_fc``). Its output features are the intermediate neurons.
+    down : str
+        Dotted path of the output projection (``down_proj``, ``fc2``, ``c_proj``).
+    gate : str or None
+        Dotted path of the gate projection of a gated MLP, ``None`` for a plain MLP.
+    conv1d : bool
+        True when the modules are GPT-2 style ``Conv1D`` (weight stored as in x out).
+    intermediate_attr : str
+        Config attribute holding the intermediate size.
+    """
+
+    name: str
+    model_types: tuple[str, ...]
+    layers: str
+    up: str
+    down: str
+    gate: str | None = None
+    conv1d: bool = False
+    intermediate_attr: str = "intermediate_size"
+
+    @property
+    def gated(self) -> bool:
+        return self.gate is not None
+
+
+_REGISTRY: dict[str, ArchitectureSpec] = {}
+
+
+def register_architecture(spec: ArchitectureSpec) -> ArchitectureSpec:
+    """Add (or replace) a family in the registry and return it."""
+    if not isinstance(spec, ArchitectureSpec):
+        raise TypeError(f"`spec` must be an ArchitectureSpec; got {type(spec).__name__}")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def architectures() -> dict[str, ArchitectureSpec]:
+    """The registered families, by name."""
+    return dict(_REGISTRY)
+
+
+_LLAMA_LIKE = dict(layers="model.layers", gate="mlp.gate_proj", up="mlp.up_proj", down="mlp.down_proj")
+for _name, _types in [
+    ("llama", ("llama",)),
+    ("mistral", ("mistral",)),
+    ("qwen2", ("qwen2", "qwen3")),
+    ("gemma", ("gemma", "gemma2", "gemma3_text")),
+]:
+    register_architecture(ArchitectureSpec(name=_name, model_types=_types, **_LLAMA_LIKE))
+register_architecture(
+    ArchitectureSpec(
+        name="gpt2", model_types=("gpt2",), layers="transformer.h", up="mlp.c_fc", down="mlp.c_proj",
+        conv1d=True, intermediate_attr="n_inner",
+    )
+)
+register_architecture(
+    ArchitectureSpec(name="opt", model_types=("opt",), layers="model.decoder.layers", up="fc1", down="fc2",
+                     intermediate_attr="ffn_dim")
+)
+
+
+def get_architecture(model_or_type) -> ArchitectureSpec:
+    """The registered spec for a model, a config, or a ``model_type`` string.
+
+    Raises
+    ------
+    UnsupportedArchitectureError
+        If the family is not registered; the message lists the supported ones.
+    """
+    if isinstance(model_or_type, str):
+        model_type = model_or_type
+    else:
+        config = getattr(model_or_type, "config", model_or_type)
+        model_type = getattr(config, "model_type", None)
+    for spec in _REGISTRY.values():
+        if model_type in spec.model_types:
+            return spec
+    supported = ", ".join(f"{s.name} ({'/'.join(s.model_types)})" for s in _REGISTRY.values())
+    raise UnsupportedArchitectureError(
+        f"`model` has an unsupported architecture: model_type={model_type!r}. Supported families: "
+        f"{supported}. Describe a new one with llmrank_graph.architectures.ArchitectureSpec "
+        "(path of the decoder layers and of the up/gate/down Linear modules) and "
+        "register_architecture(spec)."
+    )
+
+
+def _resolve(root: nn.Module, path: str, what: str) -> nn.Module:
+    obj = root
+    for part in path.split("."):
+        if not hasattr(obj, part):
+            raise UnsupportedArchitectureError(
+                f"{what}: attribute path {path!r} not found on {type(root).__name__} (missing {part!r})"
+            )
+        obj = getattr(obj, part)
+    return obj
+
+
+@dataclass(frozen=True)
+class MLPModules:
+    """The MLP of one decoder layer.
+
+    ``up``/``gate`` weights are read as (m, d) and ``down`` as (d, m) whatever the module type
+    (GPT-2's Conv1D stores them transposed); use :meth:`weight` to get them in that layout.
+    """
+
+    layer: int
+    up: nn.Module
+    down: nn.Module
+    gate: nn.Module | None
+    up_name: str
+    down_name: str
+    gate_name: str | None
+    conv1d: bool = False
+
+    def weight(self, which: str) -> torch.Tensor:
+        """Weight of ``'up'``, ``'gate'`` or ``'down'`` as (out, in): (m, d) or (d, m)."""
+        mod = getattr(self, which)
+        if mod is None:
+            raise ValueError(f"`which` must be 'up' or 'down' for a non-gated MLP; got {which!r}")
+        w = mod.weight
+        return w.t() if self.conv1d else w
+
+    @property
+    def hidden_size(self) -> int:
+        return self.weight("up").shape[1]
+
+    @property
+    def intermediate_size(self) -> int:
+        return self.weight("up").shape[0]
+
+    def named_modules(self) -> dict[str, nn.Module]:
+        """Qualified name -> module for every Linear of this MLP (gate first when present)."""
+        out = {}
+        if self.gate is not None:
+            out[self.gate_name] = self.gate
+        out[self.up_name] = self.up
+        out[self.down_name] = self.down
+        return out
+
+
+def mlp_layers(model: nn.Module) -> list[MLPModules]:
+    """One :class:`MLPModules` per decoder layer of ``model``, in order."""
+    spec = get_architecture(model)
+    layers = _resolve(model, spec.layers, f"architecture {spec.name!r}")
+    out = []
+    for i, layer in enumerate(layers):
+        prefix = f"{spec.layers}.{i}"
+        gate = _resolve(layer, spec.gate, f"layer {i}") if spec.gate else None
+        out.append(
+            MLPModules(
+                layer=i,
+                up=_resolve(layer, spec.up, f"layer {i}"),
+                down=_resolve(layer, spec.down, f"layer {i}"),
+                gate=gate,
+                up_name=f"{prefix}.{spec.up}",
+                down_name=f"{prefix}.{spec.down}",
+                gate_name=f"{prefix}.{spec.gate}" if spec.gate else None,
+                conv1d=spec.conv1d,
+            )
+        )
+    return out

@@ -1,0 +1,331 @@
+"""Activation statistics of every MLP Linear module, from one calibration pass.
+
+For each module (keyed by its qualified name) :class:`ActivationStats` keeps the sum of
+squares of each input and output feature over all calibration tokens, plus the sum of the
+per-batch L2 norms (what the LLM-Rank reference code averages). Hooks live in a context
+manager and are removed even when the forward pass fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .architectures import mlp_layers
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ModuleStats", "ActivationStats", "calibrate", "record_activations"]
+
+
+@dataclass
+class ModuleStats:
+    """Per-feature statistics of one Linear module.
+
+    Attributes
+    ----------
+    input_sumsq, output_sumsq : torch.Tensor
+        float64, (in_features,) and (out_features,): sum over tokens of x_i^2.
+    input_batch_norm_sum, output_batch_norm_sum : torch.Tensor
+        float64: sum over batches of each feature's L2 norm within the batch.
+    n_batches, n_tokens : int
+    """
+
+    input_sumsq: torch.Tensor
+    output_sumsq: torch.Tensor
+    input_batch_norm_sum: torch.Tensor
+    output_batch_norm_sum: torch.Tensor
+    n_batches: int = 0
+    n_tokens: int = 0
+
+    @property
+    def input_norm(self) -> torch.Tensor:
+        """L2 norm of each input feature over all calibration tokens, (in_features,)."""
+        return self.input_sumsq.sqrt()
+
+    @property
+    def output_norm(self) -> torch.Tensor:
+        """L2 norm of each output feature over all calibration tokens, (out_features,)."""
+        return self.output_sumsq.sqrt()
+
+    @property
+    def input_norm_batch_mean(self) -> torch.Tensor:
+        """Per-batch L2 norm of each input feature, averaged over batches (reference code)."""
+        return self.input_batch_norm_sum / max(self.n_batches, 1)
+
+    @property
+    def output_norm_batch_mean(self) -> torch.Tensor:
+        """Per-batch L2 norm of each output feature, averaged over batches (reference code)."""
+        return self.output_batch_norm_sum / max(self.n_batches, 1)
+
+
+class ActivationStats(Mapping):
+    """Mapping ``module name -> ModuleStats`` for every MLP Linear module of a model.
+
+    Example
+    -------
+    >>> stats = calibrate(model, tokenizer, n_samples=8, seq_len=128)   # doctest: +SKIP
+    >>> stats.input_norm("model.layers.0.mlp.down_proj").shape          # doctest: +SKIP
+    torch.Size([1536])
+    """
+
+    def __init__(self, modules: Mapping[str, ModuleStats] | None = None, meta: dict | None = None):
+        self._modules: dict[str, ModuleStats] = dict(modules or {})
+        self.meta: dict = dict(meta or {})
+
+    # Mapping protocol
+    def __getitem__(self, name: str) -> ModuleStats:
+        try:
+            return self._modules[name]
+        except KeyError:
+            raise KeyError(f"no activation statistics for module {name!r}; stats hold "
+                           f"{len(self._modules)} modules, e.g. {list(self._modules)[:3]}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._modules)
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __repr__(self) -> str:
+        return f"ActivationStats({len(self)} modules, n_tokens={self.n_tokens})"
+
+    @property
+    def n_tokens(self) -> int:
+        return max((s.n_tokens for s in self._modules.values()), default=0)
+
+    def input_norm(self, name: str) -> torch.Tensor:
+        return self[name].input_norm
+
+    def output_norm(self, name: str) -> torch.Tensor:
+        return self[name].output_norm
+
+    @classmethod
+    def from_norms(cls, norms: Mapping[str, tuple[torch.Tensor, torch.Tensor]], n_tokens: int = 1) -> "ActivationStats":
+        """Build stats from ``{module_name: (input_norm, output_norm)}`` computed elsewhere."""
+        mods = {}
+        for name, pair in norms.items():
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise ValueError(f"`norms[{name!r}]` must be a pair (input_norm, output_norm); got {type(pair).__name__}")
+            inp, out = (torch.as_tensor(t, dtype=torch.float64).detach().cpu().reshape(-1) for t in pair)
+            for what, t in (("input_norm", inp), ("output_norm", out)):
+                if not torch.isfinite(t).all() or (t < 0).any():
+                    raise ValueError(f"`norms[{name!r}]` {what} must be finite and non-negative")
+            mods[name] = ModuleStats(inp**2, out**2, inp.clone(), out.clone(), n_batches=1, n_tokens=n_tokens)
+        return cls(mods)
+
+    def check_model(self, model: nn.Module) -> None:
+        """Raise ValueError if these stats do not describe ``model``'s MLP modules."""
+        for mlp in mlp_layers(model):
+            for name, mod in mlp.named_modules().items():
+                if name not in self._modules:
+                    raise ValueError(f"`stats` do not match the model: no statistics for module {name!r}")
+                w = mlp.weight({mlp.up_name: "up", mlp.down_name: "down", mlp.gate_name: "gate"}[name])
+                out_f, in_f = w.shape
+                s = self._modules[name]
+                got = (s.input_sumsq.numel(), s.output_sumsq.numel())
+                if got != (in_f, out_f):
+                    raise ValueError(
+                        f"`stats` do not match the model: module {name!r} has (in, out) features "
+                        f"{(in_f, out_f)} in the model but {got} in the stats"
+                    )
+                for what, t in (("input", s.input_sumsq), ("output", s.output_sumsq)):
+                    if not torch.isfinite(t).all():
+                        raise ValueError(f"`stats` for module {name!r} contain NaN or inf in the {what} statistics")
+
+    # Persistence: safetensors + JSON metadata, no pickle.
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write to a ``.safetensors`` file (atomically). Returns the path."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        tensors, counts = {}, {}
+        for name, s in self._modules.items():
+            tensors[f"{name}::input_sumsq"] = s.input_sumsq.contiguous()
+            tensors[f"{name}::output_sumsq"] = s.output_sumsq.contiguous()
+            tensors[f"{name}::input_batch_norm_sum"] = s.input_batch_norm_sum.contiguous()
+            tensors[f"{name}::output_batch_norm_sum"] = s.output_batch_norm_sum.contiguous()
+            counts[name] = [s.n_batches, s.n_tokens]
+        from ._version import __version__
+
+        meta = {"format": "llmrank_graph.ActivationStats", "version": __version__,
+                "counts": json.dumps(counts), "meta": json.dumps(self.meta)}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata=meta)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "ActivationStats":
+        """Read stats written by :meth:`save`."""
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"`path` {str(path)!r} does not exist")
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != "llmrank_graph.ActivationStats":
+                raise ValueError(f"`path` {str(path)!r} is not an llmrank_graph ActivationStats file")
+            counts = json.loads(meta["counts"])
+            mods = {}
+            for name, (nb, nt) in counts.items():
+                mods[name] = ModuleStats(
+                    f.get_tensor(f"{name}::input_sumsq"), f.get_tensor(f"{name}::output_sumsq"),
+                    f.get_tensor(f"{name}::input_batch_norm_sum"), f.get_tensor(f"{name}::output_batch_norm_sum"),
+                    n_batches=int(nb), n_tokens=int(nt),
+                )
+        return cls(mods, json.loads(meta.get("meta", "{}")))
+
+
+class _Recorder:
+    """Accumulates statistics of one module from its forward hook."""
+
+    def __init__(self):
+        self.stats: ModuleStats | None = None
+
+    def __call__(self, module, inputs, output):
+        x = inputs[0].detach()
+        y = output.detach() if isinstance(output, torch.Tensor) else output[0].detach()
+        x = x.reshape(-1, x.shape[-1]).to(torch.float64)  # (tokens, in)
+        y = y.reshape(-1, y.shape[-1]).to(torch.float64)  # (tokens, out)
+        xs, ys = (x * x).sum(0).cpu(), (y * y).sum(0).cpu()
+        if self.stats is None:
+            self.stats = ModuleStats(xs, ys, xs.sqrt(), ys.sqrt(), 1, x.shape[0])
+        else:
+            s = self.stats
+            s.input_sumsq += xs
+            s.output_sumsq += ys
+            s.input_batch_norm_sum += xs.sqrt()
+            s.output_batch_norm_sum += ys.sqrt()
+            s.n_batches += 1
+            s.n_tokens += x.shape[0]
+
+
+@contextlib.contextmanager
+def record_activations(model: nn.Module) -> Iterator[dict[str, _Recorder]]:
+    """Context manager: forward hooks on every MLP Linear; removed on exit, even on error."""
+    recorders: dict[str, _Recorder] = {}
+    handles = []
+    try:
+        for mlp in mlp_layers(model):
+            for name, mod in mlp.named_modules().items():
+                rec = recorders[name] = _Recorder()
+                handles.append(mod.register_forward_hook(rec))
+        yield recorders
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _batches(ids: torch.Tensor, batch_size: int) -> Iterable[torch.Tensor]:
+    for i in range(0, ids.shape[0], batch_size):
+        yield ids[i : i + batch_size]
+
+
+def calibrate(
+    model: nn.Module,
+    tokenizer=None,
+    texts=None,
+    input_ids: Iterable[torch.Tensor] | torch.Tensor | None = None,
+    n_samples: int = 32,
+    seq_len: int = 512,
+    batch_size: int = 4,
+    progress: bool = False,
+) -> ActivationStats:
+    """Run calibration text through ``model`` and collect MLP activation statistics.
+
+    Parameters
+    ----------
+    model : transformers model of a registered architecture.
+    tokenizer : tokenizer, optional
+        Needed unless ``input_ids`` is given.
+    texts : None, str path, dataset name, or list of str
+        None: the embedded Wikipedia calibration articles (disjoint from the evaluation ones,
+        see :func:`llmrank_graph.data.wikipedia_articles`). A str is a .txt/.jsonl path or a
+        ``datasets`` name (see :func:`llmrank_graph.data.load_texts`).
+    input_ids : LongTensor (n, seq) or iterable of LongTensor (batch, seq), optional
+        Pre-tokenised batches; then ``tokenizer``, ``texts``, ``n_samples`` and ``seq_len``
+        are not used (giving ``texts`` as well is an error).
+    n_samples, seq_len : int
+        Number of blocks of ``seq_len`` tokens cut from the text.
+    batch_size : int
+        Blocks per forward pass.
+    progress : bool
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    ActivationStats
+
+    Raises
+    ------
+    ValueError
+        On bad sizes, on both ``texts`` and ``input_ids``, or without any input.
+    """
+    for arg, v in (("n_samples", n_samples), ("seq_len", seq_len), ("batch_size", batch_size)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"`{arg}` must be a positive int; got {v!r}")
+    if input_ids is not None and texts is not None:
+        raise ValueError("give either `texts` or `input_ids`, not both")
+    if input_ids is None:
+        if tokenizer is None:
+            raise ValueError("`tokenizer` is required unless `input_ids` is given")
+        from .data import load_texts, token_blocks
+
+        if texts is None or isinstance(texts, (str, os.PathLike)):
+            texts = load_texts(texts, split="calibration")
+        ids = token_blocks(tokenizer, texts, n_samples, seq_len)
+        batches: Iterable[torch.Tensor] = list(_batches(ids, batch_size))
+        source = "texts"
+    else:
+        if isinstance(input_ids, torch.Tensor):
+            if input_ids.dim() != 2:
+                raise ValueError(f"`input_ids` must be a (batch, seq) LongTensor; got shape {tuple(input_ids.shape)}")
+            batches = list(_batches(input_ids, batch_size))
+        else:
+            batches = input_ids
+        source = "input_ids"
+    device = next(model.parameters()).device
+    total = len(batches) if hasattr(batches, "__len__") else None
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, total=total, desc="calibrating", unit="batch")
+    n = 0
+    with torch.inference_mode(), record_activations(model) as recs:
+        for b in batches:
+            b = torch.as_tensor(b)
+            if b.dim() != 2 or b.dtype not in (torch.int64, torch.int32):
+                raise ValueError(f"`input_ids` batches must be (batch, seq) integer tensors; got {b.dtype} {tuple(b.shape)}")
+            model(input_ids=b.to(device), use_cache=False)
+            n += 1
+    if n == 0:
+        raise ValueError("`input_ids` is empty: no calibration batch")
+    stats = ActivationStats({k: r.stats for k, r in recs.items()},
+                            meta={"source": source, "n_batches": n,
+                                  "model": getattr(getattr(model, "config", None), "_name_or_path", "")})
+    for name, s in stats.items():
+        for what, t in (("input", s.input_sumsq), ("output", s.output_sumsq)):
+            if not torch.isfinite(t).all():
+                raise ValueError(f"calibration produced NaN or inf in the {what} of module {name!r}; "
+                                 "check the model weights")
+    logger.info("calibrated %d modules on %d tokens", len(stats), stats.n_tokens)
+    return stats
