@@ -44,7 +44,7 @@ WEIGHTINGS = ("abs", "abs_x_input")
 NODE_COLUMNS = ("vertex", "layer", "kind", "index", "activation", "partition")
 EDGE_COLUMNS = ("src", "dst", "weight")
 _FORMAT = "llmrank_graph.MLPGraph"
-_CHUNK_ELEMS = 1 << 16  # rows per chunk chosen so a float64 chunk stays in L2 cache
+_CHUNK_ELEMS = 1 << 18  # elements per row chunk: a float64 chunk (2 MiB) stays in cache
 
 
 class GraphFormatError(ValueError):
@@ -91,7 +91,9 @@ class Block:
     def nnz(self) -> int:
         return self.shape[0] * self.shape[1]
 
-    def chunks(self, dtype=torch.float64, device=None) -> Iterator[tuple[int, int, torch.Tensor]]:
+    def chunks(self, dtype=torch.float64, device=None, reuse: bool = False) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """Yield ``(r0, r1, rows r0:r1 of the matrix)``. With ``reuse=True`` every chunk may share
+        one buffer, so a caller must consume a chunk before asking for the next."""
         raise NotImplementedError
 
     def dense(self, dtype=torch.float64, device=None) -> torch.Tensor:
@@ -100,28 +102,28 @@ class Block:
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         """``B @ v``: v is (src.size,), result (dst.size,)."""
         out = torch.empty(self.shape[0], dtype=v.dtype, device=v.device)
-        for r0, r1, c in self.chunks(v.dtype, v.device):
+        for r0, r1, c in self.chunks(v.dtype, v.device, reuse=True):
             torch.mv(c, v, out=out[r0:r1])
         return out
 
     def rmatvec(self, v: torch.Tensor) -> torch.Tensor:
         """``B.T @ v``: v is (dst.size,), result (src.size,)."""
         out = torch.zeros(self.shape[1], dtype=v.dtype, device=v.device)
-        for r0, r1, c in self.chunks(v.dtype, v.device):
+        for r0, r1, c in self.chunks(v.dtype, v.device, reuse=True):
             out.addmv_(c.t(), v[r0:r1])
         return out
 
     def colsum(self, dtype=torch.float64, device=None) -> torch.Tensor:
         """Out-strength contribution of each source node, (src.size,)."""
         out = torch.zeros(self.shape[1], dtype=dtype, device=device)
-        for _, _, c in self.chunks(dtype, device):
+        for _, _, c in self.chunks(dtype, device, reuse=True):
             out += c.sum(0)
         return out
 
     def rowsum(self, dtype=torch.float64, device=None) -> torch.Tensor:
         """In-strength contribution of each destination node, (dst.size,)."""
         out = torch.empty(self.shape[0], dtype=dtype, device=device)
-        for r0, r1, c in self.chunks(dtype, device):
+        for r0, r1, c in self.chunks(dtype, device, reuse=True):
             torch.sum(c, dim=1, out=out[r0:r1])
         return out
 
@@ -134,6 +136,14 @@ class Block:
         return src, dst, w.reshape(-1)
 
 
+    def write_coo(self, src: np.ndarray, dst: np.ndarray, w: np.ndarray) -> int:
+        """Write this block's edges into the given output slices; returns the count."""
+        s, d, x = self.coo()
+        k = len(s)
+        src[:k], dst[:k], w[:k] = s, d, x
+        return k
+
+
 class WeightBlock(Block):
     """A block read straight from model weights: ``|W| (* |W2|) * column scale``."""
 
@@ -144,21 +154,53 @@ class WeightBlock(Block):
         self.combine = combine  # 'single' | 'sum' | 'max'
         self.col_scale = col_scale  # (src.size,) float64 or None
 
-    def chunks(self, dtype=torch.float64, device=None):
+    def chunks(self, dtype=torch.float64, device=None, reuse: bool = False):
+        # Edge weights are defined in float32 (the edge list's dtype), so every backend sees the
+        # same numbers: |W|, the gate combination and the activation scale are applied in
+        # float32, and only then widened to ``dtype`` for accumulation.
         rows, cols = self.shape
+        w0 = self.weights[0]
+        device = torch.device(device) if device is not None else w0.device
         step = max(1, _CHUNK_ELEMS // max(cols, 1))
-        scale = None if self.col_scale is None else self.col_scale.to(device=device or self.weights[0].device, dtype=dtype)
+        if device.type == "cuda":
+            step = rows  # one kernel per block: no cache to stay in, launches cost more
+        f32 = torch.float32
+        scale = None if self.col_scale is None else self.col_scale.to(device=device, dtype=f32)
+        n = min(step, rows) * cols
+        buf = torch.empty(n, dtype=f32, device=device) if reuse else None
+        wide = torch.empty(n, dtype=dtype, device=device) if reuse and dtype != f32 else None
         with torch.no_grad():
             for r0 in range(0, rows, step):
                 r1 = min(rows, r0 + step)
-                c = self.weights[0][r0:r1].to(device=device, dtype=dtype).abs_()
+                if buf is not None:
+                    c = buf[: (r1 - r0) * cols].view(r1 - r0, cols)
+                    c.copy_(w0[r0:r1])
+                else:
+                    c = w0[r0:r1].to(device=device, dtype=f32, copy=True)
+                c.abs_()
                 if self.combine == "sum":
-                    c += self.weights[1][r0:r1].to(device=device, dtype=dtype).abs_()
+                    c += self.weights[1][r0:r1].to(device=device, dtype=f32).abs()
                 elif self.combine == "max":
-                    torch.maximum(c, self.weights[1][r0:r1].to(device=device, dtype=dtype).abs_(), out=c)
+                    torch.maximum(c, self.weights[1][r0:r1].to(device=device, dtype=f32).abs(), out=c)
                 if scale is not None:
                     c *= scale
+                if dtype != f32:
+                    if wide is not None:
+                        c = wide[: (r1 - r0) * cols].view(r1 - r0, cols).copy_(c)
+                    else:
+                        c = c.to(dtype)
                 yield r0, r1, c
+
+    def write_coo(self, src, dst, w):
+        # Row-major (dst, src) order written in place: no temporaries of edge-list size.
+        rows, cols = self.shape
+        k = rows * cols
+        dst[:k].reshape(rows, cols)[:] = np.arange(self.dst.offset, self.dst.stop, dtype=np.int64)[:, None]
+        src[:k].reshape(rows, cols)[:] = np.arange(self.src.offset, self.src.stop, dtype=np.int64)[None, :]
+        out = torch.from_numpy(w[:k].reshape(rows, cols))
+        for r0, r1, c in self.chunks(torch.float32, "cpu", reuse=True):
+            out[r0:r1] = c
+        return k
 
 
 class DiagonalBlock(Block):
@@ -166,15 +208,16 @@ class DiagonalBlock(Block):
 
     def __init__(self, src, dst, layer, value: float, col_scale: torch.Tensor | None = None):
         super().__init__(src, dst, layer, "residual")
-        self.diag = torch.full((src.size,), float(value), dtype=torch.float64)
+        diag = torch.full((src.size,), float(value), dtype=torch.float32)  # float32, as the edge list
         if col_scale is not None:
-            self.diag = self.diag * col_scale.to(torch.float64)
+            diag = diag * col_scale.to(torch.float32)
+        self.diag = diag.to(torch.float64)
 
     @property
     def nnz(self) -> int:
         return self.src.size
 
-    def chunks(self, dtype=torch.float64, device=None):
+    def chunks(self, dtype=torch.float64, device=None, reuse: bool = False):
         yield 0, self.shape[0], torch.diag(self.diag.to(device=device, dtype=dtype))
 
     def matvec(self, v):
@@ -216,7 +259,7 @@ class SparseBlock(Block):
                 torch.from_numpy(c.data), size=c.shape).to(device=device, dtype=dtype)
         return self._torch[key]
 
-    def chunks(self, dtype=torch.float64, device=None):
+    def chunks(self, dtype=torch.float64, device=None, reuse: bool = False):
         yield 0, self.shape[0], torch.from_numpy(self.csr.toarray()).to(device=device, dtype=dtype)
 
     def matvec(self, v):
@@ -323,9 +366,7 @@ class MLPGraph:
             blocks = tqdm(blocks, desc="edge list", unit="block")
         i = 0
         for b in blocks:
-            s, d, x = b.coo()
-            k = len(s)
-            src[i:i + k], dst[i:i + k], w[i:i + k] = s, d, x
+            k = b.write_coo(src[i:], dst[i:], w[i:])
             if layer:
                 lay[i:i + k] = b.layer
             i += k

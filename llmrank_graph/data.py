@@ -1,0 +1,336 @@
+"""Text sources: the embedded Wikipedia corpus, local files and ``datasets`` datasets.
+
+The embedded default corpus is the shortened English Wikipedia dump that ships in the gensim
+wheel (``gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-
+shortened.bz2``): 106 articles, about 690k words, licensed CC BY-SA 3.0 by the Wikipedia
+contributors. It needs no download. :func:`wikipedia_articles` splits it into calibration
+and evaluation articles that never overlap; :func:`token_blocks` turns texts into fixed-size
+token blocks for calibration or perplexity.
+"""
+
+from __future__ import annotations
+
+import bz2
+import functools
+import importlib.util
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["wikipedia_articles", "load_texts", "token_blocks", "wikipedia_dump_file", "SPLITS"]
+
+#: Allowed values of ``split`` in :func:`wikipedia_articles` and :func:`load_texts`.
+SPLITS = ("calibration", "evaluation", "all")
+
+_DUMP_NAME = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+# Every EVAL_EVERY-th article (index i with i % EVAL_EVERY == EVAL_EVERY - 1) is evaluation.
+_EVAL_EVERY = 4
+# Articles shorter than this many whitespace-separated words after cleaning are skipped.
+_MIN_WORDS = 50
+# Trailing sections that are lists of links and citations rather than prose.
+_TAIL_SECTIONS = ("see also", "references", "notes", "external links", "further reading",
+                  "bibliography", "sources", "footnotes", "citations")
+_TAIL_RE = re.compile(
+    r"^==\s*(?:" + "|".join(re.escape(s) for s in _TAIL_SECTIONS) + r")\s*==\s*$",
+    re.IGNORECASE | re.MULTILINE,
+)
+_HEADING_RE = re.compile(r"^(={2,6})\s*(.*?)\s*\1\s*$", re.MULTILINE)
+_EMPTY_BULLET_RE = re.compile(r"^[*#:;]+\s*$", re.MULTILINE)
+_BLANK_RUN_RE = re.compile(r"\n[ \t]*(?:\n[ \t]*){2,}")
+
+
+def wikipedia_dump_file() -> Path:
+    """Path of the Wikipedia dump shipped in the gensim wheel.
+
+    Found from gensim's module spec, without importing gensim.
+
+    Raises
+    ------
+    ImportError
+        If gensim is not installed.
+    FileNotFoundError
+        If this gensim build does not ship its test data.
+    """
+    spec = importlib.util.find_spec("gensim")
+    if spec is None or spec.origin is None:
+        raise ImportError("The embedded Wikipedia corpus ships with gensim; install it with `pip install gensim`")
+    path = Path(spec.origin).parent / "test" / "test_data" / _DUMP_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"gensim is installed but its test data {path} is missing; reinstall gensim")
+    return path
+
+
+def _clean(wikitext: str) -> str:
+    """Readable text from raw wikitext: markup removed, case and punctuation kept."""
+    from gensim.corpora.wikicorpus import filter_wiki
+
+    text = filter_wiki(wikitext)
+    tail = _TAIL_RE.search(text)
+    if tail is not None:
+        text = text[: tail.start()]
+    text = text.replace("'''", "").replace("''", "")
+    text = _HEADING_RE.sub(lambda m: m.group(2), text)
+    text = _EMPTY_BULLET_RE.sub("", text)
+    text = "\n".join(line.rstrip() for line in text.splitlines())
+    text = _BLANK_RUN_RE.sub("\n\n", text)
+    return text.strip()
+
+
+@functools.lru_cache(maxsize=1)
+def _all_articles() -> tuple[tuple[str, str], ...]:
+    """(title, text) of every usable article, in dump order. Memoised in-process."""
+    from gensim.corpora.wikicorpus import extract_pages
+
+    out = []
+    skipped = 0
+    with bz2.open(wikipedia_dump_file(), "rb") as f:
+        # Namespace 0 holds the articles (no talk, user or template pages).
+        for title, raw, _pageid in extract_pages(f, filter_namespaces=("0",)):
+            if raw.lstrip()[:9].lower() == "#redirect":
+                skipped += 1
+                continue
+            text = _clean(raw)
+            if len(text.split()) < _MIN_WORDS:
+                skipped += 1
+                continue
+            out.append((title, text))
+    logger.debug("Extracted %d Wikipedia articles (%d redirects or short pages skipped)", len(out), skipped)
+    return tuple(out)
+
+
+def _check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise ValueError(f"`split` must be one of {', '.join(map(repr, SPLITS))}; got {split!r}")
+    return split
+
+
+def wikipedia_articles(split: str = "calibration") -> list[str]:
+    """Articles of the embedded Wikipedia corpus, split into calibration and evaluation.
+
+    Redirect pages and articles of fewer than 50 words are skipped; the others are kept in
+    dump order (by page id) with wiki markup removed but case and punctuation kept, and
+    their trailing "See also"/"References"/"External links"... sections cut off.
+
+    The split rule: numbering the kept articles ``i = 0, 1, 2, ...`` in dump order, article
+    ``i`` goes to ``"evaluation"`` when ``i % 4 == 3`` and to ``"calibration"`` otherwise.
+    The two sets never overlap and the rule is deterministic. With the shipped dump that is
+    about 3/4 of the articles for calibration and 1/4 (well over 16 x 512 tokens) for
+    evaluation.
+
+    Parameters
+    ----------
+    split : {"calibration", "evaluation", "all"}
+        Which articles to return; ``"all"`` returns every article in dump order.
+
+    Returns
+    -------
+    list of str
+        One string per article. A new list each call (the extraction itself is memoised).
+
+    Raises
+    ------
+    ValueError
+        If `split` is not one of the allowed values.
+
+    Example
+    -------
+    >>> calib = wikipedia_articles("calibration")
+    >>> evaluation = wikipedia_articles("evaluation")
+    >>> set(calib).isdisjoint(evaluation)
+    True
+    """
+    _check_split(split)
+    articles = _all_articles()
+    if split == "all":
+        return [text for _, text in articles]
+    want_eval = split == "evaluation"
+    return [
+        text
+        for i, (_, text) in enumerate(articles)
+        if (i % _EVAL_EVERY == _EVAL_EVERY - 1) == want_eval
+    ]
+
+
+def load_texts(source: str | os.PathLike | None = None, split: str = "calibration") -> list[str]:
+    """Load documents from the embedded corpus, a local file, or a ``datasets`` dataset.
+
+    Parameters
+    ----------
+    source : str, path-like or None
+        ``None``: the embedded Wikipedia corpus (:func:`wikipedia_articles`).
+        A ``.txt`` file: one document, or several separated by blank lines.
+        A ``.jsonl`` file: one JSON object per line with a ``"text"`` field.
+        Anything else: a ``datasets`` dataset name or local dataset path, optionally
+        followed by ``":split"`` (default split ``"train"``); its ``"text"`` column is used.
+        This needs the optional ``datasets`` package and never downloads unless ``datasets``
+        itself is configured to.
+    split : {"calibration", "evaluation", "all"}
+        Split of the embedded corpus; only used when `source` is None.
+
+    Returns
+    -------
+    list of str
+        The non-empty documents.
+
+    Raises
+    ------
+    ValueError
+        If `split` is invalid, a ``.jsonl`` line has no ``"text"`` string, or the source
+        holds no text.
+    FileNotFoundError
+        If `source` names a ``.txt``/``.jsonl`` file that does not exist.
+    ImportError
+        If a dataset is requested and ``datasets`` is not installed.
+
+    Example
+    -------
+    >>> texts = load_texts(split="evaluation")
+    >>> len(texts) > 0
+    True
+    """
+    _check_split(split)
+    if source is None:
+        return wikipedia_articles(split)
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"`source` must be a str, a path or None; got {type(source).__name__}")
+
+    path = Path(source).expanduser()
+    suffix = path.suffix.lower()
+    if suffix in (".txt", ".jsonl"):
+        if not path.is_file():
+            raise FileNotFoundError(f"`texts` file {str(path)!r} does not exist")
+        texts = _read_txt(path) if suffix == ".txt" else _read_jsonl(path)
+    else:
+        texts = _read_dataset(str(source))
+    if not texts:
+        raise ValueError(f"`source` must contain some text; {str(source)!r} has none")
+    logger.debug("Loaded %d texts from %s", len(texts), source)
+    return texts
+
+
+def _read_txt(path: Path) -> list[str]:
+    content = path.read_text(encoding="utf-8")
+    # Documents are separated by one or more blank lines (a file without any is one document).
+    parts = re.split(r"\n[ \t]*\n", content)
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _read_jsonl(path: Path) -> list[str]:
+    texts = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"`texts` file {str(path)!r} line {lineno} is not valid JSON: {e}") from e
+            text = record.get("text") if isinstance(record, dict) else None
+            if not isinstance(text, str):
+                raise ValueError(
+                    f"`texts` file {str(path)!r} line {lineno} must be an object with a string "
+                    f"'text' field; got {line.strip()[:80]!r}"
+                )
+            if text.strip():
+                texts.append(text)
+    return texts
+
+
+def _read_dataset(source: str) -> list[str]:
+    try:
+        import datasets
+    except ImportError as e:
+        raise ImportError(
+            f"Loading the dataset {source!r} needs the `datasets` package; install it with "
+            "`pip install llmrank-graph[data]`"
+        ) from e
+    name, ds_split = source, "train"
+    # "name:split", but not a Windows drive letter ("C:\\...").
+    if ":" in source and not re.match(r"^[A-Za-z]:[\\/]", source):
+        name, ds_split = source.rsplit(":", 1)
+    ds = datasets.load_dataset(name, split=ds_split)
+    if "text" not in ds.column_names:
+        raise ValueError(
+            f"`source` dataset {source!r} must have a 'text' column; it has {ds.column_names}"
+        )
+    return [t for t in ds["text"] if isinstance(t, str) and t.strip()]
+
+
+def _check_positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be an int >= 1; got {value!r}")
+    return value
+
+
+def token_blocks(
+    tokenizer: Any,
+    texts: Sequence[str],
+    n_samples: int,
+    seq_len: int,
+) -> torch.Tensor:
+    """Cut texts into consecutive, non-overlapping blocks of token ids.
+
+    The documents are joined with ``tokenizer.eos_token`` (``"\\n\\n"`` if it has none) into
+    one token stream (each document is tokenised with the separator in front of it, and only
+    as many documents as needed are tokenised), which is cut from the start into blocks of
+    `seq_len`; the first `n_samples` blocks are returned. The result is deterministic.
+
+    Parameters
+    ----------
+    tokenizer : transformers.PreTrainedTokenizerBase
+        Any tokenizer called as ``tokenizer(text, add_special_tokens=False)``.
+    texts : sequence of str
+        The documents, e.g. from :func:`load_texts`.
+    n_samples : int
+        Number of blocks, >= 1.
+    seq_len : int
+        Tokens per block, >= 1.
+
+    Returns
+    -------
+    torch.LongTensor
+        Shape (n_samples, seq_len).
+
+    Raises
+    ------
+    ValueError
+        If `n_samples` or `seq_len` is not an int >= 1, `texts` is empty, or the texts have
+        fewer than ``n_samples * seq_len`` tokens (the message gives both counts).
+
+    Example
+    -------
+    >>> blocks = token_blocks(tokenizer, load_texts(), n_samples=8, seq_len=512)  # doctest: +SKIP
+    >>> blocks.shape  # doctest: +SKIP
+    torch.Size([8, 512])
+    """
+    n_samples = _check_positive_int(n_samples, "n_samples")
+    seq_len = _check_positive_int(seq_len, "seq_len")
+    if isinstance(texts, str):
+        raise ValueError("`texts` must be a sequence of strings, not a single str; wrap it in a list")
+    texts = list(texts)
+    if not texts or not all(isinstance(t, str) for t in texts):
+        raise ValueError(f"`texts` must be a non-empty sequence of str; got {len(texts)} items")
+
+    sep = getattr(tokenizer, "eos_token", None) or "\n\n"
+    needed = n_samples * seq_len
+    ids: list[int] = []
+    # Tokenise document by document and stop once there is enough: the whole corpus is
+    # ~700k tokens, a calibration run usually needs a small fraction of it.
+    for i, text in enumerate(texts):
+        piece = text if i == 0 else sep + text
+        ids.extend(tokenizer(piece, add_special_tokens=False)["input_ids"])
+        if len(ids) >= needed:
+            break
+    if len(ids) < needed:
+        raise ValueError(
+            f"`texts` must hold at least n_samples * seq_len = {n_samples} * {seq_len} = {needed} "
+            f"tokens; got {len(ids)} tokens available. Use fewer or shorter samples, or more text."
+        )
+    return torch.tensor(ids[:needed], dtype=torch.long).view(n_samples, seq_len)
