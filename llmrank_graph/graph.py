@@ -167,11 +167,18 @@ class WeightBlock(Block):
         f32 = torch.float32
         scale = None if self.col_scale is None else self.col_scale.to(device=device, dtype=f32)
         n = min(step, rows) * cols
-        buf = torch.empty(n, dtype=f32, device=device) if reuse else None
+        simple = self.combine == "single" and scale is None and w0.dtype == f32
+        buf = torch.empty(n, dtype=f32, device=device) if reuse and not (simple and dtype != f32) else None
         wide = torch.empty(n, dtype=dtype, device=device) if reuse and dtype != f32 else None
         with torch.no_grad():
             for r0 in range(0, rows, step):
                 r1 = min(rows, r0 + step)
+                if simple and wide is not None:
+                    # |W| is exact in any wider dtype: convert while copying, one pass less.
+                    c = wide[: (r1 - r0) * cols].view(r1 - r0, cols)
+                    c.copy_(w0[r0:r1]).abs_()
+                    yield r0, r1, c
+                    continue
                 if buf is not None:
                     c = buf[: (r1 - r0) * cols].view(r1 - r0, cols)
                     c.copy_(w0[r0:r1])

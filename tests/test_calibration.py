@@ -1,0 +1,114 @@
+import pytest
+import torch
+
+import llmrank_graph as lg
+from llmrank_graph.architectures import mlp_layers
+from llmrank_graph.calibration import record_activations
+
+from _tiny import tiny_gpt2, tiny_llama
+
+
+def _ids(n=4, seq=12, seed=0):
+    return torch.randint(0, 64, (n, seq), generator=torch.Generator().manual_seed(seed))
+
+
+def _manual_inputs(model, ids):
+    """Inputs and outputs of every MLP Linear, captured independently of the library."""
+    got = {}
+
+    def hook(name):
+        def f(mod, inp, out):
+            got.setdefault(name, []).append((inp[0].reshape(-1, inp[0].shape[-1]).double(),
+                                             out.reshape(-1, out.shape[-1]).double()))
+        return f
+
+    hs = [mod.register_forward_hook(hook(name)) for m in mlp_layers(model) for name, mod in m.named_modules().items()]
+    try:
+        with torch.no_grad():
+            for b in ids.split(2):
+                model(input_ids=b)
+    finally:
+        for h in hs:
+            h.remove()
+    return got
+
+
+@pytest.mark.parametrize("make", [tiny_llama, tiny_gpt2])
+def test_norms_match_manual(make):
+    model = make()
+    ids = _ids()
+    stats = lg.calibrate(model, input_ids=ids, batch_size=2)
+    manual = _manual_inputs(model, ids)
+    assert set(stats) == set(manual)
+    for name, batches in manual.items():
+        x = torch.cat([b[0] for b in batches])
+        y = torch.cat([b[1] for b in batches])
+        s = stats[name]
+        torch.testing.assert_close(s.input_norm, x.norm(dim=0))
+        torch.testing.assert_close(s.output_norm, y.norm(dim=0))
+        # the reference code's statistic: per-batch L2 norm, averaged over batches
+        torch.testing.assert_close(s.input_norm_batch_mean, torch.stack([b[0].norm(dim=0) for b in batches]).mean(0))
+        torch.testing.assert_close(s.output_norm_batch_mean, torch.stack([b[1].norm(dim=0) for b in batches]).mean(0))
+        assert s.n_tokens == ids.numel() and s.n_batches == 2
+
+
+def test_iterable_batches_equal_tensor():
+    model = tiny_llama()
+    ids = _ids()
+    a = lg.calibrate(model, input_ids=ids, batch_size=2)
+    b = lg.calibrate(model, input_ids=iter(list(ids.split(2))))
+    for name in a:
+        torch.testing.assert_close(a[name].input_norm, b[name].input_norm)
+
+
+def test_hooks_removed_even_on_error():
+    model = tiny_llama()
+    mods = [mod for m in mlp_layers(model) for mod in m.named_modules().values()]
+    with pytest.raises(RuntimeError, match="boom"):
+        with record_activations(model):
+            assert all(len(m._forward_hooks) == 1 for m in mods)
+            raise RuntimeError("boom")
+    assert all(len(m._forward_hooks) == 0 for m in mods)
+    with pytest.raises(ValueError, match="integer"):
+        lg.calibrate(model, input_ids=[torch.ones(2, 4)])
+    assert all(len(m._forward_hooks) == 0 for m in mods)
+
+
+def test_save_load_round_trip(tmp_path):
+    model = tiny_llama()
+    stats = lg.calibrate(model, input_ids=_ids())
+    path = stats.save(tmp_path / "stats.safetensors")
+    back = lg.ActivationStats.load(path)
+    assert list(back) == list(stats) and back.n_tokens == stats.n_tokens
+    for name in stats:
+        torch.testing.assert_close(back[name].input_sumsq, stats[name].input_sumsq)
+        torch.testing.assert_close(back[name].output_norm_batch_mean, stats[name].output_norm_batch_mean)
+    assert not any(p.suffix == ".tmp" for p in tmp_path.iterdir())
+    with pytest.raises(FileNotFoundError, match="`path`"):
+        lg.ActivationStats.load(tmp_path / "missing.safetensors")
+
+
+def test_from_norms_and_model_check():
+    model = tiny_llama(m=12)
+    norms = {}
+    for m in mlp_layers(model):
+        for name, mod in m.named_modules().items():
+            norms[name] = (torch.rand(mod.in_features), torch.rand(mod.out_features))
+    stats = lg.ActivationStats.from_norms(norms)
+    stats.check_model(model)
+    name = next(iter(norms))
+    torch.testing.assert_close(stats[name].input_norm, norms[name][0].double())
+    with pytest.raises(ValueError, match="do not match"):
+        stats.check_model(tiny_llama(m=16))
+    with pytest.raises(ValueError, match="finite and non-negative"):
+        lg.ActivationStats.from_norms({name: (torch.tensor([float("nan")]), torch.ones(2))})
+
+
+def test_bad_arguments():
+    model = tiny_llama()
+    with pytest.raises(ValueError, match="`n_samples` must be a positive int; got 0"):
+        lg.calibrate(model, input_ids=_ids(), n_samples=0)
+    with pytest.raises(ValueError, match="either `texts` or `input_ids`"):
+        lg.calibrate(model, texts=["a"], input_ids=_ids())
+    with pytest.raises(ValueError, match="`tokenizer` is required"):
+        lg.calibrate(model)
