@@ -3,13 +3,20 @@
 from ._version import __version__
 from .architectures import ArchitectureSpec, UnsupportedArchitectureError, register_architecture
 from .calibration import ActivationStats, calibrate
-from .centrality import CentralityResult, ConvergenceError, backends, pagerank
+from .centrality import (CentralityResult, ConvergenceError, GPUMemoryError, backends, centralities, degree,
+                         eigenvector, hits, hits_pair, katz, pagerank, strength)
 from .graph import GraphFormatError, MLPGraph, export_graph, read_graph
+from .masks import NeuronMask, allocate
+from .pruning import PruneResult, apply_mask, load_pruned, prune_model, save_pruned
+from .scoring import NeuronScores, score_neurons, scorers
 
 __all__ = [
     "__version__", "ArchitectureSpec", "UnsupportedArchitectureError", "register_architecture",
     "ActivationStats", "calibrate", "CentralityResult", "ConvergenceError", "backends", "pagerank",
-    "GraphFormatError", "MLPGraph", "export_graph", "read_graph", "load_model",
+    "GraphFormatError", "MLPGraph", "export_graph", "read_graph", "load_model", "NeuronMask", "allocate",
+    "PruneResult", "apply_mask", "load_pruned", "prune_model", "save_pruned", "NeuronScores", "score_neurons",
+    "scorers", "perplexity", "count_parameters", "GPUMemoryError", "centralities", "degree", "eigenvector",
+    "hits", "hits_pair", "katz", "strength", "export_graph_from_safetensors",
 ]
 
 
@@ -19,4 +26,12 @@ def __getattr__(name):
         from .models import load_model
 
         return load_model
+    if name == "export_graph_from_safetensors":
+        from .streaming import export_graph_from_safetensors
+
+        return export_graph_from_safetensors
+    if name in ("perplexity", "count_parameters"):
+        from . import evaluation
+
+        return getattr(evaluation, name)
     raise AttributeError(f"module 'llmrank_graph' has no attribute {name!r}")

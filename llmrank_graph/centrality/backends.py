@@ -8,12 +8,13 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
-from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["Backend", "register_backend", "get_backend", "backends", "BackendUnavailableError",
-           "cuda_available", "require_cudf"]
+           "cuda_available", "cupy_available", "require_cudf", "GPU_EXTRA"]
+
+GPU_EXTRA = "gpu"  # `pip install llmrank-graph[gpu]` provides cupy, cudf, cugraph, dask-cudf, dask-cuda
 
 
 class BackendUnavailableError(ImportError):
@@ -28,6 +29,7 @@ class Backend:
     algorithms: tuple[str, ...] = ()
     description: str = ""
     extra: str | None = None  # pip extra that provides it
+    accepts_device: bool = False  # takes a torch `device` (the sweep)
 
     def unavailable_reason(self) -> str | None:
         """None when the backend can run here, else why not."""
@@ -37,7 +39,11 @@ class Backend:
     def available(self) -> bool:
         return self.unavailable_reason() is None
 
+    def implements(self, algorithm: str) -> bool:
+        return algorithm in self.algorithms
+
     def require(self) -> None:
+        """Raise :class:`BackendUnavailableError` (naming the extra to install) unless available."""
         reason = self.unavailable_reason()
         if reason is not None:
             hint = f"; install it with `pip install llmrank-graph[{self.extra}]`" if self.extra else ""
@@ -51,11 +57,15 @@ _REGISTRY: dict[str, Backend] = {}
 
 
 def register_backend(backend: Backend) -> Backend:
+    """Add (or replace) a backend in the registry and return it."""
+    if not isinstance(backend, Backend) or not backend.name:
+        raise TypeError(f"`backend` must be a named Backend instance; got {backend!r}")
     _REGISTRY[backend.name] = backend
     return backend
 
 
 def get_backend(name: str) -> Backend:
+    """The registered backend called ``name``; ValueError listing the registered names otherwise."""
     if name not in _REGISTRY:
         raise ValueError(f"`backend` must be one of {', '.join(map(repr, ['auto', *_REGISTRY]))}; got {name!r}")
     return _REGISTRY[name]
@@ -72,7 +82,15 @@ def backends() -> list[dict]:
     -------
     >>> import llmrank_graph
     >>> [b["name"] for b in llmrank_graph.backends()]          # doctest: +SKIP
-    ['scipy', 'sweep', 'cupy', 'cugraph']
+    ['scipy', 'sweep', 'cupy', 'cugraph', 'cugraph-dask']
+    >>> [b["reason"] for b in llmrank_graph.backends() if not b["available"]]   # doctest: +SKIP
+    ['CuPy is not installed', 'cuGraph is not installed', ...]
+
+    Returns
+    -------
+    list of dict
+        One dict per backend: ``name``, ``available``, ``reason`` (None when available),
+        ``algorithms``, ``extra`` (pip extra that provides it) and ``description``.
     """
     out = []
     for b in _REGISTRY.values():
@@ -100,10 +118,38 @@ def cuda_available() -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=None)
+def cupy_available() -> str | None:
+    """None when CuPy is installed and sees a GPU, else why not (never raises)."""
+    if not _has_module("cupy"):
+        return "CuPy is not installed"
+    try:
+        import cupy
+
+        # Documented to return False (not raise) on a machine without a GPU or driver.
+        if not cupy.cuda.is_available():
+            return "CuPy is installed but sees no CUDA GPU"
+    except Exception as e:  # pragma: no cover - broken CUDA installs
+        return f"CuPy is installed but failed to initialise ({type(e).__name__}: {e})"
+    return None
+
+
+def cuda_free_memory() -> int | None:
+    """Free bytes on the current CUDA device, None without one."""
+    if not cuda_available():
+        return None
+    try:
+        import torch
+
+        return int(torch.cuda.mem_get_info()[0])
+    except Exception:  # pragma: no cover
+        return None
+
+
 def require_cudf():
     """Import cudf after checking for a GPU (``import cudf`` succeeds without one)."""
     if not _has_module("cudf"):
-        raise BackendUnavailableError("cuDF is not installed; install it with `pip install llmrank-graph[gpu]`")
+        raise BackendUnavailableError(f"cuDF is not installed; install it with `pip install llmrank-graph[{GPU_EXTRA}]`")
     if not cuda_available():
         raise BackendUnavailableError("cuDF needs a CUDA GPU and none is visible")
     import cudf

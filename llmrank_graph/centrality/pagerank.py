@@ -55,26 +55,79 @@ def teleport_vector(graph, value, arg: str = "personalization") -> np.ndarray:
     return v / total
 
 
-def select_backend(graph, algorithm: str, requested: str):
-    """The backend to run ``algorithm`` with; ``auto`` prefers exact sweeps, then GPUs, then scipy."""
+#: Preference of ``backend='auto'`` per algorithm (first available wins). Exact sweeps first
+#: (on CUDA when present), then GPU edge-list backends, then the CPU reference.
+AUTO_ORDER = {
+    "pagerank": ("sweep", "cugraph", "cupy", "scipy"),
+    "katz": ("sweep", "cugraph", "cupy", "scipy"),
+    "hits": ("cugraph", "cupy", "scipy"),
+    "eigenvector": ("cugraph", "cupy", "scipy"),
+    "strength": ("sweep", "scipy"),
+    "degree": ("sweep", "cugraph", "scipy"),
+}
+#: ``auto`` moves from ``cugraph`` to ``cugraph-dask`` when the edge list would take more than
+#: this fraction of the GPU's free memory (``BYTES_PER_EDGE`` per edge: int32 ids and float64
+#: weights in the cuDF frame, plus cuGraph's own CSC copy).
+DASK_SWITCH_FRACTION = 0.5
+BYTES_PER_EDGE = 48
+
+
+def _too_big_for_one_gpu(graph) -> str | None:
+    from .backends import cuda_free_memory
+
+    free = cuda_free_memory()
+    need = graph.n_edges * BYTES_PER_EDGE
+    if free is not None and need > DASK_SWITCH_FRACTION * free:
+        return (f"edge list needs ~{need / 2**30:.1f} GiB, more than {DASK_SWITCH_FRACTION:.0%} of the "
+                f"{free / 2**30:.1f} GiB free on the GPU")
+    return None
+
+
+def select_backend(graph, algorithm: str, requested: str, device=None):
+    """The backend to run ``algorithm`` with.
+
+    An explicit name must implement the algorithm and be available (else
+    ``BackendUnavailableError`` naming the extra to install). ``'auto'`` walks
+    :data:`AUTO_ORDER`, skips the sweep on graphs that are not partition-ordered DAGs, moves
+    to ``cugraph-dask`` when the edge list outgrows one GPU, and debug-logs why the others
+    were passed over. ``device`` (a torch device) is only meaningful for the sweep.
+    """
+    if not isinstance(requested, str):
+        raise ValueError(f"`backend` must be a backend name (str); got {requested!r}")
     if requested != "auto":
         b = get_backend(requested)
-        if algorithm not in b.algorithms:
-            have = [n for n, x in registered().items() if algorithm in x.algorithms]
+        if not b.implements(algorithm):
+            have = [n for n, x in registered().items() if x.implements(algorithm)]
             raise ValueError(f"`backend` {requested!r} does not implement {algorithm}; use one of "
                              f"{', '.join(map(repr, ['auto', *have]))}")
+        if device is not None and not getattr(b, "accepts_device", False):
+            raise ValueError(f"`device` applies to torch backends ('sweep') only; got device={device!r} with "
+                             f"backend={requested!r}")
         b.require()
         return b
     reasons = []
-    order = ["sweep", "cugraph", "cupy", "scipy"]
-    for name in order + [n for n in registered() if n not in order]:
+    order = AUTO_ORDER.get(algorithm, ("scipy",))
+    for name in list(order) + [n for n in registered() if n not in order and n != "cugraph-dask"]:
         b = registered().get(name)
-        if b is None or algorithm not in b.algorithms:
+        if b is None or not b.implements(algorithm):
+            continue
+        if device is not None and not getattr(b, "accepts_device", False):
+            reasons.append(f"{name}: `device` given, which only torch backends take")
             continue
         if name == "sweep" and not graph.is_dag_by_partition():
             reasons.append("sweep: graph is not a partition-ordered DAG")
             continue
         why = b.unavailable_reason()
+        if why is None and name == "cugraph":
+            big = _too_big_for_one_gpu(graph)
+            if big:
+                dask = registered().get("cugraph-dask")
+                dwhy = None if dask is None or not dask.implements(algorithm) else dask.unavailable_reason()
+                if dask is not None and dask.implements(algorithm) and dwhy is None:
+                    logger.debug("%s: auto chose backend 'cugraph-dask' (%s)", algorithm, big)
+                    return dask
+                reasons.append(f"cugraph: {big}; cugraph-dask: {dwhy or 'does not implement ' + algorithm}")
+                continue
         if why is None:
             logger.debug("%s: auto chose backend %r (%s)", algorithm, name,
                          "; ".join(reasons) if reasons else "first preference")
@@ -85,7 +138,7 @@ def select_backend(graph, algorithm: str, requested: str):
 
 def pagerank(graph, alpha: float = 0.85, personalization="uniform", direction: str = "forward",
              backend: str = "auto", tol: float = 1e-10, max_iter: int = 1000, dangling=None,
-             nstart=None) -> CentralityResult:
+             nstart=None, device=None) -> CentralityResult:
     """PageRank of an :class:`~llmrank_graph.MLPGraph`, with ``networkx.pagerank`` semantics.
 
     Out-strength ``s_u = sum_v w_uv``, transition ``P_uv = w_uv / s_u``, teleport ``p``;
@@ -113,11 +166,24 @@ def pagerank(graph, alpha: float = 0.85, personalization="uniform", direction: s
         Where dangling mass goes (default: the personalization, as networkx).
     nstart : array, optional
         Starting vector of power-iteration backends.
+    device : torch device, optional
+        Where the ``sweep`` backend multiplies the weights (default: CUDA when available).
+        Giving it with another backend raises ValueError; with ``backend='auto'`` it selects
+        the sweep.
 
     Returns
     -------
     CentralityResult
         ``scores`` indexed by vertex, summing to 1.
+
+    Raises
+    ------
+    ValueError
+        Bad ``alpha``, ``direction``, ``tol``, ``max_iter``, vectors, ``backend`` or ``device``.
+    BackendUnavailableError
+        The requested backend cannot run here (the message names the extra to install).
+    ConvergenceError
+        A power-iteration backend did not converge within ``max_iter``.
 
     Example
     -------
@@ -134,10 +200,11 @@ def pagerank(graph, alpha: float = 0.85, personalization="uniform", direction: s
     p = teleport_vector(graph, personalization, "personalization")
     q = p if dangling is None else teleport_vector(graph, dangling, "dangling")
     x0 = None if nstart is None else teleport_vector(graph, nstart, "nstart")
-    b = select_backend(graph, "pagerank", backend)
+    b = select_backend(graph, "pagerank", backend, device)
     logger.debug("pagerank on %r with backend %r", graph, b.name)
+    extra = {"device": device} if device is not None else {}
     res = b.pagerank(graph, alpha=alpha, personalization=p, dangling=q, direction=direction, tol=float(tol),
-                     max_iter=int(max_iter), nstart=x0)
+                     max_iter=int(max_iter), nstart=x0, **extra)
     params = {"alpha": alpha, "direction": direction, "tol": tol, "max_iter": max_iter,
               "personalization": personalization if isinstance(personalization, str) else "array"}
     return CentralityResult(res.scores, res.converged, res.iterations, res.backend, "pagerank", params)

@@ -1,68 +1,87 @@
-"""CPU reference backend: power iteration on a scipy CSR matrix, as ``networkx.pagerank``."""
+"""CPU reference backend: power iterations on scipy CSR matrices, with networkx semantics."""
 
 from __future__ import annotations
 
 import logging
 
 import numpy as np
-import scipy.sparse as sp
 
+from ._kernels import (ConvergenceError, adjacency, eigenvector_power, hits_power, katz_power, pagerank_power,
+                       transition_matrix)
 from ._result import CentralityResult
 from .backends import Backend, register_backend
 
 logger = logging.getLogger(__name__)
 
-
-class ConvergenceError(RuntimeError):
-    """A power iteration did not reach its tolerance within ``max_iter`` iterations."""
+__all__ = ["ScipyBackend", "ConvergenceError", "transition_matrix", "pagerank_power", "cached_matrix"]
 
 
-def transition_matrix(src: np.ndarray, dst: np.ndarray, weight: np.ndarray, n: int):
-    """Column-stochastic ``P^T`` (CSR, float64) and the out-strength vector of an edge list."""
-    A = sp.csr_matrix((weight.astype(np.float64), (src, dst)), shape=(n, n))  # duplicates summed
-    s = np.asarray(A.sum(axis=1)).ravel()
-    inv = np.divide(1.0, s, out=np.zeros_like(s), where=s != 0)
-    PT = (sp.diags(inv) @ A).T.tocsr()
-    return PT, s
+def cached_matrix(graph, kind: str, direction: str = "forward"):
+    """CSR matrices of ``graph``'s edge list, built once and cached on the graph.
 
-
-def pagerank_power(PT, s: np.ndarray, alpha: float, p: np.ndarray, q: np.ndarray, tol: float,
-                   max_iter: int, nstart: np.ndarray | None = None) -> tuple[np.ndarray, int]:
-    """Power iteration ``x <- alpha (P^T x + (d.x) q) + (1 - alpha) p`` (networkx semantics).
-
-    Stops when the L1 change is below ``n * tol`` (networkx's criterion); raises
-    ConvergenceError otherwise.
+    ``kind``: ``'PT'`` -> (P^T, out-strength) for PageRank; ``'A'`` -> adjacency (rows are
+    sources); ``'AT'`` -> its transpose; ``'S'`` -> ``A + A^T`` (the undirected graph).
+    ``direction='reverse'`` reverses every edge first.
     """
-    n = len(p)
-    x = np.full(n, 1.0 / n) if nstart is None else nstart / nstart.sum()
-    dangling = s == 0
-    for it in range(1, max_iter + 1):
-        xlast = x
-        x = alpha * (PT @ x + x[dangling].sum() * q) + (1 - alpha) * p
-        err = np.abs(x - xlast).sum()
-        if err < n * tol:
-            return x / x.sum(), it
-    raise ConvergenceError(f"PageRank power iteration did not converge in `max_iter`={max_iter} iterations "
-                           f"(last L1 change {err:.3g}, needed < n * tol = {n * tol:.3g}); raise max_iter or tol")
+    cache = graph.__dict__.setdefault("_kernel_cache", {})
+    key = ("scipy", kind, direction)
+    if key not in cache:
+        e = graph.edges
+        src, dst, w = e["src"].to_numpy(), e["dst"].to_numpy(), e["weight"].to_numpy()
+        if direction == "reverse":
+            src, dst = dst, src
+        n = graph.n_nodes
+        if kind == "PT":
+            cache[key] = transition_matrix(src, dst, w, n)
+        elif kind == "A":
+            cache[key] = adjacency(src, dst, w, n)
+        elif kind == "AT":
+            cache[key] = cached_matrix(graph, "A", direction).T.tocsr()
+        elif kind == "S":
+            A = cached_matrix(graph, "A", "forward")
+            cache[key] = (A + A.T).tocsr()
+        else:  # pragma: no cover - internal
+            raise ValueError(f"unknown matrix kind {kind!r}")
+    return cache[key]
 
 
 class ScipyBackend(Backend):
+    """Reference implementation of every centrality on a scipy CSR edge list (CPU)."""
+
     name = "scipy"
-    algorithms = ("pagerank",)
-    description = "CPU reference: power iteration on scipy CSR (matches networkx)"
+    algorithms = ("pagerank", "katz", "hits", "eigenvector", "strength", "degree")
+    description = "CPU reference: power iterations on scipy CSR (networkx semantics)"
 
     def pagerank(self, graph, *, alpha, personalization, dangling, direction, tol, max_iter, nstart, **_):
-        key = ("scipy_csr", direction)
-        cache = graph.__dict__.setdefault("_kernel_cache", {})
-        if key not in cache:
-            e = graph.edges
-            src, dst = e["src"].to_numpy(), e["dst"].to_numpy()
-            if direction == "reverse":
-                src, dst = dst, src
-            cache[key] = transition_matrix(src, dst, e["weight"].to_numpy(), graph.n_nodes)
-        PT, s = cache[key]
+        PT, s = cached_matrix(graph, "PT", direction)
         x, it = pagerank_power(PT, s, alpha, personalization, dangling, tol, max_iter, nstart)
         return CentralityResult(x, True, it, self.name)
+
+    def katz(self, graph, *, alpha, beta, direction, tol, max_iter, nstart, normalized, **_):
+        AT = cached_matrix(graph, "AT", direction)
+        x, it = katz_power(AT, alpha, beta, tol, max_iter, nstart, normalized)
+        return CentralityResult(x, True, it, self.name, "katz")
+
+    def hits(self, graph, *, tol, max_iter, nstart, normalized, **_):
+        A, AT = cached_matrix(graph, "A"), cached_matrix(graph, "AT")
+        h, a, it = hits_power(A, AT, tol, max_iter, nstart, normalized)
+        return (CentralityResult(h, True, it, self.name, "hubs"), CentralityResult(a, True, it, self.name, "authorities"))
+
+    def eigenvector(self, graph, *, tol, max_iter, nstart, **_):
+        x, it = eigenvector_power(cached_matrix(graph, "S"), tol, max_iter, nstart)
+        return CentralityResult(x, True, it, self.name, "eigenvector")
+
+    def strength(self, graph, *, direction, **_):
+        A = cached_matrix(graph, "A")
+        x = np.asarray(A.sum(axis=1 if direction == "out" else 0), dtype=np.float64).ravel()
+        return CentralityResult(x, True, 0, self.name, f"{direction}_strength")
+
+    def degree(self, graph, *, direction, **_):
+        # Structural degree: every edge of the edge list counts, whatever its weight (networkx).
+        e = graph.edges
+        col = e["src" if direction == "out" else "dst"].to_numpy()
+        x = np.bincount(col, minlength=graph.n_nodes).astype(np.float64)
+        return CentralityResult(x, True, 0, self.name, f"{direction}_degree")
 
 
 register_backend(ScipyBackend())

@@ -1,0 +1,308 @@
+"""Centralities other than PageRank, and the centrality registry.
+
+Each public function validates its input, picks a backend (``'auto'`` or a name from
+:func:`llmrank_graph.backends`) and returns a :class:`CentralityResult`. Semantics follow
+networkx (weighted, with the edge weights ``|W|``); where a backend's own convention differs,
+the backend translates (see :mod:`llmrank_graph.centrality.cugraph_backend`).
+
+=============  ===========================================================  =====================
+name           definition (networkx)                                        backends
+=============  ===========================================================  =====================
+pagerank       see :func:`llmrank_graph.centrality.pagerank`                 sweep, scipy, cupy, cugraph, cugraph-dask
+katz           ``x = alpha A^T x + beta``, L2-normalised (katz_centrality)   sweep (exact on a DAG), scipy, cupy, cugraph
+hits           hubs/authorities: principal singular vectors of A (hits)     scipy, cupy
+eigenvector    principal eigenvector of ``A + A^T`` (undirected graph)      scipy, cupy, cugraph
+strength       sum of in-/out-edge weights (``in_degree(weight=...)``)       sweep, scipy
+degree         number of in-/out-edges (``in_degree()``)                     sweep, scipy, cugraph
+=============  ===========================================================  =====================
+
+Eigenvector centrality is computed on the undirected graph because the adjacency of a DAG is
+nilpotent (its only eigenvalue is 0). cuGraph's HITS ignores edge weights, so it is not
+offered for HITS.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+
+from ._result import CentralityResult
+from .backends import registered
+from .pagerank import DIRECTIONS, _choice, select_backend
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["katz", "hits", "hits_pair", "eigenvector", "strength", "degree", "centralities", "get_centrality",
+           "STRENGTH_DIRECTIONS", "HITS_VECTORS"]
+
+STRENGTH_DIRECTIONS = ("in", "out", "total")
+HITS_VECTORS = ("authorities", "hubs")
+
+
+def _positive(arg: str, value, allow_zero: bool = False) -> float:
+    ok = (not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
+          and math.isfinite(float(value)) and (float(value) >= 0 if allow_zero else float(value) > 0))
+    if not ok:
+        kind = "a finite float >= 0" if allow_zero else "a positive finite float"
+        raise ValueError(f"`{arg}` must be {kind}; got {value!r}")
+    return float(value)
+
+
+def _iters(tol, max_iter) -> tuple[float, int]:
+    tol = _positive("tol", tol)
+    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
+        raise ValueError(f"`max_iter` must be a positive int; got {max_iter!r}")
+    return tol, int(max_iter)
+
+
+def _node_vector(graph, value, arg: str, positive_sum: bool = True) -> np.ndarray:
+    """A finite, non-negative float64 array with one value per node."""
+    n = graph.n_nodes
+    if isinstance(value, (str, dict)):
+        raise ValueError(f"`{arg}` must be an array of {n} non-negative values; got a {type(value).__name__}")
+    v = np.asarray(value, dtype=np.float64).reshape(-1)
+    if v.shape != (n,):
+        raise ValueError(f"`{arg}` must have one value per node: length {n}; got length {v.size}")
+    if not np.isfinite(v).all():
+        raise ValueError(f"`{arg}` must be finite; got NaN or inf")
+    if (v < 0).any():
+        raise ValueError(f"`{arg}` must be non-negative; got a minimum of {v.min():.3g}")
+    if positive_sum and v.sum() <= 0:
+        raise ValueError(f"`{arg}` must not be all zero")
+    return v
+
+
+def _run(graph, algorithm: str, backend: str, device=None, **params):
+    b = select_backend(graph, algorithm, backend, device)
+    logger.debug("%s on %r with backend %r", algorithm, graph, b.name)
+    extra = {"device": device} if device is not None else {}
+    return getattr(b, algorithm)(graph, **params, **extra)
+
+
+def katz(graph, alpha: float = 0.1, beta=1.0, direction: str = "forward", backend: str = "auto",
+         tol: float = 1e-6, max_iter: int = 1000, nstart=None, normalized: bool = True,
+         device=None) -> CentralityResult:
+    """Katz centrality ``x = alpha A^T x + beta`` (``networkx.katz_centrality`` with weights).
+
+    On a partition-ordered DAG the ``sweep`` backend solves it exactly in one pass (no
+    iteration, any ``alpha``); power-iteration backends stop when the L1 change is below
+    ``n_nodes * tol``.
+
+    Parameters
+    ----------
+    graph : MLPGraph
+    alpha : float > 0
+        Attenuation factor. Power iterations converge only for ``alpha < 1 / lambda_max``
+        (any alpha on a DAG).
+    beta : float > 0 or array (n_nodes,)
+        Exogenous term (a scalar or one non-negative value per node).
+    direction : {'forward', 'reverse'}
+        'forward': in-edge Katz, as networkx. 'reverse': every edge reversed (out-edge Katz).
+    backend : str
+        'auto' or a registered backend name.
+    tol, max_iter : float, int
+        Power-iteration tolerance (networkx convention) and iteration limit.
+    nstart : array (n_nodes,), optional
+        Starting vector of power iterations (default zeros, as networkx).
+    normalized : bool
+        Divide by the Euclidean norm (networkx).
+    device : torch device, optional
+        Device of the ``sweep`` backend.
+
+    Returns
+    -------
+    CentralityResult
+        ``algorithm='katz'``.
+
+    Raises
+    ------
+    ValueError
+        Invalid parameters, or options a backend cannot honour (e.g. cuGraph with a per-node beta).
+    ConvergenceError
+        A power iteration did not converge.
+
+    Example
+    -------
+    >>> res = katz(export_graph(model), alpha=0.05)        # doctest: +SKIP
+    >>> float((res.scores ** 2).sum())                     # doctest: +SKIP
+    1.0
+    """
+    alpha = _positive("alpha", alpha)
+    _choice("direction", direction, DIRECTIONS)
+    tol, max_iter = _iters(tol, max_iter)
+    if not isinstance(normalized, (bool, np.bool_)):
+        raise ValueError(f"`normalized` must be a bool; got {normalized!r}")
+    if np.ndim(beta) == 0 and not isinstance(beta, (str, dict)):
+        b = np.full(graph.n_nodes, _positive("beta", beta))
+    else:
+        b = _node_vector(graph, beta, "beta")
+    x0 = None if nstart is None else _node_vector(graph, nstart, "nstart", positive_sum=False)
+    res = _run(graph, "katz", backend, device, alpha=alpha, beta=b, direction=direction, tol=tol,
+               max_iter=max_iter, nstart=x0, normalized=bool(normalized))
+    params = {"alpha": alpha, "beta": "array" if np.ndim(beta) else float(beta), "direction": direction,
+              "tol": tol, "max_iter": max_iter, "normalized": bool(normalized)}
+    return CentralityResult(res.scores, res.converged, res.iterations, res.backend, "katz", params)
+
+
+def hits_pair(graph, backend: str = "auto", tol: float = 1e-8, max_iter: int = 1000, nstart=None,
+              normalized: bool = True) -> tuple[CentralityResult, CentralityResult]:
+    """HITS hubs and authorities (``networkx.hits`` with weights), as two results.
+
+    Authorities are the principal right singular vector of the weighted adjacency ``A``
+    (``A[u, v] = w_uv``), hubs ``A @ authorities``; both sum to 1 when ``normalized``.
+    Power iteration from ``nstart`` (default uniform hubs), stopping when the L1 change of
+    the hubs is below ``n_nodes * tol``.
+
+    Returns
+    -------
+    (CentralityResult, CentralityResult)
+        ``(hubs, authorities)``, with ``algorithm`` 'hubs' and 'authorities'.
+
+    Example
+    -------
+    >>> hubs, auth = hits_pair(export_graph(model))        # doctest: +SKIP
+    """
+    tol, max_iter = _iters(tol, max_iter)
+    x0 = None if nstart is None else _node_vector(graph, nstart, "nstart")
+    h, a = _run(graph, "hits", backend, None, tol=tol, max_iter=max_iter, nstart=x0, normalized=bool(normalized))
+    params = {"tol": tol, "max_iter": max_iter, "normalized": bool(normalized)}
+    return (CentralityResult(h.scores, h.converged, h.iterations, h.backend, "hubs", params),
+            CentralityResult(a.scores, a.converged, a.iterations, a.backend, "authorities", params))
+
+
+def hits(graph, which: str = "authorities", backend: str = "auto", tol: float = 1e-8, max_iter: int = 1000,
+         nstart=None, normalized: bool = True) -> CentralityResult:
+    """One HITS vector: ``which='authorities'`` (fed by good hubs) or ``'hubs'``.
+
+    See :func:`hits_pair` for the definition and parameters; both vectors are computed.
+
+    Returns
+    -------
+    CentralityResult
+        ``algorithm`` is ``which``.
+
+    Example
+    -------
+    >>> auth = hits(export_graph(model))                   # doctest: +SKIP
+    """
+    _choice("which", which, HITS_VECTORS)
+    hubs, auth = hits_pair(graph, backend, tol, max_iter, nstart, normalized)
+    return auth if which == "authorities" else hubs
+
+
+def eigenvector(graph, backend: str = "auto", tol: float = 1e-6, max_iter: int = 1000,
+                nstart=None) -> CentralityResult:
+    """Eigenvector centrality of the undirected graph (``networkx.eigenvector_centrality`` with weights).
+
+    Power iteration with ``(S + I)``, ``S = A + A^T``, L2-normalised, from ``nstart`` (default
+    all ones) divided by its sum; stops when the L1 change is below ``n_nodes * tol``. The
+    directed graph is a DAG, whose adjacency has only the eigenvalue 0, hence the undirected one.
+
+    Returns
+    -------
+    CentralityResult
+        ``algorithm='eigenvector'``, unit Euclidean norm.
+
+    Raises
+    ------
+    ConvergenceError
+        Not converged within ``max_iter`` (graphs with several equally strong components
+        converge slowly; raise ``max_iter``).
+
+    Example
+    -------
+    >>> res = eigenvector(export_graph(model))             # doctest: +SKIP
+    """
+    tol, max_iter = _iters(tol, max_iter)
+    x0 = None if nstart is None else _node_vector(graph, nstart, "nstart")
+    res = _run(graph, "eigenvector", backend, None, tol=tol, max_iter=max_iter, nstart=x0)
+    return CentralityResult(res.scores, res.converged, res.iterations, res.backend, "eigenvector",
+                            {"tol": tol, "max_iter": max_iter})
+
+
+def _in_out(graph, algorithm: str, direction: str, backend: str, device=None) -> CentralityResult:
+    _choice("direction", direction, STRENGTH_DIRECTIONS)
+    dirs = ("in", "out") if direction == "total" else (direction,)
+    parts = [_run(graph, algorithm, backend, device, direction=d) for d in dirs]
+    x = parts[0].scores if len(parts) == 1 else parts[0].scores + parts[1].scores
+    return CentralityResult(np.asarray(x, dtype=np.float64), True, 0, parts[0].backend,
+                            f"{direction}_{algorithm}", {"direction": direction})
+
+
+def strength(graph, direction: str = "in", backend: str = "auto", device=None) -> CentralityResult:
+    """Weighted degree: sum of the weights of each node's in-edges, out-edges, or both.
+
+    For an intermediate neuron, in-strength is the L1 norm of its ``up`` row and out-strength
+    that of its ``down`` column. Same as networkx ``G.in_degree(weight='weight')``.
+
+    Parameters
+    ----------
+    direction : {'in', 'out', 'total'}
+
+    Returns
+    -------
+    CentralityResult
+        ``algorithm`` is ``'{direction}_strength'``.
+
+    Example
+    -------
+    >>> strength(export_graph(model), "total").scores      # doctest: +SKIP
+    """
+    return _in_out(graph, "strength", direction, backend, device)
+
+
+def degree(graph, direction: str = "in", backend: str = "auto") -> CentralityResult:
+    """Number of in-edges, out-edges, or both, of each node (networkx ``G.in_degree()``).
+
+    Every stored edge counts, whatever its weight; on a dense export this is the layer
+    layout, on a sparsified one (``keep=...``) it counts the kept edges.
+
+    Returns
+    -------
+    CentralityResult
+        ``algorithm`` is ``'{direction}_degree'``.
+
+    Example
+    -------
+    >>> degree(export_graph(model, keep=8), "in").scores   # doctest: +SKIP
+    """
+    return _in_out(graph, "degree", direction, backend)
+
+
+_CENTRALITIES = {
+    "pagerank": ("pagerank", "PageRank with networkx semantics; exact sweep on a DAG"),
+    "katz": ("katz", "Katz centrality x = alpha A^T x + beta; exact sweep on a DAG"),
+    "hits": ("hits", "HITS authorities (or hubs with which='hubs')"),
+    "eigenvector": ("eigenvector", "eigenvector centrality of the undirected graph"),
+    "strength": ("strength", "weighted in/out/total degree"),
+    "degree": ("degree", "in/out/total edge count"),
+}
+
+
+def get_centrality(name: str):
+    """The public function of the centrality ``name``; ValueError listing the known names."""
+    if name not in _CENTRALITIES:
+        raise ValueError(f"`name` must be one of {', '.join(map(repr, _CENTRALITIES))}; got {name!r}")
+    if name == "pagerank":
+        from .pagerank import pagerank
+
+        return pagerank
+    return globals()[_CENTRALITIES[name][0]]
+
+
+def centralities() -> list[dict]:
+    """Every centrality: name, description, and the backends implementing it (available or not).
+
+    Example
+    -------
+    >>> [c["name"] for c in centralities()]
+    ['pagerank', 'katz', 'hits', 'eigenvector', 'strength', 'degree']
+    """
+    out = []
+    for name, (_fn, desc) in _CENTRALITIES.items():
+        algo = name
+        backs = [b.name for b in registered().values() if b.implements(algo)]
+        out.append({"name": name, "description": desc, "backends": backs, "function": get_centrality(name)})
+    return out

@@ -1,0 +1,298 @@
+"""RAPIDS cuGraph backends: one GPU (``cugraph``) and several GPUs through Dask (``cugraph-dask``).
+
+Thin by design: the edge list becomes a cuDF frame (``src, dst, weight``), cuGraph builds the
+graph with ``renumber=False`` (our vertex ids are contiguous from 0) and runs its algorithm;
+this module only translates conventions and errors.
+
+Convention translations (checked against cuGraph's source, ``cpp/src/link_analysis`` and
+``cpp/src/centrality``):
+
+- **Tolerances.** We follow networkx: stop when the L1 change is below ``n * tol``. cuGraph's
+  PageRank and Katz stop when the L1 change is below ``tol`` itself, so they get
+  ``n * tol``. Its eigenvector centrality already uses ``n * tol``, so ``tol`` is passed as is.
+- **Dangling nodes.** With a personalization vector cuGraph sends dangling mass along it
+  (networkx's default); it has no separate ``dangling`` vector, so asking for one raises
+  instead of being ignored.
+- **Katz direction.** cuGraph's docstring says it computes out-edge Katz on directed graphs,
+  the opposite of networkx. Its implementation, however, sums over *incoming* edges
+  (``per_v_transform_reduce_incoming_e`` on the transposed graph) and cuGraph's own test
+  compares it with ``networkx.katz_centrality`` on the same DiGraph without reversing it.
+  We follow the implementation (:data:`CUGRAPH_KATZ_USES_IN_EDGES`); if a cuGraph release
+  really counts out-edges, flip that constant and the edges are reversed before the call.
+  The GPU test ``test_backend_matches_reference[cugraph-katz-...]`` catches either case.
+- **HITS** in cuGraph ignores edge weights, so it is not offered here (weighted HITS runs on
+  ``scipy`` or ``cupy``).
+- **Precision.** Weights are sent as float64 so that cuGraph iterates in double precision,
+  like the scipy reference (float32 cannot reach ``n * tol`` on small graphs).
+
+None of this could be run on the project's GPU machine (RAPIDS cannot be installed there);
+the calls are tested with stand-in ``cudf``/``cugraph`` modules (tests/test_backends.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+from ._kernels import ConvergenceError
+from ._result import CentralityResult
+from .backends import GPU_EXTRA, Backend, _has_module, cuda_available, register_backend
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CugraphBackend", "CugraphDaskBackend", "GPUMemoryError", "CUGRAPH_KATZ_USES_IN_EDGES"]
+
+#: cuGraph's Katz sums over incoming edges (as networkx) despite its docstring; see module doc.
+CUGRAPH_KATZ_USES_IN_EDGES = True
+
+
+class GPUMemoryError(MemoryError):
+    """cuGraph ran out of GPU memory."""
+
+
+def _cugraph_reason(*modules: str) -> str | None:
+    missing = [m for m in modules if not _has_module(m)]
+    if missing:
+        return f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed"
+    if not cuda_available():
+        # `import cudf` works without a GPU; building a frame then fails, so check first.
+        return "no CUDA GPU is visible"
+    return None
+
+
+def _map_error(exc: BaseException, algorithm: str, backend: str) -> BaseException:
+    """Our exception for a cuGraph one (convergence, memory); others pass through unchanged."""
+    msg = str(exc)
+    low = msg.lower()
+    if type(exc).__name__ == "FailedToConvergeError" or "failed to converge" in low or "not converge" in low:
+        return ConvergenceError(f"{algorithm} on backend {backend!r} did not converge ({msg or type(exc).__name__}); "
+                                "raise max_iter or tol")
+    if isinstance(exc, MemoryError) or "out of memory" in low or "bad_alloc" in low or "outofmemory" in low:
+        return GPUMemoryError(f"{algorithm} on backend {backend!r} ran out of GPU memory ({msg}); use "
+                              "backend='cugraph-dask' (several GPUs), 'sweep' (PageRank/Katz, one layer at a time) "
+                              "or a sparsified graph (export_graph(..., keep=...))")
+    return exc
+
+
+def edge_arrays(graph, direction: str = "forward"):
+    """``(src, dst, weight)`` numpy arrays for cuGraph: int32 ids when they fit, float64 weights.
+
+    ``direction='reverse'`` swaps sources and destinations. When the highest vertex id has no
+    edge (a sparsified graph), a zero-weight self-loop on it is added so that cuGraph, which
+    sizes the graph from the largest id with ``renumber=False``, sees every vertex; a node
+    with only zero-weight out-edges is dangling for cuGraph and networkx alike.
+    """
+    e = graph.edges
+    n = graph.n_nodes
+    vt = np.int32 if n < 2**31 else np.int64
+    src, dst = e["src"].to_numpy().astype(vt), e["dst"].to_numpy().astype(vt)
+    w = e["weight"].to_numpy().astype(np.float64)
+    if direction == "reverse":
+        src, dst = dst, src
+    if n and (len(src) == 0 or max(int(src.max()), int(dst.max())) < n - 1):
+        src, dst = np.append(src, vt(n - 1)), np.append(dst, vt(n - 1))
+        w = np.append(w, 0.0)
+    return src, dst, w
+
+
+def _scatter(df, column: str, n: int) -> np.ndarray:
+    """Scores of a cuDF result frame (``vertex``, ``column``) as a dense float64 array."""
+    v = np.asarray(df["vertex"].to_numpy(), dtype=np.int64)
+    x = np.zeros(n)
+    x[v] = np.asarray(df[column].to_numpy(), dtype=np.float64)
+    return x
+
+
+def _vertex_frame(cudf, values: np.ndarray, vertex_dtype):
+    return cudf.DataFrame({"vertex": np.arange(len(values), dtype=vertex_dtype),
+                           "values": np.asarray(values, dtype=np.float64)})
+
+
+class CugraphBackend(Backend):
+    """cuGraph on one GPU: PageRank, Katz, eigenvector centrality, degree."""
+
+    name = "cugraph"
+    algorithms = ("pagerank", "katz", "eigenvector", "degree")
+    description = "RAPIDS cuGraph on one GPU (cuDF edge list, renumber=False)"
+    extra = GPU_EXTRA
+
+    def unavailable_reason(self):
+        return _cugraph_reason("cudf", "cugraph")
+
+    @staticmethod
+    def _modules():
+        import cudf
+        import cugraph
+
+        return cudf, cugraph
+
+    def _graph(self, graph, direction: str = "forward", directed: bool = True):
+        cudf, cugraph = self._modules()
+        src, dst, w = edge_arrays(graph, direction)
+        df = cudf.DataFrame({"src": src, "dst": dst, "weight": w})
+        G = cugraph.Graph(directed=directed)
+        G.from_cudf_edgelist(df, source="src", destination="dst", edge_attr="weight",
+                             store_transposed=True, renumber=False)
+        return G, src.dtype
+
+    def pagerank(self, graph, *, alpha, personalization, dangling, direction, tol, max_iter, nstart, **_):
+        if not (dangling is personalization or np.array_equal(dangling, personalization)):
+            raise ValueError(f"backend {self.name!r} sends dangling mass along the personalization and has no "
+                             "separate `dangling` vector; use backend='sweep' or 'scipy' for `dangling`")
+        cudf, cugraph = self._modules()
+        n = graph.n_nodes
+        try:
+            G, vt = self._graph(graph, direction)
+            pers = _vertex_frame(cudf, personalization, vt)
+            start = None if nstart is None else _vertex_frame(cudf, nstart, vt)
+            df, converged = cugraph.pagerank(G, alpha=alpha, personalization=pers, max_iter=max_iter, tol=n * tol,
+                                             nstart=start, fail_on_nonconvergence=False)
+        except Exception as e:
+            raise _map_error(e, "PageRank", self.name) from e
+        if not converged:
+            raise ConvergenceError(f"PageRank on backend {self.name!r} did not converge in `max_iter`={max_iter} "
+                                   f"iterations (L1 change >= n * tol = {n * tol:.3g}); raise max_iter or tol")
+        x = _scatter(df, "pagerank", n)
+        # cuGraph does not report its iteration count: -1 means "not reported".
+        return CentralityResult(x / x.sum(), True, -1, self.name)
+
+    def katz(self, graph, *, alpha, beta, direction, tol, max_iter, nstart, normalized, **_):
+        if not normalized:
+            raise ValueError(f"backend {self.name!r} always normalises Katz scores (its `normalized` is documented "
+                             "as not supported); use backend='sweep' or 'scipy' for normalized=False")
+        if nstart is not None:
+            raise ValueError(f"backend {self.name!r} does not forward `nstart` for Katz (cuGraph hands it to the "
+                             "solver as per-vertex betas); use backend='scipy'")
+        beta = np.asarray(beta, dtype=np.float64)
+        if not np.all(beta == beta[0]):
+            raise ValueError(f"backend {self.name!r} takes one scalar `beta` for Katz; use backend='sweep' or "
+                             "'scipy' for a per-node beta")
+        if not CUGRAPH_KATZ_USES_IN_EDGES:  # pragma: no cover - see module docstring
+            direction = "reverse" if direction == "forward" else "forward"
+        _, cugraph = self._modules()
+        n = graph.n_nodes
+        try:
+            G, _vt = self._graph(graph, direction)
+            df = cugraph.katz_centrality(G, alpha=alpha, beta=float(beta[0]), max_iter=max_iter, tol=n * tol,
+                                         nstart=None, normalized=True)
+        except Exception as e:
+            raise _map_error(e, "Katz", self.name) from e
+        x = _scatter(df, "katz_centrality", n)
+        norm = np.linalg.norm(x)  # idempotent when cuGraph already normalised
+        return CentralityResult(x / norm if norm > 0 else x, True, -1, self.name, "katz")
+
+    def eigenvector(self, graph, *, tol, max_iter, nstart, **_):
+        if nstart is not None:
+            raise ValueError(f"backend {self.name!r} takes no `nstart` for eigenvector centrality; use backend='scipy'")
+        _, cugraph = self._modules()
+        n = graph.n_nodes
+        try:
+            G, _vt = self._graph(graph, "forward", directed=False)
+            # cuGraph already stops at L1 change < n * tol, as networkx.
+            df = cugraph.eigenvector_centrality(G, max_iter=max_iter, tol=tol)
+        except Exception as e:
+            raise _map_error(e, "eigenvector centrality", self.name) from e
+        return CentralityResult(_scatter(df, "eigenvector_centrality", n), True, -1, self.name, "eigenvector")
+
+    def degree(self, graph, *, direction, **_):
+        try:
+            G, _vt = self._graph(graph, "forward")
+            df = G.in_degree() if direction == "in" else G.out_degree()
+        except Exception as e:
+            raise _map_error(e, "degree", self.name) from e
+        x = _scatter(df, "degree", graph.n_nodes)
+        e = graph.edges
+        n = graph.n_nodes
+        if n and (len(e) == 0 or max(int(e["src"].max()), int(e["dst"].max())) < n - 1):
+            x[n - 1] = 0.0  # the zero-weight self-loop added by edge_arrays is not an edge
+        return CentralityResult(x, True, 0, self.name, f"{direction}_degree")
+
+
+class CugraphDaskBackend(Backend):
+    """cuGraph on several GPUs through Dask (``cugraph.dask``), for graphs one GPU cannot hold.
+
+    Parameters
+    ----------
+    scheduler : str, optional
+        Address of a running Dask scheduler (``tcp://host:8786``). Default: the environment
+        variable ``LLMRANK_GRAPH_DASK_SCHEDULER``; else an existing default client; else a
+        ``dask_cuda.LocalCUDACluster`` over the GPUs of this machine, started on first use.
+
+    Example
+    -------
+    >>> from llmrank_graph.centrality import register_backend
+    >>> from llmrank_graph.centrality.cugraph_backend import CugraphDaskBackend
+    >>> register_backend(CugraphDaskBackend(scheduler="tcp://10.0.0.1:8786"))   # doctest: +SKIP
+    >>> pagerank(graph, backend="cugraph-dask")                                  # doctest: +SKIP
+    """
+
+    name = "cugraph-dask"
+    algorithms = ("pagerank",)
+    description = "RAPIDS cuGraph on several GPUs (dask_cudf edge list, LocalCUDACluster or a scheduler)"
+    extra = GPU_EXTRA
+
+    def __init__(self, scheduler: str | None = None):
+        self.scheduler = scheduler
+        self._client = None
+        self._cluster = None
+
+    def unavailable_reason(self):
+        return _cugraph_reason("cudf", "cugraph", "dask_cudf", "dask_cuda")
+
+    def client(self):
+        """The Dask client (created once) with cuGraph's communicator initialised."""
+        if self._client is None:
+            from dask.distributed import Client, default_client
+
+            address = self.scheduler or os.environ.get("LLMRANK_GRAPH_DASK_SCHEDULER")
+            if address:
+                self._client = Client(address)
+            else:
+                try:
+                    self._client = default_client()
+                except ValueError:  # no client yet
+                    from dask_cuda import LocalCUDACluster
+
+                    self._cluster = LocalCUDACluster()
+                    self._client = Client(self._cluster)
+            from cugraph.dask.comms import comms as Comms
+
+            Comms.initialize(p2p=True)
+            logger.debug("cugraph-dask: client %r", self._client)
+        return self._client
+
+    def pagerank(self, graph, *, alpha, personalization, dangling, direction, tol, max_iter, nstart, **_):
+        if not (dangling is personalization or np.array_equal(dangling, personalization)):
+            raise ValueError(f"backend {self.name!r} sends dangling mass along the personalization and has no "
+                             "separate `dangling` vector; use backend='sweep' or 'scipy' for `dangling`")
+        import cudf
+        import cugraph
+        import cugraph.dask as dcg
+        import dask.dataframe as dd
+
+        n = graph.n_nodes
+        try:
+            client = self.client()
+            n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+            src, dst, w = edge_arrays(graph, direction)
+            import pandas as pd
+
+            ddf = dd.from_pandas(pd.DataFrame({"src": src, "dst": dst, "weight": w}),
+                                 npartitions=n_workers).to_backend("cudf")
+            G = cugraph.Graph(directed=True)
+            G.from_dask_cudf_edgelist(ddf, source="src", destination="dst", edge_attr="weight",
+                                      store_transposed=True, renumber=False)
+            pers = _vertex_frame(cudf, personalization, src.dtype)
+            start = None if nstart is None else _vertex_frame(cudf, nstart, src.dtype)
+            res = dcg.pagerank(G, alpha=alpha, personalization=pers, max_iter=max_iter, tol=n * tol, nstart=start)
+            df = res.compute()
+        except Exception as e:
+            raise _map_error(e, "PageRank", self.name) from e
+        x = _scatter(df, "pagerank", n)
+        return CentralityResult(x / x.sum(), True, -1, self.name)
+
+
+register_backend(CugraphBackend())
+register_backend(CugraphDaskBackend())
