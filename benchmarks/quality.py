@@ -36,6 +36,10 @@ BASE_METHODS = ["pagerank", "activation", "wanda-sp", "magnitude", "random", "wp
                 "katz", "hits", "eigenvector", "strength", "degree"]
 
 # PageRank variants tried while choosing the defaults (each a dict of scorer parameters).
+def _rev(alpha, **kw):
+    return dict(direction="reverse", weighting="abs_x_input", personalization="activation", alpha=alpha, **kw)
+
+
 VARIANTS = {
     "forward, abs weights, uniform teleport (paper graph)": dict(direction="forward", weighting="abs",
                                                                  personalization="uniform", alpha=0.85),
@@ -43,20 +47,29 @@ VARIANTS = {
                                                       personalization="activation", alpha=0.85),
     "forward, contribution edges, activation teleport": dict(direction="forward", weighting="abs_x_input",
                                                              personalization="activation", alpha=0.85),
+    "forward, abs weights, activation teleport, alpha 0.5": dict(direction="forward", weighting="abs",
+                                                                 personalization="activation", alpha=0.5),
+    "forward, abs weights, activation teleport, alpha 0.2": dict(direction="forward", weighting="abs",
+                                                                 personalization="activation", alpha=0.2),
+    "reverse, abs weights, uniform teleport": dict(direction="reverse", weighting="abs",
+                                                   personalization="uniform", alpha=0.85),
     "reverse, abs weights, activation teleport": dict(direction="reverse", weighting="abs",
                                                       personalization="activation", alpha=0.85),
-    "reverse, contribution edges, activation teleport, alpha 0.85": dict(direction="reverse", weighting="abs_x_input",
-                                                                         personalization="activation", alpha=0.85),
-    "reverse, contribution edges, activation teleport, alpha 0.5": dict(direction="reverse", weighting="abs_x_input",
-                                                                        personalization="activation", alpha=0.5),
-    "reverse, contribution edges, activation teleport, alpha 0.2": dict(direction="reverse", weighting="abs_x_input",
-                                                                        personalization="activation", alpha=0.2),
-    "reverse, contribution edges, gate=sum, alpha 0.5": dict(direction="reverse", weighting="abs_x_input",
-                                                             personalization="activation", alpha=0.5, gate="sum"),
-    "reverse, contribution edges, residual 1, alpha 0.5": dict(direction="reverse", weighting="abs_x_input",
-                                                               personalization="activation", alpha=0.5, residual=1.0),
-    "reverse, contribution edges, isolated, alpha 0.5": dict(direction="reverse", weighting="abs_x_input",
-                                                             personalization="activation", alpha=0.5, mode="isolated"),
+    "reverse, contribution edges, uniform teleport": dict(direction="reverse", weighting="abs_x_input",
+                                                          personalization="uniform", alpha=0.85),
+    "reverse, contribution edges, activation teleport, alpha 0.85": _rev(0.85),
+    "reverse, contribution edges, activation teleport, alpha 0.5": _rev(0.5),
+    "reverse, contribution edges, activation teleport, alpha 0.3": _rev(0.3),
+    "reverse, contribution edges, activation teleport, alpha 0.2": _rev(0.2),
+    "reverse, contribution edges, activation teleport, alpha 0.1": _rev(0.1),
+    "reverse, contribution edges, activation teleport, alpha 0.05": _rev(0.05),
+    "reverse, contribution edges, gate=sum, alpha 0.5": _rev(0.5, gate="sum"),
+    "reverse, contribution edges, gate=gate, alpha 0.5": _rev(0.5, gate="gate"),
+    "reverse, contribution edges, residual 1, alpha 0.5": _rev(0.5, residual=1.0),
+    "reverse, contribution edges, residual 30, alpha 0.5": _rev(0.5, residual=30.0),
+    "reverse, contribution edges, residual 30, alpha 0.2": _rev(0.2, residual=30.0),
+    "reverse, contribution edges, isolated, alpha 0.5": _rev(0.5, mode="isolated"),
+    "reverse, contribution edges, isolated, alpha 0.2": _rev(0.2, mode="isolated"),
 }
 
 PAPER_ROWS = {
@@ -144,6 +157,7 @@ def main(argv=None):
     ap.add_argument("--methods", default=",".join(BASE_METHODS))
     ap.add_argument("--variants-only", action="store_true", help="only the PageRank variants table")
     ap.add_argument("--variant-amounts", default="0.3,0.5")
+    ap.add_argument("--variant-allocations", default="local")
     ap.add_argument("--no-variants", action="store_true")
     ap.add_argument("--no-paper", action="store_true")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
@@ -160,7 +174,7 @@ def main(argv=None):
         vam = [float(a) for a in args.variant_amounts.split(",")]
         for name, params in VARIANTS.items():
             s = score_neurons(r.model, r.stats, "pagerank", **params)
-            r.run_scores("variants", name, s, vam, ["local"])
+            r.run_scores("variants", name, s, vam, args.variant_allocations.split(","))
     if not args.variants_only:
         for method in args.methods.split(","):
             t = time.perf_counter()
