@@ -80,6 +80,8 @@ PAPER_ROWS = {
 
 
 def fmt(x: float) -> str:
+    if math.isnan(x):
+        return "n/a"
     if not math.isfinite(x):
         return "inf"
     return f"{x:.1f}" if x < 1000 else f"{x:.3g}"
@@ -178,8 +180,15 @@ def main(argv=None):
     if not args.variants_only:
         for method in args.methods.split(","):
             t = time.perf_counter()
-            s = score_neurons(r.model, r.stats, method)
             name = method if method != "pagerank" else "pagerank (defaults)"
+            try:
+                s = score_neurons(r.model, r.stats, method)
+            except lg.ConvergenceError as e:  # e.g. eigenvector on a near-bipartite graph
+                print(f"{method}: {e}", flush=True)
+                for allocation in allocations:
+                    for amount in amounts:
+                        r.record("main", name + " (did not converge)", allocation, amount, float("nan"), 0.0)
+                continue
             print(f"scored {method} in {time.perf_counter() - t:.1f} s", flush=True)
             rounding = "reference" if method in ("wpr", "mpr", "channel-wanda") else "round"
             r.run_scores("main", name, s, amounts, allocations, rounding=rounding)

@@ -207,7 +207,7 @@ def test_every_scorer_runs_on_real_stats(model):
 def test_pagerank_defaults():
     assert PAGERANK_DEFAULTS == {"mode": "chained", "gate": "up", "residual": 0.0, "weighting": "abs_x_input",
                                  "keep": None, "direction": "reverse", "personalization": "activation",
-                                 "alpha": 0.5, "backend": "auto"}
+                                 "alpha": 0.2, "backend": "auto"}
     params = get_scorer("pagerank").get_params()
     assert {k: params[k] for k in PAGERANK_DEFAULTS} == PAGERANK_DEFAULTS
 
@@ -244,9 +244,9 @@ def test_pagerank_scorer_matches_networkx(model, stats):
     # reverse direction: every edge reversed
     G.add_weighted_edges_from(zip(e["dst"].tolist(), e["src"].tolist(), e["weight"].astype(float).tolist()))
     act = g.activation
-    want = nx.pagerank(G, alpha=0.5, personalization={v: act[v] for v in range(g.n_nodes)}, weight="weight",
+    want = nx.pagerank(G, alpha=0.2, personalization={v: act[v] for v in range(g.n_nodes)}, weight="weight",
                        tol=1e-13, max_iter=10_000)
-    res = score_neurons(model, st, "pagerank")  # the defaults: reverse, abs_x_input, activation, alpha 0.5
+    res = score_neurons(model, st, "pagerank")  # the defaults: reverse, abs_x_input, activation, alpha 0.2
     for p in g.intermediate_partitions():
         np.testing.assert_allclose(res.intermediate[p.layer].numpy(),
                                    [want[v] for v in range(p.offset, p.stop)], rtol=1e-5)
