@@ -255,7 +255,7 @@ def test_pagerank_scorer_matches_networkx(model, stats):
 def test_pagerank_weight_only_without_stats(model):
     res = score_neurons(model, None, "pagerank", weighting="abs", personalization="uniform", direction="forward")
     g = export_graph(model)
-    pr = pagerank(g, alpha=0.5, direction="forward")
+    pr = pagerank(g, alpha=PAGERANK_DEFAULTS["alpha"], direction="forward")
     _assert_scores(res.intermediate, {p.layer: pr.scores[p.offset:p.stop] for p in g.intermediate_partitions()},
                    rtol=1e-8)
 
