@@ -11,16 +11,15 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ._io import save_safetensors_atomic
 from .architectures import mlp_layers
 
 logger = logging.getLogger(__name__)
@@ -146,8 +145,6 @@ class ActivationStats(Mapping):
     # Persistence: safetensors + JSON metadata, no pickle.
     def save(self, path: str | os.PathLike) -> Path:
         """Write to a ``.safetensors`` file (atomically). Returns the path."""
-        from safetensors.torch import save_file
-
         path = Path(path)
         tensors, counts = {}, {}
         for name, s in self._modules.items():
@@ -160,17 +157,7 @@ class ActivationStats(Mapping):
 
         meta = {"format": "llmrank_graph.ActivationStats", "version": __version__,
                 "counts": json.dumps(counts), "meta": json.dumps(self.meta)}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=meta)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        return path
+        return save_safetensors_atomic(tensors, path, meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ActivationStats":

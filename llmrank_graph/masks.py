@@ -28,19 +28,19 @@ the lower layer (module) and then the lower index.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import numbers
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+from ._io import save_safetensors_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -283,8 +283,6 @@ class NeuronMask:
         >>> NeuronMask.load("mask.safetensors") == mask       # doctest: +SKIP
         True
         """
-        from safetensors.torch import save_file
-
         from ._version import __version__
 
         path = Path(path)
@@ -293,17 +291,7 @@ class NeuronMask:
             tensors[f"hidden.{l}"] = k.contiguous()
         metadata = {"format": _FORMAT, "version": __version__, "has_hidden": json.dumps(self.hidden is not None),
                     "meta": json.dumps(self.meta)}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=metadata)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        return path
+        return save_safetensors_atomic(tensors, path, metadata)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "NeuronMask":

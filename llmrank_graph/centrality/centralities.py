@@ -30,7 +30,7 @@ import numpy as np
 
 from ._result import CentralityResult
 from .backends import registered
-from .pagerank import DIRECTIONS, _choice, select_backend
+from .pagerank import DIRECTIONS, _choice, node_vector as _node_vector, select_backend
 
 logger = logging.getLogger(__name__)
 
@@ -55,23 +55,6 @@ def _iters(tol, max_iter) -> tuple[float, int]:
     if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
         raise ValueError(f"`max_iter` must be a positive int; got {max_iter!r}")
     return tol, int(max_iter)
-
-
-def _node_vector(graph, value, arg: str, positive_sum: bool = True) -> np.ndarray:
-    """A finite, non-negative float64 array with one value per node."""
-    n = graph.n_nodes
-    if isinstance(value, (str, dict)):
-        raise ValueError(f"`{arg}` must be an array of {n} non-negative values; got a {type(value).__name__}")
-    v = np.asarray(value, dtype=np.float64).reshape(-1)
-    if v.shape != (n,):
-        raise ValueError(f"`{arg}` must have one value per node: length {n}; got length {v.size}")
-    if not np.isfinite(v).all():
-        raise ValueError(f"`{arg}` must be finite; got NaN or inf")
-    if (v < 0).any():
-        raise ValueError(f"`{arg}` must be non-negative; got a minimum of {v.min():.3g}")
-    if positive_sum and v.sum() <= 0:
-        raise ValueError(f"`{arg}` must not be all zero")
-    return v
 
 
 def _run(graph, algorithm: str, backend: str, device=None, **params):

@@ -31,28 +31,34 @@ def teleport_vector(graph, value, arg: str = "personalization") -> np.ndarray:
     if isinstance(value, str):
         if value == "uniform":
             return np.full(n, 1.0 / n)
-        if value == "activation":
-            if not graph.has_activation:
-                raise ValueError(f"`{arg}='activation'` needs a graph exported with calibration stats "
-                                 "(export_graph(model, stats))")
-            v = np.asarray(graph.activation, dtype=np.float64)
-        else:
+        if value != "activation":
             raise ValueError(f"`{arg}` must be 'uniform', 'activation' or an array of {n} non-negative "
                              f"values; got {value!r}")
-    else:
-        v = np.asarray(value, dtype=np.float64).reshape(-1) if not isinstance(value, dict) else None
-        if v is None:
-            raise ValueError(f"`{arg}` must be 'uniform', 'activation' or an array of length {n}; got a dict")
-        if v.shape != (n,):
-            raise ValueError(f"`{arg}` must have one value per node: length {n}; got length {v.size}")
+        if not graph.has_activation:
+            raise ValueError(f"`{arg}='activation'` needs a graph exported with calibration stats "
+                             "(export_graph(model, stats))")
+        value = graph.activation
+    elif isinstance(value, dict):
+        raise ValueError(f"`{arg}` must be 'uniform', 'activation' or an array of length {n}; got a dict")
+    v = node_vector(graph, value, arg)
+    return v / v.sum()
+
+
+def node_vector(graph, value, arg: str, positive_sum: bool = True) -> np.ndarray:
+    """A finite, non-negative float64 array with one value per node (errors name ``arg``)."""
+    n = graph.n_nodes
+    if isinstance(value, (str, dict)):
+        raise ValueError(f"`{arg}` must be an array of {n} non-negative values; got a {type(value).__name__}")
+    v = np.asarray(value, dtype=np.float64).reshape(-1)
+    if v.shape != (n,):
+        raise ValueError(f"`{arg}` must have one value per node: length {n}; got length {v.size}")
     if not np.isfinite(v).all():
         raise ValueError(f"`{arg}` must be finite; got NaN or inf")
     if (v < 0).any():
         raise ValueError(f"`{arg}` must be non-negative; got a minimum of {v.min():.3g}")
-    total = v.sum()
-    if total <= 0:
+    if positive_sum and v.sum() <= 0:
         raise ValueError(f"`{arg}` must not be all zero")
-    return v / total
+    return v
 
 
 #: Preference of ``backend='auto'`` per algorithm (first available wins). Exact sweeps first
