@@ -41,3 +41,47 @@ def test_throughput_reports_tokens():
     assert t.tokens == 16 and t.tokens_per_second > 0
     c = compare_throughput(model, model, ids, rounds=1)
     assert set(c) == {"dense_tokens_per_s", "pruned_tokens_per_s", "speedup"}
+
+
+def test_lm_eval_adapter_calls_harness(monkeypatch):
+    """The adapter wraps the model in lm-eval's HFLM and returns simple_evaluate's results."""
+    import sys
+    import types
+
+    calls = {}
+
+    class HFLM:
+        def __init__(self, pretrained, tokenizer, batch_size):
+            calls["hflm"] = (pretrained, tokenizer, batch_size)
+
+    def simple_evaluate(model, tasks, num_fewshot, limit, **kw):
+        calls["eval"] = (model, tasks, num_fewshot, limit)
+        return {"results": {"piqa": {"acc,none": 0.5}}}
+
+    root = types.ModuleType("lm_eval")
+    root.simple_evaluate = simple_evaluate
+    models = types.ModuleType("lm_eval.models")
+    hf = types.ModuleType("lm_eval.models.huggingface")
+    hf.HFLM = HFLM
+    monkeypatch.setitem(sys.modules, "lm_eval", root)
+    monkeypatch.setitem(sys.modules, "lm_eval.models", models)
+    monkeypatch.setitem(sys.modules, "lm_eval.models.huggingface", hf)
+    from llmrank_graph.evaluation import lm_eval
+
+    model = tiny_llama()
+    out = lm_eval(model, "tok", tasks=["piqa"], batch_size=2, limit=5)
+    assert out == {"piqa": {"acc,none": 0.5}}
+    assert calls["hflm"] == (model, "tok", 2)
+    assert calls["eval"][1:] == (["piqa"], 0, 5)
+    with pytest.raises(ValueError, match="`tasks`"):
+        lm_eval(model, "tok", tasks=[])
+
+
+def test_lm_eval_missing_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "lm_eval", None)
+    from llmrank_graph.evaluation import lm_eval
+
+    with pytest.raises(ImportError, match=r"llmrank-graph\[eval\]"):
+        lm_eval(tiny_llama(), None, tasks=["piqa"])
