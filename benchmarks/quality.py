@@ -37,7 +37,7 @@ BASE_METHODS = ["pagerank", "activation", "wanda-sp", "magnitude", "random", "wp
 
 # PageRank variants tried while choosing the defaults (each a dict of scorer parameters).
 def _rev(alpha, **kw):
-    return dict(direction="reverse", weighting="abs_x_input", personalization="activation", alpha=alpha, **kw)
+    return {"direction": "reverse", "weighting": "abs_x_input", "personalization": "activation", "alpha": alpha, **kw}
 
 
 VARIANTS = {
@@ -63,6 +63,8 @@ VARIANTS = {
     "reverse, contribution edges, activation teleport, alpha 0.2": _rev(0.2),
     "reverse, contribution edges, activation teleport, alpha 0.1": _rev(0.1),
     "reverse, contribution edges, activation teleport, alpha 0.05": _rev(0.05),
+    "reverse, activation-share edges, activation teleport, alpha 0.85": _rev(0.85, weighting="activation_share"),
+    "reverse, activation-share edges, activation teleport, alpha 0.5": _rev(0.5, weighting="activation_share"),
     "reverse, contribution edges, gate=sum, alpha 0.5": _rev(0.5, gate="sum"),
     "reverse, contribution edges, gate=gate, alpha 0.5": _rev(0.5, gate="gate"),
     "reverse, contribution edges, residual 1, alpha 0.5": _rev(0.5, residual=1.0),

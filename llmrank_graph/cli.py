@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .graph import ACTIVATION_WEIGHTINGS
+
 logger = logging.getLogger("llmrank_graph.cli")
 
 
@@ -77,6 +79,7 @@ def _calibrate(args, model, tok):
 
 
 def _graph_kwargs(args) -> dict:
+    # (graph options as export_graph takes them)
     return dict(mode=args.mode, gate=args.gate, residual=args.residual, weighting=args.weighting, keep=args.keep)
 
 
@@ -87,7 +90,7 @@ def cmd_export(args) -> int:
     out = Path(args.out)
     _check_out(out, args.overwrite)
     model, tok, _ = _load(args)
-    stats = _calibrate(args, model, tok) if args.calibrate or args.weighting == "abs_x_input" else None
+    stats = _calibrate(args, model, tok) if args.calibrate or args.weighting in ACTIVATION_WEIGHTINGS else None
     graph = export_graph(model, stats, **_graph_kwargs(args))
     t = time.perf_counter()
     graph.to_parquet(out, overwrite=args.overwrite, progress=True)
@@ -126,7 +129,7 @@ def cmd_rank(args) -> int:
         graph = read_graph(args.graph)
     else:
         model, tok, _ = _load(args)
-        need = args.calibrate or args.weighting == "abs_x_input" or args.personalization == "activation"
+        need = args.calibrate or args.weighting in ACTIVATION_WEIGHTINGS or args.personalization == "activation"
         stats = _calibrate(args, model, tok) if need else None
         graph = export_graph(model, stats, **_graph_kwargs(args))
     t = time.perf_counter()

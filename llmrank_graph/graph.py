@@ -40,7 +40,9 @@ __all__ = ["MLPGraph", "Partition", "export_graph", "read_graph", "GraphFormatEr
 
 MODES = ("chained", "isolated")
 GATES = ("up", "gate", "sum", "max")
-WEIGHTINGS = ("abs", "abs_x_input")
+WEIGHTINGS = ("abs", "abs_x_input", "activation_share")
+#: Weightings that need calibration statistics.
+ACTIVATION_WEIGHTINGS = ("abs_x_input", "activation_share")
 NODE_COLUMNS = ("vertex", "layer", "kind", "index", "activation", "partition")
 EDGE_COLUMNS = ("src", "dst", "weight")
 _FORMAT = "llmrank_graph.MLPGraph"
@@ -545,8 +547,11 @@ def export_graph(model, stats=None, mode: str = "chained", gate: str = "up", res
         Input edges of a gated MLP: ``|W_up|`` (the paper), ``|W_gate|``, their sum or max.
     residual : float
         Weight of the skip edges ``H_l,i -> H_{l+1},i`` (0: none).
-    weighting : {'abs', 'abs_x_input'}
-        ``|W|``, or ``|W|`` times the source node's calibration activation norm (Wanda-like).
+    weighting : {'abs', 'abs_x_input', 'activation_share'}
+        ``|W|``; ``|W|`` times the source node's calibration activation norm (Wanda-like, the
+        signal an edge carries); or ``activation_share``: the source's activation norm split
+        over its out-edges in the block in proportion to ``|W|``
+        (``a_u * |W_vu| / sum_v' |W_v'u|``), so every node sends exactly its activation.
     keep : int or float, optional
         Sparsify: an int k keeps the k largest in-edges of every node in each weight block; a
         float q in (0, 1] keeps the edges at or above the global (1 - q) weight quantile.
@@ -573,8 +578,8 @@ def export_graph(model, stats=None, mode: str = "chained", gate: str = "up", res
     if isinstance(residual, bool) or not isinstance(residual, (int, float)) or not np.isfinite(residual) or residual < 0:
         raise ValueError(f"`residual` must be a finite float >= 0; got {residual!r}")
     _validate_keep(keep)
-    if weighting == "abs_x_input" and stats is None:
-        raise ValueError("`weighting='abs_x_input'` needs calibration `stats` (llmrank_graph.calibrate)")
+    if weighting in ACTIVATION_WEIGHTINGS and stats is None:
+        raise ValueError(f"`weighting={weighting!r}` needs calibration `stats` (llmrank_graph.calibrate)")
     if stats is not None:
         stats.check_model(model)
     layers: list[MLPModules] = mlp_layers(model)
@@ -602,8 +607,8 @@ def export_graph(model, stats=None, mode: str = "chained", gate: str = "up", res
             act[inter.offset:inter.stop] = a_mid.numpy()
             if mode == "isolated" or l == L - 1:
                 act[h_out.offset:h_out.stop] = a_out.numpy()
-        scale_in = a_in if weighting == "abs_x_input" else None
-        scale_mid = a_mid if weighting == "abs_x_input" else None
+        scale_in = a_in if weighting in ACTIVATION_WEIGHTINGS else None
+        scale_mid = a_mid if weighting in ACTIVATION_WEIGHTINGS else None
         if m.gate is None or gate == "up":
             wb = WeightBlock(h_in, inter, l, "up", [m.weight("up").detach()], "single", scale_in)
         elif gate == "gate":
@@ -611,8 +616,16 @@ def export_graph(model, stats=None, mode: str = "chained", gate: str = "up", res
         else:
             wb = WeightBlock(h_in, inter, l, f"gate_{gate}_up", [m.weight("up").detach(), m.weight("gate").detach()],
                              gate, scale_in)
-        blocks.append(wb)
-        blocks.append(WeightBlock(inter, h_out, l, "down", [m.weight("down").detach()], "single", scale_mid))
+        down = WeightBlock(inter, h_out, l, "down", [m.weight("down").detach()], "single", scale_mid)
+        if weighting == "activation_share":
+            # Each source sends its activation norm, split over its out-edges in proportion to
+            # |W|: scale column u by a_u / sum_v |W_vu| (one read of the block, at export).
+            for b in (wb, down):
+                col = b.col_scale
+                b.col_scale = None
+                total = b.colsum(torch.float64)
+                b.col_scale = torch.where(total > 0, col / total, torch.zeros_like(col))
+        blocks += [wb, down]
         if residual > 0:
             blocks.append(DiagonalBlock(h_in, h_out, l, residual, scale_in))
     if keep is not None:

@@ -36,7 +36,7 @@ from .architectures import MLPModules, mlp_layers
 from .calibration import ActivationStats
 from .centrality.backends import registered as _registered_backends
 from .centrality.pagerank import DIRECTIONS
-from .graph import GATES, MODES, WEIGHTINGS, _validate_keep, export_graph
+from .graph import ACTIVATION_WEIGHTINGS, GATES, MODES, WEIGHTINGS, _validate_keep, export_graph
 
 logger = logging.getLogger(__name__)
 
@@ -382,7 +382,7 @@ def _vec(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- graph scorers
 def _pagerank_needs_stats(weighting, personalization) -> bool:
-    return weighting == "abs_x_input" or (isinstance(personalization, str) and personalization == "activation")
+    return weighting in ACTIVATION_WEIGHTINGS or (isinstance(personalization, str) and personalization == "activation")
 
 
 def _check_graph_params(s) -> None:

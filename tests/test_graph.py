@@ -260,3 +260,19 @@ def test_damaged_directory_refused(tmp_path, damage):
 def test_read_missing_dir(tmp_path):
     with pytest.raises(FileNotFoundError, match="`path`"):
         lg.read_graph(tmp_path / "nope")
+
+
+def test_activation_share_weighting():
+    """Each node sends exactly its activation norm, split over its out-edges by |W|."""
+    model = tiny_llama(seed=6)
+    stats = _stats(model)
+    g = lg.export_graph(model, stats, weighting="activation_share")
+    mlp = mlp_layers(model)[1]
+    for src, dst, which, a in ((2, 3, "up", stats.input_norm(mlp.up_name)),
+                               (3, 4, "down", stats.input_norm(mlp.down_name))):
+        W = mlp.weight(which).detach().abs().double().numpy()
+        got, _ = _block_weights(g, src, dst)
+        np.testing.assert_allclose(got, W * (a.numpy() / W.sum(0))[None, :], rtol=1e-5)
+        np.testing.assert_allclose(got.sum(0), a.numpy(), rtol=1e-5)
+    with pytest.raises(ValueError, match="activation_share.*stats"):
+        lg.export_graph(model, weighting="activation_share")

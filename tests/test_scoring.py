@@ -504,7 +504,7 @@ def test_prune_hidden_unsupported(model, stats, method):
     ("pagerank", {"alpha": 0}, r"`alpha` must be a float in \(0, 1\); got 0"),
     ("pagerank", {"direction": "up"}, r"`direction` must be one of 'forward', 'reverse'; got 'up'"),
     ("pagerank", {"gate": "min"}, r"`gate` must be one of 'up', 'gate', 'sum', 'max'; got 'min'"),
-    ("pagerank", {"weighting": "x"}, r"`weighting` must be one of 'abs', 'abs_x_input'; got 'x'"),
+    ("pagerank", {"weighting": "x"}, r"`weighting` must be one of 'abs', 'abs_x_input', 'activation_share'; got 'x'"),
     ("pagerank", {"residual": -1.0}, r"`residual` must be a finite float >= 0; got -1.0"),
     ("pagerank", {"keep": 0}, r"`keep` must be"),
     ("pagerank", {"backend": "nope"}, r"`backend` must be one of 'auto', .*'scipy'.*; got 'nope'"),
