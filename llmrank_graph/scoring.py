@@ -61,20 +61,21 @@ __all__ = [
 ]
 
 #: Defaults of the ``pagerank`` scorer (the keyword defaults of :class:`PageRankScorer` are read
-#: from here). Chosen by measurement (``benchmarks/quality.py``, table in the README): reverse
-#: PageRank on contribution edges (|W| times the source's activation norm) with activation
-#: teleport. On SmolLM2-135M alpha 0.2 ties the activation baseline within 1% under local
-#: allocation and beats it at every sparsity under global allocation; forward PageRank on
-#: plain |W| with uniform teleport (the paper's graph) is worse than random.
+#: from here). Chosen by measurement (``benchmarks/quality.py``, tables in the README): reverse
+#: PageRank, activation teleport, on "activation share" edges (every node sends its
+#: calibration activation norm, split over its out-edges in proportion to |W|). On
+#: SmolLM2-135M it is below the activation baseline at 10, 30 and 50% under local allocation
+#: (0.3% above at 20%) and well below every baseline at 30-50% under global allocation;
+#: forward PageRank on plain |W| with uniform teleport (the paper's graph) is worse than random.
 PAGERANK_DEFAULTS: dict = {
     "mode": "chained",
     "gate": "up",
     "residual": 0.0,
-    "weighting": "abs_x_input",
+    "weighting": "activation_share",
     "keep": None,
     "direction": "reverse",
     "personalization": "activation",
-    "alpha": 0.2,
+    "alpha": 0.85,
     "backend": "auto",
 }
 

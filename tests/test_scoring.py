@@ -205,9 +205,9 @@ def test_every_scorer_runs_on_real_stats(model):
 
 # ----------------------------------------------------------------------------- graph scorers
 def test_pagerank_defaults():
-    assert PAGERANK_DEFAULTS == {"mode": "chained", "gate": "up", "residual": 0.0, "weighting": "abs_x_input",
+    assert PAGERANK_DEFAULTS == {"mode": "chained", "gate": "up", "residual": 0.0, "weighting": "activation_share",
                                  "keep": None, "direction": "reverse", "personalization": "activation",
-                                 "alpha": 0.2, "backend": "auto"}
+                                 "alpha": 0.85, "backend": "auto"}
     params = get_scorer("pagerank").get_params()
     assert {k: params[k] for k in PAGERANK_DEFAULTS} == PAGERANK_DEFAULTS
 
@@ -237,16 +237,16 @@ def test_pagerank_scorer_is_intermediate_slice(model, stats, opts):
 def test_pagerank_scorer_matches_networkx(model, stats):
     nx = pytest.importorskip("networkx")
     st, _ = stats
-    g = export_graph(model, st, weighting="abs_x_input")
+    g = export_graph(model, st, weighting=PAGERANK_DEFAULTS["weighting"])
     e = g.edges
     G = nx.DiGraph()
     G.add_nodes_from(range(g.n_nodes))
     # reverse direction: every edge reversed
     G.add_weighted_edges_from(zip(e["dst"].tolist(), e["src"].tolist(), e["weight"].astype(float).tolist()))
     act = g.activation
-    want = nx.pagerank(G, alpha=0.2, personalization={v: act[v] for v in range(g.n_nodes)}, weight="weight",
-                       tol=1e-13, max_iter=10_000)
-    res = score_neurons(model, st, "pagerank")  # the defaults: reverse, abs_x_input, activation, alpha 0.2
+    want = nx.pagerank(G, alpha=PAGERANK_DEFAULTS["alpha"], personalization={v: act[v] for v in range(g.n_nodes)},
+                       weight="weight", tol=1e-13, max_iter=10_000)
+    res = score_neurons(model, st, "pagerank")  # the defaults: reverse, activation share, activation teleport
     for p in g.intermediate_partitions():
         np.testing.assert_allclose(res.intermediate[p.layer].numpy(),
                                    [want[v] for v in range(p.offset, p.stop)], rtol=1e-5)
@@ -263,7 +263,7 @@ def test_pagerank_weight_only_without_stats(model):
 def test_pagerank_with_given_graph(model, stats, tmp_path):
     st, _ = stats
     fresh = score_neurons(model, st, "pagerank")
-    g = export_graph(model, st, weighting="abs_x_input")
+    g = export_graph(model, st, weighting=PAGERANK_DEFAULTS["weighting"])
     given = score_neurons(model, None, "pagerank", graph=g)  # the graph carries weights and activations
     _assert_scores(given.intermediate, {l: t.numpy() for l, t in fresh.intermediate.items()}, rtol=1e-12)
     assert isinstance(given.params["graph"], str)  # no graph object kept in the result
@@ -273,7 +273,7 @@ def test_pagerank_with_given_graph(model, stats, tmp_path):
     from_disk = score_neurons(model, None, "pagerank", graph=read_graph(tmp_path / "g"))
     _assert_scores(from_disk.intermediate, {l: t.numpy() for l, t in fresh.intermediate.items()}, rtol=1e-5)
     with pytest.raises(ValueError, match=r"`graph` was exported with weighting='abs' but scorer 'pagerank' has "
-                                         r"weighting='abs_x_input'"):
+                                         r"weighting='activation_share'"):
         score_neurons(model, st, "pagerank", graph=export_graph(model, st))
     with pytest.raises(ValueError, match="`graph` does not match `model`"):
         score_neurons(model, st, "pagerank", graph=export_graph(_tiny_llama(m=20), weighting="abs"), weighting="abs")
