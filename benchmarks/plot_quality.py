@@ -1,6 +1,7 @@
 """Plot perplexity against the fraction of MLP neurons removed, from quality.py's CSV.
 
-Run:  python benchmarks/plot_quality.py [benchmarks/results/quality_h200.csv] [--out quality.png]
+Run:  python benchmarks/plot_quality.py [CSV ...] [--out quality.png]
+(default: the H200 table and the CPU run of the PageRank defaults in benchmarks/results/)
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pandas as pd  # noqa: E402
 
 HERE = os.path.dirname(__file__)
 SHOWN = {
-    "reverse, contribution edges, activation teleport, alpha 0.2": "pagerank (defaults)",
+    "pagerank (defaults)": "pagerank (defaults)",
     "reverse, contribution edges, uniform teleport": "pagerank, uniform teleport",
     "activation": "activation",
     "wanda-sp": "wanda-sp",
@@ -28,10 +29,11 @@ SHOWN = {
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("csv", nargs="?", default=os.path.join(HERE, "results", "quality_h200.csv"))
+    ap.add_argument("csv", nargs="*", default=[os.path.join(HERE, "results", "quality_h200.csv"),
+                                               os.path.join(HERE, "results", "quality_pagerank_defaults_cpu.csv")])
     ap.add_argument("--out", default=os.path.join(HERE, "results", "quality.png"))
     args = ap.parse_args(argv)
-    df = pd.read_csv(args.csv)
+    df = pd.concat([pd.read_csv(p) for p in args.csv if os.path.exists(p)], ignore_index=True)
     dense = float(df.loc[df.table == "dense", "perplexity"].iloc[0])
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for ax, alloc in zip(axes, ("local", "global")):

@@ -64,6 +64,7 @@ VARIANTS = {
     "reverse, contribution edges, activation teleport, alpha 0.1": _rev(0.1),
     "reverse, contribution edges, activation teleport, alpha 0.05": _rev(0.05),
     "reverse, activation-share edges, activation teleport, alpha 0.85": _rev(0.85, weighting="activation_share"),
+    "reverse, activation-share edges, activation teleport, alpha 0.7": _rev(0.7, weighting="activation_share"),
     "reverse, activation-share edges, activation teleport, alpha 0.5": _rev(0.5, weighting="activation_share"),
     "reverse, contribution edges, gate=sum, alpha 0.5": _rev(0.5, gate="sum"),
     "reverse, contribution edges, gate=gate, alpha 0.5": _rev(0.5, gate="gate"),
