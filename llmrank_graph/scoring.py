@@ -278,6 +278,12 @@ class Scorer:
     description: ClassVar[str] = ""
 
     # -- parameters --------------------------------------------------------------
+    # Scorers whose only parameters are these inherit this __init__.
+    def __init__(self, *, mode: str = "chained", prune_hidden: bool = False):
+        self.mode = mode
+        self.prune_hidden = prune_hidden
+        self._validate_common()
+
     @classmethod
     def param_names(cls) -> list[str]:
         """Names of the parameters of ``__init__``."""
@@ -694,11 +700,6 @@ class ModifiedPageRankScorer(_ReferenceScorer):
     name = "mpr"
     description = "reference modified PageRank (LLM-Rank), layer-wise"
 
-    def __init__(self, *, mode: str = "chained", prune_hidden: bool = False):
-        self.mode = mode
-        self.prune_hidden = prune_hidden
-        self._validate_common()
-
     def _step(self, w, prev, inp, out):
         return (w @ prev) * out
 
@@ -722,11 +723,6 @@ class ChannelWandaScorer(_ReferenceScorer):
 
     name = "channel-wanda"
     description = "reference channel Wanda: |W| @ input activation norms, per module"
-
-    def __init__(self, *, mode: str = "chained", prune_hidden: bool = False):
-        self.mode = mode
-        self.prune_hidden = prune_hidden
-        self._validate_common()
 
     def _step(self, w, prev, inp, out):
         return w @ inp
@@ -843,11 +839,6 @@ class ActivationScorer(_LayerScorer):
     name = "activation"
     description = "input norm of down_proj (intermediate activation norm)"
 
-    def __init__(self, *, mode: str = "chained", prune_hidden: bool = False):
-        self.mode = mode
-        self.prune_hidden = prune_hidden
-        self._validate_common()
-
     def _layer(self, m, stats):
         return stats.input_norm(m.down_name).to(torch.float64)
 
@@ -870,11 +861,6 @@ class WandaSPScorer(_LayerScorer):
 
     name = "wanda-sp"
     description = "structured Wanda (FLAP): column sums of |W_down| times the neuron's input norm"
-
-    def __init__(self, *, mode: str = "chained", prune_hidden: bool = False):
-        self.mode = mode
-        self.prune_hidden = prune_hidden
-        self._validate_common()
 
     def _layer(self, m, stats):
         w = _abs64(m, "down")  # (d, m)
