@@ -24,19 +24,20 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from ._checks import check_choice, check_keep, check_residual
 from ._version import __version__
 from .architectures import MLPModules, mlp_layers
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MLPGraph", "Partition", "export_graph", "read_graph", "GraphFormatError", "MODES", "GATES", "WEIGHTINGS"]
+__all__ = ["MLPGraph", "Partition", "ExportOptions", "DEFAULT_EXPORT", "export_graph", "read_graph", "GraphFormatError", "MODES", "GATES", "WEIGHTINGS"]
 
 MODES = ("chained", "isolated")
 GATES = ("up", "gate", "sum", "max")
@@ -56,6 +57,63 @@ class GraphFormatError(ValueError):
 def _choice(arg: str, value, allowed) -> None:
     if value not in allowed:
         raise ValueError(f"`{arg}` must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """How the whole-MLP graph is built from a model: the options of :func:`export_graph`.
+
+    One frozen, validated value shared by :func:`export_graph`, the graph scorers and the CLI
+    (whose defaults are read from the instances below).
+
+    Attributes
+    ----------
+    mode : {'chained', 'isolated'}
+        One graph through all layers, or one 3-partite component per MLP.
+    gate : {'up', 'gate', 'sum', 'max'}
+        Input edges of a gated MLP: ``|W_up|`` (the paper), ``|W_gate|``, their sum or max.
+    residual : float >= 0
+        Weight of the skip edges ``H_l,i -> H_{l+1},i`` (0: none).
+    weighting : {'abs', 'abs_x_input', 'activation_share'}
+        See :func:`export_graph`.
+    keep : None, int >= 1 or float in (0, 1]
+        Sparsification: top-k in-edges per node, or a global weight quantile.
+
+    Example
+    -------
+    >>> ExportOptions(weighting="activation_share").needs_stats
+    True
+    """
+
+    mode: str = "chained"
+    gate: str = "up"
+    residual: float = 0.0
+    weighting: str = "abs"
+    keep: int | float | None = None
+
+    def __post_init__(self):
+        check_choice("mode", self.mode, MODES)
+        check_choice("gate", self.gate, GATES)
+        object.__setattr__(self, "residual", check_residual(self.residual))
+        check_choice("weighting", self.weighting, WEIGHTINGS)
+        object.__setattr__(self, "keep", check_keep(self.keep))
+
+    @property
+    def needs_stats(self) -> bool:
+        """True when the weighting uses calibration activation norms."""
+        return self.weighting in ACTIVATION_WEIGHTINGS
+
+    def as_dict(self) -> dict:
+        """The options as a plain dict (the keys of ``meta.json``)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def replace(self, **changes) -> "ExportOptions":
+        """A copy with some options changed (validated again)."""
+        return replace(self, **changes)
+
+
+#: The options of a plain export (``export_graph(model)``): the paper's graph.
+DEFAULT_EXPORT = ExportOptions()
 
 
 @dataclass(frozen=True)
