@@ -26,11 +26,8 @@ __all__ = ["fail", "fail_type", "check_choice", "check_bool", "check_int", "chec
 
 
 def format_allowed(allowed: Iterable) -> str:
-    """``'a', 'b' or 'c'``: the allowed values as the messages list them."""
-    items = [repr(a) for a in allowed]
-    if len(items) <= 1:
-        return "".join(items)
-    return ", ".join(items[:-1]) + " or " + items[-1]
+    """``'a', 'b', 'c'``: the allowed values as every message lists them."""
+    return ", ".join(repr(a) for a in allowed)
 
 
 def fail(arg: str, what: str, value) -> InvalidArgumentError:
