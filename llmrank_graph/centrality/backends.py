@@ -71,6 +71,11 @@ def get_backend(name: str) -> Backend:
     return _REGISTRY[name]
 
 
+def backend_names() -> list[str]:
+    """Names of the registered backends, in registration order (``'auto'`` not included)."""
+    return list(_REGISTRY)
+
+
 def registered() -> dict[str, Backend]:
     return dict(_REGISTRY)
 
