@@ -11,7 +11,7 @@ This module imports nothing from the package: every stage may use it.
 from __future__ import annotations
 
 __all__ = ["LLMRankGraphError", "InvalidArgumentError", "InvalidArgumentTypeError", "FileFormatError",
-           "OutputExistsError"]
+           "OutputExistsError", "MissingInputError", "MissingDependencyError"]
 
 
 class LLMRankGraphError(Exception):
@@ -32,3 +32,11 @@ class FileFormatError(LLMRankGraphError, ValueError):
 
 class OutputExistsError(LLMRankGraphError, FileExistsError):
     """An output path exists and was not to be replaced."""
+
+
+class MissingInputError(LLMRankGraphError, FileNotFoundError):
+    """An input file or directory named by an argument does not exist."""
+
+
+class MissingDependencyError(LLMRankGraphError, ImportError):
+    """An optional package needed for what was asked is not installed; the message names the extra."""
