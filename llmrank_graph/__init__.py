@@ -3,9 +3,11 @@
 from ._version import __version__
 from .architectures import ArchitectureSpec, UnsupportedArchitectureError, register_architecture
 from .calibration import ActivationStats, calibrate
-from .centrality import (CentralityResult, ConvergenceError, GPUMemoryError, backends, centralities, degree,
-                         eigenvector, hits, hits_pair, katz, pagerank, strength)
-from .graph import GraphFormatError, MLPGraph, export_graph, read_graph
+from .centrality import (CentralityResult, ConvergenceError, GPUMemoryError, centralities, degree, eigenvector, hits,
+                         hits_pair, katz, pagerank, strength)
+from .centrality.backends import backends
+from .errors import LLMRankGraphError
+from .graph import DEFAULT_EXPORT, ExportOptions, GraphFormatError, MLPGraph, export_graph, read_graph
 from .masks import NeuronMask, allocate
 from .pruning import PruneResult, apply_mask, load_pruned, prune_model, save_pruned
 from .scoring import NeuronScores, score_neurons, scorers
@@ -13,7 +15,7 @@ from .scoring import NeuronScores, score_neurons, scorers
 __all__ = [
     "__version__", "ArchitectureSpec", "UnsupportedArchitectureError", "register_architecture",
     "ActivationStats", "calibrate", "CentralityResult", "ConvergenceError", "backends", "pagerank",
-    "GraphFormatError", "MLPGraph", "export_graph", "read_graph", "load_model", "NeuronMask", "allocate",
+    "GraphFormatError", "LLMRankGraphError", "ExportOptions", "DEFAULT_EXPORT", "MLPGraph", "export_graph", "read_graph", "load_model", "NeuronMask", "allocate",
     "PruneResult", "apply_mask", "load_pruned", "prune_model", "save_pruned", "NeuronScores", "score_neurons",
     "scorers", "perplexity", "count_parameters", "GPUMemoryError", "centralities", "degree", "eigenvector",
     "hits", "hits_pair", "katz", "strength", "export_graph_from_safetensors",

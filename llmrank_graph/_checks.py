@@ -103,9 +103,9 @@ def _range_text(lo, hi, lo_op, hi_op) -> str:
     if lo is not None and hi is not None:
         return f" {lo_op} {lo} and {hi_op} {hi}"
     if lo is not None:
-        return f" {lo_op} {lo}"
+        return f" {lo_op} {lo:g}" if isinstance(lo, float) else f" {lo_op} {lo}"
     if hi is not None:
-        return f" {hi_op} {hi}"
+        return f" {hi_op} {hi:g}" if isinstance(hi, float) else f" {hi_op} {hi}"
     return ""
 
 

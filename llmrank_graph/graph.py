@@ -23,40 +23,63 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from ._checks import check_choice, check_keep, check_residual
+from ._checks import check_bool, check_choice, check_keep, check_residual, fail_type
+from ._optional import require_cudf
 from ._version import __version__
 from .architectures import MLPModules, mlp_layers
+from .blocks import Block, DiagonalBlock, Partition, SparseBlock, WeightBlock
+from .errors import FileFormatError, InvalidArgumentError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MLPGraph", "Partition", "ExportOptions", "DEFAULT_EXPORT", "export_graph", "read_graph", "GraphFormatError", "MODES", "GATES", "WEIGHTINGS"]
+__all__ = ["MLPGraph", "Partition", "Block", "ExportOptions", "DEFAULT_EXPORT", "export_graph", "read_graph",
+           "GraphFormatError", "MODES", "GATES", "WEIGHTINGS", "KINDS"]
 
 MODES = ("chained", "isolated")
 GATES = ("up", "gate", "sum", "max")
 WEIGHTINGS = ("abs", "abs_x_input", "activation_share")
 #: Weightings that need calibration statistics.
 ACTIVATION_WEIGHTINGS = ("abs_x_input", "activation_share")
+KINDS = ("hidden", "intermediate")
 NODE_COLUMNS = ("vertex", "layer", "kind", "index", "activation", "partition")
 EDGE_COLUMNS = ("src", "dst", "weight")
 _FORMAT = "llmrank_graph.MLPGraph"
-_CHUNK_ELEMS = 1 << 18  # elements per row chunk: a float64 chunk (2 MiB) stays in cache
 
 
-class GraphFormatError(ValueError):
+class GraphFormatError(FileFormatError):
     """A graph directory is damaged, partial, or not an llmrank_graph graph."""
 
 
-def _choice(arg: str, value, allowed) -> None:
-    if value not in allowed:
-        raise ValueError(f"`{arg}` must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+@contextlib.contextmanager
+def atomic_directory(path, overwrite: bool = False):
+    """Yield a temporary sibling of ``path``; rename it into place on success, remove it on failure."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"`path` {str(path)!r} exists; pass overwrite=True to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 @dataclass(frozen=True)
@@ -116,263 +139,72 @@ class ExportOptions:
 DEFAULT_EXPORT = ExportOptions()
 
 
-@dataclass(frozen=True)
-class Partition:
-    """One partition of nodes: contiguous vertex ids ``offset .. offset+size-1``."""
-
-    position: int
-    name: str
-    layer: int
-    kind: str  # 'hidden' | 'intermediate'
-    offset: int
-    size: int
-
-    @property
-    def stop(self) -> int:
-        return self.offset + self.size
-
-
-class Block:
-    """Edges from partition ``src`` to partition ``dst`` as a (dst.size, src.size) matrix.
-
-    Subclasses implement :meth:`chunks` (row chunks of the non-negative matrix). The
-    reductions used by the centrality kernels are built on it, so a block is read once per
-    operation and never materialised as a whole unless asked.
-    """
-
-    def __init__(self, src: Partition, dst: Partition, layer: int, role: str):
-        self.src, self.dst, self.layer, self.role = src, dst, layer, role
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (self.dst.size, self.src.size)
-
-    @property
-    def nnz(self) -> int:
-        return self.shape[0] * self.shape[1]
-
-    def chunks(self, dtype=torch.float64, device=None, reuse: bool = False) -> Iterator[tuple[int, int, torch.Tensor]]:
-        """Yield ``(r0, r1, rows r0:r1 of the matrix)``. With ``reuse=True`` every chunk may share
-        one buffer, so a caller must consume a chunk before asking for the next."""
-        raise NotImplementedError
-
-    def dense(self, dtype=torch.float64, device=None) -> torch.Tensor:
-        return torch.cat([c for _, _, c in self.chunks(dtype, device)], dim=0)
-
-    def matvec(self, v: torch.Tensor) -> torch.Tensor:
-        """``B @ v``: v is (src.size,), result (dst.size,)."""
-        out = torch.empty(self.shape[0], dtype=v.dtype, device=v.device)
-        for r0, r1, c in self.chunks(v.dtype, v.device, reuse=True):
-            torch.mv(c, v, out=out[r0:r1])
-        return out
-
-    def rmatvec(self, v: torch.Tensor) -> torch.Tensor:
-        """``B.T @ v``: v is (dst.size,), result (src.size,)."""
-        out = torch.zeros(self.shape[1], dtype=v.dtype, device=v.device)
-        for r0, r1, c in self.chunks(v.dtype, v.device, reuse=True):
-            out.addmv_(c.t(), v[r0:r1])
-        return out
-
-    def colsum(self, dtype=torch.float64, device=None) -> torch.Tensor:
-        """Out-strength contribution of each source node, (src.size,)."""
-        out = torch.zeros(self.shape[1], dtype=dtype, device=device)
-        for _, _, c in self.chunks(dtype, device, reuse=True):
-            out += c.sum(0)
-        return out
-
-    def rowsum(self, dtype=torch.float64, device=None) -> torch.Tensor:
-        """In-strength contribution of each destination node, (dst.size,)."""
-        out = torch.empty(self.shape[0], dtype=dtype, device=device)
-        for r0, r1, c in self.chunks(dtype, device, reuse=True):
-            torch.sum(c, dim=1, out=out[r0:r1])
-        return out
-
-    def coo(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(src ids, dst ids, float32 weights) of every edge, global vertex ids."""
-        w = self.dense(torch.float32, "cpu").numpy()  # (dst, src)
-        rows, cols = self.shape
-        dst = np.repeat(np.arange(self.dst.offset, self.dst.stop, dtype=np.int64), cols)
-        src = np.tile(np.arange(self.src.offset, self.src.stop, dtype=np.int64), rows)
-        return src, dst, w.reshape(-1)
-
-
-    def write_coo(self, src: np.ndarray, dst: np.ndarray, w: np.ndarray) -> int:
-        """Write this block's edges into the given output slices; returns the count."""
-        s, d, x = self.coo()
-        k = len(s)
-        src[:k], dst[:k], w[:k] = s, d, x
-        return k
-
-
-class WeightBlock(Block):
-    """A block read straight from model weights: ``|W| (* |W2|) * column scale``."""
-
-    def __init__(self, src, dst, layer, role, weights: list[torch.Tensor], combine: str = "single",
-                 col_scale: torch.Tensor | None = None):
-        super().__init__(src, dst, layer, role)
-        self.weights = weights  # each (dst.size, src.size), a view of the model's parameter
-        self.combine = combine  # 'single' | 'sum' | 'max'
-        self.col_scale = col_scale  # (src.size,) float64 or None
-
-    def chunks(self, dtype=torch.float64, device=None, reuse: bool = False):
-        # Edge weights are defined in float32 (the edge list's dtype), so every backend sees the
-        # same numbers: |W|, the gate combination and the activation scale are applied in
-        # float32, and only then widened to ``dtype`` for accumulation.
-        rows, cols = self.shape
-        w0 = self.weights[0]
-        device = torch.device(device) if device is not None else w0.device
-        step = max(1, _CHUNK_ELEMS // max(cols, 1))
-        if device.type == "cuda":
-            step = rows  # one kernel per block: no cache to stay in, launches cost more
-        f32 = torch.float32
-        scale = None if self.col_scale is None else self.col_scale.to(device=device, dtype=f32)
-        n = min(step, rows) * cols
-        simple = self.combine == "single" and scale is None and w0.dtype == f32
-        buf = torch.empty(n, dtype=f32, device=device) if reuse and not (simple and dtype != f32) else None
-        wide = torch.empty(n, dtype=dtype, device=device) if reuse and dtype != f32 else None
-        with torch.no_grad():
-            for r0 in range(0, rows, step):
-                r1 = min(rows, r0 + step)
-                if simple and wide is not None:
-                    # |W| is exact in any wider dtype: convert while copying, one pass less.
-                    c = wide[: (r1 - r0) * cols].view(r1 - r0, cols)
-                    c.copy_(w0[r0:r1]).abs_()
-                    yield r0, r1, c
-                    continue
-                if buf is not None:
-                    c = buf[: (r1 - r0) * cols].view(r1 - r0, cols)
-                    c.copy_(w0[r0:r1])
-                else:
-                    c = w0[r0:r1].to(device=device, dtype=f32, copy=True)
-                c.abs_()
-                if self.combine == "sum":
-                    c += self.weights[1][r0:r1].to(device=device, dtype=f32).abs()
-                elif self.combine == "max":
-                    torch.maximum(c, self.weights[1][r0:r1].to(device=device, dtype=f32).abs(), out=c)
-                if scale is not None:
-                    c *= scale
-                if dtype != f32:
-                    if wide is not None:
-                        c = wide[: (r1 - r0) * cols].view(r1 - r0, cols).copy_(c)
-                    else:
-                        c = c.to(dtype)
-                yield r0, r1, c
-
-    def write_coo(self, src, dst, w):
-        # Row-major (dst, src) order written in place: no temporaries of edge-list size.
-        rows, cols = self.shape
-        k = rows * cols
-        dst[:k].reshape(rows, cols)[:] = np.arange(self.dst.offset, self.dst.stop, dtype=np.int64)[:, None]
-        src[:k].reshape(rows, cols)[:] = np.arange(self.src.offset, self.src.stop, dtype=np.int64)[None, :]
-        out = torch.from_numpy(w[:k].reshape(rows, cols))
-        for r0, r1, c in self.chunks(torch.float32, "cpu", reuse=True):
-            out[r0:r1] = c
-        return k
-
-
-class DiagonalBlock(Block):
-    """Residual edges ``H_l,i -> H_{l+1},i`` with weight ``value * scale_i``."""
-
-    def __init__(self, src, dst, layer, value: float, col_scale: torch.Tensor | None = None):
-        super().__init__(src, dst, layer, "residual")
-        diag = torch.full((src.size,), float(value), dtype=torch.float32)  # float32, as the edge list
-        if col_scale is not None:
-            diag = diag * col_scale.to(torch.float32)
-        self.diag = diag.to(torch.float64)
-
-    @property
-    def nnz(self) -> int:
-        return self.src.size
-
-    def chunks(self, dtype=torch.float64, device=None, reuse: bool = False):
-        yield 0, self.shape[0], torch.diag(self.diag.to(device=device, dtype=dtype))
-
-    def matvec(self, v):
-        return self.diag.to(v) * v
-
-    rmatvec = matvec
-
-    def colsum(self, dtype=torch.float64, device=None):
-        return self.diag.to(device=device, dtype=dtype).clone()
-
-    rowsum = colsum
-
-    def coo(self):
-        idx = np.arange(self.src.size, dtype=np.int64)
-        return idx + self.src.offset, idx + self.dst.offset, self.diag.numpy().astype(np.float32)
-
-
-class SparseBlock(Block):
-    """A block given by explicit edges (a graph read from Parquet, or sparsified)."""
-
-    def __init__(self, src, dst, layer, role, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray):
-        super().__init__(src, dst, layer, role)
-        import scipy.sparse as sp
-
-        self.csr = sp.csr_matrix((vals.astype(np.float64), (rows, cols)), shape=(dst.size, src.size))
-        self.csr.sum_duplicates()
-        self._torch: dict = {}
-
-    @property
-    def nnz(self) -> int:
-        return int(self.csr.nnz)
-
-    def _t(self, dtype, device):
-        key = (dtype, str(device))
-        if key not in self._torch:
-            c = self.csr
-            self._torch[key] = torch.sparse_csr_tensor(
-                torch.from_numpy(c.indptr.astype(np.int64)), torch.from_numpy(c.indices.astype(np.int64)),
-                torch.from_numpy(c.data), size=c.shape).to(device=device, dtype=dtype)
-        return self._torch[key]
-
-    def chunks(self, dtype=torch.float64, device=None, reuse: bool = False):
-        yield 0, self.shape[0], torch.from_numpy(self.csr.toarray()).to(device=device, dtype=dtype)
-
-    def matvec(self, v):
-        return self._t(v.dtype, v.device) @ v
-
-    def rmatvec(self, v):
-        if v.device.type == "cpu":
-            return torch.from_numpy(self.csr.T @ v.numpy()).to(v.dtype)
-        return self._t(v.dtype, v.device).t() @ v
-
-    def colsum(self, dtype=torch.float64, device=None):
-        return torch.from_numpy(np.asarray(self.csr.sum(0)).ravel()).to(device=device, dtype=dtype)
-
-    def rowsum(self, dtype=torch.float64, device=None):
-        return torch.from_numpy(np.asarray(self.csr.sum(1)).ravel()).to(device=device, dtype=dtype)
-
-    def coo(self):
-        c = self.csr.tocoo()
-        return (c.col.astype(np.int64) + self.src.offset, c.row.astype(np.int64) + self.dst.offset,
-                c.data.astype(np.float32))
-
-
 class MLPGraph:
-    """The exported graph: partitions, lazily-read blocks, node table, edge list on demand.
+    """The whole-MLP graph: partitions, blocks (the one representation of the edges), node table.
+
+    Everything derived from the blocks (the edge list, strengths, the matrices of the
+    edge-list backends) is cached on the graph with :meth:`cached`, and the cache is dropped
+    as soon as the weights behind any block change (an in-place edit of the model, such as
+    ``apply_mask(model, mask, how="zero")``).
 
     Attributes
     ----------
     partitions : list of Partition, in topological order.
     blocks : list of Block, sorted by source partition.
+    activation : numpy.ndarray (n_nodes,), float64
+        Calibration activation norm of every node; NaN without calibration statistics.
     meta : dict, the options and model facts written to ``meta.json``.
     """
 
-    def __init__(self, partitions: list[Partition], blocks: list[Block], activation: np.ndarray, meta: dict,
-                 edges: pd.DataFrame | None = None):
-        self.partitions = partitions
+    def __init__(self, partitions: list[Partition], blocks: list[Block], activation: np.ndarray, meta: dict):
+        self.partitions = list(partitions)
         self.blocks = sorted(blocks, key=lambda b: (b.src.position, b.dst.position))
-        self.activation = activation  # (n_nodes,) float64, NaN without stats
+        self.activation = np.asarray(activation, dtype=np.float64)
         self.meta = meta
-        self._edges = edges
-        self._nodes: pd.DataFrame | None = None
-        self._strength: dict = {}
+        self._cache: dict = {}
+        self._cache_version = None
 
     def __repr__(self) -> str:
         return (f"MLPGraph(model={self.meta.get('model')!r}, mode={self.meta.get('mode')!r}, "
                 f"n_nodes={self.n_nodes:,}, n_edges={self.n_edges:,})")
 
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_edgelist(cls, nodes: pd.DataFrame, edges: pd.DataFrame, meta: dict | None = None) -> "MLPGraph":
+        """A graph built elsewhere, from a node table and an edge list.
+
+        Parameters
+        ----------
+        nodes : pandas.DataFrame
+            One row per vertex, ids contiguous from 0 in topological order, with columns
+            ``vertex, layer, kind ('hidden' | 'intermediate')`` and optionally ``partition``
+            (consecutive runs of equal ``(layer, kind)`` form a partition otherwise) and
+            ``activation``.
+        edges : pandas.DataFrame
+            Columns ``src, dst, weight`` (finite, non-negative). Edges may join any two
+            partitions; the exact sweep needs them to go from earlier to later ones.
+        meta : dict, optional
+            Extra facts to record (``model``, ``mode``, ...).
+
+        Returns
+        -------
+        MLPGraph
+
+        Raises
+        ------
+        ValueError
+            Missing columns, ids that are not contiguous, edges naming unknown vertices, or
+            weights that are negative or not finite.
+
+        Example
+        -------
+        >>> g = export_graph(model)                                             # doctest: +SKIP
+        >>> e = g.edges[g.edges.weight > 0.01]                                  # doctest: +SKIP
+        >>> h = MLPGraph.from_edgelist(g.nodes, e, meta=g.meta)                  # doctest: +SKIP
+        """
+        return _from_tables(nodes, edges, dict(meta or {}), "`nodes`/`edges`", InvalidArgumentError)
+
+    # ------------------------------------------------------------------ sizes
     @property
     def n_nodes(self) -> int:
         return self.partitions[-1].stop if self.partitions else 0
@@ -389,50 +221,76 @@ class MLPGraph:
     def has_activation(self) -> bool:
         return bool(np.isfinite(self.activation).all()) and self.n_nodes > 0
 
+    @property
+    def resident(self) -> bool:
+        """True when every block's weights are in memory (False for graphs streamed from disk)."""
+        return all(b.resident for b in self.blocks)
+
     def intermediate_partitions(self) -> list[Partition]:
         return [p for p in self.partitions if p.kind == "intermediate"]
+
+    def is_dag_by_partition(self) -> bool:
+        """True when every edge goes from an earlier partition to a later one."""
+        return all(b.src.position < b.dst.position for b in self.blocks)
+
+    # ------------------------------------------------------------------ cache
+    def weights_version(self) -> tuple:
+        """A value that changes whenever the numbers behind any block change."""
+        return tuple(b.version() for b in self.blocks)
+
+    def cached(self, key: Hashable, build: Callable[[], Any]) -> Any:
+        """``build()`` computed once per graph and key, recomputed after the weights change.
+
+        This is where everything derived from the blocks is kept (strengths, the edge list,
+        the CSR matrices of the edge-list backends); no other object stores state on a graph.
+        """
+        version = self.weights_version()
+        if version != self._cache_version:
+            if self._cache:
+                logger.debug("weights of %r changed: dropping %d cached values", self, len(self._cache))
+            self._cache = {}
+            self._cache_version = version
+        if key not in self._cache:
+            self._cache[key] = build()
+        return self._cache[key]
+
+    def clear_cache(self) -> None:
+        """Drop every cached value (they are rebuilt on demand)."""
+        self._cache = {}
 
     # ------------------------------------------------------------------ tables
     @property
     def nodes(self) -> pd.DataFrame:
         """Node table: ``vertex, layer, kind, index, activation, partition``."""
-        if self._nodes is None:
-            parts = self.partitions
-            sizes = [p.size for p in parts]
-            self._nodes = pd.DataFrame({
-                "vertex": np.arange(self.n_nodes, dtype=np.int64),
-                "layer": np.repeat([p.layer for p in parts], sizes).astype(np.int32),
-                "kind": pd.Categorical(np.repeat([p.kind for p in parts], sizes),
-                                       categories=["hidden", "intermediate"]),
-                "index": np.concatenate([np.arange(p.size, dtype=np.int64) for p in parts]),
-                "activation": self.activation.astype(np.float64),
-                "partition": np.repeat([p.position for p in parts], sizes).astype(np.int32),
-            })
-        return self._nodes
+        return self.cached("nodes", self._node_table)
+
+    def _node_table(self) -> pd.DataFrame:
+        parts = self.partitions
+        sizes = [p.size for p in parts]
+        return pd.DataFrame({
+            "vertex": np.arange(self.n_nodes, dtype=np.int64),
+            "layer": np.repeat([p.layer for p in parts], sizes).astype(np.int32),
+            "kind": pd.Categorical(np.repeat([p.kind for p in parts], sizes), categories=list(KINDS)),
+            "index": np.concatenate([np.arange(p.size, dtype=np.int64) for p in parts]) if parts else
+            np.zeros(0, dtype=np.int64),
+            "activation": self.activation.astype(np.float64),
+            "partition": np.repeat([p.position for p in parts], sizes).astype(np.int32),
+        })
 
     @property
     def edges(self) -> pd.DataFrame:
-        """Edge list ``src, dst, weight`` (int64, int64, float32), built on first access."""
-        if self._edges is None:
-            self._edges = self.edge_table()
-        return self._edges
+        """Edge list ``src, dst, weight`` (int64, int64, float32), built from the blocks on first access."""
+        return self.cached("edges", self.edge_table)
 
     def edge_table(self, layer: bool = False, progress: bool = False) -> pd.DataFrame:
-        """Build the edge list; ``layer=True`` adds the layer of each edge's MLP."""
-        if self._edges is not None and not layer:
-            return self._edges
+        """Build the edge list from the blocks; ``layer=True`` adds the layer of each edge's MLP."""
         n = self.n_edges
         src = np.empty(n, dtype=np.int64)
         dst = np.empty(n, dtype=np.int64)
         w = np.empty(n, dtype=np.float32)
         lay = np.empty(n, dtype=np.int16) if layer else None
-        blocks = self.blocks
-        if progress:
-            from tqdm.auto import tqdm
-
-            blocks = tqdm(blocks, desc="edge list", unit="block")
         i = 0
-        for b in blocks:
+        for b in _progress(self.blocks, progress, "edge list"):
             k = b.write_coo(src[i:], dst[i:], w[i:])
             if layer:
                 lay[i:i + k] = b.layer
@@ -444,33 +302,44 @@ class MLPGraph:
 
     def to_cudf(self):
         """``(nodes, edges)`` as cuDF frames (needs the ``gpu`` extra and a GPU)."""
-        from .centrality.backends import require_cudf
-
         cudf = require_cudf()
         nodes = self.nodes.assign(kind=self.nodes["kind"].astype(str))
         return cudf.from_pandas(nodes), cudf.from_pandas(self.edges)
 
-    # ------------------------------------------------------------- strengths
+    # ------------------------------------------------------------------ strengths
     def strength(self, direction: str = "forward", dtype=torch.float64, device=None) -> torch.Tensor:
         """Out-strength of every node in the given direction (cached), (n_nodes,).
 
-        ``forward``: sum of out-edge weights; ``reverse``: sum of in-edge weights.
+        ``forward``: sum of out-edge weights; ``reverse``: sum of in-edge weights (the
+        out-strength once every edge is reversed).
         """
-        key = (direction, dtype, str(device))
-        if key not in self._strength:
-            s = torch.zeros(self.n_nodes, dtype=dtype, device=device)
+        check_choice("direction", direction, ("forward", "reverse"))
+
+        def build():
+            s = torch.zeros(self.n_nodes, dtype=torch.float64)
             for b in self.blocks:
-                if direction == "forward":
-                    s[b.src.offset:b.src.stop] += b.colsum(dtype, device)
-                else:
-                    s[b.dst.offset:b.dst.stop] += b.rowsum(dtype, device)
-            self._strength[key] = s
-        return self._strength[key]
+                with b.loaded() as blk:
+                    if direction == "forward":
+                        s[b.src.offset:b.src.stop] += blk.out_strength().cpu()
+                    else:
+                        s[b.dst.offset:b.dst.stop] += blk.in_strength().cpu()
+            return s
 
-    def is_dag_by_partition(self) -> bool:
-        return all(b.src.position < b.dst.position for b in self.blocks)
+        s = self.cached(("strength", direction), build)
+        return s.to(device=device, dtype=dtype)
 
-    # ------------------------------------------------------------- checks
+    def degree(self, direction: str = "out") -> np.ndarray:
+        """Number of stored in- or out-edges of every node (the block layout), float64 (n_nodes,)."""
+        check_choice("direction", direction, ("in", "out"))
+        d = np.zeros(self.n_nodes)
+        for b in self.blocks:
+            if direction == "out":
+                d[b.src.offset:b.src.stop] += b.out_degree()
+            else:
+                d[b.dst.offset:b.dst.stop] += b.in_degree()
+        return d
+
+    # ------------------------------------------------------------------ checks
     def check_model(self, model) -> None:
         """Raise ValueError unless this graph was exported from a model of ``model``'s shape."""
         layers = mlp_layers(model)
@@ -479,49 +348,54 @@ class MLPGraph:
         want = (self.meta.get("n_layers"), self.meta.get("hidden_size"), self.meta.get("intermediate_sizes"))
         got = (len(layers), d, sizes)
         if tuple(want) != got:
-            raise ValueError(
+            raise InvalidArgumentError(
                 "`graph` does not match `model`: the graph has (layers, hidden, intermediate sizes) = "
                 f"{want[0]}, {want[1]}, {_short(want[2])} but the model has {got[0]}, {got[1]}, {_short(got[2])}"
             )
 
-    # ------------------------------------------------------------- parquet
+    # ------------------------------------------------------------------ parquet
     def to_parquet(self, path: str | os.PathLike, overwrite: bool = False, progress: bool = False) -> Path:
         """Write ``nodes.parquet``, ``edges.parquet`` and ``meta.json`` to a directory, atomically.
 
-        The files are written to a temporary sibling directory which is renamed into place at
-        the end, so an interrupted write leaves nothing half-written.
+        Edges are written block by block (one row group per block, with its ``layer``), so
+        memory stays about one block. The files are written to a temporary sibling directory
+        that is renamed into place at the end: an interrupted write leaves nothing behind.
+
+        Raises
+        ------
+        FileExistsError
+            ``path`` exists and ``overwrite`` is False.
         """
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        path = Path(path)
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"`path` {str(path)!r} exists; pass overwrite=True to replace it")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-        try:
+        check_bool("overwrite", overwrite)
+        with atomic_directory(path, overwrite=overwrite) as tmp:
             nodes = self.nodes.assign(kind=self.nodes["kind"].astype(str))
             pq.write_table(pa.Table.from_pandas(nodes, preserve_index=False), tmp / "nodes.parquet")
-            edges = self.edge_table(layer=True, progress=progress)
-            pq.write_table(pa.Table.from_pandas(edges, preserve_index=False), tmp / "edges.parquet",
-                           row_group_size=1 << 22)
+            schema = pa.schema([("src", pa.int64()), ("dst", pa.int64()), ("weight", pa.float32()),
+                                ("layer", pa.int16())])
+            n_edges = 0
+            with pq.ParquetWriter(tmp / "edges.parquet", schema) as writer:
+                for b in _progress(self.blocks, progress, "edges.parquet"):
+                    s, d, w = b.coo()
+                    n_edges += len(s)
+                    writer.write_table(pa.table({"src": s, "dst": d, "weight": w,
+                                                 "layer": np.full(len(s), b.layer, dtype=np.int16)}, schema=schema))
             meta = dict(self.meta, format=_FORMAT, library_version=__version__, n_nodes=self.n_nodes,
-                        n_edges=len(edges),
+                        n_edges=n_edges,
                         partitions=[[p.name, p.layer, p.kind, p.offset, p.size] for p in self.partitions],
                         files={f: (tmp / f).stat().st_size for f in ("nodes.parquet", "edges.parquet")})
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-            if path.exists():
-                old = path.with_name(f".{path.name}.old")
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(path, old)
-                os.replace(tmp, path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return path
+        return Path(path)
+
+
+def _progress(items, progress: bool, desc: str):
+    if not progress:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, unit="block")
 
 
 def _short(x):
@@ -553,28 +427,20 @@ def _partitions(n_layers: int, d: int, sizes: list[int], mode: str) -> list[Part
     return parts
 
 
-def _validate_keep(keep):
-    if keep is None:
-        return
-    if isinstance(keep, bool) or not isinstance(keep, (int, float, np.integer, np.floating)):
-        raise ValueError(f"`keep` must be None, an int >= 1 (top-k in-edges per node) or a float in (0, 1] "
-                         f"(fraction of edges kept); got {keep!r}")
-    if isinstance(keep, (int, np.integer)) and keep < 1:
-        raise ValueError(f"`keep` must be an int >= 1 or a float in (0, 1]; got {keep!r}")
-    if isinstance(keep, (float, np.floating)) and not 0 < keep <= 1:
-        raise ValueError(f"`keep` must be an int >= 1 or a float in (0, 1]; got {keep!r}")
-
-
 def _sparsify(blocks: list[Block], keep) -> list[Block]:
-    """Top-k in-edges per node within each weight block, or one global weight quantile."""
+    """Top-k in-edges per node within each weight block, or one global weight quantile.
+
+    Residual (diagonal) blocks are kept whole: they are not weights of the model.
+    """
     out: list[Block] = []
+    weight_blocks = [b for b in blocks if b.role != "residual"]
     threshold = None
-    if isinstance(keep, (float, np.floating)):
-        allw = np.concatenate([b.dense(torch.float32, "cpu").numpy().ravel() for b in blocks if isinstance(b, WeightBlock)])
-        threshold = np.quantile(allw, 1.0 - float(keep), method="higher") if keep < 1 else -np.inf
+    if isinstance(keep, float):
+        allw = np.concatenate([b.dense(torch.float32, "cpu").numpy().ravel() for b in weight_blocks])
+        threshold = np.quantile(allw, 1.0 - keep, method="higher") if keep < 1 else -np.inf
         del allw
     for b in blocks:
-        if not isinstance(b, WeightBlock):
+        if b.role == "residual":
             out.append(b)
             continue
         dense = b.dense(torch.float32, "cpu")
@@ -589,23 +455,24 @@ def _sparsify(blocks: list[Block], keep) -> list[Block]:
     return out
 
 
-def export_graph(model, stats=None, mode: str = "chained", gate: str = "up", residual: float = 0.0,
-                 weighting: str = "abs", keep: int | float | None = None) -> MLPGraph:
+def export_graph(model, stats=None, mode: str | None = None, gate: str | None = None, residual: float | None = None,
+                 weighting: str | None = None, keep: int | float | None = None, *,
+                 options: ExportOptions | None = None) -> MLPGraph:
     """Export the MLP stack of ``model`` as one weighted multipartite DAG.
 
     Parameters
     ----------
     model : transformers model of a registered architecture (see ``llmrank_graph.architectures``).
     stats : ActivationStats, optional
-        Calibration statistics; fill the node ``activation`` column and are needed for
-        ``weighting="abs_x_input"`` and activation personalization.
-    mode : {'chained', 'isolated'}
+        Calibration statistics; fill the node ``activation`` column and are needed for the
+        activation weightings and activation personalization.
+    mode : {'chained', 'isolated'}, default 'chained'
         One graph through all layers, or one disconnected 3-partite component per layer.
-    gate : {'up', 'gate', 'sum', 'max'}
+    gate : {'up', 'gate', 'sum', 'max'}, default 'up'
         Input edges of a gated MLP: ``|W_up|`` (the paper), ``|W_gate|``, their sum or max.
-    residual : float
+    residual : float, default 0
         Weight of the skip edges ``H_l,i -> H_{l+1},i`` (0: none).
-    weighting : {'abs', 'abs_x_input', 'activation_share'}
+    weighting : {'abs', 'abs_x_input', 'activation_share'}, default 'abs'
         ``|W|``; ``|W|`` times the source node's calibration activation norm (Wanda-like, the
         signal an edge carries); or ``activation_share``: the source's activation norm split
         over its out-edges in the block in proportion to ``|W|``
@@ -613,6 +480,9 @@ def export_graph(model, stats=None, mode: str = "chained", gate: str = "up", res
     keep : int or float, optional
         Sparsify: an int k keeps the k largest in-edges of every node in each weight block; a
         float q in (0, 1] keeps the edges at or above the global (1 - q) weight quantile.
+    options : ExportOptions, optional
+        All of the above in one value (the keywords given explicitly override it). Defaults:
+        :data:`DEFAULT_EXPORT`.
 
     Returns
     -------
@@ -622,7 +492,7 @@ def export_graph(model, stats=None, mode: str = "chained", gate: str = "up", res
     ------
     ValueError
         Unknown ``mode``/``gate``/``weighting``, bad ``residual``/``keep``, stats of another
-        model, or ``abs_x_input`` without stats.
+        model, or an activation weighting without stats.
 
     Example
     -------
@@ -630,14 +500,13 @@ def export_graph(model, stats=None, mode: str = "chained", gate: str = "up", res
     >>> graph.n_nodes, graph.n_edges                       # doctest: +SKIP
     (63936, 53084160)
     """
-    _choice("mode", mode, MODES)
-    _choice("gate", gate, GATES)
-    _choice("weighting", weighting, WEIGHTINGS)
-    if isinstance(residual, bool) or not isinstance(residual, (int, float)) or not np.isfinite(residual) or residual < 0:
-        raise ValueError(f"`residual` must be a finite float >= 0; got {residual!r}")
-    _validate_keep(keep)
-    if weighting in ACTIVATION_WEIGHTINGS and stats is None:
-        raise ValueError(f"`weighting={weighting!r}` needs calibration `stats` (llmrank_graph.calibrate)")
+    if options is not None and not isinstance(options, ExportOptions):
+        raise fail_type("options", "an ExportOptions or None", options)
+    given = {k: v for k, v in dict(mode=mode, gate=gate, residual=residual, weighting=weighting, keep=keep).items()
+             if v is not None}
+    opts = (options or DEFAULT_EXPORT).replace(**given) if given else (options or DEFAULT_EXPORT)
+    if opts.needs_stats and stats is None:
+        raise InvalidArgumentError(f"`weighting={opts.weighting!r}` needs calibration `stats` (llmrank_graph.calibrate)")
     if stats is not None:
         stats.check_model(model)
     layers: list[MLPModules] = mlp_layers(model)
@@ -647,58 +516,65 @@ def export_graph(model, stats=None, mode: str = "chained", gate: str = "up", res
     for m in layers:
         for which in (["gate"] if m.gate is not None else []) + ["up", "down"]:
             if not torch.isfinite(m.weight(which)).all():
-                raise ValueError(f"`model` has NaN or inf in the {which} weight of layer {m.layer}")
-    parts = _partitions(L, d, sizes, mode)
-    per_layer = 3 if mode == "isolated" else 2
+                raise InvalidArgumentError(f"`model` has NaN or inf in the {which} weight of layer {m.layer}")
+    parts = _partitions(L, d, sizes, opts.mode)
+    per_layer = 3 if opts.mode == "isolated" else 2
     act = np.full(parts[-1].stop, np.nan)
     blocks: list[Block] = []
+    weighted = opts.weighting in ACTIVATION_WEIGHTINGS
     for l, m in enumerate(layers):
         h_in = parts[per_layer * l]
         inter = parts[per_layer * l + 1]
         h_out = parts[per_layer * l + 2]
-        a_in = a_mid = a_out = None
+        a_in = a_mid = None
         if stats is not None:
             a_in = stats.input_norm(m.up_name).to(torch.float64)
             a_mid = stats.input_norm(m.down_name).to(torch.float64)
-            a_out = stats.output_norm(m.down_name).to(torch.float64)
             act[h_in.offset:h_in.stop] = a_in.numpy()
             act[inter.offset:inter.stop] = a_mid.numpy()
-            if mode == "isolated" or l == L - 1:
-                act[h_out.offset:h_out.stop] = a_out.numpy()
-        scale_in = a_in if weighting in ACTIVATION_WEIGHTINGS else None
-        scale_mid = a_mid if weighting in ACTIVATION_WEIGHTINGS else None
-        if m.gate is None or gate == "up":
-            wb = WeightBlock(h_in, inter, l, "up", [m.weight("up").detach()], "single", scale_in)
-        elif gate == "gate":
-            wb = WeightBlock(h_in, inter, l, "gate", [m.weight("gate").detach()], "single", scale_in)
+            if opts.mode == "isolated" or l == L - 1:
+                act[h_out.offset:h_out.stop] = stats.output_norm(m.down_name).to(torch.float64).numpy()
+        scale_in = a_in if weighted else None
+        scale_mid = a_mid if weighted else None
+        if m.gate is None or opts.gate == "up":
+            up = WeightBlock(h_in, inter, l, "up", [m.weight("up").detach()], "single", scale_in)
+        elif opts.gate == "gate":
+            up = WeightBlock(h_in, inter, l, "gate", [m.weight("gate").detach()], "single", scale_in)
         else:
-            wb = WeightBlock(h_in, inter, l, f"gate_{gate}_up", [m.weight("up").detach(), m.weight("gate").detach()],
-                             gate, scale_in)
+            up = WeightBlock(h_in, inter, l, f"gate_{opts.gate}_up", [m.weight("up").detach(), m.weight("gate").detach()],
+                             opts.gate, scale_in)
         down = WeightBlock(inter, h_out, l, "down", [m.weight("down").detach()], "single", scale_mid)
-        if weighting == "activation_share":
+        if opts.weighting == "activation_share":
             # Each source sends its activation norm, split over its out-edges in proportion to
             # |W|: scale column u by a_u / sum_v |W_vu| (one read of the block, at export).
-            for b in (wb, down):
+            for b in (up, down):
                 col = b.col_scale
                 b.col_scale = None
-                total = b.colsum(torch.float64)
+                total = b.out_strength(torch.float64)
                 b.col_scale = torch.where(total > 0, col / total, torch.zeros_like(col))
-        blocks += [wb, down]
-        if residual > 0:
-            blocks.append(DiagonalBlock(h_in, h_out, l, residual, scale_in))
-    if keep is not None:
-        blocks = _sparsify(blocks, keep)
+        blocks += [up, down]
+        if opts.residual > 0:
+            blocks.append(DiagonalBlock(h_in, h_out, l, opts.residual, scale_in))
+    if opts.keep is not None:
+        blocks = _sparsify(blocks, opts.keep)
     cfg = getattr(model, "config", None)
     meta = {
         "model": getattr(cfg, "_name_or_path", "") or type(model).__name__,
         "model_type": getattr(cfg, "model_type", None),
-        "mode": mode, "gate": gate, "residual": float(residual), "weighting": weighting,
-        "keep": keep, "n_layers": L, "hidden_size": d, "intermediate_sizes": sizes,
+        **opts.as_dict(), "n_layers": L, "hidden_size": d, "intermediate_sizes": sizes,
         "has_stats": stats is not None,
     }
     g = MLPGraph(parts, blocks, act, meta)
     logger.debug("exported %r", g)
     return g
+
+
+def export_options(graph: MLPGraph) -> ExportOptions | None:
+    """The :class:`ExportOptions` recorded in a graph's ``meta``, or None for a graph built elsewhere."""
+    try:
+        return ExportOptions(**{f.name: graph.meta[f.name] for f in fields(ExportOptions)})
+    except (KeyError, ValueError, TypeError):
+        return None
 
 
 # ---------------------------------------------------------------------- read
@@ -715,59 +591,104 @@ def read_graph(path: str | os.PathLike) -> MLPGraph:
     import pyarrow.parquet as pq
 
     path = Path(path)
+    where = f"`path` {str(path)!r}"
     if not path.is_dir():
-        raise FileNotFoundError(f"`path` {str(path)!r} is not a graph directory (it does not exist)")
+        raise FileNotFoundError(f"{where} is not a graph directory (it does not exist)")
     meta_file = path / "meta.json"
     try:
         meta = json.loads(meta_file.read_text())
     except FileNotFoundError:
-        raise GraphFormatError(f"`path` {str(path)!r} is not a complete graph directory: meta.json is missing") from None
-    except json.JSONDecodeError as e:
-        raise GraphFormatError(f"`path` {str(path)!r}: meta.json is damaged ({e})") from None
-    if meta.get("format") != _FORMAT:
-        raise GraphFormatError(f"`path` {str(path)!r}: meta.json is not an llmrank_graph graph (format={meta.get('format')!r})")
-    for f, size in meta.get("files", {}).items():
+        raise GraphFormatError(f"{where} is not a complete graph directory: meta.json is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise GraphFormatError(f"{where}: meta.json is damaged ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+        fmt = meta.get("format") if isinstance(meta, dict) else None
+        raise GraphFormatError(f"{where}: meta.json is not an llmrank_graph graph (format={fmt!r})")
+    files = meta.get("files", {})
+    for f, size in (files.items() if isinstance(files, dict) else []):
         p = path / f
         if not p.is_file():
-            raise GraphFormatError(f"`path` {str(path)!r} is partial: {f} is missing")
+            raise GraphFormatError(f"{where} is partial: {f} is missing")
         if p.stat().st_size != size:
-            raise GraphFormatError(f"`path` {str(path)!r} is damaged: {f} has {p.stat().st_size} bytes, "
-                                   f"meta.json says {size}")
+            raise GraphFormatError(f"{where} is damaged: {f} has {p.stat().st_size} bytes, meta.json says {size}")
     try:
         nodes = pq.read_table(path / "nodes.parquet").to_pandas()
-        edges = pq.read_table(path / "edges.parquet").to_pandas()
+        edges = pq.read_table(path / "edges.parquet", columns=list(EDGE_COLUMNS)).to_pandas()
     except Exception as e:  # pyarrow raises several types on corrupt files
-        raise GraphFormatError(f"`path` {str(path)!r} is damaged: {e}") from None
-    for name, df, cols in (("nodes", nodes, NODE_COLUMNS), ("edges", edges, EDGE_COLUMNS)):
+        raise GraphFormatError(f"{where} is damaged: {e}") from None
+    try:
+        n, e = int(meta["n_nodes"]), int(meta["n_edges"])
+        parts = [Partition(i, str(nm), int(ly), str(k), int(o), int(s))
+                 for i, (nm, ly, k, o, s) in enumerate(meta["partitions"])]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise GraphFormatError(f"{where}: meta.json lacks or garbles a required key ({exc})") from None
+    if len(nodes) != n or len(edges) != e:
+        raise GraphFormatError(f"{where}: expected {n} nodes and {e} edges (meta.json), "
+                               f"found {len(nodes)} and {len(edges)}")
+    return _from_tables(nodes, edges, meta, where, GraphFormatError, parts)
+
+
+def _partitions_from_nodes(nodes: pd.DataFrame, where: str, error) -> list[Partition]:
+    """Partitions as runs of equal ``partition`` ids (or of equal ``(layer, kind)``)."""
+    if "partition" in nodes.columns:
+        key = nodes["partition"].to_numpy(np.int64)
+    else:
+        lk = nodes["layer"].astype(np.int64).astype(str) + "/" + nodes["kind"].astype(str)
+        key = pd.factorize(lk)[0]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, dtype=np.int64)
+    stops = np.r_[starts[1:], len(key)]
+    parts = []
+    for pos, (a, b) in enumerate(zip(starts, stops)):
+        layer, kind = int(nodes["layer"].iat[a]), str(nodes["kind"].iat[a])
+        if kind not in KINDS:
+            raise error(f"{where}: node kind must be one of {', '.join(map(repr, KINDS))}; got {kind!r}")
+        name = f"{'H' if kind == 'hidden' else 'I'}{layer}"
+        parts.append(Partition(pos, name, layer, kind, int(a), int(b - a)))
+    if len({p.name for p in parts}) != len(parts):  # isolated-style graphs repeat H_l: name them by position
+        parts = [Partition(p.position, f"{p.name}_{p.position}", p.layer, p.kind, p.offset, p.size) for p in parts]
+    return parts
+
+
+def _from_tables(nodes: pd.DataFrame, edges: pd.DataFrame, meta: dict, where: str, error,
+                 parts: list[Partition] | None = None) -> MLPGraph:
+    """Blocks from a node table and an edge list (checked); the one path of read_graph and from_edgelist."""
+    for name, df, cols in (("nodes", nodes, ("vertex", "layer", "kind")), ("edges", edges, EDGE_COLUMNS)):
+        if not isinstance(df, pd.DataFrame):
+            raise fail_type(name, "a pandas DataFrame", df)
         missing = [c for c in cols if c not in df.columns]
         if missing:
-            raise GraphFormatError(f"`path` {str(path)!r}: {name}.parquet lacks columns {missing}")
-    n, e = meta["n_nodes"], meta["n_edges"]
-    if len(nodes) != n or len(edges) != e:
-        raise GraphFormatError(f"`path` {str(path)!r}: expected {n} nodes and {e} edges (meta.json), "
-                               f"found {len(nodes)} and {len(edges)}")
+            raise error(f"{where}: the {name} table lacks columns {missing}")
+    n = len(nodes)
     if not np.array_equal(nodes["vertex"].to_numpy(), np.arange(n)):
-        raise GraphFormatError(f"`path` {str(path)!r}: vertex ids are not contiguous from 0")
+        raise error(f"{where}: vertex ids are not contiguous from 0")
+    if parts is None:
+        parts = _partitions_from_nodes(nodes, where, error)
+    if (parts[-1].stop if parts else 0) != n or any(p.offset != (parts[i - 1].stop if i else 0)
+                                                     for i, p in enumerate(parts)):
+        raise error(f"{where}: partitions are not contiguous or do not cover the {n} nodes")
     src = edges["src"].to_numpy(np.int64)
     dst = edges["dst"].to_numpy(np.int64)
-    if e and (src.min() < 0 or dst.min() < 0 or src.max() >= n or dst.max() >= n):
-        raise GraphFormatError(f"`path` {str(path)!r}: edges name vertices outside 0..{n - 1}")
+    if len(src) and (src.min() < 0 or dst.min() < 0 or src.max() >= n or dst.max() >= n):
+        raise error(f"{where}: edges name vertices outside 0..{n - 1}")
     w = edges["weight"].to_numpy(np.float32)
     if not np.isfinite(w).all() or (w < 0).any():
-        raise GraphFormatError(f"`path` {str(path)!r}: edge weights must be finite and non-negative")
-    parts = [Partition(i, nm, int(ly), k, int(o), int(s)) for i, (nm, ly, k, o, s) in enumerate(meta["partitions"])]
+        raise error(f"{where}: edge weights must be finite and non-negative")
     offsets = np.array([p.offset for p in parts])
-    ps, pd_ = np.searchsorted(offsets, src, side="right") - 1, np.searchsorted(offsets, dst, side="right") - 1
+    ps = np.searchsorted(offsets, src, side="right") - 1
+    pd_ = np.searchsorted(offsets, dst, side="right") - 1
     key = ps * len(parts) + pd_
     order = np.argsort(key, kind="stable")
-    key_sorted = key[order]
-    bounds = np.flatnonzero(np.diff(key_sorted)) + 1
+    bounds = np.flatnonzero(np.diff(key[order])) + 1
     blocks: list[Block] = []
     for grp in np.split(order, bounds) if len(order) else []:
         a, b = parts[ps[grp[0]]], parts[pd_[grp[0]]]
         layer = a.layer  # H_l -> I_l, I_l -> H_{l+1} and H_l -> H_{l+1} all belong to MLP l
         role = "up" if b.kind == "intermediate" else ("down" if a.kind == "intermediate" else "residual")
         blocks.append(SparseBlock(a, b, layer, role, dst[grp] - b.offset, src[grp] - a.offset, w[grp]))
-    g = MLPGraph(parts, blocks, nodes["activation"].to_numpy(np.float64), meta,
-                 edges=edges[list(EDGE_COLUMNS)])
-    return g
+    if "activation" in nodes.columns:
+        act = nodes["activation"].to_numpy(np.float64)
+    else:
+        act = np.full(n, np.nan)
+    meta = dict(meta)
+    meta.setdefault("n_layers", len({p.layer for p in parts if p.kind == "intermediate"}))
+    return MLPGraph(parts, blocks, act, meta)

@@ -15,6 +15,7 @@ Only the file headers are read up front (to find the tensors and their shapes).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -24,16 +25,14 @@ import numpy as np
 import torch
 
 from .architectures import get_architecture
-from .graph import GATES, MODES, Block, DiagonalBlock, MLPGraph, WeightBlock, _partitions
+from ._checks import check_choice, check_residual
+from .blocks import Block, DiagonalBlock, WeightBlock
+from .errors import FileFormatError, InvalidArgumentError
+from .graph import GATES, MODES, MLPGraph, _partitions
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["export_graph_from_safetensors", "SafetensorsBlock", "safetensors_index"]
-
-
-def _choice(arg: str, value, allowed) -> None:
-    if value not in allowed:
-        raise ValueError(f"`{arg}` must be one of {', '.join(map(repr, allowed))}; got {value!r}")
 
 
 def safetensors_index(path: str | os.PathLike) -> dict[str, Path]:
@@ -84,18 +83,20 @@ def _device_arg(device) -> str:
     return "cpu"
 
 
-class SafetensorsBlock(Block):
-    """A weight block read lazily from safetensors: ``|W| (+|W2| or max)``, W of (dst, src).
+class SafetensorsBlock(WeightBlock):
+    """A weight block read lazily from safetensors: ``combine(|W0|, |W1|)``, W of (dst, src).
 
     ``entries`` are ``(file, tensor name, transpose)``; transpose is True for GPT-2 style
-    ``Conv1D`` weights, stored (in, out).
+    ``Conv1D`` weights, stored (in, out). Nothing is kept in memory: every operation reads
+    the tensors from disk (memory-mapped), and :meth:`loaded` reads them once for several.
     """
 
+    resident = False
+
     def __init__(self, src, dst, layer, role, entries: list[tuple[Path, str, bool]], combine: str = "single"):
-        super().__init__(src, dst, layer, role)
+        super().__init__(src, dst, layer, role, None, combine, None)
+        del self.weights  # the weights stay on disk
         self.entries = entries
-        self.combine = combine
-        self.col_scale = None
 
     def raw_weights(self, device=None) -> list[torch.Tensor]:
         """The stored tensors of this block as (dst.size, src.size), loaded onto ``device``."""
@@ -107,16 +108,20 @@ class SafetensorsBlock(Block):
                 t = h.get_tensor(name)
             t = t.t() if transpose else t
             if tuple(t.shape) != self.shape:
-                raise ValueError(f"layer {self.layer}: tensor {name!r} in {file.name} has shape {tuple(t.shape)}, "
-                                 f"expected {self.shape}")
+                raise FileFormatError(f"layer {self.layer}: tensor {name!r} in {file.name} has shape "
+                                      f"{tuple(t.shape)}, expected {self.shape}")
             if not torch.isfinite(t).all():
-                raise ValueError(f"layer {self.layer}: tensor {name!r} in {file.name} has NaN or inf")
+                raise FileFormatError(f"layer {self.layer}: tensor {name!r} in {file.name} has NaN or inf")
             out.append(t)
         return out
 
-    def chunks(self, dtype=torch.float64, device=None, reuse: bool = False):
-        wb = WeightBlock(self.src, self.dst, self.layer, self.role, self.raw_weights(device), self.combine, None)
-        yield from wb.chunks(dtype, device, reuse)
+    def version(self):
+        # The files may be rewritten between two uses: their size and mtime say so.
+        return tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f, _, _ in self.entries)
+
+    @contextlib.contextmanager
+    def loaded(self, device=None):
+        yield WeightBlock(self.src, self.dst, self.layer, self.role, self.raw_weights(device), self.combine, None)
 
 
 def _layer_prefix(index: dict, spec) -> str:
@@ -126,7 +131,7 @@ def _layer_prefix(index: dict, spec) -> str:
         prefix = ".".join(parts[k:])
         if f"{prefix}.0.{spec.up}.weight" in index:
             return prefix
-    raise ValueError(f"no tensor named {spec.layers}.0.{spec.up}.weight (or without its leading prefixes) in the "
+    raise FileFormatError(f"no tensor named {spec.layers}.0.{spec.up}.weight (or without its leading prefixes) in the "
                      f"checkpoint; is it a {spec.name!r} model?")
 
 
@@ -167,10 +172,9 @@ def export_graph_from_safetensors(path: str | os.PathLike, mode: str = "chained"
     >>> graph = export_graph_from_safetensors("SmolLM2-135M")            # doctest: +SKIP
     >>> pagerank(graph, backend="sweep", device="cuda").top(5)            # doctest: +SKIP
     """
-    _choice("mode", mode, MODES)
-    _choice("gate", gate, GATES)
-    if isinstance(residual, bool) or not isinstance(residual, (int, float)) or not np.isfinite(residual) or residual < 0:
-        raise ValueError(f"`residual` must be a finite float >= 0; got {residual!r}")
+    check_choice("mode", mode, MODES)
+    check_choice("gate", gate, GATES)
+    residual = check_residual(residual)
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"`path` {str(path)!r} does not exist")
@@ -188,7 +192,7 @@ def export_graph_from_safetensors(path: str | os.PathLike, mode: str = "chained"
     def entry(layer: int, module: str) -> tuple[Path, str, bool]:
         name = f"{prefix}.{layer}.{module}.weight"
         if name not in index:
-            raise ValueError(f"layer {layer}: tensor {name!r} is missing from the checkpoint")
+            raise FileFormatError(f"layer {layer}: tensor {name!r} is missing from the checkpoint")
         return index[name], name, spec.conv1d
 
     L = 0
@@ -200,11 +204,11 @@ def export_graph_from_safetensors(path: str | os.PathLike, mode: str = "chained"
         shp = _shape(f, name)
         m_l, d_l = (shp[1], shp[0]) if tr else (shp[0], shp[1])
         if d is not None and d_l != d:
-            raise ValueError(f"layer {l}: hidden size {d_l} differs from layer 0's {d}")
+            raise FileFormatError(f"layer {l}: hidden size {d_l} differs from layer 0's {d}")
         d = d_l
         sizes.append(m_l)
     if L == 0:
-        raise ValueError(f"`path` {str(path)!r} has no MLP layers")
+        raise FileFormatError(f"`path` {str(path)!r} has no MLP layers")
     parts = _partitions(L, d, sizes, mode)
     per_layer = 3 if mode == "isolated" else 2
     blocks: list[Block] = []

@@ -10,6 +10,7 @@ import pytest
 import torch
 from numpy.testing import assert_allclose
 
+import llmrank_graph as lg
 from llmrank_graph import export_graph
 from llmrank_graph import centrality as C
 from llmrank_graph.architectures import mlp_layers
@@ -44,7 +45,7 @@ def test_katz_is_the_linear_solve(g, backend, direction):
 def test_katz_sweep_is_exact_in_one_pass_power_iteration_needs_depth(g):
     s = C.katz(g, alpha=0.5, backend="sweep")
     p = C.katz(g, alpha=0.5, backend="scipy", tol=1e-15)
-    assert s.iterations == 1
+    assert s.exact and s.iterations == 0 and s.converged  # exact: no iteration happened
     # power iteration from 0 on a nilpotent A^T is exact after (longest path + 1) steps, then 1 more to see it
     assert p.iterations == g.n_layers * 2 + 2
     assert_allclose(s.scores, p.scores, rtol=1e-12)
@@ -152,7 +153,6 @@ def test_registry_lists_centralities_and_backends():
     (lambda g: C.katz(g, beta=np.ones(3)), "`beta` must have one value per node: length 136; got length 3"),
     (lambda g: C.katz(g, beta=-1.0), "`beta` must be a positive finite float; got -1.0"),
     (lambda g: C.katz(g, nstart=-np.ones(136)), "`nstart` must be non-negative"),
-    (lambda g: C.katz(g, normalized="yes"), "`normalized` must be a bool; got 'yes'"),
     (lambda g: C.katz(g, direction="up"), "`direction` must be one of 'forward', 'reverse'; got 'up'"),
     (lambda g: C.katz(g, tol=0), "`tol` must be a positive finite float; got 0"),
     (lambda g: C.eigenvector(g, max_iter=0), "`max_iter` must be a positive int; got 0"),
@@ -167,14 +167,21 @@ def test_validation_messages(tiny_llama, call, match):
         call(g)
 
 
+def test_wrong_types_raise_type_error(tiny_llama):
+    g = export_graph(tiny_llama)
+    with pytest.raises(TypeError, match="`normalized` must be a bool; got 'yes'"):
+        C.katz(g, normalized="yes")
+
+
 def test_katz_power_iteration_divergence_raises(tiny_llama, monkeypatch):
     g = export_graph(tiny_llama)
     # A non-DAG (edges both ways) with a large alpha diverges: power iteration must say so.
     e = g.edges
     import pandas as pd
 
-    g._edges = pd.concat([e, e.rename(columns={"src": "dst", "dst": "src"})], ignore_index=True)
-    monkeypatch.setattr(g, "is_dag_by_partition", lambda: False)
+    g = lg.MLPGraph.from_edgelist(g.nodes, pd.concat([e, e.rename(columns={"src": "dst", "dst": "src"})]),
+                                  meta=g.meta)
+    assert not g.is_dag_by_partition()
     with pytest.raises(C.ConvergenceError, match="Katz power iteration did not converge in `max_iter`=50"):
         C.katz(g, alpha=5.0, max_iter=50)
     with pytest.raises(ValueError, match="needs a DAG"):

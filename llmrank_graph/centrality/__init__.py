@@ -1,21 +1,32 @@
 """Centrality algorithms on an :class:`~llmrank_graph.MLPGraph`, over pluggable backends.
 
-Backends (see :func:`backends`): ``scipy`` (CPU reference), ``sweep`` (exact DAG solver in
-torch, CPU or CUDA), ``cupy`` (GPU power iteration), ``cugraph`` and ``cugraph-dask``
-(RAPIDS). GPU libraries are imported only inside the backend that needs them.
+Backends (see :func:`llmrank_graph.backends`): ``scipy`` (CPU reference), ``sweep`` (exact DAG
+solver in torch, CPU or CUDA), ``cupy`` (GPU power iteration), ``cugraph`` and
+``cugraph-dask`` (RAPIDS). One dispatcher (:func:`.backends.select_backend`) picks among
+them. GPU libraries are imported only inside the backend that needs them.
+
+Submodules: ``backends`` (registry and dispatcher), ``pagerank_alg`` (PageRank),
+``algorithms`` (the other centralities and their registry), ``sweep``, ``scipy_backend``,
+``cupy_backend``, ``cugraph_backend`` (the backends), ``_kernels`` (power iterations on
+plain arrays). No function shadows a submodule of the same name.
 """
 
-from ._kernels import ConvergenceError
-from ._result import CentralityResult
-from .backends import BackendUnavailableError, backend_names, backends, get_backend, register_backend
+from . import backends
 from . import scipy_backend as _scipy_backend  # noqa: F401  (registers 'scipy')
 from . import sweep as _sweep  # noqa: F401  (registers 'sweep')
 from . import cupy_backend as _cupy_backend  # noqa: F401  (registers 'cupy')
 from . import cugraph_backend as _cugraph_backend  # noqa: F401  (registers 'cugraph', 'cugraph-dask')
+from ._kernels import ConvergenceError
+from ._result import CentralityResult
+from .algorithms import centralities, degree, eigenvector, get_centrality, hits, hits_pair, katz, strength
+from .backends import (BackendUnavailableError, NoBackendError, backend_names, get_backend, register_backend,
+                       select_backend)
 from .cugraph_backend import GPUMemoryError
-from .pagerank import DIRECTIONS, pagerank
-from .centralities import centralities, degree, eigenvector, get_centrality, hits, hits_pair, katz, strength
+from .pagerank_alg import DIRECTIONS, pagerank
+
+list_backends = backends.backends
 
 __all__ = ["CentralityResult", "pagerank", "katz", "hits", "hits_pair", "eigenvector", "strength", "degree",
-           "centralities", "get_centrality", "backends", "get_backend", "register_backend",
-           "BackendUnavailableError", "ConvergenceError", "GPUMemoryError", "DIRECTIONS", "backend_names"]
+           "centralities", "get_centrality", "list_backends", "get_backend", "register_backend", "select_backend",
+           "backend_names", "BackendUnavailableError", "NoBackendError", "ConvergenceError", "GPUMemoryError",
+           "DIRECTIONS"]

@@ -11,8 +11,10 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from ..errors import LLMRankGraphError
 
-class ConvergenceError(RuntimeError):
+
+class ConvergenceError(LLMRankGraphError, RuntimeError):
     """A power iteration did not reach its tolerance within ``max_iter`` iterations."""
 
 

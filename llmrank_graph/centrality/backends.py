@@ -1,38 +1,68 @@
-"""Backend registry: each backend has a name, an availability check and its algorithms.
+"""Backends and the one dispatcher.
+
+A backend is a small object with a name, the algorithms it implements (methods of that name
+with explicit keyword-only signatures) and :meth:`Backend.can_run`, which answers None or
+the reason it cannot run an algorithm on a graph with given parameters, and
+:meth:`Backend.should_run`, whether ``'auto'`` should pick it, as networkx's backends do. :func:`select_backend` is the only place that chooses: an explicit name must be
+able to run (else an error naming what is missing or which parameter it cannot honour);
+``'auto'`` walks :data:`AUTO_ORDER`, takes the first backend whose ``can_run`` says yes, and
+debug-logs the reasons of the others. No backend is special-cased by name here.
 
 GPU libraries (cupy, cudf, cugraph) are imported only inside the backend that needs them.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib.util
+import inspect
 import logging
+
+from .._checks import fail, fail_type
+from .._optional import (GPU_EXTRA, BackendUnavailableError, cuda_available, cuda_free_memory, cupy_available,
+                         has_module, require_cudf)
+from ..errors import InvalidArgumentError, LLMRankGraphError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Backend", "register_backend", "get_backend", "backends", "BackendUnavailableError",
-           "cuda_available", "cupy_available", "require_cudf", "GPU_EXTRA"]
+__all__ = ["Backend", "register_backend", "get_backend", "backends", "backend_names", "select_backend",
+           "BackendUnavailableError", "NoBackendError", "AUTO_ORDER", "cuda_available", "cupy_available",
+           "require_cudf", "GPU_EXTRA"]
 
-GPU_EXTRA = "gpu"  # `pip install llmrank-graph[gpu]` provides cupy, cudf, cugraph, dask-cudf, dask-cuda
+_has_module = has_module  # the backends look modules up through this name (tests replace it)
 
 
-class BackendUnavailableError(ImportError):
-    """A backend was asked for but cannot run here."""
+class NoBackendError(LLMRankGraphError, RuntimeError):
+    """No registered backend can run an algorithm here (the message gives each one's reason)."""
+
+
+#: Preference of ``backend='auto'`` per algorithm: the first backend that can run wins. Exact
+#: sweeps first (on CUDA when present), then GPU edge-list backends (cuGraph on one GPU, then
+#: on several when the edge list outgrows one: cuGraph's own ``can_run`` says so), then the
+#: CPU reference. Backends not listed are tried after these.
+AUTO_ORDER: dict[str, tuple[str, ...]] = {
+    "pagerank": ("sweep", "cugraph", "cugraph-dask", "cupy", "scipy"),
+    "katz": ("sweep", "cugraph", "cupy", "scipy"),
+    "hits": ("cugraph", "cupy", "scipy"),
+    "eigenvector": ("cugraph", "cupy", "scipy"),
+    "strength": ("sweep", "scipy"),
+    "degree": ("sweep", "cugraph", "scipy"),
+}
 
 
 class Backend:
-    """Base class. Subclasses set ``name``, ``algorithms``, ``extra`` and implement methods
-    named after the algorithms (``pagerank(graph, **params) -> CentralityResult``)."""
+    """Base class of the backends.
+
+    Subclasses set ``name``, ``algorithms``, ``description`` and ``extra`` (the pip extra
+    that provides them), implement one method per algorithm with explicit keyword-only
+    parameters, and may refine :meth:`unavailable_reason` and :meth:`can_run`.
+    """
 
     name: str = ""
     algorithms: tuple[str, ...] = ()
     description: str = ""
     extra: str | None = None  # pip extra that provides it
-    accepts_device: bool = False  # takes a torch `device` (the sweep)
 
     def unavailable_reason(self) -> str | None:
-        """None when the backend can run here, else why not."""
+        """None when the backend can run here at all, else why not."""
         return None
 
     @property
@@ -41,6 +71,39 @@ class Backend:
 
     def implements(self, algorithm: str) -> bool:
         return algorithm in self.algorithms
+
+    def parameters(self, algorithm: str) -> tuple[str, ...]:
+        """Names of the keyword parameters this backend's ``algorithm`` takes."""
+        sig = inspect.signature(getattr(self, algorithm))
+        return tuple(p.name for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY)
+
+    def can_run(self, graph, algorithm: str, **params) -> str | None:
+        """None when this backend can run ``algorithm`` on ``graph`` with ``params``, else why not.
+
+        The base class checks that the algorithm is implemented, that the backend is
+        available, and that every parameter is one the method takes. Subclasses add what
+        they cannot honour (a value, a graph too large for the device).
+        """
+        if not self.implements(algorithm):
+            return f"does not implement {algorithm}"
+        why = self.unavailable_reason()
+        if why is not None:
+            return why
+        takes = self.parameters(algorithm)
+        for k in params:
+            if k not in takes:
+                others = [b.name for b in _REGISTRY.values() if b.implements(algorithm) and k in b.parameters(algorithm)]
+                return (f"`{k}` applies only to backends that take it ({', '.join(map(repr, others))}); "
+                        f"got {k}={params[k]!r} with backend={self.name!r}")
+        return None
+
+    def should_run(self, graph, algorithm: str, **params) -> str | None:
+        """None when ``'auto'`` should pick this backend (once :meth:`can_run` said yes), else why not.
+
+        For backends that can run but are a poor default, such as a multi-GPU cluster for a
+        graph that fits on one GPU. An explicit request does not ask this.
+        """
+        return None
 
     def require(self) -> None:
         """Raise :class:`BackendUnavailableError` (naming the extra to install) unless available."""
@@ -59,15 +122,15 @@ _REGISTRY: dict[str, Backend] = {}
 def register_backend(backend: Backend) -> Backend:
     """Add (or replace) a backend in the registry and return it."""
     if not isinstance(backend, Backend) or not backend.name:
-        raise TypeError(f"`backend` must be a named Backend instance; got {backend!r}")
+        raise fail_type("backend", "a named Backend instance", backend)
     _REGISTRY[backend.name] = backend
     return backend
 
 
 def get_backend(name: str) -> Backend:
     """The registered backend called ``name``; ValueError listing the registered names otherwise."""
-    if name not in _REGISTRY:
-        raise ValueError(f"`backend` must be one of {', '.join(map(repr, ['auto', *_REGISTRY]))}; got {name!r}")
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise fail("backend", f"one of {', '.join(map(repr, ['auto', *_REGISTRY]))}", name)
     return _REGISTRY[name]
 
 
@@ -88,8 +151,6 @@ def backends() -> list[dict]:
     >>> import llmrank_graph
     >>> [b["name"] for b in llmrank_graph.backends()]          # doctest: +SKIP
     ['scipy', 'sweep', 'cupy', 'cugraph', 'cugraph-dask']
-    >>> [b["reason"] for b in llmrank_graph.backends() if not b["available"]]   # doctest: +SKIP
-    ['CuPy is not installed', 'cuGraph is not installed', ...]
 
     Returns
     -------
@@ -105,58 +166,58 @@ def backends() -> list[dict]:
     return out
 
 
-def _has_module(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
+def select_backend(graph, algorithm: str, requested: str = "auto", **params) -> Backend:
+    """The backend that runs ``algorithm`` on ``graph`` with ``params``: the one dispatcher.
+
+    Parameters
+    ----------
+    graph : MLPGraph
+    algorithm : str
+    requested : str
+        ``'auto'`` or a registered backend name.
+    **params
+        The parameters the algorithm will be called with (backends refuse those they cannot honour).
+
+    Raises
+    ------
+    ValueError
+        Unknown name, a backend that does not implement the algorithm, or one that cannot
+        honour a parameter (the message names it).
+    BackendUnavailableError
+        The requested backend cannot run here (the message names the extra to install).
+    NoBackendError
+        ``'auto'`` found no backend; the message gives each one's reason.
+    """
+    if not isinstance(requested, str):
+        raise fail_type("backend", "a backend name (str)", requested)
+    if requested != "auto":
+        b = get_backend(requested)
+        if not b.implements(algorithm):
+            have = [n for n, x in _REGISTRY.items() if x.implements(algorithm)]
+            raise InvalidArgumentError(f"`backend` {requested!r} does not implement {algorithm}; use one of "
+                                       f"{', '.join(map(repr, ['auto', *have]))}")
+        b.require()
+        why = b.can_run(graph, algorithm, **params)
+        if why is not None:
+            raise InvalidArgumentError(f"backend {requested!r} cannot run {algorithm}: {why}")
+        return b
+    reasons = []
+    order = AUTO_ORDER.get(algorithm, ())
+    for name in list(order) + [n for n in _REGISTRY if n not in order]:
+        b = _REGISTRY.get(name)
+        if b is None or not b.implements(algorithm):
+            continue
+        why = b.can_run(graph, algorithm, **params) or b.should_run(graph, algorithm, **params)
+        if why is None:
+            logger.debug("%s: auto chose backend %r (%s)", algorithm, name,
+                         "; ".join(reasons) if reasons else "first preference")
+            return b
+        reasons.append(f"{name}: {why}")
+    raise NoBackendError(f"no backend can run {algorithm}: " + "; ".join(reasons))
 
 
-@functools.lru_cache(maxsize=None)
-def cuda_available() -> bool:
-    """True when torch sees a CUDA GPU (never raises)."""
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except Exception:  # pragma: no cover - broken CUDA installs
-        return False
-
-
-@functools.lru_cache(maxsize=None)
-def cupy_available() -> str | None:
-    """None when CuPy is installed and sees a GPU, else why not (never raises)."""
-    if not _has_module("cupy"):
-        return "CuPy is not installed"
-    try:
-        import cupy
-
-        # Documented to return False (not raise) on a machine without a GPU or driver.
-        if not cupy.cuda.is_available():
-            return "CuPy is installed but sees no CUDA GPU"
-    except Exception as e:  # pragma: no cover - broken CUDA installs
-        return f"CuPy is installed but failed to initialise ({type(e).__name__}: {e})"
-    return None
-
-
-def cuda_free_memory() -> int | None:
-    """Free bytes on the current CUDA device, None without one."""
-    if not cuda_available():
-        return None
-    try:
-        import torch
-
-        return int(torch.cuda.mem_get_info()[0])
-    except Exception:  # pragma: no cover
-        return None
-
-
-def require_cudf():
-    """Import cudf after checking for a GPU (``import cudf`` succeeds without one)."""
-    if not _has_module("cudf"):
-        raise BackendUnavailableError(f"cuDF is not installed; install it with `pip install llmrank-graph[{GPU_EXTRA}]`")
-    if not cuda_available():
-        raise BackendUnavailableError("cuDF needs a CUDA GPU and none is visible")
-    import cudf
-
-    return cudf
+def run(graph, algorithm: str, backend: str, **params):
+    """Select a backend (see :func:`select_backend`) and run ``algorithm`` with ``params``."""
+    b = select_backend(graph, algorithm, backend, **params)
+    logger.debug("%s on %r with backend %r", algorithm, graph, b.name)
+    return getattr(b, algorithm)(graph, **params)

@@ -36,9 +36,12 @@ import os
 
 import numpy as np
 
+from .._optional import GPU_EXTRA, cuda_available
+from ..errors import LLMRankGraphError
+from . import backends as _backends
 from ._kernels import ConvergenceError
-from ._result import CentralityResult
-from .backends import GPU_EXTRA, Backend, _has_module, cuda_available, register_backend
+from ._result import exact_result, iterated_result
+from .backends import Backend, _has_module, register_backend
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +51,30 @@ __all__ = ["CugraphBackend", "CugraphDaskBackend", "GPUMemoryError", "CUGRAPH_KA
 CUGRAPH_KATZ_USES_IN_EDGES = True
 
 
-class GPUMemoryError(MemoryError):
+class GPUMemoryError(LLMRankGraphError, MemoryError):
     """cuGraph ran out of GPU memory."""
+
+
+#: cuGraph on one GPU declines (``can_run``) when the edge list would take more than this
+#: fraction of the GPU's free memory (``BYTES_PER_EDGE`` per edge: int32 ids and float64
+#: weights in the cuDF frame, plus cuGraph's own CSC copy); ``auto`` then moves on to
+#: ``cugraph-dask``.
+DASK_SWITCH_FRACTION = 0.5
+BYTES_PER_EDGE = 48
+
+
+def too_big_for_one_gpu(graph) -> str | None:
+    """Why the edge list of ``graph`` does not fit on this GPU, or None."""
+    free = _backends.cuda_free_memory()
+    need = graph.n_edges * BYTES_PER_EDGE
+    if free is not None and need > DASK_SWITCH_FRACTION * free:
+        return (f"edge list needs ~{need / 2**30:.1f} GiB, more than {DASK_SWITCH_FRACTION:.0%} of the "
+                f"{free / 2**30:.1f} GiB free on the GPU")
+    return None
+
+
+def _same_vector(a, b) -> bool:
+    return a is b or np.array_equal(a, b)
 
 
 def _cugraph_reason(*modules: str) -> str | None:
@@ -121,6 +146,28 @@ class CugraphBackend(Backend):
     def unavailable_reason(self):
         return _cugraph_reason("cudf", "cugraph")
 
+    def can_run(self, graph, algorithm, **params):
+        """Refuses what cuGraph cannot honour, and graphs whose edge list outgrows the GPU."""
+        why = super().can_run(graph, algorithm, **params)
+        if why is not None:
+            return why
+        if algorithm == "pagerank" and not _same_vector(params.get("dangling"), params.get("personalization")):
+            return ("it sends dangling mass along the personalization and has no separate `dangling` vector; "
+                    "use backend='sweep' or 'scipy' for `dangling`")
+        if algorithm == "katz":
+            if params.get("normalized") is False:
+                return ("it always normalises Katz scores (its `normalized` is documented as not supported); "
+                        "use backend='sweep' or 'scipy' for normalized=False")
+            if params.get("nstart") is not None:
+                return ("it does not forward `nstart` for Katz (cuGraph hands it to the solver as per-vertex "
+                        "betas); use backend='scipy'")
+            beta = np.asarray(params.get("beta", 1.0), dtype=np.float64).reshape(-1)
+            if beta.size and not np.all(beta == beta[0]):
+                return "it takes one scalar `beta` for Katz; use backend='sweep' or 'scipy' for a per-node beta"
+        if algorithm == "eigenvector" and params.get("nstart") is not None:
+            return "it takes no `nstart` for eigenvector centrality; use backend='scipy'"
+        return too_big_for_one_gpu(graph)
+
     @staticmethod
     def _modules():
         import cudf
@@ -137,10 +184,8 @@ class CugraphBackend(Backend):
                              store_transposed=True, renumber=False)
         return G, src.dtype
 
-    def pagerank(self, graph, *, alpha, personalization, dangling, direction, tol, max_iter, nstart, **_):
-        if not (dangling is personalization or np.array_equal(dangling, personalization)):
-            raise ValueError(f"backend {self.name!r} sends dangling mass along the personalization and has no "
-                             "separate `dangling` vector; use backend='sweep' or 'scipy' for `dangling`")
+    def pagerank(self, graph, *, alpha, personalization, dangling, direction, tol, max_iter, nstart):
+        # `dangling` equals the personalization here: can_run refused anything else.
         cudf, cugraph = self._modules()
         n = graph.n_nodes
         try:
@@ -155,20 +200,11 @@ class CugraphBackend(Backend):
             raise ConvergenceError(f"PageRank on backend {self.name!r} did not converge in `max_iter`={max_iter} "
                                    f"iterations (L1 change >= n * tol = {n * tol:.3g}); raise max_iter or tol")
         x = _scatter(df, "pagerank", n)
-        # cuGraph does not report its iteration count: -1 means "not reported".
-        return CentralityResult(x / x.sum(), True, -1, self.name)
+        return iterated_result(x / x.sum(), None, self.name, "pagerank")  # cuGraph reports no iteration count
 
-    def katz(self, graph, *, alpha, beta, direction, tol, max_iter, nstart, normalized, **_):
-        if not normalized:
-            raise ValueError(f"backend {self.name!r} always normalises Katz scores (its `normalized` is documented "
-                             "as not supported); use backend='sweep' or 'scipy' for normalized=False")
-        if nstart is not None:
-            raise ValueError(f"backend {self.name!r} does not forward `nstart` for Katz (cuGraph hands it to the "
-                             "solver as per-vertex betas); use backend='scipy'")
+    def katz(self, graph, *, alpha, beta, direction, tol, max_iter, nstart, normalized):
+        # normalized=True, nstart=None and a constant beta: can_run refused anything else.
         beta = np.asarray(beta, dtype=np.float64)
-        if not np.all(beta == beta[0]):
-            raise ValueError(f"backend {self.name!r} takes one scalar `beta` for Katz; use backend='sweep' or "
-                             "'scipy' for a per-node beta")
         if not CUGRAPH_KATZ_USES_IN_EDGES:  # pragma: no cover - see module docstring
             direction = "reverse" if direction == "forward" else "forward"
         _, cugraph = self._modules()
@@ -181,11 +217,9 @@ class CugraphBackend(Backend):
             raise _map_error(e, "Katz", self.name) from e
         x = _scatter(df, "katz_centrality", n)
         norm = np.linalg.norm(x)  # idempotent when cuGraph already normalised
-        return CentralityResult(x / norm if norm > 0 else x, True, -1, self.name, "katz")
+        return iterated_result(x / norm if norm > 0 else x, None, self.name, "katz")
 
-    def eigenvector(self, graph, *, tol, max_iter, nstart, **_):
-        if nstart is not None:
-            raise ValueError(f"backend {self.name!r} takes no `nstart` for eigenvector centrality; use backend='scipy'")
+    def eigenvector(self, graph, *, tol, max_iter, nstart):
         _, cugraph = self._modules()
         n = graph.n_nodes
         try:
@@ -194,9 +228,9 @@ class CugraphBackend(Backend):
             df = cugraph.eigenvector_centrality(G, max_iter=max_iter, tol=tol)
         except Exception as e:
             raise _map_error(e, "eigenvector centrality", self.name) from e
-        return CentralityResult(_scatter(df, "eigenvector_centrality", n), True, -1, self.name, "eigenvector")
+        return iterated_result(_scatter(df, "eigenvector_centrality", n), None, self.name, "eigenvector")
 
-    def degree(self, graph, *, direction, **_):
+    def degree(self, graph, *, direction):
         try:
             G, _vt = self._graph(graph, "forward")
             df = G.in_degree() if direction == "in" else G.out_degree()
@@ -207,7 +241,7 @@ class CugraphBackend(Backend):
         n = graph.n_nodes
         if n and (len(e) == 0 or max(int(e["src"].max()), int(e["dst"].max())) < n - 1):
             x[n - 1] = 0.0  # the zero-weight self-loop added by edge_arrays is not an edge
-        return CentralityResult(x, True, 0, self.name, f"{direction}_degree")
+        return exact_result(x, self.name, f"{direction}_degree")
 
 
 class CugraphDaskBackend(Backend):
@@ -241,6 +275,19 @@ class CugraphDaskBackend(Backend):
     def unavailable_reason(self):
         return _cugraph_reason("cudf", "cugraph", "dask_cudf", "dask_cuda")
 
+    def can_run(self, graph, algorithm, **params):
+        why = super().can_run(graph, algorithm, **params)
+        if why is None and not _same_vector(params.get("dangling"), params.get("personalization")):
+            return ("it sends dangling mass along the personalization and has no separate `dangling` vector; "
+                    "use backend='sweep' or 'scipy' for `dangling`")
+        return why
+
+    def should_run(self, graph, algorithm, **params):
+        # A Dask cluster pays off only when one GPU cannot hold the edge list.
+        if too_big_for_one_gpu(graph) is None:
+            return "the edge list fits on one GPU (backend 'cugraph' is faster there)"
+        return None
+
     def client(self):
         """The Dask client (created once) with cuGraph's communicator initialised."""
         if self._client is None:
@@ -263,10 +310,7 @@ class CugraphDaskBackend(Backend):
             logger.debug("cugraph-dask: client %r", self._client)
         return self._client
 
-    def pagerank(self, graph, *, alpha, personalization, dangling, direction, tol, max_iter, nstart, **_):
-        if not (dangling is personalization or np.array_equal(dangling, personalization)):
-            raise ValueError(f"backend {self.name!r} sends dangling mass along the personalization and has no "
-                             "separate `dangling` vector; use backend='sweep' or 'scipy' for `dangling`")
+    def pagerank(self, graph, *, alpha, personalization, dangling, direction, tol, max_iter, nstart):
         import cudf
         import cugraph
         import cugraph.dask as dcg
@@ -291,7 +335,7 @@ class CugraphDaskBackend(Backend):
         except Exception as e:
             raise _map_error(e, "PageRank", self.name) from e
         x = _scatter(df, "pagerank", n)
-        return CentralityResult(x / x.sum(), True, -1, self.name)
+        return iterated_result(x / x.sum(), None, self.name, "pagerank")
 
 
 register_backend(CugraphBackend())

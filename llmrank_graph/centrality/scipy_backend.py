@@ -8,7 +8,7 @@ import numpy as np
 
 from ._kernels import (ConvergenceError, adjacency, eigenvector_power, hits_power, katz_power, pagerank_power,
                        transition_matrix)
-from ._result import CentralityResult
+from ._result import exact_result, iterated_result
 from .backends import Backend, register_backend
 
 logger = logging.getLogger(__name__)
@@ -17,32 +17,31 @@ __all__ = ["ScipyBackend", "ConvergenceError", "transition_matrix", "pagerank_po
 
 
 def cached_matrix(graph, kind: str, direction: str = "forward"):
-    """CSR matrices of ``graph``'s edge list, built once and cached on the graph.
+    """CSR matrices of ``graph``'s edge list, built once and cached by the graph (see ``MLPGraph.cached``).
 
     ``kind``: ``'PT'`` -> (P^T, out-strength) for PageRank; ``'A'`` -> adjacency (rows are
     sources); ``'AT'`` -> its transpose; ``'S'`` -> ``A + A^T`` (the undirected graph).
     ``direction='reverse'`` reverses every edge first.
     """
-    cache = graph.__dict__.setdefault("_kernel_cache", {})
-    key = ("scipy", kind, direction)
-    if key not in cache:
-        e = graph.edges
-        src, dst, w = e["src"].to_numpy(), e["dst"].to_numpy(), e["weight"].to_numpy()
-        if direction == "reverse":
-            src, dst = dst, src
-        n = graph.n_nodes
-        if kind == "PT":
-            cache[key] = transition_matrix(src, dst, w, n)
-        elif kind == "A":
-            cache[key] = adjacency(src, dst, w, n)
-        elif kind == "AT":
-            cache[key] = cached_matrix(graph, "A", direction).T.tocsr()
-        elif kind == "S":
-            A = cached_matrix(graph, "A", "forward")
-            cache[key] = (A + A.T).tocsr()
-        else:  # pragma: no cover - internal
-            raise ValueError(f"unknown matrix kind {kind!r}")
-    return cache[key]
+    return graph.cached(("scipy", kind, direction), lambda: _build(graph, kind, direction))
+
+
+def _build(graph, kind: str, direction: str):
+    e = graph.edges
+    src, dst, w = e["src"].to_numpy(), e["dst"].to_numpy(), e["weight"].to_numpy()
+    if direction == "reverse":
+        src, dst = dst, src
+    n = graph.n_nodes
+    if kind == "PT":
+        return transition_matrix(src, dst, w, n)
+    if kind == "A":
+        return adjacency(src, dst, w, n)
+    if kind == "AT":
+        return cached_matrix(graph, "A", direction).T.tocsr()
+    if kind == "S":
+        A = cached_matrix(graph, "A", "forward")
+        return (A + A.T).tocsr()
+    raise AssertionError(f"unknown matrix kind {kind!r}")  # internal
 
 
 class ScipyBackend(Backend):
@@ -52,36 +51,36 @@ class ScipyBackend(Backend):
     algorithms = ("pagerank", "katz", "hits", "eigenvector", "strength", "degree")
     description = "CPU reference: power iterations on scipy CSR (networkx semantics)"
 
-    def pagerank(self, graph, *, alpha, personalization, dangling, direction, tol, max_iter, nstart, **_):
+    def pagerank(self, graph, *, alpha, personalization, dangling, direction, tol, max_iter, nstart):
         PT, s = cached_matrix(graph, "PT", direction)
         x, it = pagerank_power(PT, s, alpha, personalization, dangling, tol, max_iter, nstart)
-        return CentralityResult(x, True, it, self.name)
+        return iterated_result(x, it, self.name, "pagerank")
 
-    def katz(self, graph, *, alpha, beta, direction, tol, max_iter, nstart, normalized, **_):
+    def katz(self, graph, *, alpha, beta, direction, tol, max_iter, nstart, normalized):
         AT = cached_matrix(graph, "AT", direction)
         x, it = katz_power(AT, alpha, beta, tol, max_iter, nstart, normalized)
-        return CentralityResult(x, True, it, self.name, "katz")
+        return iterated_result(x, it, self.name, "katz")
 
-    def hits(self, graph, *, tol, max_iter, nstart, normalized, **_):
+    def hits(self, graph, *, tol, max_iter, nstart, normalized):
         A, AT = cached_matrix(graph, "A"), cached_matrix(graph, "AT")
         h, a, it = hits_power(A, AT, tol, max_iter, nstart, normalized)
-        return (CentralityResult(h, True, it, self.name, "hubs"), CentralityResult(a, True, it, self.name, "authorities"))
+        return iterated_result(h, it, self.name, "hubs"), iterated_result(a, it, self.name, "authorities")
 
-    def eigenvector(self, graph, *, tol, max_iter, nstart, **_):
+    def eigenvector(self, graph, *, tol, max_iter, nstart):
         x, it = eigenvector_power(cached_matrix(graph, "S"), tol, max_iter, nstart)
-        return CentralityResult(x, True, it, self.name, "eigenvector")
+        return iterated_result(x, it, self.name, "eigenvector")
 
-    def strength(self, graph, *, direction, **_):
+    def strength(self, graph, *, direction):
         A = cached_matrix(graph, "A")
         x = np.asarray(A.sum(axis=1 if direction == "out" else 0), dtype=np.float64).ravel()
-        return CentralityResult(x, True, 0, self.name, f"{direction}_strength")
+        return exact_result(x, self.name, f"{direction}_strength")
 
-    def degree(self, graph, *, direction, **_):
+    def degree(self, graph, *, direction):
         # Structural degree: every edge of the edge list counts, whatever its weight (networkx).
         e = graph.edges
         col = e["src" if direction == "out" else "dst"].to_numpy()
         x = np.bincount(col, minlength=graph.n_nodes).astype(np.float64)
-        return CentralityResult(x, True, 0, self.name, f"{direction}_degree")
+        return exact_result(x, self.name, f"{direction}_degree")
 
 
 register_backend(ScipyBackend())

@@ -9,27 +9,32 @@ Katz (``x = alpha A^T x + beta``) is the same sweep without the ``1 / s_u``. Whe
 mass goes to another vector q, the sweep carries ``[p, q]`` as two columns and one scalar
 makes it exact.
 
-Each block is read once: all out-blocks of a partition are materialised as ``|W|`` on the
-target device (one layer at a time), their column sums give ``s_u``, and one matrix product
-per block pushes ``y_u / s_u`` forward. Weights already on that device are not copied; blocks
-streamed from safetensors (:mod:`llmrank_graph.streaming`) are read from disk here, so peak
-memory is about one layer.
+The sweep uses only the block protocol (:class:`llmrank_graph.blocks.Block`): for each
+partition in topological order, its out-blocks are loaded once (one read from disk for
+streamed blocks, nothing for blocks in memory), their strengths give ``s_u`` (cached on the
+graph when the weights live in memory), and one product per block pushes ``y_u / s_u``
+forward. Products with model weights go through the fused |W| kernels, which read each
+weight once at its stored dtype.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import defaultdict
 
 import numpy as np
 import torch
 
-from ._result import CentralityResult
-from .backends import Backend, cuda_available, register_backend
+from .._optional import cuda_available
+from ..blocks import Block
+from ..errors import InvalidArgumentError
+from ._result import exact_result
+from .backends import Backend, register_backend
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SweepBackend", "pagerank_sweep", "katz_sweep", "resolve_device", "block_operator"]
+__all__ = ["SweepBackend", "pagerank_sweep", "katz_sweep", "resolve_device"]
 
 
 def resolve_device(device=None) -> torch.device:
@@ -39,125 +44,67 @@ def resolve_device(device=None) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"`device` must be None, 'cpu', 'cuda' or 'cuda:N' (a torch device); got {device!r}") from None
+        raise InvalidArgumentError(f"`device` must be None, 'cpu', 'cuda' or 'cuda:N' (a torch device); "
+                                   f"got {device!r}") from None
     if dev.type == "cuda" and not cuda_available():
-        raise ValueError(f"`device` is {device!r} but torch sees no CUDA GPU")
+        raise InvalidArgumentError(f"`device` is {device!r} but torch sees no CUDA GPU")
     if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"`device` must be a CPU or CUDA device; got {device!r}")
+        raise InvalidArgumentError(f"`device` must be a CPU or CUDA device; got {device!r}")
     return dev
 
 
-class _Dense:
-    """``|W|`` of one block, materialised on the device as (dst.size, src.size)."""
-
-    def __init__(self, mat: torch.Tensor):
-        self.mat = mat
-
-    def out_strength(self, forward: bool) -> torch.Tensor:
-        return self.mat.sum(0) if forward else self.mat.sum(1)
-
-    def in_strength(self, forward: bool) -> torch.Tensor:
-        return self.out_strength(not forward)
-
-    def apply(self, v: torch.Tensor, forward: bool) -> torch.Tensor:  # v: (src, k) or (dst, k)
-        return self.mat @ v if forward else self.mat.t() @ v
+def _product(block: Block, v: torch.Tensor, forward: bool) -> torch.Tensor:
+    return block.matmul(v) if forward else block.rmatmul(v)
 
 
-class _Wrapped:
-    """A block with its own sparse/diagonal kernels (SparseBlock, DiagonalBlock)."""
-
-    def __init__(self, block, dtype, device):
-        self.b, self.dtype, self.device = block, dtype, device
-
-    def out_strength(self, forward: bool) -> torch.Tensor:
-        return (self.b.colsum if forward else self.b.rowsum)(self.dtype, self.device)
-
-    def in_strength(self, forward: bool) -> torch.Tensor:
-        return self.out_strength(not forward)
-
-    def apply(self, v: torch.Tensor, forward: bool) -> torch.Tensor:
-        f = self.b.matvec if forward else self.b.rmatvec
-        return torch.stack([f(v[:, j].contiguous()) for j in range(v.shape[1])], dim=1)
+def _strength(block: Block, forward: bool, dtype, device) -> torch.Tensor:
+    """The block's share of the out-strength of the partition the sweep leaves from."""
+    return (block.out_strength if forward else block.in_strength)(dtype, device)
 
 
-def _abs_weights(block, dtype, device) -> torch.Tensor:
-    """``|W| (+|W2| or max) * col_scale`` of a weight block, in one piece on ``device``.
-
-    Computed in float32 (the edge list's dtype, so every backend sees the same edge weights),
-    then widened to ``dtype``.
-    """
-    ws = block.raw_weights(device) if hasattr(block, "raw_weights") else block.weights
-    f32 = torch.float32
-    with torch.no_grad():
-        # .abs() (not abs_) on the first: .to() returns the model's own tensor when nothing changes.
-        c = ws[0].to(device=device, dtype=f32).abs()
-        if block.combine == "sum":
-            c += ws[1].to(device=device, dtype=f32).abs()
-        elif block.combine == "max":
-            torch.maximum(c, ws[1].to(device=device, dtype=f32).abs(), out=c)
-        if block.col_scale is not None:
-            c *= block.col_scale.to(device=device, dtype=f32)
-    return c.to(dtype)
-
-
-def block_operator(block, dtype=torch.float64, device=None):
-    """An operator with ``out_strength``, ``in_strength`` and ``apply`` for one block.
-
-    On CUDA a weight block becomes one dense ``|W|`` (one kernel per operation). On the CPU
-    the block's own cache-sized row chunks are used instead: materialising a float64 copy
-    of a whole layer costs more than the product itself there.
-    """
-    is_weight = hasattr(block, "combine") and (hasattr(block, "weights") or hasattr(block, "raw_weights"))
-    on_cpu = torch.device(device or "cpu").type == "cpu"
-    if is_weight and not (on_cpu and hasattr(block, "chunks") and not hasattr(block, "raw_weights")):
-        return _Dense(_abs_weights(block, dtype, device))
-    if is_weight or hasattr(block, "csr") or type(block).__name__ == "DiagonalBlock":
-        return _Wrapped(block, dtype, device)
-    return _Dense(block.dense(dtype, device))
-
-
-def _solve(graph, alpha: float, rhs: torch.Tensor, direction: str, normalize: bool) -> torch.Tensor:
+def _solve(graph, alpha: float, rhs: torch.Tensor, direction: str, normalize: bool):
     """``y = (I - alpha M)^{-1} rhs`` for the DAG in one pass; rhs is (n, k).
 
     ``M = P^T`` (``normalize=True``, PageRank) or ``A^T`` (Katz), with edges reversed when
-    ``direction='reverse'``.
+    ``direction='reverse'``. Returns ``(y, s)``: ``s`` is the out-strength of every node in
+    this direction (None for Katz).
     """
     forward = direction == "forward"
-    out_blocks = defaultdict(list)
+    out_blocks: dict[int, list[Block]] = defaultdict(list)
     for b in graph.blocks:
         out_blocks[(b.src if forward else b.dst).position].append(b)
     y = rhs.clone()
-    # On the CPU the out-strengths are cached on the graph (one extra read, once per graph);
-    # on CUDA they come from the |W| blocks materialised below anyway.
-    in_memory = not any(hasattr(b, "raw_weights") for b in graph.blocks)  # streamed blocks: read once
-    cached = graph.strength(direction, y.dtype, y.device) if normalize and in_memory and y.device.type == "cpu" else None
-    order = graph.partitions if forward else graph.partitions[::-1]
-    for part in order:
+    dtype, device = y.dtype, y.device
+    # Weights in memory: the strengths are cached on the graph (one extra read, once per
+    # graph and weights). Streamed weights: computed from the blocks loaded for the product.
+    cached = graph.strength(direction, dtype, device) if normalize and graph.resident else None
+    strength = cached if cached is not None else (torch.zeros(graph.n_nodes, dtype=dtype, device=device)
+                                                  if normalize else None)
+    for part in (graph.partitions if forward else graph.partitions[::-1]):
         blocks = out_blocks.pop(part.position, None)
         if not blocks:
             continue
-        ops = [block_operator(b, y.dtype, y.device) for b in blocks]  # one layer in memory
-        yu = y[part.offset:part.stop]  # (|part|, k)
-        if normalize:
-            if cached is not None:
-                s = cached[part.offset:part.stop]
-            else:
-                s = ops[0].out_strength(forward)
-                for op in ops[1:]:
-                    s = s + op.out_strength(forward)
-            inv = torch.where(s > 0, 1.0 / s, torch.zeros_like(s))
-            yu = yu * inv[:, None]
-        for b, op in zip(blocks, ops):
-            tgt = b.dst if forward else b.src
-            y[tgt.offset:tgt.stop].add_(op.apply(yu, forward), alpha=alpha)
-        del ops
-    return y
+        with contextlib.ExitStack() as stack:
+            loaded = [stack.enter_context(b.loaded(device)) for b in blocks]  # one layer in memory
+            yu = y[part.offset:part.stop]  # (|part|, k)
+            if normalize:
+                if cached is None:
+                    s = sum(_strength(b, forward, dtype, device) for b in loaded)
+                    strength[part.offset:part.stop] = s
+                else:
+                    s = cached[part.offset:part.stop]
+                inv = torch.where(s > 0, 1.0 / s, torch.zeros_like(s))
+                yu = yu * inv[:, None]
+            for b in loaded:
+                tgt = b.dst if forward else b.src
+                y[tgt.offset:tgt.stop].add_(_product(b, yu, forward), alpha=alpha)
+    return y, strength
 
 
 def _check_dag(graph, what: str) -> None:
     if not graph.is_dag_by_partition():
-        raise ValueError(f"`backend='sweep'` needs a DAG whose edges go from earlier to later partitions ({what}); "
-                         "use backend='scipy' for this graph")
+        raise InvalidArgumentError(f"`backend='sweep'` needs a DAG whose edges go from earlier to later partitions "
+                                   f"({what}); use backend='scipy' for this graph")
 
 
 def pagerank_sweep(graph, alpha: float, p: np.ndarray, q: np.ndarray, direction: str = "forward",
@@ -174,7 +121,7 @@ def pagerank_sweep(graph, alpha: float, p: np.ndarray, q: np.ndarray, direction:
     device : torch device, optional
         Where the weights are multiplied (default: CUDA when available).
     dtype : torch dtype
-        Working precision (float64 by default; float32 halves the traffic).
+        Working precision of the accumulation (float64 by default).
 
     Returns
     -------
@@ -185,11 +132,10 @@ def pagerank_sweep(graph, alpha: float, p: np.ndarray, q: np.ndarray, direction:
     same = q is p or np.array_equal(q, p)
     cols = [p] if same else [p, q]
     rhs = torch.as_tensor(np.stack(cols, axis=1), dtype=dtype, device=device)
-    y = _solve(graph, alpha, rhs, direction, normalize=True)
+    y, s = _solve(graph, alpha, rhs, direction, normalize=True)
     if same:
         y = y[:, 0]
     else:
-        s = _strength(graph, "out" if direction == "forward" else "in", dtype, device)
         dangling = s == 0
         yp, yq = y[:, 0], y[:, 1]
         # x = (1-alpha) y_p + alpha D y_q, with D the dangling mass of x itself.
@@ -208,7 +154,7 @@ def katz_sweep(graph, alpha: float, beta: np.ndarray, direction: str = "forward"
     _check_dag(graph, "Katz")
     device = resolve_device(device)
     rhs = torch.as_tensor(np.asarray(beta, dtype=np.float64).reshape(-1, 1), dtype=dtype, device=device)
-    y = _solve(graph, alpha, rhs, direction, normalize=False)[:, 0].double()
+    y = _solve(graph, alpha, rhs, direction, normalize=False)[0][:, 0].double()
     if normalized:
         norm = torch.linalg.vector_norm(y)
         if norm > 0:
@@ -216,61 +162,42 @@ def katz_sweep(graph, alpha: float, beta: np.ndarray, direction: str = "forward"
     return y.cpu().numpy()
 
 
-def _strength(graph, direction: str, dtype=torch.float64, device=None) -> torch.Tensor:
-    """In- or out-strength of every node, reading each block once."""
-    s = torch.zeros(graph.n_nodes, dtype=dtype, device=device)
-    for b in graph.blocks:
-        op = block_operator(b, dtype, device)
-        if direction == "out":
-            s[b.src.offset:b.src.stop] += op.out_strength(True)
-        else:
-            s[b.dst.offset:b.dst.stop] += op.in_strength(True)
-        del op
-    return s
-
-
-def _degree(graph, direction: str) -> np.ndarray:
-    """Structural degree from the block layout (dense blocks: every entry is an edge)."""
-    d = np.zeros(graph.n_nodes)
-    for b in graph.blocks:
-        axis_out = direction == "out"
-        if hasattr(b, "csr"):
-            cnt = b.csr.getnnz(axis=0 if axis_out else 1)
-        elif type(b).__name__ == "DiagonalBlock":
-            cnt = np.ones(b.src.size)
-        else:
-            cnt = np.full(b.src.size if axis_out else b.dst.size, b.dst.size if axis_out else b.src.size)
-        part = b.src if axis_out else b.dst
-        d[part.offset:part.stop] += cnt
-    return d
-
-
 class SweepBackend(Backend):
-    """Matrix-free torch backend: exact sweeps on the blocks (CPU or CUDA), no edge list."""
+    """Matrix-free torch backend: exact sweeps over the blocks (CPU or CUDA), no edge list.
+
+    The results are exact (``exact=True``, ``iterations=0``): the tolerance, iteration limit
+    and starting vector of the power-iteration backends are accepted and have nothing to act on.
+    """
 
     name = "sweep"
     algorithms = ("pagerank", "katz", "strength", "degree")
     description = "exact DAG solver: one matrix-free sweep over the weights (torch, CPU or CUDA)"
-    accepts_device = True
 
-    def pagerank(self, graph, *, alpha, personalization, dangling, direction, device=None, **_):
+    def can_run(self, graph, algorithm, **params):
+        why = super().can_run(graph, algorithm, **params)
+        if why is None and algorithm in ("pagerank", "katz") and not graph.is_dag_by_partition():
+            return ("graph is not a partition-ordered DAG: the exact sweep needs a DAG whose edges go from earlier "
+                    "to later partitions; use backend='scipy'")
+        return why
+
+    def pagerank(self, graph, *, alpha, personalization, dangling, direction, tol, max_iter, nstart, device=None):
+        # tol, max_iter, nstart: the solution is exact, there is no iteration for them to steer.
         dev = resolve_device(device)
         logger.debug("sweep pagerank on %s", dev)
         x = pagerank_sweep(graph, alpha, personalization, dangling, direction, device=dev)
-        same = dangling is personalization or np.array_equal(dangling, personalization)
-        return CentralityResult(x, True, 1 if same else 2, self.name)
+        return exact_result(x, self.name, "pagerank")
 
-    def katz(self, graph, *, alpha, beta, direction, normalized, nstart=None, device=None, **_):
-        # nstart only seeds power iterations; the sweep is exact and starts from nothing.
+    def katz(self, graph, *, alpha, beta, direction, tol, max_iter, nstart, normalized, device=None):
         x = katz_sweep(graph, alpha, beta, direction, normalized, device=resolve_device(device))
-        return CentralityResult(x, True, 1, self.name, "katz")
+        return exact_result(x, self.name, "katz")
 
-    def strength(self, graph, *, direction, device=None, **_):
-        x = _strength(graph, direction, torch.float64, resolve_device(device)).cpu().numpy()
-        return CentralityResult(x, True, 0, self.name, f"{direction}_strength")
+    def strength(self, graph, *, direction, device=None):
+        # Out-strength is the forward strength; in-strength the reverse one (cached on the graph).
+        s = graph.strength("forward" if direction == "out" else "reverse", torch.float64, resolve_device(device))
+        return exact_result(s.cpu().numpy(), self.name, f"{direction}_strength")
 
-    def degree(self, graph, *, direction, **_):
-        return CentralityResult(_degree(graph, direction), True, 0, self.name, f"{direction}_degree")
+    def degree(self, graph, *, direction):
+        return exact_result(graph.degree(direction), self.name, f"{direction}_degree")
 
 
 register_backend(SweepBackend())

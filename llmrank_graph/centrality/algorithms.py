@@ -24,13 +24,13 @@ offered for HITS.
 from __future__ import annotations
 
 import logging
-import math
 
 import numpy as np
 
+from .._checks import check_bool, check_choice, check_float, check_positive_int, fail
 from ._result import CentralityResult
-from .backends import registered
-from .pagerank import DIRECTIONS, _choice, node_vector as _node_vector, select_backend
+from .backends import registered, run
+from .pagerank_alg import DIRECTIONS, node_vector as _node_vector
 
 logger = logging.getLogger(__name__)
 
@@ -41,27 +41,12 @@ STRENGTH_DIRECTIONS = ("in", "out", "total")
 HITS_VECTORS = ("authorities", "hubs")
 
 
-def _positive(arg: str, value, allow_zero: bool = False) -> float:
-    ok = (not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
-          and math.isfinite(float(value)) and (float(value) >= 0 if allow_zero else float(value) > 0))
-    if not ok:
-        kind = "a finite float >= 0" if allow_zero else "a positive finite float"
-        raise ValueError(f"`{arg}` must be {kind}; got {value!r}")
-    return float(value)
+def _positive(arg: str, value) -> float:
+    return check_float(arg, value, 0.0, min_open=True)
 
 
 def _iters(tol, max_iter) -> tuple[float, int]:
-    tol = _positive("tol", tol)
-    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
-        raise ValueError(f"`max_iter` must be a positive int; got {max_iter!r}")
-    return tol, int(max_iter)
-
-
-def _run(graph, algorithm: str, backend: str, device=None, **params):
-    b = select_backend(graph, algorithm, backend, device)
-    logger.debug("%s on %r with backend %r", algorithm, graph, b.name)
-    extra = {"device": device} if device is not None else {}
-    return getattr(b, algorithm)(graph, **params, **extra)
+    return _positive("tol", tol), check_positive_int("max_iter", max_iter)
 
 
 def katz(graph, alpha: float = 0.1, beta=1.0, direction: str = "forward", backend: str = "auto",
@@ -113,20 +98,20 @@ def katz(graph, alpha: float = 0.1, beta=1.0, direction: str = "forward", backen
     1.0
     """
     alpha = _positive("alpha", alpha)
-    _choice("direction", direction, DIRECTIONS)
+    check_choice("direction", direction, DIRECTIONS)
     tol, max_iter = _iters(tol, max_iter)
-    if not isinstance(normalized, (bool, np.bool_)):
-        raise ValueError(f"`normalized` must be a bool; got {normalized!r}")
+    normalized = check_bool("normalized", normalized)
     if np.ndim(beta) == 0 and not isinstance(beta, (str, dict)):
         b = np.full(graph.n_nodes, _positive("beta", beta))
     else:
         b = _node_vector(graph, beta, "beta")
     x0 = None if nstart is None else _node_vector(graph, nstart, "nstart", positive_sum=False)
-    res = _run(graph, "katz", backend, device, alpha=alpha, beta=b, direction=direction, tol=tol,
-               max_iter=max_iter, nstart=x0, normalized=bool(normalized))
+    extra = {"device": device} if device is not None else {}
+    res = run(graph, "katz", backend, alpha=alpha, beta=b, direction=direction, tol=tol, max_iter=max_iter,
+              nstart=x0, normalized=normalized, **extra)
     params = {"alpha": alpha, "beta": "array" if np.ndim(beta) else float(beta), "direction": direction,
-              "tol": tol, "max_iter": max_iter, "normalized": bool(normalized)}
-    return CentralityResult(res.scores, res.converged, res.iterations, res.backend, "katz", params)
+              "tol": tol, "max_iter": max_iter, "normalized": normalized}
+    return res.with_meta("katz", params)
 
 
 def hits_pair(graph, backend: str = "auto", tol: float = 1e-8, max_iter: int = 1000, nstart=None,
@@ -149,10 +134,10 @@ def hits_pair(graph, backend: str = "auto", tol: float = 1e-8, max_iter: int = 1
     """
     tol, max_iter = _iters(tol, max_iter)
     x0 = None if nstart is None else _node_vector(graph, nstart, "nstart")
-    h, a = _run(graph, "hits", backend, None, tol=tol, max_iter=max_iter, nstart=x0, normalized=bool(normalized))
-    params = {"tol": tol, "max_iter": max_iter, "normalized": bool(normalized)}
-    return (CentralityResult(h.scores, h.converged, h.iterations, h.backend, "hubs", params),
-            CentralityResult(a.scores, a.converged, a.iterations, a.backend, "authorities", params))
+    normalized = check_bool("normalized", normalized)
+    h, a = run(graph, "hits", backend, tol=tol, max_iter=max_iter, nstart=x0, normalized=normalized)
+    params = {"tol": tol, "max_iter": max_iter, "normalized": normalized}
+    return h.with_meta("hubs", params), a.with_meta("authorities", params)
 
 
 def hits(graph, which: str = "authorities", backend: str = "auto", tol: float = 1e-8, max_iter: int = 1000,
@@ -170,7 +155,7 @@ def hits(graph, which: str = "authorities", backend: str = "auto", tol: float = 
     -------
     >>> auth = hits(export_graph(model))                   # doctest: +SKIP
     """
-    _choice("which", which, HITS_VECTORS)
+    check_choice("which", which, HITS_VECTORS)
     hubs, auth = hits_pair(graph, backend, tol, max_iter, nstart, normalized)
     return auth if which == "authorities" else hubs
 
@@ -200,18 +185,18 @@ def eigenvector(graph, backend: str = "auto", tol: float = 1e-6, max_iter: int =
     """
     tol, max_iter = _iters(tol, max_iter)
     x0 = None if nstart is None else _node_vector(graph, nstart, "nstart")
-    res = _run(graph, "eigenvector", backend, None, tol=tol, max_iter=max_iter, nstart=x0)
-    return CentralityResult(res.scores, res.converged, res.iterations, res.backend, "eigenvector",
-                            {"tol": tol, "max_iter": max_iter})
+    res = run(graph, "eigenvector", backend, tol=tol, max_iter=max_iter, nstart=x0)
+    return res.with_meta("eigenvector", {"tol": tol, "max_iter": max_iter})
 
 
 def _in_out(graph, algorithm: str, direction: str, backend: str, device=None) -> CentralityResult:
-    _choice("direction", direction, STRENGTH_DIRECTIONS)
+    check_choice("direction", direction, STRENGTH_DIRECTIONS)
     dirs = ("in", "out") if direction == "total" else (direction,)
-    parts = [_run(graph, algorithm, backend, device, direction=d) for d in dirs]
+    extra = {"device": device} if device is not None else {}
+    parts = [run(graph, algorithm, backend, direction=d, **extra) for d in dirs]
     x = parts[0].scores if len(parts) == 1 else parts[0].scores + parts[1].scores
-    return CentralityResult(np.asarray(x, dtype=np.float64), True, 0, parts[0].backend,
-                            f"{direction}_{algorithm}", {"direction": direction})
+    return CentralityResult(np.asarray(x, dtype=np.float64), True, 0, parts[0].backend, f"{direction}_{algorithm}",
+                            {"direction": direction}, exact=True)
 
 
 def strength(graph, direction: str = "in", backend: str = "auto", device=None) -> CentralityResult:
@@ -266,10 +251,9 @@ _CENTRALITIES = {
 
 def get_centrality(name: str):
     """The public function of the centrality ``name``; ValueError listing the known names."""
-    if name not in _CENTRALITIES:
-        raise ValueError(f"`name` must be one of {', '.join(map(repr, _CENTRALITIES))}; got {name!r}")
+    check_choice("name", name, tuple(_CENTRALITIES))
     if name == "pagerank":
-        from .pagerank import pagerank
+        from .pagerank_alg import pagerank
 
         return pagerank
     return globals()[_CENTRALITIES[name][0]]
