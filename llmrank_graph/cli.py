@@ -4,7 +4,12 @@ Examples::
 
     llmrank-graph prune                                  # embedded SmolLM2-135M, 30% of MLP neurons
     llmrank-graph export --out smollm2-graph --calibrate
-    llmrank-graph rank --graph smollm2-graph --direction reverse --out scores.parquet
+    llmrank-graph rank --calibrate --out scores.parquet  # ranks neurons as `prune --method pagerank`
+    llmrank-graph rank --graph smollm2-graph --direction forward --out scores.parquet
+
+Every default and choice list is read from the library (``DEFAULT_EXPORT`` for ``export``, the
+``pagerank`` scorer's ``PAGERANK_EXPORT`` and ``PAGERANK_CENTRALITY`` for ``rank``,
+``prune_model`` and the registries for ``prune``).
 """
 
 from __future__ import annotations
@@ -12,17 +17,33 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import inspect
 import logging
 import os
-import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from .graph import ACTIVATION_WEIGHTINGS
+from .calibration import calibrate
+from .centrality import DIRECTIONS, backend_names
+from .errors import LLMRankGraphError
+from .evaluation import perplexity
+from .graph import DEFAULT_EXPORT, GATES, MODES, WEIGHTINGS, ExportOptions
+from .masks import ALLOCATIONS
+from .pruning import HOWS, prune_model
+from .scoring import (ACTIVATION_PERSONALIZATIONS, PAGERANK_CENTRALITY, PAGERANK_EXPORT, PAGERANK_WITHOUT_STATS,
+                      PERSONALIZATIONS, PageRankScorer, scorers)
 
 logger = logging.getLogger("llmrank_graph.cli")
+
+#: The graph options, as the CLI names them (``--mode`` ... ``--keep``), in ExportOptions order.
+_EXPORT_FIELDS = tuple(DEFAULT_EXPORT.as_dict())
+
+
+def _default(fn, name: str):
+    """Default of parameter ``name`` of the library callable ``fn``: the CLI writes none of its own."""
+    return inspect.signature(fn).parameters[name].default
 
 
 def _add_model(p: argparse.ArgumentParser) -> None:
@@ -34,20 +55,35 @@ def _add_calibration(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("calibration")
     g.add_argument("--texts", metavar="SOURCE", default=None,
                    help=".txt/.jsonl file or datasets name (default: embedded Wikipedia calibration articles)")
-    g.add_argument("--n-samples", type=int, default=32, help="calibration blocks (default 32)")
-    g.add_argument("--seq-len", type=int, default=512, help="tokens per block (default 512)")
-    g.add_argument("--batch-size", type=int, default=4)
+    g.add_argument("--n-samples", type=int, default=_default(calibrate, "n_samples"),
+                   help="calibration blocks (default %(default)s)")
+    g.add_argument("--seq-len", type=int, default=_default(calibrate, "seq_len"),
+                   help="tokens per block (default %(default)s)")
+    g.add_argument("--batch-size", type=int, default=_default(calibrate, "batch_size"),
+                   help="(default %(default)s)")
 
 
-def _add_graph_options(p: argparse.ArgumentParser) -> None:
-    from .graph import GATES, MODES, WEIGHTINGS
+def _add_graph_options(p: argparse.ArgumentParser, defaults: ExportOptions, *, given_only: bool = False) -> None:
+    """``--mode`` ... ``--keep`` with the defaults of ``defaults``.
 
-    g = p.add_argument_group("graph")
-    g.add_argument("--mode", choices=MODES, default="chained")
-    g.add_argument("--gate", choices=GATES, default="up", help="input edges of a gated MLP (default: up, as the paper)")
-    g.add_argument("--residual", type=float, default=0.0, help="weight of skip edges H_l -> H_l+1 (default 0: none)")
-    g.add_argument("--weighting", choices=WEIGHTINGS, default="abs")
-    g.add_argument("--keep", type=_keep, default=None, help="sparsify: int k = top-k in-edges per node, float q = fraction kept")
+    With ``given_only`` every option defaults to None, so the command can tell which ones were
+    typed (:func:`_given_export`); the help still shows ``defaults``, and what a default that
+    needs calibration statistics falls back to.
+    """
+    d = {k: (None if given_only else v) for k, v in defaults.as_dict().items()}
+    g = p.add_argument_group("graph", "how the whole-MLP graph is exported (llmrank_graph.ExportOptions)")
+    g.add_argument("--mode", choices=MODES, default=d["mode"], help=f"(default: {defaults.mode})")
+    g.add_argument("--gate", choices=GATES, default=d["gate"],
+                   help=f"input edges of a gated MLP (default: {defaults.gate})")
+    g.add_argument("--residual", type=float, default=d["residual"],
+                   help=f"weight of skip edges H_l -> H_l+1, 0 for none (default: {defaults.residual:g})")
+    fallback = (f"; {PAGERANK_WITHOUT_STATS['weighting']} without calibration statistics"
+                if given_only and defaults.needs_stats else "")
+    g.add_argument("--weighting", choices=WEIGHTINGS, default=d["weighting"],
+                   help=f"edge weights (default: {defaults.weighting}{fallback})")
+    g.add_argument("--keep", type=_keep, default=d["keep"],
+                   help="sparsify: int k = top-k in-edges per node, float q = fraction kept "
+                        f"(default: {'keep every edge' if defaults.keep is None else defaults.keep})")
 
 
 def _keep(s: str):
@@ -55,6 +91,11 @@ def _keep(s: str):
         return int(s)
     except ValueError:
         return float(s)
+
+
+def _given_export(args) -> dict:
+    """The graph options typed on the command line (those whose argparse default is None)."""
+    return {k: getattr(args, k) for k in _EXPORT_FIELDS if getattr(args, k) is not None}
 
 
 def _check_out(path: Path, overwrite: bool, what: str = "--out") -> None:
@@ -72,15 +113,8 @@ def _load(args):
 
 
 def _calibrate(args, model, tok):
-    from .calibration import calibrate
-
     return calibrate(model, tok, texts=args.texts, n_samples=args.n_samples, seq_len=args.seq_len,
                      batch_size=args.batch_size, progress=True)
-
-
-def _graph_kwargs(args) -> dict:
-    # (graph options as export_graph takes them)
-    return dict(mode=args.mode, gate=args.gate, residual=args.residual, weighting=args.weighting, keep=args.keep)
 
 
 # ---------------------------------------------------------------------------- export
@@ -89,9 +123,10 @@ def cmd_export(args) -> int:
 
     out = Path(args.out)
     _check_out(out, args.overwrite)
+    options = ExportOptions(**{k: getattr(args, k) for k in _EXPORT_FIELDS})
     model, tok, _ = _load(args)
-    stats = _calibrate(args, model, tok) if args.calibrate or args.weighting in ACTIVATION_WEIGHTINGS else None
-    graph = export_graph(model, stats, **_graph_kwargs(args))
+    stats = _calibrate(args, model, tok) if args.calibrate or options.needs_stats else None
+    graph = export_graph(model, stats, **options.as_dict())
     t = time.perf_counter()
     graph.to_parquet(out, overwrite=args.overwrite, progress=True)
     print(f"{graph!r}\nwrote {out}/ (nodes.parquet, edges.parquet, meta.json) in {time.perf_counter() - t:.1f} s")
@@ -120,20 +155,51 @@ def _write_table(df, out: Path) -> None:
 
 
 def cmd_rank(args) -> int:
+    """PageRank with the defaults of the ``pagerank`` scorer, so that ``rank --calibrate`` ranks the
+    intermediate neurons as ``prune --method pagerank`` does.
+
+    Defaults that need calibration statistics (the activation-share weighting, the activation
+    teleport) fall back to :data:`~llmrank_graph.scoring.PAGERANK_WITHOUT_STATS` when there are
+    none (no ``--calibrate``, or a ``--graph`` exported without), with a warning. Options typed
+    on the command line are never replaced: one that needs statistics makes ``rank --model``
+    calibrate.
+    """
     from .centrality import pagerank
     from .graph import export_graph, read_graph
 
     out = Path(args.out)
     _check_out(out, args.overwrite)
+    given = _given_export(args)
+    replaced: dict[str, tuple[str, str]] = {}  # option -> (its default, what is used instead)
     if args.graph is not None:
+        if given or args.calibrate:
+            typed = [f"--{k}" for k in [*given, *(["calibrate"] if args.calibrate else [])]]
+            raise SystemExit(f"error: {', '.join(typed)} appl{'ies' if len(typed) == 1 else 'y'} to --model only; "
+                             "a graph read with --graph keeps the options it was exported with (see its meta.json)")
         graph = read_graph(args.graph)
     else:
+        options = PAGERANK_EXPORT.replace(**given)  # checked before the model is loaded
         model, tok, _ = _load(args)
-        need = args.calibrate or args.weighting in ACTIVATION_WEIGHTINGS or args.personalization == "activation"
-        stats = _calibrate(args, model, tok) if need else None
-        graph = export_graph(model, stats, **_graph_kwargs(args))
+        asked = ("weighting" in given and options.needs_stats) or args.personalization in ACTIVATION_PERSONALIZATIONS
+        stats = _calibrate(args, model, tok) if args.calibrate or asked else None
+        if stats is None and options.needs_stats:  # the default weighting: it was not typed
+            replaced["weighting"] = (options.weighting, PAGERANK_WITHOUT_STATS["weighting"])
+            options = options.replace(weighting=PAGERANK_WITHOUT_STATS["weighting"])
+        graph = export_graph(model, stats, **options.as_dict())
+    personalization = args.personalization
+    if personalization is None:
+        personalization = PAGERANK_CENTRALITY["personalization"]
+        if personalization in ACTIVATION_PERSONALIZATIONS and not graph.has_activation:
+            replaced["personalization"] = (personalization, PAGERANK_WITHOUT_STATS["personalization"])
+            personalization = PAGERANK_WITHOUT_STATS["personalization"]
+    if replaced:
+        how = ("export the graph with --calibrate" if args.graph is not None else "pass --calibrate")
+        logger.warning("no calibration statistics: the pagerank defaults %s need them; using %s instead "
+                       "(%s to rank as `prune --method pagerank` does)",
+                       " and ".join(f"{k} {v[0]!r}" for k, v in replaced.items()),
+                       " and ".join(f"{k} {v[1]!r}" for k, v in replaced.items()), how)
     t = time.perf_counter()
-    res = pagerank(graph, alpha=args.alpha, personalization=args.personalization, direction=args.direction,
+    res = pagerank(graph, alpha=args.alpha, personalization=personalization, direction=args.direction,
                    backend=args.backend, tol=args.tol, max_iter=args.max_iter)
     dt = time.perf_counter() - t
     _write_table(res.to_frame(graph), out)
@@ -151,9 +217,9 @@ def _fmt_int(n: int) -> str:
 def cmd_prune(args) -> int:
     import torch
 
-    from .evaluation import compare_throughput, count_parameters, perplexity
     from .data import load_texts, token_blocks
-    from .pruning import prune_model, save_pruned
+    from .evaluation import compare_throughput, count_parameters
+    from .pruning import save_pruned
 
     out = Path(args.out)
     _check_out(out, args.overwrite)
@@ -212,15 +278,16 @@ def _literal(v: str):
 
 # ---------------------------------------------------------------------------- backends
 def cmd_backends(args) -> int:
-    from .centrality import backends
+    from .centrality import list_backends
 
-    for b in backends():
+    for b in list_backends():
         state = "available" if b["available"] else f"unavailable: {b['reason']}"
         print(f"{b['name']:14} {', '.join(b['algorithms']):40} {state}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser. Every default and every ``choices=`` is read from the library."""
     from ._version import __version__
 
     parser = argparse.ArgumentParser(prog="llmrank-graph", description=__doc__.split("\n\n")[0],
@@ -234,42 +301,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="directory for nodes.parquet, edges.parquet, meta.json")
     p.add_argument("--calibrate", action="store_true", help="fill node activations from calibration text")
     p.add_argument("--overwrite", action="store_true")
-    _add_graph_options(p)
+    _add_graph_options(p, DEFAULT_EXPORT)
     _add_calibration(p)
     p.set_defaults(func=cmd_export)
 
-    from .centrality.backends import registered
-
-    p = sub.add_parser("rank", help="PageRank of a graph directory or a model; scores joined to the node table")
+    p = sub.add_parser("rank", help="PageRank of a graph directory or a model; scores joined to the node table",
+                       description="PageRank with the defaults of the pagerank scorer (llmrank_graph.scoring."
+                                   "PAGERANK_DEFAULTS): with --calibrate it ranks the intermediate neurons as "
+                                   "`prune --method pagerank` does.")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--graph", metavar="DIR", help="a directory written by `export`")
     src.add_argument("--model", metavar="PATH", default=None, help="a model (default: the embedded SmolLM2-135M)")
     p.add_argument("--out", required=True, metavar="FILE", help=".parquet or .csv")
-    p.add_argument("--backend", default="auto", choices=["auto", *registered()])
-    p.add_argument("--direction", default="forward", choices=["forward", "reverse"])
-    p.add_argument("--alpha", type=float, default=0.85)
-    p.add_argument("--personalization", default="uniform", choices=["uniform", "activation"])
-    p.add_argument("--tol", type=float, default=1e-10)
-    p.add_argument("--max-iter", type=int, default=1000)
-    p.add_argument("--calibrate", action="store_true", help="fill node activations (with --model)")
+    p.add_argument("--backend", default=PAGERANK_CENTRALITY["backend"], choices=["auto", *backend_names()],
+                   help="(default: %(default)s)")
+    p.add_argument("--direction", default=PAGERANK_CENTRALITY["direction"], choices=DIRECTIONS,
+                   help="(default: %(default)s)")
+    p.add_argument("--alpha", type=float, default=PAGERANK_CENTRALITY["alpha"], help="(default: %(default)s)")
+    p.add_argument("--personalization", default=None, choices=PERSONALIZATIONS,
+                   help=f"teleport (default: {PAGERANK_CENTRALITY['personalization']}; "
+                        f"{PAGERANK_WITHOUT_STATS['personalization']} without calibration statistics)")
+    p.add_argument("--tol", type=float, default=_default(PageRankScorer, "tol"), help="(default: %(default)s)")
+    p.add_argument("--max-iter", type=int, default=_default(PageRankScorer, "max_iter"),
+                   help="(default: %(default)s)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="fill node activations (with --model); needed by the default weighting and teleport")
     p.add_argument("--overwrite", action="store_true")
-    _add_graph_options(p)
+    _add_graph_options(p, PAGERANK_EXPORT, given_only=True)
     _add_calibration(p)
     p.set_defaults(func=cmd_rank)
 
     p = sub.add_parser("prune", help="score, prune, evaluate and save a model (the main job)")
     _add_model(p)
-    p.add_argument("--method", default="pagerank", help="scorer name (see llmrank_graph.scoring.scorers())")
-    p.add_argument("--amount", type=float, default=0.3, help="fraction of intermediate neurons to remove (default 0.3)")
-    p.add_argument("--allocation", default="local", choices=["local", "global"])
-    p.add_argument("--how", default="remove", choices=["remove", "zero"])
-    p.add_argument("--mode", default="chained", choices=["chained", "isolated"])
+    names = scorers()
+    p.add_argument("--method", default=_default(prune_model, "method"), choices=names, metavar="NAME",
+                   help=f"scorer, one of {', '.join(names)} (default: %(default)s)")
+    p.add_argument("--amount", type=float, default=_default(prune_model, "amount"),
+                   help="fraction of intermediate neurons to remove (default %(default)s)")
+    p.add_argument("--allocation", default=_default(prune_model, "allocation"), choices=ALLOCATIONS,
+                   help="(default: %(default)s)")
+    p.add_argument("--how", default=_default(prune_model, "how"), choices=HOWS, help="(default: %(default)s)")
+    p.add_argument("--mode", default=_default(prune_model, "mode"), choices=MODES, help="(default: %(default)s)")
     p.add_argument("--prune-hidden", action="store_true", help="reference paper mode: also zero down_proj rows (needs --how zero)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="scorer parameter, repeatable")
     p.add_argument("--out", default="pruned-model", metavar="DIR", help="where to save the pruned model (default ./pruned-model)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--eval-texts", default=None, metavar="SOURCE", help="evaluation text (default: held-out Wikipedia articles)")
-    p.add_argument("--eval-samples", type=int, default=16, help="evaluation windows of --seq-len tokens (default 16)")
+    p.add_argument("--eval-samples", type=int, default=_default(perplexity, "n_samples"),
+                   help="evaluation windows of --seq-len tokens (default %(default)s)")
     _add_calibration(p)
     p.set_defaults(func=cmd_prune)
 
@@ -279,15 +358,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (2 for a usage error or a refused argument)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse has printed the usage error (or --help / --version)
+        return 0 if e.code is None else e.code if isinstance(e.code, int) else 2
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if args.verbose == 0:
         logging.getLogger("llmrank_graph").setLevel(logging.INFO)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as e:
+    except (LLMRankGraphError, ValueError, FileNotFoundError, FileExistsError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -57,8 +57,6 @@ HOWS: tuple[str, ...] = ("remove", "zero")
 #: Key of the pruning metadata in ``config.json`` (and attribute of ``model.config``).
 PRUNED_CONFIG_KEY = "llmrank_graph"
 _FORMAT_VERSION = 1
-#: Scorers that reproduce the LLM-Rank reference code; they are allocated with its rounding.
-_REFERENCE_METHODS = ("wpr", "mpr", "channel-wanda", "norm")
 
 
 def _check_choice(arg: str, value, allowed) -> None:
@@ -302,8 +300,9 @@ def prune_model(model: nn.Module, stats, method: str = "pagerank", amount: float
 
     Notes
     -----
-    The reference reproductions (``wpr``, ``mpr``, ``channel-wanda``, ``norm``) and the paper
-    mode are allocated with ``rounding='reference'``; the other methods with ``'round'``.
+    Each scorer says how its counts are rounded (``Scorer.rounding``): the reference
+    reproductions (``wpr``, ``mpr``, ``channel-wanda``, ``norm``) with ``'reference'``, the other
+    methods with ``'round'``. The paper mode (``prune_hidden=True``) always rounds as the reference.
 
     Example
     -------
@@ -327,12 +326,12 @@ def prune_model(model: nn.Module, stats, method: str = "pagerank", amount: float
         stats.check_model(model)
     _check_finite_weights(model)
 
-    from .scoring import score_neurons  # scoring pulls in the graph and centrality stack
+    from .scoring import score_neurons, scorer_class  # scoring pulls in the graph and centrality stack
 
     if graph is not None:
         method_params["graph"] = graph
     scores = score_neurons(model, stats, method, mode=mode, prune_hidden=prune_hidden, **method_params)
-    rounding = "reference" if (method in _REFERENCE_METHODS or prune_hidden) else "round"
+    rounding = "reference" if prune_hidden else scorer_class(method).rounding
     masks = allocate(scores, amount, allocation, min_keep=min_keep, rounding=rounding)
     masks.meta.update({"method": method, "how": how, "mode": mode, "prune_hidden": prune_hidden})
     apply_mask(model, masks, how=how)

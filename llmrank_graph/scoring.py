@@ -9,7 +9,9 @@ important = kept first). :func:`score_neurons` is the one-call entry point used 
 Families (DESIGN.md section 4):
 
 - graph centralities on the whole-MLP graph: ``pagerank`` (the product's main method) and the
-  other centralities of :mod:`llmrank_graph.centrality` where they exist;
+  other centralities of :mod:`llmrank_graph.centrality` (``katz``, ``hits``, ``eigenvector``,
+  ``strength``, ``degree``), all sharing one set of graph options
+  (:class:`~llmrank_graph.graph.ExportOptions`);
 - faithful reproductions of the LLM-Rank reference code (DESIGN.md section 5): ``wpr``,
   ``mpr``, ``channel-wanda``, ``norm``, with its two pipelines (``mode="chained"`` /
   ``"isolated"``) and its "paper mode" scores of the hidden channels (``prune_hidden=True``);
@@ -23,20 +25,22 @@ from __future__ import annotations
 
 import inspect
 import logging
-import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import ClassVar
 
 import numpy as np
 import torch
 
 from . import centrality as _centrality
+from ._checks import check_bool, check_choice, check_unit, fail, fail_type
 from .architectures import MLPModules, mlp_layers
 from .calibration import ActivationStats
-from .centrality.backends import registered as _registered_backends
-from .centrality.pagerank import DIRECTIONS
-from .graph import ACTIVATION_WEIGHTINGS, GATES, MODES, WEIGHTINGS, _validate_keep, export_graph
+from .centrality import DIRECTIONS, CentralityResult, backend_names
+from .errors import InvalidArgumentError, InvalidArgumentTypeError
+from .graph import DEFAULT_EXPORT, MODES, ExportOptions, MLPGraph, export_graph
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +50,21 @@ __all__ = [
     "register_scorer",
     "scorers",
     "get_scorer",
+    "scorer_class",
     "score_neurons",
     "hidden_scorers",
+    "PAGERANK_EXPORT",
+    "PAGERANK_CENTRALITY",
     "PAGERANK_DEFAULTS",
+    "PAGERANK_WITHOUT_STATS",
+    "PERSONALIZATIONS",
+    "ACTIVATION_PERSONALIZATIONS",
     "PageRankScorer",
+    "KatzScorer",
+    "HitsScorer",
+    "EigenvectorScorer",
+    "StrengthScorer",
+    "DegreeScorer",
     "WeightedPageRankScorer",
     "ModifiedPageRankScorer",
     "ChannelWandaScorer",
@@ -60,24 +75,32 @@ __all__ = [
     "RandomScorer",
 ]
 
-#: Defaults of the ``pagerank`` scorer (the keyword defaults of :class:`PageRankScorer` are read
-#: from here). Chosen by measurement (``benchmarks/quality.py``, tables in the README): reverse
-#: PageRank, activation teleport, on "activation share" edges (every node sends its
-#: calibration activation norm, split over its out-edges in proportion to |W|). On
-#: SmolLM2-135M it is below the activation baseline at 10, 30 and 50% under local allocation
-#: (0.3% above at 20%) and well below every baseline at 30-50% under global allocation;
-#: forward PageRank on plain |W| with uniform teleport (the paper's graph) is worse than random.
-PAGERANK_DEFAULTS: dict = {
-    "mode": "chained",
-    "gate": "up",
-    "residual": 0.0,
-    "weighting": "activation_share",
-    "keep": None,
-    "direction": "reverse",
-    "personalization": "activation",
-    "alpha": 0.85,
-    "backend": "auto",
-}
+#: Named teleport vectors of :func:`llmrank_graph.centrality.pagerank`.
+PERSONALIZATIONS: tuple[str, ...] = ("uniform", "activation")
+#: Those that need calibration statistics (the nodes' activation norms).
+ACTIVATION_PERSONALIZATIONS: tuple[str, ...] = ("activation",)
+
+# Defaults of the ``pagerank`` scorer, written once here; :class:`PageRankScorer`'s keyword
+# defaults and the CLI's ``rank`` defaults are read from these two constants. Chosen by
+# measurement (``benchmarks/quality.py``, tables in the README): reverse PageRank, activation
+# teleport, on "activation share" edges (every node sends its calibration activation norm, split
+# over its out-edges in proportion to |W|). On SmolLM2-135M it is below the activation baseline
+# at 10, 30 and 50% under local allocation (0.3% above at 20%) and well below every baseline at
+# 30-50% under global allocation; forward PageRank on plain |W| with uniform teleport (the
+# paper's graph) is worse than random.
+
+#: Graph the ``pagerank`` scorer exports by default.
+PAGERANK_EXPORT = ExportOptions(weighting="activation_share")
+#: Centrality options of the ``pagerank`` scorer (read-only).
+PAGERANK_CENTRALITY: Mapping[str, object] = MappingProxyType(
+    {"direction": "reverse", "personalization": "activation", "alpha": 0.85, "backend": "auto"})
+#: All defaults of the ``pagerank`` scorer in one dict: :data:`PAGERANK_EXPORT` as a dict, then
+#: :data:`PAGERANK_CENTRALITY`. Derived from them, never edited.
+PAGERANK_DEFAULTS: dict = {**PAGERANK_EXPORT.as_dict(), **PAGERANK_CENTRALITY}
+#: What the defaults that need calibration statistics fall back to where there are none (the
+#: CLI's ``rank`` without ``--calibrate``): plain |W| edges and a uniform teleport.
+PAGERANK_WITHOUT_STATS: Mapping[str, str] = MappingProxyType(
+    {"weighting": DEFAULT_EXPORT.weighting, "personalization": "uniform"})
 
 
 # ----------------------------------------------------------------------------- result
@@ -131,9 +154,11 @@ def register_scorer(cls: type[Scorer]) -> type[Scorer]:
         If ``cls.name`` is empty.
     """
     if not (isinstance(cls, type) and issubclass(cls, Scorer)):
-        raise TypeError(f"`cls` must be a Scorer subclass; got {cls!r}")
-    if not isinstance(cls.name, str) or not cls.name:
-        raise ValueError(f"`cls.name` must be a non-empty str; got {cls.name!r}")
+        raise fail_type("cls", "a Scorer subclass", cls)
+    if not isinstance(cls.name, str):
+        raise fail_type("cls.name", "a non-empty str", cls.name)
+    if not cls.name:
+        raise fail("cls.name", "a non-empty str", cls.name)
     _REGISTRY[cls.name] = cls
     return cls
 
@@ -155,10 +180,26 @@ def hidden_scorers() -> list[str]:
     return [n for n, c in _REGISTRY.items() if c.supports_hidden]
 
 
-def _scorer_class(name) -> type[Scorer]:
-    if not isinstance(name, str) or name not in _REGISTRY:
-        raise ValueError(f"`method` must be one of {', '.join(map(repr, _REGISTRY))}; got {name!r}")
-    return _REGISTRY[name]
+def scorer_class(name: str) -> type[Scorer]:
+    """The registered :class:`Scorer` subclass called ``name``.
+
+    Class attributes such as ``rounding`` and ``supports_hidden`` can be read from it without
+    building a scorer.
+
+    Raises
+    ------
+    ValueError
+        Unknown ``name`` (the message lists the registry).
+    TypeError
+        ``name`` is not a str.
+
+    Example
+    -------
+    >>> from llmrank_graph.scoring import scorer_class
+    >>> scorer_class("wpr").rounding
+    'reference'
+    """
+    return _REGISTRY[check_choice("method", name, _REGISTRY)]
 
 
 def get_scorer(name: str, **params) -> Scorer:
@@ -180,7 +221,8 @@ def get_scorer(name: str, **params) -> Scorer:
     ValueError
         Unknown ``name`` (the message lists the registry) or an invalid parameter value.
     TypeError
-        A parameter the scorer does not have (the message lists the ones it has).
+        A parameter the scorer does not have (the message lists the ones it has), a ``name``
+        that is not a str, or a parameter of the wrong type.
 
     Example
     -------
@@ -188,12 +230,12 @@ def get_scorer(name: str, **params) -> Scorer:
     >>> get_scorer("wpr", gamma=0.9).get_params()["gamma"]
     0.9
     """
-    cls = _scorer_class(name)
+    cls = scorer_class(name)
     allowed = cls.param_names()
     unknown = [k for k in params if k not in allowed]
     if unknown:
-        raise TypeError(f"scorer {name!r} got unknown parameter(s) {', '.join(map(repr, unknown))}; "
-                        f"its parameters are {', '.join(map(repr, allowed))}")
+        raise InvalidArgumentTypeError(f"scorer {name!r} got unknown parameter(s) {', '.join(map(repr, unknown))}; "
+                                       f"its parameters are {', '.join(map(repr, allowed))}")
     return cls(**params)
 
 
@@ -241,29 +283,6 @@ def score_neurons(model, stats: ActivationStats | None, method: str = "pagerank"
     return get_scorer(method, mode=mode, prune_hidden=prune_hidden, **params).score(model, stats)
 
 
-# ----------------------------------------------------------------------------- validation
-def _check_choice(arg: str, value, allowed) -> None:
-    if not isinstance(value, (str, int)) or isinstance(value, bool) or value not in allowed:
-        raise ValueError(f"`{arg}` must be one of {', '.join(map(repr, allowed))}; got {value!r}")
-
-
-def _check_bool(arg: str, value) -> None:
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"`{arg}` must be a bool; got {value!r}")
-
-
-def _check_unit(arg: str, value, open_: bool = False) -> float:
-    """A float in [0, 1] (or (0, 1) when ``open_``)."""
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-    if ok:
-        v = float(value)
-        ok = (0 < v < 1) if open_ else (0 <= v <= 1)
-    if not ok:
-        interval = "(0, 1)" if open_ else "[0, 1]"
-        raise ValueError(f"`{arg}` must be a float in {interval}; got {value!r}")
-    return float(value)
-
-
 # ----------------------------------------------------------------------------- base class
 class Scorer:
     """Base class of neuron scorers (scikit-learn manners).
@@ -271,11 +290,25 @@ class Scorer:
     ``__init__`` stores (and validates) the parameters, :meth:`score` does the work. Subclasses
     set ``name``, ``supports_hidden``, ``description``, implement :meth:`_score`, and say
     whether they need calibration statistics with :meth:`needs_stats`.
+
+    Attributes
+    ----------
+    name : str
+        Registry name.
+    supports_hidden : bool
+        Whether the scorer also scores the hidden channels (``prune_hidden=True``).
+    description : str
+        One line for listings.
+    rounding : str
+        How :func:`llmrank_graph.prune_model` turns a fraction into neuron counts (the
+        ``rounding`` of :func:`llmrank_graph.allocate`): ``"round"``, or ``"reference"`` for
+        the reproductions of the LLM-Rank code, which round as it does.
     """
 
     name: ClassVar[str] = ""
     supports_hidden: ClassVar[bool] = False
     description: ClassVar[str] = ""
+    rounding: ClassVar[str] = "round"
 
     # -- parameters --------------------------------------------------------------
     # Scorers whose only parameters are these inherit this __init__.
@@ -301,10 +334,10 @@ class Scorer:
         return f"{type(self).__name__}({args})"
 
     def _validate_common(self) -> None:
-        _check_choice("mode", self.mode, MODES)
-        _check_bool("prune_hidden", self.prune_hidden)
+        check_choice("mode", self.mode, MODES)
+        check_bool("prune_hidden", self.prune_hidden)
         if self.prune_hidden and not self.supports_hidden:
-            raise ValueError(f"`prune_hidden=True` needs scores of the hidden channels, which scorer "
+            raise InvalidArgumentError(f"`prune_hidden=True` needs scores of the hidden channels, which scorer "
                              f"{self.name!r} does not give; methods that do: {', '.join(map(repr, hidden_scorers()))}")
 
     # -- work --------------------------------------------------------------------
@@ -333,13 +366,13 @@ class Scorer:
         t0 = time.perf_counter()
         mlps = mlp_layers(model)
         if stats is None and self.needs_stats():
-            raise ValueError(f"`stats` are required by scorer {self.name!r} with these parameters (it uses "
+            raise InvalidArgumentError(f"`stats` are required by scorer {self.name!r} with these parameters (it uses "
                              "calibration activation norms); compute them once with "
                              "llmrank_graph.calibrate(model, ...) and pass them in")
         if stats is not None:
             if not isinstance(stats, ActivationStats):
-                raise TypeError(f"`stats` must be an ActivationStats (llmrank_graph.calibrate) or None; "
-                                f"got {type(stats).__name__}")
+                raise InvalidArgumentTypeError(f"`stats` must be an ActivationStats (llmrank_graph.calibrate) or "
+                                               f"None; got {type(stats).__name__}")
             stats.check_model(model)
             _check_finite_stats(stats, mlps)
         _check_finite_weights(mlps)
@@ -350,7 +383,7 @@ class Scorer:
         for what, d in (("intermediate", inter), ("hidden", hidden or {})):
             for l, s in d.items():
                 if not torch.isfinite(s).all():
-                    raise ValueError(f"scorer {self.name!r} produced NaN or inf {what} scores in layer {l}; "
+                    raise InvalidArgumentError(f"scorer {self.name!r} produced NaN or inf {what} scores in layer {l}; "
                                      "check the weights and stats")
         logger.debug("scorer %r scored %d layers in %.3fs", self.name, len(inter), time.perf_counter() - t0)
         params = {k: (repr(v) if k == "graph" and v is not None else v) for k, v in self.get_params().items()}
@@ -364,7 +397,7 @@ def _check_finite_weights(mlps: list[MLPModules]) -> None:
     for m in mlps:
         for which in (["gate"] if m.gate is not None else []) + ["up", "down"]:
             if not torch.isfinite(m.weight(which)).all():
-                raise ValueError(f"`model` has NaN or inf in the {which} weight of layer {m.layer}")
+                raise InvalidArgumentError(f"`model` has NaN or inf in the {which} weight of layer {m.layer}")
 
 
 def _check_finite_stats(stats: ActivationStats, mlps: list[MLPModules]) -> None:
@@ -374,7 +407,8 @@ def _check_finite_stats(stats: ActivationStats, mlps: list[MLPModules]) -> None:
             s = stats[name]
             for what, t in (("input", s.input_batch_norm_sum), ("output", s.output_batch_norm_sum)):
                 if not torch.isfinite(t).all():
-                    raise ValueError(f"`stats` for module {name!r} contain NaN or inf in the {what} statistics")
+                    raise InvalidArgumentError(f"`stats` for module {name!r} contain NaN or inf in the {what} "
+                                               "statistics")
 
 
 def _abs64(m: MLPModules, which: str) -> torch.Tensor:
@@ -388,70 +422,114 @@ def _vec(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- graph scorers
-def _pagerank_needs_stats(weighting, personalization) -> bool:
-    return weighting in ACTIVATION_WEIGHTINGS or (isinstance(personalization, str) and personalization == "activation")
+def _defaults_of(fn) -> dict:
+    """Keyword defaults of a centrality function.
+
+    The graph scorers take the parameters of their centrality with the same defaults; reading
+    them from the signature keeps each default written once, in :mod:`llmrank_graph.centrality`.
+    """
+    return {p.name: p.default for p in inspect.signature(fn).parameters.values() if p.default is not p.empty}
 
 
-def _check_graph_params(s) -> None:
-    _check_choice("gate", s.gate, GATES)
-    _check_choice("weighting", s.weighting, WEIGHTINGS)
-    r = s.residual
-    if isinstance(r, bool) or not isinstance(r, (int, float, np.integer, np.floating)) or not math.isfinite(r) or r < 0:
-        raise ValueError(f"`residual` must be a finite float >= 0; got {r!r}")
-    _validate_keep(s.keep)
-    backend = getattr(s, "backend", "auto")
-    if not isinstance(backend, str) or (backend != "auto" and backend not in _registered_backends()):
-        raise ValueError(f"`backend` must be one of {', '.join(map(repr, ['auto', *_registered_backends()]))}; "
-                         f"got {backend!r}")
+_PAGERANK_FN = _defaults_of(_centrality.pagerank)
+_KATZ_FN = _defaults_of(_centrality.katz)
+_HITS_FN = _defaults_of(_centrality.hits)
+_EIGENVECTOR_FN = _defaults_of(_centrality.eigenvector)
+_STRENGTH_FN = _defaults_of(_centrality.strength)
+_DEGREE_FN = _defaults_of(_centrality.degree)
 
 
-def _intermediate_slices(graph, scores: np.ndarray) -> dict[int, torch.Tensor]:
+def _intermediate_slices(graph: MLPGraph, scores: np.ndarray) -> dict[int, torch.Tensor]:
     return {p.layer: torch.from_numpy(np.array(scores[p.offset:p.stop], dtype=np.float64))
             for p in graph.intermediate_partitions()}
 
 
-_GRAPH_OPTIONS = ("mode", "gate", "residual", "weighting", "keep")
+class _GraphScorer(Scorer):
+    """Base of the scorers that rank the intermediate nodes of the whole-MLP graph.
 
+    It holds the graph options (the fields of :class:`~llmrank_graph.graph.ExportOptions`:
+    ``mode``, ``gate``, ``residual``, ``weighting``, ``keep``), the centrality ``backend``, an
+    optional ready ``graph`` and ``prune_hidden`` (which must be False). A subclass stores its
+    own centrality parameters, calls this ``__init__`` with the shared ones, and runs its
+    algorithm in :meth:`_centrality`. The score of intermediate neuron j of layer l is the
+    centrality of node ``I_l,j``.
+    """
 
-def _check_graph_arg(graph) -> None:
-    from .graph import MLPGraph
+    def __init__(self, *, mode: str, gate: str, residual: float, weighting: str, keep: int | float | None,
+                 backend: str, graph: MLPGraph | None, prune_hidden: bool):
+        self.mode = mode
+        self.gate = gate
+        self.residual = residual
+        self.weighting = weighting
+        self.keep = keep
+        self.backend = backend
+        self.graph = graph
+        self.prune_hidden = prune_hidden
+        self._validate_common()
+        self.export_options  # noqa: B018  (builds, and so validates, the graph options)
+        check_choice("backend", backend, ("auto", *backend_names()))
+        if graph is not None and not isinstance(graph, MLPGraph):
+            raise fail_type("graph", "an MLPGraph (llmrank_graph.export_graph / read_graph) or None", graph)
 
-    if graph is not None and not isinstance(graph, MLPGraph):
-        raise TypeError(f"`graph` must be an MLPGraph (llmrank_graph.export_graph / read_graph) or None; "
-                        f"got {type(graph).__name__}")
+    @property
+    def export_options(self) -> ExportOptions:
+        """The graph options, as one validated :class:`~llmrank_graph.graph.ExportOptions`."""
+        return ExportOptions(mode=self.mode, gate=self.gate, residual=self.residual, weighting=self.weighting,
+                             keep=self.keep)
 
+    def needs_stats(self) -> bool:
+        return self.graph is None and self.export_options.needs_stats
 
-def _graph_for(scorer, model, stats):
-    """The scorer's graph: the one it was given (checked against the model and the options), or a fresh export."""
-    g = scorer.graph
-    if g is None:
-        return export_graph(model, stats, **{k: getattr(scorer, k) for k in _GRAPH_OPTIONS})
-    g.check_model(model)
-    for k in _GRAPH_OPTIONS:
-        have, want = g.meta.get(k), getattr(scorer, k)
-        if k == "residual" and have is not None:
-            have, want = float(have), float(want)
-        if have != want:
-            raise ValueError(f"`graph` was exported with {k}={have!r} but scorer {scorer.name!r} has {k}={want!r}; "
-                             f"pass {k}={have!r} or export the graph with the scorer's options")
-    return g
+    def _graph_for(self, model, stats: ActivationStats | None) -> MLPGraph:
+        """The graph to rank: ``self.graph`` (checked against the model and the options), or a fresh export."""
+        options = self.export_options
+        if self.graph is None:
+            return export_graph(model, stats, **options.as_dict())
+        g = self.graph
+        g.check_model(model)
+        for k, want in options.as_dict().items():
+            have = g.meta.get(k)
+            if k == "residual" and have is not None:
+                have = float(have)
+            if have != want:
+                raise InvalidArgumentError(
+                    f"`graph` was exported with {k}={have!r} but scorer {self.name!r} has {k}={want!r}; "
+                    f"pass {k}={have!r} or export the graph with the scorer's options")
+        return g
+
+    def _centrality(self, graph: MLPGraph) -> CentralityResult:
+        """The centrality of every node of ``graph``."""
+        raise NotImplementedError
+
+    def _score(self, model, mlps, stats):
+        graph = self._graph_for(model, stats)
+        res = self._centrality(graph)
+        logger.debug("%s scorer: backend %r, %r iterations", self.name, res.backend, res.iterations)
+        return _intermediate_slices(graph, res.scores), None
 
 
 @register_scorer
-class PageRankScorer(Scorer):
+class PageRankScorer(_GraphScorer):
     """Global PageRank of the intermediate nodes on the whole-MLP graph.
 
     The score of neuron j of layer l is the PageRank of vertex ``I_l,j`` of
     ``export_graph(model, stats, mode, gate, residual, weighting, keep)`` computed by
-    ``pagerank(graph, alpha, personalization, direction, backend, tol, max_iter)``. Defaults
-    come from :data:`PAGERANK_DEFAULTS`.
+    ``pagerank(graph, alpha, personalization, direction, backend, tol, max_iter)``. The graph
+    defaults are :data:`PAGERANK_EXPORT`, the centrality defaults :data:`PAGERANK_CENTRALITY`
+    (both together: :data:`PAGERANK_DEFAULTS`).
 
     Parameters
     ----------
     mode, gate, residual, weighting, keep
-        Passed to :func:`llmrank_graph.export_graph`.
-    direction, personalization, alpha, backend, tol, max_iter
-        Passed to :func:`llmrank_graph.pagerank`.
+        Graph options (:class:`~llmrank_graph.graph.ExportOptions`), passed to
+        :func:`llmrank_graph.export_graph`.
+    direction : {'forward', 'reverse'}
+    personalization : {'uniform', 'activation'} or array of shape (n_nodes,)
+    alpha : float in (0, 1)
+    backend : str
+        ``'auto'`` or one of :func:`llmrank_graph.centrality.backend_names`.
+    tol, max_iter
+        Passed to :func:`llmrank_graph.pagerank`, with its defaults.
     graph : MLPGraph, optional
         A graph already exported from the model (or read from Parquet) to use instead of a
         fresh export. Its export options must equal the scorer's (else ValueError), and it
@@ -467,108 +545,34 @@ class PageRankScorer(Scorer):
     name = "pagerank"
     description = "global PageRank of the intermediate nodes of the whole-MLP graph"
 
-    def __init__(self, *, mode: str = PAGERANK_DEFAULTS["mode"], gate: str = PAGERANK_DEFAULTS["gate"],
-                 residual: float = PAGERANK_DEFAULTS["residual"], weighting: str = PAGERANK_DEFAULTS["weighting"],
-                 keep: int | float | None = PAGERANK_DEFAULTS["keep"],
-                 direction: str = PAGERANK_DEFAULTS["direction"],
-                 personalization=PAGERANK_DEFAULTS["personalization"], alpha: float = PAGERANK_DEFAULTS["alpha"],
-                 backend: str = PAGERANK_DEFAULTS["backend"], tol: float = 1e-10, max_iter: int = 1000,
-                 graph=None, prune_hidden: bool = False):
-        self.mode = mode
-        self.gate = gate
-        self.residual = residual
-        self.weighting = weighting
-        self.keep = keep
+    def __init__(self, *, mode: str = PAGERANK_EXPORT.mode, gate: str = PAGERANK_EXPORT.gate,
+                 residual: float = PAGERANK_EXPORT.residual, weighting: str = PAGERANK_EXPORT.weighting,
+                 keep: int | float | None = PAGERANK_EXPORT.keep,
+                 direction: str = PAGERANK_CENTRALITY["direction"],
+                 personalization=PAGERANK_CENTRALITY["personalization"],
+                 alpha: float = PAGERANK_CENTRALITY["alpha"], backend: str = PAGERANK_CENTRALITY["backend"],
+                 tol: float = _PAGERANK_FN["tol"], max_iter: int = _PAGERANK_FN["max_iter"],
+                 graph: MLPGraph | None = None, prune_hidden: bool = False):
         self.direction = direction
         self.personalization = personalization
         self.alpha = alpha
-        self.backend = backend
         self.tol = tol
         self.max_iter = max_iter
-        self.graph = graph
-        self.prune_hidden = prune_hidden
-        self._validate_common()
-        _check_graph_params(self)
-        _check_graph_arg(graph)
-        _check_choice("direction", self.direction, DIRECTIONS)
-        _check_unit("alpha", self.alpha, open_=True)
+        super().__init__(mode=mode, gate=gate, residual=residual, weighting=weighting, keep=keep, backend=backend,
+                         graph=graph, prune_hidden=prune_hidden)
+        check_choice("direction", direction, DIRECTIONS)
+        if isinstance(personalization, str):  # an array is checked against the graph when it runs
+            check_choice("personalization", personalization, PERSONALIZATIONS)
+        check_unit("alpha", alpha, open_=True)
 
     def needs_stats(self) -> bool:
-        return self.graph is None and _pagerank_needs_stats(self.weighting, self.personalization)
+        uses_activation = isinstance(self.personalization, str) and self.personalization in ACTIVATION_PERSONALIZATIONS
+        return self.graph is None and (self.export_options.needs_stats or uses_activation)
 
-    def _score(self, model, mlps, stats):
-        graph = _graph_for(self, model, stats)
-        res = _centrality.pagerank(graph, alpha=self.alpha, personalization=self.personalization,
-                                   direction=self.direction, backend=self.backend, tol=self.tol,
-                                   max_iter=self.max_iter)
-        logger.debug("pagerank scorer: backend %r, %d iterations", res.backend, res.iterations)
-        return _intermediate_slices(graph, res.scores), None
-
-
-_MULTI_RESULT = {"hits": ("hubs", "authorities")}  # algorithms that return several results
-
-
-def _make_centrality_scorer(algo: str, fn) -> type[Scorer]:
-    """A scorer class for a centrality function ``fn(graph, **kw) -> CentralityResult``.
-
-    Its parameters are the graph options of :func:`export_graph` (``weighting='abs'`` by
-    default), the keyword parameters of ``fn`` with ``fn``'s defaults (``fn`` validates their
-    values when it runs), and ``prune_hidden`` (must be False). For algorithms that return
-    several results (HITS: hubs, authorities), ``kind`` picks one (default: the first).
-    """
-    sig = inspect.signature(fn)
-    fn_params = {p.name: p.default for p in list(sig.parameters.values())[1:]
-                 if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    graph_defaults = {"mode": "chained", "gate": "up", "residual": 0.0, "weighting": "abs", "keep": None}
-    own = {k: v for k, v in fn_params.items() if k not in graph_defaults and k not in ("kind", "graph")}
-    # A function with its own selector (``hits(graph, which=...)``) needs no ``kind``.
-    kinds = None if "which" in fn_params else _MULTI_RESULT.get(algo)
-    extra = {"kind": kinds[0]} if kinds else {}
-    all_defaults = {**graph_defaults, **own, **extra, "graph": None, "prune_hidden": False}
-    required = [k for k, v in own.items() if v is inspect.Parameter.empty]
-
-    def __init__(self, **params):
-        unknown = [k for k in params if k not in all_defaults]
-        if unknown:
-            raise TypeError(f"scorer {algo!r} got unknown parameter(s) {', '.join(map(repr, unknown))}; "
-                            f"its parameters are {', '.join(map(repr, all_defaults))}")
-        missing = [k for k in required if k not in params]
-        if missing:
-            raise TypeError(f"scorer {algo!r} needs parameter(s) {', '.join(map(repr, missing))}")
-        for k, v in all_defaults.items():
-            setattr(self, k, params.get(k, v))
-        self._validate_common()
-        _check_graph_params(self)
-        _check_graph_arg(self.graph)
-        if kinds:
-            _check_choice("kind", self.kind, kinds)
-
-    @classmethod
-    def param_names(cls):
-        return list(all_defaults)
-
-    def needs_stats(self):
-        return self.graph is None and _pagerank_needs_stats(self.weighting, getattr(self, "personalization", None))
-
-    def _score(self, model, mlps, stats):
-        graph = _graph_for(self, model, stats)
-        res = fn(graph, **{k: getattr(self, k) for k in own})
-        if isinstance(res, (tuple, list)):
-            if not kinds:
-                raise TypeError(f"centrality {algo!r} returned {len(res)} results; the scorer needs one")
-            by_name = {getattr(r, "algorithm", None): r for r in res}
-            res = by_name.get(self.kind, res[kinds.index(self.kind)])
-        return _intermediate_slices(graph, np.asarray(res.scores, dtype=np.float64)), None
-
-    doc = (f"Centrality ``{algo}`` of the intermediate nodes on the whole-MLP graph.\n\n"
-           f"Parameters: the graph options of export_graph ({', '.join(graph_defaults)}), those of "
-           f"llmrank_graph.centrality.{algo} ({', '.join(own) or 'none'})"
-           + (f", kind ({' or '.join(kinds)})" if kinds else "") + ", and prune_hidden (must be False).")
-    return type(f"{algo.capitalize()}Scorer", (Scorer,), {
-        "name": algo, "description": f"{algo} centrality of the intermediate nodes of the whole-MLP graph",
-        "__init__": __init__, "param_names": param_names, "needs_stats": needs_stats, "_score": _score,
-        "__doc__": doc, "__module__": __name__,
-    })
+    def _centrality(self, graph):
+        return _centrality.pagerank(graph, alpha=self.alpha, personalization=self.personalization,
+                                    direction=self.direction, backend=self.backend, tol=self.tol,
+                                    max_iter=self.max_iter)
 
 
 # ----------------------------------------------------------------------------- reference code
@@ -587,8 +591,8 @@ def _module_name(m: MLPModules, which: str) -> str:
 def _normalise(v: torch.Tensor, what: str) -> torch.Tensor:
     total = v.sum()
     if not torch.isfinite(total) or total <= 0:
-        raise ValueError(f"cannot normalise the scores of {what}: they sum to {float(total):.3g} "
-                         "(all activations or weights zero?)")
+        raise InvalidArgumentError(f"cannot normalise the scores of {what}: they sum to {float(total):.3g} "
+                                   "(all activations or weights zero?)")
     return v / total
 
 
@@ -599,9 +603,11 @@ class _ReferenceScorer(Scorer):
     to sum 1; module k's scores = ``_step(|W_k|, s_{k-1}, in_k, out_k)`` normalised to sum 1.
     In/out activations are the per-batch L2 norms averaged over batches. Intermediate scores of
     layer l are the scores of up_l (its output rows); hidden scores, those of down_l.
+    Allocated with the reference's rounding (``rounding = "reference"``).
     """
 
     supports_hidden = True
+    rounding = "reference"
 
     def _step(self, w_abs: torch.Tensor, prev: torch.Tensor, inp: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -665,8 +671,8 @@ class WeightedPageRankScorer(_ReferenceScorer):
         self.mode = mode
         self.prune_hidden = prune_hidden
         self._validate_common()
-        _check_unit("gamma", gamma)
-        _check_unit("theta", theta)
+        check_unit("gamma", gamma)
+        check_unit("theta", theta)
 
     def _step(self, w, prev, inp, out):
         gamma, theta = float(self.gamma), float(self.theta)
@@ -752,7 +758,7 @@ class NormScorer(_ReferenceScorer):
         self.mode = mode
         self.prune_hidden = prune_hidden
         self._validate_common()
-        _check_choice("p", p, (1, 2))
+        check_choice("p", p, (1, 2))
 
     def needs_stats(self) -> bool:
         return False
@@ -803,15 +809,16 @@ class MagnitudeScorer(_LayerScorer):
         self.mode = mode
         self.prune_hidden = prune_hidden
         self._validate_common()
-        _check_choice("which", which, ("up", "gate", "down"))
-        _check_choice("ord", ord, (1, 2))
+        check_choice("which", which, ("up", "gate", "down"))
+        check_choice("ord", ord, (1, 2))
 
     def needs_stats(self) -> bool:
         return False
 
     def _layer(self, m, stats):
         if self.which == "gate" and m.gate is None:
-            raise ValueError(f"`which='gate'` needs a gated MLP, but layer {m.layer} has none; use 'up' or 'down'")
+            raise InvalidArgumentError(f"`which='gate'` needs a gated MLP, but layer {m.layer} has none; "
+                                       "use 'up' or 'down'")
         w = _abs64(m, self.which)
         dim = 0 if self.which == "down" else 1  # down is (d, m): neuron j is column j
         return torch.linalg.vector_norm(w, ord=self.ord, dim=dim)
@@ -892,8 +899,10 @@ class RandomScorer(_LayerScorer):
         self.mode = mode
         self.prune_hidden = prune_hidden
         self._validate_common()
-        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"`seed` must be a non-negative int; got {seed!r}")
+        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+            raise fail_type("seed", "a non-negative int", seed)
+        if seed < 0:
+            raise fail("seed", "a non-negative int", seed)
 
     def needs_stats(self) -> bool:
         return False
@@ -904,20 +913,216 @@ class RandomScorer(_LayerScorer):
 
 
 # ----------------------------------------------------------------------------- other centralities
-_OTHER_CENTRALITIES = ("katz", "hits", "eigenvector", "strength", "degree")
+@register_scorer
+class KatzScorer(_GraphScorer):
+    """Katz centrality of the intermediate nodes on the whole-MLP graph.
+
+    Parameters
+    ----------
+    mode, gate, residual, weighting, keep
+        Graph options (:class:`~llmrank_graph.graph.ExportOptions`); by default the plain
+        export :data:`~llmrank_graph.graph.DEFAULT_EXPORT` (|W| edges).
+    alpha, beta, direction, backend, tol, max_iter, nstart, normalized, device
+        Passed to :func:`llmrank_graph.centrality.katz`, with its defaults.
+    graph : MLPGraph, optional
+        A graph exported from the model with the scorer's graph options (see
+        :class:`PageRankScorer`).
+    prune_hidden : bool
+        Must be False.
+
+    Example
+    -------
+    >>> KatzScorer(alpha=0.05, direction="reverse").score(model)     # doctest: +SKIP
+    """
+
+    name = "katz"
+    description = "katz centrality of the intermediate nodes of the whole-MLP graph"
+
+    def __init__(self, *, mode: str = DEFAULT_EXPORT.mode, gate: str = DEFAULT_EXPORT.gate,
+                 residual: float = DEFAULT_EXPORT.residual, weighting: str = DEFAULT_EXPORT.weighting,
+                 keep: int | float | None = DEFAULT_EXPORT.keep, alpha: float = _KATZ_FN["alpha"],
+                 beta=_KATZ_FN["beta"], direction: str = _KATZ_FN["direction"], backend: str = _KATZ_FN["backend"],
+                 tol: float = _KATZ_FN["tol"], max_iter: int = _KATZ_FN["max_iter"], nstart=_KATZ_FN["nstart"],
+                 normalized: bool = _KATZ_FN["normalized"], device=_KATZ_FN["device"],
+                 graph: MLPGraph | None = None, prune_hidden: bool = False):
+        self.alpha = alpha
+        self.beta = beta
+        self.direction = direction
+        self.tol = tol
+        self.max_iter = max_iter
+        self.nstart = nstart
+        self.normalized = normalized
+        self.device = device
+        super().__init__(mode=mode, gate=gate, residual=residual, weighting=weighting, keep=keep, backend=backend,
+                         graph=graph, prune_hidden=prune_hidden)
+        check_choice("direction", direction, DIRECTIONS)
+
+    def _centrality(self, graph):
+        return _centrality.katz(graph, alpha=self.alpha, beta=self.beta, direction=self.direction,
+                                backend=self.backend, tol=self.tol, max_iter=self.max_iter, nstart=self.nstart,
+                                normalized=self.normalized, device=self.device)
 
 
-def _register_other_centralities() -> list[str]:
-    """Register a scorer for each other centrality :mod:`llmrank_graph.centrality` provides."""
-    done = []
-    for algo in _OTHER_CENTRALITIES:
-        fn = getattr(_centrality, algo, None)
-        if callable(fn) and algo not in _REGISTRY:
-            register_scorer(_make_centrality_scorer(algo, fn))
-            done.append(algo)
-    if done:
-        logger.debug("registered centrality scorers: %s", ", ".join(done))
-    return done
+@register_scorer
+class HitsScorer(_GraphScorer):
+    """One HITS vector (authorities or hubs) of the intermediate nodes on the whole-MLP graph.
+
+    Parameters
+    ----------
+    mode, gate, residual, weighting, keep
+        Graph options (:class:`~llmrank_graph.graph.ExportOptions`); by default the plain
+        export :data:`~llmrank_graph.graph.DEFAULT_EXPORT`.
+    which, backend, tol, max_iter, nstart, normalized
+        Passed to :func:`llmrank_graph.centrality.hits`, with its defaults: ``which`` is
+        ``'authorities'`` (fed by good hubs) or ``'hubs'``.
+    graph : MLPGraph, optional
+        A graph exported with the scorer's graph options.
+    prune_hidden : bool
+        Must be False.
+
+    Example
+    -------
+    >>> HitsScorer(which="hubs").score(model)     # doctest: +SKIP
+    """
+
+    name = "hits"
+    description = "hits centrality of the intermediate nodes of the whole-MLP graph"
+
+    def __init__(self, *, mode: str = DEFAULT_EXPORT.mode, gate: str = DEFAULT_EXPORT.gate,
+                 residual: float = DEFAULT_EXPORT.residual, weighting: str = DEFAULT_EXPORT.weighting,
+                 keep: int | float | None = DEFAULT_EXPORT.keep, which: str = _HITS_FN["which"],
+                 backend: str = _HITS_FN["backend"], tol: float = _HITS_FN["tol"],
+                 max_iter: int = _HITS_FN["max_iter"], nstart=_HITS_FN["nstart"],
+                 normalized: bool = _HITS_FN["normalized"], graph: MLPGraph | None = None,
+                 prune_hidden: bool = False):
+        self.which = which
+        self.tol = tol
+        self.max_iter = max_iter
+        self.nstart = nstart
+        self.normalized = normalized
+        super().__init__(mode=mode, gate=gate, residual=residual, weighting=weighting, keep=keep, backend=backend,
+                         graph=graph, prune_hidden=prune_hidden)
+
+    def _centrality(self, graph):
+        return _centrality.hits(graph, which=self.which, backend=self.backend, tol=self.tol,
+                                max_iter=self.max_iter, nstart=self.nstart, normalized=self.normalized)
 
 
-_register_other_centralities()
+@register_scorer
+class EigenvectorScorer(_GraphScorer):
+    """Eigenvector centrality (of the undirected graph) of the intermediate nodes.
+
+    Parameters
+    ----------
+    mode, gate, residual, weighting, keep
+        Graph options (:class:`~llmrank_graph.graph.ExportOptions`); by default the plain
+        export :data:`~llmrank_graph.graph.DEFAULT_EXPORT`.
+    backend, tol, max_iter, nstart
+        Passed to :func:`llmrank_graph.centrality.eigenvector`, with its defaults.
+    graph : MLPGraph, optional
+        A graph exported with the scorer's graph options.
+    prune_hidden : bool
+        Must be False.
+
+    Example
+    -------
+    >>> EigenvectorScorer().score(model)     # doctest: +SKIP
+    """
+
+    name = "eigenvector"
+    description = "eigenvector centrality of the intermediate nodes of the whole-MLP graph"
+
+    def __init__(self, *, mode: str = DEFAULT_EXPORT.mode, gate: str = DEFAULT_EXPORT.gate,
+                 residual: float = DEFAULT_EXPORT.residual, weighting: str = DEFAULT_EXPORT.weighting,
+                 keep: int | float | None = DEFAULT_EXPORT.keep, backend: str = _EIGENVECTOR_FN["backend"],
+                 tol: float = _EIGENVECTOR_FN["tol"], max_iter: int = _EIGENVECTOR_FN["max_iter"],
+                 nstart=_EIGENVECTOR_FN["nstart"], graph: MLPGraph | None = None, prune_hidden: bool = False):
+        self.tol = tol
+        self.max_iter = max_iter
+        self.nstart = nstart
+        super().__init__(mode=mode, gate=gate, residual=residual, weighting=weighting, keep=keep, backend=backend,
+                         graph=graph, prune_hidden=prune_hidden)
+
+    def _centrality(self, graph):
+        return _centrality.eigenvector(graph, backend=self.backend, tol=self.tol, max_iter=self.max_iter,
+                                       nstart=self.nstart)
+
+
+@register_scorer
+class StrengthScorer(_GraphScorer):
+    """Strength (sum of in-, out- or all edge weights) of the intermediate nodes.
+
+    Parameters
+    ----------
+    mode, gate, residual, weighting, keep
+        Graph options (:class:`~llmrank_graph.graph.ExportOptions`); by default the plain
+        export :data:`~llmrank_graph.graph.DEFAULT_EXPORT`.
+    direction, backend, device
+        Passed to :func:`llmrank_graph.centrality.strength`, with its defaults (``direction``:
+        ``'in'``, ``'out'`` or ``'total'``).
+    graph : MLPGraph, optional
+        A graph exported with the scorer's graph options.
+    prune_hidden : bool
+        Must be False.
+
+    Example
+    -------
+    >>> StrengthScorer(direction="out", weighting="abs_x_input").score(model, stats)   # doctest: +SKIP
+    """
+
+    name = "strength"
+    description = "strength centrality of the intermediate nodes of the whole-MLP graph"
+
+    def __init__(self, *, mode: str = DEFAULT_EXPORT.mode, gate: str = DEFAULT_EXPORT.gate,
+                 residual: float = DEFAULT_EXPORT.residual, weighting: str = DEFAULT_EXPORT.weighting,
+                 keep: int | float | None = DEFAULT_EXPORT.keep, direction: str = _STRENGTH_FN["direction"],
+                 backend: str = _STRENGTH_FN["backend"], device=_STRENGTH_FN["device"],
+                 graph: MLPGraph | None = None, prune_hidden: bool = False):
+        self.direction = direction
+        self.device = device
+        super().__init__(mode=mode, gate=gate, residual=residual, weighting=weighting, keep=keep, backend=backend,
+                         graph=graph, prune_hidden=prune_hidden)
+
+    def _centrality(self, graph):
+        return _centrality.strength(graph, direction=self.direction, backend=self.backend, device=self.device)
+
+
+@register_scorer
+class DegreeScorer(_GraphScorer):
+    """Degree (number of in-, out- or all edges) of the intermediate nodes.
+
+    Parameters
+    ----------
+    mode, gate, residual, weighting, keep
+        Graph options (:class:`~llmrank_graph.graph.ExportOptions`); by default the plain
+        export :data:`~llmrank_graph.graph.DEFAULT_EXPORT`.
+    direction, backend
+        Passed to :func:`llmrank_graph.centrality.degree`, with its defaults.
+    graph : MLPGraph, optional
+        A graph exported with the scorer's graph options.
+    prune_hidden : bool
+        Must be False.
+
+    Example
+    -------
+    >>> DegreeScorer(keep=3).score(model)     # doctest: +SKIP
+    """
+
+    name = "degree"
+    description = "degree centrality of the intermediate nodes of the whole-MLP graph"
+
+    def __init__(self, *, mode: str = DEFAULT_EXPORT.mode, gate: str = DEFAULT_EXPORT.gate,
+                 residual: float = DEFAULT_EXPORT.residual, weighting: str = DEFAULT_EXPORT.weighting,
+                 keep: int | float | None = DEFAULT_EXPORT.keep, direction: str = _DEGREE_FN["direction"],
+                 backend: str = _DEGREE_FN["backend"], graph: MLPGraph | None = None, prune_hidden: bool = False):
+        self.direction = direction
+        super().__init__(mode=mode, gate=gate, residual=residual, weighting=weighting, keep=keep, backend=backend,
+                         graph=graph, prune_hidden=prune_hidden)
+
+    def _centrality(self, graph):
+        return _centrality.degree(graph, direction=self.direction, backend=self.backend)
+
+
+#: The graph scorers other than ``pagerank``, one per centrality of :mod:`llmrank_graph.centrality`.
+_OTHER_CENTRALITIES = tuple(c.name for c in (KatzScorer, HitsScorer, EigenvectorScorer, StrengthScorer,
+                                               DegreeScorer))

@@ -1,3 +1,7 @@
+import argparse
+import inspect
+import logging
+
 import pandas as pd
 import pytest
 import torch
@@ -106,3 +110,106 @@ def test_backends_command(capsys):
     assert main(["backends"]) == 0
     out = capsys.readouterr().out
     assert "sweep" in out and "scipy" in out and "cugraph" in out
+
+
+# ----------------------------------------------------------------------------- the CLI and the library agree
+CALIB = ["--n-samples", "2", "--seq-len", "16"]
+
+
+def _rank_scores(path) -> dict[int, torch.Tensor]:
+    """Layer -> intermediate scores, in neuron order, from a table written by `rank`."""
+    df = pd.read_parquet(path)
+    inter = df[df["kind"] == "intermediate"]
+    return {int(layer): torch.tensor(g.sort_values("index")["pagerank"].to_numpy())
+            for layer, g in inter.groupby("layer")}
+
+
+def test_rank_calibrated_ranks_as_prune_pagerank(model_dir, text_file, tmp_path):
+    """`rank --calibrate` and `prune --method pagerank` use the same defaults: same scores, same neurons."""
+    from llmrank_graph.scoring import PageRankScorer
+
+    scores = tmp_path / "scores.parquet"
+    assert main(["rank", "--model", str(model_dir), "--calibrate", "--out", str(scores), "--texts", str(text_file),
+                 *CALIB]) == 0
+    pruned = tmp_path / "pruned"
+    assert main(["prune", "--model", str(model_dir), "--method", "pagerank", "--amount", "0.25", "--out", str(pruned),
+                 "--texts", str(text_file), "--eval-texts", str(text_file), "--eval-samples", "1", *CALIB]) == 0
+    got = _rank_scores(scores)
+
+    model, tok = lg.load_model(model_dir)
+    stats = lg.calibrate(model, tok, texts=str(text_file), n_samples=2, seq_len=16)
+    want = lg.score_neurons(model, stats, "pagerank")
+    assert sorted(got) == want.layers
+    for layer, s in want.intermediate.items():
+        torch.testing.assert_close(got[layer], s, rtol=1e-12, atol=0)
+
+    mask = lg.NeuronMask.load(pruned / "llmrank_graph" / "neuron_mask.safetensors")
+    from_rank = lg.allocate(got, 0.25, "local", rounding=PageRankScorer.rounding)
+    for layer in want.layers:
+        assert torch.equal(from_rank.pruned_indices(layer), mask.pruned_indices(layer))
+    assert mask.n_pruned() == 12
+
+
+def test_rank_without_stats_says_what_it_uses(model_dir, tmp_path, caplog):
+    from llmrank_graph.scoring import PAGERANK_WITHOUT_STATS
+
+    out = tmp_path / "scores.parquet"
+    with caplog.at_level(logging.WARNING, logger="llmrank_graph.cli"):
+        assert main(["rank", "--model", str(model_dir), "--out", str(out)]) == 0
+    warning = caplog.text
+    assert "weighting 'activation_share' and personalization 'activation' need them" in warning
+    assert "using weighting 'abs' and personalization 'uniform' instead" in warning
+    assert "--calibrate" in warning
+    model, _ = lg.load_model(model_dir)
+    want = lg.score_neurons(model, None, "pagerank", **PAGERANK_WITHOUT_STATS)
+    got = _rank_scores(out)
+    for layer, s in want.intermediate.items():
+        torch.testing.assert_close(got[layer], s, rtol=1e-12, atol=0)
+
+
+def test_rank_graph_without_activations_falls_back_and_refuses_graph_options(model_dir, tmp_path, caplog):
+    g = tmp_path / "graph"
+    assert main(["export", "--model", str(model_dir), "--out", str(g)]) == 0
+    out = tmp_path / "scores.parquet"
+    with caplog.at_level(logging.WARNING, logger="llmrank_graph.cli"):
+        assert main(["rank", "--graph", str(g), "--out", str(out)]) == 0
+    assert "personalization 'activation' need them; using personalization 'uniform'" in caplog.text
+    ref = lg.pagerank(lg.read_graph(g), direction="reverse", personalization="uniform")
+    assert pd.read_parquet(out)["pagerank"].to_numpy() == pytest.approx(ref.scores, abs=1e-12)
+    with pytest.raises(SystemExit, match="--weighting applies to --model only"):
+        main(["rank", "--graph", str(g), "--out", str(tmp_path / "s2.parquet"), "--weighting", "abs"])
+
+
+def _options(parser: argparse.ArgumentParser, command: str) -> dict[str, argparse.Action]:
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {a.option_strings[-1]: a for a in sub.choices[command]._actions if a.option_strings}
+
+
+def test_defaults_and_choices_are_the_library_constants():
+    from llmrank_graph.calibration import calibrate
+    from llmrank_graph.centrality import DIRECTIONS, backend_names
+    from llmrank_graph.cli import build_parser
+    from llmrank_graph.graph import DEFAULT_EXPORT, GATES, MODES, WEIGHTINGS
+    from llmrank_graph.masks import ALLOCATIONS
+    from llmrank_graph.pruning import HOWS
+    from llmrank_graph.scoring import PAGERANK_CENTRALITY, PAGERANK_DEFAULTS, PERSONALIZATIONS, PageRankScorer
+
+    parser = build_parser()
+    export, rank, prune = (_options(parser, c) for c in ("export", "rank", "prune"))
+    for opts in (export, rank):
+        assert tuple(opts["--mode"].choices) == MODES
+        assert tuple(opts["--gate"].choices) == GATES
+        assert tuple(opts["--weighting"].choices) == WEIGHTINGS
+    assert {k: export[f"--{k}"].default for k in DEFAULT_EXPORT.as_dict()} == DEFAULT_EXPORT.as_dict()
+    for k in ("direction", "alpha", "backend"):
+        assert rank[f"--{k}"].default == PAGERANK_CENTRALITY[k] == PAGERANK_DEFAULTS[k]
+    assert tuple(rank["--direction"].choices) == DIRECTIONS
+    assert list(rank["--backend"].choices) == ["auto", *backend_names()]
+    assert tuple(rank["--personalization"].choices) == PERSONALIZATIONS
+    assert (rank["--tol"].default, rank["--max-iter"].default) == (PageRankScorer().tol, PageRankScorer().max_iter)
+    assert list(prune["--method"].choices) == lg.scorers()
+    assert prune["--method"].default == "pagerank"
+    assert tuple(prune["--allocation"].choices) == ALLOCATIONS
+    assert tuple(prune["--how"].choices) == HOWS
+    assert tuple(prune["--mode"].choices) == MODES
+    assert prune["--n-samples"].default == inspect.signature(calibrate).parameters["n_samples"].default

@@ -311,47 +311,67 @@ def test_centrality_scorers_are_intermediate_slices(model, stats, algo, kw):
                    rtol=1e-8)
 
 
-def test_centrality_scorer_factory(model, stats):
-    """The wrapper used for katz/hits/...: graph options + the function's own parameters."""
-    from llmrank_graph.centrality import CentralityResult
+@pytest.mark.parametrize("algo", ["katz", "hits", "eigenvector", "strength", "degree"])
+def test_centrality_scorer_parameters(algo):
+    """Each explicit graph scorer: the graph options with the plain export's defaults, then the
+    parameters of its centrality with that function's defaults, then graph and prune_hidden."""
+    import inspect
+
+    from llmrank_graph import centrality
+    from llmrank_graph.graph import DEFAULT_EXPORT
+
+    fn = getattr(centrality, algo)
+    own = {k: p.default for k, p in list(inspect.signature(fn).parameters.items())[1:]}
+    params = get_scorer(algo).get_params()
+    assert list(params) == [*DEFAULT_EXPORT.as_dict(), *own, "graph", "prune_hidden"]
+    assert params == {**DEFAULT_EXPORT.as_dict(), **own, "graph": None, "prune_hidden": False}
+    assert type(get_scorer(algo)).__name__ == f"{algo.capitalize()}Scorer"
+
+
+def test_centrality_scorer_classes(model, stats):
+    """Katz and HITS run their centrality on the scorer's graph; errors name what was wrong."""
+    from llmrank_graph import centrality
 
     st, _ = stats
-
-    def fake(graph, alpha=0.85, direction="forward", backend="auto"):
-        return pagerank(graph, alpha=alpha, direction=direction, backend=backend)
-
-    cls = scoring._make_centrality_scorer("fake", fake)
-    assert cls.param_names() == ["mode", "gate", "residual", "weighting", "keep", "alpha", "direction", "backend",
-                                 "graph", "prune_hidden"]
-    res = cls(alpha=0.6, direction="reverse", weighting="abs_x_input", mode="isolated").score(model, st)
+    res = get_scorer("katz", alpha=0.05, direction="reverse", weighting="abs_x_input", mode="isolated").score(model, st)
     g = export_graph(model, st, weighting="abs_x_input", mode="isolated")
-    pr = pagerank(g, alpha=0.6, direction="reverse")
-    _assert_scores(res.intermediate, {p.layer: pr.scores[p.offset:p.stop] for p in g.intermediate_partitions()},
+    want = centrality.katz(g, alpha=0.05, direction="reverse")
+    _assert_scores(res.intermediate, {p.layer: want.scores[p.offset:p.stop] for p in g.intermediate_partitions()},
                    rtol=1e-12)
-    assert res.method == "fake" and res.params["alpha"] == 0.6
-    given = cls(alpha=0.6, direction="reverse", weighting="abs_x_input", mode="isolated", graph=g).score(model, None)
+    assert res.method == "katz" and res.params["alpha"] == 0.05
+    given = get_scorer("katz", alpha=0.05, direction="reverse", weighting="abs_x_input", mode="isolated",
+                       graph=g).score(model, None)
     _assert_scores(given.intermediate, {l: t.numpy() for l, t in res.intermediate.items()}, rtol=1e-12)
-    with pytest.raises(TypeError, match=r"'beta'.*'alpha', 'direction'"):
-        cls(beta=1.0)
+    with pytest.raises(TypeError, match=r"'gamma'.*'alpha', 'beta'"):
+        get_scorer("katz", gamma=1.0)
     with pytest.raises(ValueError, match="`stats` are required"):
-        cls(weighting="abs_x_input").score(model, None)
+        get_scorer("katz", weighting="abs_x_input").score(model, None)
     with pytest.raises(ValueError, match="`prune_hidden=True`"):
-        cls(prune_hidden=True)
+        get_scorer("katz", prune_hidden=True)
+    with pytest.raises(ValueError, match="`direction` must be one of 'forward', 'reverse'; got 'in'"):
+        get_scorer("katz", direction="in")
 
-    def fake_hits(graph, tol=1e-8):
-        a, b = pagerank(graph, direction="forward"), pagerank(graph, direction="reverse")
-        return (CentralityResult(a.scores, True, 1, "x", "hubs"),
-                CentralityResult(b.scores, True, 1, "x", "authorities"))
-
-    hits_cls = scoring._make_centrality_scorer("hits", fake_hits)
     g = export_graph(model)
-    for kind, direction in (("hubs", "forward"), ("authorities", "reverse")):
-        got = hits_cls(kind=kind).score(model, None)  # weight-only: no stats needed
-        pr = pagerank(g, direction=direction)
-        _assert_scores(got.intermediate, {p.layer: pr.scores[p.offset:p.stop] for p in g.intermediate_partitions()})
-    assert hits_cls().kind == "hubs"
-    with pytest.raises(ValueError, match="`kind` must be one of 'hubs', 'authorities'; got 'x'"):
-        hits_cls(kind="x")
+    for which in ("hubs", "authorities"):
+        got = get_scorer("hits", which=which).score(model, None)  # weight-only: no stats needed
+        want = centrality.hits(g, which=which)
+        _assert_scores(got.intermediate, {p.layer: want.scores[p.offset:p.stop] for p in g.intermediate_partitions()})
+    assert get_scorer("hits").which == "authorities"
+    with pytest.raises(ValueError, match="`which` must be one of"):
+        get_scorer("hits", which="x").score(model, None)
+
+
+def test_rounding_is_an_attribute_of_the_scorer():
+    for name in scorers():
+        assert type(get_scorer(name)).rounding == ("reference" if name in REFERENCE else "round")
+
+
+def test_pagerank_defaults_are_one_export_options_and_the_centrality_options():
+    from llmrank_graph.graph import ExportOptions
+
+    assert isinstance(scoring.PAGERANK_EXPORT, ExportOptions)
+    assert PAGERANK_DEFAULTS == {**scoring.PAGERANK_EXPORT.as_dict(), **scoring.PAGERANK_CENTRALITY}
+    assert get_scorer("pagerank").export_options == scoring.PAGERANK_EXPORT
 
 
 # ----------------------------------------------------------------------------- baselines
@@ -499,7 +519,6 @@ def test_prune_hidden_unsupported(model, stats, method):
     ("wpr", {"gamma": 1.5}, r"`gamma` must be a float in \[0, 1\]; got 1.5"),
     ("wpr", {"gamma": -0.1}, r"`gamma` must be a float in \[0, 1\]; got -0.1"),
     ("wpr", {"theta": 2}, r"`theta` must be a float in \[0, 1\]; got 2"),
-    ("wpr", {"theta": True}, r"`theta` must be a float in \[0, 1\]; got True"),
     ("pagerank", {"alpha": 1.0}, r"`alpha` must be a float in \(0, 1\); got 1.0"),
     ("pagerank", {"alpha": 0}, r"`alpha` must be a float in \(0, 1\); got 0"),
     ("pagerank", {"direction": "up"}, r"`direction` must be one of 'forward', 'reverse'; got 'up'"),
@@ -513,11 +532,20 @@ def test_prune_hidden_unsupported(model, stats, method):
     ("magnitude", {"ord": 3}, r"`ord` must be one of 1, 2; got 3"),
     ("norm", {"p": 0}, r"`p` must be one of 1, 2; got 0"),
     ("random", {"seed": -1}, r"`seed` must be a non-negative int; got -1"),
-    ("random", {"seed": 1.5}, r"`seed` must be a non-negative int; got 1.5"),
-    ("mpr", {"prune_hidden": "yes"}, r"`prune_hidden` must be a bool; got 'yes'"),
 ])
 def test_bad_params(method, kw, msg):
     with pytest.raises(ValueError, match=msg):
+        get_scorer(method, **kw)
+
+
+@pytest.mark.parametrize("method,kw,msg", [
+    ("wpr", {"theta": True}, r"`theta` must be a float in \[0, 1\]; got True"),
+    ("random", {"seed": 1.5}, r"`seed` must be a non-negative int; got 1.5"),
+    ("mpr", {"prune_hidden": "yes"}, r"`prune_hidden` must be a bool; got 'yes'"),
+])
+def test_bad_param_types(method, kw, msg):
+    """A value of the wrong type is a TypeError (one rule for every check)."""
+    with pytest.raises(TypeError, match=msg):
         get_scorer(method, **kw)
 
 
