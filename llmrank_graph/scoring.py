@@ -38,7 +38,7 @@ from . import centrality as _centrality
 from ._checks import check_bool, check_choice, check_unit, fail, fail_type
 from .architectures import MLPModules, mlp_layers
 from .calibration import ActivationStats
-from .centrality import DIRECTIONS, CentralityResult, backend_names
+from .centrality import DIRECTIONS, TELEPORTS, CentralityResult, backend_names
 from .errors import InvalidArgumentError, InvalidArgumentTypeError
 from .graph import DEFAULT_EXPORT, MODES, ExportOptions, MLPGraph, export_graph
 
@@ -76,7 +76,7 @@ __all__ = [
 ]
 
 #: Named teleport vectors of :func:`llmrank_graph.centrality.pagerank`.
-PERSONALIZATIONS: tuple[str, ...] = ("uniform", "activation")
+PERSONALIZATIONS: tuple[str, ...] = TELEPORTS
 #: Those that need calibration statistics (the nodes' activation norms).
 ACTIVATION_PERSONALIZATIONS: tuple[str, ...] = ("activation",)
 

@@ -18,15 +18,15 @@ from . import cupy_backend as _cupy_backend  # noqa: F401  (registers 'cupy')
 from . import cugraph_backend as _cugraph_backend  # noqa: F401  (registers 'cugraph', 'cugraph-dask')
 from ._kernels import ConvergenceError
 from ._result import CentralityResult
-from .algorithms import centralities, degree, eigenvector, get_centrality, hits, hits_pair, katz, strength
+from .algorithms import HITS_VECTORS, STRENGTH_DIRECTIONS, centralities, degree, eigenvector, get_centrality, hits, hits_pair, katz, strength
 from .backends import (BackendUnavailableError, NoBackendError, backend_names, get_backend, register_backend,
                        select_backend)
 from .cugraph_backend import GPUMemoryError
-from .pagerank_alg import DIRECTIONS, pagerank
+from .pagerank_alg import DIRECTIONS, TELEPORTS, pagerank
 
 list_backends = backends.backends
 
 __all__ = ["CentralityResult", "pagerank", "katz", "hits", "hits_pair", "eigenvector", "strength", "degree",
            "centralities", "get_centrality", "list_backends", "get_backend", "register_backend", "select_backend",
            "backend_names", "BackendUnavailableError", "NoBackendError", "ConvergenceError", "GPUMemoryError",
-           "DIRECTIONS"]
+           "DIRECTIONS", "TELEPORTS", "STRENGTH_DIRECTIONS", "HITS_VECTORS"]
