@@ -20,6 +20,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ._checks import check_choice, fail_type
+from .errors import InvalidArgumentError, LLMRankGraphError
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -29,12 +32,13 @@ __all__ = [
     "architectures",
     "get_architecture",
     "mlp_layers",
+    "intermediate_sizes",
     "UnsupportedArchitectureError",
 ]
 
 
-class UnsupportedArchitectureError(ValueError):
-    """The model's family is not in the architecture registry."""
+class UnsupportedArchitectureError(LLMRankGraphError, ValueError):
+    """The model's family is not in the architecture registry, or not laid out as registered."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,7 @@ _REGISTRY: dict[str, ArchitectureSpec] = {}
 def register_architecture(spec: ArchitectureSpec) -> ArchitectureSpec:
     """Add (or replace) a family in the registry and return it."""
     if not isinstance(spec, ArchitectureSpec):
-        raise TypeError(f"`spec` must be an ArchitectureSpec; got {type(spec).__name__}")
+        raise fail_type("spec", "an ArchitectureSpec", spec)
     _REGISTRY[spec.name] = spec
     return spec
 
@@ -154,6 +158,8 @@ class MLPModules:
 
     ``up``/``gate`` weights are read as (m, d) and ``down`` as (d, m) whatever the module type
     (GPT-2's Conv1D stores them transposed); use :meth:`weight` to get them in that layout.
+    ``block`` is the module that holds ``up`` (e.g. ``LlamaMLP``), whose recorded
+    ``intermediate_size``, if any, :meth:`keep_neurons` keeps truthful.
     """
 
     layer: int
@@ -164,13 +170,12 @@ class MLPModules:
     down_name: str
     gate_name: str | None
     conv1d: bool = False
+    block: nn.Module | None = None
 
     def weight(self, which: str) -> torch.Tensor:
         """Weight of ``'up'``, ``'gate'`` or ``'down'`` as (out, in): (m, d) or (d, m)."""
-        mod = getattr(self, which)
-        if mod is None:
-            raise ValueError(f"`which` must be 'up' or 'down' for a non-gated MLP; got {which!r}")
-        w = mod.weight
+        check_choice("which", which, ("up", "gate", "down") if self.gate is not None else ("up", "down"))
+        w = getattr(self, which).weight
         return w.t() if self.conv1d else w
 
     @property
@@ -190,6 +195,67 @@ class MLPModules:
         out[self.down_name] = self.down
         return out
 
+    def keep_neurons(self, idx: torch.Tensor) -> None:
+        """Keep only the intermediate neurons ``idx`` of this MLP, in place.
+
+        Slices the rows of gate and up (and their biases) and the columns of down together,
+        transpose-aware for ``Conv1D``, and updates the modules' recorded sizes. This is the one
+        layout primitive under pruning's surgery and under the loader of pruned models (which
+        shrinks a freshly built model to its saved sizes before loading the weights).
+
+        Parameters
+        ----------
+        idx : torch.Tensor
+            1-D int64, ascending, distinct indices in ``[0, intermediate_size)``.
+
+        Raises
+        ------
+        InvalidArgumentError
+            An index out of range or an empty ``idx`` (naming the layer).
+        """
+        idx = torch.as_tensor(idx, dtype=torch.long).flatten().to(self.up.weight.device)
+        m = self.intermediate_size
+        if idx.numel() == 0:
+            raise InvalidArgumentError(f"`idx` must keep at least one neuron of layer {self.layer} ({self.up_name})")
+        if int(idx.min()) < 0 or int(idx.max()) >= m:
+            raise InvalidArgumentError(f"`idx` must be in [0, {m}) for layer {self.layer} ({self.up_name}); "
+                                       f"got indices from {int(idx.min())} to {int(idx.max())}")
+        for mod in (self.gate, self.up):
+            if mod is not None:
+                _slice_out(mod, idx, self.conv1d)
+        _slice_in(self.down, idx, self.conv1d)
+        # Llama-style MLP modules record their size; keep it truthful.
+        if isinstance(getattr(self.block, "intermediate_size", None), int):
+            self.block.intermediate_size = len(idx)
+
+
+def _parameter(old: nn.Parameter, data: torch.Tensor) -> nn.Parameter:
+    return nn.Parameter(data.contiguous().clone(), requires_grad=old.requires_grad)
+
+
+def _slice_out(module: nn.Module, idx: torch.Tensor, conv1d: bool) -> None:
+    """Keep output features ``idx`` of ``module`` (rows of a Linear, columns of a Conv1D)."""
+    w = module.weight
+    with torch.no_grad():
+        module.weight = _parameter(w, w[:, idx] if conv1d else w[idx])
+        if getattr(module, "bias", None) is not None:
+            module.bias = _parameter(module.bias, module.bias[idx])
+    if conv1d:
+        module.nf = len(idx)
+    else:
+        module.out_features = len(idx)
+
+
+def _slice_in(module: nn.Module, idx: torch.Tensor, conv1d: bool) -> None:
+    """Keep input features ``idx`` of ``module`` (columns of a Linear, rows of a Conv1D)."""
+    w = module.weight
+    with torch.no_grad():
+        module.weight = _parameter(w, w[idx] if conv1d else w[:, idx])
+    if conv1d:
+        module.nx = len(idx)
+    else:
+        module.in_features = len(idx)
+
 
 def mlp_layers(model: nn.Module) -> list[MLPModules]:
     """One :class:`MLPModules` per decoder layer of ``model``, in order."""
@@ -199,6 +265,7 @@ def mlp_layers(model: nn.Module) -> list[MLPModules]:
     for i, layer in enumerate(layers):
         prefix = f"{spec.layers}.{i}"
         gate = _resolve(layer, spec.gate, f"layer {i}") if spec.gate else None
+        block_path = spec.up.rpartition(".")[0]
         out.append(
             MLPModules(
                 layer=i,
@@ -209,6 +276,12 @@ def mlp_layers(model: nn.Module) -> list[MLPModules]:
                 down_name=f"{prefix}.{spec.down}",
                 gate_name=f"{prefix}.{spec.gate}" if spec.gate else None,
                 conv1d=spec.conv1d,
+                block=_resolve(layer, block_path, f"layer {i}") if block_path else layer,
             )
         )
     return out
+
+
+def intermediate_sizes(model: nn.Module) -> list[int]:
+    """Current intermediate size of every MLP layer of ``model``, in layer order."""
+    return [m.intermediate_size for m in mlp_layers(model)]

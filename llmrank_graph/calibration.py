@@ -19,12 +19,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ._checks import check_bool, check_positive_int, fail_type
 from ._io import save_safetensors_atomic
 from .architectures import mlp_layers
+from .errors import FileFormatError, InvalidArgumentError, InvalidArgumentTypeError, MissingInputError
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["ModuleStats", "ActivationStats", "calibrate", "record_activations"]
+
+_FORMAT = "llmrank_graph.ActivationStats"
 
 
 @dataclass
@@ -115,37 +119,56 @@ class ActivationStats(Mapping):
         mods = {}
         for name, pair in norms.items():
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-                raise ValueError(f"`norms[{name!r}]` must be a pair (input_norm, output_norm); got {type(pair).__name__}")
+                raise InvalidArgumentTypeError(f"`norms[{name!r}]` must be a pair (input_norm, output_norm); "
+                                               f"got {type(pair).__name__}")
             inp, out = (torch.as_tensor(t, dtype=torch.float64).detach().cpu().reshape(-1) for t in pair)
             for what, t in (("input_norm", inp), ("output_norm", out)):
                 if not torch.isfinite(t).all() or (t < 0).any():
-                    raise ValueError(f"`norms[{name!r}]` {what} must be finite and non-negative")
+                    raise InvalidArgumentError(f"`norms[{name!r}]` {what} must be finite and non-negative")
             mods[name] = ModuleStats(inp**2, out**2, inp.clone(), out.clone(), n_batches=1, n_tokens=n_tokens)
         return cls(mods)
 
     def check_model(self, model: nn.Module) -> None:
-        """Raise ValueError if these stats do not describe ``model``'s MLP modules."""
+        """Raise InvalidArgumentError (a ValueError) if these stats do not describe ``model``'s MLP modules."""
         for mlp in mlp_layers(model):
             for name, mod in mlp.named_modules().items():
                 if name not in self._modules:
-                    raise ValueError(f"`stats` do not match the model: no statistics for module {name!r}")
+                    raise InvalidArgumentError(f"`stats` do not match the model: no statistics for module {name!r}")
                 w = mlp.weight({mlp.up_name: "up", mlp.down_name: "down", mlp.gate_name: "gate"}[name])
                 out_f, in_f = w.shape
                 s = self._modules[name]
                 got = (s.input_sumsq.numel(), s.output_sumsq.numel())
                 if got != (in_f, out_f):
-                    raise ValueError(
+                    raise InvalidArgumentError(
                         f"`stats` do not match the model: module {name!r} has (in, out) features "
                         f"{(in_f, out_f)} in the model but {got} in the stats"
                     )
                 for what, t in (("input", s.input_sumsq), ("output", s.output_sumsq)):
                     if not torch.isfinite(t).all():
-                        raise ValueError(f"`stats` for module {name!r} contain NaN or inf in the {what} statistics")
+                        raise InvalidArgumentError(f"`stats` for module {name!r} contain NaN or inf in the {what} "
+                                                   "statistics")
 
     # Persistence: safetensors + JSON metadata, no pickle.
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write to a ``.safetensors`` file (atomically). Returns the path."""
-        path = Path(path)
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write to a ``.safetensors`` file, atomically (:func:`llmrank_graph._io.atomic_file`).
+
+        Parameters
+        ----------
+        path : str or path-like
+            The file to write; parent directories are created.
+        overwrite : bool
+            Replace an existing file.
+
+        Returns
+        -------
+        pathlib.Path
+            The written path.
+
+        Raises
+        ------
+        OutputExistsError
+            If ``path`` exists and ``overwrite`` is False, or is a directory.
+        """
         tensors, counts = {}, {}
         for name, s in self._modules.items():
             tensors[f"{name}::input_sumsq"] = s.input_sumsq.contiguous()
@@ -155,31 +178,49 @@ class ActivationStats(Mapping):
             counts[name] = [s.n_batches, s.n_tokens]
         from ._version import __version__
 
-        meta = {"format": "llmrank_graph.ActivationStats", "version": __version__,
+        meta = {"format": _FORMAT, "version": __version__,
                 "counts": json.dumps(counts), "meta": json.dumps(self.meta)}
-        return save_safetensors_atomic(tensors, path, meta)
+        return save_safetensors_atomic(tensors, path, meta, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ActivationStats":
-        """Read stats written by :meth:`save`."""
-        from safetensors import safe_open
+        """Read stats written by :meth:`save`.
 
-        path = Path(path)
+        Raises
+        ------
+        MissingInputError
+            If ``path`` does not exist (a FileNotFoundError).
+        FileFormatError
+            If the file is not an ActivationStats file, or is damaged or truncated (a
+            ValueError naming the file).
+        """
+        from safetensors import SafetensorError, safe_open
+
+        if not isinstance(path, (str, os.PathLike)):
+            raise fail_type("path", "a str or a path", path)
+        path = Path(path).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"`path` {str(path)!r} does not exist")
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != "llmrank_graph.ActivationStats":
-                raise ValueError(f"`path` {str(path)!r} is not an llmrank_graph ActivationStats file")
-            counts = json.loads(meta["counts"])
-            mods = {}
-            for name, (nb, nt) in counts.items():
-                mods[name] = ModuleStats(
-                    f.get_tensor(f"{name}::input_sumsq"), f.get_tensor(f"{name}::output_sumsq"),
-                    f.get_tensor(f"{name}::input_batch_norm_sum"), f.get_tensor(f"{name}::output_batch_norm_sum"),
-                    n_batches=int(nb), n_tokens=int(nt),
-                )
-        return cls(mods, json.loads(meta.get("meta", "{}")))
+            raise MissingInputError(f"`path` {str(path)!r} does not exist")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                if meta.get("format") != _FORMAT:
+                    raise FileFormatError(f"`path` {str(path)!r} is not an llmrank_graph ActivationStats file")
+                counts = json.loads(meta["counts"])
+                mods = {}
+                for name, (nb, nt) in counts.items():
+                    mods[name] = ModuleStats(
+                        f.get_tensor(f"{name}::input_sumsq"), f.get_tensor(f"{name}::output_sumsq"),
+                        f.get_tensor(f"{name}::input_batch_norm_sum"), f.get_tensor(f"{name}::output_batch_norm_sum"),
+                        n_batches=int(nb), n_tokens=int(nt),
+                    )
+            return cls(mods, json.loads(meta.get("meta", "{}")))
+        except FileFormatError:
+            raise
+        except (SafetensorError, OSError, KeyError, TypeError, ValueError) as e:
+            # ValueError covers JSONDecodeError and a bad (n_batches, n_tokens) pair.
+            raise FileFormatError(f"`path` {str(path)!r} is not a readable ActivationStats file (truncated or "
+                                  f"damaged?): {type(e).__name__}: {e}") from None
 
 
 class _Recorder:
@@ -264,17 +305,20 @@ def calibrate(
 
     Raises
     ------
-    ValueError
-        On bad sizes, on both ``texts`` and ``input_ids``, or without any input.
+    InvalidArgumentError
+        On bad sizes, on both ``texts`` and ``input_ids``, without any input, on empty
+        sequences or token ids outside the model's vocabulary (a ValueError).
+    InvalidArgumentTypeError
+        On arguments of the wrong type (a TypeError).
     """
     for arg, v in (("n_samples", n_samples), ("seq_len", seq_len), ("batch_size", batch_size)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"`{arg}` must be a positive int; got {v!r}")
+        check_positive_int(arg, v)
+    check_bool("progress", progress)
     if input_ids is not None and texts is not None:
-        raise ValueError("give either `texts` or `input_ids`, not both")
+        raise InvalidArgumentError("give either `texts` or `input_ids`, not both")
     if input_ids is None:
         if tokenizer is None:
-            raise ValueError("`tokenizer` is required unless `input_ids` is given")
+            raise InvalidArgumentError("`tokenizer` is required unless `input_ids` is given")
         from .data import load_texts, token_blocks
 
         if texts is None or isinstance(texts, (str, os.PathLike)):
@@ -285,12 +329,14 @@ def calibrate(
     else:
         if isinstance(input_ids, torch.Tensor):
             if input_ids.dim() != 2:
-                raise ValueError(f"`input_ids` must be a (batch, seq) LongTensor; got shape {tuple(input_ids.shape)}")
+                raise InvalidArgumentError(f"`input_ids` must be a (batch, seq) LongTensor; got shape "
+                                           f"{tuple(input_ids.shape)}")
             batches = list(_batches(input_ids, batch_size))
         else:
             batches = input_ids
         source = "input_ids"
     device = next(model.parameters()).device
+    vocab = _vocab_size(model)
     total = len(batches) if hasattr(batches, "__len__") else None
     if progress:
         from tqdm.auto import tqdm
@@ -300,19 +346,40 @@ def calibrate(
     with torch.inference_mode(), record_activations(model) as recs:
         for b in batches:
             b = torch.as_tensor(b)
-            if b.dim() != 2 or b.dtype not in (torch.int64, torch.int32):
-                raise ValueError(f"`input_ids` batches must be (batch, seq) integer tensors; got {b.dtype} {tuple(b.shape)}")
+            _check_batch(b, n, vocab)
             model(input_ids=b.to(device), use_cache=False)
             n += 1
     if n == 0:
-        raise ValueError("`input_ids` is empty: no calibration batch")
+        raise InvalidArgumentError("`input_ids` is empty: no calibration batch")
     stats = ActivationStats({k: r.stats for k, r in recs.items()},
                             meta={"source": source, "n_batches": n,
                                   "model": getattr(getattr(model, "config", None), "_name_or_path", "")})
     for name, s in stats.items():
         for what, t in (("input", s.input_sumsq), ("output", s.output_sumsq)):
             if not torch.isfinite(t).all():
-                raise ValueError(f"calibration produced NaN or inf in the {what} of module {name!r}; "
+                raise InvalidArgumentError(f"calibration produced NaN or inf in the {what} of module {name!r}; "
                                  "check the model weights")
     logger.info("calibrated %d modules on %d tokens", len(stats), stats.n_tokens)
     return stats
+
+
+def _vocab_size(model: nn.Module) -> int | None:
+    try:
+        embeddings = model.get_input_embeddings()  # transformers' PreTrainedModel API
+    except (AttributeError, NotImplementedError):
+        return None
+    return getattr(embeddings, "num_embeddings", None)
+
+
+def _check_batch(b: torch.Tensor, i: int, vocab: int | None) -> None:
+    """A (batch, seq) integer batch, not empty, with ids inside the vocabulary."""
+    if b.dim() != 2 or b.dtype not in (torch.int64, torch.int32):
+        raise InvalidArgumentError(f"`input_ids` batches must be (batch, seq) integer tensors; got {b.dtype} "
+                                   f"{tuple(b.shape)} (batch {i})")
+    if b.numel() == 0:
+        raise InvalidArgumentError(f"`input_ids` batch {i} is empty (shape {tuple(b.shape)}); every sequence "
+                                   "needs at least one token")
+    lo, hi = int(b.min()), int(b.max())
+    if lo < 0 or (vocab is not None and hi >= vocab):
+        raise InvalidArgumentError(f"`input_ids` batch {i} has token ids from {lo} to {hi}, outside the model's "
+                                   f"vocabulary [0, {vocab}); were they made by another model's tokenizer?")

@@ -22,12 +22,17 @@ from typing import Any, Sequence
 
 import torch
 
+from ._checks import check_choice, check_int, fail_type
+from .errors import FileFormatError, InvalidArgumentError, MissingDependencyError, MissingInputError
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["wikipedia_articles", "load_texts", "token_blocks", "wikipedia_dump_file", "SPLITS"]
 
 #: Allowed values of ``split`` in :func:`wikipedia_articles` and :func:`load_texts`.
 SPLITS = ("calibration", "evaluation", "all")
+#: Local file formats :func:`load_texts` reads.
+TEXT_SUFFIXES = (".txt", ".jsonl")
 
 _DUMP_NAME = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 # Every EVAL_EVERY-th article (index i with i % EVAL_EVERY == EVAL_EVERY - 1) is evaluation.
@@ -53,17 +58,18 @@ def wikipedia_dump_file() -> Path:
 
     Raises
     ------
-    ImportError
-        If gensim is not installed.
-    FileNotFoundError
-        If this gensim build does not ship its test data.
+    MissingDependencyError
+        If gensim is not installed (an ImportError).
+    MissingInputError
+        If this gensim build does not ship its test data (a FileNotFoundError).
     """
     spec = importlib.util.find_spec("gensim")
     if spec is None or spec.origin is None:
-        raise ImportError("The embedded Wikipedia corpus ships with gensim; install it with `pip install gensim`")
+        raise MissingDependencyError("The embedded Wikipedia corpus ships with gensim; install it with "
+                                     "`pip install gensim`")
     path = Path(spec.origin).parent / "test" / "test_data" / _DUMP_NAME
     if not path.is_file():
-        raise FileNotFoundError(f"gensim is installed but its test data {path} is missing; reinstall gensim")
+        raise MissingInputError(f"gensim is installed but its test data {path} is missing; reinstall gensim")
     return path
 
 
@@ -105,12 +111,6 @@ def _all_articles() -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def _check_split(split: str) -> str:
-    if split not in SPLITS:
-        raise ValueError(f"`split` must be one of {', '.join(map(repr, SPLITS))}; got {split!r}")
-    return split
-
-
 def wikipedia_articles(split: str = "calibration") -> list[str]:
     """Articles of the embedded Wikipedia corpus, split into calibration and evaluation.
 
@@ -146,7 +146,7 @@ def wikipedia_articles(split: str = "calibration") -> list[str]:
     >>> set(calib).isdisjoint(evaluation)
     True
     """
-    _check_split(split)
+    check_choice("split", split, SPLITS)
     articles = _all_articles()
     if split == "all":
         return [text for _, text in articles]
@@ -181,13 +181,16 @@ def load_texts(source: str | os.PathLike | None = None, split: str = "calibratio
 
     Raises
     ------
-    ValueError
-        If `split` is invalid, a ``.jsonl`` line has no ``"text"`` string, or the source
-        holds no text.
-    FileNotFoundError
-        If `source` names a ``.txt``/``.jsonl`` file that does not exist.
-    ImportError
-        If a dataset is requested and ``datasets`` is not installed.
+    InvalidArgumentError
+        If `split` is invalid, `source` is an existing file that is neither ``.txt`` nor
+        ``.jsonl``, or the source holds no text (a ValueError).
+    FileFormatError
+        If a ``.jsonl`` line is not JSON or has no ``"text"`` string, or a file is not UTF-8
+        (a ValueError naming the file, and the line or byte).
+    MissingInputError
+        If `source` names a ``.txt``/``.jsonl`` file that does not exist (a FileNotFoundError).
+    MissingDependencyError
+        If a dataset is requested and ``datasets`` is not installed (an ImportError).
 
     Example
     -------
@@ -195,28 +198,40 @@ def load_texts(source: str | os.PathLike | None = None, split: str = "calibratio
     >>> len(texts) > 0
     True
     """
-    _check_split(split)
+    check_choice("split", split, SPLITS)
     if source is None:
         return wikipedia_articles(split)
     if not isinstance(source, (str, os.PathLike)):
-        raise TypeError(f"`source` must be a str, a path or None; got {type(source).__name__}")
+        raise fail_type("source", "a str, a path or None", source)
 
     path = Path(source).expanduser()
     suffix = path.suffix.lower()
-    if suffix in (".txt", ".jsonl"):
+    if suffix in TEXT_SUFFIXES:
         if not path.is_file():
-            raise FileNotFoundError(f"`texts` file {str(path)!r} does not exist")
+            raise MissingInputError(f"`texts` file {str(path)!r} does not exist")
         texts = _read_txt(path) if suffix == ".txt" else _read_jsonl(path)
+    elif path.is_file():
+        # Never hand a local file to `datasets`: it would query the Hub with the file's name.
+        raise InvalidArgumentError(f"`texts` file {str(path)!r} has an unsupported format ({suffix or 'no suffix'}); "
+                                   f"supported: {', '.join(TEXT_SUFFIXES)} (or a `datasets` dataset name)")
     else:
         texts = _read_dataset(str(source))
     if not texts:
-        raise ValueError(f"`source` must contain some text; {str(source)!r} has none")
+        raise InvalidArgumentError(f"`source` must contain some text; {str(source)!r} has none")
     logger.debug("Loaded %d texts from %s", len(texts), source)
     return texts
 
 
+def _not_utf8(path: Path, e: UnicodeDecodeError) -> FileFormatError:
+    return FileFormatError(f"`texts` file {str(path)!r} is not UTF-8 text (invalid byte at offset {e.start}); "
+                           "convert it to UTF-8")
+
+
 def _read_txt(path: Path) -> list[str]:
-    content = path.read_text(encoding="utf-8")
+    try:
+        content = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise _not_utf8(path, e) from None
     # Documents are separated by one or more blank lines (a file without any is one document).
     parts = re.split(r"\n[ \t]*\n", content)
     return [p.strip() for p in parts if p.strip()]
@@ -224,22 +239,25 @@ def _read_txt(path: Path) -> list[str]:
 
 def _read_jsonl(path: Path) -> list[str]:
     texts = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"`texts` file {str(path)!r} line {lineno} is not valid JSON: {e}") from e
-            text = record.get("text") if isinstance(record, dict) else None
-            if not isinstance(text, str):
-                raise ValueError(
-                    f"`texts` file {str(path)!r} line {lineno} must be an object with a string "
-                    f"'text' field; got {line.strip()[:80]!r}"
-                )
-            if text.strip():
-                texts.append(text)
+    try:
+        content = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise _not_utf8(path, e) from None
+    for lineno, line in enumerate(content.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise FileFormatError(f"`texts` file {str(path)!r} line {lineno} is not valid JSON: {e}") from None
+        text = record.get("text") if isinstance(record, dict) else None
+        if not isinstance(text, str):
+            raise FileFormatError(
+                f"`texts` file {str(path)!r} line {lineno} must be an object with a string "
+                f"'text' field; got {line.strip()[:80]!r}"
+            )
+        if text.strip():
+            texts.append(text)
     return texts
 
 
@@ -247,7 +265,7 @@ def _read_dataset(source: str) -> list[str]:
     try:
         import datasets
     except ImportError as e:
-        raise ImportError(
+        raise MissingDependencyError(
             f"Loading the dataset {source!r} needs the `datasets` package; install it with "
             "`pip install llmrank-graph[data]`"
         ) from e
@@ -257,16 +275,10 @@ def _read_dataset(source: str) -> list[str]:
         name, ds_split = source.rsplit(":", 1)
     ds = datasets.load_dataset(name, split=ds_split)
     if "text" not in ds.column_names:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"`source` dataset {source!r} must have a 'text' column; it has {ds.column_names}"
         )
     return [t for t in ds["text"] if isinstance(t, str) and t.strip()]
-
-
-def _check_positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be an int >= 1; got {value!r}")
-    return value
 
 
 def token_blocks(
@@ -300,9 +312,12 @@ def token_blocks(
 
     Raises
     ------
-    ValueError
-        If `n_samples` or `seq_len` is not an int >= 1, `texts` is empty, or the texts have
-        fewer than ``n_samples * seq_len`` tokens (the message gives both counts).
+    InvalidArgumentTypeError
+        If `n_samples` or `seq_len` is not an int, or `texts` is not a sequence of str (a
+        TypeError).
+    InvalidArgumentError
+        If `n_samples` or `seq_len` is below 1, `texts` is empty, or the texts have fewer than
+        ``n_samples * seq_len`` tokens (the message gives both counts) (a ValueError).
 
     Example
     -------
@@ -310,13 +325,15 @@ def token_blocks(
     >>> blocks.shape  # doctest: +SKIP
     torch.Size([8, 512])
     """
-    n_samples = _check_positive_int(n_samples, "n_samples")
-    seq_len = _check_positive_int(seq_len, "seq_len")
+    n_samples = check_int("n_samples", n_samples, minimum=1)
+    seq_len = check_int("seq_len", seq_len, minimum=1)
     if isinstance(texts, str):
-        raise ValueError("`texts` must be a sequence of strings, not a single str; wrap it in a list")
+        raise fail_type("texts", "a sequence of str, not a single str (wrap it in a list)", texts)
     texts = list(texts)
-    if not texts or not all(isinstance(t, str) for t in texts):
-        raise ValueError(f"`texts` must be a non-empty sequence of str; got {len(texts)} items")
+    if not all(isinstance(t, str) for t in texts):
+        raise fail_type("texts", "a non-empty sequence of str", [type(t).__name__ for t in texts][:5])
+    if not texts:
+        raise InvalidArgumentError("`texts` must be a non-empty sequence of str; got 0 items")
 
     sep = getattr(tokenizer, "eos_token", None) or "\n\n"
     needed = n_samples * seq_len
@@ -329,7 +346,7 @@ def token_blocks(
         if len(ids) >= needed:
             break
     if len(ids) < needed:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"`texts` must hold at least n_samples * seq_len = {n_samples} * {seq_len} = {needed} "
             f"tokens; got {len(ids)} tokens available. Use fewer or shorter samples, or more text."
         )

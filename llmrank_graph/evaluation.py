@@ -11,7 +11,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ._checks import check_bool, check_int, check_positive_int, fail_type
 from .architectures import mlp_layers
+from .errors import InvalidArgumentError, MissingDependencyError
 
 logger = logging.getLogger(__name__)
 
@@ -42,22 +44,35 @@ def perplexity(model: nn.Module, tokenizer=None, texts=None, seq_len: int = 512,
     float
         ``exp(mean token negative log-likelihood)`` over all predicted tokens.
 
+    Raises
+    ------
+    InvalidArgumentError
+        No tokenizer and no ``input_ids``; ``input_ids`` not (n, seq) with seq >= 2; sizes
+        below 1 (a ValueError).
+    InvalidArgumentTypeError
+        Arguments of the wrong type (a TypeError).
+
     Example
     -------
     >>> model, tok = llmrank_graph.load_model()          # doctest: +SKIP
     >>> perplexity(model, tok, n_samples=16)              # doctest: +SKIP
     20.4
     """
+    for arg, v in (("seq_len", seq_len), ("n_samples", n_samples), ("batch_size", batch_size)):
+        check_positive_int(arg, v)
+    check_bool("progress", progress)
     if input_ids is None:
         if tokenizer is None:
-            raise ValueError("`tokenizer` is required unless `input_ids` is given")
+            raise InvalidArgumentError("`tokenizer` is required unless `input_ids` is given")
         from .data import load_texts, token_blocks
 
         if texts is None or isinstance(texts, (str, os.PathLike)):
             texts = load_texts(texts, split="evaluation")
         input_ids = token_blocks(tokenizer, texts, n_samples, seq_len)
+    if not isinstance(input_ids, torch.Tensor):
+        raise fail_type("input_ids", "a (n, seq) LongTensor or None", input_ids)
     if input_ids.dim() != 2 or input_ids.shape[1] < 2:
-        raise ValueError(f"`input_ids` must be (n, seq) with seq >= 2; got {tuple(input_ids.shape)}")
+        raise InvalidArgumentError(f"`input_ids` must be (n, seq) with seq >= 2; got {tuple(input_ids.shape)}")
     device = next(model.parameters()).device
     nll, count = 0.0, 0
     batches = range(0, input_ids.shape[0], batch_size)
@@ -102,6 +117,8 @@ class Throughput:
 
 def tokens_per_second(model: nn.Module, input_ids: torch.Tensor, repeats: int = 3, warmup: int = 1) -> Throughput:
     """Forward-pass throughput on ``input_ids`` (best of ``repeats`` after ``warmup`` runs)."""
+    check_positive_int("repeats", repeats)
+    check_int("warmup", warmup, minimum=0)
     device = next(model.parameters()).device
     ids = input_ids.to(device)
     best = math.inf
@@ -123,6 +140,7 @@ def compare_throughput(dense: nn.Module, pruned: nn.Module, input_ids: torch.Ten
 
     Alternating the two models in each round keeps both under the same machine load.
     """
+    check_positive_int("rounds", rounds)
     d, p = [], []
     for _ in range(rounds):
         d.append(tokens_per_second(dense, input_ids, repeats=1).seconds)
@@ -148,9 +166,11 @@ def lm_eval(model: nn.Module, tokenizer, tasks: list[str], batch_size: int = 8, 
         import lm_eval as _lm_eval
         from lm_eval.models.huggingface import HFLM
     except ImportError as e:
-        raise ImportError("lm_eval() needs lm-evaluation-harness: pip install 'llmrank-graph[eval]'") from e
+        raise MissingDependencyError("lm_eval() needs lm-evaluation-harness: pip install 'llmrank-graph[eval]'") from e
+    if isinstance(tasks, str):
+        raise fail_type("tasks", "a list of lm-eval task names, not a single str (wrap it in a list)", tasks)
     if not tasks:
-        raise ValueError("`tasks` must name at least one lm-eval task, e.g. ['piqa', 'arc_easy']")
+        raise InvalidArgumentError("`tasks` must name at least one lm-eval task, e.g. ['piqa', 'arc_easy']")
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     out = _lm_eval.simple_evaluate(model=lm, tasks=list(tasks), num_fewshot=num_fewshot, limit=limit, **kwargs)
     return out["results"]

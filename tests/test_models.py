@@ -84,9 +84,9 @@ def test_unsupported_architecture_with_weights(tmp_path):
         load_model(tmp_path)
 
 
-def test_pruned_directory_is_dispatched_to_pruning(tmp_path, monkeypatch):
-    import sys
-    import types
+def test_pruned_directory_is_dispatched_to_load_pruned(tmp_path, monkeypatch):
+    # The loader rebuilds pruned models itself (models.load_pruned): it never imports the pruner.
+    import llmrank_graph.models as models
 
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "llmrank_graph": {}}))
     calls = []
@@ -96,12 +96,7 @@ def test_pruned_directory_is_dispatched_to_pruning(tmp_path, monkeypatch):
         calls.append((path, dtype, device))
         return fake_model, None
 
-    fake = types.ModuleType("llmrank_graph.pruning")
-    fake.load_pruned = load_pruned
-    monkeypatch.setitem(sys.modules, "llmrank_graph.pruning", fake)
-    import llmrank_graph
-
-    monkeypatch.setattr(llmrank_graph, "pruning", fake, raising=False)
+    monkeypatch.setattr(models, "load_pruned", load_pruned)
     model, tokenizer = load_model(tmp_path, dtype=torch.float16)
     assert model is fake_model and not model.training and tokenizer is None
     assert calls == [(tmp_path, torch.float16, None)]
