@@ -1,0 +1,103 @@
+"""``llmrank-graph prune``: score, prune, evaluate and save a model (the main job)."""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+from ..evaluation import perplexity
+from ..graph import MODES
+from ..masks import ALLOCATIONS
+from ..pruning import HOWS, prune_model
+from ..scoring import scorers
+from ._common import _add_calibration, _add_model, _calibrate, _check_out, _default, _load
+
+
+def add_parser(sub) -> None:
+    """Add this command to the ``llmrank-graph`` subparsers."""
+    p = sub.add_parser("prune", help="score, prune, evaluate and save a model (the main job)")
+    _add_model(p)
+    names = scorers()
+    p.add_argument("--method", default=_default(prune_model, "method"), choices=names, metavar="NAME",
+                   help=f"scorer, one of {', '.join(names)} (default: %(default)s)")
+    p.add_argument("--amount", type=float, default=_default(prune_model, "amount"),
+                   help="fraction of intermediate neurons to remove (default %(default)s)")
+    p.add_argument("--allocation", default=_default(prune_model, "allocation"), choices=ALLOCATIONS,
+                   help="(default: %(default)s)")
+    p.add_argument("--how", default=_default(prune_model, "how"), choices=HOWS, help="(default: %(default)s)")
+    p.add_argument("--mode", default=_default(prune_model, "mode"), choices=MODES, help="(default: %(default)s)")
+    p.add_argument("--prune-hidden", action="store_true", help="reference paper mode: also zero down_proj rows (needs --how zero)")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="scorer parameter, repeatable")
+    p.add_argument("--out", default="pruned-model", metavar="DIR", help="where to save the pruned model (default ./pruned-model)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--eval-texts", default=None, metavar="SOURCE", help="evaluation text (default: held-out Wikipedia articles)")
+    p.add_argument("--eval-samples", type=int, default=_default(perplexity, "n_samples"),
+                   help="evaluation windows of --seq-len tokens (default %(default)s)")
+    _add_calibration(p)
+    p.set_defaults(func=run)
+
+
+def _fmt_int(n: int) -> str:
+    return f"{n / 1e6:.2f}M"
+
+
+def run(args) -> int:
+
+    from ..data import load_texts, token_blocks
+    from ..evaluation import compare_throughput, count_parameters
+    from ..pruning import save_pruned
+
+    out = Path(args.out)
+    _check_out(out, args.overwrite)
+    times = {}
+    model, tok, times["load"] = _load(args)
+    if tok is None:
+        raise SystemExit("error: the model has no tokenizer; llmrank-graph prune needs one to read text")
+    t = time.perf_counter()
+    stats = _calibrate(args, model, tok)
+    times["calibrate"] = time.perf_counter() - t
+    dense = copy.deepcopy(model)
+    params = dict(kv.split("=", 1) for kv in args.param)
+    params = {k: _literal(v) for k, v in params.items()}
+    t = time.perf_counter()
+    res = prune_model(model, stats, method=args.method, amount=args.amount, allocation=args.allocation,
+                      how=args.how, mode=args.mode, prune_hidden=args.prune_hidden, **params)
+    times["score + prune"] = time.perf_counter() - t
+    pruned = res.model
+    t = time.perf_counter()
+    eval_ids = token_blocks(tok, load_texts(args.eval_texts, split="evaluation"), args.eval_samples, args.seq_len)
+    ppl_dense = perplexity(dense, input_ids=eval_ids, batch_size=args.batch_size, progress=True)
+    ppl_pruned = perplexity(pruned, input_ids=eval_ids, batch_size=args.batch_size, progress=True)
+    times["perplexity (both)"] = time.perf_counter() - t
+    t = time.perf_counter()
+    tp = compare_throughput(dense, pruned, eval_ids[:1], rounds=3)  # one window, both models alternately
+    times["tokens/s (both)"] = time.perf_counter() - t
+    t = time.perf_counter()
+    save_pruned(pruned, tok, out, overwrite=args.overwrite)
+    res.masks.save(out / "llmrank_graph" / "neuron_mask.safetensors")  # beside, not among, the weights
+    times["save"] = time.perf_counter() - t
+    cd, cp = count_parameters(dense), count_parameters(pruned)
+    rows = [
+        ("MLP parameters", _fmt_int(cd["mlp"]), _fmt_int(cp["mlp"]), f"{cp['mlp'] / cd['mlp']:.3f}"),
+        ("total parameters", _fmt_int(cd["total"]), _fmt_int(cp["total"]), f"{cp['total'] / cd['total']:.3f}"),
+        ("perplexity", f"{ppl_dense:.2f}", f"{ppl_pruned:.2f}", f"{ppl_pruned / ppl_dense:.3f}"),
+        ("tokens/s", f"{tp['dense_tokens_per_s']:.0f}", f"{tp['pruned_tokens_per_s']:.0f}", f"{tp['speedup']:.3f}"),
+    ]
+    print(f"\nmethod={args.method} amount={args.amount} allocation={args.allocation} how={args.how} "
+          f"(pruned {res.masks.n_pruned()} of {res.masks.n_total()} intermediate neurons)")
+    print(f"{'':18}{'dense':>12}{'pruned':>12}{'ratio':>9}")
+    for r in rows:
+        print(f"{r[0]:18}{r[1]:>12}{r[2]:>12}{r[3]:>9}")
+    print("\nstage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()))
+    print(f"saved the pruned model to {out}/ (load it with llmrank_graph.load_model({str(out)!r}))")
+    return 0
+
+
+def _literal(v: str):
+    for conv in (int, float):
+        try:
+            return conv(v)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(v.lower(), v)
