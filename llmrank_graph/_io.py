@@ -335,17 +335,20 @@ def _resolve_renameat2() -> Callable[[bytes, bytes, int], int] | None:
                                            ctypes.c_long(_AT_FDCWD), ctypes.c_char_p(dst), ctypes.c_long(flags))
 
 
+def _renameat2_available() -> bool:
+    """Whether this system has renameat2 (a filesystem may still refuse a flag)."""
+    global _renameat2_impl, _renameat2_resolved
+    if not _renameat2_resolved:
+        _renameat2_impl, _renameat2_resolved = _resolve_renameat2(), True
+    return _renameat2_impl is not None
+
+
 def _renameat2(src: Path, dst: Path, flags: int) -> bool:
     """``renameat2(src, dst, flags)``: True when done, False when not available here.
 
     Raises the OSError of a real failure (FileExistsError, FileNotFoundError, ...).
     """
-    global _renameat2_impl, _renameat2_resolved
-    if not _use_renameat2:
-        return False
-    if not _renameat2_resolved:
-        _renameat2_impl, _renameat2_resolved = _resolve_renameat2(), True
-    if _renameat2_impl is None:
+    if not _use_renameat2 or not _renameat2_available():
         return False
     if _renameat2_impl(os.fsencode(src), os.fsencode(dst), flags) == 0:
         return True
