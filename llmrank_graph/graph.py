@@ -17,13 +17,10 @@ is built only when someone asks for it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import shutil
-import tempfile
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -33,6 +30,7 @@ import pandas as pd
 import torch
 
 from ._checks import check_bool, check_choice, check_keep, check_residual, fail_type
+from ._io import atomic_directory
 from ._optional import require_cudf
 from ._version import __version__
 from .architectures import MLPModules, mlp_layers
@@ -57,29 +55,6 @@ _FORMAT = "llmrank_graph.MLPGraph"
 
 class GraphFormatError(FileFormatError):
     """A graph directory is damaged, partial, or not an llmrank_graph graph."""
-
-
-@contextlib.contextmanager
-def atomic_directory(path, overwrite: bool = False):
-    """Yield a temporary sibling of ``path``; rename it into place on success, remove it on failure."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"`path` {str(path)!r} exists; pass overwrite=True to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        yield tmp
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 @dataclass(frozen=True)
@@ -354,23 +329,45 @@ class MLPGraph:
             )
 
     # ------------------------------------------------------------------ parquet
-    def to_parquet(self, path: str | os.PathLike, overwrite: bool = False, progress: bool = False) -> Path:
+    def to_parquet(self, path: str | os.PathLike, overwrite: bool = False, progress: bool = False,
+                   force: bool = False) -> Path:
         """Write ``nodes.parquet``, ``edges.parquet`` and ``meta.json`` to a directory, atomically.
 
         Edges are written block by block (one row group per block, with its ``layer``), so
         memory stays about one block. The files are written to a temporary sibling directory
-        that is renamed into place at the end: an interrupted write leaves nothing behind.
+        that is renamed into place at the end (:func:`llmrank_graph._io.atomic_directory`): an
+        interrupted write leaves nothing behind, and a concurrent writer never replaces it.
+
+        Parameters
+        ----------
+        path : str or path-like
+        overwrite : bool
+            Replace an existing graph directory. A file is never replaced.
+        progress : bool
+            Show a progress bar over the blocks.
+        force : bool
+            With ``overwrite``, also replace a directory that this library did not write.
 
         Raises
         ------
         FileExistsError
-            ``path`` exists and ``overwrite`` is False.
+            ``path`` exists and ``overwrite`` is False, or it is a file.
+        ValueError
+            ``overwrite`` would replace a directory that is not a graph, without ``force``.
         """
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         check_bool("overwrite", overwrite)
-        with atomic_directory(path, overwrite=overwrite) as tmp:
+        check_bool("force", force)
+
+        def only_graphs(existing: Path) -> None:
+            if not force and _read_format(existing) != _FORMAT:
+                raise InvalidArgumentError(f"`path` {str(existing)!r} exists and is not a graph written by "
+                                           "llmrank_graph (no meta.json saying so); refusing to replace it "
+                                           "without force=True")
+
+        with atomic_directory(path, overwrite=overwrite, arg="path", check_existing=only_graphs) as tmp:
             nodes = self.nodes.assign(kind=self.nodes["kind"].astype(str))
             pq.write_table(pa.Table.from_pandas(nodes, preserve_index=False), tmp / "nodes.parquet")
             schema = pa.schema([("src", pa.int64()), ("dst", pa.int64()), ("weight", pa.float32()),
@@ -388,6 +385,15 @@ class MLPGraph:
                         files={f: (tmp / f).stat().st_size for f in ("nodes.parquet", "edges.parquet")})
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         return Path(path)
+
+
+def _read_format(directory: Path) -> str | None:
+    """The ``format`` recorded in a directory's meta.json, None when there is none."""
+    try:
+        meta = json.loads((directory / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return meta.get("format") if isinstance(meta, dict) else None
 
 
 def _progress(items, progress: bool, desc: str):

@@ -27,7 +27,7 @@ import torch
 from .architectures import get_architecture
 from ._checks import check_choice, check_residual
 from .blocks import Block, DiagonalBlock, WeightBlock
-from .errors import FileFormatError, InvalidArgumentError
+from .errors import FileFormatError
 from .graph import GATES, MODES, MLPGraph, _partitions
 
 logger = logging.getLogger(__name__)

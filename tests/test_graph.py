@@ -273,3 +273,19 @@ def test_activation_share_weighting():
         np.testing.assert_allclose(got.sum(0), a.numpy(), rtol=1e-5)
     with pytest.raises(ValueError, match="activation_share.*stats"):
         lg.export_graph(model, weighting="activation_share")
+
+
+def test_overwrite_replaces_only_graph_directories(tmp_path):
+    g = lg.export_graph(tiny_llama())
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError, match="not a directory"):
+        g.to_parquet(tmp_path / "file", overwrite=True)
+    assert (tmp_path / "file").read_text() == "x"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not a graph written by llmrank_graph"):
+        g.to_parquet(other, overwrite=True)
+    assert (other / "keep.txt").read_text() == "mine"
+    g.to_parquet(other, overwrite=True, force=True)
+    assert lg.read_graph(other).n_edges == g.n_edges

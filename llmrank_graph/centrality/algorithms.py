@@ -27,7 +27,7 @@ import logging
 
 import numpy as np
 
-from .._checks import check_bool, check_choice, check_float, check_positive_int, fail
+from .._checks import check_bool, check_choice, check_float, check_positive_int
 from ._result import CentralityResult
 from .backends import registered, run
 from .pagerank_alg import DIRECTIONS, node_vector as _node_vector

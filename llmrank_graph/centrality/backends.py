@@ -17,7 +17,7 @@ import inspect
 import logging
 
 from .._checks import fail, fail_type
-from .._optional import (GPU_EXTRA, BackendUnavailableError, cuda_available, cuda_free_memory, cupy_available,
+from .._optional import (GPU_EXTRA, BackendUnavailableError, cuda_available, cupy_available,
                          has_module, require_cudf)
 from ..errors import InvalidArgumentError, LLMRankGraphError
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 
 from ._kernels import eigenvector_power, hits_power, katz_power, pagerank_power
 from .._optional import GPU_EXTRA, cupy_available
