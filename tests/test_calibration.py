@@ -112,3 +112,27 @@ def test_bad_arguments():
         lg.calibrate(model, texts=["a"], input_ids=_ids())
     with pytest.raises(ValueError, match="`tokenizer` is required"):
         lg.calibrate(model)
+
+
+def test_token_ids_outside_the_vocabulary_and_empty_batches():
+    model = tiny_llama()  # vocabulary of 64
+    with pytest.raises(ValueError, match=r"batch 0 has token ids from 0 to 64, outside the model's vocabulary \[0, 64\)"):
+        lg.calibrate(model, input_ids=torch.tensor([[0, 64]]))
+    with pytest.raises(ValueError, match="from -1 to"):
+        lg.calibrate(model, input_ids=torch.tensor([[-1, 3]]))
+    with pytest.raises(ValueError, match=r"batch 0 is empty \(shape \(2, 0\)\)"):
+        lg.calibrate(model, input_ids=[torch.zeros(2, 0, dtype=torch.long)])
+
+
+def test_damaged_stats_file_names_the_file(tmp_path):
+    from llmrank_graph.errors import FileFormatError, OutputExistsError
+
+    stats = lg.calibrate(tiny_llama(), input_ids=_ids())
+    path = stats.save(tmp_path / "stats.safetensors")
+    with pytest.raises(OutputExistsError, match="already exists; pass overwrite=True"):
+        stats.save(path)
+    stats.save(path, overwrite=True)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(FileFormatError, match="stats.safetensors' is not a readable ActivationStats file"):
+        lg.ActivationStats.load(path)

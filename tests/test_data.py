@@ -167,3 +167,26 @@ def test_token_blocks_rejects_bad_texts(word_tokenizer):
     # a single str is the wrong type (a TypeError under the one rule)
     with pytest.raises(TypeError, match="`texts`"):
         token_blocks(word_tokenizer, "a single string", n_samples=1, seq_len=1)
+
+
+def test_other_local_files_are_refused_not_sent_to_the_hub(tmp_path, monkeypatch):
+    import llmrank_graph.data as data
+
+    def no_hub(source):  # pragma: no cover - reached only on failure
+        raise AssertionError(f"{source!r} was sent to the datasets loader")
+
+    monkeypatch.setattr(data, "_read_dataset", no_hub)
+    path = tmp_path / "corpus.md"
+    path.write_text("# some text")
+    with pytest.raises(ValueError, match=r"corpus.md' has an unsupported format \(.md\); supported: .txt, .jsonl"):
+        load_texts(path)
+
+
+@pytest.mark.parametrize("name", ["latin1.txt", "latin1.jsonl"])
+def test_non_utf8_text_names_the_file(tmp_path, name):
+    from llmrank_graph.errors import FileFormatError
+
+    path = tmp_path / name
+    path.write_bytes('{"text": "caf\u00e9"}\n'.encode("latin-1"))
+    with pytest.raises(FileFormatError, match=rf"{name}' is not UTF-8 text \(invalid byte at offset 13\)"):
+        load_texts(path)

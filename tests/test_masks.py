@@ -324,3 +324,22 @@ def test_non_finite_scores_name_the_layer(bad):
     scores = NeuronScores({0: torch.rand(6)}, {0: s}, "wpr", {})
     with pytest.raises(ValueError, match=r"`scores.hidden\[0\]` contains NaN or inf \(layer 0\)"):
         allocate(scores, 0.3, rounding="reference")
+
+
+def test_damaged_or_hostile_mask_file_names_the_file(tmp_path):
+    from safetensors.torch import save_file
+
+    from llmrank_graph.errors import FileFormatError, OutputExistsError
+
+    path = NeuronMask({0: torch.tensor([True, False])}).save(tmp_path / "mask.safetensors")
+    with pytest.raises(OutputExistsError, match="already exists; pass overwrite=True"):
+        NeuronMask({0: torch.tensor([True, True])}).save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(FileFormatError, match="mask.safetensors' is not a readable NeuronMask file"):
+        NeuronMask.load(path)
+    # a well-formed file whose mask keeps no neuron of a layer
+    save_file({"intermediate.0": torch.zeros(3, dtype=torch.bool)}, str(path),
+              metadata={"format": "llmrank_graph.NeuronMask"})
+    with pytest.raises(FileFormatError, match="mask.safetensors' holds an invalid NeuronMask: .*keeps no neuron"):
+        NeuronMask.load(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -446,3 +447,50 @@ def test_prune_model_errors_leave_model_untouched(monkeypatch):
     with pytest.raises(ValueError, match=r"NaN or inf in model\.layers\.1\.mlp\.down_proj\.weight"):
         prune_model(model, None, "pagerank")
     assert intermediate_sizes(model) == [24, 24, 24]
+
+
+@pytest.mark.slow  # a fresh interpreter importing transformers: ~7 s; test_io covers the mechanism fast
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+def test_sigterm_during_a_real_save_leaves_nothing(tmp_path):
+    # A scheduler's SIGTERM in the middle of save_pruned of a small model: the temporary
+    # directory is removed, as after Ctrl-C, and the process exits with 128 + 15.
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    code = textwrap.dedent("""
+        import sys, time
+        from pathlib import Path
+        import torch
+        from transformers import LlamaConfig, LlamaForCausalLM
+        from llmrank_graph.pruning import save_pruned
+
+        out, ready = Path(sys.argv[1]), Path(sys.argv[2])
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
+                                             num_attention_heads=2, num_key_value_heads=2))
+        real = type(model).save_pretrained
+
+        def slow_save(self, directory, *args, **kwargs):
+            real(self, directory, *args, **kwargs)
+            ready.write_text(str(directory))
+            time.sleep(120)
+
+        type(model).save_pretrained = slow_save
+        save_pruned(model, None, out)
+    """)
+    out_dir, ready = tmp_path / "outputs", tmp_path / "ready"
+    out_dir.mkdir()
+    proc = subprocess.Popen([sys.executable, "-c", code, str(out_dir / "model"), str(ready)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not ready.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the save never started"
+        time.sleep(0.02)
+    assert any(Path(ready.read_text()).glob("*.safetensors"))  # weights were being written
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert list(out_dir.iterdir()) == []
