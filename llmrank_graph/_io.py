@@ -524,9 +524,10 @@ def atomic_file(path: str | os.PathLike, *, overwrite: bool = False, arg: str = 
     target = check_output_path(path, kind="file", overwrite=overwrite, arg=arg)
     target.parent.mkdir(parents=True, exist_ok=True)
     _sweep_stale(target)
+    tmp = None
     with _sigterm_raises():
-        tmp = _new_sibling(target, "tmp", directory=False)
         try:
+            tmp = _new_sibling(target, "tmp", directory=False)
             yield tmp
             _fsync(tmp)
             with _signals_held():
@@ -540,7 +541,7 @@ def atomic_file(path: str | os.PathLike, *, overwrite: bool = False, arg: str = 
                         raise _appeared(target, arg) from None
             _fsync(target.parent, directory=True)
         finally:
-            if os.path.lexists(tmp):
+            if tmp is not None and os.path.lexists(tmp):
                 _remove(tmp)
 
 
@@ -593,9 +594,10 @@ def atomic_directory(path: str | os.PathLike, *, overwrite: bool = False, arg: s
     target.parent.mkdir(parents=True, exist_ok=True)
     _sweep_stale(target)
     _check_existing(target, "directory", overwrite, arg)  # a swept writer's output may be back
+    tmp = None
     with _sigterm_raises():
-        tmp = _new_sibling(target, "tmp", directory=True)
         try:
+            tmp = _new_sibling(target, "tmp", directory=True)
             yield tmp
             _fsync_tree(tmp)
             with _signals_held():
@@ -604,7 +606,7 @@ def atomic_directory(path: str | os.PathLike, *, overwrite: bool = False, arg: s
         finally:
             # After an exchange `tmp` holds the previous directory; otherwise the unfinished one.
             with _signals_held():
-                if os.path.lexists(tmp):
+                if tmp is not None and os.path.lexists(tmp):
                     _remove(tmp)
 
 

@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sized
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -337,7 +337,7 @@ def calibrate(
         source = "input_ids"
     device = next(model.parameters()).device
     vocab = _vocab_size(model)
-    total = len(batches) if hasattr(batches, "__len__") else None
+    total = len(batches) if isinstance(batches, Sized) else None
     if progress:
         from tqdm.auto import tqdm
 
