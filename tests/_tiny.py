@@ -1,17 +1,23 @@
-"""Tiny random models shared by the graph and centrality tests (no downloads)."""
+"""The one factory of tiny random Hugging Face models used by the tests (no downloads).
+
+The conftest fixtures ``tiny_llama`` and ``tiny_gpt2`` call these with their own sizes; tests
+that need other sizes or seeds call them directly.
+"""
 
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 
-def tiny_llama(seed=0, layers=3, d=8, m=12, vocab=64):
+def tiny_llama(seed=0, layers=3, d=8, m=12, vocab=64, **config):
+    """A random LlamaForCausalLM in eval mode (2 heads; extra ``config`` keys go to LlamaConfig)."""
     torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=vocab, hidden_size=d, intermediate_size=m, num_hidden_layers=layers,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64)
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64, **config)
     return LlamaForCausalLM(cfg).eval()
 
 
-def tiny_gpt2(seed=0, layers=2, d=8, vocab=64):
+def tiny_gpt2(seed=0, layers=2, d=8, vocab=64, **config):
+    """A random GPT2LMHeadModel in eval mode (2 heads; extra ``config`` keys go to GPT2Config)."""
     torch.manual_seed(seed)
-    cfg = GPT2Config(vocab_size=vocab, n_embd=d, n_layer=layers, n_head=2, n_positions=64)
+    cfg = GPT2Config(vocab_size=vocab, n_embd=d, n_layer=layers, n_head=2, n_positions=64, **config)
     return GPT2LMHeadModel(cfg).eval()

@@ -38,24 +38,17 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def tiny_llama():
     """A random 3-layer LlamaForCausalLM (d=16, m=24, vocab 128) in eval mode."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from _tiny import tiny_llama as make
 
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=128, hidden_size=16, intermediate_size=24, num_hidden_layers=3,
-        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
-    )
-    return LlamaForCausalLM(config).eval()
+    return make(seed=0, layers=3, d=16, m=24, vocab=128)
 
 
 @pytest.fixture
 def tiny_gpt2():
     """A random 2-layer GPT2LMHeadModel (d=16, vocab 128) in eval mode."""
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from _tiny import tiny_gpt2 as make
 
-    torch.manual_seed(0)
-    config = GPT2Config(vocab_size=128, n_embd=16, n_layer=2, n_head=2, n_positions=64)
-    return GPT2LMHeadModel(config).eval()
+    return make(seed=0, layers=2, d=16, vocab=128)
 
 
 @pytest.fixture(scope="session")

@@ -19,24 +19,16 @@ from llmrank_graph.pruning import (
 )
 from llmrank_graph.scoring import NeuronScores
 
+from _tiny import tiny_gpt2, tiny_llama
+
 
 # ----------------------------------------------------------------------------- fixtures
 def _llama(mlp_bias=False):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=24, num_hidden_layers=3,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
-                         mlp_bias=mlp_bias)
-    return LlamaForCausalLM(config).eval()
+    return tiny_llama(seed=0, layers=3, d=16, m=24, vocab=64, mlp_bias=mlp_bias)
 
 
 def _gpt2():
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    torch.manual_seed(0)
-    return GPT2LMHeadModel(GPT2Config(vocab_size=64, n_embd=16, n_layer=2, n_head=2, n_positions=64,
-                                      n_inner=20)).eval()
+    return tiny_gpt2(seed=0, layers=2, d=16, vocab=64, n_inner=20)
 
 
 def _opt():
