@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 import time
 from pathlib import Path
 
+from .._io import atomic_file
 from ..centrality import DIRECTIONS, backend_names
 from ..scoring import (ACTIVATION_PERSONALIZATIONS, PAGERANK_CENTRALITY, PAGERANK_EXPORT, PAGERANK_WITHOUT_STATS,
                        PERSONALIZATIONS, PageRankScorer)
@@ -44,24 +42,16 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _write_table(df, out: Path) -> None:
+def _write_table(df, out: Path, overwrite: bool) -> None:
     suffix = out.suffix.lower()
     if suffix not in (".parquet", ".csv"):
         raise SystemExit(f"error: --out must end in .parquet or .csv; got {out.name!r}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        df = df.assign(kind=df["kind"].astype(str))
+    df = df.assign(kind=df["kind"].astype(str))
+    with atomic_file(out, overwrite=overwrite, arg="--out") as tmp:
         if suffix == ".csv":
             df.to_csv(tmp, index=False)
         else:
             df.to_parquet(tmp, index=False)
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def run(args) -> int:
@@ -112,7 +102,7 @@ def run(args) -> int:
     res = pagerank(graph, alpha=args.alpha, personalization=personalization, direction=args.direction,
                    backend=args.backend, tol=args.tol, max_iter=args.max_iter)
     dt = time.perf_counter() - t
-    _write_table(res.to_frame(graph), out)
+    _write_table(res.to_frame(graph), out, args.overwrite)
     inter = graph.nodes.kind.to_numpy() == "intermediate"
     print(f"{graph!r}\npagerank: backend={res.backend} iterations={res.iterations} converged={res.converged} "
           f"time={dt:.3f} s; intermediate nodes hold {res.scores[inter].sum():.3f} of the mass\nwrote {out}")
