@@ -257,6 +257,21 @@ def _slice_in(module: nn.Module, idx: torch.Tensor, conv1d: bool) -> None:
         module.in_features = len(idx)
 
 
+def check_finite_weights(layers: list[MLPModules], arg: str = "model") -> None:
+    """Raise InvalidArgumentError naming the first MLP weight or bias that holds NaN or inf.
+
+    The one finite-weight check: export, scoring and pruning all call it before any work.
+    """
+    for m in layers:
+        for name, mod in m.named_modules().items():
+            which = next(k for k in ("gate", "up", "down") if getattr(m, k) is mod)
+            for pname in ("weight", "bias"):
+                p = getattr(mod, pname, None)
+                if p is not None and not torch.isfinite(p).all():
+                    raise InvalidArgumentError(f"`{arg}` has NaN or inf in {name}.{pname} (the {which} {pname} of "
+                                               f"layer {m.layer}); use a model with finite weights")
+
+
 def mlp_layers(model: nn.Module) -> list[MLPModules]:
     """One :class:`MLPModules` per decoder layer of ``model``, in order."""
     spec = get_architecture(model)

@@ -33,7 +33,7 @@ from ._checks import check_bool, check_choice, check_keep, check_residual, fail_
 from ._io import atomic_directory
 from ._optional import require_cudf
 from ._version import __version__
-from .architectures import MLPModules, mlp_layers
+from .architectures import MLPModules, check_finite_weights, mlp_layers
 from .blocks import Block, DiagonalBlock, Partition, SparseBlock, WeightBlock
 from .errors import FileFormatError, InvalidArgumentError
 
@@ -519,10 +519,7 @@ def export_graph(model, stats=None, mode: str | None = None, gate: str | None = 
     L = len(layers)
     d = layers[0].hidden_size
     sizes = [m.intermediate_size for m in layers]
-    for m in layers:
-        for which in (["gate"] if m.gate is not None else []) + ["up", "down"]:
-            if not torch.isfinite(m.weight(which)).all():
-                raise InvalidArgumentError(f"`model` has NaN or inf in the {which} weight of layer {m.layer}")
+    check_finite_weights(layers)
     parts = _partitions(L, d, sizes, opts.mode)
     per_layer = 3 if opts.mode == "isolated" else 2
     act = np.full(parts[-1].stop, np.nan)

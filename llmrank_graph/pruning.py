@@ -30,7 +30,7 @@ from torch import nn
 
 from ._checks import check_bool, check_choice, fail_type
 from ._io import atomic_directory
-from .architectures import MLPModules, get_architecture, intermediate_sizes, mlp_layers
+from .architectures import MLPModules, check_finite_weights, get_architecture, intermediate_sizes, mlp_layers
 from .calibration import ActivationStats
 from .errors import InvalidArgumentError
 from .masks import ALLOCATIONS, NeuronMask, allocate, check_amount
@@ -154,12 +154,7 @@ class PruneResult:
 
 
 def _check_finite_weights(model: nn.Module) -> None:
-    for mlp in mlp_layers(model):
-        for name, mod in mlp.named_modules().items():
-            for pname in ("weight", "bias"):
-                p = getattr(mod, pname, None)
-                if p is not None and not torch.isfinite(p).all():
-                    raise InvalidArgumentError(f"`model` has NaN or inf in {name}.{pname}; prune a model with finite weights")
+    check_finite_weights(mlp_layers(model))
 
 
 def prune_model(model: nn.Module, stats, method: str = "pagerank", amount: float = 0.3, allocation: str = "local",

@@ -36,7 +36,7 @@ import torch
 
 from . import centrality as _centrality
 from ._checks import check_bool, check_choice, check_unit, fail, fail_type
-from .architectures import MLPModules, mlp_layers
+from .architectures import MLPModules, check_finite_weights, mlp_layers
 from .calibration import ActivationStats
 from .centrality import DIRECTIONS, TELEPORTS, CentralityResult, backend_names
 from .errors import InvalidArgumentError, InvalidArgumentTypeError
@@ -394,10 +394,7 @@ class Scorer:
 
 
 def _check_finite_weights(mlps: list[MLPModules]) -> None:
-    for m in mlps:
-        for which in (["gate"] if m.gate is not None else []) + ["up", "down"]:
-            if not torch.isfinite(m.weight(which)).all():
-                raise InvalidArgumentError(f"`model` has NaN or inf in the {which} weight of layer {m.layer}")
+    check_finite_weights(mlps)
 
 
 def _check_finite_stats(stats: ActivationStats, mlps: list[MLPModules]) -> None:

@@ -500,7 +500,7 @@ def test_nan_in_weights(stats, method):
     mdl = _tiny_llama()
     with torch.no_grad():
         mlp_layers(mdl)[1].down.weight[0, 0] = float("inf")
-    with pytest.raises(ValueError, match="NaN or inf in the down weight of layer 1"):
+    with pytest.raises(ValueError, match=r"NaN or inf in model\.layers\.1\.mlp\.down_proj\.weight \(the down weight of layer 1\)"):
         score_neurons(mdl, st, method)
 
 
