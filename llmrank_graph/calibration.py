@@ -1,9 +1,24 @@
 """Activation statistics of every MLP Linear module, from one calibration pass.
 
 For each module (keyed by its qualified name) :class:`ActivationStats` keeps the sum of
-squares of each input and output feature over all calibration tokens, plus the sum of the
-per-batch L2 norms (what the LLM-Rank reference code averages). Hooks live in a context
-manager and are removed even when the forward pass fails.
+squares of each input and output feature over all calibration tokens, the sum of the
+per-batch L2 norms (what the LLM-Rank reference code averages) and the sum of each input
+feature. With ``second_moments=True``, :func:`calibrate` also keeps, for every down
+projection, the Gram matrix ``sum_t h_t h_t^T`` of its input (the intermediate activation),
+which compensation after pruning needs (:mod:`llmrank_graph.compensation`). Hooks live in a
+context manager and are removed even when the forward pass fails.
+
+Calibration stops after the last decoder layer's MLP: the final norm and the LM head (a fifth
+of SmolLM2-135M's compute) are never run, since no statistic needs them.
+
+Cost of the second moments
+--------------------------
+One m x m float64 matrix per layer: ``8 m^2`` bytes. SmolLM2-135M (30 layers, m = 1536):
+30 x 18.9 MB = 566 MB. A 7B Llama (32 layers, m = 11008): 32 x 969 MB = 31 GB in memory and
+on disk; accumulating them costs ``2 m^2`` float64 flops per token and layer, about as much
+as the MLP's own forward pass in float32 (``6 d m``) for d = 4096. Use the sequential mode of
+:func:`llmrank_graph.prune_model`, which holds one layer's matrix at a time (969 MB for the
+7B model), where that does not fit.
 """
 
 from __future__ import annotations
@@ -42,6 +57,11 @@ class ModuleStats:
     input_batch_norm_sum, output_batch_norm_sum : torch.Tensor
         float64: sum over batches of each feature's L2 norm within the batch.
     n_batches, n_tokens : int
+    input_sum : torch.Tensor or None
+        float64, (in_features,): sum over tokens of x_i (None in stats built from norms alone).
+    input_gram : torch.Tensor or None
+        float64, (in_features, in_features): sum over tokens of x x^T. Only down projections
+        have it, and only when calibrated with ``second_moments=True``.
     """
 
     input_sumsq: torch.Tensor
@@ -50,6 +70,8 @@ class ModuleStats:
     output_batch_norm_sum: torch.Tensor
     n_batches: int = 0
     n_tokens: int = 0
+    input_sum: torch.Tensor | None = None
+    input_gram: torch.Tensor | None = None
 
     @property
     def input_norm(self) -> torch.Tensor:
@@ -70,6 +92,37 @@ class ModuleStats:
     def output_norm_batch_mean(self) -> torch.Tensor:
         """Per-batch L2 norm of each output feature, averaged over batches (reference code)."""
         return self.output_batch_norm_sum / max(self.n_batches, 1)
+
+    @property
+    def input_mean(self) -> torch.Tensor | None:
+        """Mean of each input feature over the calibration tokens, (in_features,), or None."""
+        return None if self.input_sum is None else self.input_sum / max(self.n_tokens, 1)
+
+    @property
+    def input_second_moment(self) -> torch.Tensor | None:
+        """``E[x x^T]`` over the calibration tokens, (in_features, in_features), or None."""
+        return None if self.input_gram is None else self.input_gram / max(self.n_tokens, 1)
+
+    @property
+    def input_variance(self) -> torch.Tensor | None:
+        """Variance of each input feature over the calibration tokens, (in_features,), or None."""
+        mean = self.input_mean
+        if mean is None:
+            return None
+        return (self.input_sumsq / max(self.n_tokens, 1) - mean * mean).clamp_min(0)
+
+    def add(self, other: "ModuleStats") -> None:
+        """Accumulate ``other`` (statistics of more tokens of the same module) into this one, in place."""
+        self.input_sumsq += other.input_sumsq
+        self.output_sumsq += other.output_sumsq
+        self.input_batch_norm_sum += other.input_batch_norm_sum
+        self.output_batch_norm_sum += other.output_batch_norm_sum
+        self.n_batches += other.n_batches
+        self.n_tokens += other.n_tokens
+        if self.input_sum is not None and other.input_sum is not None:
+            self.input_sum += other.input_sum
+        if self.input_gram is not None and other.input_gram is not None:
+            self.input_gram += other.input_gram
 
 
 class ActivationStats(Mapping):
@@ -110,6 +163,16 @@ class ActivationStats(Mapping):
     def input_norm(self, name: str) -> torch.Tensor:
         return self[name].input_norm
 
+    def has_second_moments(self, names=None) -> bool:
+        """Whether the modules ``names`` (default: every module that has any) carry a Gram matrix and a mean.
+
+        Stats calibrated with ``second_moments=True`` have them for every down projection.
+        """
+        if names is None:
+            return any(s.input_gram is not None for s in self._modules.values())
+        return all(n in self._modules and self._modules[n].input_gram is not None
+                   and self._modules[n].input_sum is not None for n in names)
+
     def output_norm(self, name: str) -> torch.Tensor:
         return self[name].output_norm
 
@@ -147,6 +210,12 @@ class ActivationStats(Mapping):
                     if not torch.isfinite(t).all():
                         raise InvalidArgumentError(f"`stats` for module {name!r} contain NaN or inf in the {what} "
                                                    "statistics")
+                if s.input_sum is not None and s.input_sum.shape != (in_f,):
+                    raise InvalidArgumentError(f"`stats` do not match the model: module {name!r} has {in_f} input "
+                                               f"features but an input sum of shape {tuple(s.input_sum.shape)}")
+                if s.input_gram is not None and s.input_gram.shape != (in_f, in_f):
+                    raise InvalidArgumentError(f"`stats` do not match the model: module {name!r} has {in_f} input "
+                                               f"features but a Gram matrix of shape {tuple(s.input_gram.shape)}")
 
     # Persistence: safetensors + JSON metadata, no pickle.
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
@@ -175,6 +244,10 @@ class ActivationStats(Mapping):
             tensors[f"{name}::output_sumsq"] = s.output_sumsq.contiguous()
             tensors[f"{name}::input_batch_norm_sum"] = s.input_batch_norm_sum.contiguous()
             tensors[f"{name}::output_batch_norm_sum"] = s.output_batch_norm_sum.contiguous()
+            if s.input_sum is not None:
+                tensors[f"{name}::input_sum"] = s.input_sum.contiguous()
+            if s.input_gram is not None:
+                tensors[f"{name}::input_gram"] = s.input_gram.contiguous()
             counts[name] = [s.n_batches, s.n_tokens]
         from ._version import __version__
 
@@ -207,12 +280,15 @@ class ActivationStats(Mapping):
                 if meta.get("format") != _FORMAT:
                     raise FileFormatError(f"`path` {str(path)!r} is not an llmrank_graph ActivationStats file")
                 counts = json.loads(meta["counts"])
+                keys = set(f.keys())
                 mods = {}
                 for name, (nb, nt) in counts.items():
+                    optional = {field: f.get_tensor(f"{name}::{field}") if f"{name}::{field}" in keys else None
+                                for field in ("input_sum", "input_gram")}
                     mods[name] = ModuleStats(
                         f.get_tensor(f"{name}::input_sumsq"), f.get_tensor(f"{name}::output_sumsq"),
                         f.get_tensor(f"{name}::input_batch_norm_sum"), f.get_tensor(f"{name}::output_batch_norm_sum"),
-                        n_batches=int(nb), n_tokens=int(nt),
+                        n_batches=int(nb), n_tokens=int(nt), **optional,
                     )
             return cls(mods, json.loads(meta.get("meta", "{}")))
         except FileFormatError:
@@ -223,40 +299,147 @@ class ActivationStats(Mapping):
                                   f"damaged?): {type(e).__name__}: {e}") from None
 
 
-class _Recorder:
-    """Accumulates statistics of one module from its forward hook."""
+#: Rows summed in the activations' own float32 before the float64 accumulation: a chunk's
+#: rounding error stays near 1e-7 relative, and the hooks avoid a float64 copy of every
+#: activation (which made calibration 1.3-1.45x a plain forward pass).
+_CHUNK = 256
+
+
+def _column_sums(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-column sum of squares and sum of a (tokens, features) tensor, both float64."""
+    if x.dtype not in (torch.float32, torch.float64):
+        x = x.float()
+    n, f = x.shape
+    full = n - n % _CHUNK
+    sq = torch.zeros(f, dtype=torch.float64, device=x.device)
+    lin = torch.zeros(f, dtype=torch.float64, device=x.device)
+    if full:
+        chunks = x[:full].reshape(-1, _CHUNK, f)  # (chunks, rows, f)
+        sq += torch.linalg.vecdot(chunks, chunks, dim=1).sum(0, dtype=torch.float64)  # no squared copy
+        lin += chunks.sum(1).sum(0, dtype=torch.float64)
+    if full < n:
+        rest = x[full:]
+        sq += rest.square().sum(0, dtype=torch.float64)
+        lin += rest.sum(0, dtype=torch.float64)
+    return sq, lin
+
+
+class _SharedInput:
+    """Column sums of the last input seen, reused by the next module fed the same tensor (gate and up)."""
 
     def __init__(self):
-        self.stats: ModuleStats | None = None
+        self.tensor: torch.Tensor | None = None
+        self.sums: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def sums_of(self, x: torch.Tensor, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.tensor is not x:
+            self.tensor, self.sums = x, _column_sums(flat)
+        return self.sums
+
+
+class _Recorder:
+    """Accumulates the statistics of one module from its forward hook.
+
+    Sums are kept on the activations' device while recording and moved to the CPU by
+    :meth:`result`. ``gram`` also accumulates ``x^T x`` of the input in float64.
+    """
+
+    def __init__(self, gram: bool = False, shared: _SharedInput | None = None):
+        self.gram = gram
+        self.shared = shared or _SharedInput()
+        self._acc: dict[str, torch.Tensor] | None = None
+        self.n_batches = 0
+        self.n_tokens = 0
 
     def __call__(self, module, inputs, output):
         x = inputs[0].detach()
         y = output.detach() if isinstance(output, torch.Tensor) else output[0].detach()
-        x = x.reshape(-1, x.shape[-1]).to(torch.float64)  # (tokens, in)
-        y = y.reshape(-1, y.shape[-1]).to(torch.float64)  # (tokens, out)
-        xs, ys = (x * x).sum(0).cpu(), (y * y).sum(0).cpu()
-        if self.stats is None:
-            self.stats = ModuleStats(xs, ys, xs.sqrt(), ys.sqrt(), 1, x.shape[0])
+        flat = x.reshape(-1, x.shape[-1])  # (tokens, in)
+        xs, xl = self.shared.sums_of(inputs[0], flat)  # the hook's own object: detach() makes a new one
+        ys, _ = _column_sums(y.reshape(-1, y.shape[-1]))  # (out,)
+        new = {"input_sumsq": xs, "output_sumsq": ys, "input_batch_norm_sum": xs.sqrt(),
+               "output_batch_norm_sum": ys.sqrt(), "input_sum": xl}
+        if self._acc is None:
+            self._acc = {k: v.clone() for k, v in new.items()}
+            if self.gram:
+                self._acc["input_gram"] = torch.zeros(flat.shape[1], flat.shape[1], dtype=torch.float64,
+                                                      device=flat.device)
         else:
-            s = self.stats
-            s.input_sumsq += xs
-            s.output_sumsq += ys
-            s.input_batch_norm_sum += xs.sqrt()
-            s.output_batch_norm_sum += ys.sqrt()
-            s.n_batches += 1
-            s.n_tokens += x.shape[0]
+            for k, v in new.items():
+                self._acc[k] += v
+        if self.gram:
+            h = flat.to(torch.float64)
+            self._acc["input_gram"].addmm_(h.T, h)  # (in, in)
+        self.n_batches += 1
+        self.n_tokens += flat.shape[0]
+
+    def result(self) -> ModuleStats | None:
+        """The statistics recorded so far, on the CPU (None before the first batch)."""
+        if self._acc is None:
+            return None
+        acc = {k: v.cpu() for k, v in self._acc.items()}
+        return ModuleStats(acc["input_sumsq"], acc["output_sumsq"], acc["input_batch_norm_sum"],
+                           acc["output_batch_norm_sum"], self.n_batches, self.n_tokens, acc["input_sum"],
+                           acc.get("input_gram"))
+
+    @property
+    def stats(self) -> ModuleStats | None:
+        """Alias of :meth:`result`."""
+        return self.result()
+
+
+class _StopForward(Exception):
+    """Raised by a hook to end a forward pass once the last statistic is recorded."""
+
+
+def _stop_after(module: nn.Module):
+    """A forward-hook handle on ``module`` that ends the forward pass (see :class:`_StopForward`)."""
+
+    def stop(mod, inputs, output):
+        raise _StopForward
+
+    return module.register_forward_hook(stop)
+
+
+def _hook_mlps(mlps, second_moments: bool) -> tuple[dict[str, _Recorder], list]:
+    """Recorders (and their hook handles) on every Linear of ``mlps``; Gram matrices on down projections."""
+    recorders: dict[str, _Recorder] = {}
+    handles = []
+    for mlp in mlps:
+        shared = _SharedInput()  # gate and up read the same normalised hidden states
+        for name, mod in mlp.named_modules().items():
+            gram = second_moments and name == mlp.down_name
+            rec = recorders[name] = _Recorder(gram, shared if name != mlp.down_name else None)
+            handles.append(mod.register_forward_hook(rec))
+    return recorders, handles
 
 
 @contextlib.contextmanager
-def record_activations(model: nn.Module) -> Iterator[dict[str, _Recorder]]:
-    """Context manager: forward hooks on every MLP Linear; removed on exit, even on error."""
-    recorders: dict[str, _Recorder] = {}
+def record_activations(model: nn.Module, *, second_moments: bool = False,
+                       layers: Iterable[int] | None = None) -> Iterator[dict[str, _Recorder]]:
+    """Context manager: forward hooks on every MLP Linear; removed on exit, even on error.
+
+    Parameters
+    ----------
+    model : transformers model of a registered architecture
+    second_moments : bool
+        Also accumulate the Gram matrix of every down projection's input.
+    layers : iterable of int, optional
+        Hook only these decoder layers (default: all).
+
+    Yields
+    ------
+    dict of str -> recorder
+        Module name -> recorder; ``recorder.result()`` gives its :class:`ModuleStats`.
+    """
+    check_bool("second_moments", second_moments)
+    mlps = mlp_layers(model)
+    if layers is not None:
+        wanted = set(layers)
+        mlps = [m for m in mlps if m.layer in wanted]
     handles = []
     try:
-        for mlp in mlp_layers(model):
-            for name, mod in mlp.named_modules().items():
-                rec = recorders[name] = _Recorder()
-                handles.append(mod.register_forward_hook(rec))
+        recorders, handles = _hook_mlps(mlps, second_moments)
         yield recorders
     finally:
         for h in handles:
@@ -277,8 +460,12 @@ def calibrate(
     seq_len: int = 512,
     batch_size: int = 4,
     progress: bool = False,
+    second_moments: bool = False,
 ) -> ActivationStats:
     """Run calibration text through ``model`` and collect MLP activation statistics.
+
+    Each forward pass stops after the last decoder layer's MLP: the final norm and the LM head
+    are not run.
 
     Parameters
     ----------
@@ -298,6 +485,10 @@ def calibrate(
         Blocks per forward pass.
     progress : bool
         Show a tqdm progress bar.
+    second_moments : bool
+        Also accumulate, in float64, the Gram matrix of every down projection's input (m x m
+        per layer; see the module docstring for the cost), which ``compensate='lstsq'`` and the
+        ``obs`` scorer need.
 
     Returns
     -------
@@ -314,6 +505,7 @@ def calibrate(
     for arg, v in (("n_samples", n_samples), ("seq_len", seq_len), ("batch_size", batch_size)):
         check_positive_int(arg, v)
     check_bool("progress", progress)
+    check_bool("second_moments", second_moments)
     if input_ids is not None and texts is not None:
         raise InvalidArgumentError("give either `texts` or `input_ids`, not both")
     if input_ids is None:
@@ -343,16 +535,24 @@ def calibrate(
 
         batches = tqdm(batches, total=total, desc="calibrating", unit="batch")
     n = 0
-    with torch.inference_mode(), record_activations(model) as recs:
-        for b in batches:
-            b = torch.as_tensor(b)
-            _check_batch(b, n, vocab)
-            model(input_ids=b.to(device), use_cache=False)
-            n += 1
+    last_down = mlp_layers(model)[-1].down
+    with torch.inference_mode(), record_activations(model, second_moments=second_moments) as recs:
+        stop = _stop_after(last_down)  # registered after the recorder: it records, then stops
+        try:
+            for b in batches:
+                b = torch.as_tensor(b)
+                _check_batch(b, n, vocab)
+                try:
+                    model(input_ids=b.to(device), use_cache=False)
+                except _StopForward:
+                    pass
+                n += 1
+        finally:
+            stop.remove()
     if n == 0:
         raise InvalidArgumentError("`input_ids` is empty: no calibration batch")
-    stats = ActivationStats({k: r.stats for k, r in recs.items()},
-                            meta={"source": source, "n_batches": n,
+    stats = ActivationStats({k: r.result() for k, r in recs.items()},
+                            meta={"source": source, "n_batches": n, "second_moments": second_moments,
                                   "model": getattr(getattr(model, "config", None), "_name_or_path", "")})
     for name, s in stats.items():
         for what, t in (("input", s.input_sumsq), ("output", s.output_sumsq)):
