@@ -1,0 +1,734 @@
+"""Fused products with ``|W|``: each weight read once, at its stored dtype.
+
+A weight block's matrix is ``M = combine(|W0|, |W1|) * col_scale[None, :]`` (shape (r, c)).
+The exact DAG sweep needs ``M @ v``, ``M.T @ v`` (``v`` float64 with k = 1 or 2 columns) and
+the row and column sums of ``M``. Copying ``|W|`` to float64 and calling a BLAS product
+reads and writes every weight several times; the kernels here read each weight once, apply
+the edge-weight rule in registers (well, in an L1-resident buffer of four rows) and
+accumulate in float64.
+
+The edge-weight rule, bit for bit the one every backend uses: each weight is converted to
+float32 (exact for bf16/fp16), its absolute value taken in float32; ``'sum'`` adds the two in
+float32, ``'max'`` takes their maximum in float32 (NaN propagates, as ``torch.maximum``);
+the result is multiplied by ``col_scale.to(float32)`` in float32. Only then is it widened to
+float64 and accumulated. Only the order of the float64 accumulation differs from a dense
+reference, so results agree to rounding.
+
+The kernels are numba ``@njit(nogil=True, cache=True)`` functions run on a few Python
+threads (the optional extra ``fast = ["numba>=0.59"]``). Everything they do not cover -- no numba, CUDA tensors, weights
+that are not fp32/bf16/fp16, ``v`` not float64, k > 2 -- runs a pure torch path with the same
+semantics, and the reason is logged at DEBUG level. ``use_kernel = False`` forces that path.
+
+This module imports nothing from the package except :mod:`llmrank_graph.errors`. Importing it
+imports numba when installed (about 0.3 s); the first call of each kernel in a fresh process
+loads it from numba's on-disk cache, or compiles it once per machine when there is none.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+from llmrank_graph.errors import InvalidArgumentError, InvalidArgumentTypeError
+
+__all__ = ["abs_matmul", "abs_sums", "fused_available", "unsupported", "use_kernel", "COMBINES"]
+
+logger = logging.getLogger(__name__)
+
+#: The gate combinations the rule knows.
+COMBINES = ("single", "sum", "max")
+_N_WEIGHTS = {"single": 1, "sum": 2, "max": 2}
+_COMBINE_CODE = {"single": 0, "sum": 1, "max": 2}
+
+#: Set to False to force the pure torch path (tests, debugging, comparing the two).
+use_kernel: bool = True
+
+#: Elements per row chunk of the torch fallback on the CPU: a float64 chunk (2 MiB) stays in
+#: cache; on CUDA a block is one chunk (launches cost more than memory there).
+_CHUNK_ELEMS = 1 << 18
+
+# Below this many elements a block runs on one thread: waking the pool costs more.
+_MIN_ELEMS_PER_THREAD = 1 << 16
+
+# The storage dtypes the kernels read, keyed by torch dtype: the numpy dtype the tensor is
+# viewed as. bf16 and fp16 travel as raw 16-bit patterns, told apart by their numpy type
+# (uint16: bf16, int16: fp16) so numba compiles one specialisation for each.
+_KERNEL_DTYPES = {torch.float32: np.float32, torch.bfloat16: np.uint16, torch.float16: np.int16}
+
+# Guards the lazy creation of the thread pool.
+_lock = threading.Lock()
+
+# Kernels that failed to compile or run here, with the reason (then the torch path is used).
+_broken: dict[str, str] = {}
+
+try:  # the optional extra
+    import numba as _nb
+except ImportError as e:  # pragma: no cover - depends on the environment
+    _nb = None
+    _NUMBA_MISSING = f"numba is not installed ({e}); install the 'fast' extra"
+else:
+    _NUMBA_MISSING = None
+
+
+# --------------------------------------------------------------------------------------------
+# Argument checks and the storage layout
+# --------------------------------------------------------------------------------------------
+
+def _check(weights: Sequence[torch.Tensor], combine: str, col_scale: torch.Tensor | None) -> list[torch.Tensor]:
+    """The weights as a list, after checking their number, shapes and dtypes against ``combine``."""
+    if isinstance(combine, str) is False:
+        raise InvalidArgumentTypeError(f"`combine` must be one of {', '.join(map(repr, COMBINES))}; got {combine!r}")
+    if combine not in _N_WEIGHTS:
+        raise InvalidArgumentError(f"`combine` must be one of {', '.join(map(repr, COMBINES))}; got {combine!r}")
+    if isinstance(weights, torch.Tensor) or not isinstance(weights, Sequence):
+        raise InvalidArgumentTypeError("`weights` must be a sequence of 2-D tensors (wrap a single one: [w]); "
+                                       f"got {type(weights).__name__}")
+    ws = list(weights)
+    if len(ws) != _N_WEIGHTS[combine]:
+        raise InvalidArgumentError(f"`weights` must hold {_N_WEIGHTS[combine]} tensor(s) for combine={combine!r}; "
+                                   f"got {len(ws)}")
+    for w in ws:
+        if not isinstance(w, torch.Tensor):
+            raise InvalidArgumentTypeError(f"`weights` must be a sequence of 2-D tensors; got a {type(w).__name__}")
+        if w.dim() != 2:
+            raise InvalidArgumentError(f"`weights` must be 2-D tensors; got shape {tuple(w.shape)}")
+        # The rule converts to float32: any real dtype converts; complex and bool make no edge weight.
+        if w.dtype.is_complex or w.dtype == torch.bool:
+            raise InvalidArgumentTypeError(f"`weights` must be real numbers; got dtype {w.dtype}")
+    if len(ws) == 2 and ws[0].shape != ws[1].shape:
+        raise InvalidArgumentError(f"`weights` must have one shape; got {tuple(ws[0].shape)} and {tuple(ws[1].shape)}")
+    if col_scale is not None:
+        if not isinstance(col_scale, torch.Tensor):
+            raise InvalidArgumentTypeError(f"`col_scale` must be a tensor or None; got a {type(col_scale).__name__}")
+        if tuple(col_scale.shape) != (ws[0].shape[1],):
+            raise InvalidArgumentError(f"`col_scale` must have shape ({ws[0].shape[1]},); got {tuple(col_scale.shape)}")
+    return ws
+
+
+def _check_v(v: torch.Tensor, n: int, transpose: bool) -> torch.Tensor:
+    """``v`` as (n, k), after checking its type and length."""
+    if not isinstance(v, torch.Tensor):
+        raise InvalidArgumentTypeError(f"`v` must be a tensor; got a {type(v).__name__}")
+    if not v.dtype.is_floating_point:
+        raise InvalidArgumentTypeError(f"`v` must be a floating-point tensor (float64 for exact sums); got {v.dtype}")
+    if v.dim() not in (1, 2) or v.shape[0] != n:
+        what = "rows of M" if transpose else "columns of M"
+        raise InvalidArgumentError(f"`v` must have shape ({n}, k) or ({n},), one entry per {what}; "
+                                   f"got {tuple(v.shape)}")
+    return v if v.dim() == 2 else v[:, None]
+
+
+def _reason(ws: list[torch.Tensor], col_scale: torch.Tensor | None, v: torch.Tensor | None) -> str | None:
+    """Why the kernel cannot take this call (None: it can). Checked arguments only."""
+    if not use_kernel:
+        return "the fused kernel is switched off (llmrank_graph._fused.use_kernel = False)"
+    if _NUMBA_MISSING is not None:
+        return _NUMBA_MISSING
+    for w in ws:
+        if w.device.type != "cpu":
+            return f"weights on {w.device.type}: the fused kernel runs on the CPU only"
+        if w.dtype not in _KERNEL_DTYPES:
+            return f"weights of dtype {w.dtype}: the fused kernel reads float32, bfloat16 and float16"
+    if len(ws) == 2 and ws[0].dtype != ws[1].dtype:
+        return f"weights of two dtypes ({ws[0].dtype}, {ws[1].dtype})"
+    if col_scale is not None and col_scale.device.type != "cpu":
+        return f"col_scale on {col_scale.device.type}: the fused kernel runs on the CPU only"
+    if v is not None:
+        if v.device.type != "cpu":
+            return f"v on {v.device.type}: the fused kernel runs on the CPU only"
+        if v.dtype != torch.float64:
+            return f"v of dtype {v.dtype}: the fused kernel accumulates float64 only"
+        if v.shape[1] not in (1, 2):
+            return f"v with {v.shape[1]} columns: the fused kernel takes 1 or 2"
+    key = _kernel_key(ws[0].dtype)
+    if key in _broken:
+        return _broken[key]
+    return None
+
+
+def _kernel_key(dtype: torch.dtype) -> str:
+    return str(dtype)
+
+
+def _storage(ws: list[torch.Tensor]) -> tuple[list[torch.Tensor], bool]:
+    """Row-major storage of the weights and whether it is ``W.T`` (then rows and columns swap).
+
+    GPT-2's Conv1D weights arrive as ``.t()`` views of a contiguous (c, r) tensor: the
+    kernel then reads that tensor row by row and swaps the roles of the two products, so no
+    copy is made. Any other layout (or two weights of different layouts) is copied once.
+    """
+    if all(w.is_contiguous() for w in ws):
+        return ws, False
+    if all(w.t().is_contiguous() for w in ws):
+        return [w.t() for w in ws], True
+    logger.debug("weights with strides %s are neither row- nor column-major: copied once",
+                 [tuple(w.stride()) for w in ws])
+    return [w.contiguous() for w in ws], False
+
+
+def _as_numpy(w: torch.Tensor) -> np.ndarray:
+    """A zero-copy numpy view of a contiguous CPU weight, bf16/fp16 as their raw bits."""
+    w = w.detach()
+    if w.dtype == torch.float32:
+        return w.numpy()
+    return w.view(torch.int16).numpy().view(_KERNEL_DTYPES[w.dtype])
+
+
+def _threads(rows: int, cols: int) -> int:
+    """Threads for one block: torch's setting, fewer for small blocks."""
+    return max(1, min(torch.get_num_threads(), (rows * cols) // _MIN_ELEMS_PER_THREAD, rows))
+
+
+_NO_SCALE = np.zeros(0, np.float32)
+
+
+def _scale_args(col_scale: torch.Tensor | None, flipped: bool) -> tuple[np.ndarray, int]:
+    """The float32 scale and where it applies in storage: 0 nowhere, 1 per column, 2 per row."""
+    if col_scale is None:
+        return _NO_SCALE, 0
+    s = col_scale.detach().to(device="cpu", dtype=torch.float32).contiguous().numpy()
+    # M's columns are the storage's rows when the storage is W.T.
+    return s, (2 if flipped else 1)
+
+
+# --------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------
+
+def fused_available() -> str | None:
+    """None when the fused kernel runs here, else why it does not.
+
+    Returns
+    -------
+    str or None
+        The reason (numba missing, switched off, a kernel that failed to compile), or None.
+    """
+    if not use_kernel:
+        return "the fused kernel is switched off (llmrank_graph._fused.use_kernel = False)"
+    if _NUMBA_MISSING is not None:
+        return _NUMBA_MISSING
+    if _broken:
+        return "; ".join(f"{k}: {r}" for k, r in _broken.items())
+    return None
+
+
+def unsupported(weights: Sequence[torch.Tensor], combine: str, col_scale: torch.Tensor | None,
+                v: torch.Tensor | None = None, transpose: bool = False) -> str | None:
+    """Why :func:`abs_matmul` (``v`` given) or :func:`abs_sums` (``v=None``) would use the torch path.
+
+    Parameters
+    ----------
+    weights, combine, col_scale
+        As for :func:`abs_matmul`.
+    v : torch.Tensor or None
+        The vector(s) of the product, or None to ask about :func:`abs_sums`.
+    transpose : bool
+        Whether the product is ``M.T @ v`` (only used to check the length of ``v``).
+
+    Returns
+    -------
+    str or None
+        None when the fused kernel takes the call, else the reason it does not.
+
+    Raises
+    ------
+    InvalidArgumentError, InvalidArgumentTypeError
+        For arguments neither path accepts.
+    """
+    ws = _check(weights, combine, col_scale)
+    if v is not None:
+        r, c = ws[0].shape
+        v = _check_v(v, r if transpose else c, transpose)
+    return _reason(ws, col_scale, v)
+
+
+def abs_matmul(weights: Sequence[torch.Tensor], combine: str, col_scale: torch.Tensor | None, v: torch.Tensor,
+               transpose: bool = False) -> torch.Tensor:
+    """``M @ v``, or ``M.T @ v`` when ``transpose``, with ``M = combine(|W0|, |W1|) * col_scale``.
+
+    Parameters
+    ----------
+    weights : sequence of torch.Tensor
+        One (``'single'``) or two (``'sum'``, ``'max'``) tensors of shape (r, c): fp32, bf16 or
+        fp16 for the fused kernel (any real dtype on the torch path). Views are fine,
+        ``.t()`` views of a contiguous tensor included.
+    combine : {'single', 'sum', 'max'}
+        How two weights make one edge weight.
+    col_scale : torch.Tensor or None
+        (c,) scale of the columns of ``M``, applied in float32.
+    v : torch.Tensor
+        (c, k) -- or (r, k) when ``transpose`` -- float64 for the fused kernel (k = 1 or 2). A
+        1-D ``v`` gives a 1-D result.
+    transpose : bool
+        Compute ``M.T @ v`` instead of ``M @ v``.
+
+    Returns
+    -------
+    torch.Tensor
+        (r, k) -- or (c, k) -- in ``v``'s dtype, on ``v``'s device, contiguous.
+
+    Raises
+    ------
+    InvalidArgumentError, InvalidArgumentTypeError
+        For a wrong ``combine``, number of weights, shape or dtype.
+    """
+    ws = _check(weights, combine, col_scale)
+    r, c = ws[0].shape
+    v2 = _check_v(v, r if transpose else c, transpose)
+    reason = _reason(ws, col_scale, v2)
+    out = None
+    if reason is None:
+        out = _kernel_call(_kernel_matmul, ws, combine, col_scale, v2, transpose)
+        if out is None:
+            reason = _broken[_kernel_key(ws[0].dtype)]
+    if out is None:
+        logger.debug("abs_matmul on the torch path: %s", reason)
+        out = _torch_matmul(ws, combine, col_scale, v2, transpose)
+    return out if v.dim() == 2 else out[:, 0]
+
+
+def abs_sums(weights: Sequence[torch.Tensor], combine: str,
+             col_scale: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Column sums (c,) and row sums (r,) of ``M``, float64, reading the weights once.
+
+    Parameters
+    ----------
+    weights, combine, col_scale
+        As for :func:`abs_matmul`.
+
+    Returns
+    -------
+    tuple of torch.Tensor
+        ``(M.sum(0), M.sum(1))`` in float64, on the weights' device.
+    """
+    ws = _check(weights, combine, col_scale)
+    reason = _reason(ws, col_scale, None)
+    out = None
+    if reason is None:
+        out = _kernel_call(_kernel_sums, ws, combine, col_scale)
+        if out is None:
+            reason = _broken[_kernel_key(ws[0].dtype)]
+    if out is None:
+        logger.debug("abs_sums on the torch path: %s", reason)
+        out = _torch_sums(ws, combine, col_scale)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The torch path (any device, any real dtype, any k): row chunks of M in float32, widened.
+# --------------------------------------------------------------------------------------------
+
+def _torch_edges(ws: list[torch.Tensor], combine: str, scale: torch.Tensor | None, r0: int, r1: int,
+                 device: torch.device) -> torch.Tensor:
+    """Rows r0:r1 of M as a new float32 tensor on ``device``: the rule, op for op."""
+    w0 = ws[0][r0:r1]
+    e = w0.to(device=device, dtype=torch.float32)
+    # .abs() rather than abs_() when .to() returned the model's own tensor.
+    e = e.abs() if e is w0 else e.abs_()
+    if combine == "sum":
+        e += ws[1][r0:r1].to(device=device, dtype=torch.float32).abs()
+    elif combine == "max":
+        torch.maximum(e, ws[1][r0:r1].to(device=device, dtype=torch.float32).abs(), out=e)
+    if scale is not None:
+        e *= scale
+    return e
+
+
+def _torch_chunks(ws, combine, col_scale, device, dtype):
+    rows, cols = ws[0].shape
+    step = max(1, _CHUNK_ELEMS // max(cols, 1)) if device.type == "cpu" else max(rows, 1)
+    scale = None if col_scale is None else col_scale.detach().to(device=device, dtype=torch.float32)
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
+        yield r0, r1, _torch_edges(ws, combine, scale, r0, r1, device).to(dtype)
+
+
+def _torch_matmul(ws, combine, col_scale, v, transpose):
+    rows, cols = ws[0].shape
+    k = v.shape[1]
+    with torch.no_grad():
+        if transpose:
+            out = torch.zeros(cols, k, dtype=v.dtype, device=v.device)
+            for r0, r1, e in _torch_chunks(ws, combine, col_scale, v.device, v.dtype):
+                out.addmm_(e.t(), v[r0:r1])
+        else:
+            out = torch.empty(rows, k, dtype=v.dtype, device=v.device)
+            for r0, r1, e in _torch_chunks(ws, combine, col_scale, v.device, v.dtype):
+                torch.mm(e, v, out=out[r0:r1])
+    return out
+
+
+def _torch_sums(ws, combine, col_scale):
+    rows, cols = ws[0].shape
+    dev = ws[0].device
+    colsum = torch.zeros(cols, dtype=torch.float64, device=dev)
+    rowsum = torch.empty(rows, dtype=torch.float64, device=dev)
+    with torch.no_grad():
+        for r0, r1, e in _torch_chunks(ws, combine, col_scale, dev, torch.float64):
+            colsum += e.sum(0)
+            torch.sum(e, dim=1, out=rowsum[r0:r1])
+    return colsum, rowsum
+
+
+# --------------------------------------------------------------------------------------------
+# The kernel path: argument marshalling
+# --------------------------------------------------------------------------------------------
+
+def _kernel_call(fn, ws, *args):
+    """Run ``fn``; on a compile or run failure, remember why and return None."""
+    try:
+        return fn(ws, *args)
+    except Exception as e:  # noqa: BLE001 - any failure of the optional kernel means: use torch
+        key = _kernel_key(ws[0].dtype)
+        _broken[key] = f"the fused kernel failed for {key} weights ({type(e).__name__}: {e})"
+        logger.warning("%s; using the torch path from now on", _broken[key])
+        return None
+
+
+# Placeholders for the arrays a job does not use: one signature per weight dtype, so each
+# dtype compiles once.
+_NO_OUT = np.zeros((1, 0), np.float64)
+_NO_PART = np.zeros((1, 1, 0), np.float64)
+_NO_V = np.zeros((1, 0), np.float64)
+
+
+def _run(mode, nt, *args):
+    """Run ``_job`` on ``nt`` row ranges: range 0 here, the others on the pool's threads.
+
+    Plain Python threads rather than numba's ``parallel=True``: the jobs release the GIL
+    (``nogil``), a parallel wrapper tripled the first compile (~12 s more per dtype), and
+    numba's default workqueue pool aborts the process when two Python threads launch at once.
+    """
+    if nt == 1:
+        _job(mode, 0, 1, *args)
+        return
+    futures = [_pool().submit(_job, mode, t, nt, *args) for t in range(1, nt)]
+    try:
+        _job(mode, 0, nt, *args)
+    finally:
+        for f in futures:
+            f.result()
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_PID = 0
+
+
+def _pool() -> ThreadPoolExecutor:
+    """The worker threads, created on first use (and anew in a forked child, which has none)."""
+    global _POOL, _POOL_PID
+    if _POOL is None or _POOL_PID != os.getpid():
+        with _lock:
+            if _POOL is None or _POOL_PID != os.getpid():
+                # Threads start on demand, so a large bound costs nothing when torch uses few.
+                _POOL = ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) - 1),
+                                           thread_name_prefix="llmrank-fused")
+                _POOL_PID = os.getpid()
+    return _POOL
+
+
+def _kernel_matmul(ws, combine, col_scale, v, transpose):
+    st, flipped = _storage(ws)
+    rows, cols = st[0].shape  # storage shape
+    s0 = _as_numpy(st[0])
+    s1 = _as_numpy(st[1]) if len(st) == 2 else s0
+    scale, smode = _scale_args(col_scale, flipped)
+    k = v.shape[1]
+    nt = _threads(rows, cols)
+    work = rows > 0 and cols > 0
+    # Each column of v contiguous, (k, n). Every array handed to numba is C-contiguous: a
+    # strided one would compile (and cache) a second, slower specialisation.
+    vn = v.detach().numpy()
+    vt = np.ascontiguousarray(vn.reshape(1, -1) if k == 1 else vn.T)
+    comb = _COMBINE_CODE[combine]
+    # M @ v is a forward product on row-major storage and a transposed one on W.T storage.
+    if transpose != flipped:  # (M.T or storage.T) @ v: per-thread partial columns, then summed
+        part = np.empty((nt, k, cols), np.float64) if work else np.zeros((1, k, cols), np.float64)
+        if work:
+            _run(1, nt, s0, s1, comb, scale, smode, vt, _NO_OUT, part)
+        res = part.sum(axis=0) if part.shape[0] > 1 else part[0]
+    else:
+        res = np.empty((k, rows), np.float64) if work else np.zeros((k, rows), np.float64)
+        if work:
+            _run(0, nt, s0, s1, comb, scale, smode, vt, res, _NO_PART)
+    return torch.from_numpy(res.reshape(-1, 1) if k == 1 else np.ascontiguousarray(res.T))
+
+
+def _kernel_sums(ws, combine, col_scale):
+    st, flipped = _storage(ws)
+    rows, cols = st[0].shape
+    s0 = _as_numpy(st[0])
+    s1 = _as_numpy(st[1]) if len(st) == 2 else s0
+    scale, smode = _scale_args(col_scale, flipped)
+    work = rows > 0 and cols > 0
+    nt = _threads(rows, cols)
+    rowsum = np.empty((1, rows), np.float64) if work else np.zeros((1, rows), np.float64)
+    part = np.empty((nt, 1, cols), np.float64) if work else np.zeros((1, 1, cols), np.float64)
+    if work:
+        _run(2, nt, s0, s1, _COMBINE_CODE[combine], scale, smode, _NO_V, rowsum, part)
+    colsum = part.sum(axis=0)[0] if part.shape[0] > 1 else part[0, 0]
+    colsum, rowsum = torch.from_numpy(colsum), torch.from_numpy(rowsum[0])
+    # Storage rows are M's columns when the storage is W.T.
+    return (rowsum, colsum) if flipped else (colsum, rowsum)
+
+
+# --------------------------------------------------------------------------------------------
+# The numba kernels
+# --------------------------------------------------------------------------------------------
+# Work is split into ``nt`` contiguous row ranges, one per thread (see _run), so the thread
+# count follows torch's setting without touching numba's global one. Each thread
+# decodes four storage rows at a time into a float32 buffer that stays in L1 (the rule, in
+# separate tight passes that LLVM vectorises), then accumulates from that buffer in float64.
+# The four-row block lets one load of v (forward) or of the partial sums (transpose) serve four
+# rows, and a software prefetch of the next block overlaps memory with the arithmetic (the
+# hardware prefetcher alone left half the bandwidth unused in measurements).
+#
+# fastmath is off everywhere except for the float64 reductions of the forward product and the
+# row sums, which carry only 'reassoc': without it a reduction cannot be vectorised, and
+# reassociating a float64 sum changes nothing but the order of accumulation. The edge weights
+# themselves are computed in functions without any fastmath flag, and numba compiles each
+# function with its own flags (no ``inline='always'``, which would drop them).
+
+_ROWS = 4  # rows decoded per block
+
+if _nb is not None:
+    from llvmlite import ir as _ir
+    from numba import njit as _njit
+    from numba import types as _types
+    from numba.core import cgutils as _cgutils
+    from numba.extending import intrinsic as _intrinsic
+    from llvmlite import binding as _llvm
+
+    # The prefetch intrinsic is overloaded on the pointer type: "p0" since LLVM's opaque
+    # pointers (15), "p0i8" before.
+    _PREFETCH_NAME = "llvm.prefetch.p0" if _llvm.llvm_version_info >= (15,) else "llvm.prefetch.p0i8"
+
+    @_intrinsic
+    def _absf(typingctx, x):
+        """|x| as float32 from a float32, a bf16 bit pattern (uint16) or an fp16 one (int16).
+
+        Clearing the sign bit is exactly float32 ``abs`` (NaN included); bf16 -> fp32 is a
+        16-bit shift, fp16 -> fp32 an exact ``fpext`` (one vcvtph2ps with F16C).
+        """
+        f32 = _ir.FloatType()
+        if x == _types.float32:
+            def codegen(context, builder, sig, args):
+                fabs = builder.module.declare_intrinsic("llvm.fabs", [f32])
+                return builder.call(fabs, [args[0]])
+        elif x == _types.uint16:
+            def codegen(context, builder, sig, args):
+                i32 = _ir.IntType(32)
+                bits = builder.zext(builder.and_(args[0], _ir.Constant(args[0].type, 0x7FFF)), i32)
+                return builder.bitcast(builder.shl(bits, _ir.Constant(i32, 16)), f32)
+        elif x == _types.int16:
+            def codegen(context, builder, sig, args):
+                bits = builder.and_(args[0], _ir.Constant(args[0].type, 0x7FFF))
+                return builder.fpext(builder.bitcast(bits, _ir.HalfType()), f32)
+        else:
+            return None
+        return _types.float32(x), codegen
+
+    @_intrinsic
+    def _prefetch(typingctx, arr, i, j):
+        """Prefetch the cache line of ``arr[i, j]`` into all cache levels (a hint, never faults)."""
+        sig = _types.void(arr, _types.intp, _types.intp)
+
+        def codegen(context, builder, sig, args):
+            aryty = sig.args[0]
+            ary = context.make_array(aryty)(context, builder, args[0])
+            ptr = _cgutils.get_item_pointer(context, builder, aryty, ary, [args[1], args[2]], wraparound=False)
+            i32 = _ir.IntType(32)
+            ptr = builder.bitcast(ptr, _ir.IntType(8).as_pointer())  # a no-op with opaque pointers
+            fn = _cgutils.get_or_insert_function(
+                builder.module, _ir.FunctionType(_ir.VoidType(), [ptr.type, i32, i32, i32]), _PREFETCH_NAME)
+            builder.call(fn, [ptr, _ir.Constant(i32, 0), _ir.Constant(i32, 3), _ir.Constant(i32, 1)])
+            return context.get_dummy_value()
+        return sig, codegen
+
+    @_njit(cache=True, nogil=True, boundscheck=False)
+    def _decode(s0, s1, i, comb, scale, smode, b):
+        """Row ``i`` of the edge matrix into ``b`` (float32): the rule, one pass per step."""
+        r0 = s0[i]
+        n = b.shape[0]
+        if comb == 0:
+            for j in range(n):
+                b[j] = _absf(r0[j])
+        elif comb == 1:
+            r1 = s1[i]
+            for j in range(n):
+                b[j] = _absf(r0[j]) + _absf(r1[j])
+        else:
+            r1 = s1[i]
+            for j in range(n):
+                x = _absf(r0[j])
+                y = _absf(r1[j])
+                # torch.maximum: NaN wins.
+                b[j] = x if (x >= y or x != x) else y
+        if smode == 1:
+            for j in range(n):
+                b[j] = b[j] * scale[j]
+        elif smode == 2:
+            s = scale[i]
+            for j in range(n):
+                b[j] = b[j] * s
+
+    @_njit(cache=True, nogil=True, boundscheck=False)
+    def _decode_block(s0, s1, i, nrows, comb, scale, smode, buf):
+        """Rows i:i+nrows into buf[:nrows], zeros below (a partial last block adds nothing)."""
+        for q in range(nrows):
+            _decode(s0, s1, i + q, comb, scale, smode, buf[q])
+        for q in range(nrows, _ROWS):
+            for j in range(buf.shape[1]):
+                buf[q, j] = 0.0
+
+    @_njit(cache=True, nogil=True, boundscheck=False)
+    def _prefetch_block(s0, s1, i, i1, comb):
+        """Prefetch rows i:i+4 (those below i1) of the weights for the next block."""
+        step = 64 // s0.itemsize
+        n = s0.shape[1]
+        for q in range(i, min(i + _ROWS, i1)):
+            for j in range(0, n, step):
+                _prefetch(s0, q, j)
+            if comb != 0:
+                for j in range(0, n, step):
+                    _prefetch(s1, q, j)
+
+    @_njit(fastmath={"reassoc"}, cache=True, nogil=True, boundscheck=False)
+    def _dot4(buf, v, acc):
+        """acc[q] = sum_j float64(buf[q, j]) * v[j] for the four rows of the block."""
+        b0, b1, b2, b3 = buf[0], buf[1], buf[2], buf[3]
+        a0 = 0.0
+        a1 = 0.0
+        a2 = 0.0
+        a3 = 0.0
+        for j in range(v.shape[0]):
+            x = v[j]
+            a0 += np.float64(b0[j]) * x
+            a1 += np.float64(b1[j]) * x
+            a2 += np.float64(b2[j]) * x
+            a3 += np.float64(b3[j]) * x
+        acc[0] = a0
+        acc[1] = a1
+        acc[2] = a2
+        acc[3] = a3
+
+    @_njit(fastmath={"reassoc"}, cache=True, nogil=True, boundscheck=False)
+    def _dot4x2(buf, v, w, acc):
+        """As _dot4 for two vectors: acc[q] with v, acc[4 + q] with w, one read of the block."""
+        b0, b1, b2, b3 = buf[0], buf[1], buf[2], buf[3]
+        a0 = 0.0
+        a1 = 0.0
+        a2 = 0.0
+        a3 = 0.0
+        c0 = 0.0
+        c1 = 0.0
+        c2 = 0.0
+        c3 = 0.0
+        for j in range(v.shape[0]):
+            x = v[j]
+            y = w[j]
+            e0 = np.float64(b0[j])
+            e1 = np.float64(b1[j])
+            e2 = np.float64(b2[j])
+            e3 = np.float64(b3[j])
+            a0 += e0 * x
+            a1 += e1 * x
+            a2 += e2 * x
+            a3 += e3 * x
+            c0 += e0 * y
+            c1 += e1 * y
+            c2 += e2 * y
+            c3 += e3 * y
+        acc[0] = a0
+        acc[1] = a1
+        acc[2] = a2
+        acc[3] = a3
+        acc[4] = c0
+        acc[5] = c1
+        acc[6] = c2
+        acc[7] = c3
+
+    @_njit(cache=True, nogil=True, boundscheck=False)
+    def _axpy4(p, buf, a0, a1, a2, a3):
+        """p[j] += sum_q float64(buf[q, j]) * a_q: elementwise, vectorised without fastmath."""
+        b0, b1, b2, b3 = buf[0], buf[1], buf[2], buf[3]
+        for j in range(p.shape[0]):
+            p[j] += (np.float64(b0[j]) * a0 + np.float64(b1[j]) * a1) + (np.float64(b2[j]) * a2 + np.float64(b3[j]) * a3)
+
+    @_njit(fastmath={"reassoc"}, cache=True, nogil=True, boundscheck=False)
+    def _rowsum4(buf, acc):
+        b0, b1, b2, b3 = buf[0], buf[1], buf[2], buf[3]
+        a0 = 0.0
+        a1 = 0.0
+        a2 = 0.0
+        a3 = 0.0
+        for j in range(b0.shape[0]):
+            a0 += np.float64(b0[j])
+            a1 += np.float64(b1[j])
+            a2 += np.float64(b2[j])
+            a3 += np.float64(b3[j])
+        acc[0] = a0
+        acc[1] = a1
+        acc[2] = a2
+        acc[3] = a3
+
+    @_njit(cache=True, nogil=True, boundscheck=False)
+    def _colsum4(p, buf):
+        b0, b1, b2, b3 = buf[0], buf[1], buf[2], buf[3]
+        for j in range(p.shape[0]):
+            p[j] += (np.float64(b0[j]) + np.float64(b1[j])) + (np.float64(b2[j]) + np.float64(b3[j]))
+
+    @_njit(cache=True, nogil=True, boundscheck=False)
+    def _job(mode, t, nt, s0, s1, comb, scale, smode, vt, out, part):
+        """Thread ``t`` of ``nt``: one contiguous range of storage rows, one of three jobs.
+
+        mode 0, forward: out[:, i] = E[i] @ v (vt: (k, cols), out: (k, rows)).
+        mode 1, transpose: part[t] = sum over the range's rows i of v[i] * E[i]
+        (vt: (k, rows), part: (nt, k, cols); the caller sums over t).
+        mode 2, sums: out[0, i] = sum_j E[i, j]; part[t, 0] = the range's column sums.
+        One function for the three: numba links and optimises each jitted caller once, so
+        one caller instead of three cuts the first compile.
+        """
+        rows, cols = s0.shape
+        k = vt.shape[0]
+        per = (rows + nt - 1) // nt
+        buf = np.empty((_ROWS, cols), np.float32)
+        acc = np.empty(2 * _ROWS, np.float64)
+        if mode != 0:
+            p = part[t]
+            for kk in range(p.shape[0]):
+                for j in range(cols):
+                    p[kk, j] = 0.0
+        i1 = min(rows, (t + 1) * per)
+        for i in range(t * per, i1, _ROWS):
+            n = min(_ROWS, i1 - i)
+            _decode_block(s0, s1, i, n, comb, scale, smode, buf)
+            _prefetch_block(s0, s1, i + _ROWS, i1, comb)
+            if mode == 0:
+                if k == 1:
+                    _dot4(buf, vt[0], acc)
+                    for q in range(n):
+                        out[0, i + q] = acc[q]
+                else:
+                    _dot4x2(buf, vt[0], vt[1], acc)
+                    for q in range(n):
+                        out[0, i + q] = acc[q]
+                        out[1, i + q] = acc[_ROWS + q]
+            elif mode == 1:
+                for kk in range(k):
+                    vk = vt[kk]
+                    # Rows past the end are zeros in buf; their coefficient is 0 too.
+                    for q in range(_ROWS):
+                        acc[q] = vk[i + q] if q < n else 0.0
+                    _axpy4(p[kk], buf, acc[0], acc[1], acc[2], acc[3])
+            else:
+                _rowsum4(buf, acc)
+                for q in range(n):
+                    out[0, i + q] = acc[q]
+                _colsum4(p[0], buf)

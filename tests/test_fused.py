@@ -1,0 +1,312 @@
+"""The fused |W| kernels against a dense float64 numpy reference built with the float32 rule.
+
+The rule: each weight converted to float32 (exact for bf16/fp16), abs in float32, 'sum' and
+'max' in float32, times ``col_scale`` cast to float32 in float32; then widened to float64.
+Products accumulate in float64, so the kernel and the reference differ only by the order of
+accumulation (rtol 1e-12); with a one-hot ``v`` nothing is accumulated and they agree bit for
+bit. Every case runs on the kernel when it is available here and on the torch path.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from llmrank_graph import _fused
+from llmrank_graph.errors import InvalidArgumentError, InvalidArgumentTypeError
+
+KERNEL = _fused.fused_available() is None
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+SHAPES = [(7, 5), (1, 1), (37, 130), (301, 450)]  # the last one runs on several threads
+RTOL = 1e-12
+
+
+@pytest.fixture(params=["kernel", "torch"])
+def path(request, monkeypatch, caplog):
+    """Run the test on the fused kernel (when available) and on the forced torch path."""
+    if request.param == "kernel" and not KERNEL:
+        pytest.skip(f"fused kernel not available: {_fused.fused_available()}")
+    if request.param == "torch":
+        monkeypatch.setattr(_fused, "use_kernel", False)
+    caplog.set_level(logging.DEBUG, logger=_fused.__name__)
+    yield request.param
+    if request.param == "kernel":  # it really ran on the kernel
+        assert not [r for r in caplog.records if "torch path" in r.getMessage()]
+
+
+def make_weights(shape, dtype, combine, transposed, seed=0):
+    """Weights with a spread of magnitudes; ``transposed``: ``.t()`` views, as GPT-2's Conv1D."""
+    g = torch.Generator().manual_seed(seed)
+    n = 1 if combine == "single" else 2
+    r, c = shape
+    out = []
+    for _ in range(n):
+        w = torch.randn(c, r, generator=g).t() if transposed else torch.randn(r, c, generator=g)
+        w = w * torch.exp(2 * torch.randn(w.shape, generator=g))  # several orders of magnitude
+        out.append(w.to(dtype))
+    return out
+
+
+def reference(weights, combine, col_scale) -> np.ndarray:
+    """M in float64 from the float32 rule, numpy only after the exact conversion to float32."""
+    e = np.abs(weights[0].to(torch.float32).numpy())
+    if combine == "sum":
+        e = e + np.abs(weights[1].to(torch.float32).numpy())
+    elif combine == "max":
+        e = np.maximum(e, np.abs(weights[1].to(torch.float32).numpy()))
+    if col_scale is not None:
+        e = e * col_scale.to(torch.float32).numpy()
+    assert e.dtype == np.float32
+    return e.astype(np.float64)
+
+
+def scale_for(shape, with_scale, seed=1):
+    if not with_scale:
+        return None
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(shape[1], generator=g, dtype=torch.float64) * 3 + 0.1
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).replace("torch.", ""))
+@pytest.mark.parametrize("combine", _fused.COMBINES)
+@pytest.mark.parametrize("with_scale", [False, True], ids=["noscale", "scale"])
+@pytest.mark.parametrize("transposed", [False, True], ids=["rowmajor", "tview"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_matmul_and_sums_match_reference(path, dtype, combine, with_scale, transposed, shape):
+    ws = make_weights(shape, dtype, combine, transposed)
+    cs = scale_for(shape, with_scale)
+    m = reference(ws, combine, cs)
+    r, c = shape
+    g = torch.Generator().manual_seed(2)
+    for k in (1, 2):
+        v = torch.rand(c, k, generator=g, dtype=torch.float64)
+        u = torch.rand(r, k, generator=g, dtype=torch.float64)
+        got = _fused.abs_matmul(ws, combine, cs, v)
+        assert got.dtype == torch.float64 and got.shape == (r, k) and got.is_contiguous()
+        np.testing.assert_allclose(got.numpy(), m @ v.numpy(), rtol=RTOL, atol=0)
+        got_t = _fused.abs_matmul(ws, combine, cs, u, transpose=True)
+        assert got_t.dtype == torch.float64 and got_t.shape == (c, k) and got_t.is_contiguous()
+        np.testing.assert_allclose(got_t.numpy(), m.T @ u.numpy(), rtol=RTOL, atol=0)
+    colsum, rowsum = _fused.abs_sums(ws, combine, cs)
+    assert colsum.dtype == rowsum.dtype == torch.float64
+    assert colsum.shape == (c,) and rowsum.shape == (r,)
+    np.testing.assert_allclose(colsum.numpy(), m.sum(0), rtol=RTOL, atol=0)
+    np.testing.assert_allclose(rowsum.numpy(), m.sum(1), rtol=RTOL, atol=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).replace("torch.", ""))
+@pytest.mark.parametrize("combine", _fused.COMBINES)
+@pytest.mark.parametrize("transposed", [False, True], ids=["rowmajor", "tview"])
+def test_edge_weights_bit_for_bit(path, dtype, combine, transposed):
+    """A one-hot v reads out one column (row) of M: no accumulation, so no rounding at all."""
+    shape = (9, 6)
+    ws = make_weights(shape, dtype, combine, transposed, seed=3)
+    cs = scale_for(shape, True, seed=4)
+    m = reference(ws, combine, cs)
+    for j in range(shape[1]):
+        v = torch.zeros(shape[1], 2, dtype=torch.float64)
+        v[j, 0] = 1.0
+        v[j, 1] = 0.5  # a power of two: still exact
+        got = _fused.abs_matmul(ws, combine, cs, v).numpy()
+        np.testing.assert_array_equal(got[:, 0], m[:, j])
+        np.testing.assert_array_equal(got[:, 1], m[:, j] * 0.5)
+    for i in range(shape[0]):
+        u = torch.zeros(shape[0], 1, dtype=torch.float64)
+        u[i, 0] = 1.0
+        np.testing.assert_array_equal(_fused.abs_matmul(ws, combine, cs, u, transpose=True).numpy()[:, 0], m[i])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).replace("torch.", ""))
+def test_special_values(path, dtype):
+    """Signed zeros, subnormals of each dtype and large values follow the rule exactly; NaN propagates."""
+    tiny = torch.finfo(dtype).tiny
+    big = float(torch.finfo(dtype).max) / 4  # 'sum' of two stays finite: inf * 0 would be NaN below
+    vals = [0.0, -0.0, tiny, -tiny / 4, 1.0, -2.5, big, -big]
+    w0 = torch.tensor([vals, vals[::-1], vals[2:] + vals[:2]], dtype=torch.float32).to(dtype)
+    w1 = torch.tensor([vals[::-1], vals, vals[3:] + vals[:3]], dtype=torch.float32).to(dtype)
+    cs = torch.tensor([1.0, 2.0, 0.5, 3.0, 1e-3, 0.1, 0.25, 1.5], dtype=torch.float64)
+    for combine, ws in (("single", [w0]), ("sum", [w0, w1]), ("max", [w0, w1])):
+        for scale in (None, cs):
+            m = reference(ws, combine, scale)
+            for j in range(w0.shape[1]):  # one-hot: each column of M, exactly
+                v = torch.zeros(w0.shape[1], 1, dtype=torch.float64)
+                v[j] = 1.0
+                np.testing.assert_array_equal(_fused.abs_matmul(ws, combine, scale, v).numpy()[:, 0], m[:, j])
+            colsum, rowsum = _fused.abs_sums(ws, combine, scale)
+            np.testing.assert_allclose(colsum.numpy(), m.sum(0), rtol=RTOL)
+            np.testing.assert_allclose(rowsum.numpy(), m.sum(1), rtol=RTOL)
+    # A NaN weight: 'max' propagates it like torch.maximum, 'sum' like +.
+    w_nan = w0.clone()
+    w_nan[0, 1] = float("nan")
+    for combine in ("sum", "max"):
+        for ws in ([w_nan, w1], [w1, w_nan]):
+            colsum, rowsum = _fused.abs_sums(ws, combine, None)
+            colsum, rowsum = colsum.numpy(), rowsum.numpy()
+            assert np.isnan(colsum[1]) and np.isnan(rowsum[0])
+            assert not np.isnan(np.delete(colsum, 1)).any() and not np.isnan(rowsum[1:]).any()
+
+
+def test_one_dimensional_v_and_empty_blocks(path):
+    w = make_weights((5, 3), torch.float32, "single", False)
+    m = reference(w, "single", None)
+    v = torch.rand(3, dtype=torch.float64)
+    got = _fused.abs_matmul(w, "single", None, v)
+    assert got.shape == (5,)
+    np.testing.assert_allclose(got.numpy(), m @ v.numpy(), rtol=RTOL)
+    for shape in ((0, 4), (4, 0)):
+        ws = [torch.zeros(shape)]
+        assert torch.equal(_fused.abs_matmul(ws, "single", None, torch.ones(shape[1], 2, dtype=torch.float64)),
+                           torch.zeros(shape[0], 2, dtype=torch.float64))
+        assert torch.equal(_fused.abs_matmul(ws, "single", None, torch.ones(shape[0], 1, dtype=torch.float64),
+                                             transpose=True), torch.zeros(shape[1], 1, dtype=torch.float64))
+        colsum, rowsum = _fused.abs_sums(ws, "single", None)
+        assert torch.equal(colsum, torch.zeros(shape[1], dtype=torch.float64))
+        assert torch.equal(rowsum, torch.zeros(shape[0], dtype=torch.float64))
+
+
+def test_other_layouts(path):
+    """Strided views that are neither row- nor column-major, and two weights of two layouts."""
+    g = torch.Generator().manual_seed(5)
+    base = torch.randn(40, 90, generator=g)
+    strided = base[::2, 1::3]  # (20, 30), no unit stride
+    other = torch.randn(30, 20, generator=g).t()  # column-major
+    cs = scale_for((20, 30), True)
+    for ws, combine in (([strided], "single"), ([strided, other], "sum"), ([other, strided.contiguous()], "max")):
+        m = reference(ws, combine, cs)
+        v = torch.rand(30, 2, dtype=torch.float64)
+        u = torch.rand(20, 1, dtype=torch.float64)
+        np.testing.assert_allclose(_fused.abs_matmul(ws, combine, cs, v).numpy(), m @ v.numpy(), rtol=RTOL)
+        np.testing.assert_allclose(_fused.abs_matmul(ws, combine, cs, u, True).numpy(), m.T @ u.numpy(), rtol=RTOL)
+        colsum, rowsum = _fused.abs_sums(ws, combine, cs)
+        np.testing.assert_allclose(colsum.numpy(), m.sum(0), rtol=RTOL)
+        np.testing.assert_allclose(rowsum.numpy(), m.sum(1), rtol=RTOL)
+
+
+def test_thread_counts(path):
+    """Row ranges split over more threads than cores, with rows not divisible by 4 or by nt."""
+    ws = make_weights((1023, 517), torch.bfloat16, "max", False)
+    cs = scale_for((1023, 517), True)
+    m = reference(ws, "max", cs)
+    v = torch.rand(517, 2, dtype=torch.float64)
+    u = torch.rand(1023, 2, dtype=torch.float64)
+    before = torch.get_num_threads()
+    try:
+        for nt in (1, 3, 5):
+            torch.set_num_threads(nt)
+            np.testing.assert_allclose(_fused.abs_matmul(ws, "max", cs, v).numpy(), m @ v.numpy(), rtol=RTOL)
+            np.testing.assert_allclose(_fused.abs_matmul(ws, "max", cs, u, True).numpy(), m.T @ u.numpy(), rtol=RTOL)
+            colsum, rowsum = _fused.abs_sums(ws, "max", cs)
+            np.testing.assert_allclose(colsum.numpy(), m.sum(0), rtol=RTOL)
+            np.testing.assert_allclose(rowsum.numpy(), m.sum(1), rtol=RTOL)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_concurrent_callers(path):
+    """Two Python threads calling at once get their own, right answers."""
+    ws = make_weights((400, 300), torch.float32, "sum", True)
+    m = reference(ws, "sum", None)
+    vs = [torch.rand(300, 1, dtype=torch.float64) for _ in range(4)]
+    results: dict[int, torch.Tensor] = {}
+
+    def work(i):
+        for _ in range(5):
+            results[i] = _fused.abs_matmul(ws, "sum", None, vs[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, v in enumerate(vs):
+        np.testing.assert_allclose(results[i].numpy(), m @ v.numpy(), rtol=RTOL)
+
+
+# ---------------------------------------------------------------------------------------------
+# What the kernel does not take falls back; what neither path takes raises.
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.int32, torch.int8])
+def test_other_weight_dtypes_use_the_torch_path(dtype, caplog):
+    caplog.set_level(logging.DEBUG, logger=_fused.__name__)
+    w = (torch.randn(6, 4) * 50).to(dtype)
+    cs = scale_for((6, 4), True)
+    m = reference([w], "single", cs)  # the rule converts to float32 first, float64 included
+    assert _fused.unsupported([w], "single", cs, torch.ones(4, 1, dtype=torch.float64)) is not None
+    v = torch.rand(4, 2, dtype=torch.float64)
+    np.testing.assert_allclose(_fused.abs_matmul([w], "single", cs, v).numpy(), m @ v.numpy(), rtol=RTOL)
+    colsum, rowsum = _fused.abs_sums([w], "single", cs)
+    np.testing.assert_allclose(colsum.numpy(), m.sum(0), rtol=RTOL)
+    assert any("torch path" in r.getMessage() for r in caplog.records)
+
+
+def test_other_v_fall_back():
+    ws = make_weights((8, 6), torch.float32, "single", False)
+    m = reference(ws, "single", None)
+    v32 = torch.rand(6, 2)
+    assert "float64" in _fused.unsupported(ws, "single", None, v32)
+    got = _fused.abs_matmul(ws, "single", None, v32)
+    assert got.dtype == torch.float32
+    np.testing.assert_allclose(got.numpy(), m @ v32.double().numpy(), rtol=1e-5)
+    v3 = torch.rand(6, 3, dtype=torch.float64)  # k = 3: the kernel takes 1 or 2
+    assert _fused.unsupported(ws, "single", None, v3) is not None
+    np.testing.assert_allclose(_fused.abs_matmul(ws, "single", None, v3).numpy(), m @ v3.numpy(), rtol=RTOL)
+
+
+def test_switch_and_availability(monkeypatch):
+    ws = make_weights((8, 6), torch.float32, "single", False)
+    v = torch.rand(6, 1, dtype=torch.float64)
+    if KERNEL:
+        assert _fused.unsupported(ws, "single", None, v) is None
+        assert _fused.unsupported(ws, "single", None) is None
+    monkeypatch.setattr(_fused, "use_kernel", False)
+    assert "use_kernel" in _fused.fused_available()
+    assert "use_kernel" in _fused.unsupported(ws, "single", None, v)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_uses_the_torch_path():
+    ws = [w.cuda() for w in make_weights((33, 17), torch.bfloat16, "max", True)]
+    cs = scale_for((33, 17), True).cuda()
+    m = reference([w.cpu() for w in ws], "max", cs.cpu())
+    v = torch.rand(17, 2, dtype=torch.float64, device="cuda")
+    got = _fused.abs_matmul(ws, "max", cs, v)
+    assert got.device.type == "cuda"
+    np.testing.assert_allclose(got.cpu().numpy(), m @ v.cpu().numpy(), rtol=RTOL)
+    colsum, rowsum = _fused.abs_sums(ws, "max", cs)
+    np.testing.assert_allclose(rowsum.cpu().numpy(), m.sum(1), rtol=RTOL)
+
+
+def test_bad_arguments():
+    w = torch.randn(4, 3)
+    v = torch.rand(3, 1, dtype=torch.float64)
+    with pytest.raises(InvalidArgumentError, match="combine"):
+        _fused.abs_matmul([w], "mean", None, v)
+    with pytest.raises(InvalidArgumentTypeError, match="combine"):
+        _fused.abs_matmul([w], None, None, v)
+    with pytest.raises(InvalidArgumentError, match="2 tensor"):
+        _fused.abs_matmul([w], "sum", None, v)
+    with pytest.raises(InvalidArgumentError, match="1 tensor"):
+        _fused.abs_matmul([w, w], "single", None, v)
+    with pytest.raises(InvalidArgumentTypeError, match="sequence"):
+        _fused.abs_matmul(w, "single", None, v)
+    with pytest.raises(InvalidArgumentError, match="one shape"):
+        _fused.abs_matmul([w, torch.randn(3, 4)], "max", None, v)
+    with pytest.raises(InvalidArgumentError, match="2-D"):
+        _fused.abs_sums([torch.randn(4)], "single", None)
+    with pytest.raises(InvalidArgumentTypeError, match="real"):
+        _fused.abs_sums([w.to(torch.complex64)], "single", None)
+    with pytest.raises(InvalidArgumentTypeError, match="real"):
+        _fused.abs_sums([w > 0], "single", None)
+    with pytest.raises(InvalidArgumentError, match="col_scale"):
+        _fused.abs_matmul([w], "single", torch.ones(4), v)
+    with pytest.raises(InvalidArgumentError, match=r"\(3, k\)"):
+        _fused.abs_matmul([w], "single", None, torch.ones(4, 1, dtype=torch.float64))
+    with pytest.raises(InvalidArgumentError, match=r"\(4, k\)"):
+        _fused.abs_matmul([w], "single", None, v, transpose=True)
+    with pytest.raises(InvalidArgumentTypeError, match="floating"):
+        _fused.abs_matmul([w], "single", None, torch.ones(3, 1, dtype=torch.int64))
