@@ -21,6 +21,27 @@ def pytest_configure(config):
     # Also declared in pyproject.toml; repeated so the markers exist whatever the rootdir.
     config.addinivalue_line("markers", "slow: loads the real embedded model or runs long")
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skipped without one)")
+    config.addinivalue_line("markers", "browser: drives headless Chromium with Playwright (skipped without them)")
+
+
+def chromium_executable() -> str | None:
+    """The system Chromium: $LLMRANK_GRAPH_CHROMIUM, else `chromium` or `chromium-browser` on PATH."""
+    import os
+    import shutil
+
+    return os.environ.get("LLMRANK_GRAPH_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _browser_missing() -> str | None:
+    """Why the browser tests cannot run here (None when they can)."""
+    import importlib.util
+
+    if importlib.util.find_spec("playwright") is None:
+        return "needs Playwright: pip install 'llmrank-graph[browser]'"
+    if chromium_executable() is None:
+        return ("needs Chromium from the system packages (apt-get install chromium), or its path in "
+                "LLMRANK_GRAPH_CHROMIUM")
+    return None
 
 
 def pytest_collection_modifyitems(config, items):
@@ -28,7 +49,10 @@ def pytest_collection_modifyitems(config, items):
     skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
     run_slow = config.getoption("--run-slow")
     has_gpu = torch.cuda.is_available()
+    no_browser = _browser_missing() if any("browser" in item.keywords for item in items) else None
     for item in items:
+        if "browser" in item.keywords and no_browser:
+            item.add_marker(pytest.mark.skip(reason=f"browser test: {no_browser}"))
         if "slow" in item.keywords and not run_slow:
             item.add_marker(skip_slow)
         if "gpu" in item.keywords and not has_gpu:
