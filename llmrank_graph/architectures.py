@@ -64,6 +64,10 @@ class ArchitectureSpec:
         True when the modules are GPT-2 style ``Conv1D`` (weight stored as in x out).
     intermediate_attr : str
         Config attribute holding the intermediate size.
+    mlp_bias : str or None
+        Config flag that gives the MLP's Linear modules a bias (Llama's ``mlp_bias``), which
+        ``compensate='bias'`` turns on; None when the family's config has no such flag (its
+        down projection then needs a bias of its own, as GPT-2's and OPT's have).
     """
 
     name: str
@@ -74,6 +78,7 @@ class ArchitectureSpec:
     gate: str | None = None
     conv1d: bool = False
     intermediate_attr: str = "intermediate_size"
+    mlp_bias: str | None = None
 
     @property
     def gated(self) -> bool:
@@ -97,13 +102,13 @@ def architectures() -> dict[str, ArchitectureSpec]:
 
 
 _LLAMA_LIKE = dict(layers="model.layers", gate="mlp.gate_proj", up="mlp.up_proj", down="mlp.down_proj")
-for _name, _types in [
-    ("llama", ("llama",)),
-    ("mistral", ("mistral",)),
-    ("qwen2", ("qwen2", "qwen3")),
-    ("gemma", ("gemma", "gemma2", "gemma3_text")),
+for _name, _types, _bias in [
+    ("llama", ("llama",), "mlp_bias"),
+    ("mistral", ("mistral",), None),
+    ("qwen2", ("qwen2", "qwen3"), None),
+    ("gemma", ("gemma", "gemma2", "gemma3_text"), None),
 ]:
-    register_architecture(ArchitectureSpec(name=_name, model_types=_types, **_LLAMA_LIKE))
+    register_architecture(ArchitectureSpec(name=_name, model_types=_types, mlp_bias=_bias, **_LLAMA_LIKE))
 register_architecture(
     ArchitectureSpec(
         name="gpt2", model_types=("gpt2",), layers="transformer.h", up="mlp.c_fc", down="mlp.c_proj",

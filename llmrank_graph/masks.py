@@ -16,6 +16,9 @@ applies it to a model.
     layer's scores (PageRank mass, width, activation magnitude); how spread out a layer's
     scores are then decides how much it loses. A floor (``min_keep``) per layer keeps every
     layer alive, and exactly ``round(amount * total)`` neurons are pruned.
+``allocation="standardized"``
+    FLAP's global allocation: the same single threshold, with the same floor, on scores
+    standardised per layer, ``(s - mean(s)) / std(s)``.
 ``rounding="reference"``
     reproduces the LLM-Rank reference code (DESIGN.md section 5), which prunes with
     :func:`torch.nn.utils.prune.ln_structured`: ``round(amount * n)`` rows per module for local,
@@ -47,10 +50,10 @@ from .errors import FileFormatError, InvalidArgumentError, InvalidArgumentTypeEr
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["NeuronMask", "allocate", "ALLOCATIONS", "ROUNDINGS", "check_amount"]
+__all__ = ["NeuronMask", "allocate", "ALLOCATIONS", "ROUNDINGS", "check_amount", "prune_lowest"]
 
 #: Allocation strategies accepted by :func:`allocate`.
-ALLOCATIONS: tuple[str, ...] = ("local", "global")
+ALLOCATIONS: tuple[str, ...] = ("local", "global", "standardized")
 #: Rounding rules accepted by :func:`allocate`.
 ROUNDINGS: tuple[str, ...] = ("floor", "round", "reference")
 #: Fraction of each layer kept by default under global allocation (at least one neuron).
@@ -462,10 +465,11 @@ def allocate(scores, amount: float, allocation: str = "local", *, min_keep: int 
         projection rows being one more module.
     amount : float
         Fraction of neurons to prune, in [0, 1).
-    allocation : {'local', 'global'}
+    allocation : {'local', 'global', 'standardized'}
         ``local``: every layer (module) loses the same fraction. ``global``: one threshold
         over all layers, on scores divided by each layer's mean absolute score; exactly
         ``round(amount * total)`` neurons are pruned (``floor`` with ``rounding='floor'``).
+        ``standardized``: the same on scores standardised per layer (FLAP).
     min_keep : int, float or None
         Floor of neurons kept per layer: an int is a count, a float in [0, 1) a fraction of the
         layer (rounded up). ``None``: 1 for local, ``max(1, ceil(5% of m_l))`` for global.
@@ -512,10 +516,11 @@ def allocate(scores, amount: float, allocation: str = "local", *, min_keep: int 
 
     if allocation == "local":
         pruned = _allocate_local(vals, sizes, names, amount, min_keep, rounding)
-    elif rounding == "reference":
+    elif rounding == "reference" and allocation == "global":
         pruned = _allocate_global_reference(vals, sizes, amount)
     else:
-        pruned = _allocate_global(vals, sizes, names, amount, min_keep, rounding)
+        normalise = _standardise if allocation == "standardized" else _by_mean_abs
+        pruned = _allocate_global(vals, sizes, names, amount, min_keep, rounding, normalise)
 
     inter, hidden = {}, ({} if has_hidden else None)
     for (kind, layer), n, idx, name in zip(keys, sizes, pruned, names):
@@ -567,7 +572,17 @@ def _allocate_global_reference(vals, sizes, amount) -> list[np.ndarray]:
     return _split(_pool_lowest(flat, module, index, k), module, index, len(vals))
 
 
-def _allocate_global(vals, sizes, names, amount, min_keep, rounding) -> list[np.ndarray]:
+def _by_mean_abs(v: np.ndarray) -> np.ndarray:
+    scale = np.abs(v).mean()
+    return v / scale if scale > 0 else np.zeros_like(v)
+
+
+def _standardise(v: np.ndarray) -> np.ndarray:
+    std = v.std()
+    return (v - v.mean()) / std if std > 0 else np.zeros_like(v)
+
+
+def _allocate_global(vals, sizes, names, amount, min_keep, rounding, normalise=_by_mean_abs) -> list[np.ndarray]:
     total = sum(sizes)
     k = _round_count(amount * total, rounding)
     floors = [_resolve_floor(min_keep, n, "global", name) for n, name in zip(sizes, names)]
@@ -578,8 +593,7 @@ def _allocate_global(vals, sizes, names, amount, min_keep, rounding) -> list[np.
                          f"{sum(caps)} prunable; lower `amount` or `min_keep`")
     cand_val, cand_mod, cand_idx = [], [], []
     for i, (v, cap) in enumerate(zip(vals, caps)):
-        scale = np.abs(v).mean()
-        normed = v / scale if scale > 0 else np.zeros_like(v)
+        normed = normalise(v)
         # Only a layer's `cap` lowest neurons may be pruned: pooling those candidates and taking
         # the k lowest is one threshold with a floor per layer.
         idx = _lowest(normed, cap)
@@ -588,3 +602,26 @@ def _allocate_global(vals, sizes, names, amount, min_keep, rounding) -> list[np.
         cand_idx.append(idx)
     values, module, index = (np.concatenate(x) for x in (cand_val, cand_mod, cand_idx))
     return _split(_pool_lowest(values, module, index, k), module, index, len(vals))
+
+
+def prune_lowest(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep-mask of one layer that prunes its ``k`` lowest scores (ties: the lower index first).
+
+    Parameters
+    ----------
+    scores : torch.Tensor
+        (m,) scores, higher = more important.
+    k : int
+        Number of neurons to prune, in [0, m).
+
+    Returns
+    -------
+    torch.Tensor
+        bool, (m,): True = kept.
+    """
+    v = torch.as_tensor(scores).detach().to("cpu", torch.float64).numpy()
+    if not 0 <= int(k) < v.size:
+        raise InvalidArgumentError(f"`k` must be in [0, {v.size}) (a layer keeps at least one neuron); got {k}")
+    keep = torch.ones(v.size, dtype=torch.bool)
+    keep[torch.as_tensor(_lowest(v, int(k)), dtype=torch.long)] = False
+    return keep

@@ -32,6 +32,7 @@ from ._checks import check_bool, check_choice, fail_type
 from ._io import atomic_directory
 from .architectures import MLPModules, check_finite_weights, get_architecture, intermediate_sizes, mlp_layers
 from .calibration import ActivationStats
+from .compensation import COMPENSATIONS, DEFAULT_RIDGE, apply_updates, check_compensation, down_updates
 from .errors import InvalidArgumentError
 from .masks import ALLOCATIONS, NeuronMask, allocate, check_amount
 from .models import load_pruned
@@ -42,7 +43,7 @@ logger = logging.getLogger(__name__)
 
 # load_pruned lives with the loader (models.py), intermediate_sizes with the architectures, and
 # PRUNED_CONFIG_KEY in saved_format.py; they are re-exported here, where users found them.
-__all__ = ["HOWS", "PruneResult", "apply_mask", "prune_model", "save_pruned", "load_pruned",
+__all__ = ["HOWS", "COMPENSATIONS", "DEFAULT_RIDGE", "PruneResult", "apply_mask", "prune_model", "save_pruned", "load_pruned",
            "intermediate_sizes", "PRUNED_CONFIG_KEY"]
 
 #: Ways to apply a mask.
@@ -76,8 +77,9 @@ def _zero_mlp(mlp: MLPModules, keep: torch.Tensor, hidden_keep: torch.Tensor | N
                 mlp.down.weight[hdrop] = 0
 
 
-def apply_mask(model: nn.Module, mask: NeuronMask, how: str = "remove") -> nn.Module:
-    """Prune ``model``'s MLP neurons in place as ``mask`` says.
+def apply_mask(model: nn.Module, mask: NeuronMask, how: str = "remove", *, compensate: str = "none",
+               stats: ActivationStats | None = None, ridge: float = DEFAULT_RIDGE) -> nn.Module:
+    """Prune ``model``'s MLP neurons in place as ``mask`` says, optionally compensating down_proj.
 
     Parameters
     ----------
@@ -88,6 +90,16 @@ def apply_mask(model: nn.Module, mask: NeuronMask, how: str = "remove") -> nn.Mo
         ``remove`` slices gate/up rows (and biases) and down columns, so the modules shrink,
         and updates the config (see the module docstring). ``zero`` sets those weights to 0
         and, with ``mask.hidden`` (paper mode), also the down rows of pruned hidden channels.
+    compensate : {'none', 'bias', 'lstsq', 'lstsq+bias'}
+        Repair each layer's MLP output from ``stats`` (:mod:`llmrank_graph.compensation`):
+        ``bias`` stores the removed neurons' mean contribution as a down_proj bias (Llama
+        gets ``mlp_bias=True``); ``lstsq`` refits the kept down_proj columns by ridge least
+        squares; ``lstsq+bias`` does both. ``none`` changes nothing else.
+    stats : ActivationStats, optional
+        Statistics of ``model`` before pruning; needed unless ``compensate='none'``, with the
+        second moments (``calibrate(..., second_moments=True)``) for ``lstsq``.
+    ridge : float
+        Ridge of the least-squares refit, relative to ``mean(diag G_KK)``.
 
     Returns
     -------
@@ -97,14 +109,20 @@ def apply_mask(model: nn.Module, mask: NeuronMask, how: str = "remove") -> nn.Mo
     Raises
     ------
     ValueError
-        Unknown ``how``; a mask that does not fit the model (naming the layer and both sizes);
-        ``how='remove'`` with a mask that prunes hidden channels (residual-stream channels
-        cannot be removed from one MLP: use ``how='zero'``). The model is untouched then.
+        Unknown ``how`` or ``compensate``; a mask that does not fit the model (naming the layer
+        and both sizes); ``how='remove'`` with a mask that prunes hidden channels
+        (residual-stream channels cannot be removed from one MLP: use ``how='zero'``); stats
+        without the second moments ``compensate`` needs (saying how to collect them);
+        ``bias`` on a family without an MLP bias (suggesting ``lstsq``); a ridge that is not
+        positive. The model is untouched then: every compensation is computed before the
+        first weight changes.
 
     Example
     -------
     >>> mask = allocate(scores, 0.3)                    # doctest: +SKIP
     >>> model = apply_mask(model, mask, how="remove")   # doctest: +SKIP
+    >>> stats = calibrate(model, tokenizer, second_moments=True)                      # doctest: +SKIP
+    >>> model = apply_mask(model, mask, compensate="lstsq", stats=stats)              # doctest: +SKIP
     """
     check_choice("how", how, HOWS)
     if not isinstance(mask, NeuronMask):
@@ -114,11 +132,20 @@ def apply_mask(model: nn.Module, mask: NeuronMask, how: str = "remove") -> nn.Mo
         raise InvalidArgumentError(f"how='remove' cannot prune hidden channels ({mask.n_hidden_pruned()} down_proj rows "
                          "in the mask): they belong to the residual stream shared by every layer; "
                          "use how='zero' for the paper mode")
+    check_compensation(model, stats, compensate, ridge)
+    if compensate != "none":
+        if mask.n_hidden_pruned():
+            raise InvalidArgumentError(f"compensate={compensate!r} refits down_proj for the kept intermediate "
+                                       "neurons, which the paper mode's zeroed down_proj rows contradict; use "
+                                       "compensate='none' with prune_hidden")
+        stats.check_model(model)
+    updates = down_updates(model, mask, stats, compensate, ridge) if compensate != "none" else {}
     mlps = mlp_layers(model)
     if how == "zero":
         for mlp in mlps:
             hk = mask.hidden.get(mlp.layer) if mask.hidden is not None else None
             _zero_mlp(mlp, mask.intermediate[mlp.layer], hk)
+        apply_updates(model, updates, keep=mask.intermediate)
         logger.debug("zeroed %d intermediate neurons and %d hidden channels", mask.n_pruned(),
                      mask.n_hidden_pruned())
         return model
@@ -129,7 +156,9 @@ def apply_mask(model: nn.Module, mask: NeuronMask, how: str = "remove") -> nn.Mo
             continue
         mlp.keep_neurons(keep.nonzero().flatten())
     record_sizes(model, original)
-    logger.debug("removed %d intermediate neurons; sizes now %s", mask.n_pruned(), intermediate_sizes(model))
+    apply_updates(model, updates)
+    logger.debug("removed %d intermediate neurons; sizes now %s; compensation %s", mask.n_pruned(),
+                 intermediate_sizes(model), compensate)
     return model
 
 
@@ -146,11 +175,16 @@ class PruneResult:
         The neurons kept.
     scores : NeuronScores
         The scores the masks came from.
+    stats : ActivationStats or None
+        In the sequential mode, the statistics each layer was pruned with (collected on the
+        outputs of the already-pruned layers; without the Gram matrices, freed layer by
+        layer). None otherwise.
     """
 
     model: nn.Module
     masks: NeuronMask
     scores: Any
+    stats: ActivationStats | None = None
 
 
 def _check_finite_weights(model: nn.Module) -> None:
@@ -159,7 +193,8 @@ def _check_finite_weights(model: nn.Module) -> None:
 
 def prune_model(model: nn.Module, stats, method: str = "pagerank", amount: float = 0.3, allocation: str = "local",
                 how: str = "remove", mode: str = "chained", prune_hidden: bool = False, graph=None, *,
-                min_keep: int | float | None = None, **method_params) -> PruneResult:
+                min_keep: int | float | None = None, compensate: str = "none", ridge: float = DEFAULT_RIDGE,
+                sequential: bool = False, input_ids=None, device=None, **method_params) -> PruneResult:
     """Score the MLP neurons of ``model``, choose the lowest-scored ones and prune them in place.
 
     Parameters
@@ -172,7 +207,7 @@ def prune_model(model: nn.Module, stats, method: str = "pagerank", amount: float
         A scorer of :func:`llmrank_graph.scoring.scorers`.
     amount : float
         Fraction of intermediate neurons to prune, in [0, 1).
-    allocation : {'local', 'global'}
+    allocation : {'local', 'global', 'standardized'}
         See :func:`llmrank_graph.masks.allocate`.
     how : {'remove', 'zero'}
         See :func:`apply_mask`.
@@ -185,21 +220,41 @@ def prune_model(model: nn.Module, stats, method: str = "pagerank", amount: float
         A graph already exported from ``model``, passed to the scorer.
     min_keep : int, float or None
         Per-layer floor, see :func:`llmrank_graph.masks.allocate`.
+    compensate : {'none', 'bias', 'lstsq', 'lstsq+bias'}
+        Repair each layer's MLP output after the removal (see :func:`apply_mask` and
+        :mod:`llmrank_graph.compensation`). ``lstsq`` needs stats calibrated with
+        ``second_moments=True``.
+    ridge : float
+        Ridge of the least-squares refit, relative to ``mean(diag G_KK)``.
+    sequential : bool
+        Prune layer by layer, each layer's statistics collected on the outputs of the
+        already-pruned layers (:mod:`llmrank_graph.sequential`, which says how global
+        allocations and whole-model scorers are handled). Needs ``input_ids``; ``stats``, if
+        given, are the dense model's and serve the budgets of a global allocation.
+    input_ids : LongTensor (n, seq) or list of LongTensor (batch, seq), optional
+        The calibration tokens of the sequential mode.
+    device : str or torch.device, optional
+        Sequential mode: where each layer and the hidden states are processed (default: the
+        model's device), so that a model larger than the device can be pruned from CPU memory.
     **method_params
         Further parameters of the scorer.
 
     Returns
     -------
     PruneResult
-        ``.model`` (pruned in place), ``.masks``, ``.scores``.
+        ``.model`` (pruned in place), ``.masks``, ``.scores`` (and ``.stats`` in the
+        sequential mode).
 
     Raises
     ------
     ValueError
         Bad ``amount``/``allocation``/``how``; unknown ``method`` (listing the registry); stats
         from another model (naming the module and both shapes); NaN or inf in weights or stats;
-        an allocation that would empty a layer. Everything is checked before the model is
-        modified, so on error the model is unchanged.
+        an allocation that would empty a layer; ``compensate`` with stats that lack the second
+        moments (saying how to collect them); ``bias`` on a family without an MLP bias; a ridge
+        that is not positive; ``sequential=True`` without ``input_ids`` or with the paper
+        mode, whose allocation of hidden channels it cannot honour. Everything is checked
+        before the model is modified, so on error the model is unchanged.
 
     Notes
     -----
@@ -221,24 +276,43 @@ def prune_model(model: nn.Module, stats, method: str = "pagerank", amount: float
     if prune_hidden and how == "remove":
         raise InvalidArgumentError("`prune_hidden=True` zeroes down_proj rows (hidden channels of the residual stream), "
                          "which cannot be removed; pass how='zero'")
+    check_bool("sequential", sequential)
     get_architecture(model)
     if stats is not None:
         if not isinstance(stats, ActivationStats):
             raise fail_type("stats", "an ActivationStats or None", stats)
         stats.check_model(model)
     _check_finite_weights(model)
+    if graph is not None:
+        method_params["graph"] = graph
+    if sequential:
+        if prune_hidden:
+            raise InvalidArgumentError("`sequential=True` cannot honour the paper mode (prune_hidden=True): it "
+                                       "allocates hidden channels of the residual stream over all layers at once, "
+                                       "while the sequential mode prunes one layer at a time")
+        from .sequential import prune_sequential
+
+        result = prune_sequential(model, input_ids, method, amount, allocation, how, stats=stats,
+                                  compensate=compensate, ridge=ridge, min_keep=min_keep, device=device, mode=mode,
+                                  **method_params)
+        result.masks.meta.update({"how": how, "mode": mode, "prune_hidden": False, "compensate": compensate,
+                                  "sequential": True})
+        return result
+    if input_ids is not None or device is not None:
+        raise InvalidArgumentError("`input_ids` and `device` are used by the sequential mode only; pass "
+                                   "sequential=True, or calibrate the model and pass `stats`")
+    check_compensation(model, stats, compensate, ridge)
 
     from .scoring import score_neurons, scorer_class  # scoring pulls in the graph and centrality stack
 
-    if graph is not None:
-        method_params["graph"] = graph
     scores = score_neurons(model, stats, method, mode=mode, prune_hidden=prune_hidden, **method_params)
     rounding = "reference" if prune_hidden else scorer_class(method).rounding
     masks = allocate(scores, amount, allocation, min_keep=min_keep, rounding=rounding)
-    masks.meta.update({"method": method, "how": how, "mode": mode, "prune_hidden": prune_hidden})
-    apply_mask(model, masks, how=how)
-    logger.info("pruned %d of %d intermediate neurons (%s, %s, %s)", masks.n_pruned(), masks.n_total(),
-                method, allocation, how)
+    masks.meta.update({"method": method, "how": how, "mode": mode, "prune_hidden": prune_hidden,
+                       "compensate": compensate})
+    apply_mask(model, masks, how=how, compensate=compensate, stats=stats, ridge=ridge)
+    logger.info("pruned %d of %d intermediate neurons (%s, %s, %s, compensate=%s)", masks.n_pruned(),
+                masks.n_total(), method, allocation, how, compensate)
     return PruneResult(model, masks, scores)
 
 

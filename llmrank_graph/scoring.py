@@ -15,7 +15,10 @@ Families (DESIGN.md section 4):
 - faithful reproductions of the LLM-Rank reference code (DESIGN.md section 5): ``wpr``,
   ``mpr``, ``channel-wanda``, ``norm``, with its two pipelines (``mode="chained"`` /
   ``"isolated"``) and its "paper mode" scores of the hidden channels (``prune_hidden=True``);
-- baselines: ``magnitude``, ``activation``, ``wanda-sp``, ``random``.
+- baselines: ``magnitude``, ``activation``, ``wanda-sp``, ``random``;
+- compensation-aware criteria (DESIGN.md section 6): ``flap`` (FLAP's fluctuation metric, what
+  a bias cannot repair) and ``obs`` (greedy structured OBS on down_proj, what a least-squares
+  refit cannot repair).
 
 All scores are float64 CPU tensors. Calibration statistics are computed once by the caller
 (:func:`llmrank_graph.calibrate`) and passed in; weight-only scorers accept ``stats=None``.
@@ -38,6 +41,7 @@ from . import centrality as _centrality
 from ._checks import check_bool, check_choice, check_unit, fail, fail_type
 from .architectures import MLPModules, check_finite_weights, mlp_layers
 from .calibration import ActivationStats
+from .compensation import DEFAULT_RIDGE, check_ridge, fluctuation, obs_greedy, relative_damp
 from .centrality import DIRECTIONS, TELEPORTS, CentralityResult, backend_names
 from .errors import InvalidArgumentError, InvalidArgumentTypeError
 from .graph import DEFAULT_EXPORT, MODES, ExportOptions, MLPGraph, export_graph
@@ -73,6 +77,8 @@ __all__ = [
     "ActivationScorer",
     "WandaSPScorer",
     "RandomScorer",
+    "FlapScorer",
+    "OBSScorer",
 ]
 
 #: Named teleport vectors of :func:`llmrank_graph.centrality.pagerank`.
@@ -303,12 +309,17 @@ class Scorer:
         How :func:`llmrank_graph.prune_model` turns a fraction into neuron counts (the
         ``rounding`` of :func:`llmrank_graph.allocate`): ``"round"``, or ``"reference"`` for
         the reproductions of the LLM-Rank code, which round as it does.
+    layerwise : bool
+        Whether a layer's scores depend on that layer alone, so that :meth:`score_layer`
+        can score it from its own statistics (the sequential mode of
+        :func:`llmrank_graph.prune_model` rescores each layer on the pruned inputs).
     """
 
     name: ClassVar[str] = ""
     supports_hidden: ClassVar[bool] = False
     description: ClassVar[str] = ""
     rounding: ClassVar[str] = "round"
+    layerwise: ClassVar[bool] = False
 
     # -- parameters --------------------------------------------------------------
     # Scorers whose only parameters are these inherit this __init__.
@@ -345,6 +356,33 @@ class Scorer:
         """True when this scorer, with these parameters, uses calibration statistics."""
         return True
 
+    def needs_second_moments(self) -> bool:
+        """True when this scorer needs the Gram matrices of the down_proj inputs (``second_moments=True``)."""
+        return False
+
+    def score_layer(self, mlp: MLPModules, stats) -> torch.Tensor:
+        """Scores of one layer's neurons from that layer's statistics alone (only if :attr:`layerwise`).
+
+        Parameters
+        ----------
+        mlp : MLPModules
+            The layer (:func:`llmrank_graph.architectures.mlp_layers`).
+        stats : ActivationStats
+            Holding at least that layer's modules.
+
+        Returns
+        -------
+        torch.Tensor
+            float64, (m,), on the CPU.
+
+        Raises
+        ------
+        InvalidArgumentError
+            If the scorer is not :attr:`layerwise`, or the stats lack what it needs.
+        """
+        raise InvalidArgumentError(f"scorer {self.name!r} scores all layers at once (it is not layerwise); "
+                                   f"layerwise scorers: {', '.join(repr(n) for n, c in _REGISTRY.items() if c.layerwise)}")
+
     def score(self, model, stats: ActivationStats | None = None) -> NeuronScores:
         """Score the intermediate neurons of ``model``.
 
@@ -375,6 +413,8 @@ class Scorer:
                                                f"None; got {type(stats).__name__}")
             stats.check_model(model)
             _check_finite_stats(stats, mlps)
+            if self.needs_second_moments():
+                _check_second_moments(stats, mlps, self.name)
         _check_finite_weights(mlps)
         inter, hidden = self._score(model, mlps, stats)
         inter = {l: s.detach().to("cpu", torch.float64) for l, s in inter.items()}
@@ -406,6 +446,15 @@ def _check_finite_stats(stats: ActivationStats, mlps: list[MLPModules]) -> None:
                 if not torch.isfinite(t).all():
                     raise InvalidArgumentError(f"`stats` for module {name!r} contain NaN or inf in the {what} "
                                                "statistics")
+
+
+def _check_second_moments(stats: ActivationStats, mlps: list[MLPModules], name: str) -> None:
+    for m in mlps:
+        s = stats[m.down_name]
+        if s.input_gram is None or s.input_sum is None:
+            raise InvalidArgumentError(f"scorer {name!r} needs the second moments (Gram matrices) of the down_proj "
+                                       f"inputs, which `stats` lack ({m.down_name!r}); collect them with "
+                                       "llmrank_graph.calibrate(model, tokenizer, second_moments=True)")
 
 
 def _abs64(m: MLPModules, which: str) -> torch.Tensor:
@@ -768,11 +817,25 @@ class NormScorer(_ReferenceScorer):
 class _LayerScorer(Scorer):
     """A scorer computed independently per layer: the same result in both modes."""
 
+    layerwise = True
+
     def _layer(self, m: MLPModules, stats) -> torch.Tensor:
         raise NotImplementedError
 
     def _score(self, model, mlps, stats):
         return {m.layer: self._layer(m, stats) for m in mlps}, None
+
+    def score_layer(self, mlp: MLPModules, stats) -> torch.Tensor:
+        if stats is None and self.needs_stats():
+            raise InvalidArgumentError(f"`stats` are required by scorer {self.name!r}")
+        if stats is not None:
+            _check_finite_stats(stats, [mlp])
+            if self.needs_second_moments():
+                _check_second_moments(stats, [mlp], self.name)
+        scores = self._layer(mlp, stats).detach().to("cpu", torch.float64)
+        if not torch.isfinite(scores).all():
+            raise InvalidArgumentError(f"scorer {self.name!r} produced NaN or inf scores in layer {mlp.layer}")
+        return scores
 
 
 @register_scorer
@@ -890,6 +953,7 @@ class RandomScorer(_LayerScorer):
 
     name = "random"
     description = "uniform random scores (seeded)"
+    layerwise = False  # one generator over all layers
 
     def __init__(self, *, seed: int = 0, mode: str = "chained", prune_hidden: bool = False):
         self.seed = seed
@@ -907,6 +971,90 @@ class RandomScorer(_LayerScorer):
     def _score(self, model, mlps, stats):
         g = torch.Generator(device="cpu").manual_seed(int(self.seed))
         return {m.layer: torch.rand(m.intermediate_size, generator=g, dtype=torch.float64) for m in mlps}, None
+
+
+# ----------------------------------------------------------------------------- compensation-aware
+@register_scorer
+class FlapScorer(_LayerScorer):
+    """FLAP's fluctuation metric: ``Var(h_j) * ||W_down[:, j]||^2``, h the input of down_proj.
+
+    It is the expected squared error of the MLP output that ``compensate='bias'`` leaves when
+    neuron j alone is removed (DESIGN.md section 6). Needs the input means, which
+    :func:`llmrank_graph.calibrate` records. FLAP pairs it with a standardised global
+    allocation (``allocation='standardized'``).
+
+    Parameters
+    ----------
+    mode : {'chained', 'isolated'}
+        No effect on the scores (per-layer method).
+    prune_hidden : bool
+        Must be False.
+
+    Example
+    -------
+    >>> FlapScorer().score(model, stats)     # doctest: +SKIP
+    """
+
+    name = "flap"
+    description = "FLAP fluctuation: variance of the neuron's activation times its squared down_proj column"
+
+    def _layer(self, m, stats):
+        var = stats[m.down_name].input_variance
+        if var is None:
+            raise InvalidArgumentError(f"scorer 'flap' needs the mean of the down_proj inputs, which `stats` lack "
+                                       f"({m.down_name!r}); collect them with llmrank_graph.calibrate")
+        w = m.weight("down").detach().to(torch.float64)  # (d, m)
+        return fluctuation(w, _vec(var, w))
+
+
+@register_scorer
+class OBSScorer(_LayerScorer):
+    """Greedy structured OBS on down_proj (ZipLM, SlimGPT): what a least-squares refit cannot repair.
+
+    With ``H = G + lambda I`` (G the second moment of down_proj's input, ``lambda = ridge *
+    mean(diag G)``), removing neuron j and refitting the others costs
+    ``||W[:, j]||^2 / [H^-1]_jj``. Neurons are removed one at a time, cheapest first, with
+    rank-1 updates of W and of ``H^-1`` (:func:`llmrank_graph.compensation.obs_greedy`); a
+    neuron's score is the total cost of the removals up to and including its own, so the
+    lowest k scores are the greedy choice of k neurons for every k. The refit that the greedy
+    updates build is the closed-form one of ``compensate='lstsq'``, which applies it.
+
+    Parameters
+    ----------
+    ridge : float
+        Relative ridge (default :data:`llmrank_graph.compensation.DEFAULT_RIDGE`).
+    mode : {'chained', 'isolated'}
+        No effect on the scores (per-layer method).
+    prune_hidden : bool
+        Must be False.
+
+    Example
+    -------
+    >>> stats = calibrate(model, tokenizer, second_moments=True)    # doctest: +SKIP
+    >>> OBSScorer().score(model, stats)                             # doctest: +SKIP
+    """
+
+    name = "obs"
+    description = "greedy structured OBS on down_proj: output error left after a least-squares refit"
+
+    def __init__(self, *, ridge: float = DEFAULT_RIDGE, mode: str = "chained", prune_hidden: bool = False):
+        self.ridge = ridge
+        self.mode = mode
+        self.prune_hidden = prune_hidden
+        self._validate_common()
+        check_ridge(ridge)
+
+    def needs_second_moments(self) -> bool:
+        return True
+
+    def _layer(self, m, stats):
+        s = stats[m.down_name]
+        w = m.weight("down").detach().to(torch.float64)  # (d, m)
+        g = _vec(s.input_second_moment, w)  # (m, m)
+        res = obs_greedy(w, g, relative_damp(g, float(self.ridge)))
+        scores = torch.empty(w.shape[1], dtype=torch.float64)
+        scores[res.order] = torch.cumsum(res.costs, 0)
+        return scores
 
 
 # ----------------------------------------------------------------------------- other centralities

@@ -404,7 +404,7 @@ def test_prune_model_errors_leave_model_untouched(monkeypatch):
 
     with pytest.raises(ValueError, match=r"^`amount` must be a float in \[0, 1\); got 1.0$"):
         prune_model(model, None, "magnitude", amount=1.0)
-    with pytest.raises(ValueError, match=r"`allocation` must be one of 'local', 'global'; got 'all'"):
+    with pytest.raises(ValueError, match=r"`allocation` must be one of 'local', 'global', 'standardized'; got 'all'"):
         prune_model(model, None, "magnitude", allocation="all")
     with pytest.raises(ValueError, match=r"`how` must be one of 'remove', 'zero'"):
         prune_model(model, None, "magnitude", how="cut")

@@ -192,7 +192,7 @@ def test_reference_with_real_calibration(model):
 
 
 def test_every_scorer_runs_on_real_stats(model):
-    st = calibrate(model, input_ids=torch.randint(0, 64, (4, 8)), batch_size=2)
+    st = calibrate(model, input_ids=torch.randint(0, 64, (4, 8)), batch_size=2, second_moments=True)  # obs needs them
     for name in scorers():
         res = score_neurons(model, st, name)
         assert res.method == name
