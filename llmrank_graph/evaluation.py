@@ -15,6 +15,7 @@ import math
 import os
 import re
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -468,7 +469,9 @@ def prepare_tasks(tasks: Sequence[str], include_path: str | os.PathLike | None =
     missing = []
     for t in tasks:
         try:
-            get_task_dict([t], manager)
+            with warnings.catch_warnings():  # newer lm-eval deprecates get_task_dict; older ones lack its successor
+                warnings.simplefilter("ignore", DeprecationWarning)
+                get_task_dict([t], manager)
         except Exception as e:  # noqa: BLE001 - datasets raises many kinds; each is reported with its task
             missing.append(f"task {t!r}: its data could not be loaded ({type(e).__name__}: {str(e)[:300]})")
     if missing:

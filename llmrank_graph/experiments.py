@@ -60,6 +60,7 @@ import torch
 from ._checks import check_bool, check_choice, check_int, check_positive_int, fail, fail_type, format_allowed
 from ._io import atomic_file, save_safetensors_atomic, write_json_atomic, write_text_atomic
 from .calibration import ActivationStats, calibrate
+from .compensation import COMPENSATIONS, check_ridge, needs_second_moments
 from .errors import (FileFormatError, InvalidArgumentError, InvalidArgumentTypeError, LLMRankGraphError,
                      MissingDependencyError, MissingInputError, OutputExistsError)
 from .evaluation import (LASTWORD_TASK, check_lm_eval, compare_throughput, count_parameters, lastword_examples,
@@ -89,8 +90,10 @@ RUN_STATUSES: tuple[str, ...] = ("complete", "failed")
 #: Quantiles of each layer's scores kept in every run's JSON (for the score-distribution plot).
 SCORE_QUANTILES: tuple[float, ...] = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
 
-# prune_model arguments that are grid axes or inputs, never ``params``.
-_NOT_PARAMS = frozenset({"model", "stats", "method", "amount", "allocation", "how", "mode", "graph"})
+# prune_model arguments that are grid axes or inputs, never ``params``. The sweep passes the
+# calibration tokens as ``input_ids`` to runs with ``sequential=True``, and its own ``device``.
+_NOT_PARAMS = frozenset({"model", "stats", "method", "amount", "allocation", "how", "mode", "graph", "input_ids",
+                         "device"})
 
 
 def _default(fn, name: str):
@@ -157,18 +160,21 @@ class CalibrationSetting:
     """How calibration statistics are collected (:func:`llmrank_graph.calibrate`).
 
     Defaults are :func:`~llmrank_graph.calibrate`'s. ``texts`` None means the embedded
-    Wikipedia calibration articles.
+    Wikipedia calibration articles. ``second_moments`` also collects the Gram matrices of the
+    down_proj inputs, which least-squares compensation and the ``flap``/``obs`` scorers need.
     """
 
     texts: str | None = None
     n_samples: int = _default(calibrate, "n_samples")
     seq_len: int = _default(calibrate, "seq_len")
     batch_size: int = _default(calibrate, "batch_size")
+    second_moments: bool = _default(calibrate, "second_moments")
 
     def __post_init__(self):
         object.__setattr__(self, "texts", _as_texts("calibration.texts", self.texts))
         for name in ("n_samples", "seq_len", "batch_size"):
             object.__setattr__(self, name, check_positive_int(f"calibration.{name}", getattr(self, name)))
+        object.__setattr__(self, "second_moments", check_bool("calibration.second_moments", self.second_moments))
 
     @property
     def key(self) -> str:
@@ -442,12 +448,20 @@ class Grid:
         # Every scorer configuration is built once here, so that a bad value fails now.
         for method in methods:
             for combo in self._combos(method):
+                _check_prune_options(combo)
                 if combo.get("prune_hidden") and "remove" in self.hows:
                     raise InvalidArgumentError(
                         f"method {method!r} with prune_hidden=True needs how='zero' (hidden channels cannot be "
                         f"removed); the grid has hows {format_allowed(self.hows)}")
                 for mode in self.modes:
-                    get_scorer(method, mode=mode, **_scorer_only(method, combo))
+                    scorer = get_scorer(method, mode=mode, **_scorer_only(method, combo))
+                    gram = scorer.needs_second_moments() or needs_second_moments(combo.get("compensate", "none"))
+                    if gram and not self.calibration.second_moments:
+                        what = (f"compensate={combo['compensate']!r}" if needs_second_moments(
+                            combo.get("compensate", "none")) else f"method {method!r}")
+                        raise InvalidArgumentError(
+                            f"{what} needs the Gram matrices of the down_proj inputs: set calibration.second_moments "
+                            "to true (--second-moments)")
 
     @staticmethod
     def _check_params(arg: str, params) -> dict[str, tuple]:
@@ -530,6 +544,16 @@ class Grid:
         elif "models" in d:
             d["models"] = [None]
         return cls(**d)
+
+
+def _check_prune_options(combo: Mapping[str, Any]) -> None:
+    """The prune_model options of a grid point that can be checked without a model."""
+    if "compensate" in combo:
+        check_choice("compensate", combo["compensate"], COMPENSATIONS)
+    if "ridge" in combo:
+        check_ridge(combo["ridge"])
+    if "sequential" in combo:
+        check_bool("sequential", combo["sequential"])
 
 
 def _setting_from_dict(cls, arg: str, d: Mapping):
@@ -840,6 +864,7 @@ class _ModelContext:
     calibrate_seconds: float = 0.0
     calibration_reused: bool = False
     eval_ids: torch.Tensor | None = None
+    calibration_ids: torch.Tensor | None = None
     dense: dict | None = None
 
 
@@ -865,7 +890,7 @@ def _calibration(ctx: _ModelContext, directory: Path, run: RunConfig) -> None:
             return
     t = time.perf_counter()
     stats = calibrate(ctx.model, ctx.tokenizer, texts=cal.texts, n_samples=cal.n_samples, seq_len=cal.seq_len,
-                      batch_size=cal.batch_size)
+                      batch_size=cal.batch_size, second_moments=cal.second_moments)
     seconds = time.perf_counter() - t
     stats.meta.update({"model": run.model, "setting": asdict(cal), "seconds": seconds})
     try:
@@ -874,6 +899,16 @@ def _calibration(ctx: _ModelContext, directory: Path, run: RunConfig) -> None:
         pass
     ctx.stats, ctx.calibrate_seconds, ctx.calibration_reused = stats, seconds, False
     logger.info("calibrated in %.1f s (%d tokens); saved %s", seconds, stats.n_tokens, path)
+
+
+def _calibration_ids(ctx: _ModelContext, cal: CalibrationSetting) -> torch.Tensor:
+    """The calibration tokens (for sequential pruning), cut as :func:`~llmrank_graph.calibrate` cuts them."""
+    if ctx.calibration_ids is None:
+        from .data import load_texts, token_blocks
+
+        ctx.calibration_ids = token_blocks(ctx.tokenizer, load_texts(cal.texts, split="calibration"), cal.n_samples,
+                                           cal.seq_len)
+    return ctx.calibration_ids
 
 
 def _tasks_manager(directory: Path, grid: Grid):
@@ -961,9 +996,12 @@ def _execute(run: RunConfig, ctx: _ModelContext, directory: Path, grid: Grid, ma
     times: dict[str, float] = {}
     t = time.perf_counter()
     model = copy.deepcopy(ctx.model)
+    extra = {}
+    if dict(run.params).get("sequential"):  # layer by layer, on the calibration tokens
+        extra = {"input_ids": _calibration_ids(ctx, run.calibration), "device": device}
     try:
         res = prune_model(model, ctx.stats, method=run.method, amount=run.amount, allocation=run.allocation,
-                          how=run.how, mode=run.mode, **dict(run.params))
+                          how=run.how, mode=run.mode, **dict(run.params), **extra)
     except LLMRankGraphError as e:  # refused or failed by the library (no convergence, empty layer...)
         logger.warning("run %s (%s, %s, %g) failed: %s", run.run_id, run.label, run.allocation, run.amount, e)
         record.update(status="failed", error=f"{type(e).__name__}: {e}", times={"prune": time.perf_counter() - t},

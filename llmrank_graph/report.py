@@ -6,7 +6,8 @@
 - ``quality*.png``: perplexity (and each task's accuracy) against the fraction of neurons
   removed, one line per method, the dense model as a dashed reference line, on a log axis
   where the values span more than a decade;
-- ``layers*.png``: the fraction of each layer kept, per method, under global allocation;
+- ``layers*.png``: the fraction of each layer kept, per method, under global allocation (and
+  any other allocation that is not ``local``);
 - ``scores*.png``: the distribution of each method's scores in every layer (from the
   quantiles every run records);
 - ``correlations*.png``: Spearman rank correlations between the methods' scores, where the
@@ -234,10 +235,10 @@ def _quality_figure(dm, metric: str, dense_col: str, ylabel: str, colors: dict, 
 def _layers_figure(runs: list[dict], colors: dict, title: str):
     from matplotlib.ticker import MaxNLocator
 
-    amounts = sorted({r["config"]["amount"] for r in runs})
-    fig, axes = _figure(len(amounts))
-    for ax, amount in zip(axes, amounts):
-        for rec in sorted((r for r in runs if r["config"]["amount"] == amount),
+    panels = sorted({(r["config"]["allocation"], r["config"]["amount"]) for r in runs})
+    fig, axes = _figure(len(panels))
+    for ax, (allocation, amount) in zip(axes, panels):
+        for rec in sorted((r for r in runs if (r["config"]["allocation"], r["config"]["amount"]) == (allocation, amount)),
                           key=lambda r: RunConfig.from_dict(r["config"]).label):
             n = rec["neurons"]
             label = RunConfig.from_dict(rec["config"]).label
@@ -245,7 +246,7 @@ def _layers_figure(runs: list[dict], colors: dict, title: str):
             ax.plot(n["layers"], kept, marker=".", label=label, color=colors.get(label))
         ax.axhline(1 - amount, color="black", linestyle="--", linewidth=1, label="local (same in every layer)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(f"{amount:.0%} removed, global allocation")
+        ax.set_title(f"{amount:.0%} removed, {allocation} allocation")
         ax.set_xlabel("layer")
         ax.set_ylabel("fraction of neurons kept")
         ax.set_ylim(0, 1.05)
@@ -486,7 +487,7 @@ def write_report(directory: str | os.PathLike, out: str | os.PathLike | None = N
                                           fmt=lambda v: f"{v:.4f}" if abs(v) < 10 else _fmt(v)))
         # Layers kept under global allocation.
         recs = [r for r in records.values() if (r["config"]["model"] or "default") == model and r["status"] == "complete"]
-        glob = [r for r in recs if r["config"]["allocation"] == "global"]
+        glob = [r for r in recs if r["config"]["allocation"] != "local"]
         part.append("<h3>Fraction of each layer kept under global allocation</h3>")
         if glob:
             name = add_image(f"layers{suffix}.png", _layers_figure(glob, colors, f"Layers kept: {mname}"))
