@@ -109,18 +109,23 @@ def _check_parent(target: Path, arg: str) -> None:
         raise fail(arg, f"a path inside a writable directory ({str(ancestor)!r} is not writable)", str(target))
 
 
+def _flag(arg: str, name: str) -> str:
+    """How the caller named ``arg`` asks for ``name``: ``--name`` on the command line, else ``name=True``."""
+    return f"--{name}" if arg.startswith("--") else f"{name}=True"
+
+
 def _check_existing(target: Path, kind: str, overwrite: bool, arg: str) -> None:
     if not os.path.lexists(target):
         return
     is_dir = target.is_dir()
     if kind == "directory" and not is_dir:
         raise OutputExistsError(f"`{arg}` {str(target)!r} exists and is not a directory; "
-                                "it is never replaced by one, even with overwrite=True")
+                                f"it is never replaced by one, even with {_flag(arg, 'overwrite')}")
     if kind == "file" and is_dir:
         raise OutputExistsError(f"`{arg}` {str(target)!r} exists and is a directory; "
-                                "it is never replaced by a file, even with overwrite=True")
+                                f"it is never replaced by a file, even with {_flag(arg, 'overwrite')}")
     if not overwrite:
-        raise OutputExistsError(f"`{arg}` {str(target)!r} already exists; pass overwrite=True to replace it")
+        raise OutputExistsError(f"`{arg}` {str(target)!r} already exists; pass {_flag(arg, 'overwrite')} to replace it")
 
 
 def check_output_path(path: str | os.PathLike, *, kind: str = "file", overwrite: bool = False,
@@ -411,7 +416,7 @@ def _rename_noreplace(src: Path, dst: Path) -> None:
 
 def _appeared(target: Path, arg: str) -> OutputExistsError:
     return OutputExistsError(f"`{arg}` {str(target)!r} already exists (it was created while this write was in "
-                             "progress, and was left as it is); pass overwrite=True to replace it")
+                             f"progress, and was left as it is); pass {_flag(arg, 'overwrite')} to replace it")
 
 
 def _replace_aside(tmp: Path, target: Path) -> None:

@@ -27,7 +27,8 @@ from .errors import FileFormatError, InvalidArgumentError, MissingDependencyErro
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["wikipedia_articles", "load_texts", "token_blocks", "wikipedia_dump_file", "SPLITS"]
+__all__ = ["wikipedia_articles", "load_texts", "check_text_source", "token_blocks", "wikipedia_dump_file",
+           "SPLITS", "TEXT_SUFFIXES"]
 
 #: Allowed values of ``split`` in :func:`wikipedia_articles` and :func:`load_texts`.
 SPLITS = ("calibration", "evaluation", "all")
@@ -158,6 +159,63 @@ def wikipedia_articles(split: str = "calibration") -> list[str]:
     ]
 
 
+def check_text_source(source: str | os.PathLike | None, *, arg: str = "texts") -> str:
+    """Check a text source of :func:`load_texts` without reading it, and say what it is.
+
+    A local file must exist and be ``.txt`` or ``.jsonl``; an existing file of another format
+    is refused (it is never handed to ``datasets``, which would query the Hub with its name);
+    a name that can only be a local path (it starts with ``/``, ``.`` or ``~``) must exist; a
+    dataset needs the ``datasets`` package.
+
+    Parameters
+    ----------
+    source : str, path-like or None
+        As in :func:`load_texts`.
+    arg : str
+        Name of the argument, for the messages (e.g. ``"--texts"``).
+
+    Returns
+    -------
+    str
+        ``"embedded"`` (None), ``"txt"``, ``"jsonl"`` or ``"dataset"``.
+
+    Raises
+    ------
+    InvalidArgumentTypeError, InvalidArgumentError, MissingInputError, MissingDependencyError
+        As :func:`load_texts`.
+
+    Example
+    -------
+    >>> check_text_source("corpus.md")          # doctest: +SKIP
+    InvalidArgumentError: `texts` file 'corpus.md' has an unsupported format (.md); supported: .txt, .jsonl ...
+    """
+    if source is None:
+        wikipedia_dump_file()
+        return "embedded"
+    if not isinstance(source, (str, os.PathLike)):
+        raise fail_type(arg, "a str, a path or None", source)
+    path = Path(source).expanduser()
+    suffix = path.suffix.lower()
+    if suffix in TEXT_SUFFIXES:
+        if not path.is_file():
+            what = "is not a file" if path.exists() else "does not exist"
+            raise MissingInputError(f"`{arg}` file {str(path)!r} {what}")
+        return suffix[1:]
+    if path.is_file():
+        # Never hand a local file to `datasets`: it would query the Hub with the file's name.
+        raise InvalidArgumentError(f"`{arg}` file {str(path)!r} has an unsupported format ({suffix or 'no suffix'}); "
+                                   f"supported: {', '.join(TEXT_SUFFIXES)} (or a `datasets` dataset name)")
+    text = os.fspath(source)
+    if text.startswith(("/", ".", "~")) and not path.exists():
+        raise MissingInputError(f"`{arg}` {text!r} does not exist (a local path; dataset names do not start "
+                                "with '/', '.' or '~')")
+    if importlib.util.find_spec("datasets") is None:
+        raise MissingDependencyError(
+            f"`{arg}` {text!r} is neither the embedded corpus nor a .txt/.jsonl file, so it is read as a `datasets` "
+            "dataset, which needs the `datasets` package; install it with `pip install llmrank-graph[data]`")
+    return "dataset"
+
+
 def load_texts(source: str | os.PathLike | None = None, split: str = "calibration") -> list[str]:
     """Load documents from the embedded corpus, a local file, or a ``datasets`` dataset.
 
@@ -199,23 +257,14 @@ def load_texts(source: str | os.PathLike | None = None, split: str = "calibratio
     True
     """
     check_choice("split", split, SPLITS)
-    if source is None:
+    kind = check_text_source(source)
+    if kind == "embedded":
         return wikipedia_articles(split)
-    if not isinstance(source, (str, os.PathLike)):
-        raise fail_type("source", "a str, a path or None", source)
-
-    path = Path(source).expanduser()
-    suffix = path.suffix.lower()
-    if suffix in TEXT_SUFFIXES:
-        if not path.is_file():
-            raise MissingInputError(f"`texts` file {str(path)!r} does not exist")
-        texts = _read_txt(path) if suffix == ".txt" else _read_jsonl(path)
-    elif path.is_file():
-        # Never hand a local file to `datasets`: it would query the Hub with the file's name.
-        raise InvalidArgumentError(f"`texts` file {str(path)!r} has an unsupported format ({suffix or 'no suffix'}); "
-                                   f"supported: {', '.join(TEXT_SUFFIXES)} (or a `datasets` dataset name)")
-    else:
+    if kind == "dataset":
         texts = _read_dataset(str(source))
+    else:
+        path = Path(source).expanduser()
+        texts = _read_txt(path) if kind == "txt" else _read_jsonl(path)
     if not texts:
         raise InvalidArgumentError(f"`source` must contain some text; {str(source)!r} has none")
     logger.debug("Loaded %d texts from %s", len(texts), source)

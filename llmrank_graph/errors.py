@@ -5,17 +5,41 @@ bad value, TypeError for a wrong type, ...), so ``except ValueError`` keeps work
 ``except LLMRankGraphError`` catches everything the library raises deliberately. The CLI
 relies on that: it prints ``error: ...`` for these and a traceback only for bugs.
 
+Each class says how the CLI exits when it is raised, in its ``exit_status``:
+
+- 2 (the default): the request or an input is wrong (a bad argument, a damaged or missing
+  file, an output that exists, a missing optional package). Fix the command and run again.
+- 1: :class:`WorkFailedError` and its subclasses: everything that was asked for was accepted,
+  but the work itself failed (a power iteration that did not converge, a GPU out of memory).
+
 This module imports nothing from the package: every stage may use it.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 __all__ = ["LLMRankGraphError", "InvalidArgumentError", "InvalidArgumentTypeError", "FileFormatError",
-           "OutputExistsError", "MissingInputError", "MissingDependencyError"]
+           "OutputExistsError", "MissingInputError", "MissingDependencyError", "WorkFailedError",
+           "USAGE_EXIT_STATUS", "FAILURE_EXIT_STATUS"]
+
+#: Exit status of the CLI for a usage or input error (as argparse uses for its own).
+USAGE_EXIT_STATUS = 2
+#: Exit status of the CLI for a failure during the work.
+FAILURE_EXIT_STATUS = 1
 
 
 class LLMRankGraphError(Exception):
-    """Base class of the errors llmrank_graph raises on purpose."""
+    """Base class of the errors llmrank_graph raises on purpose.
+
+    Attributes
+    ----------
+    exit_status : int
+        How ``llmrank-graph`` exits on this error: :data:`USAGE_EXIT_STATUS` (2) unless a
+        subclass says otherwise.
+    """
+
+    exit_status: ClassVar[int] = USAGE_EXIT_STATUS
 
 
 class InvalidArgumentError(LLMRankGraphError, ValueError):
@@ -40,3 +64,9 @@ class MissingInputError(LLMRankGraphError, FileNotFoundError):
 
 class MissingDependencyError(LLMRankGraphError, ImportError):
     """An optional package needed for what was asked is not installed; the message names the extra."""
+
+
+class WorkFailedError(LLMRankGraphError):
+    """The request was valid but the work failed (no convergence, out of GPU memory): CLI exit status 1."""
+
+    exit_status: ClassVar[int] = FAILURE_EXIT_STATUS

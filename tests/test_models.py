@@ -87,7 +87,11 @@ def test_pruned_directory_is_dispatched_to_load_pruned(tmp_path, monkeypatch):
     # The loader rebuilds pruned models itself (models.load_pruned): it never imports the pruner.
     import llmrank_graph.models as models
 
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "llmrank_graph": {}}))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama",
+                                                      "llmrank_graph": {"intermediate_sizes": [4]}}))
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(1)}, str(tmp_path / "model.safetensors"))  # checked before the dispatch
     calls = []
     fake_model = torch.nn.Linear(2, 2).train()
 

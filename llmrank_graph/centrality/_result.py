@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..errors import InvalidArgumentError
+
 
 @dataclass(frozen=True)
 class CentralityResult:
@@ -45,7 +47,8 @@ class CentralityResult:
         if graph is None:
             return pd.DataFrame({"vertex": np.arange(len(self.scores)), col: self.scores})
         if len(self.scores) != graph.n_nodes:
-            raise ValueError(f"`graph` has {graph.n_nodes} nodes but the result has {len(self.scores)} scores")
+            raise InvalidArgumentError(f"`graph` has {graph.n_nodes} nodes but the result has "
+                                       f"{len(self.scores)} scores")
         return graph.nodes.assign(**{col: self.scores})
 
     def top(self, k: int = 10) -> np.ndarray:

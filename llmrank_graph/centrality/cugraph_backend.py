@@ -37,7 +37,7 @@ import os
 import numpy as np
 
 from .._optional import GPU_EXTRA, cuda_available
-from ..errors import LLMRankGraphError
+from ..errors import WorkFailedError
 from . import backends as _backends
 from ._kernels import ConvergenceError
 from ._result import exact_result, iterated_result
@@ -51,7 +51,7 @@ __all__ = ["CugraphBackend", "CugraphDaskBackend", "GPUMemoryError", "CUGRAPH_KA
 CUGRAPH_KATZ_USES_IN_EDGES = True
 
 
-class GPUMemoryError(LLMRankGraphError, MemoryError):
+class GPUMemoryError(WorkFailedError, MemoryError):
     """cuGraph ran out of GPU memory."""
 
 

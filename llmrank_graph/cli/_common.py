@@ -1,14 +1,22 @@
-"""What the commands share: the model, calibration and graph options, loading, output checks."""
+"""What the commands share: the model, calibration and graph options, loading, and the checks
+every command runs before it loads anything (:func:`preflight`).
+"""
 
 from __future__ import annotations
 
 import argparse
 import inspect
 import logging
+import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from .._checks import check_positive_int, format_allowed
+from .._io import check_output_path
 from ..calibration import calibrate
+from ..errors import (FileFormatError, InvalidArgumentError, InvalidArgumentTypeError, MissingInputError,
+                      OutputExistsError)
 from ..graph import DEFAULT_EXPORT, GATES, MODES, WEIGHTINGS, ExportOptions
 from ..scoring import PAGERANK_WITHOUT_STATS
 
@@ -75,9 +83,214 @@ def _given_export(args) -> dict:
     return {k: getattr(args, k) for k in _EXPORT_FIELDS if getattr(args, k) is not None}
 
 
-def _check_out(path: Path, overwrite: bool, what: str = "--out") -> None:
-    if path.exists() and not overwrite:
-        raise SystemExit(f"error: {what} {str(path)!r} exists; pass --overwrite to replace it")
+def _check_out(path: Path, overwrite: bool, what: str = "--out", kind: str | None = None) -> Path:
+    """``path`` checked as an output (:func:`llmrank_graph._io.check_output_path`).
+
+    ``kind`` defaults to what ``path`` is now ("directory" for an existing directory, else
+    "file"); commands pass it, and use :func:`preflight` for the other checks.
+    """
+    if kind is None:
+        kind = "directory" if Path(path).is_dir() else "file"
+    return check_output_path(path, kind=kind, overwrite=overwrite, arg=what)
+
+
+# ---------------------------------------------------------------------------- checks before any work
+def _relabel(options: dict[str, str], check: Callable, *args, **kwargs):
+    """Run the library's ``check(*args, **kwargs)``; its messages name the command-line options instead.
+
+    ``options`` maps parameter names to options (``{"amount": "--amount"}``). The rule stays in
+    one place, the library; the user reads the option they typed.
+    """
+    try:
+        return check(*args, **kwargs)
+    except (InvalidArgumentError, InvalidArgumentTypeError) as e:
+        text = str(e)
+        for name, option in options.items():
+            text = text.replace(f"`{name}`", f"`{option}`")
+        raise type(e)(text) from None
+
+
+#: The graph options' parameter names -> their options, for :func:`_relabel`.
+GRAPH_OPTIONS = {k: f"--{k}" for k in _EXPORT_FIELDS}
+
+
+def _is_graph_directory(path: Path) -> bool:
+    from ..graph import _FORMAT, _read_format
+
+    return _read_format(path) == _FORMAT
+
+
+def _is_saved_model(path: Path) -> bool:
+    from ..saved_format import is_saved_pruned
+
+    return is_saved_pruned(path)
+
+
+#: What ``preflight(owner=...)`` accepts: the writer whose directories ``--overwrite`` may replace
+#: without ``--force``, and how to recognise one.
+OWNERS: dict[str, tuple[str, Callable[[Path], bool]]] = {
+    "graph": ("a graph directory written by `llmrank-graph export` (no meta.json saying so)", _is_graph_directory),
+    "model": ("a model directory written by `llmrank-graph prune` (its config.json has no 'llmrank_graph' entry)",
+              _is_saved_model),
+}
+
+
+def no_tokenizer_error(args, alternative: str) -> InvalidArgumentError:
+    """The one message, in every command, for a model without a tokenizer asked to read text.
+
+    ``alternative`` says how to run the command without text (or is empty).
+    """
+    where = f"; copy the tokenizer files of its base model into {str(args.model)!r} to add one" if args.model else ""
+    return InvalidArgumentError(f"the model has no tokenizer; pass --texts with a model that has one (the text is "
+                                f"read through the model's tokenizer{where})"
+                                + (f", or {alternative}" if alternative else ""))
+
+
+def preflight(args, *, out_kind: str | None = None, suffixes: tuple[str, ...] = (), owner: str | None = None,
+              model: bool = True, reads_text: bool = False, no_text: str = "") -> Path | None:
+    """Check every argument of a command that can be checked without loading anything.
+
+    Called first by each command's ``run``: a mistake costs a fraction of a second, not
+    minutes of loading and calibration. Reads only ``config.json`` and safetensors headers.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed arguments. Checked when present: ``--out`` (with ``--overwrite`` and
+        ``--force``), ``--model``, ``--graph``, ``--texts``, ``--eval-texts``,
+        ``--n-samples``, ``--seq-len``, ``--batch-size``, ``--eval-samples``.
+    out_kind : {'file', 'directory'}, optional
+        What the command writes at ``--out``: its parent must be a writable directory, and it
+        must not exist (unless ``--overwrite``) nor be of the other kind (even then).
+    suffixes : tuple of str
+        Allowed suffixes of ``--out`` (any when empty).
+    owner : {'graph', 'model'}, optional
+        ``--overwrite`` replaces only a directory that this writer wrote (:data:`OWNERS`),
+        unless ``--force``.
+    model : bool
+        Whether ``--model`` is used (``rank --graph`` reads no model).
+    reads_text : bool
+        Whether the command will calibrate (or evaluate): the model must have a tokenizer.
+    no_text : str
+        How to run the command without text, for the no-tokenizer message.
+
+    Returns
+    -------
+    pathlib.Path or None
+        ``--out`` with ``~`` expanded (None without ``out_kind``).
+
+    Raises
+    ------
+    LLMRankGraphError
+        A subclass naming the option; see :mod:`llmrank_graph.errors`.
+    """
+    from ..data import check_text_source
+    from ..models import check_model_path
+
+    given = vars(args)
+    out = None
+    if out_kind is not None:
+        out = _check_output(args, out_kind, suffixes, owner)
+    for name in ("n_samples", "seq_len", "batch_size", "eval_samples"):
+        if given.get(name) is not None:
+            check_positive_int("--" + name.replace("_", "-"), given[name])
+    if given.get("texts") is not None or reads_text:
+        check_text_source(given.get("texts"), arg="--texts")
+    if given.get("eval_texts") is not None:
+        check_text_source(given["eval_texts"], arg="--eval-texts")
+    if given.get("graph") is not None:
+        _check_graph_input(given["graph"])
+    if model:
+        source = check_model_path(given.get("model"), arg="--model")
+        if reads_text and not source.has_tokenizer:
+            raise no_tokenizer_error(args, no_text)
+    return out
+
+
+def _check_graph_input(path) -> None:
+    """``--graph`` names a graph directory whose whole meta.json is sound (the tables are read later)."""
+    import json
+
+    from ..graph import _FORMAT, _check_meta
+
+    p = Path(path).expanduser()
+    where = f"`--graph` {str(p)!r}"
+    if not p.is_dir():
+        raise MissingInputError(f"{where} must be a graph directory written by `llmrank-graph export`; "
+                                f"it {'is not a directory' if p.exists() else 'does not exist'}")
+    try:
+        meta = json.loads((p / "meta.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileFormatError(f"{where} is not a graph directory written by `llmrank-graph export`: it has no "
+                              "meta.json") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise FileFormatError(f"{where}: meta.json is damaged ({e})") from None
+    _check_meta(meta, where)
+    if meta["format"] != _FORMAT:
+        raise FileFormatError(f"{where}: meta.json is not an llmrank_graph graph (format={meta['format']!r})")
+
+
+def _check_output(args, kind: str, suffixes: tuple[str, ...], owner: str | None) -> Path:
+    out, overwrite, force = args.out, args.overwrite, vars(args).get("force", False)
+    if suffixes and Path(out).suffix.lower() not in suffixes:
+        raise InvalidArgumentError(f"`--out` must end in {' or '.join(suffixes)}; got {os.fspath(out)!r}")
+    target = check_output_path(out, kind=kind, overwrite=overwrite, arg="--out")
+    if owner is not None and overwrite and not force and target.is_dir():
+        what, owned = OWNERS[owner]
+        if not owned(target):
+            raise OutputExistsError(f"`--out` {str(target)!r} exists and is not {what}; refusing to replace it "
+                                    "without --force")
+    return target
+
+
+def scorer_params(method: str, items: list[str], *, mode: str, prune_hidden: bool) -> dict:
+    """``--param KEY=VALUE`` items as the keyword arguments of scorer ``method``, checked.
+
+    Each item must be ``KEY=VALUE`` with a key the scorer has (not one of its own options,
+    such as ``--mode``), given once. Values are read as int, float, true/false/none or str,
+    and the scorer is built once with them, so that a bad value is refused now.
+
+    Raises
+    ------
+    InvalidArgumentError, InvalidArgumentTypeError
+        Naming ``--param`` and the key; unknown keys list the scorer's parameters.
+    """
+    from ..scoring import get_scorer, scorer_class
+
+    cls = _relabel({"method": "--method"}, scorer_class, method)
+    options = {"mode": "--mode", "prune_hidden": "--prune-hidden", "graph": None}
+    allowed = [k for k in cls.param_names() if k not in options]
+    params: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise InvalidArgumentError(f"`--param` must be KEY=VALUE; got {item!r}")
+        if key in options:
+            instead = f"use {options[key]}" if options[key] else "it cannot be set from the command line"
+            raise InvalidArgumentError(f"`--param` {key!r} is not a scorer parameter here: {instead}")
+        if key not in allowed:
+            has = f"its parameters are {format_allowed(allowed)}" if allowed else "it has no parameters"
+            raise InvalidArgumentError(f"`--param` {key!r} is not a parameter of scorer {method!r}; {has}")
+        if key in params:
+            raise InvalidArgumentError(f"`--param` {key!r} is given twice")
+        params[key] = param_value(value)
+    try:
+        get_scorer(method, mode=mode, prune_hidden=prune_hidden, **params)
+    except (InvalidArgumentError, InvalidArgumentTypeError) as e:
+        given = f" (--param {', '.join(f'{k}={v!r}' for k, v in params.items())})" if params else ""
+        raise type(e)(f"{e}{given}") from None
+    return params
+
+
+def param_value(text: str):
+    """A ``--param`` value: int, float, true/false/none (any case), else the string."""
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
 
 
 def _load(args):
@@ -89,6 +302,8 @@ def _load(args):
     return model, tok, time.perf_counter() - t
 
 
-def _calibrate(args, model, tok):
+def _calibrate(args, model, tok, no_text: str = ""):
+    if tok is None:  # preflight refuses these; a loader may still come back without one
+        raise no_tokenizer_error(args, no_text)
     return calibrate(model, tok, texts=args.texts, n_samples=args.n_samples, seq_len=args.seq_len,
                      batch_size=args.batch_size, progress=True)
