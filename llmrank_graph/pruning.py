@@ -36,8 +36,8 @@ from .compensation import COMPENSATIONS, DEFAULT_RIDGE, apply_updates, check_com
 from .errors import InvalidArgumentError
 from .masks import ALLOCATIONS, NeuronMask, allocate, check_amount
 from .models import load_pruned
-from .saved_format import (MASK_FILE, PRUNED_CONFIG_KEY, PrunedEntry, disk_config, original_intermediate_size,
-                           read_config, record_sizes)
+from .saved_format import (MASK_FILE, PRUNED_CONFIG_KEY, PrunedEntry, disk_config, is_saved_pruned,
+                           original_intermediate_size, read_config, record_sizes)
 
 logger = logging.getLogger(__name__)
 
@@ -318,7 +318,7 @@ def prune_model(model: nn.Module, stats, method: str = "pagerank", amount: float
 
 # ---------------------------------------------------------------------------- save / load
 def save_pruned(model: nn.Module, tokenizer, directory: str | os.PathLike, overwrite: bool = False, *,
-                mask: NeuronMask | None = None) -> Path:
+                mask: NeuronMask | None = None, force: bool = False) -> Path:
     """Save a (pruned) model, and its tokenizer, so that :func:`llmrank_graph.load_model` restores it.
 
     The directory is written under a temporary name next to ``directory`` and renamed at the
@@ -339,6 +339,9 @@ def save_pruned(model: nn.Module, tokenizer, directory: str | os.PathLike, overw
         The mask that produced the model, saved inside the directory (at
         :data:`llmrank_graph.saved_format.MASK_FILE`) before the directory is renamed into
         place, so a saved model never lacks its mask.
+    force : bool
+        With ``overwrite``, also replace a directory that ``save_pruned`` did not write (its
+        ``config.json`` has no ``"llmrank_graph"`` entry), such as the original model.
 
     Returns
     -------
@@ -350,8 +353,10 @@ def save_pruned(model: nn.Module, tokenizer, directory: str | os.PathLike, overw
     OutputExistsError
         If ``directory`` exists (or appears during the save) and ``overwrite`` is False, or
         is a file (a FileExistsError).
+    InvalidArgumentError
+        ``overwrite`` would replace a directory that ``save_pruned`` did not write, without ``force``.
     InvalidArgumentTypeError
-        A ``directory``, ``overwrite`` or ``mask`` of the wrong type.
+        A ``directory``, ``overwrite``, ``force`` or ``mask`` of the wrong type.
 
     Example
     -------
@@ -361,12 +366,19 @@ def save_pruned(model: nn.Module, tokenizer, directory: str | os.PathLike, overw
     if not isinstance(directory, (str, os.PathLike)):
         raise fail_type("directory", "a str or a path", directory)
     check_bool("overwrite", overwrite)
+    check_bool("force", force)
     if mask is not None and not isinstance(mask, NeuronMask):
         raise fail_type("mask", "a NeuronMask or None", mask)
     spec = get_architecture(model)
     entry = PrunedEntry.for_model(model, original_intermediate_size(model))
 
-    with atomic_directory(directory, overwrite=overwrite, arg="directory") as tmp:
+    def only_saved_models(existing: Path) -> None:
+        if not force and not is_saved_pruned(existing):
+            raise InvalidArgumentError(f"`directory` {str(existing)!r} exists and was not written by save_pruned "
+                                       f"(its config.json has no '{PRUNED_CONFIG_KEY}' entry); refusing to replace "
+                                       "it without force=True")
+
+    with atomic_directory(directory, overwrite=overwrite, arg="directory", check_existing=only_saved_models) as tmp:
         model.save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import copy
 import time
-from pathlib import Path
 
 from ..evaluation import perplexity
+from ..errors import InvalidArgumentError
 from ..graph import MODES
-from ..masks import ALLOCATIONS
+from ..masks import ALLOCATIONS, check_amount
 from ..pruning import HOWS, prune_model
 from ..scoring import scorers
-from ._common import _add_calibration, _add_model, _calibrate, _check_out, _default, _load
+from ._common import _add_calibration, _add_model, _calibrate, _default, _load, _relabel, preflight, scorer_params
 
 
 def add_parser(sub) -> None:
@@ -30,7 +30,9 @@ def add_parser(sub) -> None:
     p.add_argument("--prune-hidden", action="store_true", help="reference paper mode: also zero down_proj rows (needs --how zero)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="scorer parameter, repeatable")
     p.add_argument("--out", default="pruned-model", metavar="DIR", help="where to save the pruned model (default ./pruned-model)")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if `prune` wrote it")
+    p.add_argument("--force", action="store_true",
+                   help="with --overwrite, replace --out even if `prune` did not write it (e.g. the original model)")
     p.add_argument("--eval-texts", default=None, metavar="SOURCE", help="evaluation text (default: held-out Wikipedia articles)")
     p.add_argument("--eval-samples", type=int, default=_default(perplexity, "n_samples"),
                    help="evaluation windows of --seq-len tokens (default %(default)s)")
@@ -48,18 +50,19 @@ def run(args) -> int:
     from ..evaluation import compare_throughput, count_parameters
     from ..pruning import save_pruned
 
-    out = Path(args.out)
-    _check_out(out, args.overwrite)
+    _relabel({"amount": "--amount"}, check_amount, args.amount)
+    if args.prune_hidden and args.how == "remove":
+        raise InvalidArgumentError("`--prune-hidden` zeroes down_proj rows (hidden channels of the residual stream), "
+                                   "which cannot be removed; pass --how zero")
+    params = scorer_params(args.method, args.param, mode=args.mode, prune_hidden=args.prune_hidden)
+    no_text = "prune with the library, which also takes token ids (llmrank_graph.calibrate(model, input_ids=...))"
+    out = preflight(args, out_kind="directory", owner="model", reads_text=True, no_text=no_text)
     times = {}
     model, tok, times["load"] = _load(args)
-    if tok is None:
-        raise SystemExit("error: the model has no tokenizer; llmrank-graph prune needs one to read text")
     t = time.perf_counter()
-    stats = _calibrate(args, model, tok)
+    stats = _calibrate(args, model, tok, no_text)
     times["calibrate"] = time.perf_counter() - t
     dense = copy.deepcopy(model)
-    params = dict(kv.split("=", 1) for kv in args.param)
-    params = {k: _literal(v) for k, v in params.items()}
     t = time.perf_counter()
     res = prune_model(model, stats, method=args.method, amount=args.amount, allocation=args.allocation,
                       how=args.how, mode=args.mode, prune_hidden=args.prune_hidden, **params)
@@ -74,8 +77,7 @@ def run(args) -> int:
     tp = compare_throughput(dense, pruned, eval_ids[:1], rounds=3)  # one window, both models alternately
     times["tokens/s (both)"] = time.perf_counter() - t
     t = time.perf_counter()
-    save_pruned(pruned, tok, out, overwrite=args.overwrite)
-    res.masks.save(out / "llmrank_graph" / "neuron_mask.safetensors")  # beside, not among, the weights
+    save_pruned(pruned, tok, out, overwrite=args.overwrite, mask=res.masks, force=args.force)  # the mask inside
     times["save"] = time.perf_counter() - t
     cd, cp = count_parameters(dense), count_parameters(pruned)
     rows = [
@@ -92,12 +94,3 @@ def run(args) -> int:
     print("\nstage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()))
     print(f"saved the pruned model to {out}/ (load it with llmrank_graph.load_model({str(out)!r}))")
     return 0
-
-
-def _literal(v: str):
-    for conv in (int, float):
-        try:
-            return conv(v)
-        except ValueError:
-            pass
-    return {"true": True, "false": False, "none": None}.get(v.lower(), v)
