@@ -12,7 +12,7 @@ import importlib.util
 from .errors import LLMRankGraphError
 
 __all__ = ["GPU_EXTRA", "BackendUnavailableError", "has_module", "cuda_available", "cupy_available",
-           "cuda_free_memory", "require_cudf"]
+           "cuda_free_memory", "require_cudf", "require_dask_cudf"]
 
 GPU_EXTRA = "gpu"  # `pip install llmrank-graph[gpu]` provides cupy, cudf, cugraph, dask-cudf, dask-cuda
 
@@ -77,3 +77,14 @@ def require_cudf():
     import cudf
 
     return cudf
+
+
+def require_dask_cudf():
+    """Import dask_cudf (after :func:`require_cudf`'s checks), naming the extra when it is missing."""
+    require_cudf()
+    if not has_module("dask_cudf"):
+        raise BackendUnavailableError("dask_cudf is not installed; install it with "
+                                      f"`pip install llmrank-graph[{GPU_EXTRA}]`")
+    import dask_cudf
+
+    return dask_cudf

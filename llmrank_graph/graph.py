@@ -31,16 +31,17 @@ import torch
 
 from ._checks import check_bool, check_choice, check_keep, check_residual, fail_type
 from ._io import atomic_directory
-from ._optional import require_cudf
+from ._optional import require_cudf, require_dask_cudf
 from ._version import __version__
 from .architectures import MLPModules, check_finite_weights, mlp_layers
 from .blocks import Block, DiagonalBlock, Partition, SparseBlock, WeightBlock
 from .errors import FileFormatError, InvalidArgumentError
+from .viewer import VIEW_EDGE_LIMIT, VIEW_TOP_NODES
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["MLPGraph", "Partition", "Block", "ExportOptions", "DEFAULT_EXPORT", "export_graph", "read_graph",
-           "GraphFormatError", "MODES", "GATES", "WEIGHTINGS", "KINDS"]
+           "GraphFormatError", "MODES", "GATES", "WEIGHTINGS", "KINDS", "EXPORT_FORMATS"]
 
 MODES = ("chained", "isolated")
 GATES = ("up", "gate", "sum", "max")
@@ -50,6 +51,9 @@ ACTIVATION_WEIGHTINGS = ("abs_x_input", "activation_share")
 KINDS = ("hidden", "intermediate")
 NODE_COLUMNS = ("vertex", "layer", "kind", "index", "activation", "partition")
 EDGE_COLUMNS = ("src", "dst", "weight")
+#: What ``llmrank-graph export --format`` writes: the full graph directory, or a thresholded
+#: subgraph for viewers (:mod:`llmrank_graph.viewer`).
+EXPORT_FORMATS = ("parquet", "graphml", "gexf")
 _FORMAT = "llmrank_graph.MLPGraph"
 
 
@@ -131,11 +135,18 @@ class MLPGraph:
     meta : dict, the options and model facts written to ``meta.json``.
     """
 
-    def __init__(self, partitions: list[Partition], blocks: list[Block], activation: np.ndarray, meta: dict):
+    def __init__(self, partitions: list[Partition], blocks: list[Block], activation: np.ndarray, meta: dict, *,
+                 scores: dict[str, np.ndarray] | None = None, score_info: dict[str, dict] | None = None):
         self.partitions = list(partitions)
         self.blocks = sorted(blocks, key=lambda b: (b.src.position, b.dst.position))
         self.activation = np.asarray(activation, dtype=np.float64)
         self.meta = meta
+        #: Stored score columns (name -> one value per node), appended to :attr:`nodes`.
+        self.scores: dict[str, np.ndarray] = dict(scores or {})
+        #: What produced each stored score (algorithm, parameters, dtype), as in ``meta.json``.
+        self.score_info: dict[str, dict] = {k: dict((score_info or {}).get(k, {})) for k in self.scores}
+        #: The graph directory this graph was read from (None for a graph built in memory).
+        self.source: Path | None = None
         self._cache: dict = {}
         self._cache_version = None
 
@@ -236,8 +247,43 @@ class MLPGraph:
     # ------------------------------------------------------------------ tables
     @property
     def nodes(self) -> pd.DataFrame:
-        """Node table: ``vertex, layer, kind, index, activation, partition``."""
-        return self.cached("nodes", self._node_table)
+        """Node table: ``vertex, layer, kind, index, activation, partition``, then the stored scores."""
+        table = self.cached("nodes", self._node_table)
+        return table.assign(**self.scores) if self.scores else table
+
+    def add_scores(self, name: str, values, info: dict | None = None, *, overwrite: bool = False) -> None:
+        """Store a score column with the graph (in memory; :meth:`to_parquet` writes it).
+
+        To add a column to a graph directory on disk, use
+        :func:`llmrank_graph.storage.add_scores` (or ``llmrank-graph rank --add-to-graph``).
+
+        Parameters
+        ----------
+        name : str
+            Column name (see :func:`llmrank_graph.storage.score_column_name`).
+        values : array (n_nodes,) or CentralityResult
+        info : dict, optional
+            What produced it (algorithm, parameters), recorded in ``meta.json``.
+        overwrite : bool
+            Replace a column of the same name.
+
+        Raises
+        ------
+        InvalidArgumentError
+            A bad name or length, or a column already stored without ``overwrite``.
+        """
+        from .storage import _check_name, _check_values, _result_info
+
+        check_bool("overwrite", overwrite)
+        _check_name(name, NODE_COLUMNS)
+        if name in self.scores and not overwrite:
+            raise InvalidArgumentError(f"`name` {name!r} is already stored with this graph; pass overwrite=True")
+        arr = _check_values(name, values, self.n_nodes)
+        entry = _result_info(values)
+        entry.update(dict(info or {}))
+        entry["dtype"] = str(arr.dtype)
+        self.scores[name] = arr
+        self.score_info[name] = entry
 
     def _node_table(self) -> pd.DataFrame:
         parts = self.partitions
@@ -275,11 +321,70 @@ class MLPGraph:
             cols["layer"] = lay[:i]
         return pd.DataFrame(cols, copy=False)
 
-    def to_cudf(self):
-        """``(nodes, edges)`` as cuDF frames (needs the ``gpu`` extra and a GPU)."""
+    def to_cudf(self, partitioned: bool = False):
+        """``(nodes, edges)`` as cuDF frames (needs the ``gpu`` extra and a GPU).
+
+        Parameters
+        ----------
+        partitioned : bool
+            Give the edges as a ``dask_cudf`` DataFrame read straight from the graph
+            directory's ``edges.parquet`` with ``dask_cudf.read_parquet`` (one partition per
+            row group or more), for graphs bigger than one GPU; the node table is a cuDF frame.
+            Needs a graph read whole with :func:`read_graph` (not a ``layers=`` subset, whose
+            vertex ids are renumbered). Otherwise the edge list is built in host memory and
+            copied to the GPU.
+
+        Returns
+        -------
+        (cudf.DataFrame, cudf.DataFrame or dask_cudf.DataFrame)
+
+        Raises
+        ------
+        BackendUnavailableError
+            cuDF (or dask_cudf) is not installed, or no GPU is visible.
+        InvalidArgumentError
+            ``partitioned=True`` for a graph that was not read from a directory, or a subset.
+
+        Example
+        -------
+        >>> nodes, edges = read_graph("llama-7b-graph").to_cudf(partitioned=True)   # doctest: +SKIP
+        >>> G = cugraph.Graph(directed=True)                                        # doctest: +SKIP
+        >>> G.from_dask_cudf_edgelist(edges, "src", "dst", "weight", renumber=False)  # doctest: +SKIP
+        """
+        check_bool("partitioned", partitioned)
+        if partitioned and (self.source is None or "layers" in self.meta):
+            raise InvalidArgumentError("`partitioned=True` reads edges.parquet of the directory the graph was read "
+                                       "from, whole: read it with read_graph(path) without `layers`, or write it with "
+                                       "to_parquet first")
         cudf = require_cudf()
         nodes = self.nodes.assign(kind=self.nodes["kind"].astype(str))
-        return cudf.from_pandas(nodes), cudf.from_pandas(self.edges)
+        if not partitioned:
+            return cudf.from_pandas(nodes), cudf.from_pandas(self.edges)
+        dask_cudf = require_dask_cudf()
+        from .storage import EDGES_FILE
+
+        edges = dask_cudf.read_parquet(str(self.source / EDGES_FILE), columns=list(EDGE_COLUMNS))
+        return cudf.from_pandas(nodes), edges
+
+    # ------------------------------------------------------------------ viewers
+    def to_networkx(self, *, top_nodes: int | None = VIEW_TOP_NODES, top_edges: int | str | None = "auto",
+                    min_quantile: float | None = None, min_weight: float | None = None, score=None,
+                    max_edges: int = VIEW_EDGE_LIMIT, force: bool = False):
+        """A thresholded subgraph as a ``networkx.DiGraph``, for viewers (Gephi, Cytoscape).
+
+        The top nodes of each partition, then the heaviest edges between them; see
+        :func:`llmrank_graph.viewer.to_networkx` for the parameters. Parquet
+        (:meth:`to_parquet`) stays the full-fidelity format; write GraphML or GEXF with
+        :func:`llmrank_graph.viewer.write_viewer` or ``llmrank-graph export --format``.
+
+        Example
+        -------
+        >>> G = export_graph(model).to_networkx(top_nodes=32, top_edges=4)     # doctest: +SKIP
+        """
+        from .viewer import to_networkx
+
+        return to_networkx(self, top_nodes=top_nodes, top_edges=top_edges, min_quantile=min_quantile,
+                           min_weight=min_weight, score=score, max_edges=max_edges, force=force)
 
     # ------------------------------------------------------------------ strengths
     def strength(self, direction: str = "forward", dtype=torch.float64, device=None) -> torch.Tensor:
@@ -333,10 +438,13 @@ class MLPGraph:
                    force: bool = False) -> Path:
         """Write ``nodes.parquet``, ``edges.parquet`` and ``meta.json`` to a directory, atomically.
 
-        Edges are written block by block (one row group per block, with its ``layer``), so
-        memory stays about one block. The files are written to a temporary sibling directory
-        that is renamed into place at the end (:func:`llmrank_graph._io.atomic_directory`): an
-        interrupted write leaves nothing behind, and a concurrent writer never replaces it.
+        Edges are written block by block (each block in its own row groups, with its
+        ``layer``), so memory stays about one block; ``meta.json`` records the block table that
+        lets :func:`read_graph` read the blocks back one at a time (layout:
+        :mod:`llmrank_graph.storage`). Stored score columns go into the node table. The files are
+        written to a temporary sibling directory that is renamed into place at the end
+        (:func:`llmrank_graph._io.atomic_directory`): an interrupted write leaves nothing behind,
+        and a concurrent writer never replaces it.
 
         Parameters
         ----------
@@ -355,36 +463,9 @@ class MLPGraph:
         ValueError
             ``overwrite`` would replace a directory that is not a graph, without ``force``.
         """
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        from .storage import write_graph
 
-        check_bool("overwrite", overwrite)
-        check_bool("force", force)
-
-        def only_graphs(existing: Path) -> None:
-            if not force and _read_format(existing) != _FORMAT:
-                raise InvalidArgumentError(f"`path` {str(existing)!r} exists and is not a graph written by "
-                                           "llmrank_graph (no meta.json saying so); refusing to replace it "
-                                           "without force=True")
-
-        with atomic_directory(path, overwrite=overwrite, arg="path", check_existing=only_graphs) as tmp:
-            nodes = self.nodes.assign(kind=self.nodes["kind"].astype(str))
-            pq.write_table(pa.Table.from_pandas(nodes, preserve_index=False), tmp / "nodes.parquet")
-            schema = pa.schema([("src", pa.int64()), ("dst", pa.int64()), ("weight", pa.float32()),
-                                ("layer", pa.int16())])
-            n_edges = 0
-            with pq.ParquetWriter(tmp / "edges.parquet", schema) as writer:
-                for b in _progress(self.blocks, progress, "edges.parquet"):
-                    s, d, w = b.coo()
-                    n_edges += len(s)
-                    writer.write_table(pa.table({"src": s, "dst": d, "weight": w,
-                                                 "layer": np.full(len(s), b.layer, dtype=np.int16)}, schema=schema))
-            meta = dict(self.meta, format=_FORMAT, library_version=__version__, n_nodes=self.n_nodes,
-                        n_edges=n_edges,
-                        partitions=[[p.name, p.layer, p.kind, p.offset, p.size] for p in self.partitions],
-                        files={f: (tmp / f).stat().st_size for f in ("nodes.parquet", "edges.parquet")})
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        return Path(path)
+        return write_graph(self, path, overwrite=overwrite, progress=progress, force=force)
 
 
 def _read_format(directory: Path) -> str | None:
@@ -581,8 +662,29 @@ def export_options(graph: MLPGraph) -> ExportOptions | None:
 
 
 # ---------------------------------------------------------------------- read
-def read_graph(path: str | os.PathLike) -> MLPGraph:
+def read_graph(path: str | os.PathLike, layers=None, *, lazy: bool | None = None) -> MLPGraph:
     """Read a graph written by :meth:`MLPGraph.to_parquet`.
+
+    Only ``meta.json``, the node table and the Parquet footers are read up front; the edges of
+    each block are read when an operation needs them (``lazy``), so PageRank, the analyses of
+    :mod:`llmrank_graph.analysis` and a new export keep about one block in memory.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A graph directory.
+    layers : iterable of int, optional
+        Read only the blocks of these MLP layers (and the partitions they join). Vertex ids
+        are renumbered from 0; ``layer``, ``kind`` and ``index`` still name the neurons.
+    lazy : bool, optional
+        True: read each block from disk when it is used (nothing kept in memory). False: read
+        every block now. Default: lazy when ``edges.parquet`` is larger than
+        :data:`llmrank_graph.storage.LAZY_READ_BYTES` (1 GiB).
+
+    Returns
+    -------
+    MLPGraph
+        With the stored score columns (:attr:`MLPGraph.scores`) loaded.
 
     Raises
     ------
@@ -590,45 +692,73 @@ def read_graph(path: str | os.PathLike) -> MLPGraph:
         ``path`` does not exist.
     GraphFormatError
         A file is missing, truncated or inconsistent with ``meta.json``.
-    """
-    import pyarrow.parquet as pq
+    InvalidArgumentError
+        ``layers`` names a layer the graph does not have.
 
-    path = Path(path)
-    where = f"`path` {str(path)!r}"
-    if not path.is_dir():
-        raise FileNotFoundError(f"{where} is not a graph directory (it does not exist)")
-    meta_file = path / "meta.json"
-    try:
-        meta = json.loads(meta_file.read_text())
-    except FileNotFoundError:
-        raise GraphFormatError(f"{where} is not a complete graph directory: meta.json is missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise GraphFormatError(f"{where}: meta.json is damaged ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
-        fmt = meta.get("format") if isinstance(meta, dict) else None
-        raise GraphFormatError(f"{where}: meta.json is not an llmrank_graph graph (format={fmt!r})")
-    files = meta.get("files", {})
-    for f, size in (files.items() if isinstance(files, dict) else []):
-        p = path / f
-        if not p.is_file():
-            raise GraphFormatError(f"{where} is partial: {f} is missing")
-        if p.stat().st_size != size:
-            raise GraphFormatError(f"{where} is damaged: {f} has {p.stat().st_size} bytes, meta.json says {size}")
-    try:
-        nodes = pq.read_table(path / "nodes.parquet").to_pandas()
-        edges = pq.read_table(path / "edges.parquet", columns=list(EDGE_COLUMNS)).to_pandas()
-    except Exception as e:  # pyarrow raises several types on corrupt files
-        raise GraphFormatError(f"{where} is damaged: {e}") from None
-    try:
-        n, e = int(meta["n_nodes"]), int(meta["n_edges"])
-        parts = [Partition(i, str(nm), int(ly), str(k), int(o), int(s))
-                 for i, (nm, ly, k, o, s) in enumerate(meta["partitions"])]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise GraphFormatError(f"{where}: meta.json lacks or garbles a required key ({exc})") from None
-    if len(nodes) != n or len(edges) != e:
-        raise GraphFormatError(f"{where}: expected {n} nodes and {e} edges (meta.json), "
-                               f"found {len(nodes)} and {len(edges)}")
-    return _from_tables(nodes, edges, meta, where, GraphFormatError, parts)
+    Example
+    -------
+    >>> g = read_graph("smollm2-graph", layers=[0, 1])      # doctest: +SKIP
+    >>> g.n_layers                                          # doctest: +SKIP
+    2
+    """
+    from .storage import read_graph as _read
+
+    return _read(path, layers, lazy=lazy)
+
+
+#: Keys every graph directory's meta.json has (written by :meth:`MLPGraph.to_parquet`).
+_REQUIRED_META = ("format", "n_nodes", "n_edges", "n_layers", "partitions")
+
+
+def _check_meta(meta, where: str, activation: np.ndarray | None = None) -> None:
+    """Check a graph directory's whole ``meta.json`` (and the activations it vouches for).
+
+    ``meta`` must be an object with the :data:`_REQUIRED_META` keys; its partitions must be
+    ``[name, layer, kind, offset, size]`` entries, contiguous from 0, summing to ``n_nodes``;
+    ``n_layers`` must be the number of intermediate partitions; with ``has_stats`` true the
+    ``activation`` column (when given) must be finite. Raises :class:`GraphFormatError`
+    naming ``where`` and the key.
+    """
+    def bad(key: str, what: str, got) -> GraphFormatError:
+        text = repr(got)
+        return GraphFormatError(f"{where}: meta.json key '{key}' must be {what}; got "
+                                f"{text if len(text) <= 80 else text[:77] + '...'}")
+
+    if not isinstance(meta, dict):
+        raise GraphFormatError(f"{where}: meta.json must hold a JSON object; got {type(meta).__name__}")
+    missing = [k for k in _REQUIRED_META if k not in meta]
+    if missing:
+        raise GraphFormatError(f"{where}: meta.json lacks the required key(s) {', '.join(map(repr, missing))}")
+    for key in ("n_nodes", "n_edges", "n_layers"):
+        value = meta[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise bad(key, "an int >= 0", value)
+    parts = meta["partitions"]
+    if not isinstance(parts, list) or not parts:
+        raise bad("partitions", "a non-empty list of [name, layer, kind, offset, size]", parts)
+    offset = 0
+    layers = []
+    for i, p in enumerate(parts):
+        ok = (isinstance(p, list) and len(p) == 5 and isinstance(p[0], str) and p[2] in KINDS
+              and all(isinstance(v, int) and not isinstance(v, bool) for v in p[1:2] + p[3:]))
+        if not ok or p[1] < 0 or p[4] < 1:
+            raise bad(f"partitions[{i}]", "[name, layer >= 0, 'hidden' or 'intermediate', offset, size >= 1]", p)
+        if p[3] != offset:
+            raise bad(f"partitions[{i}]", f"contiguous with the previous ones (offset {offset})", p)
+        offset += p[4]
+        if p[2] == "intermediate":
+            layers.append(p[1])
+    if offset != meta["n_nodes"]:
+        raise GraphFormatError(f"{where}: meta.json partitions cover {offset} nodes but 'n_nodes' is "
+                               f"{meta['n_nodes']}")
+    if len(set(layers)) != len(layers) or len(layers) != meta["n_layers"]:
+        raise GraphFormatError(f"{where}: meta.json 'n_layers' is {meta['n_layers']} but the partitions hold "
+                               f"{len(layers)} intermediate partitions (layers {_short(layers)})")
+    if meta.get("has_stats") is True and activation is not None:
+        act = np.asarray(activation, dtype=np.float64)
+        if not np.isfinite(act).all():
+            raise GraphFormatError(f"{where}: meta.json says the graph has calibration statistics ('has_stats'), "
+                                   f"but {int((~np.isfinite(act)).sum())} node activations are NaN or inf")
 
 
 def _partitions_from_nodes(nodes: pd.DataFrame, where: str, error) -> list[Partition]:

@@ -104,8 +104,7 @@ def test_eigenvector_is_the_principal_eigenvector_of_the_undirected_graph(tiny_l
     got = C.eigenvector(g, tol=1e-12, max_iter=20000)
     assert_allclose(got.scores, want, atol=1e-8)
     assert np.linalg.norm(got.scores) == pytest.approx(1.0)
-    with pytest.raises(C.ConvergenceError, match=r"did not converge in `max_iter`=2 iterations"):
-        C.eigenvector(g, max_iter=2)
+    # Lanczos converges on this graph in one restart; its non-convergence: tests/test_eigenvector.py
 
 
 @pytest.mark.parametrize("backend", ["sweep", "scipy"])

@@ -11,14 +11,14 @@ name           definition (networkx)                                        back
 pagerank       see :func:`llmrank_graph.centrality.pagerank`                 sweep, scipy, cupy, cugraph, cugraph-dask
 katz           ``x = alpha A^T x + beta``, L2-normalised (katz_centrality)   sweep (exact on a DAG), scipy, cupy, cugraph
 hits           hubs/authorities: principal singular vectors of A (hits)     scipy, cupy
-eigenvector    principal eigenvector of ``A + A^T`` (undirected graph)      scipy, cupy, cugraph
+eigenvector    principal eigenvector of ``A + A^T`` (undirected graph)      sweep, scipy, cupy, cugraph
 strength       sum of in-/out-edge weights (``in_degree(weight=...)``)       sweep, scipy
 degree         number of in-/out-edges (``in_degree()``)                     sweep, scipy, cugraph
 =============  ===========================================================  =====================
 
 Eigenvector centrality is computed on the undirected graph because the adjacency of a DAG is
-nilpotent (its only eigenvalue is 0). cuGraph's HITS ignores edge weights, so it is not
-offered for HITS.
+nilpotent (its only eigenvalue is 0): ``directed=True`` on a DAG is an error that says so.
+cuGraph's HITS ignores edge weights, so it is not offered for HITS.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import logging
 import numpy as np
 
 from .._checks import check_bool, check_choice, check_float, check_positive_int
+from ..errors import InvalidArgumentError
 from ._result import CentralityResult
 from .backends import registered, run
 from .pagerank_alg import DIRECTIONS, node_vector as _node_vector
@@ -160,33 +161,68 @@ def hits(graph, which: str = "authorities", backend: str = "auto", tol: float = 
     return auth if which == "authorities" else hubs
 
 
-def eigenvector(graph, backend: str = "auto", tol: float = 1e-6, max_iter: int = 1000,
-                nstart=None) -> CentralityResult:
-    """Eigenvector centrality of the undirected graph (``networkx.eigenvector_centrality`` with weights).
+def eigenvector(graph, backend: str = "auto", tol: float = 1e-6, max_iter: int = 1000, nstart=None, *,
+                directed: bool = False) -> CentralityResult:
+    """Eigenvector centrality, by default of the undirected graph (``networkx.eigenvector_centrality``).
 
-    Power iteration with ``(S + I)``, ``S = A + A^T``, L2-normalised, from ``nstart`` (default
-    all ones) divided by its sum; stops when the L1 change is below ``n_nodes * tol``. The
-    directed graph is a DAG, whose adjacency has only the eigenvalue 0, hence the undirected one.
+    The whole-MLP graph is a DAG: its adjacency matrix ``A`` is nilpotent (``A^L = 0``), so
+    every eigenvalue is 0 and *directed* eigenvector centrality is undefined; asking for it
+    raises an error that says so. On the undirected graph, ``S = A + A^T`` is symmetric and
+    non-negative, and its Perron vector is well defined. A multipartite chain is nearly
+    bipartite (``lambda`` and ``-lambda`` are both eigenvalues, which makes plain power
+    iteration oscillate), so it is computed with a Lanczos solver for the largest *algebraic*
+    eigenvalue (``scipy.sparse.linalg.eigsh(which='LA')``, CuPy's on the GPU, or matrix-free
+    over the blocks with the ``sweep`` backend), and returned non-negative with unit norm,
+    like networkx.
+
+    Parameters
+    ----------
+    graph : MLPGraph
+    backend : str
+        'auto' or a registered backend name.
+    tol : float > 0
+        Lanczos tolerance: the relative residual ``||S x - lambda x|| / |lambda|`` (ARPACK's;
+        cuGraph, which iterates, gets it as its own tolerance).
+    max_iter : int >= 1
+        Limit on the solver's restarts (iterations for cuGraph).
+    nstart : array (n_nodes,), optional
+        Starting vector (default all ones).
+    directed : bool
+        In-edge eigenvector centrality of the directed graph (networkx on a ``DiGraph``).
+        Refused on a DAG, where it is undefined; offered (``scipy`` backend, Arnoldi) on
+        graphs with cycles built with :meth:`~llmrank_graph.MLPGraph.from_edgelist`.
 
     Returns
     -------
     CentralityResult
-        ``algorithm='eigenvector'``, unit Euclidean norm.
+        ``algorithm='eigenvector'``, unit Euclidean norm, ``params['directed']``.
 
     Raises
     ------
+    InvalidArgumentError
+        ``directed=True`` on a DAG, or a graph without edges of positive weight.
     ConvergenceError
-        Not converged within ``max_iter`` (graphs with several equally strong components
-        converge slowly; raise ``max_iter``).
+        The solver did not converge within ``max_iter`` restarts.
 
     Example
     -------
     >>> res = eigenvector(export_graph(model))             # doctest: +SKIP
+    >>> eigenvector(export_graph(model), directed=True)    # doctest: +SKIP
+    Traceback (most recent call last):
+    InvalidArgumentError: `directed=True` eigenvector centrality is undefined on a DAG ...
     """
     tol, max_iter = _iters(tol, max_iter)
+    directed = check_bool("directed", directed)
+    if directed and graph.is_dag_by_partition():
+        raise InvalidArgumentError(
+            "`directed=True` eigenvector centrality is undefined on a DAG: every edge of this graph goes from an "
+            "earlier partition to a later one, so its adjacency matrix is nilpotent and every eigenvalue is 0 (no "
+            "solver can converge to a principal eigenvector); use directed=False (the undirected graph, well "
+            "defined), or pagerank / katz, which are defined on a DAG")
     x0 = None if nstart is None else _node_vector(graph, nstart, "nstart")
-    res = run(graph, "eigenvector", backend, tol=tol, max_iter=max_iter, nstart=x0)
-    return res.with_meta("eigenvector", {"tol": tol, "max_iter": max_iter})
+    extra = {"directed": True} if directed else {}  # only the backends that take it can honour it
+    res = run(graph, "eigenvector", backend, tol=tol, max_iter=max_iter, nstart=x0, **extra)
+    return res.with_meta("eigenvector", {"tol": tol, "max_iter": max_iter, "directed": directed})
 
 
 def _in_out(graph, algorithm: str, direction: str, backend: str, device=None) -> CentralityResult:

@@ -42,7 +42,7 @@ AUTO_ORDER: dict[str, tuple[str, ...]] = {
     "pagerank": ("sweep", "cugraph", "cugraph-dask", "cupy", "scipy"),
     "katz": ("sweep", "cugraph", "cupy", "scipy"),
     "hits": ("cugraph", "cupy", "scipy"),
-    "eigenvector": ("cugraph", "cupy", "scipy"),
+    "eigenvector": ("cugraph", "cupy", "sweep", "scipy"),  # sweep only for graphs not in memory
     "strength": ("sweep", "scipy"),
     "degree": ("sweep", "cugraph", "scipy"),
 }

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 
-from ._kernels import eigenvector_power, hits_power, katz_power, pagerank_power
+from ._kernels import hits_power, katz_power, pagerank_power, perron_vector
 from .._optional import GPU_EXTRA, cupy_available
 from ._result import iterated_result
 from .backends import Backend, register_backend
@@ -74,10 +74,11 @@ class CupyBackend(Backend):
                 iterated_result(cp.asnumpy(a), it, self.name, "authorities"))
 
     def eigenvector(self, graph, *, tol, max_iter, nstart):
+        # CuPy's Lanczos (cupyx.scipy.sparse.linalg.eigsh, which='LA') on A + A^T.
         cp, _s = _modules()
         x0 = None if nstart is None else cp.asarray(nstart)
-        x, it = eigenvector_power(_gpu_matrix(graph, "S"), tol, max_iter, x0, xp=cp)
-        return iterated_result(cp.asnumpy(x), it, self.name, "eigenvector")
+        x = perron_vector(_gpu_matrix(graph, "S"), tol, max_iter, x0, xp=cp)
+        return iterated_result(cp.asnumpy(x), None, self.name, "eigenvector")
 
 
 register_backend(CupyBackend())

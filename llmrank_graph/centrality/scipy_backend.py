@@ -6,8 +6,8 @@ import logging
 
 import numpy as np
 
-from ._kernels import (ConvergenceError, adjacency, eigenvector_power, hits_power, katz_power, pagerank_power,
-                       transition_matrix)
+from ._kernels import (ConvergenceError, adjacency, directed_perron_vector, hits_power, katz_power, pagerank_power,
+                       perron_vector, transition_matrix)
 from ._result import exact_result, iterated_result
 from .backends import Backend, register_backend
 
@@ -66,9 +66,13 @@ class ScipyBackend(Backend):
         h, a, it = hits_power(A, AT, tol, max_iter, nstart, normalized)
         return iterated_result(h, it, self.name, "hubs"), iterated_result(a, it, self.name, "authorities")
 
-    def eigenvector(self, graph, *, tol, max_iter, nstart):
-        x, it = eigenvector_power(cached_matrix(graph, "S"), tol, max_iter, nstart)
-        return iterated_result(x, it, self.name, "eigenvector")
+    def eigenvector(self, graph, *, tol, max_iter, nstart, directed=False):
+        # Lanczos on A + A^T (ARPACK reports no iteration count); Arnoldi on A^T when directed.
+        if directed:
+            x = directed_perron_vector(cached_matrix(graph, "A"), tol, max_iter, nstart)
+        else:
+            x = perron_vector(cached_matrix(graph, "S"), tol, max_iter, nstart)
+        return iterated_result(x, None, self.name, "eigenvector")
 
     def strength(self, graph, *, direction):
         A = cached_matrix(graph, "A")

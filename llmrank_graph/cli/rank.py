@@ -7,10 +7,13 @@ from pathlib import Path
 
 from .._io import atomic_file
 from ..centrality import DIRECTIONS, backend_names
+from ..storage import add_scores, column_name
 from ..scoring import (ACTIVATION_PERSONALIZATIONS, PAGERANK_CENTRALITY, PAGERANK_EXPORT, PAGERANK_WITHOUT_STATS,
                        PERSONALIZATIONS, PageRankScorer)
-from ._common import (_add_calibration, _add_graph_options, _calibrate, _check_out, _default, _given_export, _load,
-                      logger)
+from .._checks import check_float, check_positive_int, check_unit
+from ..errors import InvalidArgumentError
+from ._common import (GRAPH_OPTIONS, _add_calibration, _add_graph_options, _calibrate, _default, _given_export, _load,
+                      _relabel, logger, preflight)
 
 
 def add_parser(sub) -> None:
@@ -22,7 +25,10 @@ def add_parser(sub) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--graph", metavar="DIR", help="a directory written by `export`")
     src.add_argument("--model", metavar="PATH", default=None, help="a model (default: the embedded SmolLM2-135M)")
-    p.add_argument("--out", required=True, metavar="FILE", help=".parquet or .csv")
+    p.add_argument("--out", default=None, metavar="FILE", help=".parquet or .csv (needed unless --add-to-graph)")
+    p.add_argument("--add-to-graph", action="store_true",
+                   help="with --graph: store the scores in the graph directory as a typed column of its node table, "
+                        "named after the method and parameters (e.g. pagerank_reverse_a0.85); `inspect` uses it")
     p.add_argument("--backend", default=PAGERANK_CENTRALITY["backend"], choices=["auto", *backend_names()],
                    help="(default: %(default)s)")
     p.add_argument("--direction", default=PAGERANK_CENTRALITY["direction"], choices=DIRECTIONS,
@@ -45,7 +51,7 @@ def add_parser(sub) -> None:
 def _write_table(df, out: Path, overwrite: bool) -> None:
     suffix = out.suffix.lower()
     if suffix not in (".parquet", ".csv"):
-        raise SystemExit(f"error: --out must end in .parquet or .csv; got {out.name!r}")
+        raise InvalidArgumentError(f"`--out` must end in .parquet or .csv; got {out.name!r}")
     df = df.assign(kind=df["kind"].astype(str))
     with atomic_file(out, overwrite=overwrite, arg="--out") as tmp:
         if suffix == ".csv":
@@ -67,21 +73,35 @@ def run(args) -> int:
     from ..centrality import pagerank
     from ..graph import export_graph, read_graph
 
-    out = Path(args.out)
-    _check_out(out, args.overwrite)
     given = _given_export(args)
     replaced: dict[str, tuple[str, str]] = {}  # option -> (its default, what is used instead)
+    # Everything is checked before the graph or the model is read.
+    check_unit("--alpha", args.alpha, open_=True)  # the rules of llmrank_graph.pagerank
+    check_float("--tol", args.tol, 0.0, min_open=True)
+    check_positive_int("--max-iter", args.max_iter)
+    if args.out is None and not args.add_to_graph:
+        raise InvalidArgumentError("`--out` is required (a .parquet or .csv file) unless --add-to-graph stores the "
+                                   "scores in the --graph directory")
+    if args.add_to_graph and args.graph is None:
+        raise InvalidArgumentError("`--add-to-graph` needs --graph DIR: the scores are stored in that graph directory")
     if args.graph is not None:
         if given or args.calibrate:
             typed = [f"--{k}" for k in [*given, *(["calibrate"] if args.calibrate else [])]]
-            raise SystemExit(f"error: {', '.join(typed)} appl{'ies' if len(typed) == 1 else 'y'} to --model only; "
-                             "a graph read with --graph keeps the options it was exported with (see its meta.json)")
+            raise InvalidArgumentError(f"{', '.join(typed)} appl{'ies' if len(typed) == 1 else 'y'} to --model only; "
+                                       "a graph read with --graph keeps the options it was exported with (see its "
+                                       "meta.json)")
+        out = preflight(args, out_kind="file" if args.out is not None else None, suffixes=(".parquet", ".csv"),
+                        model=False)
         graph = read_graph(args.graph)
     else:
-        options = PAGERANK_EXPORT.replace(**given)  # checked before the model is loaded
-        model, tok, _ = _load(args)
+        options = _relabel(GRAPH_OPTIONS, PAGERANK_EXPORT.replace, **given)
         asked = ("weighting" in given and options.needs_stats) or args.personalization in ACTIVATION_PERSONALIZATIONS
-        stats = _calibrate(args, model, tok) if args.calibrate or asked else None
+        no_text = (f"rank without --calibrate, with --weighting {PAGERANK_WITHOUT_STATS['weighting']} and "
+                   f"--personalization {PAGERANK_WITHOUT_STATS['personalization']}")
+        out = preflight(args, out_kind="file", suffixes=(".parquet", ".csv"), reads_text=args.calibrate or asked,
+                        no_text=no_text)
+        model, tok, _ = _load(args)
+        stats = _calibrate(args, model, tok, no_text) if args.calibrate or asked else None
         if stats is None and options.needs_stats:  # the default weighting: it was not typed
             replaced["weighting"] = (options.weighting, PAGERANK_WITHOUT_STATS["weighting"])
             options = options.replace(weighting=PAGERANK_WITHOUT_STATS["weighting"])
@@ -98,12 +118,22 @@ def run(args) -> int:
                        "(%s to rank as `prune --method pagerank` does)",
                        " and ".join(f"{k} {v[0]!r}" for k, v in replaced.items()),
                        " and ".join(f"{k} {v[1]!r}" for k, v in replaced.items()), how)
+    column = column_name("pagerank", {"direction": args.direction, "alpha": args.alpha,
+                                      "personalization": personalization})
+    if args.add_to_graph and column in graph.scores and not args.overwrite:
+        raise InvalidArgumentError(f"`--add-to-graph`: {args.graph!r} already stores {column!r}; pass --overwrite to "
+                                   "replace it")
     t = time.perf_counter()
     res = pagerank(graph, alpha=args.alpha, personalization=personalization, direction=args.direction,
                    backend=args.backend, tol=args.tol, max_iter=args.max_iter)
     dt = time.perf_counter() - t
-    _write_table(res.to_frame(graph), out, args.overwrite)
     inter = graph.nodes.kind.to_numpy() == "intermediate"
     print(f"{graph!r}\npagerank: backend={res.backend} iterations={res.iterations} converged={res.converged} "
-          f"time={dt:.3f} s; intermediate nodes hold {res.scores[inter].sum():.3f} of the mass\nwrote {out}")
+          f"time={dt:.3f} s; intermediate nodes hold {res.scores[inter].sum():.3f} of the mass")
+    if out is not None:
+        _write_table(res.to_frame(graph), out, args.overwrite)
+        print(f"wrote {out}")
+    if args.add_to_graph:
+        add_scores(args.graph, {column: res}, overwrite=args.overwrite)
+        print(f"stored column {column!r} in {args.graph}")
     return 0
