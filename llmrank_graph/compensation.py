@@ -146,15 +146,20 @@ class ObsResult:
     weight: torch.Tensor
 
 
-def obs_greedy(weight: torch.Tensor, moment: torch.Tensor, damp: float, n_remove: int | None = None) -> ObsResult:
+def obs_greedy(weight: torch.Tensor, moment: torch.Tensor, damp: float, n_remove: int | None = None,
+               block: int = 64) -> ObsResult:
     """Greedy structured OBS on down_proj (as ZipLM and SlimGPT): remove columns one at a time.
 
     With ``H = A + damp I`` and ``Hinv = H^-1``, removing neuron j and refitting the rest
     optimally costs ``||W[:, j]||^2 / Hinv[j, j]``. The cheapest is removed, then
     ``W <- W - W[:, j] Hinv[j, :] / Hinv[j, j]`` and
-    ``Hinv <- Hinv - Hinv[:, j] Hinv[j, :] / Hinv[j, j]`` (rank-1 updates), and so on. One
-    inverse per layer, O(m^2 + d m) per removal; the matrices are compacted to the remaining
-    neurons as they shrink.
+    ``Hinv <- Hinv - Hinv[:, j] Hinv[j, :] / Hinv[j, j]`` (rank-1 updates), and so on.
+
+    The rank-1 updates are applied lazily, ``block`` at a time, as one matrix product (as
+    SparseGPT batches its updates): between two flushes a step reads only row j of ``Hinv``
+    and column j of ``W`` (corrected by the pending updates) and keeps every column's squared
+    norm and ``Hinv`` diagonal up to date in O(d m). One inverse per layer; the matrices are
+    compacted to the remaining neurons at each flush.
 
     Parameters
     ----------
@@ -166,6 +171,8 @@ def obs_greedy(weight: torch.Tensor, moment: torch.Tensor, damp: float, n_remove
         Absolute ridge added to the diagonal.
     n_remove : int, optional
         Number of neurons to remove (default: all m, which ranks every neuron).
+    block : int
+        Rank-1 updates batched per flush.
 
     Returns
     -------
@@ -173,36 +180,59 @@ def obs_greedy(weight: torch.Tensor, moment: torch.Tensor, damp: float, n_remove
     """
     d, m = weight.shape
     n_remove = m if n_remove is None else int(n_remove)
+    dev, dt = weight.device, weight.dtype
     h = moment + damp * torch.eye(m, dtype=moment.dtype, device=moment.device)
-    hinv = torch.cholesky_inverse(_cholesky(h))  # (m, m)
-    w = weight.clone()  # (d, m), updated in place; compacted to the alive columns
-    alive = torch.arange(m, device=weight.device)  # original index of each local column
-    dead = torch.zeros(m, dtype=torch.bool, device=weight.device)
+    hinv = torch.cholesky_inverse(_cholesky(h))  # (a, a): Hinv at the last flush, alive columns only
+    w = weight.clone()  # (d, a): W at the last flush
+    alive = torch.arange(m, device=dev)  # original index of each local column
+    dead = torch.zeros(m, dtype=torch.bool, device=dev)
+    norms = w.square().sum(0)  # (a,) current ||W[:, i]||^2
+    diag = hinv.diagonal().clone()  # (a,) current Hinv[i, i]
+    u = torch.empty(m, block, dtype=dt, device=dev)  # pending Hinv updates: Hinv -= u u^T
+    c = torch.empty(m, block, dtype=dt, device=dev)  # pending W updates: W -= wc c^T
+    wc = torch.empty(d, block, dtype=dt, device=dev)
+    nb = 0
     out_w = torch.zeros_like(weight)
     order, costs = [], []
+    tiny = torch.finfo(dt).tiny
     for _ in range(n_remove):
-        diag = hinv.diagonal()
-        cost = w.square().sum(0) / diag.clamp_min(torch.finfo(diag.dtype).tiny)
-        cost[dead] = float("inf")
+        cost = norms / diag.clamp_min(tiny)
+        cost.masked_fill_(dead, float("inf"))
         j = int(torch.argmin(cost))
         order.append(int(alive[j]))
         costs.append(float(cost[j]))
-        row = hinv[j].clone()  # (a,) = Hinv[j, :] = Hinv[:, j]
-        pivot = row[j]
-        w -= torch.outer(w[:, j], row / pivot)
-        hinv -= torch.outer(row, row / pivot)
+        row = hinv[j] - u[:, :nb] @ u[j, :nb]  # (a,) current Hinv[j, :]
+        pivot = row[j].clamp_min(tiny)
+        wj = w[:, j] - wc[:, :nb] @ c[j, :nb]  # (d,) current W[:, j]
+        dots = w.T @ wj - c[:, :nb] @ (wc[:, :nb].T @ wj)  # (a,) current W[:, i] . W[:, j]
+        cj = row / pivot
+        norms += cj * (cj * (wj @ wj) - 2 * dots)
+        diag -= row * cj
+        u[:, nb], c[:, nb], wc[:, nb] = row / pivot.sqrt(), cj, wj
+        nb += 1
         dead[j] = True
-        w[:, j] = 0  # exactly, whatever the rounding
-        n_dead = int(dead.sum())
-        if n_dead >= max(32, dead.numel() // 4) and n_dead < dead.numel():
-            keep_local = ~dead
-            out_w[:, alive[dead]] = 0
-            alive, w = alive[keep_local], w[:, keep_local]
-            hinv = hinv[keep_local][:, keep_local]
-            dead = torch.zeros(alive.numel(), dtype=torch.bool, device=weight.device)
-    live = ~dead
-    out_w[:, alive[live]] = w[:, live]
+        norms[j], diag[j] = 0.0, 1.0
+        if nb == block:
+            w, hinv, alive, dead, norms, diag = _obs_flush(w, hinv, u, c, wc, nb, alive, dead, out_w)
+            nb = 0
+    w, hinv, alive, dead, norms, diag = _obs_flush(w, hinv, u, c, wc, nb, alive, dead, out_w)
+    out_w[:, alive] = w
     return ObsResult(torch.tensor(order, dtype=torch.long), torch.tensor(costs, dtype=torch.float64), out_w)
+
+
+def _obs_flush(w, hinv, u, c, wc, nb, alive, dead, out_w):
+    """Apply the pending rank-1 updates as two products, drop the removed columns, resynchronise."""
+    if nb:
+        hinv = hinv - u[:, :nb] @ u[:, :nb].T
+        w = w - wc[:, :nb] @ c[:, :nb].T
+    keep = ~dead
+    out_w[:, alive[dead]] = 0
+    alive, w, hinv = alive[keep], w[:, keep], hinv[keep][:, keep]
+    if u.shape[0] != alive.numel():
+        u.resize_(alive.numel(), u.shape[1])
+        c.resize_(alive.numel(), c.shape[1])
+    return (w, hinv, alive, torch.zeros(alive.numel(), dtype=torch.bool, device=w.device), w.square().sum(0),
+            hinv.diagonal().clone())
 
 
 def fluctuation(weight: torch.Tensor, variance: torch.Tensor) -> torch.Tensor:

@@ -502,3 +502,64 @@ def test_check_compensation_accepts_what_it_should():
     stats = lg.calibrate(model, input_ids=_ids(), batch_size=2, second_moments=True)
     for compensate, ridge in itertools.product(lg.pruning.COMPENSATIONS, (1e-4, 1.0)):
         check_compensation(model, stats, compensate, ridge)
+
+
+# ----------------------------------------------------------------------------- CLI
+from test_cli import model_dir, text_file  # noqa: E402,F401  (the tiny model directory and corpus)
+
+
+def _prune_args(model_dir, text_file, out, *extra):
+    return ["prune", "--model", str(model_dir), "--out", str(out), "--amount", "0.25", "--texts", str(text_file),
+            "--eval-texts", str(text_file), "--n-samples", "4", "--seq-len", "16", "--eval-samples", "2", *extra]
+
+
+@pytest.mark.parametrize("extra", [("--compensate", "lstsq", "--method", "obs"),
+                                   ("--compensate", "lstsq", "--sequential", "--method", "activation"),
+                                   ("--compensate", "lstsq+bias", "--sequential", "--allocation", "global")])
+def test_cli_prune_compensates(model_dir, text_file, tmp_path, capsys, extra):
+    from llmrank_graph.cli import main
+
+    out = tmp_path / "pruned"
+    assert main(_prune_args(model_dir, text_file, out, *extra)) == 0
+    text = capsys.readouterr().out
+    assert f"compensate={extra[1]}" in text and ("sequential" in text) == ("--sequential" in extra)
+    model, _ = lg.load_model(out)
+    assert sum(intermediate_sizes(model)) == 36
+    assert bool(getattr(model.config, "mlp_bias", False)) == extra[1].endswith("bias")
+
+
+def test_cli_bias_model_loads_in_plain_transformers(model_dir, text_file, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from llmrank_graph.cli import main
+
+    out = tmp_path / "pruned"
+    assert main(_prune_args(model_dir, text_file, out, "--compensate", "bias", "--method", "flap")) == 0
+    ours, _ = lg.load_model(out)
+    plain = AutoModelForCausalLM.from_pretrained(out, local_files_only=True).eval()
+    ids = torch.randint(0, 16, (2, 8))
+    torch.testing.assert_close(_logits(plain, ids), _logits(ours, ids))
+
+
+def test_cli_refuses_a_bad_ridge_before_loading(model_dir, text_file, tmp_path, capsys):
+    from llmrank_graph.cli import main
+
+    assert main(_prune_args(model_dir, text_file, tmp_path / "p", "--compensate", "lstsq", "--ridge", "0")) == 2
+    assert "`--ridge` must be a positive finite float; got 0.0" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()
+
+
+def test_cli_defaults_are_the_library_defaults():
+    import argparse
+    import inspect
+
+    from llmrank_graph.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["prune"]
+    opts = {o: a for a in sub._actions for o in a.option_strings}
+    sig = inspect.signature(prune_model).parameters
+    assert opts["--compensate"].default == sig["compensate"].default
+    assert tuple(opts["--compensate"].choices) == lg.pruning.COMPENSATIONS
+    assert opts["--ridge"].default == sig["ridge"].default == DEFAULT_RIDGE
+    assert opts["--sequential"].default is sig["sequential"].default is False

@@ -302,8 +302,8 @@ def _load(args):
     return model, tok, time.perf_counter() - t
 
 
-def _calibrate(args, model, tok, no_text: str = ""):
+def _calibrate(args, model, tok, no_text: str = "", *, second_moments: bool = False):
     if tok is None:  # preflight refuses these; a loader may still come back without one
         raise no_tokenizer_error(args, no_text)
     return calibrate(model, tok, texts=args.texts, n_samples=args.n_samples, seq_len=args.seq_len,
-                     batch_size=args.batch_size, progress=True)
+                     batch_size=args.batch_size, progress=True, second_moments=second_moments)

@@ -8,6 +8,7 @@ import time
 from ..evaluation import perplexity
 from ..errors import InvalidArgumentError
 from ..graph import MODES
+from ..compensation import COMPENSATIONS, check_ridge, needs_second_moments
 from ..masks import ALLOCATIONS, check_amount
 from ..pruning import HOWS, prune_model
 from ..scoring import scorers
@@ -28,6 +29,15 @@ def add_parser(sub) -> None:
     p.add_argument("--how", default=_default(prune_model, "how"), choices=HOWS, help="(default: %(default)s)")
     p.add_argument("--mode", default=_default(prune_model, "mode"), choices=MODES, help="(default: %(default)s)")
     p.add_argument("--prune-hidden", action="store_true", help="reference paper mode: also zero down_proj rows (needs --how zero)")
+    p.add_argument("--compensate", default=_default(prune_model, "compensate"), choices=COMPENSATIONS,
+                   help="repair down_proj after the removal: a bias (FLAP), a ridge least-squares refit of the kept "
+                        "columns (lstsq, calibrates with the second moments), or both (default: %(default)s)")
+    p.add_argument("--ridge", type=float, default=_default(prune_model, "ridge"),
+                   help="ridge of the lstsq refit, relative to the mean diagonal of the kept neurons' second moments "
+                        "(default %(default)g)")
+    p.add_argument("--sequential", action="store_true", default=_default(prune_model, "sequential"),
+                   help="prune layer by layer, each layer calibrated on the outputs of the already-pruned layers "
+                        "(one layer and the calibration hidden states in memory at a time)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="scorer parameter, repeatable")
     p.add_argument("--out", default="pruned-model", metavar="DIR", help="where to save the pruned model (default ./pruned-model)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if `prune` wrote it")
@@ -46,11 +56,17 @@ def _fmt_int(n: int) -> str:
 
 def run(args) -> int:
 
+    from ..compensation import check_compensation_options
     from ..data import load_texts, token_blocks
     from ..evaluation import compare_throughput, count_parameters
     from ..pruning import save_pruned
+    from ..scoring import get_scorer
 
     _relabel({"amount": "--amount"}, check_amount, args.amount)
+    _relabel({"ridge": "--ridge"}, check_ridge, args.ridge)
+    if args.sequential and args.prune_hidden:
+        raise InvalidArgumentError("`--sequential` cannot honour `--prune-hidden`: the paper mode allocates hidden "
+                                   "channels over all layers at once")
     if args.prune_hidden and args.how == "remove":
         raise InvalidArgumentError("`--prune-hidden` zeroes down_proj rows (hidden channels of the residual stream), "
                                    "which cannot be removed; pass --how zero")
@@ -59,14 +75,24 @@ def run(args) -> int:
     out = preflight(args, out_kind="directory", owner="model", reads_text=True, no_text=no_text)
     times = {}
     model, tok, times["load"] = _load(args)
+    _relabel({"compensate": "--compensate", "ridge": "--ridge"}, check_compensation_options, model, args.compensate,
+             args.ridge)  # a family without an MLP bias is refused before calibrating
     t = time.perf_counter()
-    stats = _calibrate(args, model, tok, no_text)
-    times["calibrate"] = time.perf_counter() - t
+    if args.sequential:
+        # The statistics are collected layer by layer inside prune_model, on the pruned inputs.
+        calib_ids = token_blocks(tok, load_texts(args.texts, split="calibration"), args.n_samples, args.seq_len)
+        stats, seq = None, {"sequential": True, "input_ids": list(calib_ids.split(args.batch_size))}
+    else:
+        moments = needs_second_moments(args.compensate) or get_scorer(args.method, **params).needs_second_moments()
+        stats, seq = _calibrate(args, model, tok, no_text, second_moments=moments), {}
+        times["calibrate"] = time.perf_counter() - t
     dense = copy.deepcopy(model)
     t = time.perf_counter()
     res = prune_model(model, stats, method=args.method, amount=args.amount, allocation=args.allocation,
-                      how=args.how, mode=args.mode, prune_hidden=args.prune_hidden, **params)
-    times["score + prune"] = time.perf_counter() - t
+                      how=args.how, mode=args.mode, prune_hidden=args.prune_hidden, compensate=args.compensate,
+                      ridge=args.ridge, **seq, **params)
+    times["calibrate + score + prune, layer by layer" if args.sequential else "score + prune"] = (
+        time.perf_counter() - t)
     pruned = res.model
     t = time.perf_counter()
     eval_ids = token_blocks(tok, load_texts(args.eval_texts, split="evaluation"), args.eval_samples, args.seq_len)
@@ -87,6 +113,7 @@ def run(args) -> int:
         ("tokens/s", f"{tp['dense_tokens_per_s']:.0f}", f"{tp['pruned_tokens_per_s']:.0f}", f"{tp['speedup']:.3f}"),
     ]
     print(f"\nmethod={args.method} amount={args.amount} allocation={args.allocation} how={args.how} "
+          f"compensate={args.compensate}{' sequential' if args.sequential else ''} "
           f"(pruned {res.masks.n_pruned()} of {res.masks.n_total()} intermediate neurons)")
     print(f"{'':18}{'dense':>12}{'pruned':>12}{'ratio':>9}")
     for r in rows:
@@ -94,3 +121,4 @@ def run(args) -> int:
     print("\nstage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()))
     print(f"saved the pruned model to {out}/ (load it with llmrank_graph.load_model({str(out)!r}))")
     return 0
+

@@ -1,0 +1,289 @@
+"""Held-out perplexity of SmolLM2-135M after removing MLP neurons, with and without compensation.
+
+For each scorer, compensation, allocation and amount, a fresh copy of the model is pruned
+(``how='remove'``) and its perplexity measured on ``--eval-samples`` windows of the held-out
+Wikipedia evaluation articles. One calibration pass (``--n-samples`` x ``--seq-len`` tokens of
+the calibration articles, with the second moments) feeds every scorer and every one-shot
+compensation; each scorer's dense scores are computed once.
+
+Compensations (columns):
+    none              removal only (today's behaviour)
+    bias              FLAP's bias, b = W_R mu_R
+    lstsq             ridge least-squares refit of the kept down_proj columns
+    lstsq+bias        the refit on the covariance, plus the bias
+    lstsq+sequential  lstsq, layer by layer on the outputs of the already-pruned layers
+                      (prune_model(..., sequential=True)); global budgets from the dense pass
+
+Modes:
+    python benchmarks/compensation.py                       # the grid (resumable: rows already in
+                                                            # the CSV are skipped)
+    python benchmarks/compensation.py --ridge-sweep 1e-4,1e-3,1e-2,1e-1,1 --scorers activation
+        # the ridge, measured on validation windows of the *calibration* articles that the fit
+        # never saw (blocks --n-samples.. of that stream), not on the evaluation text
+    python benchmarks/compensation.py --memory              # peak RSS: one-shot vs sequential
+
+Results: stdout, ``--out/<name>.csv`` (one row per run) and ``--out/<name>.md`` (tables).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+
+import llmrank_graph as lg
+from llmrank_graph.compensation import DEFAULT_RIDGE
+from llmrank_graph.data import load_texts, token_blocks
+from llmrank_graph.evaluation import perplexity
+from llmrank_graph.masks import allocate
+from llmrank_graph.pruning import apply_mask, prune_model
+from llmrank_graph.scoring import scorer_class, score_neurons
+
+SCORERS = ["pagerank", "activation", "wanda-sp", "flap", "obs"]
+COMPENSATIONS = ["none", "bias", "lstsq", "lstsq+sequential"]
+FIELDS = ["table", "scorer", "params", "allocation", "amount", "compensation", "ridge", "eval", "perplexity",
+          "seconds"]
+
+
+def fmt(x: float) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    if not math.isfinite(x):
+        return "inf"
+    return f"{x:.1f}" if x < 1000 else f"{x:.3g}"
+
+
+def _parse_params(text: str) -> dict:
+    out = {}
+    for kv in filter(None, text.split(";")):
+        k, v = kv.split("=", 1)
+        for conv in (int, float):
+            try:
+                v = conv(v)
+                break
+            except ValueError:
+                pass
+        out[k] = v
+    return out
+
+
+class Runner:
+    def __init__(self, args):
+        self.args = args
+        t = time.perf_counter()
+        self.model, self.tok = lg.load_model(args.model)
+        self.model.requires_grad_(False)
+        calib_texts = load_texts(args.calib_texts, split="calibration")
+        n_val = args.val_samples if args.ridge_sweep else 0
+        blocks = token_blocks(self.tok, calib_texts, args.n_samples + n_val, args.seq_len)
+        self.calib_ids = blocks[:args.n_samples]
+        self.val_ids = blocks[args.n_samples:]
+        self.eval_ids = token_blocks(self.tok, load_texts(args.eval_texts, split="evaluation"), args.eval_samples,
+                                     args.seq_len)
+        self.stats = None
+        if not args.memory:
+            self.stats = lg.calibrate(self.model, input_ids=self.calib_ids, batch_size=args.batch_size,
+                                      second_moments=True, progress=False)
+        print(f"loaded + calibrated ({self.calib_ids.shape[0]} x {self.calib_ids.shape[1]} tokens, second moments) "
+              f"in {time.perf_counter() - t:.1f} s", flush=True)
+        self.out = Path(args.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.csv_path = self.out / f"{args.name}.csv"
+        self.done = {}
+        if self.csv_path.exists():
+            with open(self.csv_path, newline="") as f:
+                for row in csv.DictReader(f):
+                    self.done[self._key(row)] = row
+
+    @staticmethod
+    def _key(row) -> tuple:
+        return (row["table"], row["scorer"], row["params"], row["allocation"], f"{float(row['amount']):.3f}",
+                row["compensation"], f"{float(row['ridge']):.3g}", row["eval"])
+
+    def ppl(self, model, which="evaluation") -> float:
+        ids = self.eval_ids if which == "evaluation" else self.val_ids
+        return perplexity(model, input_ids=ids, batch_size=self.args.batch_size)
+
+    def run(self, table, scorer, params, allocation, amount, compensation, ridge, build, which="evaluation"):
+        row = {"table": table, "scorer": scorer, "params": params, "allocation": allocation, "amount": amount,
+               "compensation": compensation, "ridge": ridge, "eval": which}
+        key = self._key(row)
+        if key in self.done:
+            print(f"(done) {scorer:12} {params:28} {allocation:12} {amount:4.2f} {compensation:17} ridge {ridge:<7g} "
+                  f"ppl {fmt(float(self.done[key]['perplexity'])):>8}", flush=True)
+            return
+        t = time.perf_counter()
+        try:
+            model = build()
+            value = self.ppl(model, which)
+            del model
+        except lg.LLMRankGraphError as e:
+            print(f"{scorer} {allocation} {amount} {compensation}: {e}", flush=True)
+            value = float("nan")
+        row.update(perplexity=value, seconds=round(time.perf_counter() - t, 1))
+        self.done[key] = row
+        print(f"{scorer:12} {params:28} {allocation:12} {amount:4.2f} {compensation:17} ridge {ridge:<7g} "
+              f"ppl {fmt(value):>8}  ({row['seconds']:.0f} s)", flush=True)
+        new = not self.csv_path.exists()
+        with open(self.csv_path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=FIELDS)
+            if new:
+                w.writeheader()
+            w.writerow(row)
+
+
+def grid(r: Runner, args) -> None:
+    amounts = [float(a) for a in args.amounts.split(",")]
+    allocations = args.allocations.split(",")
+    compensations = args.compensations.split(",")
+    ridge = args.ridge
+    for spec in args.scorers.split(","):
+        method, _, ptext = spec.partition(":")
+        params = _parse_params(ptext)
+        pname = ptext or "defaults"
+        scores = None
+        rounding = scorer_class(method).rounding
+        for allocation in allocations:
+            for amount in amounts:
+                for comp in compensations:
+                    if comp == "lstsq+sequential":
+                        def build(method=method, amount=amount, allocation=allocation, params=params):
+                            m = copy.deepcopy(r.model)
+                            prune_model(m, r.stats, method, amount, allocation, compensate="lstsq", ridge=ridge,
+                                        sequential=True, input_ids=r.calib_ids, **params)
+                            return m
+                    else:
+                        if scores is None:
+                            t = time.perf_counter()
+                            scores = score_neurons(r.model, r.stats, method, **params)
+                            print(f"scored {method} {pname} in {time.perf_counter() - t:.1f} s", flush=True)
+
+                        def build(scores=scores, amount=amount, allocation=allocation, comp=comp):
+                            mask = allocate(scores, amount, allocation, rounding=rounding)
+                            return apply_mask(copy.deepcopy(r.model), mask, "remove", compensate=comp,
+                                              stats=r.stats, ridge=ridge)
+                    r.run("grid", method, pname, allocation, amount, comp, ridge, build)
+
+
+def ridge_sweep(r: Runner, args) -> None:
+    ridges = [float(x) for x in args.ridge_sweep.split(",")]
+    for spec in args.scorers.split(","):
+        method, _, ptext = spec.partition(":")
+        params = _parse_params(ptext)
+        scores = score_neurons(r.model, r.stats, method, **params)
+        for allocation in args.allocations.split(","):
+            for amount in (float(a) for a in args.amounts.split(",")):
+                mask = allocate(scores, amount, allocation, rounding=scorer_class(method).rounding)
+                for comp in args.compensations.split(","):
+                    for ridge in ridges:
+                        def build(mask=mask, comp=comp, ridge=ridge):
+                            return apply_mask(copy.deepcopy(r.model), mask, "remove", compensate=comp, stats=r.stats,
+                                              ridge=ridge)
+                        r.run("ridge", method, ptext or "defaults", allocation, amount, comp, ridge, build,
+                              which="validation")
+
+
+def memory(r: Runner, args) -> None:
+    """Peak RSS above the loaded model: one-shot (calibrate with second moments + lstsq) vs sequential."""
+    import sys
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from _memory import peak_memory
+
+    amount = float(args.amounts.split(",")[0])
+    for label in ("one-shot", "sequential"):
+        model = copy.deepcopy(r.model)
+        t = time.perf_counter()
+        with peak_memory() as mem:
+            if label == "one-shot":
+                stats = lg.calibrate(model, input_ids=r.calib_ids, batch_size=args.batch_size, second_moments=True)
+                prune_model(model, stats, "activation", amount, compensate="lstsq")
+                del stats
+            else:
+                prune_model(model, None, "activation", amount, compensate="lstsq", sequential=True,
+                            input_ids=r.calib_ids)
+        print(f"{label:10} activation {amount:.0%} local lstsq: peak RSS +{mem['peak_extra'] / 2**20:.0f} MiB above "
+              f"the loaded models, {time.perf_counter() - t:.0f} s", flush=True)
+        del model
+
+
+def markdown(csv_path: Path, dense: float | None) -> str:
+    with open(csv_path, newline="") as f:
+        rows = [r for r in csv.DictReader(f)]
+    out = []
+    if dense is not None:
+        out.append(f"Dense perplexity {dense:.2f}.\n")
+    for table in ("grid", "ridge"):
+        sel = [r for r in rows if r["table"] == table]
+        if not sel:
+            continue
+        comps = list(dict.fromkeys(r["compensation"] if table == "grid" else f"{r['compensation']} ridge {r['ridge']}"
+                                   for r in sel))
+        keys = list(dict.fromkeys((r["scorer"], r["params"], r["allocation"], f"{float(r['amount']):.2f}")
+                                  for r in sel))
+        out.append(f"### {table} ({sel[0]['eval']} text)\n")
+        out.append("| scorer | params | allocation | amount | " + " | ".join(comps) + " |")
+        out.append("|---|---|---|---|" + "---|" * len(comps))
+        for scorer, params, alloc, amount in sorted(keys, key=lambda k: (k[2], float(k[3]), k[0], k[1])):
+            vals = {}
+            for r in sel:
+                if (r["scorer"], r["params"], r["allocation"], f"{float(r['amount']):.2f}") == (scorer, params, alloc,
+                                                                                                 amount):
+                    c = r["compensation"] if table == "grid" else f"{r['compensation']} ridge {r['ridge']}"
+                    vals[c] = float(r["perplexity"])
+            best = min((v for v in vals.values() if math.isfinite(v)), default=None)
+            cells = [("**" + fmt(vals[c]) + "**" if vals.get(c) == best else fmt(vals[c])) if c in vals else ""
+                     for c in comps]
+            out.append(f"| {scorer} | {params} | {alloc} | {int(float(amount) * 100)}% | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None, help="model path (default: the embedded SmolLM2-135M-Instruct)")
+    ap.add_argument("--calib-texts", default=None)
+    ap.add_argument("--eval-texts", default=None)
+    ap.add_argument("--n-samples", type=int, default=32)
+    ap.add_argument("--val-samples", type=int, default=16, help="validation windows of the ridge sweep")
+    ap.add_argument("--eval-samples", type=int, default=16)
+    ap.add_argument("--seq-len", type=int, default=512)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--scorers", default=",".join(SCORERS),
+                    help="comma-separated; parameters as name:key=value;key=value")
+    ap.add_argument("--compensations", default=",".join(COMPENSATIONS))
+    ap.add_argument("--amounts", default="0.3,0.5")
+    ap.add_argument("--allocations", default="local")
+    ap.add_argument("--ridge", type=float, default=DEFAULT_RIDGE)
+    ap.add_argument("--ridge-sweep", default=None, help="comma-separated ridges, measured on validation windows")
+    ap.add_argument("--memory", action="store_true", help="peak memory of one-shot vs sequential lstsq")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    ap.add_argument("--name", default="compensation")
+    args = ap.parse_args(argv)
+    torch.set_grad_enabled(False)
+    r = Runner(args)
+    if args.memory:
+        memory(r, args)
+        return 0
+    dense = None
+    if args.ridge_sweep:
+        r.run("ridge", "dense", "-", "-", 0.0, "none", 0.0, lambda: r.model, which="validation")
+        ridge_sweep(r, args)
+    else:
+        r.run("grid", "dense", "-", "-", 0.0, "none", 0.0, lambda: r.model)
+        grid(r, args)
+    dense = next((float(v["perplexity"]) for k, v in r.done.items() if k[1] == "dense"), None)
+    md = markdown(r.csv_path, dense)
+    (r.out / f"{args.name}.md").write_text(md + "\n")
+    print("\n" + md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
