@@ -48,6 +48,7 @@ _COMBINE_CODE = {"single": 0, "sum": 1, "max": 2}
 
 #: Set to False to force the pure torch path (tests, debugging, comparing the two).
 use_kernel: bool = True
+_SWITCHED_OFF = "the fused kernel is switched off (llmrank_graph._fused.use_kernel = False)"
 
 #: Elements per row chunk of the torch fallback on the CPU: a float64 chunk (2 MiB) stays in
 #: cache; on CUDA a block is one chunk (launches cost more than memory there).
@@ -82,7 +83,7 @@ else:
 
 def _check(weights: Sequence[torch.Tensor], combine: str, col_scale: torch.Tensor | None) -> list[torch.Tensor]:
     """The weights as a list, after checking their number, shapes and dtypes against ``combine``."""
-    if isinstance(combine, str) is False:
+    if not isinstance(combine, str):
         raise InvalidArgumentTypeError(f"`combine` must be one of {', '.join(map(repr, COMBINES))}; got {combine!r}")
     if combine not in _N_WEIGHTS:
         raise InvalidArgumentError(f"`combine` must be one of {', '.join(map(repr, COMBINES))}; got {combine!r}")
@@ -111,13 +112,13 @@ def _check(weights: Sequence[torch.Tensor], combine: str, col_scale: torch.Tenso
     return ws
 
 
-def _check_v(v: torch.Tensor, n: int, transpose: bool) -> torch.Tensor:
-    """``v`` as (n, k), after checking its type and length."""
+def _check_v(v: torch.Tensor, n: int | None, transpose: bool) -> torch.Tensor:
+    """``v`` as (n, k), after checking its type and length (``n=None``: any length)."""
     if not isinstance(v, torch.Tensor):
         raise InvalidArgumentTypeError(f"`v` must be a tensor; got a {type(v).__name__}")
     if not v.dtype.is_floating_point:
         raise InvalidArgumentTypeError(f"`v` must be a floating-point tensor (float64 for exact sums); got {v.dtype}")
-    if v.dim() not in (1, 2) or v.shape[0] != n:
+    if v.dim() not in (1, 2) or (n is not None and v.shape[0] != n):
         what = "rows of M" if transpose else "columns of M"
         raise InvalidArgumentError(f"`v` must have shape ({n}, k) or ({n},), one entry per {what}; "
                                    f"got {tuple(v.shape)}")
@@ -126,8 +127,6 @@ def _check_v(v: torch.Tensor, n: int, transpose: bool) -> torch.Tensor:
 
 def _reason(ws: list[torch.Tensor], col_scale: torch.Tensor | None, v: torch.Tensor | None) -> str | None:
     """Why the kernel cannot take this call (None: it can). Checked arguments only."""
-    if not use_kernel:
-        return "the fused kernel is switched off (llmrank_graph._fused.use_kernel = False)"
     if _NUMBA_MISSING is not None:
         return _NUMBA_MISSING
     for w in ws:
@@ -146,14 +145,48 @@ def _reason(ws: list[torch.Tensor], col_scale: torch.Tensor | None, v: torch.Ten
             return f"v of dtype {v.dtype}: the fused kernel accumulates float64 only"
         if v.shape[1] not in (1, 2):
             return f"v with {v.shape[1]} columns: the fused kernel takes 1 or 2"
-    key = _kernel_key(ws[0].dtype)
-    if key in _broken:
-        return _broken[key]
-    return None
+    return _broken.get(_kernel_key("numba", ws[0].dtype))
 
 
-def _kernel_key(dtype: torch.dtype) -> str:
-    return str(dtype)
+def _triton_reason(ws: list[torch.Tensor], col_scale: torch.Tensor | None, v: torch.Tensor | None) -> str | None:
+    """Why the Triton kernel cannot take this call of CUDA tensors (None: it can)."""
+    missing = _triton_missing()
+    if missing is not None:
+        return missing
+    dev = ws[0].device
+    for w in ws:
+        if w.device != dev:
+            return f"weights on two devices ({ws[0].device}, {w.device})"
+        if w.dtype not in _KERNEL_DTYPES:
+            return f"weights of dtype {w.dtype}: the fused kernel reads float32, bfloat16 and float16"
+    if len(ws) == 2 and ws[0].dtype != ws[1].dtype:
+        return f"weights of two dtypes ({ws[0].dtype}, {ws[1].dtype})"
+    if col_scale is not None and col_scale.device != dev:
+        return f"col_scale on {col_scale.device}, weights on {dev}"
+    if v is not None:
+        if v.device != dev:
+            return f"v on {v.device}, weights on {dev}"
+        if v.dtype != torch.float64:
+            return f"v of dtype {v.dtype}: the fused kernel accumulates float64 only"
+        if v.shape[1] not in (1, 2):
+            return f"v with {v.shape[1]} columns: the fused kernel takes 1 or 2"
+    return _broken.get(_kernel_key("triton", ws[0].dtype))
+
+
+def _route(ws: list[torch.Tensor], col_scale: torch.Tensor | None,
+           v: torch.Tensor | None) -> tuple[str | None, str | None]:
+    """``('numba' | 'triton', None)`` when a kernel takes the call, else ``(None, why not)``."""
+    if not use_kernel:
+        return None, _SWITCHED_OFF
+    if ws[0].device.type == "cuda":
+        kind, reason = "triton", _triton_reason(ws, col_scale, v)
+    else:
+        kind, reason = "numba", _reason(ws, col_scale, v)
+    return (kind, None) if reason is None else (None, reason)
+
+
+def _kernel_key(kind: str, dtype: torch.dtype) -> str:
+    return f"{kind}:{str(dtype).replace('torch.', '')}"
 
 
 def _storage(ws: list[torch.Tensor]) -> tuple[list[torch.Tensor], bool]:
@@ -167,8 +200,8 @@ def _storage(ws: list[torch.Tensor]) -> tuple[list[torch.Tensor], bool]:
         return ws, False
     if all(w.t().is_contiguous() for w in ws):
         return [w.t() for w in ws], True
-    logger.debug("weights with strides %s are neither row- nor column-major: copied once",
-                 [tuple(w.stride()) for w in ws])
+    logger.debug("weights with strides %s are not all row-major nor all column-major: "
+                 "the non-row-major ones copied once", [tuple(w.stride()) for w in ws])
     return [w.contiguous() for w in ws], False
 
 
@@ -201,25 +234,31 @@ def _scale_args(col_scale: torch.Tensor | None, flipped: bool) -> tuple[np.ndarr
 # Public API
 # --------------------------------------------------------------------------------------------
 
-def fused_available() -> str | None:
+def fused_available(device: str | torch.device = "cpu") -> str | None:
     """None when the fused kernel runs here, else why it does not.
+
+    Parameters
+    ----------
+    device : str or torch.device
+        ``'cpu'`` (the numba kernel) or a CUDA device (the Triton kernel).
 
     Returns
     -------
     str or None
-        The reason (numba missing, switched off, a kernel that failed to compile), or None.
+        The reason (numba or triton missing, switched off, a kernel that failed), or None.
     """
     if not use_kernel:
-        return "the fused kernel is switched off (llmrank_graph._fused.use_kernel = False)"
-    if _NUMBA_MISSING is not None:
-        return _NUMBA_MISSING
-    if _broken:
-        return "; ".join(f"{k}: {r}" for k, r in _broken.items())
-    return None
+        return _SWITCHED_OFF
+    gpu = torch.device(device).type == "cuda"
+    missing = _triton_missing() if gpu else _NUMBA_MISSING
+    if missing is not None:
+        return missing
+    broken = [f"{k}: {r}" for k, r in _broken.items() if k.startswith("triton") == gpu]
+    return "; ".join(broken) if broken else None
 
 
 def unsupported(weights: Sequence[torch.Tensor], combine: str, col_scale: torch.Tensor | None,
-                v: torch.Tensor | None = None, transpose: bool = False) -> str | None:
+                v: torch.Tensor | None = None) -> str | None:
     """Why :func:`abs_matmul` (``v`` given) or :func:`abs_sums` (``v=None``) would use the torch path.
 
     Parameters
@@ -227,9 +266,8 @@ def unsupported(weights: Sequence[torch.Tensor], combine: str, col_scale: torch.
     weights, combine, col_scale
         As for :func:`abs_matmul`.
     v : torch.Tensor or None
-        The vector(s) of the product, or None to ask about :func:`abs_sums`.
-    transpose : bool
-        Whether the product is ``M.T @ v`` (only used to check the length of ``v``).
+        The vector(s) of the product, either direction (its length is not checked here), or
+        None to ask about :func:`abs_sums`.
 
     Returns
     -------
@@ -239,13 +277,13 @@ def unsupported(weights: Sequence[torch.Tensor], combine: str, col_scale: torch.
     Raises
     ------
     InvalidArgumentError, InvalidArgumentTypeError
-        For arguments neither path accepts.
+        For weights, ``combine`` or ``col_scale`` that neither path accepts, or a ``v`` that is
+        not a 1-D or 2-D floating-point tensor.
     """
     ws = _check(weights, combine, col_scale)
     if v is not None:
-        r, c = ws[0].shape
-        v = _check_v(v, r if transpose else c, transpose)
-    return _reason(ws, col_scale, v)
+        v = _check_v(v, None, False)
+    return _route(ws, col_scale, v)[1]
 
 
 def abs_matmul(weights: Sequence[torch.Tensor], combine: str, col_scale: torch.Tensor | None, v: torch.Tensor,
@@ -281,12 +319,13 @@ def abs_matmul(weights: Sequence[torch.Tensor], combine: str, col_scale: torch.T
     ws = _check(weights, combine, col_scale)
     r, c = ws[0].shape
     v2 = _check_v(v, r if transpose else c, transpose)
-    reason = _reason(ws, col_scale, v2)
+    kind, reason = _route(ws, col_scale, v2)
     out = None
-    if reason is None:
-        out = _kernel_call(_kernel_matmul, ws, combine, col_scale, v2, transpose)
+    if kind is not None:
+        fn = _kernel_matmul if kind == "numba" else _triton_matmul
+        out = _kernel_call(kind, fn, ws, combine, col_scale, v2, transpose)
         if out is None:
-            reason = _broken[_kernel_key(ws[0].dtype)]
+            reason = _broken[_kernel_key(kind, ws[0].dtype)]
     if out is None:
         logger.debug("abs_matmul on the torch path: %s", reason)
         out = _torch_matmul(ws, combine, col_scale, v2, transpose)
@@ -308,12 +347,13 @@ def abs_sums(weights: Sequence[torch.Tensor], combine: str,
         ``(M.sum(0), M.sum(1))`` in float64, on the weights' device.
     """
     ws = _check(weights, combine, col_scale)
-    reason = _reason(ws, col_scale, None)
+    kind, reason = _route(ws, col_scale, None)
     out = None
-    if reason is None:
-        out = _kernel_call(_kernel_sums, ws, combine, col_scale)
+    if kind is not None:
+        fn = _kernel_sums if kind == "numba" else _triton_sums
+        out = _kernel_call(kind, fn, ws, combine, col_scale)
         if out is None:
-            reason = _broken[_kernel_key(ws[0].dtype)]
+            reason = _broken[_kernel_key(kind, ws[0].dtype)]
     if out is None:
         logger.debug("abs_sums on the torch path: %s", reason)
         out = _torch_sums(ws, combine, col_scale)
@@ -380,13 +420,13 @@ def _torch_sums(ws, combine, col_scale):
 # The kernel path: argument marshalling
 # --------------------------------------------------------------------------------------------
 
-def _kernel_call(fn, ws, *args):
+def _kernel_call(kind, fn, ws, *args):
     """Run ``fn``; on a compile or run failure, remember why and return None."""
     try:
         return fn(ws, *args)
     except Exception as e:  # noqa: BLE001 - any failure of the optional kernel means: use torch
-        key = _kernel_key(ws[0].dtype)
-        _broken[key] = f"the fused kernel failed for {key} weights ({type(e).__name__}: {e})"
+        key = _kernel_key(kind, ws[0].dtype)
+        _broken[key] = f"the {kind} kernel failed for {key} weights ({type(e).__name__}: {e})"
         logger.warning("%s; using the torch path from now on", _broken[key])
         return None
 
@@ -732,3 +772,175 @@ if _nb is not None:
                 for q in range(n):
                     out[0, i + q] = acc[q]
                 _colsum4(p[0], buf)
+
+
+# --------------------------------------------------------------------------------------------
+# The Triton kernels (CUDA tensors)
+# --------------------------------------------------------------------------------------------
+# Same rule, same storage handling. A program of the row kernel owns BR storage rows and
+# walks their columns in BC-wide tiles, loading each weight once at its dtype (BR shrinks for
+# matrices with few rows, so that there are still enough programs); the column
+# kernel (the transposed product) owns BC columns and a slice of RS rows, and adds its partial
+# sums into the output with float64 atomics so that short, wide matrices still fill the GPU.
+# Triton is imported on the first CUDA call only (it is torch's dependency on CUDA builds, but
+# importing it costs time a CPU run should not pay). Checked on the CPU with TRITON_INTERPRET=1;
+# the block sizes are reasoned, not tuned: no GPU was at hand when this was written.
+
+_TRITON = None  # the compiled-on-demand kernels, once built
+_tt_edges = None  # the rule as a Triton device function, once built
+_TRITON_MISSING: str | None = None
+_TRITON_CHECKED = False
+tl = None  # triton.language, bound on first use: Triton resolves names in the module's globals
+
+_TILE = 2048  # elements per tile (BR x BC): 16 float64 accumulators per thread at 4 warps
+_TBR, _TBC, _TRS = 16, 128, 512  # column kernel: rows per tile, columns per program, rows per program
+_MIN_PROGRAMS = 1024  # enough programs for a large GPU to keep many loads in flight
+
+
+def _row_blocks(rows: int) -> tuple[int, int]:
+    """(BR, BC) of the row kernel: fewer rows per program when rows are few, tile kept."""
+    br = 16
+    while br > 1 and -(-rows // br) < _MIN_PROGRAMS:
+        br //= 2
+    return br, _TILE // br
+
+
+def _triton_missing() -> str | None:
+    """None when triton imports here, else why not (checked once)."""
+    global _TRITON_MISSING, _TRITON_CHECKED
+    if not _TRITON_CHECKED:
+        try:
+            import triton  # noqa: F401
+        except ImportError as e:
+            _TRITON_MISSING = f"triton is not installed ({e})"
+        _TRITON_CHECKED = True
+    return _TRITON_MISSING
+
+
+def _triton_kernels():
+    """Define the Triton kernels on first use; returns a namespace with ``rows`` and ``cols``."""
+    # Module globals, not closure variables: Triton resolves the names a kernel uses (tl, the
+    # helper it calls) in the defining module's globals.
+    global _TRITON, tl, _tt_edges
+    if _TRITON is not None:
+        return _TRITON
+    import triton
+    import triton.language as _tl
+    tl = _tl
+
+    @triton.jit
+    def _tt_edges(s0, s1, scale, off, m, rows, rmask, cols, cmask, COMB: tl.constexpr, SMODE: tl.constexpr):
+        # The rule in float32, exactly as the CPU kernel and the torch path apply it.
+        e = tl.abs(tl.load(s0 + off, mask=m, other=0.0).to(tl.float32))
+        if COMB == 1:
+            e = e + tl.abs(tl.load(s1 + off, mask=m, other=0.0).to(tl.float32))
+        if COMB == 2:
+            f = tl.abs(tl.load(s1 + off, mask=m, other=0.0).to(tl.float32))
+            e = tl.where((e >= f) | (e != e), e, f)  # torch.maximum: NaN wins
+        if SMODE == 1:
+            e = e * tl.load(scale + cols, mask=cmask, other=0.0)[None, :]
+        if SMODE == 2:
+            e = e * tl.load(scale + rows, mask=rmask, other=0.0)[:, None]
+        return e.to(tl.float64)
+
+    @triton.jit
+    def rows_kernel(s0, s1, scale, vt, out, colsum, R, C, stride, COMB: tl.constexpr, SMODE: tl.constexpr,
+                    K: tl.constexpr, SUMS: tl.constexpr, BR: tl.constexpr, BC: tl.constexpr):
+        # out[kk, i] = E[i] @ vt[kk] for this program's BR rows; with SUMS, out[0, i] = row
+        # sums and colsum += column sums of the tile (atomics).
+        # Tile-shaped float64 accumulators, reduced once at the end: no shuffles per tile.
+        rows = tl.program_id(0) * BR + tl.arange(0, BR)
+        rmask = rows < R
+        rbase = rows.to(tl.int64) * stride
+        acc0 = tl.zeros([BR, BC], dtype=tl.float64)
+        acc1 = tl.zeros([BR, BC], dtype=tl.float64)
+        for c0 in range(0, C, BC):
+            cols = c0 + tl.arange(0, BC)
+            cmask = cols < C
+            m = rmask[:, None] & cmask[None, :]
+            e = _tt_edges(s0, s1, scale, rbase[:, None] + cols[None, :], m, rows, rmask, cols, cmask, COMB, SMODE)
+            if SUMS:
+                acc0 += e
+                tl.atomic_add(colsum + cols, tl.sum(e, axis=0), mask=cmask)
+            else:
+                acc0 += e * tl.load(vt + cols, mask=cmask, other=0.0)[None, :]
+                if K == 2:
+                    acc1 += e * tl.load(vt + C + cols, mask=cmask, other=0.0)[None, :]
+        tl.store(out + rows, tl.sum(acc0, axis=1), mask=rmask)
+        if K == 2:
+            tl.store(out + R + rows, tl.sum(acc1, axis=1), mask=rmask)
+
+    @triton.jit
+    def cols_kernel(s0, s1, scale, vt, out, R, C, stride, RS, COMB: tl.constexpr, SMODE: tl.constexpr,
+                    K: tl.constexpr, BR: tl.constexpr, BC: tl.constexpr):
+        # out[kk, j] += sum over this program's RS rows i of vt[kk, i] * E[i, j] (out zeroed).
+        cols = tl.program_id(0) * BC + tl.arange(0, BC)
+        cmask = cols < C
+        r_start = tl.program_id(1) * RS
+        acc0 = tl.zeros([BR, BC], dtype=tl.float64)
+        acc1 = tl.zeros([BR, BC], dtype=tl.float64)
+        for r0 in range(r_start, r_start + RS, BR):
+            rows = r0 + tl.arange(0, BR)
+            rmask = rows < R
+            m = rmask[:, None] & cmask[None, :]
+            off = rows.to(tl.int64)[:, None] * stride + cols[None, :]
+            e = _tt_edges(s0, s1, scale, off, m, rows, rmask, cols, cmask, COMB, SMODE)
+            acc0 += e * tl.load(vt + rows, mask=rmask, other=0.0)[:, None]
+            if K == 2:
+                acc1 += e * tl.load(vt + R + rows, mask=rmask, other=0.0)[:, None]
+        tl.atomic_add(out + cols, tl.sum(acc0, axis=0), mask=cmask)
+        if K == 2:
+            tl.atomic_add(out + C + cols, tl.sum(acc1, axis=0), mask=cmask)
+
+    from types import SimpleNamespace
+    _TRITON = SimpleNamespace(rows=rows_kernel, cols=cols_kernel, cdiv=triton.cdiv)
+    return _TRITON
+
+
+def _triton_args(ws, combine, col_scale):
+    st, flipped = _storage(ws)
+    dev = st[0].device
+    if col_scale is None:
+        scale, smode = torch.zeros(1, dtype=torch.float32, device=dev), 0
+    else:
+        scale, smode = col_scale.detach().to(device=dev, dtype=torch.float32).contiguous(), (2 if flipped else 1)
+    s0 = st[0].detach()
+    s1 = st[1].detach() if len(st) == 2 else s0
+    return s0, s1, scale, smode, flipped
+
+
+def _triton_matmul(ws, combine, col_scale, v, transpose):
+    """abs_matmul on the Triton kernels (CUDA, or the CPU under TRITON_INTERPRET=1)."""
+    kern = _triton_kernels()
+    s0, s1, scale, smode, flipped = _triton_args(ws, combine, col_scale)
+    rows, cols = s0.shape
+    k = v.shape[1]
+    vt = v.detach().t().contiguous()  # (k, n)
+    comb = _COMBINE_CODE[combine]
+    if transpose != flipped:
+        out = torch.zeros(k, cols, dtype=torch.float64, device=v.device)
+        if rows and cols:
+            grid = (kern.cdiv(cols, _TBC), kern.cdiv(rows, _TRS))
+            kern.cols[grid](s0, s1, scale, vt, out, rows, cols, s0.stride(0), _TRS, COMB=comb, SMODE=smode, K=k,
+                            BR=_TBR, BC=_TBC)
+    else:
+        out = torch.zeros(k, rows, dtype=torch.float64, device=v.device)
+        if rows and cols:
+            br, bc = _row_blocks(rows)
+            kern.rows[(kern.cdiv(rows, br),)](s0, s1, scale, vt, out, out, rows, cols, s0.stride(0), COMB=comb,
+                                              SMODE=smode, K=k, SUMS=False, BR=br, BC=bc)
+    return out.t().contiguous()
+
+
+def _triton_sums(ws, combine, col_scale):
+    """abs_sums on the Triton row kernel: row sums in registers, column sums by atomics."""
+    kern = _triton_kernels()
+    s0, s1, scale, smode, flipped = _triton_args(ws, combine, col_scale)
+    rows, cols = s0.shape
+    rowsum = torch.zeros(rows, dtype=torch.float64, device=s0.device)
+    colsum = torch.zeros(cols, dtype=torch.float64, device=s0.device)
+    if rows and cols:
+        br, bc = _row_blocks(rows)
+        kern.rows[(kern.cdiv(rows, br),)](s0, s1, scale, rowsum, rowsum, colsum, rows, cols, s0.stride(0),
+                                          COMB=_COMBINE_CODE[combine], SMODE=smode, K=1, SUMS=True, BR=br, BC=bc)
+    return (rowsum, colsum) if flipped else (colsum, rowsum)

@@ -268,17 +268,68 @@ def test_switch_and_availability(monkeypatch):
     assert "use_kernel" in _fused.unsupported(ws, "single", None, v)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_uses_the_torch_path():
-    ws = [w.cuda() for w in make_weights((33, 17), torch.bfloat16, "max", True)]
-    cs = scale_for((33, 17), True).cuda()
-    m = reference([w.cpu() for w in ws], "max", cs.cpu())
-    v = torch.rand(17, 2, dtype=torch.float64, device="cuda")
-    got = _fused.abs_matmul(ws, "max", cs, v)
-    assert got.device.type == "cuda"
-    np.testing.assert_allclose(got.cpu().numpy(), m @ v.cpu().numpy(), rtol=RTOL)
-    colsum, rowsum = _fused.abs_sums(ws, "max", cs)
-    np.testing.assert_allclose(rowsum.cpu().numpy(), m.sum(1), rtol=RTOL)
+@pytest.mark.parametrize("use_kernel", [True, False], ids=["triton", "torch"])
+def test_cuda(monkeypatch, use_kernel):
+    """On CUDA: the Triton kernel when triton imports, else (and when switched off) the torch path."""
+    monkeypatch.setattr(_fused, "use_kernel", use_kernel)
+    for transposed in (False, True):
+        ws = [w.cuda() for w in make_weights((300, 170), torch.bfloat16, "max", transposed)]
+        cs = scale_for((300, 170), True).cuda()
+        m = reference([w.cpu() for w in ws], "max", cs.cpu())
+        for k in (1, 2):
+            v = torch.rand(170, k, dtype=torch.float64, device="cuda")
+            u = torch.rand(300, k, dtype=torch.float64, device="cuda")
+            got = _fused.abs_matmul(ws, "max", cs, v)
+            assert got.device.type == "cuda" and got.shape == (300, k)
+            np.testing.assert_allclose(got.cpu().numpy(), m @ v.cpu().numpy(), rtol=RTOL)
+            got_t = _fused.abs_matmul(ws, "max", cs, u, transpose=True)
+            np.testing.assert_allclose(got_t.cpu().numpy(), m.T @ u.cpu().numpy(), rtol=RTOL)
+        colsum, rowsum = _fused.abs_sums(ws, "max", cs)
+        np.testing.assert_allclose(colsum.cpu().numpy(), m.sum(0), rtol=RTOL)
+        np.testing.assert_allclose(rowsum.cpu().numpy(), m.sum(1), rtol=RTOL)
+    if use_kernel and _fused.fused_available("cuda") is None:
+        assert _fused.unsupported(ws, "max", cs, v) is None
+
+
+_TRITON_CHECK = r"""
+import sys
+import numpy as np
+import torch
+sys.path.insert(0, sys.argv[1])
+from llmrank_graph import _fused
+from test_fused import make_weights, reference, scale_for
+for dtype, combine, transposed, shape, with_scale in [
+        (torch.float32, "single", False, (7, 5), False), (torch.bfloat16, "sum", True, (37, 13), True),
+        (torch.float16, "max", False, (20, 33), True), (torch.bfloat16, "max", True, (1, 1), False)]:
+    ws = make_weights(shape, dtype, combine, transposed)
+    cs = scale_for(shape, with_scale)
+    m = reference(ws, combine, cs)
+    for k in (1, 2):
+        v = torch.rand(shape[1], k, dtype=torch.float64)
+        u = torch.rand(shape[0], k, dtype=torch.float64)
+        np.testing.assert_allclose(_fused._triton_matmul(ws, combine, cs, v, False).numpy(), m @ v.numpy(), rtol=1e-12)
+        np.testing.assert_allclose(_fused._triton_matmul(ws, combine, cs, u, True).numpy(), m.T @ u.numpy(), rtol=1e-12)
+    colsum, rowsum = _fused._triton_sums(ws, combine, cs)
+    np.testing.assert_allclose(colsum.numpy(), m.sum(0), rtol=1e-12)
+    np.testing.assert_allclose(rowsum.numpy(), m.sum(1), rtol=1e-12)
+print("ok")
+"""
+
+
+@pytest.mark.slow
+def test_triton_kernels_in_the_interpreter():
+    """The Triton kernels' arithmetic, run on the CPU by Triton's interpreter (no GPU needed)."""
+    pytest.importorskip("triton")
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    res = subprocess.run([sys.executable, "-c", _TRITON_CHECK, str(Path(__file__).parent)], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stderr[-3000:]
 
 
 def test_bad_arguments():
@@ -310,3 +361,12 @@ def test_bad_arguments():
         _fused.abs_matmul([w], "single", None, v, transpose=True)
     with pytest.raises(InvalidArgumentTypeError, match="floating"):
         _fused.abs_matmul([w], "single", None, torch.ones(3, 1, dtype=torch.int64))
+
+
+def test_unsupported_does_not_check_the_length_of_v():
+    """Callers ask once for either direction: a v of the transpose's length is fine."""
+    ws = make_weights((8, 6), torch.float32, "single", False)
+    u = torch.rand(8, 1, dtype=torch.float64)
+    assert _fused.unsupported(ws, "single", None, u) == (None if KERNEL else _fused.fused_available())
+    with pytest.raises(InvalidArgumentTypeError, match="floating"):
+        _fused.unsupported(ws, "single", None, torch.ones(8, 1, dtype=torch.int64))
