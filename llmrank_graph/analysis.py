@@ -177,30 +177,54 @@ def _check_quantiles(quantiles) -> tuple[float, ...]:
     return tuple(float(q) for q in qs)
 
 
-def _stats_row(values: np.ndarray, qs: tuple[float, ...]) -> dict:
-    v = np.asarray(values, dtype=np.float64)
-    if v.size == 0:
-        return {"count": 0, "mean": np.nan, "std": np.nan, **{_qname(q): np.nan for q in qs}}
-    return {"count": int(v.size), "mean": float(v.mean()), "std": float(v.std()),
-            **dict(zip(map(_qname, qs), np.quantile(v, qs).tolist()))}
+def _quantiles(v: np.ndarray, qs: tuple[float, ...]) -> list[float]:
+    """``np.quantile(v.astype(float64), qs)`` (linear method) without a float64 copy; ``v`` is reordered.
+
+    The order statistics are selected in place (``np.partition``) in ``v``'s own dtype, which
+    keeps their values exact, and interpolated in float64 as numpy does (``_lerp``).
+    """
+    n = v.size
+    pos = np.asarray(qs, dtype=np.float64) * (n - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, n - 1)
+    v.partition(np.unique(np.r_[lo, hi]))
+    a, b = v[lo].astype(np.float64), v[hi].astype(np.float64)
+    t = pos - lo
+    diff = b - a
+    out = np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
+    return out.tolist()
 
 
-def _block_values(block) -> np.ndarray:
-    """The weights of every stored edge of a loaded block (float32)."""
+def _stats_row(values: np.ndarray, total: float, qs: tuple[float, ...]) -> dict:
+    """count, mean (from an exact float64 ``total``) and quantiles; reorders ``values``."""
+    if values.size == 0:
+        return {"count": 0, "mean": np.nan, **{_qname(q): np.nan for q in qs}}
+    return {"count": int(values.size), "mean": float(total) / values.size,
+            **dict(zip(map(_qname, qs), _quantiles(values, qs)))}
+
+
+def _block_values(block) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The weights of every stored edge of a loaded block (float32, a fresh array) and its strengths.
+
+    Returns ``(values, out_strength (src,), in_strength (dst,))``, strengths in float64. A dense
+    block is read once (its chunks); its strengths are sums of those float32 values.
+    """
     rows, cols = block.shape
     if block.nnz == rows * cols:  # dense: the chunks hold exactly the edges
-        out = np.empty(rows * cols, dtype=np.float32).reshape(rows, cols)
+        out = np.empty((rows, cols), dtype=np.float32)
         for r0, r1, c in block.chunks(torch.float32, "cpu"):
             out[r0:r1] = c.numpy()
-        return out.reshape(-1)
-    return block.coo()[2]
+        return out.reshape(-1), out.sum(axis=0, dtype=np.float64), out.sum(axis=1, dtype=np.float64)
+    return (np.array(block.coo()[2], dtype=np.float32), block.out_strength(torch.float64).cpu().numpy(),
+            block.in_strength(torch.float64).cpu().numpy())
 
 
 def layer_stats(graph: MLPGraph, quantiles: Sequence[float] = QUANTILES, *, progress: bool = False) -> pd.DataFrame:
     """Quantiles of the edge weights of every block and of the node strengths of every partition.
 
     One pass over the blocks, one block in memory at a time. Quantiles are numpy's
-    (``np.quantile``, linear interpolation) over float64 copies of the float32 weights.
+    (``np.quantile``, linear interpolation) of the float32 weights taken as float64; they are
+    selected in place, without a float64 copy of the block.
 
     Parameters
     ----------
@@ -214,7 +238,7 @@ def layer_stats(graph: MLPGraph, quantiles: Sequence[float] = QUANTILES, *, prog
     pandas.DataFrame
         One row per block (``quantity='weight'``, ``of`` = ``'H0->I0'``, ``role`` = its weight)
         and per partition with in-edges (``quantity='in_strength'``) or out-edges
-        (``'out_strength'``), with ``layer, kind, count, mean, std`` and one column per
+        (``'out_strength'``), with ``layer, kind, count, mean`` and one column per
         quantile (``q0``, ``q0.5``, ``q1`` ...).
 
     Example
@@ -231,19 +255,20 @@ def layer_stats(graph: MLPGraph, quantiles: Sequence[float] = QUANTILES, *, prog
     rows = []
     for b in _progress(graph.blocks, progress, "layer statistics"):
         with b.loaded() as blk:
-            values = _block_values(blk)
-            s_out[b.src.offset:b.src.stop] += blk.out_strength(torch.float64).cpu().numpy()
-            s_in[b.dst.offset:b.dst.stop] += blk.in_strength(torch.float64).cpu().numpy()
+            values, so, si = _block_values(blk)
+        s_out[b.src.offset:b.src.stop] += so
+        s_in[b.dst.offset:b.dst.stop] += si
         has_out.add(b.src.position)
         has_in.add(b.dst.position)
         rows.append({"quantity": "weight", "layer": b.layer, "of": f"{b.src.name}->{b.dst.name}", "role": b.role,
-                     "kind": None, **_stats_row(values, qs)})
+                     "kind": None, **_stats_row(values, float(so.sum()), qs)})
         del values
     for p in graph.partitions:
         for quantity, s, have in (("in_strength", s_in, has_in), ("out_strength", s_out, has_out)):
             if p.position in have:
+                x = s[p.offset:p.stop].copy()
                 rows.append({"quantity": quantity, "layer": p.layer, "of": p.name, "role": None, "kind": p.kind,
-                             **_stats_row(s[p.offset:p.stop], qs)})
+                             **_stats_row(x, float(x.sum()), qs)})
     return pd.DataFrame(rows)
 
 
@@ -539,6 +564,12 @@ def _node_ids(graph: MLPGraph, value, arg: str) -> np.ndarray:
     return np.unique(np.asarray(out, dtype=np.int64))
 
 
+#: Spread of log-scores within a partition up to which candidates are ranked by products
+#: ``w * exp(base - max)`` (no underflow: e^-300 times the smallest float32 weight is a normal
+#: float64) instead of by ``log w + base`` over the whole block.
+_LINEAR_SPREAD = 300.0
+
+
 def _relax(block, Tu: torch.Tensor, logs: torch.Tensor, k: int, device) -> tuple[torch.Tensor, ...]:
     """Top-k candidates ``(score, predecessor, its rank)`` for each destination node of one block.
 
@@ -546,19 +577,31 @@ def _relax(block, Tu: torch.Tensor, logs: torch.Tensor, k: int, device) -> tuple
     the candidate through edge ``u -> v`` at rank r is ``Tu[u, r] + log w_uv - log s_u``.
     For each v the k best of all (u, r) come from the k best u by their rank-0 candidate,
     since each u's candidates decrease with r: a k x k merge per node, never an enumeration.
+    The k best u are found on ``w_uv * exp(base_u - max)`` (one product per edge; the same
+    order as the logarithms) when the base scores are close enough not to underflow, and on
+    the logarithms otherwise; the scores themselves are always computed in log space.
     """
-    base = Tu[:, 0] - logs  # (src,)
+    base = Tu[:, 0] - logs  # (src,): best log-score at u minus log s_u
+    finite = torch.isfinite(base)
+    top = float(base[finite].max())
+    linear = float(top - base[finite].min()) <= _LINEAR_SPREAD
+    scale = torch.exp(base - top) if linear else None  # 0 where no path reaches u
     vals, preds, ranks = [], [], []
     for _r0, _r1, chunk in block.chunks(torch.float64, device):
-        L = torch.log(chunk)  # (rows, src): -inf where there is no edge or a zero weight
-        kk = min(k, L.shape[1])
-        top, iu = torch.topk(L + base, kk, dim=1)  # (rows, kk)
+        kk = min(k, chunk.shape[1])
+        if linear:
+            prod, iu = torch.topk(chunk * scale, kk, dim=1)  # (rows, kk)
+            lw = torch.log(chunk.gather(1, iu))
+            lw = torch.where(prod > 0, lw, torch.full_like(lw, -math.inf))  # no edge, or no path to u
+        else:
+            _, iu = torch.topk(torch.log(chunk) + base, kk, dim=1)
+            lw = torch.log(chunk.gather(1, iu))
         if k == 1:
-            vals.append(top)
+            vals.append(lw + base[iu])
             preds.append(iu)
             ranks.append(torch.zeros_like(iu))
             continue
-        cand = (L.gather(1, iu) - logs[iu]).unsqueeze(2) + Tu[iu]  # (rows, kk, k)
+        cand = (lw - logs[iu]).unsqueeze(2) + Tu[iu]  # (rows, kk, k)
         v, flat = torch.topk(cand.reshape(cand.shape[0], kk * k), k, dim=1)
         vals.append(v)
         preds.append(iu.gather(1, torch.div(flat, k, rounding_mode="floor")))
@@ -1105,14 +1148,23 @@ def _render_text(rep: InspectReport, width: int) -> str:
                 out.append(f"    L{layer:<3} " + " ".join(str(i) for i in gl.sort_values("rank")["index"]))
         out.append("")
     names = list(rep.sources)
+    short = {nm: f"[{i}]" for i, nm in enumerate(names, 1)}  # matrix labels; the key is printed once
+
+    def matrix_text(m: pd.DataFrame) -> str:
+        m = m.rename(index=short, columns=short)
+        return _indent(m.to_string(float_format=lambda x: f"{x:.3f}"))
+
     corr = rep.correlations
+    if len(corr) or len(rep.overlap):
+        out.append("key: " + "; ".join(f"{short[nm]} {nm}" for nm in names))
+        out.append("")
     if len(corr):
         for method in CORRELATIONS:
             if method not in corr.columns:
                 continue
             m = _matrix(corr[corr.scope == "all"], names, method)
             out.append(f"{method} rank correlation, all layers (per-layer normalised scores):")
-            out.append(_indent(m.to_string(float_format=lambda x: f"{x:.3f}")))
+            out.append(matrix_text(m))
             out.append("")
         per = corr[corr.scope == "layer"]
         if len(per):
@@ -1126,7 +1178,7 @@ def _render_text(rep: InspectReport, width: int) -> str:
     if len(ov):
         m = _matrix(ov[ov.scope == "all"], names, "jaccard")
         out.append(f"Jaccard overlap of the neurons pruned at amount={rep.amount:g} (local allocation), all layers:")
-        out.append(_indent(m.to_string(float_format=lambda x: f"{x:.3f}")))
+        out.append(matrix_text(m))
         out.append("")
     mass = rep.mass
     if len(mass):
