@@ -724,6 +724,90 @@ if _nb is not None:
         for j in range(p.shape[0]):
             p[j] += (np.float64(b0[j]) + np.float64(b1[j])) + (np.float64(b2[j]) + np.float64(b3[j]))
 
+    # Fused variants for the common block, one weight ('single') with no scale or a per-row
+    # scale (a column scale of a W.T storage): the rule is applied inside the accumulation
+    # loop, saving the store to and reload from the L1 buffer (about 20% of a core in
+    # measurements). c0..c3 are the rows' float32 scales, 1.0 when there is none: x * 1.0 is
+    # exact, and one multiply per element costs less than a second set of functions.
+
+    @_njit(fastmath={"reassoc"}, cache=True, nogil=True, boundscheck=False)
+    def _fdot4(w0, w1, w2, w3, c0, c1, c2, c3, v, acc):
+        a0 = 0.0
+        a1 = 0.0
+        a2 = 0.0
+        a3 = 0.0
+        for j in range(v.shape[0]):
+            x = v[j]
+            a0 += np.float64(_absf(w0[j]) * c0) * x
+            a1 += np.float64(_absf(w1[j]) * c1) * x
+            a2 += np.float64(_absf(w2[j]) * c2) * x
+            a3 += np.float64(_absf(w3[j]) * c3) * x
+        acc[0] = a0
+        acc[1] = a1
+        acc[2] = a2
+        acc[3] = a3
+
+    @_njit(fastmath={"reassoc"}, cache=True, nogil=True, boundscheck=False)
+    def _fdot4x2(w0, w1, w2, w3, c0, c1, c2, c3, v, w, acc):
+        a0 = 0.0
+        a1 = 0.0
+        a2 = 0.0
+        a3 = 0.0
+        b0 = 0.0
+        b1 = 0.0
+        b2 = 0.0
+        b3 = 0.0
+        for j in range(v.shape[0]):
+            x = v[j]
+            y = w[j]
+            e0 = np.float64(_absf(w0[j]) * c0)
+            e1 = np.float64(_absf(w1[j]) * c1)
+            e2 = np.float64(_absf(w2[j]) * c2)
+            e3 = np.float64(_absf(w3[j]) * c3)
+            a0 += e0 * x
+            a1 += e1 * x
+            a2 += e2 * x
+            a3 += e3 * x
+            b0 += e0 * y
+            b1 += e1 * y
+            b2 += e2 * y
+            b3 += e3 * y
+        acc[0] = a0
+        acc[1] = a1
+        acc[2] = a2
+        acc[3] = a3
+        acc[4] = b0
+        acc[5] = b1
+        acc[6] = b2
+        acc[7] = b3
+
+    @_njit(cache=True, nogil=True, boundscheck=False)
+    def _faxpy4(p, w0, w1, w2, w3, c0, c1, c2, c3, a0, a1, a2, a3):
+        for j in range(p.shape[0]):
+            p[j] += ((np.float64(_absf(w0[j]) * c0) * a0 + np.float64(_absf(w1[j]) * c1) * a1)
+                     + (np.float64(_absf(w2[j]) * c2) * a2 + np.float64(_absf(w3[j]) * c3) * a3))
+
+    @_njit(fastmath={"reassoc"}, cache=True, nogil=True, boundscheck=False)
+    def _fsums4(p, w0, w1, w2, w3, c0, c1, c2, c3, acc):
+        a0 = 0.0
+        a1 = 0.0
+        a2 = 0.0
+        a3 = 0.0
+        for j in range(p.shape[0]):
+            e0 = np.float64(_absf(w0[j]) * c0)
+            e1 = np.float64(_absf(w1[j]) * c1)
+            e2 = np.float64(_absf(w2[j]) * c2)
+            e3 = np.float64(_absf(w3[j]) * c3)
+            a0 += e0
+            a1 += e1
+            a2 += e2
+            a3 += e3
+            p[j] += (e0 + e1) + (e2 + e3)
+        acc[0] = a0
+        acc[1] = a1
+        acc[2] = a2
+        acc[3] = a3
+
     @_njit(cache=True, nogil=True, boundscheck=False)
     def _job(mode, t, nt, s0, s1, comb, scale, smode, vt, out, part):
         """Thread ``t`` of ``nt``: one contiguous range of storage rows, one of three jobs.
@@ -738,15 +822,46 @@ if _nb is not None:
         rows, cols = s0.shape
         k = vt.shape[0]
         per = (rows + nt - 1) // nt
-        buf = np.empty((_ROWS, cols), np.float32)
         acc = np.empty(2 * _ROWS, np.float64)
+        p = part[min(t, part.shape[0] - 1)]  # the forward job gets a 1-row placeholder
         if mode != 0:
-            p = part[t]
             for kk in range(p.shape[0]):
                 for j in range(cols):
                     p[kk, j] = 0.0
+        i = t * per
         i1 = min(rows, (t + 1) * per)
-        for i in range(t * per, i1, _ROWS):
+        if comb == 0 and smode != 1:
+            # The fused loop over whole blocks of four rows; the rest goes below.
+            one = np.float32(1.0)
+            c0 = c1 = c2 = c3 = one
+            while i + _ROWS <= i1:
+                _prefetch_block(s0, s1, i + _ROWS, i1, comb)
+                w0, w1, w2, w3 = s0[i], s0[i + 1], s0[i + 2], s0[i + 3]
+                if smode == 2:
+                    c0, c1, c2, c3 = scale[i], scale[i + 1], scale[i + 2], scale[i + 3]
+                if mode == 0:
+                    if k == 1:
+                        _fdot4(w0, w1, w2, w3, c0, c1, c2, c3, vt[0], acc)
+                    else:
+                        _fdot4x2(w0, w1, w2, w3, c0, c1, c2, c3, vt[0], vt[1], acc)
+                    for q in range(_ROWS):
+                        out[0, i + q] = acc[q]
+                        if k == 2:
+                            out[1, i + q] = acc[_ROWS + q]
+                elif mode == 1:
+                    for kk in range(k):
+                        vk = vt[kk]
+                        _faxpy4(p[kk], w0, w1, w2, w3, c0, c1, c2, c3, vk[i], vk[i + 1], vk[i + 2], vk[i + 3])
+                else:
+                    _fsums4(p[0], w0, w1, w2, w3, c0, c1, c2, c3, acc)
+                    for q in range(_ROWS):
+                        out[0, i + q] = acc[q]
+                i += _ROWS
+            if i >= i1:
+                return
+        # The general path: the rule into an L1 buffer of four rows, then float64 from there.
+        buf = np.empty((_ROWS, cols), np.float32)
+        while i < i1:
             n = min(_ROWS, i1 - i)
             _decode_block(s0, s1, i, n, comb, scale, smode, buf)
             _prefetch_block(s0, s1, i + _ROWS, i1, comb)
@@ -772,6 +887,7 @@ if _nb is not None:
                 for q in range(n):
                     out[0, i + q] = acc[q]
                 _colsum4(p[0], buf)
+            i += _ROWS
 
 
 # --------------------------------------------------------------------------------------------
