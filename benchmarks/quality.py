@@ -1,216 +1,132 @@
-"""Held-out perplexity of SmolLM2-135M after removing MLP neurons, for every scorer.
+"""The README's perplexity table, regenerated from a `llmrank-graph sweep` (a preset over it).
 
-One calibration pass (``--n-samples`` x ``--seq-len`` tokens of the embedded Wikipedia
-calibration articles) feeds every scorer; each scorer runs once, and its scores are reused
-for every amount and allocation. Perplexity is measured on ``--eval-samples`` windows of the
-held-out evaluation articles. Neurons are physically removed (``how='remove'``); the paper-mode
-rows zero up_proj and down_proj rows as the reference code does.
+Runs ``llmrank-graph sweep`` with the README's grid into ``--out`` (resumable: a rerun skips
+every finished run), then ``llmrank-graph report`` (PNGs + report.html in the same directory),
+and prints the table as Markdown (also written to ``--out/quality.md``).
 
-Run:
-    python benchmarks/quality.py                         # the README table
-    python benchmarks/quality.py --variants-only         # PageRank variants at 30% and 50%
-Results go to stdout and, as Markdown and CSV, to ``--out`` (default benchmarks/results/).
+    python benchmarks/quality.py                       # the README table: every scorer, 10-50%, local + global
+    python benchmarks/quality.py --quick               # 5 scorers, 30% and 50%, local, small samples: < 2 min on 2 cores
+    python benchmarks/quality.py --variants            # adds PageRank variants (direction x weighting x
+                                                       # teleport x alpha) at 30% and 50%, local
+    python benchmarks/quality.py --paper               # adds the reference's paper mode (zero up and
+                                                       # down rows, 30%, local)
+    python benchmarks/quality.py --device cuda -- --tasks wikipedia_lastword   # after --: more sweep options
+
+The same table by hand: ``llmrank-graph sweep --out DIR --methods ... --amounts 0.1 0.2 0.3 0.5
+--allocations local global`` and ``llmrank-graph report DIR``.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
-import csv
 import math
 import os
 import sys
-import time
 from pathlib import Path
 
-import torch
+from llmrank_graph._io import write_text_atomic
+from llmrank_graph.cli import main as cli
+from llmrank_graph.experiments import read_results
 
-import llmrank_graph as lg
-from llmrank_graph.data import load_texts, token_blocks
-from llmrank_graph.evaluation import perplexity
-from llmrank_graph.masks import allocate
-from llmrank_graph.pruning import apply_mask
-from llmrank_graph.scoring import PAGERANK_DEFAULTS, score_neurons
-
-BASE_METHODS = ["pagerank", "activation", "wanda-sp", "magnitude", "random", "wpr", "mpr", "channel-wanda", "norm",
-                "katz", "hits", "eigenvector", "strength", "degree"]
-
-# PageRank variants tried while choosing the defaults (each a dict of scorer parameters).
-def _rev(alpha, **kw):
-    return {"direction": "reverse", "weighting": "abs_x_input", "personalization": "activation", "alpha": alpha, **kw}
-
-
-VARIANTS = {
-    "forward, abs weights, uniform teleport (paper graph)": dict(direction="forward", weighting="abs",
-                                                                 personalization="uniform", alpha=0.85),
-    "forward, abs weights, activation teleport": dict(direction="forward", weighting="abs",
-                                                      personalization="activation", alpha=0.85),
-    "forward, contribution edges, activation teleport": dict(direction="forward", weighting="abs_x_input",
-                                                             personalization="activation", alpha=0.85),
-    "forward, abs weights, activation teleport, alpha 0.5": dict(direction="forward", weighting="abs",
-                                                                 personalization="activation", alpha=0.5),
-    "forward, abs weights, activation teleport, alpha 0.2": dict(direction="forward", weighting="abs",
-                                                                 personalization="activation", alpha=0.2),
-    "reverse, abs weights, uniform teleport": dict(direction="reverse", weighting="abs",
-                                                   personalization="uniform", alpha=0.85),
-    "reverse, abs weights, activation teleport": dict(direction="reverse", weighting="abs",
-                                                      personalization="activation", alpha=0.85),
-    "reverse, contribution edges, uniform teleport": dict(direction="reverse", weighting="abs_x_input",
-                                                          personalization="uniform", alpha=0.85),
-    "reverse, contribution edges, activation teleport, alpha 0.85": _rev(0.85),
-    "reverse, contribution edges, activation teleport, alpha 0.5": _rev(0.5),
-    "reverse, contribution edges, activation teleport, alpha 0.3": _rev(0.3),
-    "reverse, contribution edges, activation teleport, alpha 0.2": _rev(0.2),
-    "reverse, contribution edges, activation teleport, alpha 0.1": _rev(0.1),
-    "reverse, contribution edges, activation teleport, alpha 0.05": _rev(0.05),
-    "reverse, activation-share edges, activation teleport, alpha 0.85": _rev(0.85, weighting="activation_share"),
-    "reverse, activation-share edges, activation teleport, alpha 0.7": _rev(0.7, weighting="activation_share"),
-    "reverse, activation-share edges, activation teleport, alpha 0.5": _rev(0.5, weighting="activation_share"),
-    "reverse, contribution edges, gate=sum, alpha 0.5": _rev(0.5, gate="sum"),
-    "reverse, contribution edges, gate=gate, alpha 0.5": _rev(0.5, gate="gate"),
-    "reverse, contribution edges, residual 1, alpha 0.5": _rev(0.5, residual=1.0),
-    "reverse, contribution edges, residual 30, alpha 0.5": _rev(0.5, residual=30.0),
-    "reverse, contribution edges, residual 30, alpha 0.2": _rev(0.2, residual=30.0),
-    "reverse, contribution edges, isolated, alpha 0.5": _rev(0.5, mode="isolated"),
-    "reverse, contribution edges, isolated, alpha 0.2": _rev(0.2, mode="isolated"),
-}
-
-PAPER_ROWS = {
-    "wpr, default gamma=0 (paper mode)": dict(method="wpr"),
-    "wpr, gamma=0.9, chained (paper mode)": dict(method="wpr", gamma=0.9),
-    "channel wanda (paper mode)": dict(method="channel-wanda"),
-}
+#: Every scorer of the README table, in its order.
+METHODS = ["pagerank", "activation", "wanda-sp", "magnitude", "random", "wpr", "mpr", "channel-wanda", "norm",
+           "katz", "hits", "eigenvector", "strength", "degree"]
+QUICK_METHODS = ["pagerank", "activation", "wanda-sp", "magnitude", "random"]
+# PageRank variants: one cartesian grid over the options that matter (see the README).
+VARIANT_PARAMS = ["direction=forward,reverse", "weighting=abs,abs_x_input,activation_share",
+                  "personalization=uniform,activation", "alpha=0.5,0.85"]
 
 
 def fmt(x: float) -> str:
-    if math.isnan(x):
+    if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"
     if not math.isfinite(x):
         return "inf"
     return f"{x:.1f}" if x < 1000 else f"{x:.3g}"
 
 
-class Runner:
-    def __init__(self, args):
-        self.args = args
-        t = time.perf_counter()
-        self.model, self.tok = lg.load_model(args.model, device=args.device)
-        self.model.requires_grad_(False)
-        self.stats = lg.calibrate(self.model, self.tok, texts=args.calib_texts, n_samples=args.n_samples,
-                                  seq_len=args.seq_len, batch_size=args.batch_size, progress=True)
-        texts = load_texts(args.eval_texts, split="evaluation")
-        self.eval_ids = token_blocks(self.tok, texts, args.eval_samples, args.seq_len)
-        print(f"loaded + calibrated in {time.perf_counter() - t:.1f} s", flush=True)
-        self.rows = []
-        self.out = Path(args.out)
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.csv_path = self.out / f"{args.name}.csv"
-
-    def ppl(self, model) -> float:
-        return perplexity(model, input_ids=self.eval_ids, batch_size=self.args.batch_size)
-
-    def record(self, table: str, name: str, allocation: str, amount: float, value: float, seconds: float):
-        row = {"table": table, "scorer": name, "allocation": allocation, "amount": amount, "perplexity": value,
-               "seconds": round(seconds, 1)}
-        self.rows.append(row)
-        print(f"{table:9} {name:62} {allocation:6} {amount:4.2f} ppl {fmt(value):>9}  ({seconds:.0f} s)", flush=True)
-        new = not self.csv_path.exists()
-        with open(self.csv_path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(row))
-            if new:
-                w.writeheader()
-            w.writerow(row)
-
-    def run_scores(self, table, name, scores, amounts, allocations, how="remove", rounding="round"):
-        for allocation in allocations:
-            for amount in amounts:
-                t = time.perf_counter()
-                mask = allocate(scores, amount, allocation, rounding=rounding)
-                model = apply_mask(copy.deepcopy(self.model), mask, how=how)
-                value = self.ppl(model)
-                del model
-                self.record(table, name, allocation, amount, value, time.perf_counter() - t)
-
-
-def markdown(rows, table, amounts) -> str:
-    sel = [r for r in rows if r["table"] == table]
-    keys = []
-    for r in sel:
-        k = (r["scorer"], r["allocation"])
-        if k not in keys:
-            keys.append(k)
-    head = "| scorer | allocation | " + " | ".join(f"{int(a * 100)}%" for a in amounts) + " |"
-    lines = [head, "|---|---|" + "---|" * len(amounts)]
-    for scorer, alloc in keys:
-        vals = {r["amount"]: r["perplexity"] for r in sel if r["scorer"] == scorer and r["allocation"] == alloc}
-        lines.append(f"| {scorer} | {alloc} | " + " | ".join(fmt(vals[a]) if a in vals else "" for a in amounts) + " |")
+def markdown(df, methods_order: list[str]) -> str:
+    """Methods (rows) x allocation and amount (columns); the best value of each column in bold."""
+    df = df[df["how"] == "remove"]
+    cols = sorted({(a, x) for a, x in zip(df["allocation"], df["amount"])}, key=lambda c: (c[0] != "local", c))
+    head = "| scorer | " + " | ".join(f"{a} {x:.0%}" for a, x in cols) + " |"
+    lines = [head, "|---|" + "---|" * len(cols)]
+    dense = df["dense_perplexity"].dropna()
+    if len(dense):
+        lines.append("| dense model | " + " | ".join(fmt(dense.iloc[0]) for _ in cols) + " |")
+    best = {}
+    for a, x in cols:
+        sel = df[(df["allocation"] == a) & (df["amount"] == x) & (df["status"] == "complete")]["perplexity"]
+        best[(a, x)] = sel.min() if len(sel) else None
+    labels = sorted(df["label"].unique(), key=lambda l: (l.split()[0] not in methods_order,
+                                                          methods_order.index(l.split()[0])
+                                                          if l.split()[0] in methods_order else 0, l))
+    for label in labels:
+        cells = []
+        for a, x in cols:
+            sel = df[(df["label"] == label) & (df["allocation"] == a) & (df["amount"] == x)]
+            if not len(sel):
+                cells.append("")
+            elif sel.iloc[0]["status"] != "complete":
+                cells.append("failed")
+            else:
+                v = float(sel.iloc[0]["perplexity"])
+                cells.append(f"**{fmt(v)}**" if v == best[(a, x)] else fmt(v))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def main(argv=None):
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "quality"),
+                    help="results directory (default benchmarks/results/quality, or .../quality-quick)")
+    ap.add_argument("--quick", action="store_true", help="small grid and samples: under 2 minutes on 2 CPU cores")
     ap.add_argument("--model", default=None, help="model path (default: the embedded SmolLM2-135M-Instruct)")
-    ap.add_argument("--device", default=None, help="e.g. cuda (default: cpu)")
-    ap.add_argument("--calib-texts", default=None, help="calibration text source (default: embedded Wikipedia)")
-    ap.add_argument("--eval-texts", default=None, help="evaluation text source (default: held-out Wikipedia)")
-    ap.add_argument("--n-samples", type=int, default=32)
-    ap.add_argument("--eval-samples", type=int, default=16)
-    ap.add_argument("--seq-len", type=int, default=512)
-    ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--amounts", default="0.1,0.2,0.3,0.5")
-    ap.add_argument("--allocations", default="local,global")
-    ap.add_argument("--methods", default=",".join(BASE_METHODS))
-    ap.add_argument("--variants-only", action="store_true", help="only the PageRank variants table")
-    ap.add_argument("--variant-amounts", default="0.3,0.5")
-    ap.add_argument("--variant-allocations", default="local")
-    ap.add_argument("--no-variants", action="store_true")
-    ap.add_argument("--no-paper", action="store_true")
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
-    ap.add_argument("--name", default="quality")
+    ap.add_argument("--device", default=None, help="e.g. cuda")
+    ap.add_argument("--variants", action="store_true", help="also the PageRank variants")
+    ap.add_argument("--paper", action="store_true", help="also the reference code's paper mode")
+    ap.add_argument("sweep_args", nargs="*", help="after --: more `llmrank-graph sweep` options")
     args = ap.parse_args(argv)
-    torch.set_grad_enabled(False)
-    amounts = [float(a) for a in args.amounts.split(",")]
-    allocations = args.allocations.split(",")
-    r = Runner(args)
-    t = time.perf_counter()
-    dense = r.ppl(r.model)
-    r.record("dense", "dense model", "-", 0.0, dense, time.perf_counter() - t)
-    if args.variants_only or not args.no_variants:
-        vam = [float(a) for a in args.variant_amounts.split(",")]
-        for name, params in VARIANTS.items():
-            s = score_neurons(r.model, r.stats, "pagerank", **params)
-            r.run_scores("variants", name, s, vam, args.variant_allocations.split(","))
-    if not args.variants_only:
-        for method in args.methods.split(","):
-            t = time.perf_counter()
-            name = method if method != "pagerank" else "pagerank (defaults)"
-            try:
-                s = score_neurons(r.model, r.stats, method)
-            except lg.ConvergenceError as e:  # e.g. eigenvector on a near-bipartite graph
-                print(f"{method}: {e}", flush=True)
-                for allocation in allocations:
-                    for amount in amounts:
-                        r.record("main", name + " (did not converge)", allocation, amount, float("nan"), 0.0)
-                continue
-            print(f"scored {method} in {time.perf_counter() - t:.1f} s", flush=True)
-            rounding = "reference" if method in ("wpr", "mpr", "channel-wanda") else "round"
-            r.run_scores("main", name, s, amounts, allocations, rounding=rounding)
-        if not args.no_paper:
-            for name, kw in PAPER_ROWS.items():
-                kw = dict(kw)
-                method = kw.pop("method")
-                s = score_neurons(r.model, r.stats, method, prune_hidden=True, **kw)
-                r.run_scores("paper", name, s, [0.3], ["local"], how="zero", rounding="reference")
-    md = [f"Dense perplexity: {fmt(dense)} ({args.eval_samples} x {args.seq_len} held-out Wikipedia tokens; "
-          f"calibration {args.n_samples} x {args.seq_len}). PageRank defaults: {PAGERANK_DEFAULTS}.", ""]
-    for table, am in (("main", amounts), ("variants", [float(a) for a in args.variant_amounts.split(",")]),
-                      ("paper", [0.3])):
-        if any(x["table"] == table for x in r.rows):
-            md += [f"### {table}", "", markdown(r.rows, table, am), ""]
-    text = "\n".join(md)
-    (r.out / f"{args.name}.md").write_text(text)
+    out = args.out
+    if args.quick and out == ap.get_default("out"):
+        out = out + "-quick"
+    common = ["--out", out] + (["--model", args.model] if args.model else []) + (
+        ["--device", args.device] if args.device else [])
+    # Calibration and evaluation sizes: the library's defaults (32 x 512 and 16 x 512), or small ones.
+    settings = (["--n-samples", "4", "--seq-len", "128", "--eval-samples", "4", "--throughput-rounds", "1"]
+                if args.quick else [])
+    if args.quick:
+        grid = ["--methods", *QUICK_METHODS, "--amounts", "0.3", "0.5", "--allocations", "local"]
+    else:
+        grid = ["--methods", *METHODS, "--amounts", "0.1", "0.2", "0.3", "0.5", "--allocations", "local", "global"]
+    # --extend: the directory holds this grid and, with --variants / --paper, theirs.
+    rc = cli(["sweep", *common, *grid, *settings, "--save-scores", "--extend", *args.sweep_args])
+    if rc:
+        return rc
+    if args.variants:
+        rc = cli(["sweep", *common, "--methods", "pagerank", "--amounts", "0.3", "0.5", "--allocations", "local",
+                  *[x for p in VARIANT_PARAMS for x in ("--param", p)], *settings, "--extend", *args.sweep_args])
+        if rc:
+            return rc
+    if args.paper:
+        rc = cli(["sweep", *common, "--methods", "wpr", "channel-wanda", "--amounts", "0.3", "--allocations", "local",
+                  "--how", "zero", "--param", "prune_hidden=true", *settings, "--extend", *args.sweep_args])
+        if rc:
+            return rc
+    rc = cli(["report", out])
+    if rc:
+        return rc
+    df = read_results(out)
+    dense = df["dense_perplexity"].dropna()
+    cfg = df.iloc[0]
+    text = (f"Dense perplexity {fmt(dense.iloc[0]) if len(dense) else 'n/a'} on {cfg['evaluation.n_samples']} x "
+            f"{cfg['evaluation.seq_len']} held-out tokens; calibration {cfg['calibration.n_samples']} x "
+            f"{cfg['calibration.seq_len']}. Best of each column in bold. Command: python benchmarks/quality.py "
+            + " ".join(sys.argv[1:] if argv is None else argv) + "\n\n" + markdown(df, METHODS) + "\n")
+    write_text_atomic(Path(out, "quality.md"), text, overwrite=True)
     print("\n" + text)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -10,8 +10,8 @@
   any other allocation that is not ``local``);
 - ``scores*.png``: the distribution of each method's scores in every layer (from the
   quantiles every run records);
-- ``correlations*.png``: Spearman rank correlations between the methods' scores, where the
-  sweep saved them (``save_scores``);
+- ``correlations*.png``: rank correlations between the methods' scores (the statistics of
+  :func:`llmrank_graph.analysis.correlations`), where the sweep saved them (``save_scores``);
 - ``report.html``: all of it, with the images embedded (``data:`` URIs), the before/after
   parameter and speed table, and the best method at each sparsity in bold. It fetches
   nothing: no scripts, no fonts, no styles from elsewhere.
@@ -132,30 +132,34 @@ def perplexity_table(directory: str | os.PathLike, run_ids: Sequence[str] | None
 def rank_correlations(directory: str | os.PathLike, records: dict | None = None) -> dict[str, dict[str, Any]]:
     """Rank correlations between the saved scores of the methods, per model.
 
-    For every pair of scorer configurations whose scores the sweep saved: Spearman's and
-    Kendall's correlation over the intermediate neurons of each layer, averaged over layers
-    (hidden nodes have no pruning baseline, so they are left out).
+    For every pair of scorer configurations whose scores the sweep saved, with the statistics
+    of :func:`llmrank_graph.analysis.correlations`: over the intermediate neurons only,
+    Spearman and Kendall (tau-b) overall, on each layer's scores divided by their mean absolute
+    value, and Spearman within each layer.
 
     Returns
     -------
     dict
-        model -> ``{"labels": [...], "spearman": (k, k) array, "kendall": (k, k) array}``;
-        models with fewer than two saved score files are left out.
+        model -> ``{"labels": [...], "spearman": (k, k), "kendall": (k, k),
+        "spearman_layer_median": (k, k)}`` (numpy arrays); models with fewer than two saved
+        score files are left out.
     """
     from safetensors.torch import load_file
-    from scipy.stats import kendalltau, spearmanr
+
+    from .analysis import _normalise, _rank_corr  # the statistics of analysis.correlations, on saved scores
 
     directory = Path(directory)
     if records is None:
         found, _ = scan_results(directory)
         records = {rid: rec for rid, (_, rec) in found.items()}
+    several_modes = len({r["config"]["mode"] for r in records.values()}) > 1
     by_model: dict[str, dict[str, str]] = {}
     for rec in records.values():
         f = (rec.get("files") or {}).get("scores")
         if rec["status"] != "complete" or not f:
             continue
         run = RunConfig.from_dict(rec["config"])
-        label = run.label if len(set(r["config"]["mode"] for r in records.values())) == 1 else f"{run.label} ({run.mode})"
+        label = f"{run.label} ({run.mode})" if several_modes else run.label
         by_model.setdefault(rec["config"]["model"] or "default", {}).setdefault(label, f)
     out = {}
     for model, files in by_model.items():
@@ -167,15 +171,18 @@ def rank_correlations(directory: str | os.PathLike, records: dict | None = None)
             t = load_file(str(directory / files[label]))
             scores.append({int(k.split(".")[1]): v.double().numpy() for k, v in t.items() if k.startswith("intermediate.")})
         k = len(labels)
-        sp, kt = np.eye(k), np.eye(k)
+        sp, kt, med = np.eye(k), np.eye(k), np.eye(k)
         for i in range(k):
             for j in range(i + 1, k):
                 layers = sorted(set(scores[i]) & set(scores[j]))
-                s = [spearmanr(scores[i][l], scores[j][l]).statistic for l in layers]
-                t = [kendalltau(scores[i][l], scores[j][l]).statistic for l in layers]
-                sp[i, j] = sp[j, i] = float(np.nanmean(s))
-                kt[i, j] = kt[j, i] = float(np.nanmean(t))
-        out[model] = {"labels": labels, "spearman": sp, "kendall": kt}
+                a = np.concatenate([_normalise(scores[i][l]) for l in layers])
+                b = np.concatenate([_normalise(scores[j][l]) for l in layers])
+                both = _rank_corr(a, b, ("spearman", "kendall"))
+                sp[i, j] = sp[j, i] = both["spearman"]
+                kt[i, j] = kt[j, i] = both["kendall"]
+                per = [_rank_corr(scores[i][l], scores[j][l], ("spearman",))["spearman"] for l in layers]
+                med[i, j] = med[j, i] = float(np.nanmedian(per)) if per else np.nan
+        out[model] = {"labels": labels, "spearman": sp, "kendall": kt, "spearman_layer_median": med}
     return out
 
 
@@ -298,7 +305,7 @@ def _correlation_figure(corr: dict, title: str):
         for j in range(k):
             ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize="x-small",
                     color="white" if abs(m[i, j]) > 0.6 else "black")
-    fig.colorbar(im, ax=ax, label="Spearman, mean over layers")
+    fig.colorbar(im, ax=ax, label="Spearman, all layers (each divided by its mean)")
     ax.set_title(title)
     return fig
 
@@ -511,10 +518,12 @@ def write_report(directory: str | os.PathLike, out: str | os.PathLike | None = N
             name = add_image(f"correlations{suffix}.png", _correlation_figure(corr, f"Rank correlations: {mname}"))
             part.append(_img(name, images[name], f"Spearman rank correlations between scores, {mname}"))
             labels = corr["labels"]
-            rows = [[_e(a)] + [f"{corr['spearman'][i, j]:.3f} / {corr['kendall'][i, j]:.3f}"
+            rows = [[_e(a)] + [f"{corr['spearman'][i, j]:.3f} / {corr['kendall'][i, j]:.3f} / "
+                               f"{corr['spearman_layer_median'][i, j]:.3f}"
                                for j in range(len(labels))] for i, a in enumerate(labels)]
-            part.append("<p class=\"note\">Spearman / Kendall, over each layer's intermediate neurons, averaged "
-                        "over layers.</p>" + _table([""] + [_e(b) for b in labels], rows))
+            part.append("<p class=\"note\">Spearman / Kendall over the intermediate neurons of all layers (each "
+                        "layer's scores divided by their mean absolute value) / median over layers of the "
+                        "Spearman within a layer.</p>" + _table([""] + [_e(b) for b in labels], rows))
         else:
             part.append('<p class="note">Needs the scores of at least two methods: run the sweep with '
                         "<code>--save-scores</code>.</p>")

@@ -1,0 +1,468 @@
+"""Sweeps: a tiny grid on a tiny model, resumed, extended, interrupted and damaged; bad grids."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import llmrank_graph.experiments as ex
+from llmrank_graph.cli import main
+from llmrank_graph.errors import MissingDependencyError, MissingInputError
+from llmrank_graph.experiments import Grid, load_grid, read_results, run_sweep, scan_results
+
+from _tiny import tiny_llama
+
+WORDS = "the cat sat on a mat and the dog ran to the park while birds sang over green hills".split()
+D, M, LAYERS = 16, 24, 3
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A tiny Llama (3 layers, d=16, m=24) with a WordLevel tokenizer, saved as a Hugging Face directory."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator([" ".join(WORDS)], trainers.WordLevelTrainer(special_tokens=["[UNK]", "</s>"]))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="</s>")
+    d = tmp_path_factory.mktemp("tiny") / "model"
+    tiny_llama(layers=LAYERS, d=D, m=M, vocab=64).save_pretrained(d)
+    fast.save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory):
+    g = torch.Generator().manual_seed(0)
+    words = [WORDS[i] for i in torch.randint(0, len(WORDS), (3000,), generator=g)]
+    p = tmp_path_factory.mktemp("text") / "corpus.txt"
+    p.write_text(" ".join(words))
+    return p
+
+
+def tiny_grid(model_dir, text_file, **kw):
+    base = dict(models=[str(model_dir)], methods=["activation", "random", "magnitude"], amounts=[0.25, 0.5],
+                allocations=["local", "global"], params={"seed": [0, 1]},
+                calibration={"texts": str(text_file), "n_samples": 2, "seq_len": 16},
+                evaluation={"texts": str(text_file), "n_samples": 2, "seq_len": 16, "throughput_rounds": 1},
+                save_scores=True, save_masks=True)
+    base.update(kw)
+    if "random" not in base["methods"] and "params" not in kw:
+        base["params"] = {}
+    return Grid(**base)
+
+
+class Counter:
+    """Wraps a function and counts its calls."""
+
+    def __init__(self, fn):
+        self.fn, self.calls = fn, 0
+
+    def __call__(self, *a, **k):
+        self.calls += 1
+        return self.fn(*a, **k)
+
+
+def count_work(monkeypatch) -> dict:
+    counters = {name: Counter(getattr(ex, name)) for name in
+                ("_load_model", "calibrate", "prune_model", "perplexity", "compare_throughput")}
+    for name, c in counters.items():
+        monkeypatch.setattr(ex, name, c)
+    return counters
+
+
+@pytest.fixture(scope="module")
+def swept(model_dir, text_file, tmp_path_factory):
+    """A tiny grid run once: (grid, directory, summary)."""
+    grid = tiny_grid(model_dir, text_file)
+    out = tmp_path_factory.mktemp("sweep") / "results"
+    return grid, out, run_sweep(grid, out)
+
+
+# ---------------------------------------------------------------------------- the grid
+def test_grid_expands_params_only_for_methods_that_have_them(model_dir, text_file):
+    grid = tiny_grid(model_dir, text_file)
+    runs = grid.runs()
+    # random has `seed` (2 values); activation and magnitude do not: 4 x (2 + 1 + 1) runs
+    assert len(runs) == 2 * 2 * 4
+    assert len({r.run_id for r in runs}) == len(runs)
+    assert {dict(r.params).get("seed") for r in runs if r.method == "random"} == {0, 1}
+    assert all(r.params == () for r in runs if r.method != "random")
+
+
+def test_run_id_is_stable_and_covers_settings(model_dir, text_file):
+    a = tiny_grid(model_dir, text_file).runs()[0]
+    b = tiny_grid(model_dir, text_file).runs()[0]
+    assert a.run_id == b.run_id and ex.RunConfig.from_dict(a.to_dict()) == a
+    c = tiny_grid(model_dir, text_file, calibration={"texts": str(text_file), "n_samples": 3, "seq_len": 16}).runs()[0]
+    assert c.run_id != a.run_id
+
+
+def test_toml_grid(tmp_path):
+    f = tmp_path / "grid.toml"
+    f.write_text(textwrap.dedent("""
+        methods = ["pagerank", "random"]
+        amounts = [0.1, 0.3]
+        how = "remove"
+        [params]
+        seed = [0, 1, 2]
+        [params.pagerank]
+        alpha = [0.5, 0.85]
+        [evaluation]
+        n_samples = 4
+        tasks = ["wikipedia_lastword"]
+    """))
+    grid = load_grid(f)
+    assert grid.method_params == {"pagerank": {"alpha": (0.5, 0.85)}}
+    assert grid.evaluation.tasks == ("wikipedia_lastword",) and grid.evaluation.n_samples == 4
+    assert len(grid.runs()) == 2 * 2 + 3 * 2
+    assert Grid.from_dict(grid.to_dict()) == grid
+
+
+@pytest.mark.parametrize("kw, exc, match", [
+    (dict(methods=["pagerank", "nope"]), ValueError, r"`methods` must be one of .*'pagerank'"),
+    (dict(methods=["activation"], params={"alpha": [0.5]}), TypeError, r"no method of the grid .* 'alpha'.*parameters are"),
+    (dict(methods=["pagerank"], method_params={"pagerank": {"nope": [1]}}), TypeError, r"'nope'; its parameters are .*'alpha'"),
+    (dict(amounts=[0.3, 1.5]), ValueError, r"`amount` must be a float in \[0, 1\); got 1.5"),
+    (dict(amounts=["0.3"]), TypeError, r"`amount` must be a float"),
+    (dict(methods=["pagerank"], params={"alpha": [0.5, 2.0]}), ValueError, r"`alpha`"),
+    (dict(allocations=["everywhere"]), ValueError, r"`allocations` must be one of 'local', 'global'"),
+    (dict(methods=["wpr"], params={"prune_hidden": [True]}), ValueError, r"prune_hidden=True needs how='zero'"),
+    (dict(params={"mode": ["isolated"]}), ValueError, r"axis of the grid \(use modes\)"),
+    (dict(evaluation={"n_samples": 0}), ValueError, r"`evaluation.n_samples` must be a positive int"),
+    (dict(calibration={"n_sample": 4}), ValueError, r"unknown `calibration` key\(s\) 'n_sample'"),
+])
+def test_bad_grids_are_refused(kw, exc, match):
+    with pytest.raises(exc, match=match):
+        Grid(**kw) if "calibration" not in kw else Grid.from_dict(kw)
+
+
+def test_bad_toml_is_refused(tmp_path):
+    f = tmp_path / "g.toml"
+    f.write_text("methods = ['pagerank']\nammounts = [0.1]\n")
+    with pytest.raises(ValueError, match=r"unknown grid key\(s\) 'ammounts'; allowed: .*'amounts'"):
+        load_grid(f)
+    f.write_text("methods = [pagerank\n")
+    with pytest.raises(ValueError, match="not valid TOML"):
+        load_grid(f)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_grid(tmp_path / "missing.toml")
+
+
+# ---------------------------------------------------------------------------- a tiny sweep
+def test_tiny_sweep_writes_the_expected_files(swept):
+    grid, out, summary = swept
+    runs = grid.runs()
+    assert summary.computed == [r.run_id for r in runs] and summary.failed == [] and summary.skipped == []
+    assert (out / "grid.json").is_file() and (out / "results.csv").stat().st_size > 0
+    assert (out / "results.parquet").stat().st_size > 0
+    assert len(list((out / "calibration").glob("*.safetensors"))) == 1      # once per model and setting
+    assert len(list((out / "dense").glob("*.json"))) == 1
+    assert sorted(p.name for p in (out / "runs").glob("*.json")) == sorted(f"{r.stem}.json" for r in runs)
+    assert len(list((out / "runs").glob("*.mask.safetensors"))) == len(runs)
+    # one score file per scorer configuration: activation, magnitude, random seed 0 and 1
+    assert len(list((out / "scores").glob("*.safetensors"))) == 4
+    assert not [p for p in out.rglob(".*")]  # no temporary left behind
+
+
+def test_each_run_json_holds_everything(swept):
+    grid, out, _ = swept
+    for run in grid.runs():
+        rec = json.loads((out / "runs" / f"{run.stem}.json").read_text())
+        assert rec["status"] == "complete" and rec["config"] == run.to_dict() and rec["run_id"] == run.run_id
+        kept = rec["neurons"]["layer_kept"]
+        assert rec["neurons"]["layer_total"] == [M] * LAYERS
+        assert sum(kept) == LAYERS * M - rec["neurons"]["pruned"]
+        if run.allocation == "local":
+            assert kept == [round(M * (1 - run.amount))] * LAYERS
+        # removing a neuron removes one row of gate and up and one column of down
+        assert rec["parameters"]["dense"]["mlp"] == 3 * D * M * LAYERS
+        assert rec["parameters"]["pruned"]["mlp"] == 3 * D * sum(kept)
+        assert rec["parameters"]["dense"]["total"] - rec["parameters"]["pruned"]["total"] == 3 * D * rec["neurons"]["pruned"]
+        assert np.isfinite(rec["perplexity"]) and np.isfinite(rec["dense_perplexity"])
+        tp = rec["throughput"]
+        assert tp["dense_tokens_per_s"] > 0 and tp["pruned_tokens_per_s"] > 0
+        assert tp["speedup"] == pytest.approx(tp["pruned_tokens_per_s"] / tp["dense_tokens_per_s"])
+        assert set(rec["times"]) == {"prune", "perplexity", "tasks", "throughput", "save"}
+        assert set(rec["shared_times"]) == {"load", "calibrate", "dense_evaluation"}
+        env = rec["environment"]
+        assert env["torch"] == torch.__version__ and {"llmrank_graph", "transformers"} <= set(env)
+        assert rec["seed"] == grid.seed
+        assert len(rec["score_quantiles"]["layers"]) == LAYERS
+        assert (out / rec["files"]["scores"]).is_file() and (out / rec["files"]["mask"]).is_file()
+
+
+def test_saved_masks_and_scores_match_the_run(swept):
+    from llmrank_graph.masks import NeuronMask, allocate
+    from safetensors.torch import load_file
+
+    grid, out, _ = swept
+    run = next(r for r in grid.runs() if r.allocation == "global" and r.method == "activation")
+    rec = json.loads((out / "runs" / f"{run.stem}.json").read_text())
+    mask = NeuronMask.load(out / rec["files"]["mask"])
+    assert mask.sizes() == rec["neurons"]["layer_kept"]
+    scores = load_file(str(out / rec["files"]["scores"]))
+    again = allocate({l: scores[f"intermediate.{l}"] for l in range(LAYERS)}, run.amount, run.allocation)
+    assert again.intermediate.keys() == mask.intermediate.keys()
+    assert all(torch.equal(again.intermediate[l], mask.intermediate[l]) for l in range(LAYERS))
+
+
+def test_csv_and_parquet_match_the_json_files(swept):
+    grid, out, _ = swept
+    df = pd.read_csv(out / "results.csv")
+    pq = pd.read_parquet(out / "results.parquet")
+    assert len(df) == len(pq) == len(grid.runs())
+    assert list(df["run_id"]) == list(pq["run_id"])
+    for path in (out / "runs").glob("*.json"):
+        rec = json.loads(path.read_text())
+        row = df[df["run_id"] == rec["run_id"]]
+        assert len(row) == 1
+        row = row.iloc[0]
+        cfg = rec["config"]
+        assert (row["method"], row["allocation"], row["how"], row["mode"]) == (
+            cfg["method"], cfg["allocation"], cfg["how"], cfg["mode"])
+        assert row["amount"] == cfg["amount"] and row["model"] == cfg["model"]
+        assert row["perplexity"] == pytest.approx(rec["perplexity"], rel=1e-12)
+        assert row["dense_perplexity"] == pytest.approx(rec["dense_perplexity"], rel=1e-12)
+        assert row["params_mlp_pruned"] == rec["parameters"]["pruned"]["mlp"]
+        assert row["params_total_dense"] == rec["parameters"]["dense"]["total"]
+        assert row["neurons_pruned"] == rec["neurons"]["pruned"]
+        assert row["pruned_tokens_per_s"] == pytest.approx(rec["throughput"]["pruned_tokens_per_s"], rel=1e-12)
+        assert row["time.perplexity"] == pytest.approx(rec["times"]["perplexity"], rel=1e-12)
+        assert json.loads(row["params"]) == cfg["params"]
+        if cfg["method"] == "random":
+            assert row["param.seed"] == cfg["params"]["seed"]
+        prow = pq[pq["run_id"] == rec["run_id"]].iloc[0]
+        assert prow["perplexity"] == row["perplexity"] and prow["params_mlp_pruned"] == row["params_mlp_pruned"]
+
+
+def test_resume_recomputes_nothing(swept, monkeypatch):
+    grid, out, _ = swept
+    before = {p.name: p.read_bytes() for p in (out / "runs").glob("*.json")}
+    counters = count_work(monkeypatch)
+    summary = run_sweep(grid, out)
+    assert summary.computed == [] and len(summary.skipped) == len(grid.runs())
+    assert {name: c.calls for name, c in counters.items()} == dict.fromkeys(counters, 0)
+    assert {p.name: p.read_bytes() for p in (out / "runs").glob("*.json")} == before
+
+
+def test_damaged_result_is_named_and_redone(model_dir, text_file, tmp_path, monkeypatch, caplog):
+    grid = tiny_grid(model_dir, text_file, methods=["activation"], allocations=["local"])
+    out = tmp_path / "r"
+    run_sweep(grid, out)
+    victim = out / "runs" / f"{grid.runs()[1].stem}.json"
+    victim.write_text(victim.read_text()[:50])  # truncated
+    counters = count_work(monkeypatch)
+    with caplog.at_level("WARNING", logger="llmrank_graph"):
+        summary = run_sweep(grid, out)
+    assert str(victim) in caplog.text and "damaged or truncated" in caplog.text
+    assert summary.computed == [grid.runs()[1].run_id]
+    assert counters["prune_model"].calls == 1 and counters["calibrate"].calls == 0  # statistics read back
+    assert json.loads(victim.read_text())["status"] == "complete"
+
+
+def test_interrupted_sweep_leaves_no_partial_result_and_rerun_completes(model_dir, text_file, tmp_path, monkeypatch):
+    grid = tiny_grid(model_dir, text_file, methods=["activation"])
+    out = tmp_path / "r"
+    real = ex.compare_throughput
+    calls = []
+
+    def interrupted(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the third run
+        return real(*a, **k)
+
+    monkeypatch.setattr(ex, "compare_throughput", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(grid, out)
+    results = list((out / "runs").glob("*.json"))
+    assert len(results) == 2 and all(json.loads(p.read_text())["status"] == "complete" for p in results)
+    assert not [p for p in out.rglob(".*")]
+    monkeypatch.setattr(ex, "compare_throughput", real)
+    counters = count_work(monkeypatch)
+    summary = run_sweep(grid, out)
+    assert len(summary.computed) == len(grid.runs()) - 2 == counters["prune_model"].calls
+    assert counters["calibrate"].calls == 0
+    assert len(read_results(out)) == len(grid.runs())
+
+
+KILL_SCRIPT = """
+import os, signal, sys
+import llmrank_graph._io as io
+import llmrank_graph.experiments as ex
+from llmrank_graph.experiments import Grid, run_sweep
+grid = Grid.from_dict({grid!r})
+writes = []
+real = io._fsync
+def fsync(path, directory=False):
+    # kill -9 on the third run's JSON: written to its temporary, not yet renamed into place
+    if not directory and "runs" in str(path) and str(path).endswith(".json") is False and ".json.tmp" in str(path):
+        writes.append(path)
+        if len(writes) == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return real(path, directory)
+io._fsync = fsync
+run_sweep(grid, {out!r})
+"""
+
+
+def test_killed_sweep_leaves_no_partial_json_and_rerun_completes(model_dir, text_file, tmp_path, monkeypatch):
+    """A real kill -9 in the middle of writing a result: nothing half-written, the rerun finishes the grid."""
+    grid = tiny_grid(model_dir, text_file, methods=["activation"], save_scores=False, save_masks=False)
+    out = tmp_path / "r"
+    script = KILL_SCRIPT.format(grid=grid.to_dict(), out=str(out))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    results = list((out / "runs").glob("*.json"))
+    assert len(results) == 2 and all(json.loads(p.read_text())["status"] == "complete" for p in results)
+    leftovers = [p for p in (out / "runs").iterdir() if p.name.startswith(".")]
+    assert leftovers  # the killed writer's temporary: never mistaken for a result
+    counters = count_work(monkeypatch)
+    summary = run_sweep(grid, out)
+    assert len(summary.computed) == len(grid.runs()) - 2 == counters["prune_model"].calls
+    assert len(read_results(out)) == len(grid.runs()) and not summary.damaged
+    assert not [p for p in (out / "runs").iterdir() if p.name.startswith(".")]  # swept by the rerun's writes
+
+
+def test_different_grid_is_refused_unless_extend(swept, model_dir, text_file, monkeypatch):
+    grid, out, _ = swept
+    other = tiny_grid(model_dir, text_file, methods=["activation"], amounts=[0.125])
+    counters = count_work(monkeypatch)
+    with pytest.raises(ValueError, match=r"different grid .*amounts: \[0.125\] here, \[0.25, 0.5\] there.*--extend"):
+        run_sweep(other, out)
+    assert counters["_load_model"].calls == 0
+    summary = run_sweep(other, out, extend=True)
+    assert len(summary.computed) == 2 and counters["calibrate"].calls == 0  # same calibration setting: reused
+    assert len(json.loads((out / "grid.json").read_text())["grids"]) == 2
+    assert len(read_results(out)) == len(grid.runs()) + 2
+    assert run_sweep(grid, out).computed == []  # the first grid still resumes
+
+
+def test_non_sweep_directory_is_refused(tmp_path, model_dir, text_file):
+    (tmp_path / "x.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not a sweep results directory"):
+        run_sweep(tiny_grid(model_dir, text_file), tmp_path)
+
+
+def test_failed_runs_are_recorded_not_fatal(model_dir, text_file, tmp_path, monkeypatch):
+    # min_keep=20 of 24 neurons: removing 25% locally would go below the floor, the library refuses
+    grid = tiny_grid(model_dir, text_file, methods=["activation"], allocations=["local"], amounts=[0.1, 0.25],
+                     params={"min_keep": [20]})
+    summary = run_sweep(grid, tmp_path / "r")
+    df = read_results(tmp_path / "r")
+    assert list(df["status"]) == ["complete", "failed"] and len(summary.failed) == 1
+    assert "min_keep" in df["error"].iloc[1]
+    assert run_sweep(grid, tmp_path / "r").computed == []
+    assert run_sweep(grid, tmp_path / "r", retry_failed=True).computed == summary.failed
+
+
+def test_missing_model_and_texts_before_any_work(model_dir, text_file, tmp_path, monkeypatch):
+    counters = count_work(monkeypatch)
+    with pytest.raises(FileNotFoundError, match="model .*nope.* does not exist"):
+        run_sweep(tiny_grid(tmp_path / "nope", text_file), tmp_path / "r")
+    with pytest.raises(FileNotFoundError):
+        run_sweep(tiny_grid(model_dir, text_file, calibration={"texts": str(tmp_path / "none.txt")}), tmp_path / "r")
+    assert counters["_load_model"].calls == 0 and not (tmp_path / "r").exists()
+
+
+def test_tasks_without_lm_eval_say_so_before_any_work(model_dir, text_file, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "lm_eval", None)
+    monkeypatch.setitem(sys.modules, "lm_eval.tasks", None)
+    counters = count_work(monkeypatch)
+    grid = tiny_grid(model_dir, text_file, evaluation={"texts": str(text_file), "n_samples": 2, "seq_len": 16,
+                                                       "tasks": ["wikipedia_lastword"]})
+    with pytest.raises(MissingDependencyError, match=r"'wikipedia_lastword' need lm-evaluation-harness.*llmrank-graph\[eval\]"):
+        run_sweep(grid, tmp_path / "r")
+    assert counters["_load_model"].calls == 0 and not (tmp_path / "r" / "grid.json").exists()
+
+
+# ---------------------------------------------------------------------------- the CLI
+def test_cli_sweep_then_report(model_dir, text_file, tmp_path, capsys):
+    out = tmp_path / "res"
+    argv = ["sweep", "--out", str(out), "--model", str(model_dir), "--methods", "activation", "random",
+            "--amounts", "0.25", "0.5", "--allocations", "local", "global", "--param", "random.seed=0,3",
+            "--texts", str(text_file), "--eval-texts", str(text_file), "--n-samples", "2", "--seq-len", "16",
+            "--eval-samples", "2", "--throughput-rounds", "1", "--save-scores"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "12 runs: 12 computed now, 0 already done, 0 failed" in text and "random seed=3" in text
+    df = read_results(out)
+    assert sorted(df["label"].unique()) == ["activation", "random seed=0", "random seed=3"]
+    assert main(argv) == 0
+    assert "12 runs: 0 computed now, 12 already done" in capsys.readouterr().out
+    assert main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
+    names = {p.name for p in (tmp_path / "rep").iterdir()}
+    assert {"report.html", "quality.png", "layers.png", "scores.png", "correlations.png"} <= names
+    assert all((tmp_path / "rep" / n).stat().st_size > 1000 for n in names)
+
+
+def test_cli_sweep_from_toml_with_overrides(model_dir, text_file, tmp_path, capsys):
+    grid = tmp_path / "g.toml"
+    grid.write_text(textwrap.dedent(f"""
+        models = [{json.dumps(str(model_dir))}]
+        methods = ["activation", "magnitude"]
+        amounts = [0.25, 0.5]
+        [calibration]
+        texts = {json.dumps(str(text_file))}
+        n_samples = 2
+        seq_len = 16
+        [evaluation]
+        texts = {json.dumps(str(text_file))}
+        n_samples = 2
+        seq_len = 16
+        throughput_rounds = 1
+    """))
+    out = tmp_path / "res"
+    assert main(["sweep", "--grid", str(grid), "--out", str(out), "--amounts", "0.5"]) == 0
+    df = read_results(out)
+    assert sorted(df["method"]) == ["activation", "magnitude"] and set(df["amount"]) == {0.5}
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--methods", "nope"], "invalid choice: 'nope'"),
+    (["--amounts", "1.5"], r"`amount` must be a float in [0, 1); got 1.5"),
+    (["--param", "alpha=0.5"], "no method of the grid ('activation') has the parameter(s) 'alpha'"),
+    (["--param", "alpha"], "`--param` must be KEY=V1,V2"),
+    (["--param", "nope.alpha=1"], "names the method 'nope'"),
+])
+def test_cli_bad_grid_is_refused_before_any_work(model_dir, tmp_path, capsys, extra, message):
+    argv = ["sweep", "--out", str(tmp_path / "res"), "--model", str(model_dir), "--methods", "activation"]
+    assert main(argv + extra) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "res").exists()
+
+
+def test_cli_report_of_a_non_sweep_directory(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "not a sweep results directory" in capsys.readouterr().err
+
+
+def test_prune_model_options_are_axes_too(model_dir, text_file, tmp_path):
+    with pytest.raises(ValueError, match=r"compensate='lstsq' needs the Gram matrices.*--second-moments"):
+        tiny_grid(model_dir, text_file, methods=["activation"], params={"compensate": ["none", "lstsq"]})
+    with pytest.raises(ValueError, match=r"`compensate` must be one of 'none', 'bias'"):
+        tiny_grid(model_dir, text_file, methods=["activation"], params={"compensate": ["refit"]})
+    cal = {"texts": str(text_file), "n_samples": 2, "seq_len": 16, "second_moments": True}
+    grid = tiny_grid(model_dir, text_file, methods=["activation"], allocations=["local"], amounts=[0.5],
+                     params={"compensate": ["none", "lstsq"], "sequential": [False, True]}, calibration=cal)
+    assert len(grid.runs()) == 4
+    run_sweep(grid, tmp_path / "r")
+    df = read_results(tmp_path / "r")
+    assert list(df["status"]) == ["complete"] * 4, df["error"].tolist()
+    assert sorted(zip(df["param.compensate"], df["param.sequential"])) == [
+        ("lstsq", False), ("lstsq", True), ("none", False), ("none", True)]
+    # compensation changes the model, so its perplexity differs from plain removal
+    plain = df[(df["param.compensate"] == "none") & ~df["param.sequential"]]["perplexity"].iloc[0]
+    refit = df[(df["param.compensate"] == "lstsq") & ~df["param.sequential"]]["perplexity"].iloc[0]
+    assert plain != refit
