@@ -1,4 +1,4 @@
-"""Command line: ``llmrank-graph export | rank | inspect | prune | backends``.
+"""Command line: ``llmrank-graph export | rank | inspect | prune | sweep | report | backends``.
 
 Examples::
 
@@ -19,11 +19,11 @@ import logging
 import sys
 
 from ..errors import LLMRankGraphError
-from . import backends, export, inspect, prune, rank
+from . import backends, export, inspect, prune, rank, report, sweep
 
 #: The subcommands, in the order ``--help`` lists them. Each module has ``add_parser(sub)``,
 #: which registers its arguments and sets ``func`` to its ``run(args) -> int``.
-COMMANDS = (export, rank, inspect, prune, backends)
+COMMANDS = (export, rank, inspect, prune, sweep, report, backends)
 
 
 def build_parser() -> argparse.ArgumentParser:
