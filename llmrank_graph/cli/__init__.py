@@ -17,9 +17,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 
-from ..errors import LLMRankGraphError
+from ..errors import FAILURE_EXIT_STATUS, LLMRankGraphError
 from . import backends, export, inspect, prune, rank, report, sweep
+
+#: Exit status after Ctrl-C (128 + SIGINT), as a shell reports it.
+INTERRUPTED_EXIT_STATUS = 130
 
 #: The subcommands, in the order ``--help`` lists them. Each module has ``add_parser(sub)``,
 #: which registers its arguments and sets ``func`` to its ``run(args) -> int``.
@@ -41,7 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status (2 for a usage error or a refused argument)."""
+    """Run the command line and return its exit status.
+
+    One error surface: every error the library raises on purpose
+    (:class:`~llmrank_graph.errors.LLMRankGraphError`) is printed as ``error: ...``, and the
+    status is its ``exit_status``: 2 for a usage or input error (as argparse's own), 1 for a
+    failure during the work (:class:`~llmrank_graph.errors.WorkFailedError`). The system
+    refusing (disk full, permission denied) and running out of memory print ``error: ...``
+    and exit 1; Ctrl-C exits 130, a SIGTERM during a write 143. Anything else is a bug: its
+    traceback is printed and the status is 1. ``-vv`` prints the traceback of every error.
+    """
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -51,11 +64,37 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if args.verbose == 0:
         logging.getLogger("llmrank_graph").setLevel(logging.INFO)
+    debug = args.verbose >= 2
     try:
         return args.func(args)
-    except (LLMRankGraphError, ValueError, FileNotFoundError, FileExistsError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except LLMRankGraphError as e:
+        return _error(str(e), e.exit_status, debug)
+    except KeyboardInterrupt:
+        return _error("interrupted", INTERRUPTED_EXIT_STATUS, debug)
+    except OSError as e:  # not a bug: the system refused (ENOSPC, EACCES, EIO ...)
+        return _error(str(e), FAILURE_EXIT_STATUS, debug)
+    except MemoryError as e:
+        return _error(f"out of memory{f' ({e})' if str(e) else ''}", FAILURE_EXIT_STATUS, debug)
+    except Exception as e:
+        if _out_of_gpu_memory(e):
+            return _error(f"out of GPU memory: {e}", FAILURE_EXIT_STATUS, debug)
+        traceback.print_exc()
+        print(f"error: {type(e).__name__}: {e}\nThis is a bug in llmrank_graph; please report it with the "
+              "traceback above.", file=sys.stderr)
+        return FAILURE_EXIT_STATUS
+
+
+def _error(message: str, status: int, traceback_too: bool) -> int:
+    if traceback_too:
+        traceback.print_exc()
+    print(f"error: {message}", file=sys.stderr)
+    return status
+
+
+def _out_of_gpu_memory(e: Exception) -> bool:
+    import torch
+
+    return isinstance(e, torch.cuda.OutOfMemoryError)
 
 
 if __name__ == "__main__":
