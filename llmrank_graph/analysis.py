@@ -1139,9 +1139,10 @@ def _render_text(rep: InspectReport, width: int) -> str:
         out.append(f"  note: {note}")
     out.append("")
     tn = rep.top_neurons
+    tn = tn[~tn.score.map(lambda nm: rep.sources.get(nm, "").startswith("baseline"))]  # CSV/JSON have all
     if len(tn):
         kk = int(tn["rank"].max())
-        out.append(f"top {kk} intermediate neurons per layer (index):")
+        out.append(f"top {kk} intermediate neurons per layer (index), per centrality:")
         for name, g in tn.groupby("score", sort=False):
             out.append(f"  {name}:")
             for layer, gl in g.groupby("layer"):
@@ -1191,9 +1192,9 @@ def _render_text(rep: InspectReport, width: int) -> str:
                                                        g.sort_values("share", ascending=False).head(5).itertuples()))
             lines = []
             for layer, gl in g.groupby("layer"):
-                i = gl[gl.kind == "intermediate"].share.sum()
-                h = gl[gl.kind == "hidden"].share.sum()
-                lines.append(f"L{layer} {i:.3f}/{h:.3f}")
+                i, h = gl[gl.kind == "intermediate"], gl[gl.kind == "hidden"]
+                lines.append(f"L{layer} {f'{i.share.sum():.3f}' if len(i) else '-'}/"
+                             f"{f'{h.share.sum():.3f}' if len(h) else '-'}")
             out.extend(_wrap(lines, width, "  "))
             out.append("")
     if rep.paths is not None:
@@ -1254,11 +1255,17 @@ def _plots(rep: InspectReport, out: Path) -> list[Path]:
         heat = _layer_means(rep, layers)
         if heat is not None:
             fig, ax = plt.subplots(figsize=(max(6, 0.25 * len(layers) + 3), 0.45 * len(heat) + 1.5))
-            im = ax.imshow(heat.to_numpy(), aspect="auto", cmap="viridis")
+            with np.errstate(divide="ignore", invalid="ignore"):
+                # log2 of the ratio: one outlying layer (forward Katz grows with depth) keeps the others visible
+                rel = np.log2(heat.to_numpy(dtype=float))
+            rel[~np.isfinite(rel)] = np.nan
+            lim = min(float(np.nanmax(np.abs(rel))), 3.0) if np.isfinite(rel).any() else 1.0
+            im = ax.imshow(rel, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim)
             ax.set_yticks(range(len(heat)), heat.index)
             ax.set_xticks(range(len(layers)), layers, fontsize=7)
             ax.set_xlabel("layer")
-            fig.colorbar(im, ax=ax, label="mean score of the layer's neurons / mean over all layers")
+            fig.colorbar(im, ax=ax, extend="both",
+                         label="log2(layer mean / mean over all layers), clipped at +-3")
             ax.set_title("mean centrality per layer (intermediate neurons)")
             fig.tight_layout()
             written.append(_save(fig, out / "centrality_heatmap.png"))
