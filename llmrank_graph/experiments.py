@@ -806,12 +806,12 @@ def _open_directory(directory: Path, grid: Grid, extend: bool) -> tuple[dict, bo
     if not directory.exists():
         return fresh, True
     if not directory.is_dir():
-        raise OutputExistsError(f"`--out` {str(directory)!r} exists and is not a directory")
+        raise OutputExistsError(f"results directory {str(directory)!r} exists and is not a directory")
     grid_file = directory / GRID_FILE
     if not grid_file.is_file():
         if any(p for p in directory.iterdir() if not p.name.startswith(".")):
-            raise OutputExistsError(f"`--out` {str(directory)!r} is not empty and holds no {GRID_FILE}: it is not a "
-                                    "sweep results directory; choose another directory")
+            raise OutputExistsError(f"results directory {str(directory)!r} is not empty and holds no {GRID_FILE}: it is "
+                                    "not a sweep results directory; choose another directory")
         return fresh, True
     try:
         stored = json.loads(grid_file.read_text(encoding="utf-8"))
@@ -826,7 +826,8 @@ def _open_directory(directory: Path, grid: Grid, extend: bool) -> tuple[dict, bo
         return stored, False
     if not extend:
         raise InvalidArgumentError(
-            f"`--out` {str(directory)!r} holds results of a different grid ({_differences(entry['grid'], grids[-1]['grid'])}); "
+            f"results directory {str(directory)!r} holds results of a different grid "
+            f"({_differences(entry['grid'], grids[-1]['grid'])}); "
             "pass --extend (extend=True) to add this grid's runs to it, or choose another directory")
     stored["grids"] = grids + [entry]
     return stored, True
@@ -838,16 +839,17 @@ def _version() -> str:
     return __version__
 
 
-def _environment(device) -> dict[str, Any]:
+def _environment(model) -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
     import transformers
 
     env = {"llmrank_graph": _version(), "torch": torch.__version__, "transformers": transformers.__version__,
-           "python": platform.python_version(), "device": str(device), "threads": torch.get_num_threads()}
+           "python": platform.python_version(), "device": str(next(model.parameters()).device),
+           "threads": torch.get_num_threads()}
     try:
-        from importlib.metadata import version
-
         env["lm_eval"] = version("lm_eval")
-    except Exception:  # noqa: BLE001 - not installed
+    except PackageNotFoundError:
         pass
     return env
 
@@ -991,7 +993,7 @@ def _execute(run: RunConfig, ctx: _ModelContext, directory: Path, grid: Grid, ma
         "dense_perplexity": ctx.dense["perplexity"], "dense_tasks": ctx.dense["tasks"],
         "shared_times": {"load": ctx.load_seconds, "calibrate": ctx.calibrate_seconds,
                          "dense_evaluation": ctx.dense["seconds"]},
-        "calibration_reused": ctx.calibration_reused, "seed": run.seed, "environment": _environment(device),
+        "calibration_reused": ctx.calibration_reused, "seed": run.seed, "environment": _environment(ctx.model),
     }
     times: dict[str, float] = {}
     t = time.perf_counter()

@@ -192,7 +192,8 @@ def _figure(nplots: int, width: float = 5.2, height: float = 3.8, ncols: int | N
 
     ncols = ncols or min(nplots, 3)
     nrows = math.ceil(nplots / ncols)
-    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    # at least 7 inches wide, so that the title of a one-panel figure fits
+    fig = Figure(figsize=(max(width * ncols, 7.0), height * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax in axes[nplots:]:
         ax.set_visible(False)
@@ -322,6 +323,7 @@ th { background: #f2f2f2; } b.best { color: #000; } td.l, th.l { text-align: lef
 tr.dense td { color: #555; font-style: italic; }
 img { max-width: 100%; height: auto; border: 1px solid #eee; margin: 0.5em 0; }
 code { background: #f5f5f5; padding: 0 0.2em; } .note { color: #555; }
+div.wide { overflow-x: auto; }
 """
 
 
@@ -411,9 +413,10 @@ def _speed_table(g) -> str:
                      ratio(d["params_total_dense"], d["params_total_pruned"]),
                      f"{r.dense_tokens_per_s:.0f}", f"{r.pruned_tokens_per_s:.0f}", f"{r.speedup:.2f}",
                      _e(_fmt(r.dense_perplexity)), _e(_fmt(r.perplexity))])
-    return _table(["method", "allocation", "how", "mode", "removed", "MLP params dense", "MLP params pruned",
-                   "total dense", "total pruned", "total ratio", "tokens/s dense", "tokens/s pruned", "speedup",
-                   "perplexity dense", "perplexity pruned"], rows, left=4)
+    return '<div class="wide">' + _table(
+        ["method", "allocation", "how", "mode", "removed", "MLP params dense", "MLP params pruned", "total dense",
+         "total pruned", "total ratio", "tokens/s dense", "tokens/s pruned", "speedup", "perplexity dense",
+         "perplexity pruned"], rows, left=4) + "</div>"
 
 
 def write_report(directory: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
