@@ -11,8 +11,7 @@ thousand nodes and tens of thousands of edges. :func:`to_networkx` keeps:
    default ``"auto"`` as many per node as keep the total within :data:`VIEW_EDGE_BUDGET`.
 
 The defaults (:data:`VIEW_TOP_NODES` per partition, the budget) keep a tiny test model whole
-and cut the SmolLM2-135M graph (63,936 nodes, 53M edges) to 3,904 nodes and under 50,000
-edges. Asking for more than :data:`VIEW_EDGE_LIMIT` edges is refused unless ``force=True``,
+and cut the SmolLM2-135M graph (63,936 nodes, 53M edges) to 3,904 nodes and 49,920 edges. Asking for more than :data:`VIEW_EDGE_LIMIT` edges is refused unless ``force=True``,
 with a message that says how to threshold.
 
 Nodes carry ``layer, kind, index, partition, label``, the ``activation`` when the graph has
