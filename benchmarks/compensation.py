@@ -21,6 +21,7 @@ Modes:
         # the ridge, measured on validation windows of the *calibration* articles that the fit
         # never saw (blocks --n-samples.. of that stream), not on the evaluation text
     python benchmarks/compensation.py --memory              # peak RSS: one-shot vs sequential
+    python benchmarks/compensation.py --variants            # graph variants under --compensations
 
 Results: stdout, ``--out/<name>.csv`` (one row per run) and ``--out/<name>.md`` (tables).
 """
@@ -171,6 +172,103 @@ def grid(r: Runner, args) -> None:
                     r.run("grid", method, pname, allocation, amount, comp, ridge, build)
 
 
+# ----------------------------------------------------------------------------- graph variants
+def centred_stats(stats):
+    """Stats whose intermediate nodes (down_proj inputs) carry sqrt(n Var(h_j)) instead of ||h_j||."""
+    from llmrank_graph.calibration import ActivationStats, ModuleStats
+
+    mods = {}
+    for name, st in stats.items():
+        if st.input_gram is not None:  # a down projection
+            centred = (st.input_sumsq - st.input_sum ** 2 / st.n_tokens).clamp_min(0)
+            st = ModuleStats(centred, st.output_sumsq, st.input_batch_norm_sum, st.output_batch_norm_sum,
+                             st.n_batches, st.n_tokens, st.input_sum, None)
+        mods[name] = st
+    return ActivationStats(mods, dict(stats.meta))
+
+
+def _criteria(model, stats, which: str) -> dict[int, torch.Tensor]:
+    """Per-layer non-negative criteria in norm units: sqrt(fluctuation) or sqrt(single-removal OBS cost)."""
+    from llmrank_graph.architectures import mlp_layers
+    from llmrank_graph.compensation import _cholesky, fluctuation, relative_damp
+
+    out = {}
+    for mlp in mlp_layers(model):
+        s = stats[mlp.down_name]
+        w = mlp.weight("down").detach().double()
+        if which == "fluctuation":
+            v = fluctuation(w, s.input_variance)
+        else:
+            g = s.input_second_moment
+            h = g + relative_damp(g, DEFAULT_RIDGE) * torch.eye(g.shape[0], dtype=g.dtype)
+            v = w.square().sum(0) / torch.cholesky_inverse(_cholesky(h)).diagonal()
+        out[mlp.layer] = v.clamp_min(0).sqrt()
+    return out
+
+
+def _teleport(graph, criteria: dict[int, torch.Tensor]):
+    """The graph's activation teleport with each layer's intermediate part replaced by ``criteria``,
+    rescaled to the same total per layer (the balance with the hidden nodes is kept)."""
+    import numpy as np
+
+    t = np.array(graph.activation, dtype=np.float64)
+    for part in graph.intermediate_partitions():
+        base = t[part.offset:part.stop]
+        v = criteria[part.layer].numpy()
+        t[part.offset:part.stop] = v * (base.sum() / v.sum())
+    return t
+
+
+def variant_masks(r: Runner, amount: float, allocation: str):
+    """name -> mask, for every graph variant (and budget hybrid) at one amount and allocation."""
+    from llmrank_graph.graph import export_graph
+    from llmrank_graph.masks import NeuronMask, prune_lowest
+    from llmrank_graph.scoring import PAGERANK_EXPORT
+
+    cache = r.__dict__.setdefault("_variant_scores", {})
+
+    def scores(name):
+        if name not in cache:
+            t = time.perf_counter()
+            if name == "pagerank":
+                cache[name] = score_neurons(r.model, r.stats, "pagerank")
+            elif name == "pagerank, fluctuation nodes":
+                cache[name] = score_neurons(r.model, centred_stats(r.stats), "pagerank")
+            elif name.startswith("pagerank, ") and "teleport" in name:
+                nodes = centred_stats(r.stats) if "fluctuation nodes" in name else r.stats
+                graph = export_graph(r.model, nodes, **PAGERANK_EXPORT.as_dict())
+                crit = _criteria(r.model, r.stats, "obs" if "OBS teleport" in name else "fluctuation")
+                cache[name] = score_neurons(r.model, nodes, "pagerank", graph=graph,
+                                            personalization=_teleport(graph, crit))
+            else:
+                cache[name] = score_neurons(r.model, r.stats, name)
+            print(f"scored {name} in {time.perf_counter() - t:.1f} s", flush=True)
+        return cache[name]
+
+    out = {}
+    for name in ("pagerank", "pagerank, fluctuation nodes", "pagerank, fluctuation teleport",
+                 "pagerank, OBS teleport", "pagerank, fluctuation nodes, OBS teleport"):
+        out[name] = allocate(scores(name), amount, allocation)
+    if allocation != "local":
+        budgets = allocate(scores("pagerank"), amount, allocation)
+        for inner in ("obs", "flap", "activation"):
+            s = scores(inner)
+            out[f"budgets: global pagerank, neurons: {inner}"] = NeuronMask(
+                {l: prune_lowest(s.intermediate[l], budgets.n_pruned(l)) for l in budgets.layers})
+    return out
+
+
+def variants(r: Runner, args) -> None:
+    for allocation in args.allocations.split(","):
+        for amount in (float(a) for a in args.amounts.split(",")):
+            for name, mask in variant_masks(r, amount, allocation).items():
+                for comp in args.compensations.split(","):
+                    def build(mask=mask, comp=comp):
+                        return apply_mask(copy.deepcopy(r.model), mask, "remove", compensate=comp, stats=r.stats,
+                                          ridge=args.ridge)
+                    r.run("variants", name, "-", allocation, amount, comp, args.ridge, build)
+
+
 def ridge_sweep(r: Runner, args) -> None:
     ridges = [float(x) for x in args.ridge_sweep.split(",")]
     for spec in args.scorers.split(","):
@@ -219,7 +317,7 @@ def markdown(csv_path: Path, dense: float | None) -> str:
     out = []
     if dense is not None:
         out.append(f"Dense perplexity {dense:.2f}.\n")
-    for table in ("grid", "ridge"):
+    for table in ("grid", "variants", "ridge"):
         sel = [r for r in rows if r["table"] == table]
         if not sel:
             continue
@@ -263,6 +361,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ridge", type=float, default=DEFAULT_RIDGE)
     ap.add_argument("--ridge-sweep", default=None, help="comma-separated ridges, measured on validation windows")
     ap.add_argument("--memory", action="store_true", help="peak memory of one-shot vs sequential lstsq")
+    ap.add_argument("--variants", action="store_true", help="graph variants and budget hybrids")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     ap.add_argument("--name", default="compensation")
     args = ap.parse_args(argv)
@@ -277,7 +376,10 @@ def main(argv=None) -> int:
         ridge_sweep(r, args)
     else:
         r.run("grid", "dense", "-", "-", 0.0, "none", 0.0, lambda: r.model)
-        grid(r, args)
+        if args.variants:
+            variants(r, args)
+        else:
+            grid(r, args)
     dense = next((float(v["perplexity"]) for k, v in r.done.items() if k[1] == "dense"), None)
     md = markdown(r.csv_path, dense)
     (r.out / f"{args.name}.md").write_text(md + "\n")

@@ -563,3 +563,23 @@ def test_cli_defaults_are_the_library_defaults():
     assert tuple(opts["--compensate"].choices) == lg.pruning.COMPENSATIONS
     assert opts["--ridge"].default == sig["ridge"].default == DEFAULT_RIDGE
     assert opts["--sequential"].default is sig["sequential"].default is False
+
+
+def test_sequential_device_argument_on_the_same_device():
+    ids = _ids()
+    a, b = _llama(), _llama()
+    prune_model(a, None, "activation", 0.3, compensate="lstsq", sequential=True, input_ids=ids)
+    prune_model(b, None, "activation", 0.3, compensate="lstsq", sequential=True, input_ids=ids, device="cpu")
+    torch.testing.assert_close(_logits(a, ids), _logits(b, ids))
+
+
+@pytest.mark.gpu
+def test_sequential_on_the_gpu_with_the_model_in_cpu_memory():
+    # Each layer visits the GPU in turn; the model stays in CPU memory and ends there.
+    ids = _ids()
+    a, b = _llama(), _llama()
+    prune_model(a, None, "activation", 0.3, compensate="lstsq", sequential=True, input_ids=ids)
+    prune_model(b, None, "activation", 0.3, compensate="lstsq", sequential=True, input_ids=ids, device="cuda")
+    assert all(p.device.type == "cpu" for p in b.parameters())
+    assert intermediate_sizes(a) == intermediate_sizes(b)
+    torch.testing.assert_close(_logits(a, ids), _logits(b, ids), atol=1e-4, rtol=1e-4)
