@@ -1162,8 +1162,9 @@ class EigenvectorScorer(_GraphScorer):
     mode, gate, residual, weighting, keep
         Graph options (:class:`~llmrank_graph.graph.ExportOptions`); by default the plain
         export :data:`~llmrank_graph.graph.DEFAULT_EXPORT`.
-    backend, tol, max_iter, nstart
-        Passed to :func:`llmrank_graph.centrality.eigenvector`, with its defaults.
+    backend, tol, max_iter, nstart, directed
+        Passed to :func:`llmrank_graph.centrality.eigenvector`, with its defaults
+        (``directed=True`` is refused there: the whole-MLP graph is a DAG).
     graph : MLPGraph, optional
         A graph exported with the scorer's graph options.
     prune_hidden : bool
@@ -1181,16 +1182,18 @@ class EigenvectorScorer(_GraphScorer):
                  residual: float = DEFAULT_EXPORT.residual, weighting: str = DEFAULT_EXPORT.weighting,
                  keep: int | float | None = DEFAULT_EXPORT.keep, backend: str = _EIGENVECTOR_FN["backend"],
                  tol: float = _EIGENVECTOR_FN["tol"], max_iter: int = _EIGENVECTOR_FN["max_iter"],
-                 nstart=_EIGENVECTOR_FN["nstart"], graph: MLPGraph | None = None, prune_hidden: bool = False):
+                 nstart=_EIGENVECTOR_FN["nstart"], directed: bool = _EIGENVECTOR_FN["directed"],
+                 graph: MLPGraph | None = None, prune_hidden: bool = False):
         self.tol = tol
         self.max_iter = max_iter
         self.nstart = nstart
+        self.directed = directed
         super().__init__(mode=mode, gate=gate, residual=residual, weighting=weighting, keep=keep, backend=backend,
                          graph=graph, prune_hidden=prune_hidden)
 
     def _centrality(self, graph):
         return _centrality.eigenvector(graph, backend=self.backend, tol=self.tol, max_iter=self.max_iter,
-                                       nstart=self.nstart)
+                                       nstart=self.nstart, directed=self.directed)
 
 
 @register_scorer
