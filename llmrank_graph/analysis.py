@@ -1198,7 +1198,7 @@ def _render_text(rep: InspectReport, width: int) -> str:
             out.extend(_wrap(lines, width, "  "))
             out.append("")
     if rep.paths is not None:
-        out.append(f"heaviest paths (product of w(u,v)/s(u)):")
+        out.append("heaviest paths (product of w(u,v)/s(u)):")
         for r in rep.paths.itertuples(index=False):
             hops = " -> ".join(f"{'H' if kind == 'hidden' else 'I'}{layer}:{idx}" for layer, kind, idx in r.path)
             out.append(f"  #{r.rank} score {r.score:.4g} ({r.length} edges): {hops}")

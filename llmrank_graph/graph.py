@@ -30,9 +30,7 @@ import pandas as pd
 import torch
 
 from ._checks import check_bool, check_choice, check_keep, check_residual, fail_type
-from ._io import atomic_directory
 from ._optional import require_cudf, require_dask_cudf
-from ._version import __version__
 from .architectures import MLPModules, check_finite_weights, mlp_layers
 from .blocks import Block, DiagonalBlock, Partition, SparseBlock, WeightBlock
 from .errors import FileFormatError, InvalidArgumentError

@@ -31,7 +31,7 @@ def test_inspect_real_model(real_graph, tmp_path):
     # the model's baselines: what the graph gives for activation equals score_neurons
     act = A.baseline_scores(g, ["activation"])["activation"]
     p = g.intermediate_partitions()[7]
-    np.testing.assert_allclose(act[p.offset:p.stop], stats.input_norm(f"model.layers.7.mlp.down_proj").numpy(),
+    np.testing.assert_allclose(act[p.offset:p.stop], stats.input_norm("model.layers.7.mlp.down_proj").numpy(),
                                rtol=1e-6)
     c = rep.correlations
     overall = c[c.scope == "all"].set_index(["a", "b"])
