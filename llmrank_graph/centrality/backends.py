@@ -17,15 +17,15 @@ import inspect
 import logging
 
 from .._checks import fail, fail_type
-from .._optional import (GPU_EXTRA, BackendUnavailableError, cuda_available, cupy_available,
+from .._optional import (GPU_EXTRA, BackendUnavailableError, cuda_available, cuda_free_memory, cupy_available,
                          has_module, require_cudf)
 from ..errors import InvalidArgumentError, LLMRankGraphError
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["Backend", "register_backend", "get_backend", "backends", "backend_names", "select_backend",
-           "BackendUnavailableError", "NoBackendError", "AUTO_ORDER", "cuda_available", "cupy_available",
-           "require_cudf", "GPU_EXTRA"]
+           "BackendUnavailableError", "NoBackendError", "AUTO_ORDER", "cuda_available", "cuda_free_memory",
+           "cupy_available", "require_cudf", "GPU_EXTRA"]
 
 _has_module = has_module  # the backends look modules up through this name (tests replace it)
 
