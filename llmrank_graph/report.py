@@ -30,6 +30,7 @@ import logging
 import math
 import os
 import re
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -200,6 +201,11 @@ def _figure(nplots: int, width: float = 5.2, height: float = 3.8, ncols: int | N
     return fig, axes[:nplots]
 
 
+def _suptitle(fig, title: str) -> None:
+    """The figure's title, wrapped to its width (about 11 characters per inch at the default size)."""
+    fig.suptitle("\n".join(textwrap.wrap(title, width=max(20, int(fig.get_figwidth() * 11)))))
+
+
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
@@ -236,7 +242,7 @@ def _quality_figure(dm, metric: str, dense_col: str, ylabel: str, colors: dict, 
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")
-    fig.suptitle(title)
+    _suptitle(fig, title)
     return fig
 
 
@@ -260,7 +266,7 @@ def _layers_figure(runs: list[dict], colors: dict, title: str):
         ax.set_ylim(0, 1.05)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")
-    fig.suptitle(title)
+    _suptitle(fig, title)
     return fig
 
 
@@ -287,7 +293,7 @@ def _scores_figure(runs: dict[str, dict], title: str):
         ax.set_ylabel("score / layer mean (5-25-50-75-95%)")
         ax.tick_params(axis="x", labelsize="x-small")
         ax.grid(True, alpha=0.3, axis="y")
-    fig.suptitle(title)
+    _suptitle(fig, title)
     return fig
 
 
@@ -307,7 +313,7 @@ def _correlation_figure(corr: dict, title: str):
             ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize="x-small",
                     color="white" if abs(m[i, j]) > 0.6 else "black")
     fig.colorbar(im, ax=ax, label="Spearman, all layers (each divided by its mean)")
-    ax.set_title(title)
+    ax.set_title("\n".join(textwrap.wrap(title, width=max(20, int(fig.get_figwidth() * 9)))))
     return fig
 
 

@@ -42,8 +42,11 @@ def _listed(values) -> str:
 def add_parser(sub) -> None:
     """Add this command to the ``llmrank-graph`` subparsers."""
     p = sub.add_parser("sweep", help="run a benchmark grid (methods x amounts x ...) into a results directory",
-                       description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="\n\n".join(__doc__.split("\n\n")[1:3]))
+                       description="Run a benchmark grid into a results directory: one JSON per run, results.csv "
+                                   "and .parquet; a rerun skips every finished run.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n" + __doc__.split("Examples::\n\n")[1].split("\n\n")[0] +
+                              "\n\nLists are space-separated. docs/benchmarking.md has the details.")
     p.add_argument("--out", required=True, metavar="DIR", help="results directory (created; reruns resume it)")
     p.add_argument("--grid", metavar="FILE.toml", default=None,
                    help="read the grid from a TOML file; options given here override its values")
