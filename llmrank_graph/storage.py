@@ -51,7 +51,7 @@ from ._checks import check_bool, fail, fail_type
 from ._io import atomic_directory, atomic_file, write_json_atomic
 from ._version import __version__
 from .blocks import Block, Partition, SparseBlock, WeightBlock
-from .centrality._result import CentralityResult
+from ._result import CentralityResult
 from .errors import InvalidArgumentError, MissingInputError
 
 logger = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ import torch
 from ._checks import check_bool, check_float, check_positive_int, fail, fail_type
 from ._io import atomic_file
 from ._optional import has_module
-from .centrality._result import CentralityResult
+from ._result import CentralityResult
 from .errors import InvalidArgumentError, MissingDependencyError
 
 logger = logging.getLogger(__name__)

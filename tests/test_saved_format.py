@@ -197,11 +197,14 @@ def test_save_pruned_argument_types(tmp_path):
 
 # ----------------------------------------------------------------------------- stage order
 # Lower stages never import higher ones (the base modules sit below every stage).
-_STAGES = ["architectures", "saved_format", "models", "data", "calibration", "graph", "centrality", "scoring",
-           "masks", "pruning", "evaluation", "cli"]
-_BASE = {"errors", "_checks", "_io", "_version", "_optional"}
-_CHECKED = ["architectures", "saved_format", "models", "data", "calibration", "masks", "pruning", "evaluation",
-            "_io"]
+_STAGES = ["architectures", "saved_format", "models", "data", "calibration", "compensation", "_fused",
+           "_edge_weights", "blocks", "viewer", "storage", "graph", "streaming", "centrality", "analysis", "scoring",
+           "masks", "sequential", "pruning", "evaluation", "experiments", "report", "cli"]
+_BASE = {"errors", "_checks", "_io", "_version", "_optional", "_result"}
+# Not yet checked: graph/storage/viewer/analysis and sequential/pruning still import each other
+# lazily (inside functions); centrality and cli are packages.
+_CHECKED = [m for m in _STAGES if m not in ("graph", "storage", "viewer", "analysis", "sequential", "centrality",
+                                            "cli")] + ["_io", "_result"]
 
 
 def _package_imports(module: str) -> set[str]:

@@ -40,7 +40,7 @@ from .._optional import GPU_EXTRA, cuda_available
 from ..errors import WorkFailedError
 from . import backends as _backends
 from ._kernels import ConvergenceError
-from ._result import exact_result, iterated_result
+from .._result import exact_result, iterated_result
 from .backends import Backend, _has_module, register_backend
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ import logging
 import numpy as np
 
 from .._checks import check_choice, check_finite_array, check_float, check_positive_int, check_unit, fail, fail_type
-from ._result import CentralityResult
+from .._result import CentralityResult
 from .backends import run
 
 logger = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ from .._optional import cuda_available
 from ..blocks import Block
 from ..errors import InvalidArgumentError
 from ._kernels import perron_vector
-from ._result import exact_result, iterated_result
+from .._result import exact_result, iterated_result
 from .backends import Backend, register_backend
 
 logger = logging.getLogger(__name__)

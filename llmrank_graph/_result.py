@@ -1,3 +1,5 @@
+"""The one result type of every centrality backend (below the graph, so storage and viewers can take it)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -5,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..errors import InvalidArgumentError
+from .errors import InvalidArgumentError
 
 
 @dataclass(frozen=True)
