@@ -267,7 +267,11 @@ def test_save_refuses_existing_dir(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(FileExistsError, match="is not a directory"):
         save_pruned(model, None, tmp_path / "file", overwrite=True)
-    save_pruned(model, None, tmp_path / "exists", overwrite=True)
+    # --overwrite replaces only a directory that save_pruned wrote; anything else needs force
+    with pytest.raises(ValueError, match="was not written by save_pruned"):
+        save_pruned(model, None, tmp_path / "exists", overwrite=True)
+    assert (tmp_path / "exists" / "keep.txt").read_text() == "x"
+    save_pruned(model, None, tmp_path / "exists", overwrite=True, force=True)
     assert not (tmp_path / "exists" / "keep.txt").exists()
     assert (tmp_path / "exists" / "config.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exists", "file"]
