@@ -2,30 +2,40 @@
 
 A weight block's matrix is ``M = combine(|W0|, |W1|) * col_scale[None, :]`` (shape (r, c)).
 The exact DAG sweep needs ``M @ v``, ``M.T @ v`` (``v`` float64 with k = 1 or 2 columns) and
-the row and column sums of ``M``. Copying ``|W|`` to float64 and calling a BLAS product
-reads and writes every weight several times; the kernels here read each weight once, apply
-the edge-weight rule in registers (well, in an L1-resident buffer of four rows) and
-accumulate in float64.
+the row and column sums of ``M``. Copying ``|W|`` to float64 for a BLAS product reads and
+writes every weight several times; the kernels here read each weight once, apply the
+edge-weight rule on the way and accumulate in float64.
 
 The edge-weight rule, bit for bit the one every backend uses: each weight is converted to
 float32 (exact for bf16/fp16), its absolute value taken in float32; ``'sum'`` adds the two in
 float32, ``'max'`` takes their maximum in float32 (NaN propagates, as ``torch.maximum``);
 the result is multiplied by ``col_scale.to(float32)`` in float32. Only then is it widened to
 float64 and accumulated. Only the order of the float64 accumulation differs from a dense
-reference, so results agree to rounding.
+reference, so results agree to rounding (and exactly when nothing is accumulated).
 
-The kernels are numba ``@njit(nogil=True, cache=True)`` functions run on a few Python
-threads (the optional extra ``fast = ["numba>=0.59"]``). Everything they do not cover -- no numba, CUDA tensors, weights
-that are not fp32/bf16/fp16, ``v`` not float64, k > 2 -- runs a pure torch path with the same
-semantics, and the reason is logged at DEBUG level. ``use_kernel = False`` forces that path.
+Three paths, one semantics:
+
+* CPU: numba ``@njit(nogil=True, cache=True)`` kernels run on a few Python threads (the
+  optional extra ``fast = ["numba>=0.60"]``);
+* CUDA: Triton kernels, when triton imports (it ships with CUDA builds of torch);
+* anything else -- no numba, weights that are not fp32/bf16/fp16, ``v`` not float64, k > 2,
+  tensors on two devices -- a pure torch path (row chunks of ``M`` in float32, widened), the
+  reason logged at DEBUG level. ``use_kernel = False`` forces it.
+
+``unsupported(...)`` says which calls the kernels take; ``fused_available(device)`` whether
+they run here at all. A kernel that fails to compile or run is reported once (WARNING) and
+the torch path used from then on.
 
 This module imports nothing from the package except :mod:`llmrank_graph.errors`. Importing it
-imports numba when installed (about 0.3 s); the first call of each kernel in a fresh process
-loads it from numba's on-disk cache, or compiles it once per machine when there is none.
+imports numba when installed (about 0.3 s). The first call for each weight dtype in a fresh
+process loads the compiled kernels from numba's on-disk cache (``__pycache__`` beside this
+file, or ``NUMBA_CACHE_DIR``), well under a second; with no cache they compile, about 7 s of
+CPU per dtype, once per machine and version of this file.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -56,6 +66,10 @@ _CHUNK_ELEMS = 1 << 18
 
 # Below this many elements a block runs on one thread: waking the pool costs more.
 _MIN_ELEMS_PER_THREAD = 1 << 16
+
+# Rows are handed to the kernel's workers in chunks of about this many elements (a multiple of
+# four rows): small enough to balance them, large enough that the atomic counter costs nothing.
+_JOB_CHUNK_ELEMS = 1 << 14
 
 # The storage dtypes the kernels read, keyed by torch dtype: the numpy dtype the tensor is
 # viewed as. bf16 and fp16 travel as raw 16-bit patterns, told apart by their numpy type
@@ -185,7 +199,9 @@ def _route(ws: list[torch.Tensor], col_scale: torch.Tensor | None,
     return (kind, None) if reason is None else (None, reason)
 
 
+@functools.lru_cache(maxsize=None)
 def _kernel_key(kind: str, dtype: torch.dtype) -> str:
+    """``'numba:bfloat16'``: the key of a kernel in ``_broken`` (cached: it is on the hot path)."""
     return f"{kind}:{str(dtype).replace('torch.', '')}"
 
 
@@ -438,19 +454,24 @@ _NO_PART = np.zeros((1, 1, 0), np.float64)
 _NO_V = np.zeros((1, 0), np.float64)
 
 
-def _run(mode, nt, *args):
-    """Run ``_job`` on ``nt`` row ranges: range 0 here, the others on the pool's threads.
+def _run(mode, nt, s0, *args):
+    """Run ``_job`` on ``nt`` workers: this thread and ``nt - 1`` of the pool's threads.
 
     Plain Python threads rather than numba's ``parallel=True``: the jobs release the GIL
-    (``nogil``), a parallel wrapper tripled the first compile (~12 s more per dtype), and
-    numba's default workqueue pool aborts the process when two Python threads launch at once.
+    (``nogil``); a ``prange`` wrapper tripled the first compile (~12 s more per dtype), ran
+    2.5x slower on a loaded machine (its workers spin), and numba's default workqueue pool
+    aborts the process when two Python threads launch at once. A pool thread takes ~25-40 us
+    to wake; rows are handed out in chunks at run time, so this thread does more meanwhile.
     """
+    rows, cols = s0.shape
+    counter = np.zeros(1, np.int64)
+    chunk = max(_ROWS, (_JOB_CHUNK_ELEMS // max(cols, 1)) // _ROWS * _ROWS)
     if nt == 1:
-        _job(mode, 0, 1, *args)
+        _job(mode, 0, counter, chunk, s0, *args)
         return
-    futures = [_pool().submit(_job, mode, t, nt, *args) for t in range(1, nt)]
+    futures = [_pool().submit(_job, mode, t, counter, chunk, s0, *args) for t in range(1, nt)]
     try:
-        _job(mode, 0, nt, *args)
+        _job(mode, 0, counter, chunk, s0, *args)
     finally:
         for f in futures:
             f.result()
@@ -521,21 +542,32 @@ def _kernel_sums(ws, combine, col_scale):
 # --------------------------------------------------------------------------------------------
 # The numba kernels
 # --------------------------------------------------------------------------------------------
-# Work is split into ``nt`` contiguous row ranges, one per thread (see _run), so the thread
-# count follows torch's setting without touching numba's global one. Each thread
-# decodes four storage rows at a time into a float32 buffer that stays in L1 (the rule, in
-# separate tight passes that LLVM vectorises), then accumulates from that buffer in float64.
-# The four-row block lets one load of v (forward) or of the partial sums (transpose) serve four
-# rows, and a software prefetch of the next block overlaps memory with the arithmetic (the
-# hardware prefetcher alone left half the bandwidth unused in measurements).
+# Rows of the storage are handed out in chunks to ``nt`` workers (this thread and pool
+# threads, see _run), so the thread count follows torch's setting without touching numba's
+# global one. A worker processes four rows at a time, so that one load of v (forward) or of
+# the partial sums (transpose) serves four rows, and prefetches the next four in software (the
+# hardware prefetcher alone left much of the bandwidth unused in measurements). Two ways:
 #
-# fastmath is off everywhere except for the float64 reductions of the forward product and the
-# row sums, which carry only 'reassoc': without it a reduction cannot be vectorised, and
-# reassociating a float64 sum changes nothing but the order of accumulation. The edge weights
-# themselves are computed in functions without any fastmath flag, and numba compiles each
-# function with its own flags (no ``inline='always'``, which would drop them).
+# * fused (one weight, no scale or a per-row one): the rule is applied inside the float64
+#   accumulation loop (_fdot4, _fdot4x2, _faxpy4, _fsums4), the weights read straight from
+#   their storage;
+# * general ('sum', 'max', a per-column scale, the last partial block): the rule is applied
+#   into a float32 buffer of four rows that stays in L1 (_decode), one tight pass per step,
+#   then the buffer is accumulated (_dot4, _dot4x2, _axpy4, _rowsum4/_colsum4).
+#
+# Edge weights are computed in functions without fastmath flags (_decode, _edge). The float64
+# accumulation carries 'reassoc' (a reduction cannot be vectorised without it) and 'contract'
+# (FMA): both change only the rounding of the accumulation. Numba compiles each function with
+# its own flags and LLVM keeps them per instruction when it inlines; ``inline='always'``
+# (numba-level inlining) would drop them, so it is not used.
 
 _ROWS = 4  # rows decoded per block
+
+# Flags of the float64 accumulation: 'reassoc' lets a reduction vectorise, 'contract' lets
+# multiply-add become one FMA (one rounding instead of two). Neither reaches an edge weight:
+# those are computed in functions without flags (_decode, _edge), and LLVM keeps each
+# instruction's own flags when it inlines.
+_ACCUMULATE = {"reassoc", "contract"}
 
 if _nb is not None:
     from llvmlite import ir as _ir
@@ -575,6 +607,25 @@ if _nb is not None:
         return _types.float32(x), codegen
 
     @_intrinsic
+    def _wide_vectors(typingctx):
+        """Let LLVM use 512-bit vectors in the calling function (a hint, moot without AVX-512).
+
+        LLVM's tuning for recent Intel CPUs prefers 256-bit vectors; these loops ran about 10%
+        faster with 512 (Sapphire Rapids, fp32 and bf16). llvmlite has no API for string
+        function attributes, so they go into its attribute set directly; should that ever
+        fail, the hint is skipped.
+        """
+        def codegen(context, builder, sig, args):
+            try:
+                attrs = builder.function.attributes
+                set.add(attrs, '"prefer-vector-width"="512"')
+                set.add(attrs, '"min-legal-vector-width"="512"')
+            except Exception:  # noqa: BLE001 - a performance hint only
+                pass
+            return context.get_dummy_value()
+        return _types.void(), codegen
+
+    @_intrinsic
     def _prefetch(typingctx, arr, i, j):
         """Prefetch the cache line of ``arr[i, j]`` into all cache levels (a hint, never faults)."""
         sig = _types.void(arr, _types.intp, _types.intp)
@@ -591,9 +642,25 @@ if _nb is not None:
             return context.get_dummy_value()
         return sig, codegen
 
+    @_intrinsic
+    def _fetch_add(typingctx, arr, val):
+        """Atomically add ``val`` to ``arr[0]`` (int64) and return the value before: a work counter."""
+        sig = _types.int64(arr, _types.int64)
+
+        def codegen(context, builder, sig, args):
+            aryty = sig.args[0]
+            ary = context.make_array(aryty)(context, builder, args[0])
+            ptr = _cgutils.get_item_pointer(context, builder, aryty, ary, [context.get_constant(_types.intp, 0)],
+                                            wraparound=False)
+            # Monotonic is enough: the counter only hands out disjoint rows; the results are
+            # published by the futures' join.
+            return builder.atomic_rmw("add", ptr, args[1], "monotonic")
+        return sig, codegen
+
     @_njit(cache=True, nogil=True, boundscheck=False)
     def _decode(s0, s1, i, comb, scale, smode, b):
         """Row ``i`` of the edge matrix into ``b`` (float32): the rule, one pass per step."""
+        _wide_vectors()
         r0 = s0[i]
         n = b.shape[0]
         if comb == 0:
@@ -639,9 +706,10 @@ if _nb is not None:
                 for j in range(0, n, step):
                     _prefetch(s1, q, j)
 
-    @_njit(fastmath={"reassoc"}, cache=True, nogil=True, boundscheck=False)
+    @_njit(fastmath=_ACCUMULATE, cache=True, nogil=True, boundscheck=False)
     def _dot4(buf, v, acc):
         """acc[q] = sum_j float64(buf[q, j]) * v[j] for the four rows of the block."""
+        _wide_vectors()
         b0, b1, b2, b3 = buf[0], buf[1], buf[2], buf[3]
         a0 = 0.0
         a1 = 0.0
@@ -658,9 +726,10 @@ if _nb is not None:
         acc[2] = a2
         acc[3] = a3
 
-    @_njit(fastmath={"reassoc"}, cache=True, nogil=True, boundscheck=False)
+    @_njit(fastmath=_ACCUMULATE, cache=True, nogil=True, boundscheck=False)
     def _dot4x2(buf, v, w, acc):
         """As _dot4 for two vectors: acc[q] with v, acc[4 + q] with w, one read of the block."""
+        _wide_vectors()
         b0, b1, b2, b3 = buf[0], buf[1], buf[2], buf[3]
         a0 = 0.0
         a1 = 0.0
@@ -694,15 +763,17 @@ if _nb is not None:
         acc[6] = c2
         acc[7] = c3
 
-    @_njit(cache=True, nogil=True, boundscheck=False)
+    @_njit(fastmath=_ACCUMULATE, cache=True, nogil=True, boundscheck=False)
     def _axpy4(p, buf, a0, a1, a2, a3):
         """p[j] += sum_q float64(buf[q, j]) * a_q: elementwise, vectorised without fastmath."""
+        _wide_vectors()
         b0, b1, b2, b3 = buf[0], buf[1], buf[2], buf[3]
         for j in range(p.shape[0]):
             p[j] += (np.float64(b0[j]) * a0 + np.float64(b1[j]) * a1) + (np.float64(b2[j]) * a2 + np.float64(b3[j]) * a3)
 
-    @_njit(fastmath={"reassoc"}, cache=True, nogil=True, boundscheck=False)
+    @_njit(fastmath=_ACCUMULATE, cache=True, nogil=True, boundscheck=False)
     def _rowsum4(buf, acc):
+        _wide_vectors()
         b0, b1, b2, b3 = buf[0], buf[1], buf[2], buf[3]
         a0 = 0.0
         a1 = 0.0
@@ -718,8 +789,9 @@ if _nb is not None:
         acc[2] = a2
         acc[3] = a3
 
-    @_njit(cache=True, nogil=True, boundscheck=False)
+    @_njit(fastmath=_ACCUMULATE, cache=True, nogil=True, boundscheck=False)
     def _colsum4(p, buf):
+        _wide_vectors()
         b0, b1, b2, b3 = buf[0], buf[1], buf[2], buf[3]
         for j in range(p.shape[0]):
             p[j] += (np.float64(b0[j]) + np.float64(b1[j])) + (np.float64(b2[j]) + np.float64(b3[j]))
@@ -730,25 +802,32 @@ if _nb is not None:
     # measurements). c0..c3 are the rows' float32 scales, 1.0 when there is none: x * 1.0 is
     # exact, and one multiply per element costs less than a second set of functions.
 
-    @_njit(fastmath={"reassoc"}, cache=True, nogil=True, boundscheck=False)
+    @_njit(cache=True, nogil=True, boundscheck=False)
+    def _edge(x, c):
+        """One edge weight of a single-weight block, float32, widened: no fastmath flags here."""
+        return np.float64(_absf(x) * c)
+
+    @_njit(fastmath=_ACCUMULATE, cache=True, nogil=True, boundscheck=False)
     def _fdot4(w0, w1, w2, w3, c0, c1, c2, c3, v, acc):
+        _wide_vectors()
         a0 = 0.0
         a1 = 0.0
         a2 = 0.0
         a3 = 0.0
         for j in range(v.shape[0]):
             x = v[j]
-            a0 += np.float64(_absf(w0[j]) * c0) * x
-            a1 += np.float64(_absf(w1[j]) * c1) * x
-            a2 += np.float64(_absf(w2[j]) * c2) * x
-            a3 += np.float64(_absf(w3[j]) * c3) * x
+            a0 += _edge(w0[j], c0) * x
+            a1 += _edge(w1[j], c1) * x
+            a2 += _edge(w2[j], c2) * x
+            a3 += _edge(w3[j], c3) * x
         acc[0] = a0
         acc[1] = a1
         acc[2] = a2
         acc[3] = a3
 
-    @_njit(fastmath={"reassoc"}, cache=True, nogil=True, boundscheck=False)
+    @_njit(fastmath=_ACCUMULATE, cache=True, nogil=True, boundscheck=False)
     def _fdot4x2(w0, w1, w2, w3, c0, c1, c2, c3, v, w, acc):
+        _wide_vectors()
         a0 = 0.0
         a1 = 0.0
         a2 = 0.0
@@ -760,10 +839,10 @@ if _nb is not None:
         for j in range(v.shape[0]):
             x = v[j]
             y = w[j]
-            e0 = np.float64(_absf(w0[j]) * c0)
-            e1 = np.float64(_absf(w1[j]) * c1)
-            e2 = np.float64(_absf(w2[j]) * c2)
-            e3 = np.float64(_absf(w3[j]) * c3)
+            e0 = _edge(w0[j], c0)
+            e1 = _edge(w1[j], c1)
+            e2 = _edge(w2[j], c2)
+            e3 = _edge(w3[j], c3)
             a0 += e0 * x
             a1 += e1 * x
             a2 += e2 * x
@@ -781,23 +860,25 @@ if _nb is not None:
         acc[6] = b2
         acc[7] = b3
 
-    @_njit(cache=True, nogil=True, boundscheck=False)
+    @_njit(fastmath=_ACCUMULATE, cache=True, nogil=True, boundscheck=False)
     def _faxpy4(p, w0, w1, w2, w3, c0, c1, c2, c3, a0, a1, a2, a3):
+        _wide_vectors()
         for j in range(p.shape[0]):
-            p[j] += ((np.float64(_absf(w0[j]) * c0) * a0 + np.float64(_absf(w1[j]) * c1) * a1)
-                     + (np.float64(_absf(w2[j]) * c2) * a2 + np.float64(_absf(w3[j]) * c3) * a3))
+            p[j] += ((_edge(w0[j], c0) * a0 + _edge(w1[j], c1) * a1)
+                     + (_edge(w2[j], c2) * a2 + _edge(w3[j], c3) * a3))
 
-    @_njit(fastmath={"reassoc"}, cache=True, nogil=True, boundscheck=False)
+    @_njit(fastmath=_ACCUMULATE, cache=True, nogil=True, boundscheck=False)
     def _fsums4(p, w0, w1, w2, w3, c0, c1, c2, c3, acc):
+        _wide_vectors()
         a0 = 0.0
         a1 = 0.0
         a2 = 0.0
         a3 = 0.0
         for j in range(p.shape[0]):
-            e0 = np.float64(_absf(w0[j]) * c0)
-            e1 = np.float64(_absf(w1[j]) * c1)
-            e2 = np.float64(_absf(w2[j]) * c2)
-            e3 = np.float64(_absf(w3[j]) * c3)
+            e0 = _edge(w0[j], c0)
+            e1 = _edge(w1[j], c1)
+            e2 = _edge(w2[j], c2)
+            e3 = _edge(w3[j], c3)
             a0 += e0
             a1 += e1
             a2 += e2
@@ -809,85 +890,89 @@ if _nb is not None:
         acc[3] = a3
 
     @_njit(cache=True, nogil=True, boundscheck=False)
-    def _job(mode, t, nt, s0, s1, comb, scale, smode, vt, out, part):
-        """Thread ``t`` of ``nt``: one contiguous range of storage rows, one of three jobs.
+    def _job(mode, t, counter, chunk, s0, s1, comb, scale, smode, vt, out, part):
+        """Worker ``t``: takes chunks of ``chunk`` storage rows off ``counter`` until none is left.
 
         mode 0, forward: out[:, i] = E[i] @ v (vt: (k, cols), out: (k, rows)).
-        mode 1, transpose: part[t] = sum over the range's rows i of v[i] * E[i]
+        mode 1, transpose: part[t] = sum over the rows i this worker took of v[i] * E[i]
         (vt: (k, rows), part: (nt, k, cols); the caller sums over t).
-        mode 2, sums: out[0, i] = sum_j E[i, j]; part[t, 0] = the range's column sums.
-        One function for the three: numba links and optimises each jitted caller once, so
-        one caller instead of three cuts the first compile.
+        mode 2, sums: out[0, i] = sum_j E[i, j]; part[t, 0] = column sums of the rows taken.
+        Chunks are handed out at run time, so a worker that starts late (a pool thread takes
+        tens of microseconds to wake) or runs slow simply takes fewer: no thread waits on a
+        straggler. ``chunk`` is a multiple of four. One function for the three jobs: numba
+        links and optimises each jitted caller once, so one caller keeps the first compile short.
         """
+        _wide_vectors()
         rows, cols = s0.shape
         k = vt.shape[0]
-        per = (rows + nt - 1) // nt
         acc = np.empty(2 * _ROWS, np.float64)
+        buf = np.empty((_ROWS, cols), np.float32)
         p = part[min(t, part.shape[0] - 1)]  # the forward job gets a 1-row placeholder
         if mode != 0:
             for kk in range(p.shape[0]):
                 for j in range(cols):
                     p[kk, j] = 0.0
-        i = t * per
-        i1 = min(rows, (t + 1) * per)
-        if comb == 0 and smode != 1:
-            # The fused loop over whole blocks of four rows; the rest goes below.
-            one = np.float32(1.0)
-            c0 = c1 = c2 = c3 = one
-            while i + _ROWS <= i1:
+        fused = comb == 0 and smode != 1
+        one = np.float32(1.0)
+        while True:
+            i = _fetch_add(counter, chunk)
+            if i >= rows:
+                return
+            i1 = min(rows, i + chunk)
+            if fused:
+                # The fused loop over whole blocks of four rows; a last partial block goes below.
+                c0 = c1 = c2 = c3 = one
+                while i + _ROWS <= i1:
+                    _prefetch_block(s0, s1, i + _ROWS, i1, comb)
+                    w0, w1, w2, w3 = s0[i], s0[i + 1], s0[i + 2], s0[i + 3]
+                    if smode == 2:
+                        c0, c1, c2, c3 = scale[i], scale[i + 1], scale[i + 2], scale[i + 3]
+                    if mode == 0:
+                        if k == 1:
+                            _fdot4(w0, w1, w2, w3, c0, c1, c2, c3, vt[0], acc)
+                        else:
+                            _fdot4x2(w0, w1, w2, w3, c0, c1, c2, c3, vt[0], vt[1], acc)
+                        for q in range(_ROWS):
+                            out[0, i + q] = acc[q]
+                            if k == 2:
+                                out[1, i + q] = acc[_ROWS + q]
+                    elif mode == 1:
+                        for kk in range(k):
+                            vk = vt[kk]
+                            _faxpy4(p[kk], w0, w1, w2, w3, c0, c1, c2, c3, vk[i], vk[i + 1], vk[i + 2], vk[i + 3])
+                    else:
+                        _fsums4(p[0], w0, w1, w2, w3, c0, c1, c2, c3, acc)
+                        for q in range(_ROWS):
+                            out[0, i + q] = acc[q]
+                    i += _ROWS
+            # The general path: the rule into an L1 buffer of four rows, then float64 from there.
+            while i < i1:
+                n = min(_ROWS, i1 - i)
+                _decode_block(s0, s1, i, n, comb, scale, smode, buf)
                 _prefetch_block(s0, s1, i + _ROWS, i1, comb)
-                w0, w1, w2, w3 = s0[i], s0[i + 1], s0[i + 2], s0[i + 3]
-                if smode == 2:
-                    c0, c1, c2, c3 = scale[i], scale[i + 1], scale[i + 2], scale[i + 3]
                 if mode == 0:
                     if k == 1:
-                        _fdot4(w0, w1, w2, w3, c0, c1, c2, c3, vt[0], acc)
+                        _dot4(buf, vt[0], acc)
+                        for q in range(n):
+                            out[0, i + q] = acc[q]
                     else:
-                        _fdot4x2(w0, w1, w2, w3, c0, c1, c2, c3, vt[0], vt[1], acc)
-                    for q in range(_ROWS):
-                        out[0, i + q] = acc[q]
-                        if k == 2:
+                        _dot4x2(buf, vt[0], vt[1], acc)
+                        for q in range(n):
+                            out[0, i + q] = acc[q]
                             out[1, i + q] = acc[_ROWS + q]
                 elif mode == 1:
                     for kk in range(k):
                         vk = vt[kk]
-                        _faxpy4(p[kk], w0, w1, w2, w3, c0, c1, c2, c3, vk[i], vk[i + 1], vk[i + 2], vk[i + 3])
+                        # Rows past the end are zeros in buf; their coefficient is 0 too.
+                        for q in range(_ROWS):
+                            acc[q] = vk[i + q] if q < n else 0.0
+                        _axpy4(p[kk], buf, acc[0], acc[1], acc[2], acc[3])
                 else:
-                    _fsums4(p[0], w0, w1, w2, w3, c0, c1, c2, c3, acc)
-                    for q in range(_ROWS):
+                    _rowsum4(buf, acc)
+                    for q in range(n):
                         out[0, i + q] = acc[q]
+                    _colsum4(p[0], buf)
                 i += _ROWS
-            if i >= i1:
-                return
-        # The general path: the rule into an L1 buffer of four rows, then float64 from there.
-        buf = np.empty((_ROWS, cols), np.float32)
-        while i < i1:
-            n = min(_ROWS, i1 - i)
-            _decode_block(s0, s1, i, n, comb, scale, smode, buf)
-            _prefetch_block(s0, s1, i + _ROWS, i1, comb)
-            if mode == 0:
-                if k == 1:
-                    _dot4(buf, vt[0], acc)
-                    for q in range(n):
-                        out[0, i + q] = acc[q]
-                else:
-                    _dot4x2(buf, vt[0], vt[1], acc)
-                    for q in range(n):
-                        out[0, i + q] = acc[q]
-                        out[1, i + q] = acc[_ROWS + q]
-            elif mode == 1:
-                for kk in range(k):
-                    vk = vt[kk]
-                    # Rows past the end are zeros in buf; their coefficient is 0 too.
-                    for q in range(_ROWS):
-                        acc[q] = vk[i + q] if q < n else 0.0
-                    _axpy4(p[kk], buf, acc[0], acc[1], acc[2], acc[3])
-            else:
-                _rowsum4(buf, acc)
-                for q in range(n):
-                    out[0, i + q] = acc[q]
-                _colsum4(p[0], buf)
-            i += _ROWS
 
 
 # --------------------------------------------------------------------------------------------
