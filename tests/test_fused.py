@@ -21,7 +21,7 @@ from llmrank_graph.errors import InvalidArgumentError, InvalidArgumentTypeError
 
 KERNEL = _fused.fused_available() is None
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
-SHAPES = [(7, 5), (1, 1), (37, 130), (301, 450)]  # the last one runs on several threads
+SHAPES = [(7, 5), (1, 1), (37, 130), (157, 450)]  # the last one runs on two threads or more
 RTOL = 1e-12
 
 
@@ -186,20 +186,25 @@ def test_other_layouts(path):
         np.testing.assert_allclose(rowsum.numpy(), m.sum(1), rtol=RTOL)
 
 
-def test_thread_counts(path):
-    """Row ranges split over more threads than cores, with rows not divisible by 4 or by nt."""
-    ws = make_weights((1023, 517), torch.bfloat16, "max", False)
-    cs = scale_for((1023, 517), True)
-    m = reference(ws, "max", cs)
+@pytest.mark.parametrize("combine, dtype, transposed", [("max", torch.bfloat16, False), ("single", torch.float32, True),
+                                                       ("single", torch.float16, False)])
+def test_thread_counts(path, monkeypatch, combine, dtype, transposed):
+    """Rows handed out in small chunks to more workers than cores; rows not divisible by 4."""
+    monkeypatch.setattr(_fused, "_JOB_CHUNK_ELEMS", 2000)  # many chunks per worker
+    shape = (1023, 517)
+    ws = make_weights(shape, dtype, combine, transposed)
+    cs = scale_for(shape, True)
+    m = reference(ws, combine, cs)
     v = torch.rand(517, 2, dtype=torch.float64)
     u = torch.rand(1023, 2, dtype=torch.float64)
     before = torch.get_num_threads()
     try:
         for nt in (1, 3, 5):
             torch.set_num_threads(nt)
-            np.testing.assert_allclose(_fused.abs_matmul(ws, "max", cs, v).numpy(), m @ v.numpy(), rtol=RTOL)
-            np.testing.assert_allclose(_fused.abs_matmul(ws, "max", cs, u, True).numpy(), m.T @ u.numpy(), rtol=RTOL)
-            colsum, rowsum = _fused.abs_sums(ws, "max", cs)
+            np.testing.assert_allclose(_fused.abs_matmul(ws, combine, cs, v).numpy(), m @ v.numpy(), rtol=RTOL)
+            np.testing.assert_allclose(_fused.abs_matmul(ws, combine, cs, u, True).numpy(), m.T @ u.numpy(),
+                                       rtol=RTOL)
+            colsum, rowsum = _fused.abs_sums(ws, combine, cs)
             np.testing.assert_allclose(colsum.numpy(), m.sum(0), rtol=RTOL)
             np.testing.assert_allclose(rowsum.numpy(), m.sum(1), rtol=RTOL)
     finally:
@@ -258,6 +263,7 @@ def test_other_v_fall_back():
 
 
 def test_switch_and_availability(monkeypatch):
+    assert _fused.fused_available("cuda") is None or isinstance(_fused.fused_available("cuda"), str)
     ws = make_weights((8, 6), torch.float32, "single", False)
     v = torch.rand(6, 1, dtype=torch.float64)
     if KERNEL:
