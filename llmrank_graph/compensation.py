@@ -31,6 +31,7 @@ and ``lstsq`` suggested.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -178,6 +179,26 @@ def obs_greedy(weight: torch.Tensor, moment: torch.Tensor, damp: float, n_remove
     -------
     ObsResult
     """
+    with _one_thread(weight.device):
+        return _obs_greedy(weight, moment, damp, n_remove, block)
+
+
+@contextlib.contextmanager
+def _one_thread(device: torch.device):
+    """One intra-op thread on the CPU: the greedy loop is thousands of small products, for which
+    OpenMP threads cost more than they give (and stall for milliseconds when cores are shared)."""
+    if device.type != "cpu":
+        yield
+        return
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def _obs_greedy(weight, moment, damp, n_remove, block) -> ObsResult:
     d, m = weight.shape
     n_remove = m if n_remove is None else int(n_remove)
     dev, dt = weight.device, weight.dtype
