@@ -38,9 +38,9 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import queue
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -76,7 +76,7 @@ _JOB_CHUNK_ELEMS = 1 << 14
 # (uint16: bf16, int16: fp16) so numba compiles one specialisation for each.
 _KERNEL_DTYPES = {torch.float32: np.float32, torch.bfloat16: np.uint16, torch.float16: np.int16}
 
-# Guards the lazy creation of the thread pool.
+# Guards the lazy creation of the worker threads.
 _lock = threading.Lock()
 
 # Kernels that failed to compile or run here, with the reason (then the torch path is used).
@@ -101,7 +101,8 @@ def _check(weights: Sequence[torch.Tensor], combine: str, col_scale: torch.Tenso
         raise InvalidArgumentTypeError(f"`combine` must be one of {', '.join(map(repr, COMBINES))}; got {combine!r}")
     if combine not in _N_WEIGHTS:
         raise InvalidArgumentError(f"`combine` must be one of {', '.join(map(repr, COMBINES))}; got {combine!r}")
-    if isinstance(weights, torch.Tensor) or not isinstance(weights, Sequence):
+    if not isinstance(weights, (list, tuple)) and (isinstance(weights, torch.Tensor)
+                                                   or not isinstance(weights, Sequence)):
         raise InvalidArgumentTypeError("`weights` must be a sequence of 2-D tensors (wrap a single one: [w]); "
                                        f"got {type(weights).__name__}")
     ws = list(weights)
@@ -144,16 +145,16 @@ def _reason(ws: list[torch.Tensor], col_scale: torch.Tensor | None, v: torch.Ten
     if _NUMBA_MISSING is not None:
         return _NUMBA_MISSING
     for w in ws:
-        if w.device.type != "cpu":
+        if not w.is_cpu:
             return f"weights on {w.device.type}: the fused kernel runs on the CPU only"
         if w.dtype not in _KERNEL_DTYPES:
             return f"weights of dtype {w.dtype}: the fused kernel reads float32, bfloat16 and float16"
     if len(ws) == 2 and ws[0].dtype != ws[1].dtype:
         return f"weights of two dtypes ({ws[0].dtype}, {ws[1].dtype})"
-    if col_scale is not None and col_scale.device.type != "cpu":
+    if col_scale is not None and not col_scale.is_cpu:
         return f"col_scale on {col_scale.device.type}: the fused kernel runs on the CPU only"
     if v is not None:
-        if v.device.type != "cpu":
+        if not v.is_cpu:
             return f"v on {v.device.type}: the fused kernel runs on the CPU only"
         if v.dtype != torch.float64:
             return f"v of dtype {v.dtype}: the fused kernel accumulates float64 only"
@@ -192,7 +193,7 @@ def _route(ws: list[torch.Tensor], col_scale: torch.Tensor | None,
     """``('numba' | 'triton', None)`` when a kernel takes the call, else ``(None, why not)``."""
     if not use_kernel:
         return None, _SWITCHED_OFF
-    if ws[0].device.type == "cuda":
+    if ws[0].is_cuda:
         kind, reason = "triton", _triton_reason(ws, col_scale, v)
     else:
         kind, reason = "numba", _reason(ws, col_scale, v)
@@ -223,7 +224,8 @@ def _storage(ws: list[torch.Tensor]) -> tuple[list[torch.Tensor], bool]:
 
 def _as_numpy(w: torch.Tensor) -> np.ndarray:
     """A zero-copy numpy view of a contiguous CPU weight, bf16/fp16 as their raw bits."""
-    w = w.detach()
+    if w.requires_grad:
+        w = w.detach()
     if w.dtype == torch.float32:
         return w.numpy()
     return w.view(torch.int16).numpy().view(_KERNEL_DTYPES[w.dtype])
@@ -455,7 +457,7 @@ _NO_V = np.zeros((1, 0), np.float64)
 
 
 def _run(mode, nt, s0, *args):
-    """Run ``_job`` on ``nt`` workers: this thread and ``nt - 1`` of the pool's threads.
+    """Run ``_job`` on ``nt`` workers: this thread and ``nt - 1`` pool threads.
 
     Plain Python threads rather than numba's ``parallel=True``: the jobs release the GIL
     (``nogil``); a ``prange`` wrapper tripled the first compile (~12 s more per dtype), ran
@@ -469,29 +471,68 @@ def _run(mode, nt, s0, *args):
     if nt == 1:
         _job(mode, 0, counter, chunk, s0, *args)
         return
-    futures = [_pool().submit(_job, mode, t, counter, chunk, s0, *args) for t in range(1, nt)]
+    done = _workers(nt - 1).submit([(mode, t, counter, chunk, s0) + args for t in range(1, nt)])
     try:
         _job(mode, 0, counter, chunk, s0, *args)
     finally:
-        for f in futures:
-            f.result()
+        errors = [e for e in (done.get() for _ in range(nt - 1)) if e is not None]
+    if errors:
+        raise errors[0]
 
 
-_POOL: ThreadPoolExecutor | None = None
-_POOL_PID = 0
+class _Workers:
+    """Daemon threads that run ``_job`` calls handed over through C-level queues.
+
+    Leaner than a ThreadPoolExecutor (no Future, Condition or work item per call): the Python
+    run between two blocks runs with caches the kernel has just flushed, so every object
+    touched there costs. Each call gets its own completion queue, so concurrent callers do
+    not mix their results; a caller whose job waits behind another's simply does the rows
+    itself (the work counter), and the late job then finds none left.
+    """
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.threads: list[threading.Thread] = []
+
+    def grow(self, n: int) -> _Workers:
+        while len(self.threads) < n:
+            t = threading.Thread(target=self._serve, name=f"llmrank-fused-{len(self.threads)}", daemon=True)
+            t.start()
+            self.threads.append(t)
+        return self
+
+    def submit(self, calls: list[tuple]) -> queue.SimpleQueue:
+        done: queue.SimpleQueue = queue.SimpleQueue()
+        for call in calls:
+            self.jobs.put((done, call))
+        return done
+
+    def _serve(self) -> None:
+        jobs = self.jobs
+        while True:
+            done, call = jobs.get()
+            try:
+                _job(*call)
+            except BaseException as e:  # noqa: BLE001 - handed to the caller, which raises it
+                done.put(e)
+            else:
+                done.put(None)
 
 
-def _pool() -> ThreadPoolExecutor:
-    """The worker threads, created on first use (and anew in a forked child, which has none)."""
-    global _POOL, _POOL_PID
-    if _POOL is None or _POOL_PID != os.getpid():
+_WORKERS: _Workers | None = None
+
+
+def _workers(n: int) -> _Workers:
+    """At least ``n`` worker threads, created on first use (anew in a forked child: it has none)."""
+    global _WORKERS
+    w = _WORKERS
+    if w is None or w.pid != os.getpid() or len(w.threads) < n:
         with _lock:
-            if _POOL is None or _POOL_PID != os.getpid():
-                # Threads start on demand, so a large bound costs nothing when torch uses few.
-                _POOL = ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) - 1),
-                                           thread_name_prefix="llmrank-fused")
-                _POOL_PID = os.getpid()
-    return _POOL
+            if _WORKERS is None or _WORKERS.pid != os.getpid():
+                _WORKERS = _Workers()
+            w = _WORKERS.grow(n)
+    return w
 
 
 def _kernel_matmul(ws, combine, col_scale, v, transpose):
@@ -548,10 +589,9 @@ def _kernel_sums(ws, combine, col_scale):
 # the partial sums (transpose) serves four rows, and prefetches the next four in software (the
 # hardware prefetcher alone left much of the bandwidth unused in measurements). Two ways:
 #
-# * fused (one weight, no scale or a per-row one): the rule is applied inside the float64
-#   accumulation loop (_fdot4, _fdot4x2, _faxpy4, _fsums4), the weights read straight from
-#   their storage;
-# * general ('sum', 'max', a per-column scale, the last partial block): the rule is applied
+# * fused (one weight, any scale): the rule is applied inside the float64 accumulation loop
+#   (_pdot4, _sdot4, ... below), the weights read straight from their storage;
+# * general ('sum', 'max', and a last partial block of < 4 rows): the rule is applied
 #   into a float32 buffer of four rows that stays in L1 (_decode), one tight pass per step,
 #   then the buffer is accumulated (_dot4, _dot4x2, _axpy4, _rowsum4/_colsum4).
 #
@@ -796,19 +836,21 @@ if _nb is not None:
         for j in range(p.shape[0]):
             p[j] += (np.float64(b0[j]) + np.float64(b1[j])) + (np.float64(b2[j]) + np.float64(b3[j]))
 
-    # Fused variants for the common block, one weight ('single') with no scale or a per-row
-    # scale (a column scale of a W.T storage): the rule is applied inside the accumulation
-    # loop, saving the store to and reload from the L1 buffer (about 20% of a core in
-    # measurements). c0..c3 are the rows' float32 scales, 1.0 when there is none: x * 1.0 is
-    # exact, and one multiply per element costs less than a second set of functions.
+    # Fused variants for single-weight blocks: the rule is applied inside the accumulation
+    # loop, the weights read straight from their storage, saving the store to and reload from
+    # the L1 buffer of the general path (which ran 1.5-2x slower). Two sets: plain (no scale,
+    # the export default) and scaled, e = (|w| * cs[j]) * c_q with a column scale cs (ones
+    # when the scale is per row) and a per-row c_q (1.0 when it is per column). Multiplying
+    # by 1.0 is exact, so one scaled set covers both kinds of scale bit for bit; a plain set
+    # of its own because those two multiplies cost 10-18% where no scale is needed.
 
     @_njit(cache=True, nogil=True, boundscheck=False)
-    def _edge(x, c):
-        """One edge weight of a single-weight block, float32, widened: no fastmath flags here."""
-        return np.float64(_absf(x) * c)
+    def _edge(x, s, c):
+        """One scaled edge weight in float32, then widened: no fastmath flags here."""
+        return np.float64((_absf(x) * s) * c)
 
     @_njit(fastmath=_ACCUMULATE, cache=True, nogil=True, boundscheck=False)
-    def _fdot4(w0, w1, w2, w3, c0, c1, c2, c3, v, acc):
+    def _pdot4(w0, w1, w2, w3, v, acc):
         _wide_vectors()
         a0 = 0.0
         a1 = 0.0
@@ -816,17 +858,36 @@ if _nb is not None:
         a3 = 0.0
         for j in range(v.shape[0]):
             x = v[j]
-            a0 += _edge(w0[j], c0) * x
-            a1 += _edge(w1[j], c1) * x
-            a2 += _edge(w2[j], c2) * x
-            a3 += _edge(w3[j], c3) * x
+            a0 += np.float64(_absf(w0[j])) * x
+            a1 += np.float64(_absf(w1[j])) * x
+            a2 += np.float64(_absf(w2[j])) * x
+            a3 += np.float64(_absf(w3[j])) * x
         acc[0] = a0
         acc[1] = a1
         acc[2] = a2
         acc[3] = a3
 
     @_njit(fastmath=_ACCUMULATE, cache=True, nogil=True, boundscheck=False)
-    def _fdot4x2(w0, w1, w2, w3, c0, c1, c2, c3, v, w, acc):
+    def _sdot4(w0, w1, w2, w3, cs, c0, c1, c2, c3, v, acc):
+        _wide_vectors()
+        a0 = 0.0
+        a1 = 0.0
+        a2 = 0.0
+        a3 = 0.0
+        for j in range(v.shape[0]):
+            x = v[j]
+            s = cs[j]
+            a0 += _edge(w0[j], s, c0) * x
+            a1 += _edge(w1[j], s, c1) * x
+            a2 += _edge(w2[j], s, c2) * x
+            a3 += _edge(w3[j], s, c3) * x
+        acc[0] = a0
+        acc[1] = a1
+        acc[2] = a2
+        acc[3] = a3
+
+    @_njit(fastmath=_ACCUMULATE, cache=True, nogil=True, boundscheck=False)
+    def _pdot4x2(w0, w1, w2, w3, v, w, acc):
         _wide_vectors()
         a0 = 0.0
         a1 = 0.0
@@ -839,10 +900,10 @@ if _nb is not None:
         for j in range(v.shape[0]):
             x = v[j]
             y = w[j]
-            e0 = _edge(w0[j], c0)
-            e1 = _edge(w1[j], c1)
-            e2 = _edge(w2[j], c2)
-            e3 = _edge(w3[j], c3)
+            e0 = np.float64(_absf(w0[j]))
+            e1 = np.float64(_absf(w1[j]))
+            e2 = np.float64(_absf(w2[j]))
+            e3 = np.float64(_absf(w3[j]))
             a0 += e0 * x
             a1 += e1 * x
             a2 += e2 * x
@@ -861,24 +922,71 @@ if _nb is not None:
         acc[7] = b3
 
     @_njit(fastmath=_ACCUMULATE, cache=True, nogil=True, boundscheck=False)
-    def _faxpy4(p, w0, w1, w2, w3, c0, c1, c2, c3, a0, a1, a2, a3):
+    def _sdot4x2(w0, w1, w2, w3, cs, c0, c1, c2, c3, v, w, acc):
         _wide_vectors()
-        for j in range(p.shape[0]):
-            p[j] += ((_edge(w0[j], c0) * a0 + _edge(w1[j], c1) * a1)
-                     + (_edge(w2[j], c2) * a2 + _edge(w3[j], c3) * a3))
+        a0 = 0.0
+        a1 = 0.0
+        a2 = 0.0
+        a3 = 0.0
+        b0 = 0.0
+        b1 = 0.0
+        b2 = 0.0
+        b3 = 0.0
+        for j in range(v.shape[0]):
+            x = v[j]
+            y = w[j]
+            s = cs[j]
+            e0 = _edge(w0[j], s, c0)
+            e1 = _edge(w1[j], s, c1)
+            e2 = _edge(w2[j], s, c2)
+            e3 = _edge(w3[j], s, c3)
+            a0 += e0 * x
+            a1 += e1 * x
+            a2 += e2 * x
+            a3 += e3 * x
+            b0 += e0 * y
+            b1 += e1 * y
+            b2 += e2 * y
+            b3 += e3 * y
+        acc[0] = a0
+        acc[1] = a1
+        acc[2] = a2
+        acc[3] = a3
+        acc[4] = b0
+        acc[5] = b1
+        acc[6] = b2
+        acc[7] = b3
 
     @_njit(fastmath=_ACCUMULATE, cache=True, nogil=True, boundscheck=False)
-    def _fsums4(p, w0, w1, w2, w3, c0, c1, c2, c3, acc):
+    def _paxpy4(p, w0, w1, w2, w3, a0, a1, a2, a3):
+        _wide_vectors()
+        for j in range(p.shape[0]):
+            p[j] += ((np.float64(_absf(w0[j])) * a0 + np.float64(_absf(w1[j])) * a1)
+                     + (np.float64(_absf(w2[j])) * a2 + np.float64(_absf(w3[j])) * a3))
+
+    @_njit(fastmath=_ACCUMULATE, cache=True, nogil=True, boundscheck=False)
+    def _saxpy4(p, w0, w1, w2, w3, cs, c0, c1, c2, c3, a0, a1, a2, a3):
+        _wide_vectors()
+        for j in range(p.shape[0]):
+            s = cs[j]
+            p[j] += ((_edge(w0[j], s, c0) * a0 + _edge(w1[j], s, c1) * a1)
+                     + (_edge(w2[j], s, c2) * a2 + _edge(w3[j], s, c3) * a3))
+
+    @_njit(fastmath=_ACCUMULATE, cache=True, nogil=True, boundscheck=False)
+    def _ssums4(p, w0, w1, w2, w3, cs, c0, c1, c2, c3, acc):
+        """Row sums into acc[:4], column sums added to p; the plain case passes ones (sums are
+        a once-per-graph cost, not worth a set of their own)."""
         _wide_vectors()
         a0 = 0.0
         a1 = 0.0
         a2 = 0.0
         a3 = 0.0
         for j in range(p.shape[0]):
-            e0 = _edge(w0[j], c0)
-            e1 = _edge(w1[j], c1)
-            e2 = _edge(w2[j], c2)
-            e3 = _edge(w3[j], c3)
+            s = cs[j]
+            e0 = _edge(w0[j], s, c0)
+            e1 = _edge(w1[j], s, c1)
+            e2 = _edge(w2[j], s, c2)
+            e3 = _edge(w3[j], s, c3)
             a0 += e0
             a1 += e1
             a2 += e2
@@ -912,15 +1020,17 @@ if _nb is not None:
             for kk in range(p.shape[0]):
                 for j in range(cols):
                     p[kk, j] = 0.0
-        fused = comb == 0 and smode != 1
+        fused = comb == 0
         one = np.float32(1.0)
+        # The scaled set's column scale: the scale itself, or ones when it is per row (or none).
+        cs = scale if smode == 1 else np.ones(cols, np.float32)
         while True:
             i = _fetch_add(counter, chunk)
             if i >= rows:
                 return
             i1 = min(rows, i + chunk)
             if fused:
-                # The fused loop over whole blocks of four rows; a last partial block goes below.
+                # The fused loops over whole blocks of four rows; a last partial block goes below.
                 c0 = c1 = c2 = c3 = one
                 while i + _ROWS <= i1:
                     _prefetch_block(s0, s1, i + _ROWS, i1, comb)
@@ -929,9 +1039,14 @@ if _nb is not None:
                         c0, c1, c2, c3 = scale[i], scale[i + 1], scale[i + 2], scale[i + 3]
                     if mode == 0:
                         if k == 1:
-                            _fdot4(w0, w1, w2, w3, c0, c1, c2, c3, vt[0], acc)
+                            if smode == 0:
+                                _pdot4(w0, w1, w2, w3, vt[0], acc)
+                            else:
+                                _sdot4(w0, w1, w2, w3, cs, c0, c1, c2, c3, vt[0], acc)
+                        elif smode == 0:
+                            _pdot4x2(w0, w1, w2, w3, vt[0], vt[1], acc)
                         else:
-                            _fdot4x2(w0, w1, w2, w3, c0, c1, c2, c3, vt[0], vt[1], acc)
+                            _sdot4x2(w0, w1, w2, w3, cs, c0, c1, c2, c3, vt[0], vt[1], acc)
                         for q in range(_ROWS):
                             out[0, i + q] = acc[q]
                             if k == 2:
@@ -939,9 +1054,13 @@ if _nb is not None:
                     elif mode == 1:
                         for kk in range(k):
                             vk = vt[kk]
-                            _faxpy4(p[kk], w0, w1, w2, w3, c0, c1, c2, c3, vk[i], vk[i + 1], vk[i + 2], vk[i + 3])
+                            if smode == 0:
+                                _paxpy4(p[kk], w0, w1, w2, w3, vk[i], vk[i + 1], vk[i + 2], vk[i + 3])
+                            else:
+                                _saxpy4(p[kk], w0, w1, w2, w3, cs, c0, c1, c2, c3,
+                                        vk[i], vk[i + 1], vk[i + 2], vk[i + 3])
                     else:
-                        _fsums4(p[0], w0, w1, w2, w3, c0, c1, c2, c3, acc)
+                        _ssums4(p[0], w0, w1, w2, w3, cs, c0, c1, c2, c3, acc)
                         for q in range(_ROWS):
                             out[0, i + q] = acc[q]
                     i += _ROWS
