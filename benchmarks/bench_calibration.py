@@ -17,6 +17,11 @@ forward pass; the summary gives the median of each ratio over rounds. The target
 Run:
     python benchmarks/bench_calibration.py                      # default 32 x 512 tokens, 3 rounds
     python benchmarks/bench_calibration.py --rounds 1 --n-samples 8
+    python benchmarks/bench_calibration.py --threads 1          # shared cores: no OpenMP stalls
+
+On shared, oversubscribed cores the many small reductions of the hooks can stall for
+milliseconds each in OpenMP with 2 threads, which the forward pass's large products do not
+suffer from: compare runs with ``--threads 1`` there.
 """
 
 from __future__ import annotations
@@ -40,8 +45,12 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no-gram", action="store_true", help="skip the second-moment run")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch intra-op threads (default: torch's); 1 avoids OpenMP stalls on shared cores")
     args = ap.parse_args(argv)
     torch.set_grad_enabled(False)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     model, tok = lg.load_model(args.model, device=args.device)
     ids = token_blocks(tok, load_texts(None, split="calibration"), args.n_samples, args.seq_len)

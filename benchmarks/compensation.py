@@ -362,10 +362,14 @@ def main(argv=None) -> int:
     ap.add_argument("--ridge-sweep", default=None, help="comma-separated ridges, measured on validation windows")
     ap.add_argument("--memory", action="store_true", help="peak memory of one-shot vs sequential lstsq")
     ap.add_argument("--variants", action="store_true", help="graph variants and budget hybrids")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch intra-op threads (default: torch's); 1 is faster when the cores are shared")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     ap.add_argument("--name", default="compensation")
     args = ap.parse_args(argv)
     torch.set_grad_enabled(False)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     r = Runner(args)
     if args.memory:
         memory(r, args)
