@@ -47,7 +47,7 @@ import torch
 
 from llmrank_graph.errors import InvalidArgumentError, InvalidArgumentTypeError
 
-__all__ = ["abs_matmul", "abs_sums", "fused_available", "unsupported", "use_kernel", "COMBINES"]
+__all__ = ["COMBINES", "abs_matmul", "abs_sums", "fused_available", "unsupported", "use_kernel"]
 
 logger = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ def _route(ws: list[torch.Tensor], col_scale: torch.Tensor | None,
     return (kind, None) if reason is None else (None, reason)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _kernel_key(kind: str, dtype: torch.dtype) -> str:
     """``'numba:bfloat16'``: the key of a kernel in ``_broken`` (cached: it is on the hot path)."""
     return f"{kind}:{str(dtype).replace('torch.', '')}"
@@ -466,7 +466,7 @@ def _run(mode, nt, s0, *args):
     aborts the process when two Python threads launch at once. A pool thread takes ~25-40 us
     to wake; rows are handed out in chunks at run time, so this thread does more meanwhile.
     """
-    rows, cols = s0.shape
+    cols = s0.shape[1]
     counter = np.zeros(1, np.int64)
     chunk = max(_ROWS, (_JOB_CHUNK_ELEMS // max(cols, 1)) // _ROWS * _ROWS)
     if nt == 1:
@@ -611,12 +611,12 @@ _ROWS = 4  # rows decoded per block
 _ACCUMULATE = {"reassoc", "contract"}
 
 if _nb is not None:
+    from llvmlite import binding as _llvm
     from llvmlite import ir as _ir
     from numba import njit as _njit
     from numba import types as _types
     from numba.core import cgutils as _cgutils
     from numba.extending import intrinsic as _intrinsic
-    from llvmlite import binding as _llvm
 
     # The prefetch intrinsic is overloaded on the pointer type: "p0" since LLVM's opaque
     # pointers (15), "p0i8" before.
@@ -661,7 +661,7 @@ if _nb is not None:
                 attrs = builder.function.attributes
                 set.add(attrs, '"prefer-vector-width"="512"')
                 set.add(attrs, '"min-legal-vector-width"="512"')
-            except Exception:  # noqa: BLE001 - a performance hint only
+            except Exception:  # noqa: BLE001, S110 - a performance hint only
                 pass
             return context.get_dummy_value()
         return _types.void(), codegen
@@ -717,7 +717,7 @@ if _nb is not None:
                 x = _absf(r0[j])
                 y = _absf(r1[j])
                 # torch.maximum: NaN wins.
-                b[j] = x if (x >= y or x != x) else y
+                b[j] = x if (x >= y or x != x) else y  # noqa: PLR0124 - x != x: NaN
         if smode == 1:
             for j in range(n):
                 b[j] = b[j] * scale[j]
@@ -1157,7 +1157,7 @@ def _triton_kernels():
             e = e + tl.abs(tl.load(s1 + off, mask=m, other=0.0).to(tl.float32))
         if COMB == 2:
             f = tl.abs(tl.load(s1 + off, mask=m, other=0.0).to(tl.float32))
-            e = tl.where((e >= f) | (e != e), e, f)  # torch.maximum: NaN wins
+            e = tl.where((e >= f) | (e != e), e, f)  # noqa: PLR0124 - torch.maximum: NaN wins
         if SMODE == 1:
             e = e * tl.load(scale + cols, mask=cmask, other=0.0)[None, :]
         if SMODE == 2:

@@ -246,6 +246,7 @@ def test_other_weight_dtypes_use_the_torch_path(dtype, caplog):
     np.testing.assert_allclose(_fused.abs_matmul([w], "single", cs, v).numpy(), m @ v.numpy(), rtol=RTOL)
     colsum, rowsum = _fused.abs_sums([w], "single", cs)
     np.testing.assert_allclose(colsum.numpy(), m.sum(0), rtol=RTOL)
+    np.testing.assert_allclose(rowsum.numpy(), m.sum(1), rtol=RTOL)
     assert any("torch path" in r.getMessage() for r in caplog.records)
 
 
@@ -334,7 +335,7 @@ def test_triton_kernels_in_the_interpreter():
     from pathlib import Path
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     res = subprocess.run([sys.executable, "-c", _TRITON_CHECK, str(Path(__file__).parent)], env=env,
-                         capture_output=True, text=True, timeout=600)
+                         capture_output=True, text=True, timeout=600, check=False)
     assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stderr[-3000:]
 
 
