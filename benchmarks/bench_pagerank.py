@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _memory import peak_memory  # noqa: E402
 
 import llmrank_graph as lg  # noqa: E402
-import llmrank_graph._edge_weights as ew  # noqa: E402
+import llmrank_graph._fused as fused_kernels  # noqa: E402
 from llmrank_graph.architectures import mlp_layers  # noqa: E402
 from llmrank_graph.calibration import ActivationStats  # noqa: E402
 from llmrank_graph.scoring import PAGERANK_EXPORT  # noqa: E402
@@ -70,8 +70,7 @@ def main(argv=None):
     weights = [m.weight(w).detach() for m in mlp_layers(model) for w in ("up", "down")]
     graph = lg.export_graph(model)
     scorer_graph = lg.export_graph(model, synthetic_stats(model), options=PAGERANK_EXPORT)
-    fused = ew._fast()
-    why = None if fused is None else fused.fused_available()
+    why = fused_kernels.fused_available()
     print(f"{graph!r}; torch threads: {torch.get_num_threads()}; fused kernels: {why or 'available'}")
     rows = []
 
@@ -93,13 +92,12 @@ def main(argv=None):
     sweep(scorer_graph)
     t_scorer, _ = timed(lambda: sweep(scorer_graph), args.repeats)
     rows.append(("sweep, warm, scorer's default graph", t_scorer, 0))
-    real_fast = ew._fast
-    ew._fast = lambda: None  # the torch fallback, for comparison in the same run
+    fused_kernels.use_kernel = False  # the torch path, for comparison in the same run
     try:
         t_fallback, r_fallback = timed(lambda: sweep(graph), args.repeats)
         t_fallback_scorer, _ = timed(lambda: sweep(scorer_graph), args.repeats)
     finally:
-        ew._fast = real_fast
+        fused_kernels.use_kernel = True
     rows.append(("sweep, warm, torch fallback", t_fallback, 0))
     rows.append(("sweep, warm, torch fallback, scorer's graph", t_fallback_scorer, 0))
 

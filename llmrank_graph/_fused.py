@@ -399,6 +399,20 @@ def _torch_edges(ws: list[torch.Tensor], combine: str, scale: torch.Tensor | Non
     return e
 
 
+def abs_rows(weights: Sequence[torch.Tensor], combine: str, col_scale: torch.Tensor | None, r0: int = 0,
+             r1: int | None = None) -> torch.Tensor:
+    """Rows ``r0:r1`` of ``M`` as a new float32 tensor on the weights' device: the edge-weight rule.
+
+    This is the one definition of an edge's weight; the kernels reproduce it bit for bit.
+    """
+    ws = _check(weights, combine, col_scale)
+    r1 = ws[0].shape[0] if r1 is None else r1
+    device = ws[0].device
+    scale = None if col_scale is None else col_scale.detach().to(device=device, dtype=torch.float32)
+    with torch.no_grad():
+        return _torch_edges(ws, combine, scale, r0, r1, device)
+
+
 def _torch_chunks(ws, combine, col_scale, device, dtype):
     rows, cols = ws[0].shape
     step = max(1, _CHUNK_ELEMS // max(cols, 1)) if device.type == "cpu" else max(rows, 1)
