@@ -583,3 +583,15 @@ def test_sequential_on_the_gpu_with_the_model_in_cpu_memory():
     assert all(p.device.type == "cpu" for p in b.parameters())
     assert intermediate_sizes(a) == intermediate_sizes(b)
     torch.testing.assert_close(_logits(a, ids), _logits(b, ids), atol=1e-4, rtol=1e-4)
+
+
+def test_stats_without_means_are_refused_with_a_hint():
+    model = _llama()
+    norms = {name: (torch.rand(mod.in_features), torch.rand(mod.out_features))
+             for m in mlp_layers(model) for name, mod in m.named_modules().items()}
+    stats = lg.ActivationStats.from_norms(norms)
+    with pytest.raises(ValueError, match="scorer 'flap' needs the mean of the down_proj inputs"):
+        lg.score_neurons(model, stats, "flap")
+    with pytest.raises(ValueError, match=r"compensate='bias' needs the mean .*second_moments=True"):
+        prune_model(model, stats, "activation", 0.3, compensate="bias")
+    assert intermediate_sizes(model) == [24, 24, 24]
