@@ -20,7 +20,8 @@ Modes:
     python benchmarks/compensation.py --ridge-sweep 1e-4,1e-3,1e-2,1e-1,1 --scorers activation
         # the ridge, measured on validation windows of the *calibration* articles that the fit
         # never saw (blocks --n-samples.. of that stream), not on the evaluation text
-    python benchmarks/compensation.py --memory              # peak RSS: one-shot vs sequential
+    python benchmarks/compensation.py --memory one-shot     # peak RSS above the loaded model, one
+    python benchmarks/compensation.py --memory sequential   # process each
     python benchmarks/compensation.py --variants            # graph variants under --compensations
 
 Results: stdout, ``--out/<name>.csv`` (one row per run) and ``--out/<name>.md`` (tables).
@@ -288,14 +289,18 @@ def ridge_sweep(r: Runner, args) -> None:
 
 
 def memory(r: Runner, args) -> None:
-    """Peak RSS above the loaded model: one-shot (calibrate with second moments + lstsq) vs sequential."""
+    """Peak RSS above the loaded model: one-shot (calibrate with second moments + lstsq) or sequential.
+
+    One measurement per process: memory freed by a first run stays in the allocator's heap and
+    would hide the second run's peak.
+    """
     import sys
 
     sys.path.insert(0, os.path.dirname(__file__))
     from _memory import peak_memory
 
     amount = float(args.amounts.split(",")[0])
-    for label in ("one-shot", "sequential"):
+    for label in (args.memory,):
         model = copy.deepcopy(r.model)
         t = time.perf_counter()
         with peak_memory() as mem:
@@ -360,7 +365,8 @@ def main(argv=None) -> int:
     ap.add_argument("--allocations", default="local")
     ap.add_argument("--ridge", type=float, default=DEFAULT_RIDGE)
     ap.add_argument("--ridge-sweep", default=None, help="comma-separated ridges, measured on validation windows")
-    ap.add_argument("--memory", action="store_true", help="peak memory of one-shot vs sequential lstsq")
+    ap.add_argument("--memory", choices=("one-shot", "sequential"), default=None,
+                    help="peak memory of a one-shot or a sequential lstsq pruning (run each in its own process)")
     ap.add_argument("--variants", action="store_true", help="graph variants and budget hybrids")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch intra-op threads (default: torch's); 1 is faster when the cores are shared")
