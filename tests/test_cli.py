@@ -98,6 +98,63 @@ def test_prune_end_to_end(model_dir, text_file, tmp_path, capsys):
     assert "pass --overwrite" in capsys.readouterr().err
 
 
+def _spy_calibrate(monkeypatch) -> list[bool]:
+    """Record the ``second_moments`` that each CLI calibration asks for."""
+    import functools
+
+    import llmrank_graph.cli._common as common
+
+    asked, real = [], common.calibrate
+
+    @functools.wraps(real)  # the parser reads calibrate's defaults from its signature
+    def spy(*args, **kwargs):
+        asked.append(kwargs["second_moments"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(common, "calibrate", spy)
+    return asked
+
+
+def test_prune_default_refits_down_proj_and_none_only_removes(model_dir, text_file, tmp_path, capsys, caplog,
+                                                               monkeypatch):
+    """The command's default is the library's RECOMMENDED_COMPENSATION (lstsq): calibrated with the second
+    moments, down_proj refitted as prune_model(compensate='lstsq') does; `--compensate none` only removes."""
+    from llmrank_graph.architectures import mlp_layers
+    from llmrank_graph.compensation import RECOMMENDED_COMPENSATION
+
+    assert RECOMMENDED_COMPENSATION == "lstsq"
+    asked = _spy_calibrate(monkeypatch)
+    common = ["prune", "--model", str(model_dir), "--amount", "0.25", "--texts", str(text_file),
+              "--eval-texts", str(text_file), "--eval-samples", "1", *CALIB]
+    with caplog.at_level(logging.INFO, logger="llmrank_graph.cli"):
+        assert main([*common, "--out", str(tmp_path / "default")]) == 0
+    assert "compensate=lstsq" in capsys.readouterr().out
+    assert "--compensate lstsq needs the second moments of the down_proj inputs: 3 Gram matrices" in caplog.text
+    assert "6 kB in memory in all; --compensate none skips them" in caplog.text  # 3 layers x 16^2 x 8 bytes
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="llmrank_graph.cli"):
+        assert main([*common, "--out", str(tmp_path / "none"), "--compensate", "none"]) == 0
+    assert "compensate=none" in capsys.readouterr().out
+    assert "second moments" not in caplog.text
+    assert asked == [True, False]
+
+    dense, tok = lg.load_model(model_dir)
+    stats = lg.calibrate(dense, tok, texts=str(text_file), n_samples=2, seq_len=16, second_moments=True)
+    want = lg.prune_model(dense, stats, "pagerank", 0.25, compensate="lstsq").model
+    refit, _ = lg.load_model(tmp_path / "default")
+    plain, _ = lg.load_model(tmp_path / "none")
+    mask = lg.NeuronMask.load(tmp_path / "none" / "llmrank_graph" / "neuron_mask.safetensors")
+    assert torch.equal(mask.intermediate[0], lg.NeuronMask.load(
+        tmp_path / "default" / "llmrank_graph" / "neuron_mask.safetensors").intermediate[0])
+    original, _ = lg.load_model(model_dir)
+    for d, r, p, w in zip(*(mlp_layers(m) for m in (original, refit, plain, want))):
+        kept = mask.intermediate[d.layer]
+        torch.testing.assert_close(p.weight("down"), d.weight("down")[:, kept], rtol=0, atol=0)
+        torch.testing.assert_close(r.weight("down"), w.weight("down"))
+        assert not torch.allclose(r.weight("down"), p.weight("down"))
+        assert r.down.bias is None  # lstsq keeps the stock architecture
+
+
 def test_prune_unknown_method_lists_registry(model_dir, text_file, tmp_path, capsys):
     rc = main(["prune", "--model", str(model_dir), "--out", str(tmp_path / "p"), "--method", "nope",
                "--texts", str(text_file), "--n-samples", "1", "--seq-len", "8"])
@@ -190,6 +247,7 @@ def test_defaults_and_choices_are_the_library_constants():
     from llmrank_graph.calibration import calibrate
     from llmrank_graph.centrality import DIRECTIONS, backend_names
     from llmrank_graph.cli import build_parser
+    from llmrank_graph.compensation import COMPENSATIONS, DEFAULT_RIDGE, RECOMMENDED_COMPENSATION
     from llmrank_graph.graph import DEFAULT_EXPORT, GATES, MODES, WEIGHTINGS
     from llmrank_graph.masks import ALLOCATIONS
     from llmrank_graph.pruning import HOWS
@@ -214,3 +272,9 @@ def test_defaults_and_choices_are_the_library_constants():
     assert tuple(prune["--how"].choices) == HOWS
     assert tuple(prune["--mode"].choices) == MODES
     assert prune["--n-samples"].default == inspect.signature(calibrate).parameters["n_samples"].default
+    # prune's one default that is not prune_model's: the configuration measured best (lstsq).
+    assert tuple(prune["--compensate"].choices) == COMPENSATIONS
+    assert prune["--compensate"].default == RECOMMENDED_COMPENSATION
+    assert inspect.signature(lg.prune_model).parameters["compensate"].default == "none"
+    assert prune["--ridge"].default == DEFAULT_RIDGE
+    assert prune["--sequential"].default is False

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import copy
+import logging
 import time
 
 from ..evaluation import perplexity
 from ..errors import InvalidArgumentError
 from ..graph import MODES
-from ..compensation import COMPENSATIONS, check_ridge, needs_second_moments
+from ..compensation import COMPENSATIONS, RECOMMENDED_COMPENSATION, check_ridge, needs_second_moments
 from ..masks import ALLOCATIONS, check_amount
 from ..pruning import HOWS, prune_model
 from ..scoring import scorers
 from ._common import _add_calibration, _add_model, _calibrate, _default, _load, _relabel, preflight, scorer_params
+
+logger = logging.getLogger("llmrank_graph.cli")
 
 
 def add_parser(sub) -> None:
@@ -29,9 +32,14 @@ def add_parser(sub) -> None:
     p.add_argument("--how", default=_default(prune_model, "how"), choices=HOWS, help="(default: %(default)s)")
     p.add_argument("--mode", default=_default(prune_model, "mode"), choices=MODES, help="(default: %(default)s)")
     p.add_argument("--prune-hidden", action="store_true", help="reference paper mode: also zero down_proj rows (needs --how zero)")
-    p.add_argument("--compensate", default=_default(prune_model, "compensate"), choices=COMPENSATIONS,
-                   help="repair down_proj after the removal: a bias (FLAP), a ridge least-squares refit of the kept "
-                        "columns (lstsq, calibrates with the second moments), or both (default: %(default)s)")
+    # Not prune_model's default ('none'): the command runs the configuration measured best
+    # (llmrank_graph.compensation.RECOMMENDED_COMPENSATION says why).
+    p.add_argument("--compensate", default=RECOMMENDED_COMPENSATION, choices=COMPENSATIONS,
+                   help="repair down_proj after the removal: a ridge least-squares refit of the kept columns "
+                        "(lstsq), a bias (FLAP), both, or none (default: %(default)s). lstsq calibrates with the "
+                        "second moments of the down_proj inputs, one m x m float64 matrix per layer (8 m^2 bytes: "
+                        "566 MB for SmolLM2-135M, 31 GB for a 7B Llama; --sequential holds one layer's at a time); "
+                        "--compensate none skips them and only removes the neurons")
     p.add_argument("--ridge", type=float, default=_default(prune_model, "ridge"),
                    help="ridge of the lstsq refit, relative to the mean diagonal of the kept neurons' second moments "
                         "(default %(default)g)")
@@ -52,6 +60,29 @@ def add_parser(sub) -> None:
 
 def _fmt_int(n: int) -> str:
     return f"{n / 1e6:.2f}M"
+
+
+def _fmt_bytes(n: int) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6)):
+        if n >= size:
+            return f"{n / size:.{2 if unit == 'GB' else 0}f} {unit}"
+    return f"{n / 1e3:.0f} kB"
+
+
+def _log_second_moments(args, model, scorer) -> None:
+    """Say, before calibrating, what the Gram matrices will cost and how to do without them."""
+    from ..architectures import intermediate_sizes
+
+    by_compensate = needs_second_moments(args.compensate)
+    if not (by_compensate or scorer.needs_second_moments()):
+        return
+    sizes = intermediate_sizes(model)
+    held = max(sizes) ** 2 * 8 if args.sequential else sum(m * m * 8 for m in sizes)  # float64, (m, m) per layer
+    why = f"--compensate {args.compensate}" if by_compensate else f"--method {args.method}"
+    logger.info("%s needs the second moments of the down_proj inputs: %d Gram matrices of m x m float64, %s %s%s",
+                why, len(sizes), _fmt_bytes(held),
+                "for the largest layer, one layer at a time" if args.sequential else "in memory in all",
+                "; --compensate none skips them" if by_compensate else "")
 
 
 def run(args) -> int:
@@ -77,13 +108,15 @@ def run(args) -> int:
     model, tok, times["load"] = _load(args)
     _relabel({"compensate": "--compensate", "ridge": "--ridge"}, check_compensation_options, model, args.compensate,
              args.ridge)  # a family without an MLP bias is refused before calibrating
+    scorer = get_scorer(args.method, **params)
+    _log_second_moments(args, model, scorer)
     t = time.perf_counter()
     if args.sequential:
         # The statistics are collected layer by layer inside prune_model, on the pruned inputs.
         calib_ids = token_blocks(tok, load_texts(args.texts, split="calibration"), args.n_samples, args.seq_len)
         stats, seq = None, {"sequential": True, "input_ids": list(calib_ids.split(args.batch_size))}
     else:
-        moments = needs_second_moments(args.compensate) or get_scorer(args.method, **params).needs_second_moments()
+        moments = needs_second_moments(args.compensate) or scorer.needs_second_moments()
         stats, seq = _calibrate(args, model, tok, no_text, second_moments=moments), {}
         times["calibrate"] = time.perf_counter() - t
     dense = copy.deepcopy(model)
