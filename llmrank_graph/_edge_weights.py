@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["abs_rows", "abs_matmul", "abs_sums", "CHUNK_ELEMS"]
+__all__ = ["abs_rows", "abs_matmul", "abs_sums", "prepare_matmul", "CHUNK_ELEMS"]
 
 #: Elements per row chunk when a block is materialised in pieces (a float64 chunk is 2 MiB).
 CHUNK_ELEMS = 1 << 18
@@ -39,6 +39,12 @@ def abs_matmul(weights: Sequence[torch.Tensor], combine: str, col_scale: torch.T
                transpose: bool = False) -> torch.Tensor:
     """``M @ v`` or ``M.T @ v`` accumulated in float64 (see :func:`llmrank_graph._fused.abs_matmul`)."""
     return _fused().abs_matmul(weights, combine, col_scale, v.to(torch.float64), transpose)
+
+
+def prepare_matmul(weights: Sequence[torch.Tensor], combine: str, col_scale: torch.Tensor | None,
+                   transpose: bool = False):
+    """``add(vt, out, alpha)``: ``out += alpha * (M @ v)``, set up once (see :func:`llmrank_graph._fused.prepare_matmul`)."""
+    return _fused().prepare_matmul(weights, combine, col_scale, transpose)
 
 
 def abs_sums(weights: Sequence[torch.Tensor], combine: str,

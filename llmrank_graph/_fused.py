@@ -40,14 +40,14 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
 from llmrank_graph.errors import InvalidArgumentError, InvalidArgumentTypeError
 
-__all__ = ["COMBINES", "abs_matmul", "abs_sums", "fused_available", "unsupported", "use_kernel"]
+__all__ = ["COMBINES", "abs_matmul", "abs_sums", "fused_available", "prepare_matmul", "unsupported", "use_kernel"]
 
 logger = logging.getLogger(__name__)
 
@@ -351,6 +351,56 @@ def abs_matmul(weights: Sequence[torch.Tensor], combine: str, col_scale: torch.T
     return out if v.dim() == 2 else out[:, 0]
 
 
+def prepare_matmul(weights: Sequence[torch.Tensor], combine: str, col_scale: torch.Tensor | None,
+                   transpose: bool = False) -> Callable[[torch.Tensor, torch.Tensor, float], None]:
+    """:func:`abs_matmul` prepared once, for a sweep that multiplies every block in turn.
+
+    Returns ``add(vt, out, alpha)``, which adds ``alpha * (M @ v)`` (``M.T @ v`` when
+    ``transpose``) to ``out`` in place. Vectors travel as rows: ``vt`` is ``v.T``, (k, c) --
+    (k, r) when ``transpose`` -- float64 and contiguous, and ``out`` a (k, r) -- (k, c) --
+    float64 view to add into: numpy arrays on the CPU (tensors work too), torch tensors on
+    the weights' GPU. The argument checks, the choice of path, the storage layout and the
+    number of threads (torch's setting now) are settled here, once: between two blocks the
+    sweep then runs only the kernel call and one addition, with caches the previous block
+    has just flushed.
+
+    The path is the one :func:`abs_matmul` would take for a float64 ``v`` of k <= 2 on the
+    weights' device (a ``vt`` outside that takes the torch path, call by call); a kernel that
+    fails is reported once, as there, and the torch path used from then on.
+
+    Parameters
+    ----------
+    weights, combine, col_scale, transpose
+        As for :func:`abs_matmul`.
+    """
+    ws = _check(weights, combine, col_scale)
+    kind, reason = _route(ws, col_scale, None)
+
+    def on_torch(vt, out, alpha):
+        if isinstance(vt, np.ndarray):
+            out += alpha * _torch_matmul(ws, combine, col_scale, torch.from_numpy(vt).t(), transpose).numpy().T
+        else:
+            out.add_(_torch_matmul(ws, combine, col_scale, vt.t(), transpose).t(), alpha=alpha)
+
+    if kind is None:
+        logger.debug("prepared product on the torch path: %s", reason)
+        return on_torch
+    key = _kernel_key(kind, ws[0].dtype)
+    product = (_numba_add if kind == "numba" else _triton_add)(ws, combine, col_scale, transpose)
+
+    def add(vt, out, alpha):
+        if use_kernel and key not in _broken:  # read per call: switching the kernel off takes effect at once
+            try:
+                if product(vt, out, alpha):
+                    return
+            except Exception as e:  # noqa: BLE001 - as _kernel_call: a failed optional kernel means torch
+                _broken[key] = f"the {kind} kernel failed for {key.split(':')[1]} weights ({type(e).__name__}: {e})"
+                logger.warning("%s; using the torch path from now on", _broken[key])
+        on_torch(vt, out, alpha)
+
+    return add
+
+
 def abs_sums(weights: Sequence[torch.Tensor], combine: str,
              col_scale: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Column sums (c,) and row sums (r,) of ``M``, float64, reading the weights once.
@@ -575,6 +625,45 @@ def _kernel_matmul(ws, combine, col_scale, v, transpose):
         if work:
             _run(0, nt, s0, s1, comb, scale, smode, vt, res, _NO_PART)
     return torch.from_numpy(res.reshape(-1, 1) if k == 1 else np.ascontiguousarray(res.T))
+
+
+def _numba_add(ws, combine, col_scale, transpose):
+    """``add(vt, out, alpha)`` on the numba kernels, everything but the vectors fixed once."""
+    st, flipped = _storage(ws)
+    rows, cols = st[0].shape  # storage shape
+    s0 = _as_numpy(st[0])
+    s1 = _as_numpy(st[1]) if len(st) == 2 else s0
+    scale, smode = _scale_args(col_scale, flipped)
+    comb = _COMBINE_CODE[combine]
+    work = rows > 0 and cols > 0
+    by_row = transpose == flipped  # M @ v on row-major storage, M.T @ v on W.T storage
+    nt = _threads(rows, cols)  # torch's setting now: a torch call per product costs (see the docstring)
+
+    def product(vt, out, alpha):
+        """``out += alpha * product``; False (nothing done) for a ``vt`` the kernel does not take."""
+        if isinstance(vt, torch.Tensor):
+            if not vt.is_cpu:
+                return False
+            vt, out = vt.numpy(), out.numpy()  # views: the addition lands in the tensor
+        if vt.dtype != np.float64 or vt.shape[0] > 2:
+            return False
+        vn = np.ascontiguousarray(vt)  # no copy: the sweep hands contiguous rows
+        on = out
+        k = vn.shape[0]
+        if not work:
+            return True
+        if by_row:
+            res = np.empty((k, rows), np.float64)
+            _run(0, nt, s0, s1, comb, scale, smode, vn, res, _NO_PART)
+        else:
+            part = np.empty((nt, k, cols), np.float64)
+            _run(1, nt, s0, s1, comb, scale, smode, vn, _NO_OUT, part)
+            res = part.sum(axis=0) if nt > 1 else part[0]
+        res *= alpha
+        on += res
+        return True
+
+    return product
 
 
 def _kernel_sums(ws, combine, col_scale):
@@ -1244,27 +1333,55 @@ def _triton_args(ws, combine, col_scale):
     return s0, s1, scale, smode, flipped
 
 
-def _triton_matmul(ws, combine, col_scale, v, transpose):
-    """abs_matmul on the Triton kernels (CUDA, or the CPU under TRITON_INTERPRET=1)."""
+def _triton_product(ws, combine, col_scale, transpose):
+    """``product(vt) -> (k, r)`` (``(k, c)`` when ``transpose``) float64 on the Triton kernels."""
     kern = _triton_kernels()
     s0, s1, scale, smode, flipped = _triton_args(ws, combine, col_scale)
     rows, cols = s0.shape
-    k = v.shape[1]
-    vt = v.detach().t().contiguous()  # (k, n)
     comb = _COMBINE_CODE[combine]
+    stride = s0.stride(0)
     if transpose != flipped:
-        out = torch.zeros(k, cols, dtype=torch.float64, device=v.device)
-        if rows and cols:
-            grid = (kern.cdiv(cols, _TBC), kern.cdiv(rows, _TRS))
-            kern.cols[grid](s0, s1, scale, vt, out, rows, cols, s0.stride(0), _TRS, COMB=comb, SMODE=smode, K=k,
-                            BR=_TBR, BC=_TBC)
+        grid = (kern.cdiv(cols, _TBC), kern.cdiv(rows, _TRS))
+
+        def product(vt):
+            k = vt.shape[0]
+            out = torch.zeros(k, cols, dtype=torch.float64, device=vt.device)
+            if rows and cols:
+                kern.cols[grid](s0, s1, scale, vt, out, rows, cols, stride, _TRS, COMB=comb, SMODE=smode, K=k,
+                                BR=_TBR, BC=_TBC)
+            return out
     else:
-        out = torch.zeros(k, rows, dtype=torch.float64, device=v.device)
-        if rows and cols:
-            br, bc = _row_blocks(rows)
-            kern.rows[(kern.cdiv(rows, br),)](s0, s1, scale, vt, out, out, rows, cols, s0.stride(0), COMB=comb,
-                                              SMODE=smode, K=k, SUMS=False, BR=br, BC=bc)
-    return out.t().contiguous()
+        br, bc = _row_blocks(rows)
+        grid = (kern.cdiv(rows, br),)
+
+        def product(vt):
+            k = vt.shape[0]
+            out = torch.zeros(k, rows, dtype=torch.float64, device=vt.device)
+            if rows and cols:
+                kern.rows[grid](s0, s1, scale, vt, out, out, rows, cols, stride, COMB=comb, SMODE=smode, K=k,
+                                SUMS=False, BR=br, BC=bc)
+            return out
+    return product
+
+
+def _triton_add(ws, combine, col_scale, transpose):
+    """``add(vt, out, alpha)`` on the Triton kernels; False for a ``vt`` they do not take."""
+    product = _triton_product(ws, combine, col_scale, transpose)
+    device = ws[0].device
+
+    def add(vt, out, alpha):
+        if not isinstance(vt, torch.Tensor) or vt.dtype != torch.float64 or vt.device != device or vt.shape[0] > 2:
+            return False
+        out.add_(product(vt), alpha=alpha)
+        return True
+
+    return add
+
+
+def _triton_matmul(ws, combine, col_scale, v, transpose):
+    """abs_matmul on the Triton kernels (CUDA, or the CPU under TRITON_INTERPRET=1)."""
+    vt = v.detach().t().contiguous()  # (k, n)
+    return _triton_product(ws, combine, col_scale, transpose)(vt).t().contiguous()
 
 
 def _triton_sums(ws, combine, col_scale):

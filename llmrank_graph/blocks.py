@@ -13,6 +13,7 @@ that protocol:
 ``in_strength``    row sums of ``B``: each destination node's share of its in-strength
 ``matmul(v)``      ``B @ v`` for ``v`` of shape (src.size, k)
 ``rmatmul(v)``     ``B.T @ v`` for ``v`` of shape (dst.size, k)
+``product()``      either product set up once for many calls: ``add(vt, out, alpha)``
 ``chunks()``       row chunks of the dense matrix, for code that needs the values
 ``coo()``          (src ids, dst ids, float32 weights) of every stored edge
 ``out_degree``     number of stored out-edges of each source node (``in_degree`` alike)
@@ -36,7 +37,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +46,9 @@ import torch
 from . import _edge_weights as _ew
 
 __all__ = ["Partition", "Block", "WeightBlock", "DiagonalBlock", "SparseBlock", "COMBINES"]
+
+#: A product set up once (:meth:`Block.product`): ``add(vt, out, alpha)`` adds ``alpha * B @ v``.
+Product = Callable[[torch.Tensor, torch.Tensor, float], None]
 
 #: How a block made of two weights (gate and up) combines them.
 COMBINES = ("single", "sum", "max")
@@ -128,6 +132,33 @@ class Block(abc.ABC):
     def version(self) -> Hashable:
         """Changes whenever the numbers behind the block change (caches compare it)."""
         return 0
+
+    def product(self, forward: bool = True, device=None) -> Product | None:
+        """``matmul`` (``forward``) or ``rmatmul`` set up once, for a sweep that calls it many times.
+
+        Returns ``add(vt, out, alpha)``, which adds ``alpha * (B @ v)`` (or ``alpha * (B.T @ v)``)
+        to ``out`` in place. Vectors travel as rows: ``vt`` is ``v.T``, (k, src.size) forward
+        or (k, dst.size) backward, float64 and contiguous; ``out`` is a (k, dst.size) -- or
+        (k, src.size) -- float64 view to add into. On the CPU both are numpy arrays: there
+        the sweep runs in numpy, because torch's per-operation dispatch, run between two
+        blocks with caches the previous product has just flushed, cost more than the
+        products' own Python (``benchmarks/bench_pagerank.py``); on a GPU, torch tensors.
+
+        None when the block's numbers are not in memory on ``device`` (streamed blocks,
+        weights elsewhere): ask the block :meth:`loaded` yields instead. Kinds whose products
+        can skip per-call work override it.
+        """
+        if not self.resident:
+            return None
+        mul = self.matmul if forward else self.rmatmul
+
+        def add(vt, out, alpha):
+            if isinstance(vt, np.ndarray):
+                out += alpha * mul(torch.from_numpy(vt).t()).numpy().T
+            else:
+                out.add_(mul(vt.t()).t(), alpha=alpha)
+
+        return add
 
     @contextlib.contextmanager
     def loaded(self, device=None) -> Iterator["Block"]:
@@ -221,6 +252,14 @@ class WeightBlock(Block):
         ws, combine, scale = self._rule(v.device)
         return _ew.abs_matmul(ws, combine, scale, v, transpose=True).to(v.dtype)
 
+    def product(self, forward=True, device=None):
+        if not self.resident:
+            return None  # streamed (a subclass): loaded(device) reads them
+        dev = torch.device(device) if device is not None else self.weights[0].device
+        if any(w.device != dev for w in self.weights):
+            return None  # loaded(device) moves them
+        return _ew.prepare_matmul(self.weights, self.combine, self.col_scale, transpose=not forward)
+
     def chunks(self, dtype=torch.float64, device=None):
         ws, combine, scale = self._rule(device)
         rows, cols = self.shape
@@ -288,6 +327,18 @@ class DiagonalBlock(Block):
         return self.diag.to(v)[:, None] * v
 
     rmatmul = matmul
+
+    def product(self, forward=True, device=None):
+        diag = self.diag.to(device=device)
+        diag_np = diag.numpy() if diag.is_cpu else None
+
+        def add(vt, out, alpha):
+            if isinstance(vt, np.ndarray):
+                out += alpha * diag_np * vt
+            else:
+                out.addcmul_(vt, diag, value=alpha)
+
+        return add
 
     def chunks(self, dtype=torch.float64, device=None):
         yield 0, self.shape[0], torch.diag(self.diag.to(device=device, dtype=dtype))

@@ -116,6 +116,36 @@ def test_protocol_against_dense_reference(block):
         assert_allclose(m.dense().numpy(), B, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("as_numpy", [True, False], ids=["numpy", "torch"])
+def test_prepared_product_against_dense_reference(block, as_numpy):
+    """``product(forward)`` adds ``alpha * B @ v`` (``B.T @ v`` backward) into a view, vectors as rows."""
+    b, B = block
+    prepared = {f: b.product(f, "cpu") for f in (True, False)}
+    if not b.resident:  # streamed: nothing in memory until loaded
+        assert prepared == {True: None, False: None}
+        with b.loaded("cpu") as m:
+            prepared = {f: m.product(f, "cpu") for f in (True, False)}
+    rng = np.random.default_rng(3)
+    for k in (1, 2):
+        for forward, M in ((True, B), (False, B.T)):
+            vt = rng.uniform(size=(k, M.shape[1]))
+            y = rng.uniform(size=(k, M.shape[0] + 3))  # the product adds into a strided view of it
+            want = y.copy()
+            want[:, 1:-2] += 0.85 * (M @ vt.T).T
+            if as_numpy:
+                prepared[forward](vt, y[:, 1:-2], 0.85)
+            else:
+                yt = torch.from_numpy(y)
+                prepared[forward](torch.from_numpy(vt), yt[:, 1:-2], 0.85)
+            assert_allclose(y, want, rtol=1e-13)
+
+
+def test_weight_block_product_is_none_for_weights_on_another_device():
+    b, _ = _weight_block()
+    assert b.product(True, "meta") is None  # loaded(device) moves them first
+    assert b.product(True, None) is not None  # None: where the weights are
+
+
 def test_weight_block_sees_in_place_changes_through_its_version():
     b, _ = _weight_block()
     v0 = b.version()

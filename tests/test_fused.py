@@ -100,6 +100,67 @@ def test_matmul_and_sums_match_reference(path, dtype, combine, with_scale, trans
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).replace("torch.", ""))
 @pytest.mark.parametrize("combine", _fused.COMBINES)
+@pytest.mark.parametrize("with_scale", [False, True], ids=["noscale", "scale"])
+@pytest.mark.parametrize("transposed", [False, True], ids=["rowmajor", "tview"])
+@pytest.mark.parametrize("shape", SHAPES[1:], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_prepared_products_match_reference(path, dtype, combine, with_scale, transposed, shape):
+    """prepare_matmul: out += alpha * (M @ v) into a strided view, vectors as rows, numpy or torch."""
+    ws = make_weights(shape, dtype, combine, transposed)
+    cs = scale_for(shape, with_scale)
+    m = reference(ws, combine, cs)
+    rng = np.random.default_rng(4)
+    for transpose, mm in ((False, m), (True, m.T)):
+        add = _fused.prepare_matmul(ws, combine, cs, transpose)
+        for k in (1, 2):
+            vt = rng.uniform(size=(k, mm.shape[1]))
+            y = rng.uniform(size=(k, mm.shape[0] + 2))
+            want = y.copy()
+            want[:, 2:] += 0.5 * (mm @ vt.T).T
+            got = y.copy()
+            add(vt, got[:, 2:], 0.5)  # numpy, as the sweep runs on the CPU
+            np.testing.assert_allclose(got, want, rtol=RTOL, atol=0)
+            got_t = torch.from_numpy(y.copy())
+            add(torch.from_numpy(vt), got_t[:, 2:], 0.5)
+            np.testing.assert_allclose(got_t.numpy(), want, rtol=RTOL, atol=0)
+
+
+@pytest.mark.skipif(not KERNEL, reason="needs the fused kernel")
+def test_prepared_product_follows_the_switch_and_survives_a_failing_kernel(monkeypatch, caplog):
+    ws = make_weights((40, 30), torch.bfloat16, "sum", False)
+    m = reference(ws, "sum", None)
+    vt = np.random.default_rng(0).uniform(size=(1, 30))
+    add = _fused.prepare_matmul(ws, "sum", None)
+    calls = []
+    real_run = _fused._run
+    monkeypatch.setattr(_fused, "_run", lambda *a: calls.append(1) or real_run(*a))
+    out = np.zeros((1, 40))
+    add(vt, out, 1.0)
+    assert calls == [1]
+    monkeypatch.setattr(_fused, "use_kernel", False)  # switched off after set-up: the torch path at once
+    out2 = np.zeros((1, 40))
+    add(vt, out2, 1.0)
+    assert calls == [1]
+    np.testing.assert_allclose(out2, out, rtol=RTOL)
+    monkeypatch.setattr(_fused, "use_kernel", True)
+
+    def boom(*a):
+        raise RuntimeError("no luck")
+
+    monkeypatch.setattr(_fused, "_run", boom)
+    monkeypatch.setattr(_fused, "_broken", {})
+    caplog.set_level(logging.WARNING, logger=_fused.__name__)
+    out3 = np.zeros((1, 40))
+    add(vt, out3, 1.0)  # reported once, then the torch path
+    np.testing.assert_allclose(out3[0], m @ vt[0], rtol=RTOL)
+    assert "numba:bfloat16" in _fused._broken and "no luck" in caplog.text
+    k3 = np.random.default_rng(1).uniform(size=(3, 30))  # k = 3: the kernel takes 1 or 2
+    out4 = np.zeros((3, 40))
+    add(k3, out4, 2.0)
+    np.testing.assert_allclose(out4, 2.0 * (m @ k3.T).T, rtol=RTOL)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).replace("torch.", ""))
+@pytest.mark.parametrize("combine", _fused.COMBINES)
 @pytest.mark.parametrize("transposed", [False, True], ids=["rowmajor", "tview"])
 def test_edge_weights_bit_for_bit(path, dtype, combine, transposed):
     """A one-hot v reads out one column (row) of M: no accumulation, so no rounding at all."""
@@ -296,6 +357,11 @@ def test_cuda(monkeypatch, use_kernel):
         colsum, rowsum = _fused.abs_sums(ws, "max", cs)
         np.testing.assert_allclose(colsum.cpu().numpy(), m.sum(0), rtol=RTOL)
         np.testing.assert_allclose(rowsum.cpu().numpy(), m.sum(1), rtol=RTOL)
+        for transpose, mm in ((False, m), (True, m.T)):
+            vt = torch.rand(2, mm.shape[1], dtype=torch.float64, device="cuda")
+            out = torch.zeros(2, mm.shape[0] + 1, dtype=torch.float64, device="cuda")
+            _fused.prepare_matmul(ws, "max", cs, transpose)(vt, out[:, 1:], 0.5)
+            np.testing.assert_allclose(out[:, 1:].cpu().numpy(), 0.5 * (mm @ vt.cpu().numpy().T).T, rtol=RTOL)
     if use_kernel and _fused.fused_available("cuda") is None:
         assert _fused.unsupported(ws, "max", cs, v) is None
 
@@ -318,6 +384,11 @@ for dtype, combine, transposed, shape, with_scale in [
         u = torch.rand(shape[0], k, dtype=torch.float64)
         np.testing.assert_allclose(_fused._triton_matmul(ws, combine, cs, v, False).numpy(), m @ v.numpy(), rtol=1e-12)
         np.testing.assert_allclose(_fused._triton_matmul(ws, combine, cs, u, True).numpy(), m.T @ u.numpy(), rtol=1e-12)
+    for transpose, mm in ((False, m), (True, m.T)):
+        vt = torch.rand(2, mm.shape[1], dtype=torch.float64)
+        out = torch.zeros(2, mm.shape[0], dtype=torch.float64)
+        assert _fused._triton_add(ws, combine, cs, transpose)(vt, out, 0.5)
+        np.testing.assert_allclose(out.numpy(), 0.5 * (mm @ vt.numpy().T).T, rtol=1e-12)
     colsum, rowsum = _fused._triton_sums(ws, combine, cs)
     np.testing.assert_allclose(colsum.numpy(), m.sum(0), rtol=1e-12)
     np.testing.assert_allclose(rowsum.numpy(), m.sum(1), rtol=1e-12)

@@ -10,11 +10,15 @@ mass goes to another vector q, the sweep carries ``[p, q]`` as two columns and o
 makes it exact.
 
 The sweep uses only the block protocol (:class:`llmrank_graph.blocks.Block`): for each
-partition in topological order, its out-blocks are loaded once (one read from disk for
-streamed blocks, nothing for blocks in memory), their strengths give ``s_u`` (cached on the
-graph when the weights live in memory), and one product per block pushes ``y_u / s_u``
-forward. Products with model weights go through the fused |W| kernels, which read each
-weight once at its stored dtype.
+partition in topological order, its out-blocks' strengths give ``s_u`` (cached on the graph
+when the weights live in memory) and one product per block pushes ``y_u / s_u`` forward.
+The products are set up once per graph, direction and device (``Block.product``, cached on
+the graph with everything else derived from the weights), so between two blocks only the
+kernel call and two vector operations run; streamed blocks are loaded (one read from disk)
+at their step instead. Products with model weights go through the fused |W| kernels, which
+read each weight once at its stored dtype. On the CPU the vectors are numpy arrays: torch's
+per-operation dispatch, run with caches the previous product has just flushed, cost a third
+of the sweep (``benchmarks/bench_pagerank.py``).
 """
 
 from __future__ import annotations
@@ -54,52 +58,85 @@ def resolve_device(device=None) -> torch.device:
     return dev
 
 
-def _product(block: Block, v: torch.Tensor, forward: bool) -> torch.Tensor:
-    return block.matmul(v) if forward else block.rmatmul(v)
-
-
 def _strength(block: Block, forward: bool, dtype, device) -> torch.Tensor:
     """The block's share of the out-strength of the partition the sweep leaves from."""
     return (block.out_strength if forward else block.in_strength)(dtype, device)
+
+
+def _plan(graph, forward: bool, device) -> list[tuple[int, int, list[tuple[Block, object]], bool]]:
+    """The sweep's steps: ``(offset, stop, [(block, product or None)], all set up)`` per source partition.
+
+    Products are set up once per graph, direction and device (cached on the graph, so they are
+    set up again after the weights change); a block whose numbers are not in memory on the
+    device has None, and is loaded at its step.
+    """
+    def build():
+        out_blocks: dict[int, list[Block]] = defaultdict(list)
+        for b in graph.blocks:
+            out_blocks[(b.src if forward else b.dst).position].append(b)
+        steps = []
+        for part in (graph.partitions if forward else graph.partitions[::-1]):
+            blocks = out_blocks.get(part.position)
+            if blocks:
+                products = [(b, b.product(forward, device)) for b in blocks]
+                steps.append((part.offset, part.stop, products, all(add is not None for _, add in products)))
+        return steps
+
+    # The kernels' thread count is fixed when they are set up: a new torch setting, a new plan.
+    return graph.cached(("sweep plan", forward, str(device), torch.get_num_threads()), build)
 
 
 def _solve(graph, alpha: float, rhs: torch.Tensor, direction: str, normalize: bool):
     """``y = (I - alpha M)^{-1} rhs`` for the DAG in one pass; rhs is (n, k).
 
     ``M = P^T`` (``normalize=True``, PageRank) or ``A^T`` (Katz), with edges reversed when
-    ``direction='reverse'``. Returns ``(y, s)``: ``s`` is the out-strength of every node in
-    this direction (None for Katz).
+    ``direction='reverse'``. Returns ``(y, s)``: ``y`` is (n, k) and ``s`` the out-strength of
+    every node in this direction (None for Katz).
+
+    The vectors travel as rows of a (k, n) tensor, so that each partition's slice of each is
+    contiguous and goes to the products (:meth:`Block.product`) without a copy.
     """
     forward = direction == "forward"
-    out_blocks: dict[int, list[Block]] = defaultdict(list)
-    for b in graph.blocks:
-        out_blocks[(b.src if forward else b.dst).position].append(b)
-    y = rhs.clone()
-    dtype, device = y.dtype, y.device
+    dtype, device = rhs.dtype, rhs.device
     # Weights in memory: the strengths are cached on the graph (one extra read, once per
     # graph and weights). Streamed weights: computed from the blocks loaded for the product.
     cached = graph.strength(direction, dtype, device) if normalize and graph.resident else None
     strength = cached if cached is not None else (torch.zeros(graph.n_nodes, dtype=dtype, device=device)
                                                   if normalize else None)
-    for part in (graph.partitions if forward else graph.partitions[::-1]):
-        blocks = out_blocks.pop(part.position, None)
-        if not blocks:
+    inv = None if cached is None else _inverse(cached)
+    y = rhs.t().contiguous()  # (k, n)
+    on_cpu = device.type == "cpu"
+    if on_cpu:  # numpy between the products on the CPU (see Block.product)
+        y = y.numpy()
+        inv = None if inv is None else inv.numpy()
+
+    def step(a, b, steps):
+        if not normalize:
+            v = y[:, a:b].copy() if on_cpu else y[:, a:b].contiguous()
+        elif inv is not None:
+            v = y[:, a:b] * inv[a:b]
+        else:
+            s = sum(_strength(blk, forward, dtype, device) for blk, _ in steps)
+            strength[a:b] = s
+            v = y[:, a:b] * (_inverse(s).numpy() if on_cpu else _inverse(s))
+        for blk, add in steps:
+            tgt = blk.dst if forward else blk.src
+            add(v, y[:, tgt.offset:tgt.stop], alpha)
+
+    for a, b, steps, ready in _plan(graph, forward, device):
+        if ready:
+            step(a, b, steps)
             continue
-        with contextlib.ExitStack() as stack:
-            loaded = [stack.enter_context(b.loaded(device)) for b in blocks]  # one layer in memory
-            yu = y[part.offset:part.stop]  # (|part|, k)
-            if normalize:
-                if cached is None:
-                    s = sum(_strength(b, forward, dtype, device) for b in loaded)
-                    strength[part.offset:part.stop] = s
-                else:
-                    s = cached[part.offset:part.stop]
-                inv = torch.where(s > 0, 1.0 / s, torch.zeros_like(s))
-                yu = yu * inv[:, None]
-            for b in loaded:
-                tgt = b.dst if forward else b.src
-                y[tgt.offset:tgt.stop].add_(_product(b, yu, forward), alpha=alpha)
-    return y, strength
+        with contextlib.ExitStack() as stack:  # one partition's weights in memory at a time
+            loaded = [stack.enter_context(blk.loaded(device)) for blk, _ in steps]
+            step(a, b, [(blk, blk.product(forward, device)) for blk in loaded])
+    y = torch.from_numpy(y) if on_cpu else y
+    return y.t(), strength
+
+
+def _inverse(s: torch.Tensor) -> torch.Tensor:
+    """``1 / s``, 0 where ``s`` is 0 (dangling nodes send nothing along edges)."""
+    return torch.where(s > 0, 1.0 / s, torch.zeros_like(s))
 
 
 def block_operator(graph, device):
