@@ -86,29 +86,33 @@ def _plan(graph, forward: bool, device) -> list[tuple[int, int, list[tuple[Block
     return graph.cached(("sweep plan", forward, str(device), torch.get_num_threads()), build)
 
 
-def _solve(graph, alpha: float, rhs: torch.Tensor, direction: str, normalize: bool):
-    """``y = (I - alpha M)^{-1} rhs`` for the DAG in one pass; rhs is (n, k).
+def _solve(graph, alpha: float, rhs: np.ndarray, direction: str, normalize: bool, device,
+           dtype=torch.float64) -> tuple[np.ndarray, np.ndarray | None]:
+    """``y = (I - alpha M)^{-1} rhs`` for the DAG in one pass; rhs is (n, k) float64 numpy.
 
     ``M = P^T`` (``normalize=True``, PageRank) or ``A^T`` (Katz), with edges reversed when
-    ``direction='reverse'``. Returns ``(y, s)``: ``y`` is (n, k) and ``s`` the out-strength of
-    every node in this direction (None for Katz).
+    ``direction='reverse'``. Returns ``(y, s)`` as float64 numpy arrays: ``y`` is (n, k) and
+    ``s`` the out-strength of every node in this direction (None for Katz).
 
-    The vectors travel as rows of a (k, n) tensor, so that each partition's slice of each is
-    contiguous and goes to the products (:meth:`Block.product`) without a copy.
+    The vectors travel as rows of a (k, n) array, so that each partition's slice of each is
+    contiguous and goes to the products (:meth:`Block.product`) without a copy. On the CPU
+    it is a numpy array and every vector operation is numpy's: a torch operation on a
+    vector of the graph's size wakes torch's OpenMP threads, which then spin on the cores
+    the kernels' threads need (measured: 20% of the sweep).
     """
     forward = direction == "forward"
-    dtype, device = rhs.dtype, rhs.device
+    on_cpu = device.type == "cpu"
     # Weights in memory: the strengths are cached on the graph (one extra read, once per
     # graph and weights). Streamed weights: computed from the blocks loaded for the product.
     cached = graph.strength(direction, dtype, device) if normalize and graph.resident else None
-    strength = cached if cached is not None else (torch.zeros(graph.n_nodes, dtype=dtype, device=device)
-                                                  if normalize else None)
-    inv = None if cached is None else _inverse(cached)
-    y = rhs.t().contiguous()  # (k, n)
-    on_cpu = device.type == "cpu"
-    if on_cpu:  # numpy between the products on the CPU (see Block.product)
-        y = y.numpy()
-        inv = None if inv is None else inv.numpy()
+    if on_cpu:
+        y = np.ascontiguousarray(rhs.T, dtype=torch.empty(0, dtype=dtype).numpy().dtype)  # (k, n)
+        strength = cached.numpy() if cached is not None else (np.zeros(graph.n_nodes) if normalize else None)
+    else:
+        y = torch.as_tensor(rhs.T, dtype=dtype, device=device).contiguous()
+        strength = cached if cached is not None else (torch.zeros(graph.n_nodes, dtype=dtype, device=device)
+                                                      if normalize else None)
+    inv = None if cached is None else _inverse(strength)
 
     def step(a, b, steps):
         if not normalize:
@@ -117,8 +121,8 @@ def _solve(graph, alpha: float, rhs: torch.Tensor, direction: str, normalize: bo
             v = y[:, a:b] * inv[a:b]
         else:
             s = sum(_strength(blk, forward, dtype, device) for blk, _ in steps)
-            strength[a:b] = s
-            v = y[:, a:b] * (_inverse(s).numpy() if on_cpu else _inverse(s))
+            strength[a:b] = s.numpy() if on_cpu else s
+            v = y[:, a:b] * _inverse(strength[a:b])
         for blk, add in steps:
             tgt = blk.dst if forward else blk.src
             add(v, y[:, tgt.offset:tgt.stop], alpha)
@@ -130,12 +134,16 @@ def _solve(graph, alpha: float, rhs: torch.Tensor, direction: str, normalize: bo
         with contextlib.ExitStack() as stack:  # one partition's weights in memory at a time
             loaded = [stack.enter_context(blk.loaded(device)) for blk, _ in steps]
             step(a, b, [(blk, blk.product(forward, device)) for blk in loaded])
-    y = torch.from_numpy(y) if on_cpu else y
-    return y.t(), strength
+    if not on_cpu:
+        y, strength = y.double().cpu().numpy(), None if strength is None else strength.double().cpu().numpy()
+    return y.T, strength
 
 
-def _inverse(s: torch.Tensor) -> torch.Tensor:
-    """``1 / s``, 0 where ``s`` is 0 (dangling nodes send nothing along edges)."""
+def _inverse(s):
+    """``1 / s`` (numpy array or tensor), 0 where ``s`` is 0: dangling nodes send nothing along edges."""
+    if isinstance(s, np.ndarray):
+        out = np.zeros_like(s)
+        return np.divide(1.0, s, out=out, where=s > 0)
     return torch.where(s > 0, 1.0 / s, torch.zeros_like(s))
 
 
@@ -190,9 +198,8 @@ def pagerank_sweep(graph, alpha: float, p: np.ndarray, q: np.ndarray, direction:
     _check_dag(graph, "PageRank")
     device = resolve_device(device)
     same = q is p or np.array_equal(q, p)
-    cols = [p] if same else [p, q]
-    rhs = torch.as_tensor(np.stack(cols, axis=1), dtype=dtype, device=device)
-    y, s = _solve(graph, alpha, rhs, direction, normalize=True)
+    rhs = np.stack([p] if same else [p, q], axis=1).astype(np.float64, copy=False)
+    y, s = _solve(graph, alpha, rhs, direction, True, device, dtype)
     if same:
         y = y[:, 0]
     else:
@@ -201,8 +208,7 @@ def pagerank_sweep(graph, alpha: float, p: np.ndarray, q: np.ndarray, direction:
         # x = (1-alpha) y_p + alpha D y_q, with D the dangling mass of x itself.
         D = (1 - alpha) * yp[dangling].sum() / (1 - alpha * yq[dangling].sum())
         y = (1 - alpha) * yp + alpha * D * yq
-    y = y / y.sum()
-    return y.double().cpu().numpy()
+    return y / y.sum()
 
 
 def katz_sweep(graph, alpha: float, beta: np.ndarray, direction: str = "forward", normalized: bool = True,
@@ -213,13 +219,13 @@ def katz_sweep(graph, alpha: float, beta: np.ndarray, direction: str = "forward"
     """
     _check_dag(graph, "Katz")
     device = resolve_device(device)
-    rhs = torch.as_tensor(np.asarray(beta, dtype=np.float64).reshape(-1, 1), dtype=dtype, device=device)
-    y = _solve(graph, alpha, rhs, direction, normalize=False)[0][:, 0].double()
+    rhs = np.asarray(beta, dtype=np.float64).reshape(-1, 1)
+    y = np.ascontiguousarray(_solve(graph, alpha, rhs, direction, False, device, dtype)[0][:, 0])
     if normalized:
-        norm = torch.linalg.vector_norm(y)
+        norm = np.linalg.norm(y)
         if norm > 0:
             y = y / norm
-    return y.cpu().numpy()
+    return y
 
 
 class SweepBackend(Backend):
