@@ -326,20 +326,23 @@ def markdown(csv_path: Path, dense: float | None) -> str:
         sel = [r for r in rows if r["table"] == table]
         if not sel:
             continue
-        comps = list(dict.fromkeys(r["compensation"] if table == "grid" else f"{r['compensation']} ridge {r['ridge']}"
-                                   for r in sel))
+        def column(r, table=table):
+            return r["compensation"] if table != "ridge" else f"{r['compensation']} ridge {r['ridge']}"
+
+        comps = list(dict.fromkeys(column(r) for r in sel))
+        order = {s: i for i, s in enumerate(dict.fromkeys(r["scorer"] for r in sel))}
         keys = list(dict.fromkeys((r["scorer"], r["params"], r["allocation"], f"{float(r['amount']):.2f}")
                                   for r in sel))
         out.append(f"### {table} ({sel[0]['eval']} text)\n")
         out.append("| scorer | params | allocation | amount | " + " | ".join(comps) + " |")
         out.append("|---|---|---|---|" + "---|" * len(comps))
-        for scorer, params, alloc, amount in sorted(keys, key=lambda k: (k[2], float(k[3]), k[0], k[1])):
+        for scorer, params, alloc, amount in sorted(keys, key=lambda k: (k[2], float(k[3]),
+                                                                    order[k[0]] if table == "variants" else k[0], k[1])):
             vals = {}
             for r in sel:
                 if (r["scorer"], r["params"], r["allocation"], f"{float(r['amount']):.2f}") == (scorer, params, alloc,
                                                                                                  amount):
-                    c = r["compensation"] if table == "grid" else f"{r['compensation']} ridge {r['ridge']}"
-                    vals[c] = float(r["perplexity"])
+                    vals[column(r)] = float(r["perplexity"])
             best = min((v for v in vals.values() if math.isfinite(v)), default=None)
             cells = [("**" + fmt(vals[c]) + "**" if vals.get(c) == best else fmt(vals[c])) if c in vals else ""
                      for c in comps]
