@@ -51,9 +51,11 @@ from .centrality import CentralityResult, get_centrality
 from .centrality.algorithms import _CENTRALITIES
 from .centrality.sweep import resolve_device
 from .errors import InvalidArgumentError
-from .graph import MLPGraph, export_options
+from .graph import KINDS, MLPGraph, export_options
 from .masks import allocate, check_amount
-from .storage import column_name, stored_scores
+from .pruning import prune_model
+from .scoring import PAGERANK_CENTRALITY, PAGERANK_WITHOUT_STATS, score_neurons
+from .storage import _jsonable, column_name, stored_scores
 
 logger = logging.getLogger(__name__)
 
@@ -78,14 +80,8 @@ PATH_WEIGHTS: tuple[str, ...] = ("product", "log")
 TOP_K = 10
 
 
-def _default_amount() -> float:
-    from .pruning import prune_model
-
-    return float(_inspect.signature(prune_model).parameters["amount"].default)
-
-
 #: Fraction pruned in :func:`overlap`: the default of :func:`llmrank_graph.prune_model`.
-DEFAULT_AMOUNT: float = _default_amount()
+DEFAULT_AMOUNT: float = float(_inspect.signature(prune_model).parameters["amount"].default)
 
 
 def _progress(items, progress: bool, desc: str, unit: str = "block", total: int | None = None):
@@ -356,8 +352,6 @@ def top_neurons(graph: MLPGraph, scores, k: int = TOP_K, kind: str = "intermedia
     _check_graph(graph)
     table = _score_table(graph, scores)
     k = check_positive_int("k", k)
-    from .graph import KINDS
-
     check_choice("kind", kind, KINDS)
     rows = []
     for name, v in table.items():
@@ -826,8 +820,6 @@ def _centrality_plan(graph: MLPGraph, name: str) -> tuple[str, dict]:
     fn = get_centrality(name)
     d = _defaults(fn)
     if name == "pagerank":
-        from .scoring import PAGERANK_CENTRALITY, PAGERANK_WITHOUT_STATS
-
         teleport = PAGERANK_CENTRALITY["personalization"]
         if teleport != "uniform" and not graph.has_activation:
             teleport = PAGERANK_WITHOUT_STATS["personalization"]
@@ -946,15 +938,7 @@ class InspectReport:
         return Path(out_dir)
 
 
-def _jsonable(obj):
-    from .storage import _jsonable as j
-
-    return j(obj)
-
-
 def _scores_from_model(graph, model, stats, names, explicit: bool, notes: list) -> dict[str, np.ndarray]:
-    from .scoring import score_neurons
-
     out = {}
     for name in names:
         needs = name in ("activation", "wanda-sp")

@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 __all__ = ["LLMRankGraphError", "InvalidArgumentError", "InvalidArgumentTypeError", "FileFormatError",
-           "OutputExistsError", "MissingInputError", "MissingDependencyError", "WorkFailedError",
+           "GraphFormatError", "OutputExistsError", "MissingInputError", "MissingDependencyError", "WorkFailedError",
            "USAGE_EXIT_STATUS", "FAILURE_EXIT_STATUS"]
 
 #: Exit status of the CLI for a usage or input error (as argparse uses for its own).
@@ -52,6 +52,14 @@ class InvalidArgumentTypeError(LLMRankGraphError, TypeError):
 
 class FileFormatError(LLMRankGraphError, ValueError):
     """A file or directory is damaged, partial, or not in the expected format."""
+
+
+class GraphFormatError(FileFormatError):
+    """A graph directory is damaged, partial, or not an llmrank_graph graph.
+
+    Raised by :mod:`llmrank_graph.storage` when reading; also importable as
+    ``llmrank_graph.GraphFormatError`` and ``llmrank_graph.graph.GraphFormatError``.
+    """
 
 
 class OutputExistsError(LLMRankGraphError, FileExistsError):

@@ -17,7 +17,6 @@ is built only when someone asks for it.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Hashable
@@ -33,8 +32,14 @@ from ._checks import check_bool, check_choice, check_keep, check_residual, fail_
 from ._optional import require_cudf, require_dask_cudf
 from .architectures import MLPModules, check_finite_weights, mlp_layers
 from .blocks import Block, DiagonalBlock, Partition, SparseBlock, WeightBlock
-from .errors import FileFormatError, InvalidArgumentError
+from .errors import GraphFormatError, InvalidArgumentError
+# The directory format, the node-table schema and the meta.json checks live in storage, below this
+# module (which builds the graph from what storage reads); the CLI still finds them here.
+from .storage import _FORMAT, _check_meta, _read_format  # noqa: F401  (re-exported)
+from .storage import (EDGE_COLUMNS, EDGES_FILE, KINDS, NODE_COLUMNS, GraphParts, _check_name, _check_values, _progress,
+                      _result_info, _short, _tables_to_parts, read_parts, write_graph)
 from .viewer import VIEW_EDGE_LIMIT, VIEW_TOP_NODES
+from .viewer import to_networkx as _to_networkx
 
 logger = logging.getLogger(__name__)
 
@@ -46,18 +51,9 @@ GATES = ("up", "gate", "sum", "max")
 WEIGHTINGS = ("abs", "abs_x_input", "activation_share")
 #: Weightings that need calibration statistics.
 ACTIVATION_WEIGHTINGS = ("abs_x_input", "activation_share")
-KINDS = ("hidden", "intermediate")
-NODE_COLUMNS = ("vertex", "layer", "kind", "index", "activation", "partition")
-EDGE_COLUMNS = ("src", "dst", "weight")
 #: What ``llmrank-graph export --format`` writes: the full graph directory, or a thresholded
 #: subgraph for viewers (:mod:`llmrank_graph.viewer`).
 EXPORT_FORMATS = ("parquet", "graphml", "gexf")
-_FORMAT = "llmrank_graph.MLPGraph"
-
-
-class GraphFormatError(FileFormatError):
-    """A graph directory is damaged, partial, or not an llmrank_graph graph."""
-
 
 @dataclass(frozen=True)
 class ExportOptions:
@@ -186,7 +182,7 @@ class MLPGraph:
         >>> e = g.edges[g.edges.weight > 0.01]                                  # doctest: +SKIP
         >>> h = MLPGraph.from_edgelist(g.nodes, e, meta=g.meta)                  # doctest: +SKIP
         """
-        return _from_tables(nodes, edges, dict(meta or {}), "`nodes`/`edges`", InvalidArgumentError)
+        return _from_parts(_tables_to_parts(nodes, edges, dict(meta or {}), "`nodes`/`edges`", InvalidArgumentError))
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -270,8 +266,6 @@ class MLPGraph:
         InvalidArgumentError
             A bad name or length, or a column already stored without ``overwrite``.
         """
-        from .storage import _check_name, _check_values, _result_info
-
         check_bool("overwrite", overwrite)
         _check_name(name, NODE_COLUMNS)
         if name in self.scores and not overwrite:
@@ -359,8 +353,6 @@ class MLPGraph:
         if not partitioned:
             return cudf.from_pandas(nodes), cudf.from_pandas(self.edges)
         dask_cudf = require_dask_cudf()
-        from .storage import EDGES_FILE
-
         edges = dask_cudf.read_parquet(str(self.source / EDGES_FILE), columns=list(EDGE_COLUMNS))
         return cudf.from_pandas(nodes), edges
 
@@ -379,10 +371,8 @@ class MLPGraph:
         -------
         >>> G = export_graph(model).to_networkx(top_nodes=32, top_edges=4)     # doctest: +SKIP
         """
-        from .viewer import to_networkx
-
-        return to_networkx(self, top_nodes=top_nodes, top_edges=top_edges, min_quantile=min_quantile,
-                           min_weight=min_weight, score=score, max_edges=max_edges, force=force)
+        return _to_networkx(self, top_nodes=top_nodes, top_edges=top_edges, min_quantile=min_quantile,
+                            min_weight=min_weight, score=score, max_edges=max_edges, force=force)
 
     # ------------------------------------------------------------------ strengths
     def strength(self, direction: str = "forward", dtype=torch.float64, device=None) -> torch.Tensor:
@@ -461,32 +451,7 @@ class MLPGraph:
         ValueError
             ``overwrite`` would replace a directory that is not a graph, without ``force``.
         """
-        from .storage import write_graph
-
         return write_graph(self, path, overwrite=overwrite, progress=progress, force=force)
-
-
-def _read_format(directory: Path) -> str | None:
-    """The ``format`` recorded in a directory's meta.json, None when there is none."""
-    try:
-        meta = json.loads((directory / "meta.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return meta.get("format") if isinstance(meta, dict) else None
-
-
-def _progress(items, progress: bool, desc: str):
-    if not progress:
-        return items
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc=desc, unit="block")
-
-
-def _short(x):
-    if isinstance(x, list) and len(x) > 4 and len(set(x)) == 1:
-        return f"[{x[0]}]*{len(x)}"
-    return x
 
 
 # ---------------------------------------------------------------------- export
@@ -699,127 +664,13 @@ def read_graph(path: str | os.PathLike, layers=None, *, lazy: bool | None = None
     >>> g.n_layers                                          # doctest: +SKIP
     2
     """
-    from .storage import read_graph as _read
-
-    return _read(path, layers, lazy=lazy)
-
-
-#: Keys every graph directory's meta.json has (written by :meth:`MLPGraph.to_parquet`).
-_REQUIRED_META = ("format", "n_nodes", "n_edges", "n_layers", "partitions")
+    g = _from_parts(read_parts(path, layers, lazy=lazy))
+    logger.debug("read %r from %s (%s)", g, path, "in memory" if g.resident else "blocks on demand")
+    return g
 
 
-def _check_meta(meta, where: str, activation: np.ndarray | None = None) -> None:
-    """Check a graph directory's whole ``meta.json`` (and the activations it vouches for).
-
-    ``meta`` must be an object with the :data:`_REQUIRED_META` keys; its partitions must be
-    ``[name, layer, kind, offset, size]`` entries, contiguous from 0, summing to ``n_nodes``;
-    ``n_layers`` must be the number of intermediate partitions; with ``has_stats`` true the
-    ``activation`` column (when given) must be finite. Raises :class:`GraphFormatError`
-    naming ``where`` and the key.
-    """
-    def bad(key: str, what: str, got) -> GraphFormatError:
-        text = repr(got)
-        return GraphFormatError(f"{where}: meta.json key '{key}' must be {what}; got "
-                                f"{text if len(text) <= 80 else text[:77] + '...'}")
-
-    if not isinstance(meta, dict):
-        raise GraphFormatError(f"{where}: meta.json must hold a JSON object; got {type(meta).__name__}")
-    missing = [k for k in _REQUIRED_META if k not in meta]
-    if missing:
-        raise GraphFormatError(f"{where}: meta.json lacks the required key(s) {', '.join(map(repr, missing))}")
-    for key in ("n_nodes", "n_edges", "n_layers"):
-        value = meta[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise bad(key, "an int >= 0", value)
-    parts = meta["partitions"]
-    if not isinstance(parts, list) or not parts:
-        raise bad("partitions", "a non-empty list of [name, layer, kind, offset, size]", parts)
-    offset = 0
-    layers = []
-    for i, p in enumerate(parts):
-        ok = (isinstance(p, list) and len(p) == 5 and isinstance(p[0], str) and p[2] in KINDS
-              and all(isinstance(v, int) and not isinstance(v, bool) for v in p[1:2] + p[3:]))
-        if not ok or p[1] < 0 or p[4] < 1:
-            raise bad(f"partitions[{i}]", "[name, layer >= 0, 'hidden' or 'intermediate', offset, size >= 1]", p)
-        if p[3] != offset:
-            raise bad(f"partitions[{i}]", f"contiguous with the previous ones (offset {offset})", p)
-        offset += p[4]
-        if p[2] == "intermediate":
-            layers.append(p[1])
-    if offset != meta["n_nodes"]:
-        raise GraphFormatError(f"{where}: meta.json partitions cover {offset} nodes but 'n_nodes' is "
-                               f"{meta['n_nodes']}")
-    if len(set(layers)) != len(layers) or len(layers) != meta["n_layers"]:
-        raise GraphFormatError(f"{where}: meta.json 'n_layers' is {meta['n_layers']} but the partitions hold "
-                               f"{len(layers)} intermediate partitions (layers {_short(layers)})")
-    if meta.get("has_stats") is True and activation is not None:
-        act = np.asarray(activation, dtype=np.float64)
-        if not np.isfinite(act).all():
-            raise GraphFormatError(f"{where}: meta.json says the graph has calibration statistics ('has_stats'), "
-                                   f"but {int((~np.isfinite(act)).sum())} node activations are NaN or inf")
-
-
-def _partitions_from_nodes(nodes: pd.DataFrame, where: str, error) -> list[Partition]:
-    """Partitions as runs of equal ``partition`` ids (or of equal ``(layer, kind)``)."""
-    if "partition" in nodes.columns:
-        key = nodes["partition"].to_numpy(np.int64)
-    else:
-        lk = nodes["layer"].astype(np.int64).astype(str) + "/" + nodes["kind"].astype(str)
-        key = pd.factorize(lk)[0]
-    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, dtype=np.int64)
-    stops = np.r_[starts[1:], len(key)]
-    parts = []
-    for pos, (a, b) in enumerate(zip(starts, stops)):
-        layer, kind = int(nodes["layer"].iat[a]), str(nodes["kind"].iat[a])
-        if kind not in KINDS:
-            raise error(f"{where}: node kind must be one of {', '.join(map(repr, KINDS))}; got {kind!r}")
-        name = f"{'H' if kind == 'hidden' else 'I'}{layer}"
-        parts.append(Partition(pos, name, layer, kind, int(a), int(b - a)))
-    if len({p.name for p in parts}) != len(parts):  # isolated-style graphs repeat H_l: name them by position
-        parts = [Partition(p.position, f"{p.name}_{p.position}", p.layer, p.kind, p.offset, p.size) for p in parts]
-    return parts
-
-
-def _from_tables(nodes: pd.DataFrame, edges: pd.DataFrame, meta: dict, where: str, error,
-                 parts: list[Partition] | None = None) -> MLPGraph:
-    """Blocks from a node table and an edge list (checked); the one path of read_graph and from_edgelist."""
-    for name, df, cols in (("nodes", nodes, ("vertex", "layer", "kind")), ("edges", edges, EDGE_COLUMNS)):
-        if not isinstance(df, pd.DataFrame):
-            raise fail_type(name, "a pandas DataFrame", df)
-        missing = [c for c in cols if c not in df.columns]
-        if missing:
-            raise error(f"{where}: the {name} table lacks columns {missing}")
-    n = len(nodes)
-    if not np.array_equal(nodes["vertex"].to_numpy(), np.arange(n)):
-        raise error(f"{where}: vertex ids are not contiguous from 0")
-    if parts is None:
-        parts = _partitions_from_nodes(nodes, where, error)
-    if (parts[-1].stop if parts else 0) != n or any(p.offset != (parts[i - 1].stop if i else 0)
-                                                     for i, p in enumerate(parts)):
-        raise error(f"{where}: partitions are not contiguous or do not cover the {n} nodes")
-    src = edges["src"].to_numpy(np.int64)
-    dst = edges["dst"].to_numpy(np.int64)
-    if len(src) and (src.min() < 0 or dst.min() < 0 or src.max() >= n or dst.max() >= n):
-        raise error(f"{where}: edges name vertices outside 0..{n - 1}")
-    w = edges["weight"].to_numpy(np.float32)
-    if not np.isfinite(w).all() or (w < 0).any():
-        raise error(f"{where}: edge weights must be finite and non-negative")
-    offsets = np.array([p.offset for p in parts])
-    ps = np.searchsorted(offsets, src, side="right") - 1
-    pd_ = np.searchsorted(offsets, dst, side="right") - 1
-    key = ps * len(parts) + pd_
-    order = np.argsort(key, kind="stable")
-    bounds = np.flatnonzero(np.diff(key[order])) + 1
-    blocks: list[Block] = []
-    for grp in np.split(order, bounds) if len(order) else []:
-        a, b = parts[ps[grp[0]]], parts[pd_[grp[0]]]
-        layer = a.layer  # H_l -> I_l, I_l -> H_{l+1} and H_l -> H_{l+1} all belong to MLP l
-        role = "up" if b.kind == "intermediate" else ("down" if a.kind == "intermediate" else "residual")
-        blocks.append(SparseBlock(a, b, layer, role, dst[grp] - b.offset, src[grp] - a.offset, w[grp]))
-    if "activation" in nodes.columns:
-        act = nodes["activation"].to_numpy(np.float64)
-    else:
-        act = np.full(n, np.nan)
-    meta = dict(meta)
-    meta.setdefault("n_layers", len({p.layer for p in parts if p.kind == "intermediate"}))
-    return MLPGraph(parts, blocks, act, meta)
+def _from_parts(parts: GraphParts) -> MLPGraph:
+    g = MLPGraph(parts.partitions, parts.blocks, parts.activation, parts.meta, scores=parts.scores,
+                 score_info=parts.score_info)
+    g.source = parts.source
+    return g

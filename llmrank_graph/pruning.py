@@ -21,16 +21,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import torch
 from torch import nn
 
 from ._checks import check_bool, check_choice, fail_type
 from ._io import atomic_directory
-from .architectures import MLPModules, check_finite_weights, get_architecture, intermediate_sizes, mlp_layers
+from ._prune_core import HOWS, PruneResult, zero_mlp
+from .architectures import check_finite_weights, get_architecture, intermediate_sizes, mlp_layers
 from .calibration import ActivationStats
 from .compensation import COMPENSATIONS, DEFAULT_RIDGE, apply_updates, check_compensation, down_updates
 from .errors import InvalidArgumentError
@@ -38,45 +36,17 @@ from .masks import ALLOCATIONS, NeuronMask, allocate, check_amount
 from .models import load_pruned
 from .saved_format import (MASK_FILE, PRUNED_CONFIG_KEY, PrunedEntry, disk_config, is_saved_pruned,
                            original_intermediate_size, read_config, record_sizes)
+from .sequential import prune_sequential
 
 logger = logging.getLogger(__name__)
 
-# load_pruned lives with the loader (models.py), intermediate_sizes with the architectures, and
-# PRUNED_CONFIG_KEY in saved_format.py; they are re-exported here, where users found them.
+# load_pruned lives with the loader (models.py), intermediate_sizes with the architectures,
+# PRUNED_CONFIG_KEY in saved_format.py, and HOWS and PruneResult in _prune_core.py (below the
+# sequential mode, which uses them too); they are re-exported here, where users found them.
 __all__ = ["HOWS", "COMPENSATIONS", "DEFAULT_RIDGE", "PruneResult", "apply_mask", "prune_model", "save_pruned", "load_pruned",
            "intermediate_sizes", "PRUNED_CONFIG_KEY"]
 
-#: Ways to apply a mask.
-HOWS: tuple[str, ...] = ("remove", "zero")
-
-
 # ---------------------------------------------------------------------------- surgery
-def _zero_mlp(mlp: MLPModules, keep: torch.Tensor, hidden_keep: torch.Tensor | None) -> None:
-    c = mlp.conv1d
-    with torch.no_grad():
-        drop = (~keep).to(mlp.up.weight.device)
-        for mod in (mlp.gate, mlp.up):
-            if mod is not None:
-                if c:
-                    mod.weight[:, drop] = 0
-                else:
-                    mod.weight[drop] = 0
-                if getattr(mod, "bias", None) is not None:
-                    mod.bias[drop] = 0
-        if c:
-            mlp.down.weight[drop] = 0
-        else:
-            mlp.down.weight[:, drop] = 0
-        if hidden_keep is not None:
-            # Paper mode: zero the down rows (output channels) as ln_structured on "weight"
-            # does; the bias, if any, is left alone like there.
-            hdrop = (~hidden_keep).to(mlp.down.weight.device)
-            if c:
-                mlp.down.weight[:, hdrop] = 0
-            else:
-                mlp.down.weight[hdrop] = 0
-
-
 def apply_mask(model: nn.Module, mask: NeuronMask, how: str = "remove", *, compensate: str = "none",
                stats: ActivationStats | None = None, ridge: float = DEFAULT_RIDGE) -> nn.Module:
     """Prune ``model``'s MLP neurons in place as ``mask`` says, optionally compensating down_proj.
@@ -144,7 +114,7 @@ def apply_mask(model: nn.Module, mask: NeuronMask, how: str = "remove", *, compe
     if how == "zero":
         for mlp in mlps:
             hk = mask.hidden.get(mlp.layer) if mask.hidden is not None else None
-            _zero_mlp(mlp, mask.intermediate[mlp.layer], hk)
+            zero_mlp(mlp, mask.intermediate[mlp.layer], hk)
         apply_updates(model, updates, keep=mask.intermediate)
         logger.debug("zeroed %d intermediate neurons and %d hidden channels", mask.n_pruned(),
                      mask.n_hidden_pruned())
@@ -163,30 +133,6 @@ def apply_mask(model: nn.Module, mask: NeuronMask, how: str = "remove", *, compe
 
 
 # ---------------------------------------------------------------------------- pipeline
-@dataclass
-class PruneResult:
-    """What :func:`prune_model` returns.
-
-    Attributes
-    ----------
-    model : torch.nn.Module
-        The pruned model (the same object that was passed in, pruned in place).
-    masks : NeuronMask
-        The neurons kept.
-    scores : NeuronScores
-        The scores the masks came from.
-    stats : ActivationStats or None
-        In the sequential mode, the statistics each layer was pruned with (collected on the
-        outputs of the already-pruned layers; without the Gram matrices, freed layer by
-        layer). None otherwise.
-    """
-
-    model: nn.Module
-    masks: NeuronMask
-    scores: Any
-    stats: ActivationStats | None = None
-
-
 def _check_finite_weights(model: nn.Module) -> None:
     check_finite_weights(mlp_layers(model))
 
@@ -290,8 +236,6 @@ def prune_model(model: nn.Module, stats, method: str = "pagerank", amount: float
             raise InvalidArgumentError("`sequential=True` cannot honour the paper mode (prune_hidden=True): it "
                                        "allocates hidden channels of the residual stream over all layers at once, "
                                        "while the sequential mode prunes one layer at a time")
-        from .sequential import prune_sequential
-
         result = prune_sequential(model, input_ids, method, amount, allocation, how, stats=stats,
                                   compensate=compensate, ridge=ridge, min_keep=min_keep, device=device, mode=mode,
                                   **method_params)

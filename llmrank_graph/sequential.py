@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from ._checks import check_bool, check_positive_int
+from ._prune_core import HOWS, PruneResult, zero_mlp
 from .architectures import get_architecture, mlp_layers
 from .calibration import ActivationStats, ModuleStats, _check_batch, _hook_mlps, _StopForward, _vocab_size, calibrate
 from .compensation import DEFAULT_RIDGE, apply_updates, check_compensation_options, down_updates, needs_second_moments
@@ -250,7 +251,6 @@ def prune_sequential(model: nn.Module, input_ids, method: str = "pagerank", amou
         ``.stats`` holds the statistics each layer was pruned with (the sequential ones),
         without the Gram matrices, which are freed layer by layer.
     """
-    from .pruning import HOWS, PruneResult
     from .saved_format import original_intermediate_size, record_sizes
     from .scoring import NeuronScores, get_scorer
 
@@ -323,9 +323,7 @@ def prune_sequential(model: nn.Module, input_ids, method: str = "pagerank", amou
                     mlp.keep_neurons(keep.nonzero().flatten())
                 apply_updates(model, updates)
             else:
-                from .pruning import _zero_mlp
-
-                _zero_mlp(mlp, keep, None)
+                zero_mlp(mlp, keep, None)
                 apply_updates(model, updates, keep={l: keep})
             _run_layer(layer, inputs, l, update=True)
             layer.to(home)

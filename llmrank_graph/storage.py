@@ -17,7 +17,7 @@ the node table (``meta.json``'s ``nodes_file``; ``nodes.parquet`` when written)
     destination partition, layer, role, edge count, layout and row-group range), the stored
     score columns (name -> algorithm, parameters, dtype), and the size of every file.
 
-Writing keeps about one block in memory; so does reading, because :func:`read_graph` reads
+Writing keeps about one block in memory; so does reading, because :func:`read_parts` reads
 only the file footers and the node table up front. Each block is read from its row groups
 when an operation needs it (:class:`ParquetBlock`, like the safetensors blocks of
 :mod:`llmrank_graph.streaming`), and ``layers=`` reads a subset of the layers.
@@ -30,6 +30,13 @@ writers are serialised by a lock file in the directory.
 
 Graph directories written before the block table existed (no ``blocks`` key in
 ``meta.json``) are still read, whole and into memory.
+
+This module sits below :mod:`llmrank_graph.graph` and does not import it: it reads a directory
+into :class:`GraphParts` (partitions, blocks, node activations, meta, stored scores), from which
+:func:`llmrank_graph.read_graph` builds the :class:`~llmrank_graph.MLPGraph`, and it writes any
+graph that has the MLPGraph attributes it reads. The node-table schema (:data:`NODE_COLUMNS`,
+:data:`KINDS`), the edge-list columns and the checks of ``meta.json`` live here for that reason;
+:mod:`llmrank_graph.graph` re-exports them.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,12 +60,13 @@ from ._io import atomic_directory, atomic_file, write_json_atomic
 from ._version import __version__
 from .blocks import Block, Partition, SparseBlock, WeightBlock
 from ._result import CentralityResult
-from .errors import InvalidArgumentError, MissingInputError
+from .errors import GraphFormatError, InvalidArgumentError, MissingInputError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ParquetBlock", "write_graph", "read_graph", "add_scores", "stored_scores", "score_column_name",
-           "column_name", "ROW_GROUP_ROWS", "LAZY_READ_BYTES", "FORMAT_VERSION", "EDGES_FILE", "NODES_FILE"]
+__all__ = ["ParquetBlock", "GraphParts", "write_graph", "read_parts", "add_scores", "stored_scores",
+           "score_column_name", "column_name", "ROW_GROUP_ROWS", "LAZY_READ_BYTES", "FORMAT_VERSION", "EDGES_FILE",
+           "NODES_FILE", "KINDS", "NODE_COLUMNS", "EDGE_COLUMNS"]
 
 #: Most rows in one row group of ``edges.parquet`` (a block spans several row groups).
 ROW_GROUP_ROWS = 1 << 20
@@ -67,6 +76,16 @@ LAZY_READ_BYTES = 1 << 30
 FORMAT_VERSION = 2
 EDGES_FILE = "edges.parquet"
 NODES_FILE = "nodes.parquet"
+#: Node kinds: the residual-stream features and the MLP's intermediate neurons.
+KINDS = ("hidden", "intermediate")
+#: Columns of the node table (stored score columns follow them).
+NODE_COLUMNS = ("vertex", "layer", "kind", "index", "activation", "partition")
+#: Columns of an edge list.
+EDGE_COLUMNS = ("src", "dst", "weight")
+#: ``meta.json``'s ``format``: what marks a directory as a graph written by llmrank_graph.
+_FORMAT = "llmrank_graph.MLPGraph"
+#: Keys every graph directory's meta.json has (written by :func:`write_graph`).
+_REQUIRED_META = ("format", "n_nodes", "n_edges", "n_layers", "partitions")
 #: Block layouts recorded in the block table.
 LAYOUTS = ("dense", "coo")
 _LOCK_FILE = ".llmrank_graph.lock"
@@ -75,10 +94,55 @@ _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
 _LAYOUT_KEYS = ("files", "blocks", "nodes_file", "format_version", "row_group_rows")
 
 
-def _graph_module():
-    from . import graph  # graph.py imports this module lazily; the reverse import is safe here
+@dataclass(frozen=True)
+class GraphParts:
+    """The pieces of an :class:`~llmrank_graph.MLPGraph`, as read from a graph directory or an edge list.
 
-    return graph
+    :func:`llmrank_graph.read_graph` and :meth:`~llmrank_graph.MLPGraph.from_edgelist` build the
+    graph from them (``MLPGraph(partitions, blocks, activation, meta, scores=..., score_info=...)``
+    with ``source`` set).
+
+    Attributes
+    ----------
+    partitions : list of Partition, in topological order.
+    blocks : list of Block
+    activation : numpy.ndarray (n_nodes,), float64; NaN without calibration statistics.
+    meta : dict
+    scores : dict of str -> numpy.ndarray (n_nodes,), the stored score columns.
+    score_info : dict of str -> dict, what produced each stored score.
+    source : Path or None, the graph directory read.
+    """
+
+    partitions: list[Partition]
+    blocks: list[Block]
+    activation: np.ndarray
+    meta: dict
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
+    score_info: dict[str, dict] = field(default_factory=dict)
+    source: Path | None = None
+
+
+def _read_format(directory: Path) -> str | None:
+    """The ``format`` recorded in a directory's meta.json, None when there is none."""
+    try:
+        meta = json.loads((directory / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return meta.get("format") if isinstance(meta, dict) else None
+
+
+def _progress(items, progress: bool, desc: str):
+    if not progress:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, unit="block")
+
+
+def _short(x):
+    if isinstance(x, list) and len(x) > 4 and len(set(x)) == 1:
+        return f"[{x[0]}]*{len(x)}"
+    return x
 
 
 # ---------------------------------------------------------------------------- naming
@@ -156,12 +220,11 @@ def write_graph(graph, path: str | os.PathLike, *, overwrite: bool = False, prog
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    G = _graph_module()
     check_bool("overwrite", overwrite)
     check_bool("force", force)
 
     def only_graphs(existing: Path) -> None:
-        if not force and G._read_format(existing) != G._FORMAT:
+        if not force and _read_format(existing) != _FORMAT:
             raise InvalidArgumentError(f"`path` {str(existing)!r} exists and is not a graph written by "
                                        "llmrank_graph (no meta.json saying so); refusing to replace it "
                                        "without force=True")
@@ -175,7 +238,7 @@ def write_graph(graph, path: str | os.PathLike, *, overwrite: bool = False, prog
         n_edges = 0
         rg = 0
         with pq.ParquetWriter(tmp / EDGES_FILE, schema) as writer:
-            for b in G._progress(graph.blocks, progress, EDGES_FILE):
+            for b in _progress(graph.blocks, progress, EDGES_FILE):
                 with b.loaded() as blk:
                     s, d, w = blk.coo()
                 k = len(s)
@@ -195,7 +258,7 @@ def write_graph(graph, path: str | os.PathLike, *, overwrite: bool = False, prog
         if got != rg:  # internal: pyarrow split the blocks differently from what we recorded
             raise RuntimeError(f"edges.parquet has {got} row groups, expected {rg}")
         meta = {k: v for k, v in graph.meta.items() if k not in _LAYOUT_KEYS}
-        meta.update(format=G._FORMAT, format_version=FORMAT_VERSION, library_version=__version__,
+        meta.update(format=_FORMAT, format_version=FORMAT_VERSION, library_version=__version__,
                     n_nodes=graph.n_nodes, n_edges=n_edges, row_group_rows=ROW_GROUP_ROWS,
                     partitions=[[p.name, p.layer, p.kind, p.offset, p.size] for p in graph.partitions],
                     blocks=table, nodes_file=NODES_FILE,
@@ -258,8 +321,6 @@ class ParquetBlock(Block):
     def read(self) -> Block:
         """The block with its edges in memory (a WeightBlock when dense, else a SparseBlock)."""
         import pyarrow.parquet as pq
-
-        from .graph import GraphFormatError
 
         rows, cols = self.shape
         groups = list(range(*self.row_groups))
@@ -334,58 +395,109 @@ class ParquetBlock(Block):
 
 # ---------------------------------------------------------------------------- read
 def _read_meta(path: Path, where: str) -> dict:
-    G = _graph_module()
     meta_file = path / "meta.json"
     try:
         meta = json.loads(meta_file.read_text())
     except FileNotFoundError:
-        raise G.GraphFormatError(f"{where} is not a complete graph directory: meta.json is missing") from None
+        raise GraphFormatError(f"{where} is not a complete graph directory: meta.json is missing") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise G.GraphFormatError(f"{where}: meta.json is damaged ({e})") from None
+        raise GraphFormatError(f"{where}: meta.json is damaged ({e})") from None
     if not isinstance(meta, dict):
-        raise G.GraphFormatError(f"{where}: meta.json must hold a JSON object; got {type(meta).__name__}")
-    if meta.get("format") != G._FORMAT:
-        raise G.GraphFormatError(f"{where}: meta.json is not an llmrank_graph graph (format={meta.get('format')!r})")
+        raise GraphFormatError(f"{where}: meta.json must hold a JSON object; got {type(meta).__name__}")
+    if meta.get("format") != _FORMAT:
+        raise GraphFormatError(f"{where}: meta.json is not an llmrank_graph graph (format={meta.get('format')!r})")
     return meta
 
 
 def _check_files(path: Path, meta: dict, where: str) -> None:
-    G = _graph_module()
     files = meta.get("files", {})
     for f, size in (files.items() if isinstance(files, dict) else []):
         p = path / f
         if not p.is_file():
-            raise G.GraphFormatError(f"{where} is partial: {f} is missing")
+            raise GraphFormatError(f"{where} is partial: {f} is missing")
         if p.stat().st_size != size:
-            raise G.GraphFormatError(f"{where} is damaged: {f} has {p.stat().st_size} bytes, meta.json says {size}")
+            raise GraphFormatError(f"{where} is damaged: {f} has {p.stat().st_size} bytes, meta.json says {size}")
+
+
+def _check_meta(meta, where: str, activation: np.ndarray | None = None) -> None:
+    """Check a graph directory's whole ``meta.json`` (and the activations it vouches for).
+
+    ``meta`` must be an object with the :data:`_REQUIRED_META` keys; its partitions must be
+    ``[name, layer, kind, offset, size]`` entries, contiguous from 0, summing to ``n_nodes``;
+    ``n_layers`` must be the number of intermediate partitions; with ``has_stats`` true the
+    ``activation`` column (when given) must be finite. Raises :class:`GraphFormatError`
+    naming ``where`` and the key.
+    """
+    def bad(key: str, what: str, got) -> GraphFormatError:
+        text = repr(got)
+        return GraphFormatError(f"{where}: meta.json key '{key}' must be {what}; got "
+                                f"{text if len(text) <= 80 else text[:77] + '...'}")
+
+    if not isinstance(meta, dict):
+        raise GraphFormatError(f"{where}: meta.json must hold a JSON object; got {type(meta).__name__}")
+    missing = [k for k in _REQUIRED_META if k not in meta]
+    if missing:
+        raise GraphFormatError(f"{where}: meta.json lacks the required key(s) {', '.join(map(repr, missing))}")
+    for key in ("n_nodes", "n_edges", "n_layers"):
+        value = meta[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise bad(key, "an int >= 0", value)
+    parts = meta["partitions"]
+    if not isinstance(parts, list) or not parts:
+        raise bad("partitions", "a non-empty list of [name, layer, kind, offset, size]", parts)
+    offset = 0
+    layers = []
+    for i, p in enumerate(parts):
+        ok = (isinstance(p, list) and len(p) == 5 and isinstance(p[0], str) and p[2] in KINDS
+              and all(isinstance(v, int) and not isinstance(v, bool) for v in p[1:2] + p[3:]))
+        if not ok or p[1] < 0 or p[4] < 1:
+            raise bad(f"partitions[{i}]", "[name, layer >= 0, 'hidden' or 'intermediate', offset, size >= 1]", p)
+        if p[3] != offset:
+            raise bad(f"partitions[{i}]", f"contiguous with the previous ones (offset {offset})", p)
+        offset += p[4]
+        if p[2] == "intermediate":
+            layers.append(p[1])
+    if offset != meta["n_nodes"]:
+        raise GraphFormatError(f"{where}: meta.json partitions cover {offset} nodes but 'n_nodes' is "
+                               f"{meta['n_nodes']}")
+    if len(set(layers)) != len(layers) or len(layers) != meta["n_layers"]:
+        raise GraphFormatError(f"{where}: meta.json 'n_layers' is {meta['n_layers']} but the partitions hold "
+                               f"{len(layers)} intermediate partitions (layers {_short(layers)})")
+    if meta.get("has_stats") is True and activation is not None:
+        act = np.asarray(activation, dtype=np.float64)
+        if not np.isfinite(act).all():
+            raise GraphFormatError(f"{where}: meta.json says the graph has calibration statistics ('has_stats'), "
+                                   f"but {int((~np.isfinite(act)).sum())} node activations are NaN or inf")
 
 
 def _read_nodes(path: Path, where: str, attempts: int = 2) -> tuple[dict, pd.DataFrame]:
     """meta.json and the node table it names (read again if :func:`add_scores` swapped them in between)."""
     import pyarrow.parquet as pq
 
-    G = _graph_module()
     for attempt in range(attempts):
         meta = _read_meta(path, where)
         try:
             _check_files(path, meta, where)
             nodes = pq.read_table(path / meta.get("nodes_file", NODES_FILE)).to_pandas()
             return meta, nodes
-        except (G.GraphFormatError, FileNotFoundError) as e:
+        except (GraphFormatError, FileNotFoundError) as e:
             if attempt + 1 == attempts or _read_meta(path, where) == meta:
                 if isinstance(e, FileNotFoundError):
-                    raise G.GraphFormatError(f"{where} is partial: {e.filename} is missing") from None
+                    raise GraphFormatError(f"{where} is partial: {e.filename} is missing") from None
                 raise
         except Exception as e:  # pyarrow raises several types on corrupt files
-            raise G.GraphFormatError(f"{where} is damaged: {e}") from None
+            raise GraphFormatError(f"{where} is damaged: {e}") from None
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def read_graph(path: str | os.PathLike, layers: Iterable[int] | None = None, *, lazy: bool | None = None):
-    """Read a graph directory; see :func:`llmrank_graph.read_graph`."""
+def read_parts(path: str | os.PathLike, layers: Iterable[int] | None = None, *,
+               lazy: bool | None = None) -> GraphParts:
+    """Read a graph directory into the parts of its graph; :func:`llmrank_graph.read_graph` builds it.
+
+    The parameters, checks and errors are those of :func:`llmrank_graph.read_graph`.
+    """
     import pyarrow.parquet as pq
 
-    G = _graph_module()
     if not isinstance(path, (str, os.PathLike)):
         raise fail_type("path", "a str or a path", path)
     if lazy is not None:
@@ -395,27 +507,25 @@ def read_graph(path: str | os.PathLike, layers: Iterable[int] | None = None, *, 
     if not path.is_dir():
         raise MissingInputError(f"{where} is not a graph directory (it does not exist)")
     meta, nodes = _read_nodes(path, where)
-    G._check_meta(meta, where, nodes["activation"] if "activation" in nodes.columns else np.full(len(nodes), np.nan))
+    _check_meta(meta, where, nodes["activation"] if "activation" in nodes.columns else np.full(len(nodes), np.nan))
     try:
         n, e = int(meta["n_nodes"]), int(meta["n_edges"])
         parts = [Partition(i, str(nm), int(ly), str(k), int(o), int(s))
                  for i, (nm, ly, k, o, s) in enumerate(meta["partitions"])]
     except (KeyError, TypeError, ValueError) as exc:
-        raise G.GraphFormatError(f"{where}: meta.json lacks or garbles a required key ({exc})") from None
+        raise GraphFormatError(f"{where}: meta.json lacks or garbles a required key ({exc})") from None
     if "blocks" not in meta:  # written before the block table: read whole, as then
         if layers is not None:
             raise InvalidArgumentError(f"`layers` needs a graph directory with a block table; {where} was written by "
                                        "an older llmrank_graph: read it whole and write it again with to_parquet")
         try:
-            edges = pq.read_table(path / EDGES_FILE, columns=list(G.EDGE_COLUMNS)).to_pandas()
+            edges = pq.read_table(path / EDGES_FILE, columns=list(EDGE_COLUMNS)).to_pandas()
         except Exception as exc:
-            raise G.GraphFormatError(f"{where} is damaged: {exc}") from None
+            raise GraphFormatError(f"{where} is damaged: {exc}") from None
         if len(nodes) != n or len(edges) != e:
-            raise G.GraphFormatError(f"{where}: expected {n} nodes and {e} edges (meta.json), "
-                                     f"found {len(nodes)} and {len(edges)}")
-        g = G._from_tables(nodes, edges, meta, where, G.GraphFormatError, parts)
-        g.source = path
-        return g
+            raise GraphFormatError(f"{where}: expected {n} nodes and {e} edges (meta.json), "
+                                   f"found {len(nodes)} and {len(edges)}")
+        return replace(_tables_to_parts(nodes, edges, meta, where, GraphFormatError, parts), source=path)
     _check_node_table(nodes, parts, n, where)
     blocks = _block_table(path, meta, parts, n, e, where)
     scores, info = _scores_from_nodes(nodes, meta, where)
@@ -433,48 +543,44 @@ def read_graph(path: str | os.PathLike, layers: Iterable[int] | None = None, *, 
         lazy = (path / EDGES_FILE).stat().st_size > LAZY_READ_BYTES
     if not lazy:
         blocks = [b.read() for b in blocks]
-    g = G.MLPGraph(parts, blocks, act, meta, scores=scores, score_info=info)
-    g.source = path
-    logger.debug("read %r from %s (%s)", g, path, "blocks on demand" if lazy else "in memory")
-    return g
+    logger.debug("read %s (%s)", path, "blocks on demand" if lazy else "in memory")
+    return GraphParts(parts, blocks, act, meta, scores, info, path)
 
 
 def _check_node_table(nodes: pd.DataFrame, parts: list[Partition], n: int, where: str) -> None:
-    G = _graph_module()
     missing = [c for c in ("vertex", "layer", "kind", "index") if c not in nodes.columns]
     if missing:
-        raise G.GraphFormatError(f"{where}: the nodes table lacks columns {missing}")
+        raise GraphFormatError(f"{where}: the nodes table lacks columns {missing}")
     if len(nodes) != n:
-        raise G.GraphFormatError(f"{where}: expected {n} nodes (meta.json), found {len(nodes)}")
+        raise GraphFormatError(f"{where}: expected {n} nodes (meta.json), found {len(nodes)}")
     if not np.array_equal(nodes["vertex"].to_numpy(), np.arange(n)):
-        raise G.GraphFormatError(f"{where}: vertex ids are not contiguous from 0")
+        raise GraphFormatError(f"{where}: vertex ids are not contiguous from 0")
     if (parts[-1].stop if parts else 0) != n or any(p.offset != (parts[i - 1].stop if i else 0)
                                                      for i, p in enumerate(parts)):
-        raise G.GraphFormatError(f"{where}: partitions are not contiguous or do not cover the {n} nodes")
+        raise GraphFormatError(f"{where}: partitions are not contiguous or do not cover the {n} nodes")
     sizes = [p.size for p in parts]
     want_layer = np.repeat([p.layer for p in parts], sizes)
     want_kind = np.repeat([p.kind for p in parts], sizes)
     if not (np.array_equal(nodes["layer"].to_numpy(np.int64), want_layer)
             and np.array_equal(nodes["kind"].astype(str).to_numpy(), want_kind.astype(str))):
-        raise G.GraphFormatError(f"{where}: the nodes table does not match the partitions of meta.json")
+        raise GraphFormatError(f"{where}: the nodes table does not match the partitions of meta.json")
 
 
 def _block_table(path: Path, meta: dict, parts: list[Partition], n: int, e: int, where: str) -> list[ParquetBlock]:
     """ParquetBlocks from meta.json's block table, checked against the file footer."""
     import pyarrow.parquet as pq
 
-    G = _graph_module()
     file = path / EDGES_FILE
     try:
         md = pq.ParquetFile(file).metadata
     except Exception as exc:
-        raise G.GraphFormatError(f"{where} is damaged: {exc}") from None
+        raise GraphFormatError(f"{where} is damaged: {exc}") from None
     names = [md.schema.column(i).name for i in range(md.num_columns)]
-    if any(c not in names for c in G.EDGE_COLUMNS):
-        lacking = [c for c in G.EDGE_COLUMNS if c not in names]
-        raise G.GraphFormatError(f"{where}: edges.parquet lacks columns {lacking}")
+    if any(c not in names for c in EDGE_COLUMNS):
+        lacking = [c for c in EDGE_COLUMNS if c not in names]
+        raise GraphFormatError(f"{where}: edges.parquet lacks columns {lacking}")
     if md.num_rows != e:
-        raise G.GraphFormatError(f"{where}: expected {e} edges (meta.json), found {md.num_rows}")
+        raise GraphFormatError(f"{where}: expected {e} edges (meta.json), found {md.num_rows}")
     col = {c: names.index(c) for c in ("src", "dst")}
     blocks: list[ParquetBlock] = []
     rg = 0
@@ -496,27 +602,26 @@ def _block_table(path: Path, meta: dict, parts: list[Partition], n: int, e: int,
                                        (src.offset, dst.offset)))
             rg = int(r1)
     except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise G.GraphFormatError(f"{where}: the block table of meta.json does not match edges.parquet "
-                                 f"({exc})") from None
+        raise GraphFormatError(f"{where}: the block table of meta.json does not match edges.parquet "
+                               f"({exc})") from None
     if rg != md.num_row_groups:
-        raise G.GraphFormatError(f"{where}: edges.parquet has {md.num_row_groups} row groups, the block table "
-                                 f"covers {rg}")
+        raise GraphFormatError(f"{where}: edges.parquet has {md.num_row_groups} row groups, the block table "
+                               f"covers {rg}")
     return blocks
 
 
 def _scores_from_nodes(nodes: pd.DataFrame, meta: dict, where: str) -> tuple[dict, dict]:
-    G = _graph_module()
     info = meta.get("scores") or {}
     if not isinstance(info, dict):
-        raise G.GraphFormatError(f"{where}: meta.json's scores must be a mapping")
+        raise GraphFormatError(f"{where}: meta.json's scores must be a mapping")
     scores = {}
     for name, entry in info.items():
         if name not in nodes.columns:
-            raise G.GraphFormatError(f"{where}: meta.json lists the stored score {name!r} but the node table has "
-                                     "no such column")
+            raise GraphFormatError(f"{where}: meta.json lists the stored score {name!r} but the node table has "
+                                   "no such column")
         col = nodes[name].to_numpy()
         if isinstance(entry, dict) and entry.get("dtype") and str(col.dtype) != entry["dtype"]:
-            raise G.GraphFormatError(f"{where}: stored score {name!r} is {col.dtype}, meta.json says {entry['dtype']}")
+            raise GraphFormatError(f"{where}: stored score {name!r} is {col.dtype}, meta.json says {entry['dtype']}")
         scores[name] = col
     return scores, {k: dict(v) if isinstance(v, dict) else {} for k, v in info.items()}
 
@@ -547,6 +652,77 @@ def _subset(parts: list[Partition], blocks: list[ParquetBlock], layers, meta: di
     out = [ParquetBlock(new[b.src.position], new[b.dst.position], b.layer, b.role, b.file, b.row_groups, b.nnz,
                         b.layout, b.file_offsets) for b in chosen]
     return [new[pos] for pos in used], out, keep
+
+
+# ---------------------------------------------------------------------------- edge lists
+def _partitions_from_nodes(nodes: pd.DataFrame, where: str, error) -> list[Partition]:
+    """Partitions as runs of equal ``partition`` ids (or of equal ``(layer, kind)``)."""
+    if "partition" in nodes.columns:
+        key = nodes["partition"].to_numpy(np.int64)
+    else:
+        lk = nodes["layer"].astype(np.int64).astype(str) + "/" + nodes["kind"].astype(str)
+        key = pd.factorize(lk)[0]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, dtype=np.int64)
+    stops = np.r_[starts[1:], len(key)]
+    parts = []
+    for pos, (a, b) in enumerate(zip(starts, stops)):
+        layer, kind = int(nodes["layer"].iat[a]), str(nodes["kind"].iat[a])
+        if kind not in KINDS:
+            raise error(f"{where}: node kind must be one of {', '.join(map(repr, KINDS))}; got {kind!r}")
+        name = f"{'H' if kind == 'hidden' else 'I'}{layer}"
+        parts.append(Partition(pos, name, layer, kind, int(a), int(b - a)))
+    if len({p.name for p in parts}) != len(parts):  # isolated-style graphs repeat H_l: name them by position
+        parts = [Partition(p.position, f"{p.name}_{p.position}", p.layer, p.kind, p.offset, p.size) for p in parts]
+    return parts
+
+
+def _tables_to_parts(nodes: pd.DataFrame, edges: pd.DataFrame, meta: dict, where: str, error,
+                     parts: list[Partition] | None = None) -> GraphParts:
+    """Blocks from a node table and an edge list (checked); the one path of read_graph and from_edgelist.
+
+    Problems are raised as ``error`` (GraphFormatError when reading, InvalidArgumentError for
+    :meth:`~llmrank_graph.MLPGraph.from_edgelist`), naming ``where``.
+    """
+    for name, df, cols in (("nodes", nodes, ("vertex", "layer", "kind")), ("edges", edges, EDGE_COLUMNS)):
+        if not isinstance(df, pd.DataFrame):
+            raise fail_type(name, "a pandas DataFrame", df)
+        missing = [c for c in cols if c not in df.columns]
+        if missing:
+            raise error(f"{where}: the {name} table lacks columns {missing}")
+    n = len(nodes)
+    if not np.array_equal(nodes["vertex"].to_numpy(), np.arange(n)):
+        raise error(f"{where}: vertex ids are not contiguous from 0")
+    if parts is None:
+        parts = _partitions_from_nodes(nodes, where, error)
+    if (parts[-1].stop if parts else 0) != n or any(p.offset != (parts[i - 1].stop if i else 0)
+                                                     for i, p in enumerate(parts)):
+        raise error(f"{where}: partitions are not contiguous or do not cover the {n} nodes")
+    src = edges["src"].to_numpy(np.int64)
+    dst = edges["dst"].to_numpy(np.int64)
+    if len(src) and (src.min() < 0 or dst.min() < 0 or src.max() >= n or dst.max() >= n):
+        raise error(f"{where}: edges name vertices outside 0..{n - 1}")
+    w = edges["weight"].to_numpy(np.float32)
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise error(f"{where}: edge weights must be finite and non-negative")
+    offsets = np.array([p.offset for p in parts])
+    ps = np.searchsorted(offsets, src, side="right") - 1
+    pd_ = np.searchsorted(offsets, dst, side="right") - 1
+    key = ps * len(parts) + pd_
+    order = np.argsort(key, kind="stable")
+    bounds = np.flatnonzero(np.diff(key[order])) + 1
+    blocks: list[Block] = []
+    for grp in np.split(order, bounds) if len(order) else []:
+        a, b = parts[ps[grp[0]]], parts[pd_[grp[0]]]
+        layer = a.layer  # H_l -> I_l, I_l -> H_{l+1} and H_l -> H_{l+1} all belong to MLP l
+        role = "up" if b.kind == "intermediate" else ("down" if a.kind == "intermediate" else "residual")
+        blocks.append(SparseBlock(a, b, layer, role, dst[grp] - b.offset, src[grp] - a.offset, w[grp]))
+    if "activation" in nodes.columns:
+        act = nodes["activation"].to_numpy(np.float64)
+    else:
+        act = np.full(n, np.nan)
+    meta = dict(meta)
+    meta.setdefault("n_layers", len({p.layer for p in parts if p.kind == "intermediate"}))
+    return GraphParts(parts, blocks, act, meta)
 
 
 # ---------------------------------------------------------------------------- stored scores
@@ -611,7 +787,6 @@ def add_scores(path: str | os.PathLike, scores: Mapping[str, Any], info: Mapping
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    G = _graph_module()
     check_bool("overwrite", overwrite)
     if not isinstance(path, (str, os.PathLike)):
         raise fail_type("path", "a str or a path", path)
@@ -630,7 +805,7 @@ def add_scores(path: str | os.PathLike, scores: Mapping[str, Any], info: Mapping
         stored = dict(meta.get("scores") or {})
         new_cols = {}
         for name, values in scores.items():
-            _check_name(name, G.NODE_COLUMNS)
+            _check_name(name, NODE_COLUMNS)
             if name in stored and not overwrite:
                 raise InvalidArgumentError(f"`scores` {name!r} is already stored in {str(path)!r}; pass overwrite=True "
                                            "(--overwrite) to replace it")
