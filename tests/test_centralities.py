@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from numpy.testing import assert_allclose
+from numpy.testing import assert_allclose, assert_array_equal
 
 import llmrank_graph as lg
 from llmrank_graph import export_graph
@@ -40,6 +40,18 @@ def test_katz_is_the_linear_solve(g, backend, direction):
     normed = C.katz(g, alpha=0.4, beta=beta, direction=direction, backend=backend, tol=1e-14)
     assert_allclose(normed.scores, want / np.linalg.norm(want), rtol=1e-10)
     assert normed.algorithm == "katz" and normed.params["alpha"] == 0.4
+
+
+@pytest.mark.parametrize("backend", ["sweep", "scipy"])
+def test_inputs_are_not_written(g, backend):
+    """The solvers work on copies: beta and the teleport vector come back as they went in."""
+    beta = np.random.default_rng(1).uniform(0.5, 2.0, g.n_nodes)
+    tele = np.random.default_rng(2).uniform(0.5, 2.0, g.n_nodes)
+    kept = beta.copy(), tele.copy()
+    C.katz(g, alpha=0.4, beta=beta, backend=backend)
+    C.pagerank(g, personalization=tele, backend=backend)
+    assert_array_equal(beta, kept[0])
+    assert_array_equal(tele, kept[1])
 
 
 def test_katz_sweep_is_exact_in_one_pass_power_iteration_needs_depth(g):

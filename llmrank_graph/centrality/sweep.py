@@ -106,10 +106,10 @@ def _solve(graph, alpha: float, rhs: np.ndarray, direction: str, normalize: bool
     # graph and weights). Streamed weights: computed from the blocks loaded for the product.
     cached = graph.strength(direction, dtype, device) if normalize and graph.resident else None
     if on_cpu:
-        y = np.ascontiguousarray(rhs.T, dtype=torch.empty(0, dtype=dtype).numpy().dtype)  # (k, n)
+        y = np.array(rhs.T, dtype=torch.empty(0, dtype=dtype).numpy().dtype, order="C")  # (k, n), a copy
         strength = cached.numpy() if cached is not None else (np.zeros(graph.n_nodes) if normalize else None)
     else:
-        y = torch.as_tensor(rhs.T, dtype=dtype, device=device).contiguous()
+        y = torch.tensor(rhs.T, dtype=dtype, device=device).contiguous()  # a copy
         strength = cached if cached is not None else (torch.zeros(graph.n_nodes, dtype=dtype, device=device)
                                                       if normalize else None)
     inv = None if cached is None else _inverse(strength)
