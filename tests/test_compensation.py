@@ -559,7 +559,9 @@ def test_cli_defaults_are_the_library_defaults():
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["prune"]
     opts = {o: a for a in sub._actions for o in a.option_strings}
     sig = inspect.signature(prune_model).parameters
-    assert opts["--compensate"].default == sig["compensate"].default
+    # The CLI refits by default (the measured best); the library collects no Gram matrices unasked.
+    assert opts["--compensate"].default == lg.compensation.RECOMMENDED_COMPENSATION == "lstsq"
+    assert sig["compensate"].default == "none"
     assert tuple(opts["--compensate"].choices) == lg.pruning.COMPENSATIONS
     assert opts["--ridge"].default == sig["ridge"].default == DEFAULT_RIDGE
     assert opts["--sequential"].default is sig["sequential"].default is False
