@@ -23,6 +23,7 @@ Modes:
     python benchmarks/compensation.py --memory one-shot     # peak RSS above the loaded model, one
     python benchmarks/compensation.py --memory sequential   # process each
     python benchmarks/compensation.py --variants            # graph variants under --compensations
+    python benchmarks/compensation.py --tables              # rewrite the .md from the CSV only
 
 Results: stdout, ``--out/<name>.csv`` (one row per run) and ``--out/<name>.md`` (tables).
 """
@@ -316,6 +317,41 @@ def memory(r: Runner, args) -> None:
         del model
 
 
+def goals(rows: list[dict], dense: float | None) -> list[str]:
+    """The issue's goals from the grid rows: the best configuration per amount (local), and
+    pagerank against the best other scorer under each allocation, amount and compensation."""
+    grid = [r for r in rows if r["table"] == "grid" and r["params"] == "defaults"]
+    if not grid:
+        return []
+    ppl = {(r["scorer"], r["allocation"], float(r["amount"]), r["compensation"]): float(r["perplexity"]) for r in grid}
+    out = ["### goals (evaluation text)\n"]
+    if dense is not None:
+        out.append("Best configuration per amount, local allocation (goal 1: within 1.5x of dense at 30%, "
+                   "2.0x at 50%):\n")
+        out.append("| amount | best configuration | perplexity | x dense |")
+        out.append("|---|---|---|---|")
+        for amount in sorted({k[2] for k in ppl if k[1] == "local"}):
+            cands = [(v, k) for k, v in ppl.items() if k[1] == "local" and k[2] == amount and math.isfinite(v)]
+            v, k = min(cands)
+            out.append(f"| {amount:.0%} | {k[0]}, {k[3]} | {fmt(v)} | {v / dense:.2f}x |")
+        out.append("")
+    out.append("PageRank against the best other scorer under the same allocation, amount and compensation "
+               "(goal 2: pagerank at or below every other scorer):\n")
+    out.append("| allocation | amount | compensation | pagerank | best other | gap |")
+    out.append("|---|---|---|---|---|---|")
+    for alloc, amount, comp in sorted({(k[1], k[2], k[3]) for k in ppl if k[0] == "pagerank"}):
+        mine = ppl[("pagerank", alloc, amount, comp)]
+        others = [(v, k[0]) for k, v in ppl.items() if k[1:] == (alloc, amount, comp) and k[0] != "pagerank"]
+        if not others:
+            continue
+        v, name = min(others)
+        gap = (mine / v - 1) * 100
+        out.append(f"| {alloc} | {amount:.0%} | {comp} | {fmt(mine)} | {name} {fmt(v)} | "
+                   f"{'**' if gap > 0 else ''}{gap:+.1f}%{'**' if gap > 0 else ''} |")
+    out.append("")
+    return out
+
+
 def markdown(csv_path: Path, dense: float | None) -> str:
     with open(csv_path, newline="") as f:
         rows = [r for r in csv.DictReader(f)]
@@ -348,6 +384,7 @@ def markdown(csv_path: Path, dense: float | None) -> str:
                      for c in comps]
             out.append(f"| {scorer} | {params} | {alloc} | {int(float(amount) * 100)}% | " + " | ".join(cells) + " |")
         out.append("")
+    out += goals(rows, dense)
     return "\n".join(out)
 
 
@@ -375,7 +412,18 @@ def main(argv=None) -> int:
                     help="torch intra-op threads (default: torch's); 1 is faster when the cores are shared")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     ap.add_argument("--name", default="compensation")
+    ap.add_argument("--tables", action="store_true",
+                    help="only rewrite --out/<name>.md from the CSV (loads nothing)")
     args = ap.parse_args(argv)
+    if args.tables:
+        csv_path = Path(args.out) / f"{args.name}.csv"
+        with open(csv_path, newline="") as f:
+            dense = next((float(r["perplexity"]) for r in csv.DictReader(f)
+                          if r["table"] == "grid" and r["scorer"] == "dense"), None)
+        md = markdown(csv_path, dense)
+        (Path(args.out) / f"{args.name}.md").write_text(md + "\n")
+        print(md)
+        return 0
     torch.set_grad_enabled(False)
     if args.threads:
         torch.set_num_threads(args.threads)
