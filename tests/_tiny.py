@@ -21,3 +21,26 @@ def tiny_gpt2(seed=0, layers=2, d=8, vocab=64, **config):
     torch.manual_seed(seed)
     cfg = GPT2Config(vocab_size=vocab, n_embd=d, n_layer=layers, n_head=2, n_positions=64, **config)
     return GPT2LMHeadModel(cfg).eval()
+
+
+#: The vocabulary of the tests' word-level tokenizer (and the words of their little texts).
+WORDS = "the cat sat on a mat and the dog ran to the park while birds sang over green hills".split()
+
+
+def word_tokenizer(texts=(" ".join(WORDS),), specials=("[UNK]", "</s>")):
+    """A WordLevel tokenizer trained on ``texts``, as a transformers fast tokenizer ('</s>' is EOS if listed)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(list(texts), trainers.WordLevelTrainer(special_tokens=list(specials)))
+    eos = {"eos_token": "</s>"} if "</s>" in specials else {}
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", **eos)
+
+
+def save_tiny_model(directory, **sizes):
+    """A tiny Llama (``tiny_llama(vocab=64, **sizes)``) and the word tokenizer, saved as a Hugging Face directory."""
+    tiny_llama(**{"vocab": 64, **sizes}).save_pretrained(directory)
+    word_tokenizer().save_pretrained(directory)
+    return directory

@@ -9,25 +9,14 @@ import torch
 import llmrank_graph as lg
 from llmrank_graph.cli import main
 
-from _tiny import tiny_llama
+from _tiny import WORDS, save_tiny_model
 
-WORDS = "the cat sat on a mat and the dog ran to the park while birds sang over green hills".split()
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """A tiny Llama with a WordLevel tokenizer saved as a Hugging Face directory."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.train_from_iterator([" ".join(WORDS)], trainers.WordLevelTrainer(special_tokens=["[UNK]", "</s>"]))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="</s>")
-    d = tmp_path_factory.mktemp("tiny") / "model"
-    tiny_llama(vocab=64, m=16).save_pretrained(d)
-    fast.save_pretrained(d)
-    return d
+    return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model", m=16)
 
 
 @pytest.fixture(scope="module")

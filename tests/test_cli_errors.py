@@ -28,10 +28,9 @@ import torch
 import llmrank_graph as lg
 from llmrank_graph.cli import main
 
-from _tiny import tiny_llama
+from _tiny import WORDS, tiny_llama, word_tokenizer
 
 POSIX = pytest.mark.skipif(os.name != "posix", reason="signals and pids as on POSIX")
-WORDS = "the cat sat on a mat and the dog ran to the park while birds sang over green hills".split()
 NO_TOKENIZER = "error: the model has no tokenizer; pass --texts with a model that has one"
 
 
@@ -43,16 +42,6 @@ def _error(err: str) -> str:
 
 
 # ----------------------------------------------------------------------------- fixtures
-def _word_tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.train_from_iterator([" ".join(WORDS)], trainers.WordLevelTrainer(special_tokens=["[UNK]", "</s>"]))
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="</s>")
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, Path]:
     """Inputs good and bad: models with and without a tokenizer, damaged ones, texts, a graph."""
@@ -60,7 +49,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     f = {"root": root}
     f["model"] = root / "model"
     tiny_llama(vocab=64, m=16).save_pretrained(f["model"])
-    _word_tokenizer().save_pretrained(f["model"])
+    word_tokenizer().save_pretrained(f["model"])
     f["bare"] = root / "bare-model"  # no tokenizer
     tiny_llama(vocab=64, m=16).save_pretrained(f["bare"])
     f["pickled"] = root / "pickled-model"

@@ -9,6 +9,8 @@ import torch
 
 from llmrank_graph.data import load_texts, token_blocks, wikipedia_articles
 
+from _tiny import word_tokenizer as make_word_tokenizer
+
 SENTENCES = [
     "the cat sat on the mat .",
     "a dog ran in the park and the cat sat still .",
@@ -19,13 +21,7 @@ SENTENCES = [
 @pytest.fixture(scope="module")
 def word_tokenizer():
     """A WordLevel tokenizer over a tiny vocabulary, wrapped as a transformers fast tokenizer."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.train_from_iterator(SENTENCES, trainers.WordLevelTrainer(special_tokens=["[UNK]", "</s>"]))
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="</s>")
+    return make_word_tokenizer(SENTENCES)
 
 
 # ----------------------------------------------------------------------------- corpus

@@ -18,26 +18,15 @@ from llmrank_graph.cli import main
 from llmrank_graph.errors import MissingDependencyError, MissingInputError
 from llmrank_graph.experiments import Grid, load_grid, read_results, run_sweep, scan_results
 
-from _tiny import tiny_llama
+from _tiny import WORDS, save_tiny_model
 
-WORDS = "the cat sat on a mat and the dog ran to the park while birds sang over green hills".split()
 D, M, LAYERS = 16, 24, 3
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """A tiny Llama (3 layers, d=16, m=24) with a WordLevel tokenizer, saved as a Hugging Face directory."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.train_from_iterator([" ".join(WORDS)], trainers.WordLevelTrainer(special_tokens=["[UNK]", "</s>"]))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="</s>")
-    d = tmp_path_factory.mktemp("tiny") / "model"
-    tiny_llama(layers=LAYERS, d=D, m=M, vocab=64).save_pretrained(d)
-    fast.save_pretrained(d)
-    return d
+    return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model", layers=LAYERS, d=D, m=M)
 
 
 @pytest.fixture(scope="module")

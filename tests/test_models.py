@@ -10,15 +10,11 @@ import torch
 from llmrank_graph.architectures import UnsupportedArchitectureError
 from llmrank_graph.models import cache_dir, default_model_file, load_model
 
+from _tiny import word_tokenizer
+
 
 def _tiny_tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.train_from_iterator(["hello world", "tiny model"], trainers.WordLevelTrainer(special_tokens=["[UNK]"]))
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]")
+    return word_tokenizer(["hello world", "tiny model"], specials=["[UNK]"])
 
 
 def test_load_saved_directory_gives_same_outputs(tiny_llama, tmp_path):
