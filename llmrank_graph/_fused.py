@@ -694,7 +694,8 @@ def _kernel_sums(ws, combine, col_scale):
 # hardware prefetcher alone left much of the bandwidth unused in measurements). Two ways:
 #
 # * fused (one weight, any scale): the rule is applied inside the float64 accumulation loop
-#   (_pdot4, _sdot4, ... below), the weights read straight from their storage;
+#   (_sdot4, _sdot4x2, _saxpy4, _ssums4 below; no scale is a scale of ones, exact in float32),
+#   the weights read straight from their storage;
 # * general ('sum', 'max', and a last partial block of < 4 rows): the rule is applied
 #   into a float32 buffer of four rows that stays in L1 (_decode), one tight pass per step,
 #   then the buffer is accumulated (_dot4, _dot4x2, _axpy4, _rowsum4/_colsum4).
@@ -954,24 +955,6 @@ if _nb is not None:
         return np.float64((_absf(x) * s) * c)
 
     @_njit(fastmath=_ACCUMULATE, cache=True, nogil=True, boundscheck=False)
-    def _pdot4(w0, w1, w2, w3, v, acc):
-        _wide_vectors()
-        a0 = 0.0
-        a1 = 0.0
-        a2 = 0.0
-        a3 = 0.0
-        for j in range(v.shape[0]):
-            x = v[j]
-            a0 += np.float64(_absf(w0[j])) * x
-            a1 += np.float64(_absf(w1[j])) * x
-            a2 += np.float64(_absf(w2[j])) * x
-            a3 += np.float64(_absf(w3[j])) * x
-        acc[0] = a0
-        acc[1] = a1
-        acc[2] = a2
-        acc[3] = a3
-
-    @_njit(fastmath=_ACCUMULATE, cache=True, nogil=True, boundscheck=False)
     def _sdot4(w0, w1, w2, w3, cs, c0, c1, c2, c3, v, acc):
         _wide_vectors()
         a0 = 0.0
@@ -989,41 +972,6 @@ if _nb is not None:
         acc[1] = a1
         acc[2] = a2
         acc[3] = a3
-
-    @_njit(fastmath=_ACCUMULATE, cache=True, nogil=True, boundscheck=False)
-    def _pdot4x2(w0, w1, w2, w3, v, w, acc):
-        _wide_vectors()
-        a0 = 0.0
-        a1 = 0.0
-        a2 = 0.0
-        a3 = 0.0
-        b0 = 0.0
-        b1 = 0.0
-        b2 = 0.0
-        b3 = 0.0
-        for j in range(v.shape[0]):
-            x = v[j]
-            y = w[j]
-            e0 = np.float64(_absf(w0[j]))
-            e1 = np.float64(_absf(w1[j]))
-            e2 = np.float64(_absf(w2[j]))
-            e3 = np.float64(_absf(w3[j]))
-            a0 += e0 * x
-            a1 += e1 * x
-            a2 += e2 * x
-            a3 += e3 * x
-            b0 += e0 * y
-            b1 += e1 * y
-            b2 += e2 * y
-            b3 += e3 * y
-        acc[0] = a0
-        acc[1] = a1
-        acc[2] = a2
-        acc[3] = a3
-        acc[4] = b0
-        acc[5] = b1
-        acc[6] = b2
-        acc[7] = b3
 
     @_njit(fastmath=_ACCUMULATE, cache=True, nogil=True, boundscheck=False)
     def _sdot4x2(w0, w1, w2, w3, cs, c0, c1, c2, c3, v, w, acc):
@@ -1060,13 +1008,6 @@ if _nb is not None:
         acc[5] = b1
         acc[6] = b2
         acc[7] = b3
-
-    @_njit(fastmath=_ACCUMULATE, cache=True, nogil=True, boundscheck=False)
-    def _paxpy4(p, w0, w1, w2, w3, a0, a1, a2, a3):
-        _wide_vectors()
-        for j in range(p.shape[0]):
-            p[j] += ((np.float64(_absf(w0[j])) * a0 + np.float64(_absf(w1[j])) * a1)
-                     + (np.float64(_absf(w2[j])) * a2 + np.float64(_absf(w3[j])) * a3))
 
     @_njit(fastmath=_ACCUMULATE, cache=True, nogil=True, boundscheck=False)
     def _saxpy4(p, w0, w1, w2, w3, cs, c0, c1, c2, c3, a0, a1, a2, a3):
@@ -1143,12 +1084,7 @@ if _nb is not None:
                         c0, c1, c2, c3 = scale[i], scale[i + 1], scale[i + 2], scale[i + 3]
                     if mode == 0:
                         if k == 1:
-                            if smode == 0:
-                                _pdot4(w0, w1, w2, w3, vt[0], acc)
-                            else:
-                                _sdot4(w0, w1, w2, w3, cs, c0, c1, c2, c3, vt[0], acc)
-                        elif smode == 0:
-                            _pdot4x2(w0, w1, w2, w3, vt[0], vt[1], acc)
+                            _sdot4(w0, w1, w2, w3, cs, c0, c1, c2, c3, vt[0], acc)
                         else:
                             _sdot4x2(w0, w1, w2, w3, cs, c0, c1, c2, c3, vt[0], vt[1], acc)
                         for q in range(_ROWS):
@@ -1158,11 +1094,7 @@ if _nb is not None:
                     elif mode == 1:
                         for kk in range(k):
                             vk = vt[kk]
-                            if smode == 0:
-                                _paxpy4(p[kk], w0, w1, w2, w3, vk[i], vk[i + 1], vk[i + 2], vk[i + 3])
-                            else:
-                                _saxpy4(p[kk], w0, w1, w2, w3, cs, c0, c1, c2, c3,
-                                        vk[i], vk[i + 1], vk[i + 2], vk[i + 3])
+                            _saxpy4(p[kk], w0, w1, w2, w3, cs, c0, c1, c2, c3, vk[i], vk[i + 1], vk[i + 2], vk[i + 3])
                     else:
                         _ssums4(p[0], w0, w1, w2, w3, cs, c0, c1, c2, c3, acc)
                         for q in range(_ROWS):
