@@ -338,16 +338,10 @@ def abs_matmul(weights: Sequence[torch.Tensor], combine: str, col_scale: torch.T
     ws = _check(weights, combine, col_scale)
     r, c = ws[0].shape
     v2 = _check_v(v, r if transpose else c, transpose)
-    kind, reason = _route(ws, col_scale, v2)
-    out = None
-    if kind is not None:
-        fn = _kernel_matmul if kind == "numba" else _triton_matmul
-        out = _kernel_call(kind, fn, ws, combine, col_scale, v2, transpose)
-        if out is None:
-            reason = _broken[_kernel_key(kind, ws[0].dtype)]
-    if out is None:
-        logger.debug("abs_matmul on the torch path: %s", reason)
-        out = _torch_matmul(ws, combine, col_scale, v2, transpose)
+    # One product, set up and run once: the same paths as the sweep's (adding to zeros is exact).
+    out = torch.zeros(v2.shape[1], c if transpose else r, dtype=v2.dtype, device=v2.device)
+    prepare_matmul(ws, combine, col_scale, transpose)(v2.detach().t().contiguous(), out, 1.0)
+    out = out.t().contiguous()
     return out if v.dim() == 2 else out[:, 0]
 
 
@@ -393,6 +387,8 @@ def prepare_matmul(weights: Sequence[torch.Tensor], combine: str, col_scale: tor
             try:
                 if product(vt, out, alpha):
                     return
+                logger.debug("a product on the torch path: the %s kernel takes float64 vectors, k <= 2, on the "
+                             "weights' device; got %s, k = %d", kind, vt.dtype, vt.shape[0])
             except Exception as e:  # noqa: BLE001 - as _kernel_call: a failed optional kernel means torch
                 _broken[key] = f"the {kind} kernel failed for {key.split(':')[1]} weights ({type(e).__name__}: {e})"
                 logger.warning("%s; using the torch path from now on", _broken[key])
@@ -598,33 +594,6 @@ def _workers(n: int) -> _Workers:
                 _WORKERS = _Workers()
             w = _WORKERS.grow(n)
     return w
-
-
-def _kernel_matmul(ws, combine, col_scale, v, transpose):
-    st, flipped = _storage(ws)
-    rows, cols = st[0].shape  # storage shape
-    s0 = _as_numpy(st[0])
-    s1 = _as_numpy(st[1]) if len(st) == 2 else s0
-    scale, smode = _scale_args(col_scale, flipped)
-    k = v.shape[1]
-    nt = _threads(rows, cols)
-    work = rows > 0 and cols > 0
-    # Each column of v contiguous, (k, n). Every array handed to numba is C-contiguous: a
-    # strided one would compile (and cache) a second, slower specialisation.
-    vn = v.detach().numpy()
-    vt = np.ascontiguousarray(vn.reshape(1, -1) if k == 1 else vn.T)
-    comb = _COMBINE_CODE[combine]
-    # M @ v is a forward product on row-major storage and a transposed one on W.T storage.
-    if transpose != flipped:  # (M.T or storage.T) @ v: per-thread partial columns, then summed
-        part = np.empty((nt, k, cols), np.float64) if work else np.zeros((1, k, cols), np.float64)
-        if work:
-            _run(1, nt, s0, s1, comb, scale, smode, vt, _NO_OUT, part)
-        res = part.sum(axis=0) if part.shape[0] > 1 else part[0]
-    else:
-        res = np.empty((k, rows), np.float64) if work else np.zeros((k, rows), np.float64)
-        if work:
-            _run(0, nt, s0, s1, comb, scale, smode, vt, res, _NO_PART)
-    return torch.from_numpy(res.reshape(-1, 1) if k == 1 else np.ascontiguousarray(res.T))
 
 
 def _numba_add(ws, combine, col_scale, transpose):
