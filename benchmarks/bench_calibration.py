@@ -33,7 +33,7 @@ import time
 import torch
 
 import llmrank_graph as lg
-from llmrank_graph.data import load_texts, token_blocks
+from llmrank_graph.data.texts import load_texts, token_blocks
 
 
 def main(argv=None) -> int:

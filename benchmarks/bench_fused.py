@@ -4,7 +4,7 @@ Prints, from one run and side by side, for each weight dtype:
 
 * one plain read of the weights, ``sum(float(w.sum()) for w in weights)`` (torch, threaded);
 * the torch path (today's approach: |W| copied to float64 chunk by chunk, then ``mm``/``addmm``);
-* the fused kernel (``llmrank_graph._fused``: numba on the CPU, Triton on CUDA), when it runs;
+* the fused kernel (``llmrank_graph.kernels.fused``: numba on the CPU, Triton on CUDA), when it runs;
 
 for the forward product ``M @ v``, the transpose ``M.T @ v`` (k = 1 and 2) and the row/column
 sums, each as best-of-N milliseconds and as a ratio to one read. Reads and kernel runs are
@@ -34,7 +34,7 @@ import time
 
 import torch
 
-from llmrank_graph import _fused
+from llmrank_graph.kernels import fused as _fused
 
 SHAPES = {"smollm2": (30, 576, 1536), "llama7b": (32, 4096, 11008)}  # layers, d, m
 
@@ -147,7 +147,7 @@ def bench_dtype(dtype: torch.dtype, args) -> None:
 _FIRST_CALL = r"""
 import time
 import torch
-from llmrank_graph import _fused
+from llmrank_graph.kernels import fused as _fused
 t0 = time.perf_counter()
 w = torch.randn(64, 48, dtype=torch.DTYPE)
 _fused.abs_matmul([w], "single", None, torch.rand(48, 1, dtype=torch.float64))

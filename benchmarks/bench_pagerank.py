@@ -30,10 +30,10 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _memory import peak_memory  # noqa: E402
 
 import llmrank_graph as lg  # noqa: E402
-import llmrank_graph._fused as fused_kernels  # noqa: E402
-from llmrank_graph.architectures import mlp_layers  # noqa: E402
-from llmrank_graph.calibration import ActivationStats  # noqa: E402
-from llmrank_graph.scoring import PAGERANK_EXPORT  # noqa: E402
+import llmrank_graph.kernels.fused as fused_kernels  # noqa: E402
+from llmrank_graph.models.architectures import mlp_layers  # noqa: E402
+from llmrank_graph.data.calibration import ActivationStats  # noqa: E402
+from llmrank_graph.scoring.registry import PAGERANK_EXPORT  # noqa: E402
 
 
 def timed(fn, repeats=1):

@@ -39,7 +39,7 @@ from bench_inspect import read_once  # noqa: E402
 from gpu_bench import write_shards  # noqa: E402
 
 from llmrank_graph import pagerank, read_graph  # noqa: E402
-from llmrank_graph.streaming import export_graph_from_safetensors  # noqa: E402
+from llmrank_graph.graph.streaming import export_graph_from_safetensors  # noqa: E402
 
 SHAPES = {"quick": (4, 512, 2048), "1b": (16, 2048, 8192)}
 

@@ -41,12 +41,12 @@ from pathlib import Path
 import torch
 
 import llmrank_graph as lg
-from llmrank_graph.compensation import DEFAULT_RIDGE
-from llmrank_graph.data import load_texts, token_blocks
-from llmrank_graph.evaluation import perplexity
-from llmrank_graph.masks import allocate
-from llmrank_graph.pruning import apply_mask, prune_model
-from llmrank_graph.scoring import scorer_class, score_neurons
+from llmrank_graph.compensation.algebra import DEFAULT_RIDGE
+from llmrank_graph.data.texts import load_texts, token_blocks
+from llmrank_graph.data.evaluation import perplexity
+from llmrank_graph.pruning.masks import allocate
+from llmrank_graph.pruning.surgery import apply_mask, prune_model
+from llmrank_graph.scoring.registry import scorer_class, score_neurons
 
 SCORERS = ["pagerank", "activation", "wanda-sp", "flap", "obs"]
 COMPENSATIONS = ["none", "bias", "lstsq", "lstsq+sequential"]
@@ -177,7 +177,7 @@ def grid(r: Runner, args) -> None:
 # ----------------------------------------------------------------------------- graph variants
 def centred_stats(stats):
     """Stats whose intermediate nodes (down_proj inputs) carry sqrt(n Var(h_j)) instead of ||h_j||."""
-    from llmrank_graph.calibration import ActivationStats, ModuleStats
+    from llmrank_graph.data.calibration import ActivationStats, ModuleStats
 
     mods = {}
     for name, st in stats.items():
@@ -191,8 +191,8 @@ def centred_stats(stats):
 
 def _criteria(model, stats, which: str) -> dict[int, torch.Tensor]:
     """Per-layer non-negative criteria in norm units: sqrt(fluctuation) or sqrt(single-removal OBS cost)."""
-    from llmrank_graph.architectures import mlp_layers
-    from llmrank_graph.compensation import _cholesky, fluctuation, relative_damp
+    from llmrank_graph.models.architectures import mlp_layers
+    from llmrank_graph.compensation.algebra import _cholesky, fluctuation, relative_damp
 
     out = {}
     for mlp in mlp_layers(model):
@@ -223,9 +223,9 @@ def _teleport(graph, criteria: dict[int, torch.Tensor]):
 
 def variant_masks(r: Runner, amount: float, allocation: str):
     """name -> mask, for every graph variant (and budget hybrid) at one amount and allocation."""
-    from llmrank_graph.graph import export_graph
-    from llmrank_graph.masks import NeuronMask, prune_lowest
-    from llmrank_graph.scoring import PAGERANK_EXPORT
+    from llmrank_graph.graph.mlpgraph import export_graph
+    from llmrank_graph.pruning.masks import NeuronMask, prune_lowest
+    from llmrank_graph.scoring.registry import PAGERANK_EXPORT
 
     cache = r.__dict__.setdefault("_variant_scores", {})
 

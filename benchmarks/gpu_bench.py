@@ -34,11 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import llmrank_graph.centrality  # noqa: E402,F401  (registers every backend)
 from llmrank_graph.centrality import pagerank  # noqa: E402
-from llmrank_graph._optional import cupy_available  # noqa: E402
+from llmrank_graph.base.optional import cupy_available  # noqa: E402
 from llmrank_graph.centrality.sweep import pagerank_sweep  # noqa: E402
-from llmrank_graph.blocks import WeightBlock  # noqa: E402
-from llmrank_graph.graph import MLPGraph, _partitions  # noqa: E402
-from llmrank_graph.streaming import export_graph_from_safetensors  # noqa: E402
+from llmrank_graph.graph.blocks import WeightBlock  # noqa: E402
+from llmrank_graph.graph.mlpgraph import MLPGraph, _partitions  # noqa: E402
+from llmrank_graph.graph.streaming import export_graph_from_safetensors  # noqa: E402
 
 PEAK_TBS = 4.3  # H200 HBM3e, TB/s
 ROWS: list[dict] = []

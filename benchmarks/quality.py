@@ -24,9 +24,9 @@ import os
 import sys
 from pathlib import Path
 
-from llmrank_graph._io import write_text_atomic
+from llmrank_graph.base.files import write_text_atomic
 from llmrank_graph.cli import main as cli
-from llmrank_graph.experiments import read_results
+from llmrank_graph.experiments.runner import read_results
 
 #: Every scorer of the README table, in its order.
 METHODS = ["pagerank", "activation", "wanda-sp", "magnitude", "random", "wpr", "mpr", "channel-wanda", "norm",

@@ -1,7 +1,7 @@
 """Tokens/s of pruned models against the dense one, at several sparsities and batch sizes.
 
 Every pruned model is measured in the same run as the dense model, alternately
-(:func:`llmrank_graph.evaluation.compare_throughput`: each round runs dense then pruned on the
+(:func:`llmrank_graph.data.evaluation.compare_throughput`: each round runs dense then pruned on the
 same batch and the best round of each counts), so machine load hits both alike; the printed
 figure is the ratio. Neurons are physically removed (``how='remove'``, local allocation, so
 every layer keeps the same width); the ranking does not change the speed, so the cheap
@@ -29,10 +29,10 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 from _memory import rss_bytes  # noqa: E402
 
-from llmrank_graph.data import load_texts, token_blocks  # noqa: E402
-from llmrank_graph.evaluation import compare_throughput, count_parameters  # noqa: E402
-from llmrank_graph.models import load_model  # noqa: E402
-from llmrank_graph.pruning import prune_model  # noqa: E402
+from llmrank_graph.data.texts import load_texts, token_blocks  # noqa: E402
+from llmrank_graph.data.evaluation import compare_throughput, count_parameters  # noqa: E402
+from llmrank_graph.models.loading import load_model  # noqa: E402
+from llmrank_graph.pruning.surgery import prune_model  # noqa: E402
 
 
 def param_bytes(model) -> int:

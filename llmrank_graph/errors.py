@@ -57,8 +57,8 @@ class FileFormatError(LLMRankGraphError, ValueError):
 class GraphFormatError(FileFormatError):
     """A graph directory is damaged, partial, or not an llmrank_graph graph.
 
-    Raised by :mod:`llmrank_graph.storage` when reading; also importable as
-    ``llmrank_graph.GraphFormatError`` and ``llmrank_graph.graph.GraphFormatError``.
+    Raised by :mod:`llmrank_graph.graph.storage` when reading; also importable as
+    ``llmrank_graph.GraphFormatError`` and ``llmrank_graph.graph.mlpgraph.GraphFormatError``.
     """
 
 

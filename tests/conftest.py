@@ -78,6 +78,6 @@ def tiny_gpt2():
 @pytest.fixture(scope="session")
 def real_model():
     """(model, tokenizer) of the embedded default model, loaded once per session (slow)."""
-    from llmrank_graph.models import load_model
+    from llmrank_graph.models.loading import load_model
 
     return load_model()

@@ -1,4 +1,4 @@
-"""llmrank_graph.analysis against references computed here: brute force, numpy, scipy.stats, sets by hand."""
+"""llmrank_graph.analysis.core against references computed here: brute force, numpy, scipy.stats, sets by hand."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from numpy.testing import assert_allclose
 from scipy import stats as sps
 
 import llmrank_graph as lg
-from llmrank_graph import analysis as A
+from llmrank_graph.analysis import core as A
 from llmrank_graph.errors import InvalidArgumentError
 
 from _tiny import tiny_llama

@@ -14,8 +14,8 @@ from numpy.testing import assert_allclose, assert_array_equal
 from safetensors.torch import save_file
 
 import llmrank_graph as lg
-from llmrank_graph.blocks import Block, DiagonalBlock, Partition, SparseBlock, WeightBlock
-from llmrank_graph.streaming import SafetensorsBlock
+from llmrank_graph.graph.blocks import Block, DiagonalBlock, Partition, SparseBlock, WeightBlock
+from llmrank_graph.graph.streaming import SafetensorsBlock
 
 SRC = Partition(0, "H0", 0, "hidden", 0, 5)
 DST = Partition(1, "I0", 0, "intermediate", 5, 7)

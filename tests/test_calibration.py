@@ -2,8 +2,8 @@ import pytest
 import torch
 
 import llmrank_graph as lg
-from llmrank_graph.architectures import mlp_layers
-from llmrank_graph.calibration import record_activations
+from llmrank_graph.models.architectures import mlp_layers
+from llmrank_graph.data.calibration import record_activations
 
 from _tiny import tiny_gpt2, tiny_llama
 

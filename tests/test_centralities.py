@@ -13,7 +13,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 import llmrank_graph as lg
 from llmrank_graph import export_graph
 from llmrank_graph import centrality as C
-from llmrank_graph.architectures import mlp_layers
+from llmrank_graph.models.architectures import mlp_layers
 
 
 def dense_adjacency(graph) -> np.ndarray:

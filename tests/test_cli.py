@@ -79,7 +79,7 @@ def test_prune_end_to_end(model_dir, text_file, tmp_path, capsys):
         assert row in text
     model, tok = lg.load_model(out)
     assert tok is not None
-    assert [m.intermediate_size for m in lg.architectures.mlp_layers(model)] == [12, 12, 12]
+    assert [m.intermediate_size for m in lg.models.architectures.mlp_layers(model)] == [12, 12, 12]
     mask = lg.NeuronMask.load(out / "llmrank_graph" / "neuron_mask.safetensors")
     assert mask.n_pruned() == 12
     capsys.readouterr()
@@ -108,8 +108,8 @@ def test_prune_default_refits_down_proj_and_none_only_removes(model_dir, text_fi
                                                                monkeypatch):
     """The command's default is the library's RECOMMENDED_COMPENSATION (lstsq): calibrated with the second
     moments, down_proj refitted as prune_model(compensate='lstsq') does; `--compensate none` only removes."""
-    from llmrank_graph.architectures import mlp_layers
-    from llmrank_graph.compensation import RECOMMENDED_COMPENSATION
+    from llmrank_graph.models.architectures import mlp_layers
+    from llmrank_graph.compensation.algebra import RECOMMENDED_COMPENSATION
 
     assert RECOMMENDED_COMPENSATION == "lstsq"
     asked = _spy_calibrate(monkeypatch)
@@ -173,7 +173,7 @@ def _rank_scores(path) -> dict[int, torch.Tensor]:
 
 def test_rank_calibrated_ranks_as_prune_pagerank(model_dir, text_file, tmp_path):
     """`rank --calibrate` and `prune --method pagerank` use the same defaults: same scores, same neurons."""
-    from llmrank_graph.scoring import PageRankScorer
+    from llmrank_graph.scoring.registry import PageRankScorer
 
     scores = tmp_path / "scores.parquet"
     assert main(["rank", "--model", str(model_dir), "--calibrate", "--out", str(scores), "--texts", str(text_file),
@@ -198,7 +198,7 @@ def test_rank_calibrated_ranks_as_prune_pagerank(model_dir, text_file, tmp_path)
 
 
 def test_rank_without_stats_says_what_it_uses(model_dir, tmp_path, caplog):
-    from llmrank_graph.scoring import PAGERANK_WITHOUT_STATS
+    from llmrank_graph.scoring.registry import PAGERANK_WITHOUT_STATS
 
     out = tmp_path / "scores.parquet"
     with caplog.at_level(logging.WARNING, logger="llmrank_graph.cli"):
@@ -233,14 +233,14 @@ def _options(parser: argparse.ArgumentParser, command: str) -> dict[str, argpars
 
 
 def test_defaults_and_choices_are_the_library_constants():
-    from llmrank_graph.calibration import calibrate
+    from llmrank_graph.data.calibration import calibrate
     from llmrank_graph.centrality import DIRECTIONS, backend_names
     from llmrank_graph.cli import build_parser
-    from llmrank_graph.compensation import COMPENSATIONS, DEFAULT_RIDGE, RECOMMENDED_COMPENSATION
-    from llmrank_graph.graph import DEFAULT_EXPORT, GATES, MODES, WEIGHTINGS
-    from llmrank_graph.masks import ALLOCATIONS
-    from llmrank_graph.pruning import HOWS
-    from llmrank_graph.scoring import PAGERANK_CENTRALITY, PAGERANK_DEFAULTS, PERSONALIZATIONS, PageRankScorer
+    from llmrank_graph.compensation.algebra import COMPENSATIONS, DEFAULT_RIDGE, RECOMMENDED_COMPENSATION
+    from llmrank_graph.graph.mlpgraph import DEFAULT_EXPORT, GATES, MODES, WEIGHTINGS
+    from llmrank_graph.pruning.masks import ALLOCATIONS
+    from llmrank_graph.pruning.surgery import HOWS
+    from llmrank_graph.scoring.registry import PAGERANK_CENTRALITY, PAGERANK_DEFAULTS, PERSONALIZATIONS, PageRankScorer
 
     parser = build_parser()
     export, rank, prune = (_options(parser, c) for c in ("export", "rank", "prune"))

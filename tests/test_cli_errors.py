@@ -86,10 +86,10 @@ def files(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture
 def no_work(monkeypatch):
     """Fail the test if a model or a graph is loaded, or a calibration or an export starts."""
-    import llmrank_graph.calibration
+    import llmrank_graph.data.calibration
     import llmrank_graph.cli._common as common
-    import llmrank_graph.graph
-    import llmrank_graph.models
+    import llmrank_graph.graph.mlpgraph
+    import llmrank_graph.models.loading
 
     calls = []
 
@@ -100,9 +100,9 @@ def no_work(monkeypatch):
             raise AssertionError(f"{name} was called before the arguments were checked")
         return fail
 
-    for module, name in ((llmrank_graph.models, "load_model"), (llmrank_graph.models, "load_pruned"),
-                         (llmrank_graph.calibration, "calibrate"), (common, "calibrate"),
-                         (llmrank_graph.graph, "read_graph"), (llmrank_graph.graph, "export_graph")):
+    for module, name in ((llmrank_graph.models.loading, "load_model"), (llmrank_graph.models.loading, "load_pruned"),
+                         (llmrank_graph.data.calibration, "calibrate"), (common, "calibrate"),
+                         (llmrank_graph.graph.mlpgraph, "read_graph"), (llmrank_graph.graph.mlpgraph, "export_graph")):
         monkeypatch.setattr(module, name, forbidden(module, name))
     return calls
 
@@ -260,10 +260,10 @@ def test_the_no_tokenizer_message_is_the_same_in_every_command(files, no_work, c
 
 def test_a_loader_without_a_tokenizer_gets_the_same_message(files, monkeypatch, capsys):
     # preflight trusts the tokenizer files; should the loader still return none, calibration says the same.
-    import llmrank_graph.models
+    import llmrank_graph.models.loading
 
-    real = llmrank_graph.models.load_model
-    monkeypatch.setattr(llmrank_graph.models, "load_model", lambda *a, **k: (real(*a, **k)[0], None))
+    real = llmrank_graph.models.loading.load_model
+    monkeypatch.setattr(llmrank_graph.models.loading, "load_model", lambda *a, **k: (real(*a, **k)[0], None))
     assert main(["export", "--model", str(files["model"]), "--out", _out(files), "--calibrate"]) == 2
     assert _error(capsys.readouterr().err).startswith(NO_TOKENIZER)
 
@@ -295,15 +295,15 @@ def test_save_pruned_replaces_only_its_own_directories(tmp_path):
     model.save_pretrained(original)
     with pytest.raises(InvalidArgumentError, match="was not written by save_pruned.*force=True"):
         lg.save_pruned(model, None, original, overwrite=True)
-    assert (original / "model.safetensors").exists() and not lg.saved_format.is_saved_pruned(original)
+    assert (original / "model.safetensors").exists() and not lg.models.saved_format.is_saved_pruned(original)
     lg.save_pruned(model, None, original, overwrite=True, force=True)
-    assert lg.saved_format.is_saved_pruned(original)
+    assert lg.models.saved_format.is_saved_pruned(original)
     lg.save_pruned(model, None, original, overwrite=True)  # its own: no force needed
 
 
 def test_prune_writes_the_mask_before_the_directory_is_renamed(files, tmp_path, monkeypatch):
-    from llmrank_graph import _io
-    from llmrank_graph.saved_format import MASK_FILE
+    from llmrank_graph.base import files as _io
+    from llmrank_graph.models.saved_format import MASK_FILE
 
     seen = {}
     real = _io._fsync_tree
@@ -380,21 +380,21 @@ def test_read_graph_checks_the_whole_meta_json(files, tmp_path, capsys, how, mes
 def test_system_errors_exit_1_without_a_traceback(files, tmp_path, monkeypatch, capsys):
     import errno
 
-    import llmrank_graph.graph
+    import llmrank_graph.graph.mlpgraph
 
     def disk_full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "g"))
 
-    monkeypatch.setattr(llmrank_graph.graph, "export_graph", disk_full)
+    monkeypatch.setattr(llmrank_graph.graph.mlpgraph, "export_graph", disk_full)
     assert main(["export", "--model", str(files["model"]), "--out", str(tmp_path / "g")]) == 1
     err = capsys.readouterr().err
     assert "No space left on device" in _error(err) and "Traceback" not in err
 
 
 def test_a_bug_shows_its_traceback_and_exits_1(files, tmp_path, monkeypatch, capsys):
-    import llmrank_graph.graph
+    import llmrank_graph.graph.mlpgraph
 
-    monkeypatch.setattr(llmrank_graph.graph, "export_graph", lambda *a, **k: {}["oops"])
+    monkeypatch.setattr(llmrank_graph.graph.mlpgraph, "export_graph", lambda *a, **k: {}["oops"])
     assert main(["export", "--model", str(files["model"]), "--out", str(tmp_path / "g")]) == 1
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err and "KeyError" in err and "bug in llmrank_graph" in err
@@ -410,12 +410,12 @@ def test_vv_shows_the_traceback_of_an_input_error(files, tmp_path, capsys):
 
 
 def test_interrupt_exits_130(files, tmp_path, monkeypatch, capsys):
-    import llmrank_graph.graph
+    import llmrank_graph.graph.mlpgraph
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(llmrank_graph.graph, "export_graph", interrupted)
+    monkeypatch.setattr(llmrank_graph.graph.mlpgraph, "export_graph", interrupted)
     assert main(["export", "--model", str(files["model"]), "--out", str(tmp_path / "g")]) == 130
     assert _error(capsys.readouterr().err) == "error: interrupted\n"
 
@@ -431,7 +431,7 @@ if os.environ.get("LLMRANK_TEST_SYNC"):
     import time
     from pathlib import Path
 
-    import llmrank_graph._io as _io
+    import llmrank_graph.base.files as _io
 
     _real = _io._fsync_tree
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import llmrank_graph as lg
-from llmrank_graph import analysis as A
+from llmrank_graph.analysis import core as A
 from llmrank_graph.cli import main
 
 from _tiny import WORDS, save_tiny_model
@@ -133,7 +133,7 @@ def test_bad_input_names_the_option(graph_dir, tmp_path, capsys, monkeypatch):
     for argv, message in cases:
         assert main(argv) == 2, argv
         assert message in capsys.readouterr().err, argv
-    from llmrank_graph import viewer
+    from llmrank_graph.graph import viewer
 
     monkeypatch.setattr(viewer, "VIEW_EDGE_LIMIT", 100)
     monkeypatch.setattr(viewer.to_networkx, "__kwdefaults__", {**viewer.to_networkx.__kwdefaults__, "max_edges": 100})
@@ -153,8 +153,8 @@ def _options(parser, command):
 
 def test_defaults_are_the_library_constants():
     from llmrank_graph.cli import COMMANDS, build_parser, inspect
-    from llmrank_graph.graph import EXPORT_FORMATS
-    from llmrank_graph.viewer import VIEW_TOP_NODES
+    from llmrank_graph.graph.mlpgraph import EXPORT_FORMATS
+    from llmrank_graph.graph.viewer import VIEW_TOP_NODES
 
     assert inspect in COMMANDS
     parser = build_parser()

@@ -15,11 +15,11 @@ import pytest
 import torch
 
 import llmrank_graph as lg
-from llmrank_graph.architectures import mlp_layers
-from llmrank_graph.compensation import (DEFAULT_RIDGE, check_compensation, obs_greedy, relative_damp,
+from llmrank_graph.models.architectures import mlp_layers
+from llmrank_graph.compensation.algebra import (DEFAULT_RIDGE, check_compensation, obs_greedy, relative_damp,
                                         ridge_refit)
-from llmrank_graph.masks import NeuronMask, allocate
-from llmrank_graph.pruning import apply_mask, intermediate_sizes, prune_model, save_pruned
+from llmrank_graph.pruning.masks import NeuronMask, allocate
+from llmrank_graph.pruning.surgery import apply_mask, intermediate_sizes, prune_model, save_pruned
 
 VOCAB = 64
 
@@ -500,7 +500,7 @@ def test_bias_on_a_family_without_mlp_bias_suggests_lstsq():
 def test_check_compensation_accepts_what_it_should():
     model = _llama()
     stats = lg.calibrate(model, input_ids=_ids(), batch_size=2, second_moments=True)
-    for compensate, ridge in itertools.product(lg.pruning.COMPENSATIONS, (1e-4, 1.0)):
+    for compensate, ridge in itertools.product(lg.pruning.surgery.COMPENSATIONS, (1e-4, 1.0)):
         check_compensation(model, stats, compensate, ridge)
 
 
@@ -560,9 +560,9 @@ def test_cli_defaults_are_the_library_defaults():
     opts = {o: a for a in sub._actions for o in a.option_strings}
     sig = inspect.signature(prune_model).parameters
     # The CLI refits by default (the measured best); the library collects no Gram matrices unasked.
-    assert opts["--compensate"].default == lg.compensation.RECOMMENDED_COMPENSATION == "lstsq"
+    assert opts["--compensate"].default == lg.compensation.algebra.RECOMMENDED_COMPENSATION == "lstsq"
     assert sig["compensate"].default == "none"
-    assert tuple(opts["--compensate"].choices) == lg.pruning.COMPENSATIONS
+    assert tuple(opts["--compensate"].choices) == lg.pruning.surgery.COMPENSATIONS
     assert opts["--ridge"].default == sig["ridge"].default == DEFAULT_RIDGE
     assert opts["--sequential"].default is sig["sequential"].default is False
 

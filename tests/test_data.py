@@ -1,4 +1,4 @@
-"""Tests for llmrank_graph.data: the embedded corpus split, local text files, token blocks."""
+"""Tests for llmrank_graph.data.texts: the embedded corpus split, local text files, token blocks."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from llmrank_graph.data import load_texts, token_blocks, wikipedia_articles
+from llmrank_graph.data.texts import load_texts, token_blocks, wikipedia_articles
 
 from _tiny import word_tokenizer as make_word_tokenizer
 
@@ -166,7 +166,7 @@ def test_token_blocks_rejects_bad_texts(word_tokenizer):
 
 
 def test_other_local_files_are_refused_not_sent_to_the_hub(tmp_path, monkeypatch):
-    import llmrank_graph.data as data
+    import llmrank_graph.data.texts as data
 
     def no_hub(source):  # pragma: no cover - reached only on failure
         raise AssertionError(f"{source!r} was sent to the datasets loader")

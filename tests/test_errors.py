@@ -50,7 +50,7 @@ def test_exit_status_is_1_for_failures_during_the_work_and_2_for_everything_else
 
 def test_errors_that_used_to_be_bare_builtins(tmp_path):
     from llmrank_graph.centrality import CentralityResult
-    from llmrank_graph.streaming import safetensors_index
+    from llmrank_graph.graph.streaming import safetensors_index
 
     with pytest.raises(MissingInputError, match="does not exist"):
         safetensors_index(tmp_path / "nope")
@@ -79,8 +79,8 @@ def test_read_graph_of_a_missing_directory_is_an_input_error(tmp_path):
 
 
 def test_check_text_source_and_check_model_path_read_nothing_heavy(tmp_path):
-    from llmrank_graph.data import check_text_source
-    from llmrank_graph.models import check_model_path
+    from llmrank_graph.data.texts import check_text_source
+    from llmrank_graph.models.loading import check_model_path
 
     (tmp_path / "a.txt").write_text("x")
     (tmp_path / "a.jsonl").write_text('{"text": "x"}\n')

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import llmrank_graph as lg
-from llmrank_graph.evaluation import compare_throughput, count_parameters, perplexity, tokens_per_second
+from llmrank_graph.data.evaluation import compare_throughput, count_parameters, perplexity, tokens_per_second
 
 from _tiny import tiny_gpt2, tiny_llama
 
@@ -66,7 +66,7 @@ def test_lm_eval_adapter_calls_harness(monkeypatch):
     monkeypatch.setitem(sys.modules, "lm_eval", root)
     monkeypatch.setitem(sys.modules, "lm_eval.models", models)
     monkeypatch.setitem(sys.modules, "lm_eval.models.huggingface", hf)
-    from llmrank_graph.evaluation import lm_eval
+    from llmrank_graph.data.evaluation import lm_eval
 
     model = tiny_llama()
     out = lm_eval(model, "tok", tasks=["piqa"], batch_size=2, limit=5)
@@ -81,7 +81,7 @@ def test_lm_eval_missing_extra(monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "lm_eval", None)
-    from llmrank_graph.evaluation import lm_eval
+    from llmrank_graph.data.evaluation import lm_eval
 
     with pytest.raises(ImportError, match=r"llmrank-graph\[eval\]"):
         lm_eval(tiny_llama(), None, tasks=["piqa"])

@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 import torch
 
-import llmrank_graph.experiments as ex
+import llmrank_graph.experiments.runner as ex
 from llmrank_graph.cli import main
 from llmrank_graph.errors import MissingDependencyError, MissingInputError
-from llmrank_graph.experiments import Grid, load_grid, read_results, run_sweep, scan_results
+from llmrank_graph.experiments.runner import Grid, load_grid, read_results, run_sweep, scan_results
 
 from _tiny import WORDS, save_tiny_model
 
@@ -191,7 +191,7 @@ def test_each_run_json_holds_everything(swept):
 
 
 def test_saved_masks_and_scores_match_the_run(swept):
-    from llmrank_graph.masks import NeuronMask, allocate
+    from llmrank_graph.pruning.masks import NeuronMask, allocate
     from safetensors.torch import load_file
 
     grid, out, _ = swept
@@ -287,9 +287,9 @@ def test_interrupted_sweep_leaves_no_partial_result_and_rerun_completes(model_di
 
 KILL_SCRIPT = """
 import os, signal, sys
-import llmrank_graph._io as io
-import llmrank_graph.experiments as ex
-from llmrank_graph.experiments import Grid, run_sweep
+import llmrank_graph.base.files as io
+import llmrank_graph.experiments.runner as ex
+from llmrank_graph.experiments.runner import Grid, run_sweep
 grid = Grid.from_dict({grid!r})
 writes = []
 real = io._fsync

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from llmrank_graph import _fused
+from llmrank_graph.kernels import fused as _fused
 from llmrank_graph.errors import InvalidArgumentError, InvalidArgumentTypeError
 
 KERNEL = _fused.fused_available() is None
@@ -371,7 +371,7 @@ import sys
 import numpy as np
 import torch
 sys.path.insert(0, sys.argv[1])
-from llmrank_graph import _fused
+from llmrank_graph.kernels import fused as _fused
 from test_fused import make_weights, reference, scale_for
 for dtype, combine, transposed, shape, with_scale in [
         (torch.float32, "single", False, (7, 5), False), (torch.bfloat16, "sum", True, (37, 13), True),

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import llmrank_graph as lg
-from llmrank_graph.architectures import mlp_layers
-from llmrank_graph.graph import GraphFormatError
+from llmrank_graph.models.architectures import mlp_layers
+from llmrank_graph.graph.mlpgraph import GraphFormatError
 
 from _tiny import tiny_gpt2, tiny_llama
 

@@ -1,6 +1,6 @@
 """Atomic writers (_io): nothing half-written, nothing replaced unless asked, nothing stranded.
 
-The process tests start real writers. They import ``llmrank_graph._io`` without the package's
+The process tests start real writers. They import ``llmrank_graph.base.files`` without the package's
 ``__init__`` (which pulls in torch and transformers), so that they start within milliseconds of
 each other and the suite stays fast.
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from llmrank_graph import _io
-from llmrank_graph._io import (atomic_directory, atomic_file, check_output_path, save_safetensors_atomic,
+from llmrank_graph.base import files as _io
+from llmrank_graph.base.files import (atomic_directory, atomic_file, check_output_path, save_safetensors_atomic,
                                write_bytes_atomic, write_json_atomic, write_text_atomic)
 from llmrank_graph.errors import (InvalidArgumentError, InvalidArgumentTypeError, LLMRankGraphError,
                                   OutputExistsError)
@@ -353,7 +353,7 @@ _PRELUDE = textwrap.dedent("""
     pkg = types.ModuleType("llmrank_graph")
     pkg.__path__ = [{package!r}]
     sys.modules["llmrank_graph"] = pkg
-    from llmrank_graph import _io
+    from llmrank_graph.base import files as _io
     from llmrank_graph.errors import OutputExistsError
     _io._use_renameat2 = {use_renameat2!r}
 """)

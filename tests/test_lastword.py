@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from llmrank_graph.errors import MissingInputError
-from llmrank_graph.evaluation import (LASTWORD_TASK, lastword_accuracy, lastword_examples, lm_eval, prepare_tasks,
+from llmrank_graph.data.evaluation import (LASTWORD_TASK, lastword_accuracy, lastword_examples, lm_eval, prepare_tasks,
                                       task_metrics, write_lastword_task)
 
 from test_experiments import WORDS, model_dir  # noqa: F401  (fixture)
@@ -42,7 +42,7 @@ def test_max_words_and_limit():
 
 
 def test_default_examples_come_from_held_out_articles_only():
-    from llmrank_graph.data import wikipedia_articles
+    from llmrank_graph.data.texts import wikipedia_articles
 
     ex = lastword_examples()
     assert len(ex) > 500 and ex == lastword_examples()  # deterministic

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from llmrank_graph.masks import NeuronMask, allocate
-from llmrank_graph.scoring import NeuronScores
+from llmrank_graph.pruning.masks import NeuronMask, allocate
+from llmrank_graph.scoring.registry import NeuronScores
 
 
 def _rand_scores(sizes, seed=0, hidden=None):

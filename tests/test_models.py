@@ -1,4 +1,4 @@
-"""Tests for llmrank_graph.models: local directories, GGUF default, architecture checks."""
+"""Tests for llmrank_graph.models.loading: local directories, GGUF default, architecture checks."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from llmrank_graph.architectures import UnsupportedArchitectureError
-from llmrank_graph.models import cache_dir, default_model_file, load_model
+from llmrank_graph.models.architectures import UnsupportedArchitectureError
+from llmrank_graph.models.loading import cache_dir, default_model_file, load_model
 
 from _tiny import word_tokenizer
 
@@ -81,7 +81,7 @@ def test_unsupported_architecture_with_weights(tmp_path):
 
 def test_pruned_directory_is_dispatched_to_load_pruned(tmp_path, monkeypatch):
     # The loader rebuilds pruned models itself (models.load_pruned): it never imports the pruner.
-    import llmrank_graph.models as models
+    import llmrank_graph.models.loading as models
 
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama",
                                                       "llmrank_graph": {"intermediate_sizes": [4]}}))
@@ -118,7 +118,7 @@ def test_cache_dir_env(monkeypatch, tmp_path):
 
 @pytest.mark.slow
 def test_real_default_model(real_model, monkeypatch):
-    from llmrank_graph.architectures import mlp_layers
+    from llmrank_graph.models.architectures import mlp_layers
 
     model, tokenizer = real_model
     layers = mlp_layers(model)
@@ -129,7 +129,7 @@ def test_real_default_model(real_model, monkeypatch):
     # The first load converted and cached the model; a second load reads the cache.
     entries = [p for p in cache_dir().glob("SmolLM2-135M-Instruct-*") if (p / "config.json").is_file()]
     assert entries and not list(cache_dir().glob(".*tmp-*"))
-    import llmrank_graph.models as models
+    import llmrank_graph.models.loading as models
 
     def no_conversion(*a, **k):
         raise AssertionError("the second load converted the GGUF again instead of reading the cache")

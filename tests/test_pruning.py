@@ -11,13 +11,13 @@ import pytest
 import torch
 from torch import nn
 
-from llmrank_graph.architectures import mlp_layers
-from llmrank_graph.calibration import ActivationStats
-from llmrank_graph.masks import NeuronMask, allocate
-from llmrank_graph.pruning import (
+from llmrank_graph.models.architectures import mlp_layers
+from llmrank_graph.data.calibration import ActivationStats
+from llmrank_graph.pruning.masks import NeuronMask, allocate
+from llmrank_graph.pruning.surgery import (
     PRUNED_CONFIG_KEY, PruneResult, apply_mask, intermediate_sizes, load_pruned, prune_model, save_pruned,
 )
-from llmrank_graph.scoring import NeuronScores
+from llmrank_graph.scoring.registry import NeuronScores
 
 from _tiny import tiny_gpt2, tiny_llama
 
@@ -191,7 +191,7 @@ def test_apply_mask_errors_leave_model_untouched():
 
 # ----------------------------------------------------------------------------- save / load
 def test_save_load_roundtrip_nonuniform(model, tmp_path):
-    from llmrank_graph.models import load_model
+    from llmrank_graph.models.loading import load_model
 
     ids = _tokens()
     apply_mask(model, _nonuniform_mask(model), how="remove")
@@ -354,7 +354,7 @@ def _fake_scorer(calls, hidden=False):
 
 
 def test_prune_model_pipeline_with_fake_scorer(monkeypatch):
-    import llmrank_graph.scoring as scoring
+    import llmrank_graph.scoring.registry as scoring
 
     calls = []
     monkeypatch.setattr(scoring, "score_neurons", _fake_scorer(calls))
@@ -374,7 +374,7 @@ def test_prune_model_pipeline_with_fake_scorer(monkeypatch):
 
 
 def test_prune_model_reference_rounding_and_paper_mode(monkeypatch):
-    import llmrank_graph.scoring as scoring
+    import llmrank_graph.scoring.registry as scoring
 
     monkeypatch.setattr(scoring, "score_neurons", _fake_scorer([]))
     # 0.31 * 72 = 22.32: the reference's ceil gives 23, "round" 22.
@@ -401,7 +401,7 @@ def test_prune_model_real_scorer():
 
 
 def test_prune_model_errors_leave_model_untouched(monkeypatch):
-    import llmrank_graph.scoring as scoring
+    import llmrank_graph.scoring.registry as scoring
 
     model = _llama()
     state = copy.deepcopy(model.state_dict())
@@ -461,7 +461,7 @@ def test_sigterm_during_a_real_save_leaves_nothing(tmp_path):
         from pathlib import Path
         import torch
         from transformers import LlamaConfig, LlamaForCausalLM
-        from llmrank_graph.pruning import save_pruned
+        from llmrank_graph.pruning.surgery import save_pruned
 
         out, ready = Path(sys.argv[1]), Path(sys.argv[2])
         model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=24, num_hidden_layers=2,

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import llmrank_graph as lg
-from llmrank_graph.architectures import mlp_layers
+from llmrank_graph.models.architectures import mlp_layers
 
 pytestmark = pytest.mark.slow
 

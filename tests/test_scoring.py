@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from llmrank_graph import calibrate, export_graph, pagerank
-from llmrank_graph.architectures import mlp_layers
-from llmrank_graph.calibration import ActivationStats, ModuleStats
-from llmrank_graph import scoring
-from llmrank_graph.scoring import (
+from llmrank_graph.models.architectures import mlp_layers
+from llmrank_graph.data.calibration import ActivationStats, ModuleStats
+from llmrank_graph.scoring import registry as scoring
+from llmrank_graph.scoring.registry import (
     PAGERANK_DEFAULTS, NeuronScores, Scorer, get_scorer, hidden_scorers, register_scorer, score_neurons, scorers,
 )
 
@@ -322,7 +322,7 @@ def test_centrality_scorer_parameters(algo):
     import inspect
 
     from llmrank_graph import centrality
-    from llmrank_graph.graph import DEFAULT_EXPORT
+    from llmrank_graph.graph.mlpgraph import DEFAULT_EXPORT
 
     fn = getattr(centrality, algo)
     own = {k: p.default for k, p in list(inspect.signature(fn).parameters.items())[1:]}
@@ -371,7 +371,7 @@ def test_rounding_is_an_attribute_of_the_scorer():
 
 
 def test_pagerank_defaults_are_one_export_options_and_the_centrality_options():
-    from llmrank_graph.graph import ExportOptions
+    from llmrank_graph.graph.mlpgraph import ExportOptions
 
     assert isinstance(scoring.PAGERANK_EXPORT, ExportOptions)
     assert PAGERANK_DEFAULTS == {**scoring.PAGERANK_EXPORT.as_dict(), **scoring.PAGERANK_CENTRALITY}

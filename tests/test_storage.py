@@ -15,9 +15,9 @@ import torch
 from numpy.testing import assert_allclose
 
 import llmrank_graph as lg
-from llmrank_graph import storage
+from llmrank_graph.graph import storage
 from llmrank_graph.errors import InvalidArgumentError
-from llmrank_graph.graph import GraphFormatError
+from llmrank_graph.graph.mlpgraph import GraphFormatError
 
 from _tiny import tiny_llama
 
@@ -231,7 +231,7 @@ def test_to_cudf_partitioned_reads_parquet_with_dask_cudf(exported, monkeypatch)
 
     monkeypatch.setitem(sys.modules, "cudf", _module("cudf", from_pandas=lambda df: df.copy()))
     monkeypatch.setitem(sys.modules, "dask_cudf", _module("dask_cudf", read_parquet=read_parquet))
-    import llmrank_graph._optional as opt
+    import llmrank_graph.base.optional as opt
 
     monkeypatch.setattr(opt, "cuda_available", lambda: True)
     h = lg.read_graph(path)

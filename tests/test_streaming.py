@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from llmrank_graph import UnsupportedArchitectureError, export_graph
 from llmrank_graph import centrality as C
-from llmrank_graph.streaming import SafetensorsBlock, export_graph_from_safetensors, safetensors_index
+from llmrank_graph.graph.streaming import SafetensorsBlock, export_graph_from_safetensors, safetensors_index
 
 
 def save_sharded(model, path, per_file: int = 7):

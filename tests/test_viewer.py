@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import llmrank_graph as lg
-from llmrank_graph import viewer
+from llmrank_graph.graph import viewer
 from llmrank_graph.errors import InvalidArgumentError
 
 from _tiny import tiny_llama

@@ -17,7 +17,7 @@ from . import sweep as _sweep  # noqa: F401  (registers 'sweep')
 from . import cupy_backend as _cupy_backend  # noqa: F401  (registers 'cupy')
 from . import cugraph_backend as _cugraph_backend  # noqa: F401  (registers 'cugraph', 'cugraph-dask')
 from ._kernels import ConvergenceError
-from .._result import CentralityResult
+from ..base.result import CentralityResult
 from .algorithms import HITS_VECTORS, STRENGTH_DIRECTIONS, centralities, degree, eigenvector, get_centrality, hits, hits_pair, katz, strength
 from .backends import (BackendUnavailableError, NoBackendError, backend_names, get_backend, register_backend,
                        select_backend)

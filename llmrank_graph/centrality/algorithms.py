@@ -27,9 +27,9 @@ import logging
 
 import numpy as np
 
-from .._checks import check_bool, check_choice, check_float, check_positive_int
+from ..base.checks import check_bool, check_choice, check_float, check_positive_int
 from ..errors import InvalidArgumentError
-from .._result import CentralityResult
+from ..base.result import CentralityResult
 from .backends import registered, run
 from .pagerank_alg import DIRECTIONS, node_vector as _node_vector
 

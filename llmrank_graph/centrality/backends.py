@@ -16,8 +16,8 @@ from __future__ import annotations
 import inspect
 import logging
 
-from .._checks import fail, fail_type
-from .._optional import (GPU_EXTRA, BackendUnavailableError, cuda_available, cuda_free_memory, cupy_available,
+from ..base.checks import fail, fail_type
+from ..base.optional import (GPU_EXTRA, BackendUnavailableError, cuda_available, cuda_free_memory, cupy_available,
                          has_module, require_cudf)
 from ..errors import InvalidArgumentError, LLMRankGraphError
 

@@ -36,11 +36,11 @@ import os
 
 import numpy as np
 
-from .._optional import GPU_EXTRA, cuda_available
+from ..base.optional import GPU_EXTRA, cuda_available
 from ..errors import WorkFailedError
 from . import backends as _backends
 from ._kernels import ConvergenceError
-from .._result import exact_result, iterated_result
+from ..base.result import exact_result, iterated_result
 from .backends import Backend, _has_module, register_backend
 
 logger = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ import logging
 
 
 from ._kernels import hits_power, katz_power, pagerank_power, perron_vector
-from .._optional import GPU_EXTRA, cupy_available
-from .._result import iterated_result
+from ..base.optional import GPU_EXTRA, cupy_available
+from ..base.result import iterated_result
 from .backends import Backend, register_backend
 from .scipy_backend import cached_matrix
 

@@ -6,8 +6,8 @@ import logging
 
 import numpy as np
 
-from .._checks import check_choice, check_finite_array, check_float, check_positive_int, check_unit, fail, fail_type
-from .._result import CentralityResult
+from ..base.checks import check_choice, check_finite_array, check_float, check_positive_int, check_unit, fail, fail_type
+from ..base.result import CentralityResult
 from .backends import run
 
 logger = logging.getLogger(__name__)

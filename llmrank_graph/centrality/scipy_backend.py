@@ -8,7 +8,7 @@ import numpy as np
 
 from ._kernels import (ConvergenceError, adjacency, directed_perron_vector, hits_power, katz_power, pagerank_power,
                        perron_vector, transition_matrix)
-from .._result import exact_result, iterated_result
+from ..base.result import exact_result, iterated_result
 from .backends import Backend, register_backend
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ Katz (``x = alpha A^T x + beta``) is the same sweep without the ``1 / s_u``. Whe
 mass goes to another vector q, the sweep carries ``[p, q]`` as two columns and one scalar
 makes it exact.
 
-The sweep uses only the block protocol (:class:`llmrank_graph.blocks.Block`): for each
+The sweep uses only the block protocol (:class:`llmrank_graph.graph.blocks.Block`): for each
 partition in topological order, its out-blocks' strengths give ``s_u`` (cached on the graph
 when the weights live in memory) and one product per block pushes ``y_u / s_u`` forward.
 The products are set up once per graph, direction and device (``Block.product``, cached on
@@ -30,11 +30,11 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from .._optional import cuda_available
-from ..blocks import Block
+from ..base.optional import cuda_available
+from ..graph.blocks import Block
 from ..errors import InvalidArgumentError
 from ._kernels import perron_vector
-from .._result import exact_result, iterated_result
+from ..base.result import exact_result, iterated_result
 from .backends import Backend, register_backend
 
 logger = logging.getLogger(__name__)

@@ -12,13 +12,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .._checks import check_positive_int, format_allowed
-from .._io import check_output_path
-from ..calibration import calibrate
+from ..base.checks import check_positive_int, format_allowed
+from ..base.files import check_output_path
+from ..data.calibration import calibrate
 from ..errors import (FileFormatError, InvalidArgumentError, InvalidArgumentTypeError, MissingInputError,
                       OutputExistsError)
-from ..graph import DEFAULT_EXPORT, GATES, MODES, WEIGHTINGS, ExportOptions
-from ..scoring import PAGERANK_WITHOUT_STATS
+from ..graph.mlpgraph import DEFAULT_EXPORT, GATES, MODES, WEIGHTINGS, ExportOptions
+from ..scoring.registry import PAGERANK_WITHOUT_STATS
 
 logger = logging.getLogger("llmrank_graph.cli")
 
@@ -84,7 +84,7 @@ def _given_export(args) -> dict:
 
 
 def _check_out(path: Path, overwrite: bool, what: str = "--out", kind: str | None = None) -> Path:
-    """``path`` checked as an output (:func:`llmrank_graph._io.check_output_path`).
+    """``path`` checked as an output (:func:`llmrank_graph.base.files.check_output_path`).
 
     ``kind`` defaults to what ``path`` is now ("directory" for an existing directory, else
     "file"); commands pass it, and use :func:`preflight` for the other checks.
@@ -115,13 +115,13 @@ GRAPH_OPTIONS = {k: f"--{k}" for k in _EXPORT_FIELDS}
 
 
 def _is_graph_directory(path: Path) -> bool:
-    from ..graph import _FORMAT, _read_format
+    from ..graph.mlpgraph import _FORMAT, _read_format
 
     return _read_format(path) == _FORMAT
 
 
 def _is_saved_model(path: Path) -> bool:
-    from ..saved_format import is_saved_pruned
+    from ..models.saved_format import is_saved_pruned
 
     return is_saved_pruned(path)
 
@@ -184,8 +184,8 @@ def preflight(args, *, out_kind: str | None = None, suffixes: tuple[str, ...] = 
     LLMRankGraphError
         A subclass naming the option; see :mod:`llmrank_graph.errors`.
     """
-    from ..data import check_text_source
-    from ..models import check_model_path
+    from ..data.texts import check_text_source
+    from ..models.loading import check_model_path
 
     given = vars(args)
     out = None
@@ -211,7 +211,7 @@ def _check_graph_input(path) -> None:
     """``--graph`` names a graph directory whose whole meta.json is sound (the tables are read later)."""
     import json
 
-    from ..graph import _FORMAT, _check_meta
+    from ..graph.mlpgraph import _FORMAT, _check_meta
 
     p = Path(path).expanduser()
     where = f"`--graph` {str(p)!r}"
@@ -255,7 +255,7 @@ def scorer_params(method: str, items: list[str], *, mode: str, prune_hidden: boo
     InvalidArgumentError, InvalidArgumentTypeError
         Naming ``--param`` and the key; unknown keys list the scorer's parameters.
     """
-    from ..scoring import get_scorer, scorer_class
+    from ..scoring.registry import get_scorer, scorer_class
 
     cls = _relabel({"method": "--method"}, scorer_class, method)
     options = {"mode": "--mode", "prune_hidden": "--prune-hidden", "graph": None}
@@ -294,7 +294,7 @@ def param_value(text: str):
 
 
 def _load(args):
-    from ..models import load_model
+    from ..models.loading import load_model
 
     t = time.perf_counter()
     model, tok = load_model(args.model)

@@ -1,14 +1,14 @@
 """``llmrank-graph export``: the whole MLP stack as a Parquet graph directory, or a thresholded
-subgraph as GraphML/GEXF for viewers (``--format``, :mod:`llmrank_graph.viewer`)."""
+subgraph as GraphML/GEXF for viewers (``--format``, :mod:`llmrank_graph.graph.viewer`)."""
 
 from __future__ import annotations
 
 import time
 
 from ..errors import InvalidArgumentError
-from ..graph import DEFAULT_EXPORT, EXPORT_FORMATS, ExportOptions
-from ..viewer import VIEW_EDGE_LIMIT, VIEW_FORMATS, to_networkx
-from ..scoring import PAGERANK_WITHOUT_STATS
+from ..graph.mlpgraph import DEFAULT_EXPORT, EXPORT_FORMATS, ExportOptions
+from ..graph.viewer import VIEW_EDGE_LIMIT, VIEW_FORMATS, to_networkx
+from ..scoring.registry import PAGERANK_WITHOUT_STATS
 from ._common import (_EXPORT_FIELDS, GRAPH_OPTIONS, _add_calibration, _add_graph_options, _add_model, _calibrate,
                       _default, _load, _relabel, preflight)
 
@@ -29,7 +29,7 @@ def add_parser(sub) -> None:
     p.add_argument("--force", action="store_true",
                    help="parquet: with --overwrite, replace --out even if it is not a graph; graphml/gexf: write more "
                         f"than {VIEW_EDGE_LIMIT:,} edges")
-    g = p.add_argument_group("viewer thresholds", "with --format graphml or gexf (llmrank_graph.viewer.to_networkx)")
+    g = p.add_argument_group("viewer thresholds", "with --format graphml or gexf (llmrank_graph.graph.viewer.to_networkx)")
     g.add_argument("--top-nodes", type=int, default=None, metavar="K",
                    help=f"nodes kept per partition, by --score (default: {_default(to_networkx, 'top_nodes')})")
     g.add_argument("--top-edges", type=_top_edges, default=None, metavar="K|auto|all",
@@ -54,7 +54,7 @@ def _top_edges(text: str):
         raise InvalidArgumentError(f"`--top-edges` must be a positive int, 'auto' or 'all'; got {text!r}") from None
 
 
-#: The viewer options -> the parameters of llmrank_graph.viewer.to_networkx.
+#: The viewer options -> the parameters of llmrank_graph.graph.viewer.to_networkx.
 _VIEW_OPTIONS = {"top_nodes": "--top-nodes", "top_edges": "--top-edges", "min_quantile": "--min-quantile",
                  "min_weight": "--min-weight", "score": "--score", "force": "--force"}
 
@@ -69,8 +69,8 @@ def _viewer_args(args) -> dict:
 
 
 def run(args) -> int:
-    from ..graph import export_graph, read_graph
-    from ..viewer import write_viewer
+    from ..graph.mlpgraph import export_graph, read_graph
+    from ..graph.viewer import write_viewer
 
     viewer = args.format in VIEW_FORMATS
     view = _viewer_args(args)

@@ -1,18 +1,18 @@
 """``llmrank-graph inspect``: what the whole-MLP graph looks like, and how its centralities compare.
 
 Prints a readable summary (``--json`` for machine-readable output) and, with ``--out DIR``,
-writes the same numbers as CSV/JSON plus PNG plots; see :func:`llmrank_graph.analysis.inspect_graph`.
+writes the same numbers as CSV/JSON plus PNG plots; see :func:`llmrank_graph.analysis.core.inspect_graph`.
 """
 
 from __future__ import annotations
 
 import json
 
-from .._checks import check_positive_int
-from ..analysis import BASELINES, CENTRALITIES, DEFAULT_AMOUNT, DEFAULT_CENTRALITIES, TOP_K, inspect_graph
+from ..base.checks import check_positive_int
+from ..analysis.core import BASELINES, CENTRALITIES, DEFAULT_AMOUNT, DEFAULT_CENTRALITIES, TOP_K, inspect_graph
 from ..centrality import backend_names
 from ..errors import InvalidArgumentError
-from ..graph import DEFAULT_EXPORT
+from ..graph.mlpgraph import DEFAULT_EXPORT
 from ._common import (GRAPH_OPTIONS, _add_calibration, _add_graph_options, _calibrate, _given_export, _load,
                       _relabel, logger, preflight)
 
@@ -71,7 +71,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..graph import export_graph, read_graph
+    from ..graph.mlpgraph import export_graph, read_graph
 
     if args.paths is not None:
         check_positive_int("--paths", args.paths)

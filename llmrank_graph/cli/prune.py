@@ -6,13 +6,13 @@ import copy
 import logging
 import time
 
-from ..evaluation import perplexity
+from ..data.evaluation import perplexity
 from ..errors import InvalidArgumentError
-from ..graph import MODES
-from ..compensation import COMPENSATIONS, RECOMMENDED_COMPENSATION, check_ridge, needs_second_moments
-from ..masks import ALLOCATIONS, check_amount
-from ..pruning import HOWS, prune_model
-from ..scoring import scorers
+from ..graph.mlpgraph import MODES
+from ..compensation.algebra import COMPENSATIONS, RECOMMENDED_COMPENSATION, check_ridge, needs_second_moments
+from ..pruning.masks import ALLOCATIONS, check_amount
+from ..pruning.surgery import HOWS, prune_model
+from ..scoring.registry import scorers
 from ._common import _add_calibration, _add_model, _calibrate, _default, _load, _relabel, preflight, scorer_params
 
 logger = logging.getLogger("llmrank_graph.cli")
@@ -33,7 +33,7 @@ def add_parser(sub) -> None:
     p.add_argument("--mode", default=_default(prune_model, "mode"), choices=MODES, help="(default: %(default)s)")
     p.add_argument("--prune-hidden", action="store_true", help="reference paper mode: also zero down_proj rows (needs --how zero)")
     # Not prune_model's default ('none'): the command runs the configuration measured best
-    # (llmrank_graph.compensation.RECOMMENDED_COMPENSATION says why).
+    # (llmrank_graph.compensation.algebra.RECOMMENDED_COMPENSATION says why).
     p.add_argument("--compensate", default=RECOMMENDED_COMPENSATION, choices=COMPENSATIONS,
                    help="repair down_proj after the removal: a ridge least-squares refit of the kept columns "
                         "(lstsq), a bias (FLAP), both, or none (default: %(default)s). lstsq calibrates with the "
@@ -71,7 +71,7 @@ def _fmt_bytes(n: int) -> str:
 
 def _log_second_moments(args, model, scorer) -> None:
     """Say, before calibrating, what the Gram matrices will cost and how to do without them."""
-    from ..architectures import intermediate_sizes
+    from ..models.architectures import intermediate_sizes
 
     by_compensate = needs_second_moments(args.compensate)
     if not (by_compensate or scorer.needs_second_moments()):
@@ -87,11 +87,11 @@ def _log_second_moments(args, model, scorer) -> None:
 
 def run(args) -> int:
 
-    from ..compensation import check_compensation_options
-    from ..data import load_texts, token_blocks
-    from ..evaluation import compare_throughput, count_parameters
-    from ..pruning import save_pruned
-    from ..scoring import get_scorer
+    from ..compensation.algebra import check_compensation_options
+    from ..data.texts import load_texts, token_blocks
+    from ..data.evaluation import compare_throughput, count_parameters
+    from ..pruning.surgery import save_pruned
+    from ..scoring.registry import get_scorer
 
     _relabel({"amount": "--amount"}, check_amount, args.amount)
     _relabel({"ridge": "--ridge"}, check_ridge, args.ridge)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .._io import atomic_file
+from ..base.files import atomic_file
 from ..centrality import DIRECTIONS, backend_names
-from ..storage import add_scores, column_name
-from ..scoring import (ACTIVATION_PERSONALIZATIONS, PAGERANK_CENTRALITY, PAGERANK_EXPORT, PAGERANK_WITHOUT_STATS,
+from ..graph.storage import add_scores, column_name
+from ..scoring.registry import (ACTIVATION_PERSONALIZATIONS, PAGERANK_CENTRALITY, PAGERANK_EXPORT, PAGERANK_WITHOUT_STATS,
                        PERSONALIZATIONS, PageRankScorer)
-from .._checks import check_float, check_positive_int, check_unit
+from ..base.checks import check_float, check_positive_int, check_unit
 from ..errors import InvalidArgumentError
 from ._common import (GRAPH_OPTIONS, _add_calibration, _add_graph_options, _calibrate, _default, _given_export, _load,
                       _relabel, logger, preflight)
@@ -19,7 +19,7 @@ from ._common import (GRAPH_OPTIONS, _add_calibration, _add_graph_options, _cali
 def add_parser(sub) -> None:
     """Add this command to the ``llmrank-graph`` subparsers."""
     p = sub.add_parser("rank", help="PageRank of a graph directory or a model; scores joined to the node table",
-                       description="PageRank with the defaults of the pagerank scorer (llmrank_graph.scoring."
+                       description="PageRank with the defaults of the pagerank scorer (llmrank_graph.scoring.registry."
                                    "PAGERANK_DEFAULTS): with --calibrate it ranks the intermediate neurons as "
                                    "`prune --method pagerank` does.")
     src = p.add_mutually_exclusive_group()
@@ -65,13 +65,13 @@ def run(args) -> int:
     intermediate neurons as ``prune --method pagerank`` does.
 
     Defaults that need calibration statistics (the activation-share weighting, the activation
-    teleport) fall back to :data:`~llmrank_graph.scoring.PAGERANK_WITHOUT_STATS` when there are
+    teleport) fall back to :data:`~llmrank_graph.scoring.registry.PAGERANK_WITHOUT_STATS` when there are
     none (no ``--calibrate``, or a ``--graph`` exported without), with a warning. Options typed
     on the command line are never replaced: one that needs statistics makes ``rank --model``
     calibrate.
     """
     from ..centrality import pagerank
-    from ..graph import export_graph, read_graph
+    from ..graph.mlpgraph import export_graph, read_graph
 
     given = _given_export(args)
     replaced: dict[str, tuple[str, str]] = {}  # option -> (its default, what is used instead)

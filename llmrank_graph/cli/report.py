@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..report import REPORT_HTML, write_report
+from ..experiments.report import REPORT_HTML, write_report
 
 
 def add_parser(sub) -> None:

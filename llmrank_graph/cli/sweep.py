@@ -8,8 +8,8 @@ Examples::
     llmrank-graph sweep --out results --methods katz --extend      # add runs to an existing directory
 
 Lists are space-separated. A rerun skips every completed run; see
-:mod:`llmrank_graph.experiments` for the directory layout. Every default and choice is the
-library's (:class:`~llmrank_graph.experiments.Grid` and its settings).
+:mod:`llmrank_graph.experiments.runner` for the directory layout. Every default and choice is the
+library's (:class:`~llmrank_graph.experiments.runner.Grid` and its settings).
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from dataclasses import fields
 from pathlib import Path
 
 from ..errors import InvalidArgumentError
-from ..evaluation import LASTWORD_TASK
-from ..experiments import RESULTS_CSV, CalibrationSetting, EvaluationSetting, Grid, load_grid, run_sweep
-from ..graph import MODES
-from ..masks import ALLOCATIONS
-from ..pruning import HOWS
-from ..scoring import scorers
+from ..data.evaluation import LASTWORD_TASK
+from ..experiments.runner import RESULTS_CSV, CalibrationSetting, EvaluationSetting, Grid, load_grid, run_sweep
+from ..graph.mlpgraph import MODES
+from ..pruning.masks import ALLOCATIONS
+from ..pruning.surgery import HOWS
+from ..scoring.registry import scorers
 from ._common import param_value
 
 logger = logging.getLogger("llmrank_graph.cli")
@@ -162,7 +162,7 @@ def run(args) -> int:
     if summary.damaged:
         print(f"{len(summary.damaged)} damaged result file(s) were redone where they belong to this grid: "
               + ", ".join(str(p) for p in summary.damaged))
-    from ..report import perplexity_table
+    from ..experiments.report import perplexity_table
 
     tables = perplexity_table(summary.directory, run_ids=summary.runs)
     for title, table in tables:

@@ -22,8 +22,8 @@ from typing import Any, Sequence
 
 import torch
 
-from ._checks import check_choice, check_int, fail_type
-from .errors import FileFormatError, InvalidArgumentError, MissingDependencyError, MissingInputError
+from ..base.checks import check_choice, check_int, fail_type
+from ..errors import FileFormatError, InvalidArgumentError, MissingDependencyError, MissingInputError
 
 logger = logging.getLogger(__name__)
 

@@ -58,7 +58,7 @@ _COMBINE_CODE = {"single": 0, "sum": 1, "max": 2}
 
 #: Set to False to force the pure torch path (tests, debugging, comparing the two).
 use_kernel: bool = True
-_SWITCHED_OFF = "the fused kernel is switched off (llmrank_graph._fused.use_kernel = False)"
+_SWITCHED_OFF = "the fused kernel is switched off (llmrank_graph.kernels.fused.use_kernel = False)"
 
 #: Elements per row chunk of the torch fallback on the CPU: a float64 chunk (2 MiB) stays in
 #: cache; on CUDA a block is one chunk (launches cost more than memory there).

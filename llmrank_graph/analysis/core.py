@@ -16,7 +16,7 @@ The questions of people who study the graph rather than prune with it:
 :class:`InspectReport`, which renders as text or JSON and writes CSV, JSON and PNG plots.
 
 Scale: everything here reads the graph through its blocks, one block (one weight matrix) at a
-time (:mod:`llmrank_graph.blocks`), and never builds the edge list, so it runs on a graph
+time (:mod:`llmrank_graph.graph.blocks`), and never builds the edge list, so it runs on a graph
 streamed from safetensors shards (:func:`llmrank_graph.export_graph_from_safetensors`) or read
 lazily from Parquet (:func:`llmrank_graph.read_graph`) with about one layer in memory.
 
@@ -45,17 +45,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ._checks import check_bool, check_choice, check_positive_int, fail, fail_type
-from ._io import atomic_directory
-from .centrality import CentralityResult, get_centrality
-from .centrality.algorithms import _CENTRALITIES
-from .centrality.sweep import resolve_device
-from .errors import InvalidArgumentError
-from .graph import KINDS, MLPGraph, export_options
-from .masks import allocate, check_amount
-from .pruning import prune_model
-from .scoring import PAGERANK_CENTRALITY, PAGERANK_WITHOUT_STATS, score_neurons
-from .storage import _jsonable, column_name, stored_scores
+from ..base.checks import check_bool, check_choice, check_positive_int, fail, fail_type
+from ..base.files import atomic_directory
+from ..centrality import CentralityResult, get_centrality
+from ..centrality.algorithms import _CENTRALITIES
+from ..centrality.sweep import resolve_device
+from ..errors import InvalidArgumentError
+from ..graph.mlpgraph import KINDS, MLPGraph, export_options
+from ..pruning.masks import allocate, check_amount
+from ..pruning.surgery import prune_model
+from ..scoring.registry import PAGERANK_CENTRALITY, PAGERANK_WITHOUT_STATS, score_neurons
+from ..graph.storage import _jsonable, column_name, stored_scores
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ __all__ = ["summary", "graph_info", "layer_stats", "top_neurons", "correlations"
 CENTRALITIES: tuple[str, ...] = tuple(_CENTRALITIES)
 #: Computed by ``inspect`` unless told otherwise: the ones that run block by block at any scale.
 DEFAULT_CENTRALITIES: tuple[str, ...] = ("pagerank", "katz", "strength")
-#: Pruning baselines compared with the centralities (:mod:`llmrank_graph.scoring`).
+#: Pruning baselines compared with the centralities (:mod:`llmrank_graph.scoring.registry`).
 BASELINES: tuple[str, ...] = ("magnitude", "activation", "wanda-sp")
 #: Rank correlations of :func:`correlations`.
 CORRELATIONS: tuple[str, ...] = ("spearman", "kendall")
@@ -813,7 +813,7 @@ def _defaults(fn) -> dict:
 def _centrality_plan(graph: MLPGraph, name: str) -> tuple[str, dict]:
     """(stored column name, keyword arguments) of centrality ``name`` with the library's defaults.
 
-    PageRank uses the pagerank scorer's defaults (:data:`llmrank_graph.scoring.PAGERANK_CENTRALITY`),
+    PageRank uses the pagerank scorer's defaults (:data:`llmrank_graph.scoring.registry.PAGERANK_CENTRALITY`),
     with a uniform teleport when the graph has no activations; the others their function's.
     """
     check_choice("centralities", name, CENTRALITIES)
@@ -847,7 +847,7 @@ def centrality_scores(graph: MLPGraph, names: Iterable[str] = DEFAULT_CENTRALITI
         Backend for the centralities computed here.
     use_stored : bool
         Take a centrality from the graph's stored columns when one of the same name
-        (:func:`llmrank_graph.storage.score_column_name`) is there, instead of computing it.
+        (:func:`llmrank_graph.graph.storage.score_column_name`) is there, instead of computing it.
 
     Returns
     -------

@@ -28,11 +28,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ._checks import check_bool, check_choice, check_keep, check_residual, fail_type
-from ._optional import require_cudf, require_dask_cudf
-from .architectures import MLPModules, check_finite_weights, mlp_layers
+from ..base.checks import check_bool, check_choice, check_keep, check_residual, fail_type
+from ..base.optional import require_cudf, require_dask_cudf
+from ..models.architectures import MLPModules, check_finite_weights, mlp_layers
 from .blocks import Block, DiagonalBlock, Partition, SparseBlock, WeightBlock
-from .errors import GraphFormatError, InvalidArgumentError
+from ..errors import GraphFormatError, InvalidArgumentError
 # The directory format, the node-table schema and the meta.json checks live in storage, below this
 # module (which builds the graph from what storage reads); the CLI still finds them here.
 from .storage import _FORMAT, _check_meta, _read_format  # noqa: F401  (re-exported)
@@ -52,7 +52,7 @@ WEIGHTINGS = ("abs", "abs_x_input", "activation_share")
 #: Weightings that need calibration statistics.
 ACTIVATION_WEIGHTINGS = ("abs_x_input", "activation_share")
 #: What ``llmrank-graph export --format`` writes: the full graph directory, or a thresholded
-#: subgraph for viewers (:mod:`llmrank_graph.viewer`).
+#: subgraph for viewers (:mod:`llmrank_graph.graph.viewer`).
 EXPORT_FORMATS = ("parquet", "graphml", "gexf")
 
 @dataclass(frozen=True)
@@ -249,12 +249,12 @@ class MLPGraph:
         """Store a score column with the graph (in memory; :meth:`to_parquet` writes it).
 
         To add a column to a graph directory on disk, use
-        :func:`llmrank_graph.storage.add_scores` (or ``llmrank-graph rank --add-to-graph``).
+        :func:`llmrank_graph.graph.storage.add_scores` (or ``llmrank-graph rank --add-to-graph``).
 
         Parameters
         ----------
         name : str
-            Column name (see :func:`llmrank_graph.storage.score_column_name`).
+            Column name (see :func:`llmrank_graph.graph.storage.score_column_name`).
         values : array (n_nodes,) or CentralityResult
         info : dict, optional
             What produced it (algorithm, parameters), recorded in ``meta.json``.
@@ -363,9 +363,9 @@ class MLPGraph:
         """A thresholded subgraph as a ``networkx.DiGraph``, for viewers (Gephi, Cytoscape).
 
         The top nodes of each partition, then the heaviest edges between them; see
-        :func:`llmrank_graph.viewer.to_networkx` for the parameters. Parquet
+        :func:`llmrank_graph.graph.viewer.to_networkx` for the parameters. Parquet
         (:meth:`to_parquet`) stays the full-fidelity format; write GraphML or GEXF with
-        :func:`llmrank_graph.viewer.write_viewer` or ``llmrank-graph export --format``.
+        :func:`llmrank_graph.graph.viewer.write_viewer` or ``llmrank-graph export --format``.
 
         Example
         -------
@@ -429,9 +429,9 @@ class MLPGraph:
         Edges are written block by block (each block in its own row groups, with its
         ``layer``), so memory stays about one block; ``meta.json`` records the block table that
         lets :func:`read_graph` read the blocks back one at a time (layout:
-        :mod:`llmrank_graph.storage`). Stored score columns go into the node table. The files are
+        :mod:`llmrank_graph.graph.storage`). Stored score columns go into the node table. The files are
         written to a temporary sibling directory that is renamed into place at the end
-        (:func:`llmrank_graph._io.atomic_directory`): an interrupted write leaves nothing behind,
+        (:func:`llmrank_graph.base.files.atomic_directory`): an interrupted write leaves nothing behind,
         and a concurrent writer never replaces it.
 
         Parameters
@@ -512,7 +512,7 @@ def export_graph(model, stats=None, mode: str | None = None, gate: str | None = 
 
     Parameters
     ----------
-    model : transformers model of a registered architecture (see ``llmrank_graph.architectures``).
+    model : transformers model of a registered architecture (see ``llmrank_graph.models.architectures``).
     stats : ActivationStats, optional
         Calibration statistics; fill the node ``activation`` column and are needed for the
         activation weightings and activation personalization.
@@ -630,7 +630,7 @@ def read_graph(path: str | os.PathLike, layers=None, *, lazy: bool | None = None
 
     Only ``meta.json``, the node table and the Parquet footers are read up front; the edges of
     each block are read when an operation needs them (``lazy``), so PageRank, the analyses of
-    :mod:`llmrank_graph.analysis` and a new export keep about one block in memory.
+    :mod:`llmrank_graph.analysis.core` and a new export keep about one block in memory.
 
     Parameters
     ----------
@@ -642,7 +642,7 @@ def read_graph(path: str | os.PathLike, layers=None, *, lazy: bool | None = None
     lazy : bool, optional
         True: read each block from disk when it is used (nothing kept in memory). False: read
         every block now. Default: lazy when ``edges.parquet`` is larger than
-        :data:`llmrank_graph.storage.LAZY_READ_BYTES` (1 GiB).
+        :data:`llmrank_graph.graph.storage.LAZY_READ_BYTES` (1 GiB).
 
     Returns
     -------

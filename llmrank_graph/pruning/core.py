@@ -1,9 +1,9 @@
 """What both pruning modes share: the ways to apply a mask, zeroing one MLP, and the result type.
 
-:func:`llmrank_graph.prune_model` (:mod:`llmrank_graph.pruning`) and its layer-by-layer mode
-(:mod:`llmrank_graph.sequential`) both use these; they sit here, below both, so that
+:func:`llmrank_graph.prune_model` (:mod:`llmrank_graph.pruning.surgery`) and its layer-by-layer mode
+(:mod:`llmrank_graph.pruning.sequential`) both use these; they sit here, below both, so that
 ``pruning`` imports ``sequential`` and never the reverse. ``HOWS`` and ``PruneResult`` are
-public as ``llmrank_graph.pruning.HOWS`` and ``llmrank_graph.PruneResult``.
+public as ``llmrank_graph.pruning.surgery.HOWS`` and ``llmrank_graph.PruneResult``.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .architectures import MLPModules
-from .calibration import ActivationStats
+from ..models.architectures import MLPModules
+from ..data.calibration import ActivationStats
 from .masks import NeuronMask
 
 __all__ = ["HOWS", "PruneResult", "zero_mlp"]

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from .errors import InvalidArgumentError, InvalidArgumentTypeError
+from ..errors import InvalidArgumentError, InvalidArgumentTypeError
 
 __all__ = ["fail", "fail_type", "check_choice", "check_bool", "check_int", "check_positive_int", "check_float",
            "check_unit", "check_finite_array", "check_keep", "check_residual", "is_real", "format_allowed"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 
-from .errors import LLMRankGraphError
+from ..errors import LLMRankGraphError
 
 __all__ = ["GPU_EXTRA", "BackendUnavailableError", "has_module", "cuda_available", "cupy_available",
            "cuda_free_memory", "require_cudf", "require_dask_cudf"]

@@ -18,7 +18,7 @@ mask, graph modes, scorer parameters) and the calibration and evaluation setting
 
 Resuming
 --------
-Every file is written atomically (:mod:`llmrank_graph._io`): it is complete or absent. A run's
+Every file is written atomically (:mod:`llmrank_graph.base.files`): it is complete or absent. A run's
 JSON is written after everything else of the run, so a rerun of the same grid skips every run
 whose JSON is there and redoes only the rest; the model is not even loaded when all its runs
 are done. Calibration is read back from its safetensors file. A damaged or truncated result
@@ -57,17 +57,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._checks import check_bool, check_choice, check_int, check_positive_int, fail, fail_type, format_allowed
-from ._io import atomic_file, save_safetensors_atomic, write_json_atomic, write_text_atomic
-from .calibration import ActivationStats, calibrate
-from .compensation import COMPENSATIONS, check_ridge, needs_second_moments
-from .errors import (FileFormatError, InvalidArgumentError, InvalidArgumentTypeError, LLMRankGraphError,
+from ..base.checks import check_bool, check_choice, check_int, check_positive_int, fail, fail_type, format_allowed
+from ..base.files import atomic_file, save_safetensors_atomic, write_json_atomic, write_text_atomic
+from ..data.calibration import ActivationStats, calibrate
+from ..compensation.algebra import COMPENSATIONS, check_ridge, needs_second_moments
+from ..errors import (FileFormatError, InvalidArgumentError, InvalidArgumentTypeError, LLMRankGraphError,
                      MissingDependencyError, MissingInputError, OutputExistsError)
-from .evaluation import (LASTWORD_TASK, check_lm_eval, compare_throughput, count_parameters, lastword_examples,
+from ..data.evaluation import (LASTWORD_TASK, check_lm_eval, compare_throughput, count_parameters, lastword_examples,
                          lm_eval, perplexity, prepare_tasks, task_metrics, write_lastword_task)
-from .graph import MODES
-from .masks import ALLOCATIONS, check_amount
-from .pruning import HOWS, prune_model
+from ..graph.mlpgraph import MODES
+from ..pruning.masks import ALLOCATIONS, check_amount
+from ..pruning.surgery import HOWS, prune_model
 
 logger = logging.getLogger(__name__)
 
@@ -124,14 +124,14 @@ def method_parameters(method: str) -> list[str]:
     >>> "alpha" in method_parameters("pagerank") and "min_keep" in method_parameters("pagerank")
     True
     """
-    from .scoring import scorer_class
+    from ..scoring.registry import scorer_class
 
     names = [n for n in scorer_class(method).param_names() if n not in _NOT_PARAMS]
     return names + [k for k in _prune_keywords() if k not in names]
 
 
 def _scorer_only(method: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    from .scoring import scorer_class
+    from ..scoring.registry import scorer_class
 
     names = set(scorer_class(method).param_names())
     return {k: v for k, v in params.items() if k in names}
@@ -192,14 +192,14 @@ class EvaluationSetting:
         Perplexity text; None means the held-out Wikipedia articles.
     n_samples, seq_len, batch_size : int
         Perplexity on ``n_samples`` windows of ``seq_len`` tokens (defaults of
-        :func:`~llmrank_graph.evaluation.perplexity`).
+        :func:`~llmrank_graph.data.evaluation.perplexity`).
     throughput_batch : int
         Windows per forward pass when measuring tokens/s (dense and pruned alternately, in
-        the same run, :func:`~llmrank_graph.evaluation.compare_throughput`).
+        the same run, :func:`~llmrank_graph.data.evaluation.compare_throughput`).
     throughput_rounds : int
         Alternations; the best of each is kept.
     tasks : tuple of str
-        lm-eval tasks; :data:`~llmrank_graph.evaluation.LASTWORD_TASK` needs no download.
+        lm-eval tasks; :data:`~llmrank_graph.data.evaluation.LASTWORD_TASK` needs no download.
     task_limit : int or None
         Examples per task (None: all).
     task_batch_size : int
@@ -348,7 +348,7 @@ class Grid:
     models : tuple of str or None
         Model paths; None (the default) is the embedded SmolLM2-135M.
     methods : tuple of str
-        Scorers (:func:`llmrank_graph.scoring.scorers`).
+        Scorers (:func:`llmrank_graph.scoring.registry`).
     amounts : tuple of float
         Fractions of intermediate neurons to prune, each in [0, 1).
     allocations, hows, modes : tuple of str
@@ -388,7 +388,7 @@ class Grid:
     save_masks: bool = False
 
     def __post_init__(self):
-        from .scoring import get_scorer, scorers
+        from ..scoring.registry import get_scorer, scorers
 
         def setf(name, value):
             object.__setattr__(self, name, value)
@@ -834,7 +834,7 @@ def _open_directory(directory: Path, grid: Grid, extend: bool) -> tuple[dict, bo
 
 
 def _version() -> str:
-    from ._version import __version__
+    from .._version import __version__
 
     return __version__
 
@@ -906,7 +906,7 @@ def _calibration(ctx: _ModelContext, directory: Path, run: RunConfig) -> None:
 def _calibration_ids(ctx: _ModelContext, cal: CalibrationSetting) -> torch.Tensor:
     """The calibration tokens (for sequential pruning), cut as :func:`~llmrank_graph.calibrate` cuts them."""
     if ctx.calibration_ids is None:
-        from .data import load_texts, token_blocks
+        from ..data.texts import load_texts, token_blocks
 
         ctx.calibration_ids = token_blocks(ctx.tokenizer, load_texts(cal.texts, split="calibration"), cal.n_samples,
                                            cal.seq_len)
@@ -1045,7 +1045,7 @@ def _now() -> str:
 
 
 def _load_model(model_path: str | None, device):
-    from .models import load_model
+    from ..models.loading import load_model
 
     t = time.perf_counter()
     model, tok = load_model(model_path, device=device)
@@ -1057,13 +1057,13 @@ def _load_model(model_path: str | None, device):
 
 def _check_inputs(grid: Grid, todo: Sequence[RunConfig]) -> None:
     """Models and texts exist: checked before any work."""
-    from .data import load_texts
+    from ..data.texts import load_texts
 
     for m in {r.model for r in todo}:
         if m is not None and not Path(m).expanduser().exists():
             raise MissingInputError(f"model {m!r} does not exist")
     if any(r.model is None for r in todo):
-        from .models import default_model_file
+        from ..models.loading import default_model_file
 
         default_model_file()
     if todo:
@@ -1156,7 +1156,7 @@ def run_sweep(grid: Grid, directory: str | os.PathLike, *, extend: bool = False,
             model, tok, load_s = _load_model(model_path, device)
             ctx = _ModelContext(model, tok, load_s)
             logger.info("loaded %s in %.1f s", model_path or "the embedded default model", load_s)
-            from .data import load_texts, token_blocks
+            from ..data.texts import load_texts, token_blocks
 
             ev = grid.evaluation
             ctx.eval_ids = token_blocks(tok, load_texts(ev.texts, split="evaluation"), ev.n_samples, ev.seq_len)

@@ -57,8 +57,8 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ._checks import check_bool, check_choice, fail, fail_type
-from .errors import OutputExistsError
+from .checks import check_bool, check_choice, fail, fail_type
+from ..errors import OutputExistsError
 
 logger = logging.getLogger(__name__)
 

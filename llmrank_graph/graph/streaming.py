@@ -1,0 +1,234 @@
+"""Score a model directory straight from its safetensors shards, without building the model.
+
+:func:`export_graph_from_safetensors` returns the same :class:`~llmrank_graph.MLPGraph` as
+:func:`~llmrank_graph.export_graph` (same partitions, vertex ids and edge weights) but its
+blocks hold only tensor *names*: each block reads its weight matrix from disk (memory-mapped)
+when a kernel asks for it and drops it afterwards. With the ``sweep`` backend, PageRank and
+Katz then read every MLP weight exactly once with about one layer in memory, so a model
+larger than RAM or GPU memory can be ranked on one GPU or a CPU::
+
+    graph = export_graph_from_safetensors("path/to/Llama-2-70b-hf")
+    res = pagerank(graph, backend="sweep", device="cuda")
+
+Only the file headers are read up front (to find the tensors and their shapes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..models.architectures import get_architecture
+from ..base.checks import check_choice, check_residual
+from .blocks import Block, DiagonalBlock, WeightBlock
+from ..errors import FileFormatError, MissingInputError
+from .mlpgraph import GATES, MODES, MLPGraph, _partitions
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["export_graph_from_safetensors", "SafetensorsBlock", "safetensors_index"]
+
+
+def safetensors_index(path: str | os.PathLike) -> dict[str, Path]:
+    """Tensor name -> shard file for a model directory (or a single ``.safetensors`` file).
+
+    Uses ``model.safetensors.index.json`` when present, else reads the header of every
+    ``*.safetensors`` file in the directory.
+
+    Raises
+    ------
+    MissingInputError
+        No safetensors file at ``path``.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    if path.is_file():
+        files = [path]
+    elif path.is_dir():
+        index = path / "model.safetensors.index.json"
+        if index.is_file():
+            weight_map = json.loads(index.read_text())["weight_map"]
+            return {k: path / v for k, v in weight_map.items()}
+        files = sorted(path.glob("*.safetensors"))
+    else:
+        raise MissingInputError(f"`path` {str(path)!r} does not exist")
+    if not files:
+        raise MissingInputError(f"`path` {str(path)!r} holds no .safetensors file")
+    out: dict[str, Path] = {}
+    for f in files:
+        with safe_open(str(f), framework="pt") as h:
+            for k in h.keys():
+                out[k] = f
+    return out
+
+
+def _shape(file: Path, name: str) -> tuple[int, ...]:
+    from safetensors import safe_open
+
+    with safe_open(str(file), framework="pt") as h:
+        return tuple(h.get_slice(name).get_shape())
+
+
+def _device_arg(device) -> str:
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if dev.type == "cuda":
+        return f"cuda:{dev.index if dev.index is not None else torch.cuda.current_device()}"
+    return "cpu"
+
+
+class SafetensorsBlock(WeightBlock):
+    """A weight block read lazily from safetensors: ``combine(|W0|, |W1|)``, W of (dst, src).
+
+    ``entries`` are ``(file, tensor name, transpose)``; transpose is True for GPT-2 style
+    ``Conv1D`` weights, stored (in, out). Nothing is kept in memory: every operation reads
+    the tensors from disk (memory-mapped), and :meth:`loaded` reads them once for several.
+    """
+
+    resident = False
+
+    def __init__(self, src, dst, layer, role, entries: list[tuple[Path, str, bool]], combine: str = "single"):
+        super().__init__(src, dst, layer, role, None, combine, None)
+        del self.weights  # the weights stay on disk
+        self.entries = entries
+
+    def raw_weights(self, device=None) -> list[torch.Tensor]:
+        """The stored tensors of this block as (dst.size, src.size), loaded onto ``device``."""
+        from safetensors import safe_open
+
+        out = []
+        for file, name, transpose in self.entries:
+            with safe_open(str(file), framework="pt", device=_device_arg(device)) as h:
+                t = h.get_tensor(name)
+            t = t.t() if transpose else t
+            if tuple(t.shape) != self.shape:
+                raise FileFormatError(f"layer {self.layer}: tensor {name!r} in {file.name} has shape "
+                                      f"{tuple(t.shape)}, expected {self.shape}")
+            if not torch.isfinite(t).all():
+                raise FileFormatError(f"layer {self.layer}: tensor {name!r} in {file.name} has NaN or inf")
+            out.append(t)
+        return out
+
+    def version(self):
+        # The files may be rewritten between two uses: their size and mtime say so.
+        return tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f, _, _ in self.entries)
+
+    @contextlib.contextmanager
+    def loaded(self, device=None):
+        yield WeightBlock(self.src, self.dst, self.layer, self.role, self.raw_weights(device), self.combine, None)
+
+
+def _layer_prefix(index: dict, spec) -> str:
+    """The tensor-name prefix of the decoder layers (``model.layers``; ``h`` for bare GPT-2 files)."""
+    parts = spec.layers.split(".")
+    for k in range(len(parts)):
+        prefix = ".".join(parts[k:])
+        if f"{prefix}.0.{spec.up}.weight" in index:
+            return prefix
+    raise FileFormatError(f"no tensor named {spec.layers}.0.{spec.up}.weight (or without its leading prefixes) in the "
+                     f"checkpoint; is it a {spec.name!r} model?")
+
+
+def export_graph_from_safetensors(path: str | os.PathLike, mode: str = "chained", gate: str = "up",
+                                  residual: float = 0.0, model_type: str | None = None) -> MLPGraph:
+    """The whole-MLP graph of a model directory, read lazily from its safetensors shards.
+
+    Same graph as ``export_graph(model, mode=mode, gate=gate, residual=residual)`` for the
+    model saved in ``path`` (no calibration statistics: ``weighting='abs'``, no ``keep``).
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A Hugging Face model directory (``config.json`` and ``*.safetensors``, sharded or not).
+    mode : {'chained', 'isolated'}
+    gate : {'up', 'gate', 'sum', 'max'}
+    residual : float >= 0
+        Weight of the skip edges ``H_l,i -> H_{l+1},i``.
+    model_type : str, optional
+        ``config.model_type`` when ``path`` has no ``config.json``.
+
+    Returns
+    -------
+    MLPGraph
+        Its blocks read the weights from disk on demand (see the module docstring).
+
+    Raises
+    ------
+    MissingInputError
+        No config.json (and no ``model_type``) or no safetensors files.
+    UnsupportedArchitectureError
+        The model family is not registered.
+    ValueError
+        Bad options, or tensors missing or of inconsistent shapes.
+
+    Example
+    -------
+    >>> graph = export_graph_from_safetensors("SmolLM2-135M")            # doctest: +SKIP
+    >>> pagerank(graph, backend="sweep", device="cuda").top(5)            # doctest: +SKIP
+    """
+    check_choice("mode", mode, MODES)
+    check_choice("gate", gate, GATES)
+    residual = check_residual(residual)
+    path = Path(path)
+    if not path.exists():
+        raise MissingInputError(f"`path` {str(path)!r} does not exist")
+    cfg: dict = {}
+    cfg_file = (path if path.is_dir() else path.parent) / "config.json"
+    if cfg_file.is_file():
+        cfg = json.loads(cfg_file.read_text())
+    model_type = model_type or cfg.get("model_type")
+    if model_type is None:
+        raise MissingInputError(f"`path` {str(path)!r} has no config.json; pass `model_type` (e.g. 'llama')")
+    spec = get_architecture(model_type)
+    index = safetensors_index(path)
+    prefix = _layer_prefix(index, spec)
+
+    def entry(layer: int, module: str) -> tuple[Path, str, bool]:
+        name = f"{prefix}.{layer}.{module}.weight"
+        if name not in index:
+            raise FileFormatError(f"layer {layer}: tensor {name!r} is missing from the checkpoint")
+        return index[name], name, spec.conv1d
+
+    L = 0
+    while f"{prefix}.{L}.{spec.up}.weight" in index:
+        L += 1
+    sizes, d = [], None
+    for l in range(L):
+        f, name, tr = entry(l, spec.up)
+        shp = _shape(f, name)
+        m_l, d_l = (shp[1], shp[0]) if tr else (shp[0], shp[1])
+        if d is not None and d_l != d:
+            raise FileFormatError(f"layer {l}: hidden size {d_l} differs from layer 0's {d}")
+        d = d_l
+        sizes.append(m_l)
+    if L == 0:
+        raise FileFormatError(f"`path` {str(path)!r} has no MLP layers")
+    parts = _partitions(L, d, sizes, mode)
+    per_layer = 3 if mode == "isolated" else 2
+    blocks: list[Block] = []
+    for l in range(L):
+        h_in, inter, h_out = parts[per_layer * l], parts[per_layer * l + 1], parts[per_layer * l + 2]
+        if not spec.gated or gate == "up":
+            blocks.append(SafetensorsBlock(h_in, inter, l, "up", [entry(l, spec.up)]))
+        elif gate == "gate":
+            blocks.append(SafetensorsBlock(h_in, inter, l, "gate", [entry(l, spec.gate)]))
+        else:
+            blocks.append(SafetensorsBlock(h_in, inter, l, f"gate_{gate}_up", [entry(l, spec.up), entry(l, spec.gate)],
+                                           gate))
+        blocks.append(SafetensorsBlock(inter, h_out, l, "down", [entry(l, spec.down)]))
+        if residual > 0:
+            blocks.append(DiagonalBlock(h_in, h_out, l, residual))
+    meta = {
+        "model": cfg.get("_name_or_path") or str(path), "model_type": model_type, "mode": mode, "gate": gate,
+        "residual": float(residual), "weighting": "abs", "keep": None, "n_layers": L, "hidden_size": d,
+        "intermediate_sizes": sizes, "has_stats": False, "source": "safetensors",
+    }
+    g = MLPGraph(parts, blocks, np.full(parts[-1].stop, np.nan), meta)
+    logger.debug("streamed %r from %s", g, path)
+    return g
