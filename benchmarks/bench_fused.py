@@ -3,8 +3,8 @@
 Prints, from one run and side by side, for each weight dtype:
 
 * one plain read of the weights, ``sum(float(w.sum()) for w in weights)`` (torch, threaded);
-* the torch path (today's approach: |W| copied to float64 chunk by chunk, then ``mm``/``addmm``);
-* the fused kernel (``llmrank_graph.kernels.fused``: numba on the CPU, Triton on CUDA), when it runs;
+* the torch path (``kernel='torch'``: |W| copied to float64 chunk by chunk, then ``mm``/``addmm``);
+* the fused kernel (``llmrank_graph.kernels``: numba on the CPU, Triton on CUDA), when it runs;
 
 for the forward product ``M @ v``, the transpose ``M.T @ v`` (k = 1 and 2) and the row/column
 sums, each as best-of-N milliseconds and as a ratio to one read. Reads and kernel runs are
@@ -34,7 +34,7 @@ import time
 
 import torch
 
-from llmrank_graph.kernels import fused as _fused
+import llmrank_graph.kernels as kernels
 
 SHAPES = {"smollm2": (30, 576, 1536), "llama7b": (32, 4096, 11008)}  # layers, d, m
 
@@ -70,14 +70,14 @@ def product(ws, scales, k: int, transpose: bool):
 
     def go():
         for w, s, v in zip(ws, scales, vs):
-            _fused.abs_matmul([w], "single", s, v, transpose)
+            kernels.abs_matmul([w], "single", s, v, transpose)
     return go
 
 
 def sums(ws, scales):
     def go():
         for w, s in zip(ws, scales):
-            _fused.abs_sums([w], "single", s)
+            kernels.abs_sums([w], "single", s)
     return go
 
 
@@ -94,7 +94,7 @@ def bench_dtype(dtype: torch.dtype, args) -> None:
         return sum(float(w.sum()) for w in ws)
 
     read()
-    kernel = _fused.fused_available(args.device) is None
+    kernel = kernels.fused_available(args.device) is None
     threads = f"torch threads: {torch.get_num_threads()}" if args.device == "cpu" else torch.cuda.get_device_name()
     print(f"\n{str(dtype).replace('torch.', '')} on {args.device}: {len(ws)} matrices, {edges / 1e6:.1f}M edges, "
           f"{nbytes / 2**20:.0f} MiB; col_scale: {'yes' if args.scale else 'no'}; {threads}")
@@ -113,12 +113,9 @@ def bench_dtype(dtype: torch.dtype, args) -> None:
     rows = []
     t_read = float("inf")
     for name, go in ops:
-        _fused.use_kernel = False
-        try:
+        with kernels.options(kernel="torch"):
             go()
             t_torch = min(timer(go) for _ in range(max(2, args.repeat // 3)))  # slow: fewer repeats
-        finally:
-            _fused.use_kernel = True
         t_fused = float("nan")
         if kernel:
             go()
@@ -141,19 +138,20 @@ def bench_dtype(dtype: torch.dtype, args) -> None:
             line += f"{100 * (nbytes / t_fused) / copy_bw:10.0f}%"
         print(line)
     if not kernel:
-        print(f"  (fused kernel not available: {_fused.fused_available(args.device)})")
+        print(f"  (fused kernel not available: {kernels.fused_available(args.device)})")
 
 
 _FIRST_CALL = r"""
 import time
 import torch
-from llmrank_graph.kernels import fused as _fused
+import numba
+from llmrank_graph.kernels import abs_matmul, abs_sums
 t0 = time.perf_counter()
 w = torch.randn(64, 48, dtype=torch.DTYPE)
-_fused.abs_matmul([w], "single", None, torch.rand(48, 1, dtype=torch.float64))
+abs_matmul([w], "single", None, torch.rand(48, 1, dtype=torch.float64))
 t1 = time.perf_counter()
-_fused.abs_matmul([w, w], "max", torch.rand(48), torch.rand(64, 2, dtype=torch.float64), transpose=True)
-_fused.abs_sums([w], "single", None)
+abs_matmul([w, w], "max", torch.rand(48), torch.rand(64, 2, dtype=torch.float64), transpose=True)
+abs_sums([w], "single", None)
 t2 = time.perf_counter()
 print(f"{t1 - t0:.2f} {t2 - t1:.2f}")
 """
@@ -180,12 +178,12 @@ def main(argv=None) -> None:
     ap.add_argument("--cold", action="store_true", help="also time a first call compiling from scratch")
     ap.add_argument("--dtypes", default="float32,bfloat16")
     args = ap.parse_args(argv)
-    print(f"fused kernel on {args.device}: {_fused.fused_available(args.device) or 'available'}")
+    print(f"fused kernel on {args.device}: {kernels.fused_available(args.device) or 'available'}")
     for name in args.dtypes.split(","):
         bench_dtype(getattr(torch, name), args)
-    if args.device == "cpu" and _fused.fused_available() is None:
+    if args.device == "cpu" and kernels.fused_available() is None:
         print("\nfirst call in a fresh process, numba's on-disk cache filled by the runs above "
-              "(not counting `import torch, _fused`):")
+              "(not counting `import torch, numba`):")
         for name in args.dtypes.split(","):
             print(f"  {name}: {first_call(name, None)}")
         if args.cold:

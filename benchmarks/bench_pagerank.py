@@ -30,10 +30,10 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _memory import peak_memory  # noqa: E402
 
 import llmrank_graph as lg  # noqa: E402
-import llmrank_graph.kernels.fused as fused_kernels  # noqa: E402
-from llmrank_graph.models.architectures import mlp_layers  # noqa: E402
+import llmrank_graph.kernels as kernels  # noqa: E402
 from llmrank_graph.data.calibration import ActivationStats  # noqa: E402
-from llmrank_graph.scoring.registry import PAGERANK_EXPORT  # noqa: E402
+from llmrank_graph.models.architectures import mlp_layers  # noqa: E402
+from llmrank_graph.scoring import PAGERANK_EXPORT  # noqa: E402
 
 
 def timed(fn, repeats=1):
@@ -51,7 +51,7 @@ def synthetic_stats(model) -> ActivationStats:
     g = torch.Generator().manual_seed(0)
     norms = {}
     for m in mlp_layers(model):
-        for name, which in m.named_modules().items():
+        for name in m.named_modules():
             w = m.weight({m.up_name: "up", m.down_name: "down", m.gate_name: "gate"}[name])
             norms[name] = (torch.rand(w.shape[1], generator=g) + 0.1, torch.rand(w.shape[0], generator=g) + 0.1)
     return ActivationStats.from_norms(norms)
@@ -70,7 +70,7 @@ def main(argv=None):
     weights = [m.weight(w).detach() for m in mlp_layers(model) for w in ("up", "down")]
     graph = lg.export_graph(model)
     scorer_graph = lg.export_graph(model, synthetic_stats(model), options=PAGERANK_EXPORT)
-    why = fused_kernels.fused_available()
+    why = kernels.fused_available()
     print(f"{graph!r}; torch threads: {torch.get_num_threads()}; fused kernels: {why or 'available'}")
     rows = []
 
@@ -92,12 +92,9 @@ def main(argv=None):
     sweep(scorer_graph)
     t_scorer, _ = timed(lambda: sweep(scorer_graph), args.repeats)
     rows.append(("sweep, warm, scorer's default graph", t_scorer, 0))
-    fused_kernels.use_kernel = False  # the torch path, for comparison in the same run
-    try:
+    with kernels.options(kernel="torch"):  # the torch path, for comparison in the same run
         t_fallback, r_fallback = timed(lambda: sweep(graph), args.repeats)
         t_fallback_scorer, _ = timed(lambda: sweep(scorer_graph), args.repeats)
-    finally:
-        fused_kernels.use_kernel = True
     rows.append(("sweep, warm, torch fallback", t_fallback, 0))
     rows.append(("sweep, warm, torch fallback, scorer's graph", t_fallback_scorer, 0))
 

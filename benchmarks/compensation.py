@@ -225,7 +225,7 @@ def variant_masks(r: Runner, amount: float, allocation: str):
     """name -> mask, for every graph variant (and budget hybrid) at one amount and allocation."""
     from llmrank_graph.graph.mlpgraph import export_graph
     from llmrank_graph.pruning.masks import NeuronMask, prune_lowest
-    from llmrank_graph.scoring.registry import PAGERANK_EXPORT
+    from llmrank_graph.scoring import PAGERANK_EXPORT
 
     cache = r.__dict__.setdefault("_variant_scores", {})
 

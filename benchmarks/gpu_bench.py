@@ -33,11 +33,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import llmrank_graph.centrality  # noqa: E402,F401  (registers every backend)
-from llmrank_graph.centrality import pagerank  # noqa: E402
+import llmrank_graph.kernels as kernels  # noqa: E402
 from llmrank_graph.base.optional import cupy_available  # noqa: E402
+from llmrank_graph.centrality import pagerank  # noqa: E402
 from llmrank_graph.centrality.sweep import pagerank_sweep  # noqa: E402
 from llmrank_graph.graph.blocks import WeightBlock  # noqa: E402
-from llmrank_graph.graph.mlpgraph import MLPGraph, _partitions  # noqa: E402
+from llmrank_graph.graph.export import mlp_partitions  # noqa: E402
+from llmrank_graph.graph.mlpgraph import MLPGraph  # noqa: E402
 from llmrank_graph.graph.streaming import export_graph_from_safetensors  # noqa: E402
 
 PEAK_TBS = 4.3  # H200 HBM3e, TB/s
@@ -70,7 +72,7 @@ def timed(fn, device, repeat: int = 1):
 def random_graph(L: int, d: int, m: int, device, seed: int = 0) -> MLPGraph:
     """An MLPGraph (chained, gate='up') whose blocks are random bf16 tensors on ``device``."""
     g = torch.Generator(device=device).manual_seed(seed)
-    parts = _partitions(L, d, [m] * L, "chained")
+    parts = mlp_partitions(L, d, [m] * L, "chained")
     blocks = []
     for l in range(L):
         up = (torch.randn(m, d, generator=g, device=device) * 0.02).to(torch.bfloat16)
@@ -91,8 +93,9 @@ def write_shards(path: Path, L: int, d: int, m: int, seed: int = 1) -> int:
     g = torch.Generator(device=dev).manual_seed(seed)
     weight_map, total = {}, 0
     for l in range(L):
-        t = {f"model.layers.{l}.mlp.up_proj.weight": (torch.randn(m, d, generator=g, device=dev) * 0.02).bfloat16().cpu(),
-             f"model.layers.{l}.mlp.down_proj.weight": (torch.randn(d, m, generator=g, device=dev) * 0.02).bfloat16().cpu()}
+        up = (torch.randn(m, d, generator=g, device=dev) * 0.02).bfloat16().cpu()
+        down = (torch.randn(d, m, generator=g, device=dev) * 0.02).bfloat16().cpu()
+        t = {f"model.layers.{l}.mlp.up_proj.weight": up, f"model.layers.{l}.mlp.down_proj.weight": down}
         fname = f"model-{l + 1:05d}-of-{L:05d}.safetensors"
         save_file(t, str(path / fname))
         weight_map.update({k: fname for k in t})
@@ -153,7 +156,7 @@ def fused_pagerank_sweep(graph, alpha: float, p: np.ndarray, device):
 
 
 def part1(L, d, m, device, checks: list):
-    name = f"SmolLM2-135M-shaped" if L == 30 else f"small {L}x{d}x{m}"
+    name = "SmolLM2-135M-shaped" if L == 30 else f"small {L}x{d}x{m}"
     log(f"part 1: {name} graph ({L} layers, d={d}, m={m}) on {device}")
     g = random_graph(L, d, m, device)
     n = g.n_nodes
@@ -167,6 +170,12 @@ def part1(L, d, m, device, checks: list):
     reset_peak(device)
     x32, t = timed(lambda: pagerank_sweep(g, 0.85, p, p, device=device, dtype=torch.float32), device, repeat=3)
     record(name, f"sweep {device} float32", t, nb, peak_gib(device))
+    with kernels.options(kernel="torch"):  # the same sweep without the fused kernel, for comparison
+        xt, t = timed(lambda: pagerank_sweep(g, 0.85, p, p, device=device), device, repeat=3)
+    record(name, f"sweep {device} float64, torch path", t, nb, peak_gib(device),
+           note=f"fused kernel: {kernels.fused_available(device) or 'available'}")
+    checks.append((f"{name}: sweep fused kernel vs torch path", agreement(x64, xt),
+                   float(np.abs(x64 - xt).max() / xt.max()) < 1e-12))
 
     t0 = time.perf_counter()
     _ = g.edges
@@ -182,8 +191,10 @@ def part1(L, d, m, device, checks: list):
     checks.append((f"{name}: scipy tol=1e-10 vs tol=1e-14", agreement(ref.scores, tight.scores), True))
     ref_same_tol = ref.scores  # power iterations at tol=1e-10 are compared with this one
     ref = tight.scores
-    checks.append((f"{name}: sweep float64 vs scipy", agreement(x64, ref), float(np.abs(x64 - ref).max() / ref.max()) < 1e-6))
-    checks.append((f"{name}: sweep float32 vs scipy", agreement(x32, ref), float(np.abs(x32 - ref).max() / ref.max()) < 1e-4))
+    checks.append((f"{name}: sweep float64 vs scipy", agreement(x64, ref),
+                   float(np.abs(x64 - ref).max() / ref.max()) < 1e-6))
+    checks.append((f"{name}: sweep float32 vs scipy", agreement(x32, ref),
+                   float(np.abs(x32 - ref).max() / ref.max()) < 1e-4))
     fused_experiment(g, name, p, device, nb, x64, checks)
 
     why = cupy_available()
@@ -202,7 +213,6 @@ def part1(L, d, m, device, checks: list):
                        float(np.abs(xc2.scores - ref_same_tol).max() / ref_same_tol.max()) < 1e-9))
     else:
         checks.append((f"{name}: cupy vs scipy", f"SKIPPED ({why})", None))
-    del g
 
 
 def fused_experiment(g, name, p, device, nb, x64, checks):
@@ -214,7 +224,7 @@ def fused_experiment(g, name, p, device, nb, x64, checks):
         compile_s = time.perf_counter() - t0
         reset_peak(device)
         xf, t = timed(run, device, repeat=3)
-        record(name, f"experiment: torch.compile-fused sweep", t, nb, peak_gib(device),
+        record(name, "experiment: torch.compile-fused sweep", t, nb, peak_gib(device),
                note=f"float32 reductions, compile {compile_s:.1f} s")
         checks.append((f"{name}: fused experiment vs sweep float64", agreement(xf, x64),
                        float(np.abs(xf - x64).max() / x64.max()) < 1e-4))
@@ -246,7 +256,7 @@ def part2(L, d, m, device, tmp: Path, checks: list):
     checks.append((f"{name}: resident float32 vs float64", agreement(xb, xa),
                    float(np.abs(xb - xa).max() / xa.max()) < 1e-4))
     fused_experiment(g, name, p, device, nb, xa, checks)
-    del g
+    g = None  # the resident weights go before the streamed run
     if torch.device(device).type == "cuda":
         torch.cuda.empty_cache()
     # (b) streamed from safetensors shards, one layer at a time
@@ -294,13 +304,15 @@ def main(argv=None) -> int:
             part2(*((3, 128, 344) if small else (32, 4096, 11008)), device, Path(tmp), checks)
 
     lines = ["llmrank_graph GPU benchmark (benchmarks/gpu_bench.py)", "; ".join(env), ""]
-    hdr = f"{'graph':<22} | {'method':<36} | {'time (s)':>9} | {'GB/s':>8} | {'% of 4.3TB/s':>12} | {'peak GiB':>8} | note"
+    hdr = (f"{'graph':<22} | {'method':<36} | {'time (s)':>9} | {'GB/s':>8} | {'% of 4.3TB/s':>12} | "
+           f"{'peak GiB':>8} | note")
     lines += [hdr, "-" * len(hdr)]
     for r in ROWS:
         bw = "" if r["GB/s"] is None else f"{r['GB/s']:.1f}"
         pct = "" if r["of_peak"] is None else f"{100 * r['of_peak']:.2f}%"
         pk = "" if r["peak_GiB"] is None else f"{r['peak_GiB']:.2f}"
-        lines.append(f"{r['graph']:<22} | {r['method']:<36} | {r['time_s']:9.4f} | {bw:>8} | {pct:>12} | {pk:>8} | {r['note']}")
+        lines.append(f"{r['graph']:<22} | {r['method']:<36} | {r['time_s']:9.4f} | {bw:>8} | {pct:>12} | {pk:>8} | "
+                     f"{r['note']}")
     lines += ["", "GB/s = bytes of bf16 MLP weights read once / time (the sweep's physical minimum traffic).", "",
               "checks:"]
     failed = 0

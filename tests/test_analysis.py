@@ -1,7 +1,8 @@
-"""llmrank_graph.analysis.core against references computed here: brute force, numpy, scipy.stats, sets by hand."""
+"""llmrank_graph.analysis against references computed here: brute force, numpy, scipy.stats, sets by hand."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -9,14 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from _tiny import tiny_llama
 from numpy.testing import assert_allclose
 from scipy import stats as sps
 
 import llmrank_graph as lg
-from llmrank_graph.analysis import core as A
+from llmrank_graph import analysis as A
+from llmrank_graph.analysis import scores as S
 from llmrank_graph.errors import InvalidArgumentError
-
-from _tiny import tiny_llama
 
 
 def _stats(model, seed=0):
@@ -191,7 +192,7 @@ def _inter(g, v, layer):
 def test_correlations_equal_scipy(scored):
     g, scores = scored
     c = A.correlations(g, scores)
-    table = A._score_table(g, scores)
+    table = S.score_table(g, scores)
     for a, b in (("pagerank", "random"), ("pagerank", "magnitude"), ("random", "magnitude")):
         xs, ys = [], []
         for layer in (0, 1):
@@ -212,7 +213,7 @@ def test_overlap_equals_sets_by_hand(scored):
     g, scores = scored
     amount = 0.5
     o = A.overlap(g, scores, amount=amount)
-    table = A._score_table(g, scores)
+    table = S.score_table(g, scores)
 
     def pruned(name, layer):
         x = _inter(g, table[name], layer)
@@ -236,7 +237,7 @@ def test_overlap_equals_sets_by_hand(scored):
 def test_top_neurons_and_mass(scored):
     g, scores = scored
     t = A.top_neurons(g, scores, k=2)
-    table = A._score_table(g, scores)
+    table = S.score_table(g, scores)
     for name in scores:
         for layer in (0, 1):
             x = _inter(g, table[name], layer)
@@ -296,7 +297,7 @@ def test_inspect_report_text_json_and_files(small, tmp_path):
     d = json.loads(json.dumps(rep.to_dict()))  # JSON all the way down
     assert len(d["paths"]) == 3 and d["graph"]["n_edges"] == g.n_edges
     # the JSON holds the same correlations as the API
-    c = A.correlations(g, {k: v for k, v in A._score_table(g, {"magnitude": A.baseline_scores(g)["magnitude"],
+    c = A.correlations(g, {k: v for k, v in S.score_table(g, {"magnitude": A.baseline_scores(g)["magnitude"],
                                                                 "activation": A.baseline_scores(g)["activation"]}
                                                            ).items()})
     row = [r for r in d["correlations"] if r["a"] == "magnitude" and r["b"] == "activation" and r["scope"] == "all"]
@@ -322,8 +323,10 @@ def test_inspect_uses_stored_columns(small, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("recomputed a stored centrality")
 
-    real = A.get_centrality
-    monkeypatch.setattr(A, "get_centrality", lambda name: boom if name == "pagerank" else real(name))
+    real = S.centrality_entry
+    monkeypatch.setattr(S, "centrality_entry",
+                        lambda name, *a: dataclasses.replace(real(name), function=boom) if name == "pagerank" else
+                        real(name, *a))
     rep = A.inspect_graph(g, centralities=["pagerank", "strength"])
     assert rep.sources["pagerank_reverse_a0.85_activation"] == "stored"
     assert rep.sources["strength_in"].startswith("computed")

@@ -17,13 +17,13 @@ import torch
 from numpy.testing import assert_allclose
 
 import llmrank_graph
-from llmrank_graph import export_graph
 from llmrank_graph import centrality as C
+from llmrank_graph import export_graph
+from llmrank_graph.base import optional as opt
 from llmrank_graph.centrality import backends as B  # the registry and the one dispatcher
 from llmrank_graph.centrality import cugraph_backend as CG
 from llmrank_graph.centrality import cupy_backend as CP
-from llmrank_graph.centrality.backends import BackendUnavailableError
-from llmrank_graph.centrality.backends import select_backend
+from llmrank_graph.centrality.backends import BackendUnavailableError, select_backend
 
 try:  # the GPU machine may lack networkx: then the shared test compares with scipy only
     import networkx as nx
@@ -370,8 +370,13 @@ class FakeCugraph:
             return pd.DataFrame(data)
 
         self.cudf = _module("cudf", DataFrame=DataFrame)
+        # cuGraph raises cugraph.exceptions.FailedToConvergeError when an algorithm stops at
+        # max_iter (python/cugraph/cugraph/exceptions.py in rapidsai/cugraph; its pagerank.py
+        # imports it from there).
+        self.exceptions = _module("cugraph.exceptions",
+                                  FailedToConvergeError=type("FailedToConvergeError", (Exception,), {}))
         self.cugraph = _module("cugraph", Graph=Graph, pagerank=pagerank, katz_centrality=katz_centrality,
-                               eigenvector_centrality=eigenvector_centrality)
+                               eigenvector_centrality=eigenvector_centrality, exceptions=self.exceptions)
 
     def named(self, name):
         return [kw for n, kw in self.calls if n == name]
@@ -382,6 +387,7 @@ def fake_cugraph(monkeypatch):
     f = FakeCugraph()
     monkeypatch.setitem(sys.modules, "cudf", f.cudf)
     monkeypatch.setitem(sys.modules, "cugraph", f.cugraph)
+    monkeypatch.setitem(sys.modules, "cugraph.exceptions", f.exceptions)
     monkeypatch.setattr(CG, "cuda_available", lambda: True)
     return f
 
@@ -391,8 +397,7 @@ def test_cugraph_availability_detects_gpu_first(fake_cugraph, monkeypatch):
     monkeypatch.setattr(CG, "cuda_available", lambda: False)
     assert CG.CugraphBackend().unavailable_reason() == "no CUDA GPU is visible"
     monkeypatch.delitem(sys.modules, "cugraph")
-    monkeypatch.setattr(B, "_has_module", lambda name: name != "cugraph")
-    monkeypatch.setattr(CG, "_has_module", lambda name: name != "cugraph")
+    monkeypatch.setattr(opt, "has_module", lambda name: name != "cugraph")  # the one place modules are looked up
     assert CG.CugraphBackend().unavailable_reason() == "cugraph is not installed"
 
 
@@ -431,13 +436,20 @@ def test_cugraph_pagerank_errors(fake_cugraph, tiny_llama):
     with pytest.raises(C.ConvergenceError, match="did not converge in `max_iter`=7"):
         C.pagerank(g, backend="cugraph", max_iter=7)
     fake_cugraph.converge = True
-    fake_cugraph.raise_in["pagerank"] = RuntimeError("RAFT failure: std::bad_alloc: out_of_memory: CUDA error: out of memory")
+    # RMM's out_of_memory derives from std::bad_alloc, which reaches Python as MemoryError
+    # (https://docs.rapids.ai/api/librmm/stable/classrmm_1_1out__of__memory).
+    fake_cugraph.raise_in["pagerank"] = MemoryError("std::bad_alloc: out_of_memory: CUDA error: out of memory")
     with pytest.raises(C.GPUMemoryError, match="backend='cugraph-dask'") as ei:
         C.pagerank(g, backend="cugraph")
-    assert isinstance(ei.value.__cause__, RuntimeError)
-    fake_cugraph.raise_in["pagerank"] = type("FailedToConvergeError", (Exception,), {})("")
+    assert isinstance(ei.value.__cause__, MemoryError)
+    fake_cugraph.raise_in["pagerank"] = fake_cugraph.exceptions.FailedToConvergeError("")
     with pytest.raises(C.ConvergenceError):
         C.pagerank(g, backend="cugraph")
+    # recognised by class, never by name or message: a look-alike passes through unchanged
+    fake_cugraph.raise_in["pagerank"] = type("FailedToConvergeError", (Exception,), {})("out of memory")
+    with pytest.raises(Exception, match="out of memory") as ei:
+        C.pagerank(g, backend="cugraph")
+    assert not isinstance(ei.value, (C.ConvergenceError, C.GPUMemoryError))
     fake_cugraph.raise_in["pagerank"] = KeyError("something else")
     with pytest.raises(KeyError):  # unknown errors pass through unchanged
         C.pagerank(g, backend="cugraph")
@@ -582,3 +594,11 @@ def test_auto_switches_to_dask_when_edges_outgrow_the_gpu(fake_dask, tiny_llama,
     # eigenvector has no multi-GPU version: too big for cuGraph -> next preference
     monkeypatch.setattr(CP.CupyBackend, "unavailable_reason", lambda self: "not installed")
     assert select_backend(g, "eigenvector", "auto").name == "scipy"
+
+
+def test_auto_order_lists_only_backends_that_implement_the_algorithm():
+    names = set(B.backend_names())
+    for algorithm, order in B.AUTO_ORDER.items():
+        for name in order:
+            assert name in names, f"AUTO_ORDER[{algorithm!r}] names unknown backend {name!r}"
+            assert algorithm in B.get_backend(name).algorithms, f"{name} does not implement {algorithm}"

@@ -27,7 +27,7 @@ def _weights(seed=0, dtype=torch.float32):
 
 
 def _rule(ws, combine, scale):
-    """The edge-weight rule written out in numpy float32, then widened (DESIGN.md section 1)."""
+    """The edge-weight rule written out in numpy float32, then widened (docs/design.md section 1)."""
     a = np.abs(ws[0].to(torch.float32).numpy())
     if combine == "sum":
         a = a + np.abs(ws[1].to(torch.float32).numpy())
@@ -158,7 +158,8 @@ def test_streamed_block_reads_nothing_until_asked(tmp_path, monkeypatch):
     b, B = _safetensors_block(tmp_path)
     reads = []
     orig = SafetensorsBlock.raw_weights
-    monkeypatch.setattr(SafetensorsBlock, "raw_weights", lambda self, device=None: reads.append(1) or orig(self, device))
+    monkeypatch.setattr(SafetensorsBlock, "raw_weights",
+                        lambda self, device=None: reads.append(1) or orig(self, device))
     with b.loaded() as m:
         m.out_strength(), m.matmul(torch.ones(5, 1, dtype=torch.float64))
     assert len(reads) == 1 and not b.resident

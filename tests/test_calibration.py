@@ -1,11 +1,10 @@
 import pytest
 import torch
+from _tiny import tiny_gpt2, tiny_llama
 
 import llmrank_graph as lg
-from llmrank_graph.models.architectures import mlp_layers
 from llmrank_graph.data.calibration import record_activations
-
-from _tiny import tiny_gpt2, tiny_llama
+from llmrank_graph.models.architectures import mlp_layers
 
 
 def _ids(n=4, seq=12, seed=0):
@@ -116,7 +115,8 @@ def test_bad_arguments():
 
 def test_token_ids_outside_the_vocabulary_and_empty_batches():
     model = tiny_llama()  # vocabulary of 64
-    with pytest.raises(ValueError, match=r"batch 0 has token ids from 0 to 64, outside the model's vocabulary \[0, 64\)"):
+    outside = r"batch 0 has token ids from 0 to 64, outside the model's vocabulary \[0, 64\)"
+    with pytest.raises(ValueError, match=outside):
         lg.calibrate(model, input_ids=torch.tensor([[0, 64]]))
     with pytest.raises(ValueError, match="from -1 to"):
         lg.calibrate(model, input_ids=torch.tensor([[-1, 3]]))

@@ -11,8 +11,8 @@ import torch
 from numpy.testing import assert_allclose, assert_array_equal
 
 import llmrank_graph as lg
-from llmrank_graph import export_graph
 from llmrank_graph import centrality as C
+from llmrank_graph import export_graph
 from llmrank_graph.models.architectures import mlp_layers
 
 
@@ -204,3 +204,38 @@ def test_results_are_float64_numpy(g):
         assert isinstance(res.scores, np.ndarray) and res.scores.dtype == np.float64
         assert res.scores.shape == (g.n_nodes,) and np.isfinite(res.scores).all()
     assert torch.is_tensor(g.blocks[0].weights[0])  # the model's weights are untouched views
+
+
+def test_registry_entries_name_the_columns_their_results_are_stored_under(tiny_llama):
+    from llmrank_graph.centrality.registry import centrality_entries, centrality_entry
+    from llmrank_graph.graph.scores import score_column_name
+
+    stats = lg.calibrate(tiny_llama, input_ids=torch.randint(0, 64, (2, 8), generator=torch.Generator().manual_seed(0)))
+    for graph in (export_graph(tiny_llama), export_graph(tiny_llama, stats)):
+        for entry in centrality_entries():
+            res = entry.function(graph, **entry.arguments(graph.has_activation))
+            assert score_column_name(res) == entry.column(graph.has_activation), entry.name
+            col, values, source = entry.scores(graph)
+            assert col == entry.column(graph.has_activation) and source.startswith("computed")
+            assert_allclose(values, res.scores, rtol=1e-12)
+    # PageRank by name means the pagerank scorer's defaults; without activations, a uniform teleport
+    pr = centrality_entry("pagerank")
+    assert dict(pr.defaults) == {"direction": "reverse", "personalization": "activation", "alpha": 0.85}
+    assert pr.columns == ("pagerank_reverse_a0.85_activation", "pagerank_reverse_a0.85")
+    assert centrality_entry("katz").columns == ("katz_forward_a0.1",)
+    assert {e.name: e.function for e in centrality_entries()} == {c["name"]: c["function"] for c in C.centralities()}
+    assert "sweep" in centrality_entry("katz").backends and "cugraph" not in centrality_entry("hits").backends
+    with pytest.raises(TypeError):
+        pr.defaults["alpha"] = 0.5  # read-only: whoever reads the defaults cannot change them
+    with pytest.raises(ValueError, match="`name` must be one of 'pagerank', 'katz'.*got 'closeness'"):
+        centrality_entry("closeness")
+
+
+def test_a_stored_column_of_the_default_name_is_reused(g):
+    from llmrank_graph.centrality.registry import centrality_entry
+
+    entry = centrality_entry("strength")
+    g.add_scores(entry.column(), np.arange(g.n_nodes, dtype=np.float64))
+    col, values, source = entry.scores(g)
+    assert (col, source) == ("strength_in", "stored") and (values == np.arange(g.n_nodes)).all()
+    assert entry.scores(g, use_stored=False)[2].startswith("computed")

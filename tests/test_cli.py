@@ -5,12 +5,10 @@ import logging
 import pandas as pd
 import pytest
 import torch
+from _tiny import WORDS, save_tiny_model
 
 import llmrank_graph as lg
 from llmrank_graph.cli import main
-
-from _tiny import WORDS, save_tiny_model
-
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +32,8 @@ def test_export_then_rank(model_dir, tmp_path, capsys):
     g = lg.read_graph(out)
     assert g.n_edges == 3 * 2 * 8 * 16
     scores = tmp_path / "scores.parquet"
-    assert main(["rank", "--graph", str(out), "--out", str(scores), "--direction", "reverse", "--backend", "scipy"]) == 0
+    assert main(["rank", "--graph", str(out), "--out", str(scores), "--direction", "reverse",
+                 "--backend", "scipy"]) == 0
     df = pd.read_parquet(scores)
     ref = lg.pagerank(g, direction="reverse", backend="scipy")
     assert list(df.columns[:5]) == ["vertex", "layer", "kind", "index", "activation"]
@@ -108,8 +107,8 @@ def test_prune_default_refits_down_proj_and_none_only_removes(model_dir, text_fi
                                                                monkeypatch):
     """The command's default is the library's RECOMMENDED_COMPENSATION (lstsq): calibrated with the second
     moments, down_proj refitted as prune_model(compensate='lstsq') does; `--compensate none` only removes."""
-    from llmrank_graph.models.architectures import mlp_layers
     from llmrank_graph.compensation.algebra import RECOMMENDED_COMPENSATION
+    from llmrank_graph.models.architectures import mlp_layers
 
     assert RECOMMENDED_COMPENSATION == "lstsq"
     asked = _spy_calibrate(monkeypatch)
@@ -173,7 +172,7 @@ def _rank_scores(path) -> dict[int, torch.Tensor]:
 
 def test_rank_calibrated_ranks_as_prune_pagerank(model_dir, text_file, tmp_path):
     """`rank --calibrate` and `prune --method pagerank` use the same defaults: same scores, same neurons."""
-    from llmrank_graph.scoring.registry import PageRankScorer
+    from llmrank_graph.scoring.graph import PageRankScorer
 
     scores = tmp_path / "scores.parquet"
     assert main(["rank", "--model", str(model_dir), "--calibrate", "--out", str(scores), "--texts", str(text_file),
@@ -198,7 +197,7 @@ def test_rank_calibrated_ranks_as_prune_pagerank(model_dir, text_file, tmp_path)
 
 
 def test_rank_without_stats_says_what_it_uses(model_dir, tmp_path, caplog):
-    from llmrank_graph.scoring.registry import PAGERANK_WITHOUT_STATS
+    from llmrank_graph.scoring.graph import PAGERANK_WITHOUT_STATS
 
     out = tmp_path / "scores.parquet"
     with caplog.at_level(logging.WARNING, logger="llmrank_graph.cli"):
@@ -233,14 +232,14 @@ def _options(parser: argparse.ArgumentParser, command: str) -> dict[str, argpars
 
 
 def test_defaults_and_choices_are_the_library_constants():
-    from llmrank_graph.data.calibration import calibrate
     from llmrank_graph.centrality import DIRECTIONS, backend_names
     from llmrank_graph.cli import build_parser
     from llmrank_graph.compensation.algebra import COMPENSATIONS, DEFAULT_RIDGE, RECOMMENDED_COMPENSATION
+    from llmrank_graph.data.calibration import calibrate
     from llmrank_graph.graph.mlpgraph import DEFAULT_EXPORT, GATES, MODES, WEIGHTINGS
     from llmrank_graph.pruning.masks import ALLOCATIONS
     from llmrank_graph.pruning.surgery import HOWS
-    from llmrank_graph.scoring.registry import PAGERANK_CENTRALITY, PAGERANK_DEFAULTS, PERSONALIZATIONS, PageRankScorer
+    from llmrank_graph.scoring.graph import PAGERANK_CENTRALITY, PAGERANK_DEFAULTS, PERSONALIZATIONS, PageRankScorer
 
     parser = build_parser()
     export, rank, prune = (_options(parser, c) for c in ("export", "rank", "prune"))

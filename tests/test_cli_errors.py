@@ -24,11 +24,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _tiny import WORDS, tiny_llama, word_tokenizer
 
 import llmrank_graph as lg
 from llmrank_graph.cli import main
-
-from _tiny import WORDS, tiny_llama, word_tokenizer
 
 POSIX = pytest.mark.skipif(os.name != "posix", reason="signals and pids as on POSIX")
 NO_TOKENIZER = "error: the model has no tokenizer; pass --texts with a model that has one"
@@ -86,8 +85,8 @@ def files(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture
 def no_work(monkeypatch):
     """Fail the test if a model or a graph is loaded, or a calibration or an export starts."""
-    import llmrank_graph.data.calibration
     import llmrank_graph.cli._common as common
+    import llmrank_graph.data.calibration
     import llmrank_graph.graph.mlpgraph
     import llmrank_graph.models.loading
 
@@ -540,7 +539,7 @@ def test_concurrent_real_exports_exactly_one_wins(files, tmp_path, hook_env):
     results = [p.communicate(timeout=600) for p in procs]
     codes = sorted(p.returncode for p in procs)
     assert codes == [0] + [2] * (n - 1), results
-    for p, (stdout, stderr) in zip(procs, results):
+    for p, (_stdout, stderr) in zip(procs, results):
         if p.returncode == 2:
             assert "already exists (it was created while this write was in progress" in stderr
             assert "Traceback" not in stderr

@@ -9,13 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-import llmrank_graph as lg
-from llmrank_graph.analysis import core as A
-from llmrank_graph.cli import main
-
 from _tiny import WORDS, save_tiny_model
 
+import llmrank_graph as lg
+from llmrank_graph import analysis as A
+from llmrank_graph.cli import main
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,11 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from _tiny import WORDS, save_tiny_model
 
 import llmrank_graph as lg
+from llmrank_graph.compensation.algebra import DEFAULT_RIDGE, check_compensation, obs_greedy, relative_damp, ridge_refit
 from llmrank_graph.models.architectures import mlp_layers
-from llmrank_graph.compensation.algebra import (DEFAULT_RIDGE, check_compensation, obs_greedy, relative_damp,
-                                        ridge_refit)
 from llmrank_graph.pruning.masks import NeuronMask, allocate
 from llmrank_graph.pruning.surgery import apply_mask, intermediate_sizes, prune_model, save_pruned
 
@@ -210,7 +210,7 @@ def test_nonuniform_sizes_with_a_bias_round_trip_through_load_model(tmp_path):
 
 # ----------------------------------------------------------------------------- least squares
 def _numpy_refit(w, h, keep, ridge, with_bias):
-    """Closed-form ridge refit of down_proj's kept columns, in numpy (DESIGN.md section 6)."""
+    """Closed-form ridge refit of down_proj's kept columns, in numpy (docs/design.md section 6)."""
     w, h, keep = w.numpy(), h.numpy(), keep.numpy()
     n = h.shape[0]
     mu = h.mean(0)
@@ -505,7 +505,19 @@ def test_check_compensation_accepts_what_it_should():
 
 
 # ----------------------------------------------------------------------------- CLI
-from test_cli import model_dir, text_file  # noqa: E402,F401  (the tiny model directory and corpus)
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A tiny Llama with a WordLevel tokenizer saved as a Hugging Face directory (as test_cli's)."""
+    return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model", m=16)
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory):
+    """A corpus of the tokenizer's words (as test_cli's)."""
+    g = torch.Generator().manual_seed(0)
+    p = tmp_path_factory.mktemp("text") / "corpus.txt"
+    p.write_text(" ".join(WORDS[i] for i in torch.randint(0, len(WORDS), (3000,), generator=g)))
+    return p
 
 
 def _prune_args(model_dir, text_file, out, *extra):

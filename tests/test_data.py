@@ -6,10 +6,9 @@ import json
 
 import pytest
 import torch
+from _tiny import word_tokenizer as make_word_tokenizer
 
 from llmrank_graph.data.texts import load_texts, token_blocks, wikipedia_articles
-
-from _tiny import word_tokenizer as make_word_tokenizer
 
 SENTENCES = [
     "the cat sat on the mat .",

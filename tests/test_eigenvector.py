@@ -5,14 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from _tiny import tiny_llama
 from numpy.testing import assert_allclose
 
 import llmrank_graph as lg
 from llmrank_graph import centrality as C
 from llmrank_graph.centrality import backends as B
 from llmrank_graph.errors import InvalidArgumentError
-
-from _tiny import tiny_llama
 
 nx = pytest.importorskip("networkx")
 

@@ -2,12 +2,10 @@ import math
 
 import pytest
 import torch
+from _tiny import tiny_gpt2, tiny_llama
 from torch import nn
 
-import llmrank_graph as lg
 from llmrank_graph.data.evaluation import compare_throughput, count_parameters, perplexity, tokens_per_second
-
-from _tiny import tiny_gpt2, tiny_llama
 
 
 def test_perplexity_matches_manual_loss():

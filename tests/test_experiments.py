@@ -6,19 +6,17 @@ import signal
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from _tiny import WORDS, save_tiny_model
 
 import llmrank_graph.experiments.runner as ex
 from llmrank_graph.cli import main
-from llmrank_graph.errors import MissingDependencyError, MissingInputError
-from llmrank_graph.experiments.runner import Grid, load_grid, read_results, run_sweep, scan_results
-
-from _tiny import WORDS, save_tiny_model
+from llmrank_graph.errors import MissingDependencyError
+from llmrank_graph.experiments.runner import Grid, load_grid, read_results, run_sweep
 
 D, M, LAYERS = 16, 24, 3
 
@@ -119,8 +117,10 @@ def test_toml_grid(tmp_path):
 
 @pytest.mark.parametrize("kw, exc, match", [
     (dict(methods=["pagerank", "nope"]), ValueError, r"`methods` must be one of .*'pagerank'"),
-    (dict(methods=["activation"], params={"alpha": [0.5]}), TypeError, r"no method of the grid .* 'alpha'.*parameters are"),
-    (dict(methods=["pagerank"], method_params={"pagerank": {"nope": [1]}}), TypeError, r"'nope'; its parameters are .*'alpha'"),
+    (dict(methods=["activation"], params={"alpha": [0.5]}), TypeError,
+     r"no method of the grid .* 'alpha'.*parameters are"),
+    (dict(methods=["pagerank"], method_params={"pagerank": {"nope": [1]}}), TypeError,
+     r"'nope'; its parameters are .*'alpha'"),
     (dict(amounts=[0.3, 1.5]), ValueError, r"`amount` must be a float in \[0, 1\); got 1.5"),
     (dict(amounts=["0.3"]), TypeError, r"`amount` must be a float"),
     (dict(methods=["pagerank"], params={"alpha": [0.5, 2.0]}), ValueError, r"`alpha`"),
@@ -176,7 +176,8 @@ def test_each_run_json_holds_everything(swept):
         # removing a neuron removes one row of gate and up and one column of down
         assert rec["parameters"]["dense"]["mlp"] == 3 * D * M * LAYERS
         assert rec["parameters"]["pruned"]["mlp"] == 3 * D * sum(kept)
-        assert rec["parameters"]["dense"]["total"] - rec["parameters"]["pruned"]["total"] == 3 * D * rec["neurons"]["pruned"]
+        assert (rec["parameters"]["dense"]["total"] - rec["parameters"]["pruned"]["total"]
+                == 3 * D * rec["neurons"]["pruned"])
         assert np.isfinite(rec["perplexity"]) and np.isfinite(rec["dense_perplexity"])
         tp = rec["throughput"]
         assert tp["dense_tokens_per_s"] > 0 and tp["pruned_tokens_per_s"] > 0
@@ -191,8 +192,9 @@ def test_each_run_json_holds_everything(swept):
 
 
 def test_saved_masks_and_scores_match_the_run(swept):
-    from llmrank_graph.pruning.masks import NeuronMask, allocate
     from safetensors.torch import load_file
+
+    from llmrank_graph.pruning.masks import NeuronMask, allocate
 
     grid, out, _ = swept
     run = next(r for r in grid.runs() if r.allocation == "global" and r.method == "activation")
@@ -371,7 +373,8 @@ def test_tasks_without_lm_eval_say_so_before_any_work(model_dir, text_file, tmp_
     counters = count_work(monkeypatch)
     grid = tiny_grid(model_dir, text_file, evaluation={"texts": str(text_file), "n_samples": 2, "seq_len": 16,
                                                        "tasks": ["wikipedia_lastword"]})
-    with pytest.raises(MissingDependencyError, match=r"'wikipedia_lastword' need lm-evaluation-harness.*llmrank-graph\[eval\]"):
+    with pytest.raises(MissingDependencyError,
+                       match=r"'wikipedia_lastword' need lm-evaluation-harness.*llmrank-graph\[eval\]"):
         run_sweep(grid, tmp_path / "r")
     assert counters["_load_model"].calls == 0 and not (tmp_path / "r" / "grid.json").exists()
 

@@ -4,12 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from _tiny import tiny_gpt2, tiny_llama
 
 import llmrank_graph as lg
-from llmrank_graph.models.architectures import mlp_layers
 from llmrank_graph.graph.mlpgraph import GraphFormatError
-
-from _tiny import tiny_gpt2, tiny_llama
+from llmrank_graph.models.architectures import mlp_layers
 
 
 def _stats(model, seed=0):
@@ -36,7 +35,8 @@ def test_chained_structure_and_node_table():
     assert list(n.columns[:5]) == ["vertex", "layer", "kind", "index", "activation"]
     assert np.array_equal(n.vertex, np.arange(g.n_nodes))
     # H_0, I_0, H_1, ... in topological order; the last hidden partition has layer=L
-    kinds = n.groupby("partition", sort=True).agg(kind=("kind", "first"), layer=("layer", "first"), size=("vertex", "size"))
+    kinds = n.groupby("partition", sort=True).agg(kind=("kind", "first"), layer=("layer", "first"),
+                                                  size=("vertex", "size"))
     assert list(kinds.kind) == ["hidden", "intermediate"] * 3 + ["hidden"]
     assert list(kinds.layer) == [0, 0, 1, 1, 2, 2, 3]
     assert list(kinds["size"]) == [8, 12] * 3 + [8]

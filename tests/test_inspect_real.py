@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import llmrank_graph as lg
-from llmrank_graph.analysis import core as A
-from llmrank_graph.graph import viewer
+from llmrank_graph import analysis as A
 from llmrank_graph.errors import InvalidArgumentError
+from llmrank_graph.graph import viewer
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,5 @@
-"""Atomic writers (_io): nothing half-written, nothing replaced unless asked, nothing stranded.
+"""Atomic writers (base.files over base.renames): nothing half-written, nothing replaced unless asked,
+nothing stranded.
 
 The process tests start real writers. They import ``llmrank_graph.base.files`` without the package's
 ``__init__`` (which pulls in torch and transformers), so that they start within milliseconds of
@@ -20,12 +21,19 @@ from pathlib import Path
 import pytest
 
 from llmrank_graph.base import files as _io
-from llmrank_graph.base.files import (atomic_directory, atomic_file, check_output_path, save_safetensors_atomic,
-                               write_bytes_atomic, write_json_atomic, write_text_atomic)
-from llmrank_graph.errors import (InvalidArgumentError, InvalidArgumentTypeError, LLMRankGraphError,
-                                  OutputExistsError)
+from llmrank_graph.base import renames
+from llmrank_graph.base.files import (
+    atomic_directory,
+    atomic_file,
+    check_output_path,
+    save_safetensors_atomic,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
+from llmrank_graph.errors import InvalidArgumentError, InvalidArgumentTypeError, LLMRankGraphError, OutputExistsError
 
-PACKAGE_DIR = Path(_io.__file__).parent
+PACKAGE_DIR = Path(_io.__file__).parents[1]  # llmrank_graph/
 POSIX = pytest.mark.skipif(os.name != "posix", reason="POSIX signals and pids")
 
 
@@ -33,10 +41,10 @@ POSIX = pytest.mark.skipif(os.name != "posix", reason="POSIX signals and pids")
 def rename_impl(request, monkeypatch):
     """Run a test with Linux's renameat2 and with the portable fallback (hard link / mkdir lock)."""
     if request.param == "renameat2":
-        if not _io._renameat2_available():
+        if not renames.renameat2_available():
             pytest.skip("renameat2 is not available here")
     else:
-        monkeypatch.setattr(_io, "_use_renameat2", False)
+        monkeypatch.setattr(renames, "renameat2_available", lambda: False)
     return request.param
 
 
@@ -143,18 +151,18 @@ def test_even_an_empty_directory_that_appears_is_not_replaced(tmp_path, rename_i
 
 
 def test_failed_final_rename_restores_the_old_directory(tmp_path, monkeypatch):
-    monkeypatch.setattr(_io, "_use_renameat2", False)  # the move-aside path
+    monkeypatch.setattr(renames, "renameat2_available", lambda: False)  # the move-aside path
     target = tmp_path / "out"
     target.mkdir()
     (target / "old.txt").write_text("old")
-    real = _io._rename_noreplace
+    real = renames.rename_noreplace
 
     def failing(src, dst):
         if Path(src).name.startswith(".out.tmp-") and Path(dst) == target:
             raise OSError(5, "Input/output error")
         return real(src, dst)
 
-    monkeypatch.setattr(_io, "_rename_noreplace", failing)
+    monkeypatch.setattr(renames, "rename_noreplace", failing)
     with pytest.raises(OSError, match="Input/output error"):
         with atomic_directory(target, overwrite=True) as tmp:
             (tmp / "new.txt").write_text("new")
@@ -305,12 +313,12 @@ def test_check_output_path_unwritable_parent(tmp_path):
 
 
 def test_renameat2_never_replaces(tmp_path):
-    if not _io._renameat2_available():
+    if not renames.renameat2_available():
         pytest.skip("renameat2 is not available here")
     (tmp_path / "a").write_text("a")
     (tmp_path / "b").write_text("b")
     with pytest.raises(FileExistsError):
-        _io._rename_noreplace(tmp_path / "a", tmp_path / "b")
+        renames.rename_noreplace(tmp_path / "a", tmp_path / "b")
     assert (tmp_path / "b").read_text() == "b"
 
 
@@ -318,16 +326,16 @@ def test_renameat2_never_replaces(tmp_path):
 @POSIX
 def test_stale_temporaries_of_dead_writers_are_swept(tmp_path):
     dead = _dead_pid()
-    stale_dir = tmp_path / _io._sibling_name("out", "tmp", pid=dead)
+    stale_dir = tmp_path / renames.sibling_name("out", "tmp", pid=dead)
     stale_dir.mkdir()
     (stale_dir / "half").write_text("x")
-    stale_file = tmp_path / _io._sibling_name("out", "tmp", pid=dead)
+    stale_file = tmp_path / renames.sibling_name("out", "tmp", pid=dead)
     stale_file.write_text("x")
-    alive = tmp_path / _io._sibling_name("out", "tmp", pid=os.getpid())  # a live writer's: kept
+    alive = tmp_path / renames.sibling_name("out", "tmp", pid=os.getpid())  # a live writer's: kept
     alive.mkdir()
     foreign = tmp_path / f".out.tmp-00000000-{dead}-0123abcd"  # another host's: kept
     foreign.mkdir()
-    other_name = tmp_path / _io._sibling_name("other", "tmp", pid=dead)  # another path's: kept
+    other_name = tmp_path / renames.sibling_name("other", "tmp", pid=dead)  # another path's: kept
     other_name.mkdir()
     with atomic_directory(tmp_path / "out") as tmp:
         (tmp / "x").write_text("x")
@@ -337,7 +345,7 @@ def test_stale_temporaries_of_dead_writers_are_swept(tmp_path):
 @POSIX
 def test_stale_moved_aside_directory_is_put_back(tmp_path):
     # A writer killed between moving the old output aside and renaming the new one in.
-    old = tmp_path / _io._sibling_name("out", "old", pid=_dead_pid())
+    old = tmp_path / renames.sibling_name("out", "old", pid=_dead_pid())
     old.mkdir()
     (old / "precious.txt").write_text("only copy")
     with pytest.raises(OutputExistsError):
@@ -353,9 +361,10 @@ _PRELUDE = textwrap.dedent("""
     pkg = types.ModuleType("llmrank_graph")
     pkg.__path__ = [{package!r}]
     sys.modules["llmrank_graph"] = pkg
-    from llmrank_graph.base import files as _io
+    from llmrank_graph.base import files as _io, renames
     from llmrank_graph.errors import OutputExistsError
-    _io._use_renameat2 = {use_renameat2!r}
+    if not {use_renameat2!r}:
+        renames.renameat2_available = lambda: False
 """)
 
 

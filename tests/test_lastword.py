@@ -5,12 +5,18 @@ import math
 
 import pytest
 import torch
-
-from llmrank_graph.errors import MissingInputError
-from llmrank_graph.data.evaluation import (LASTWORD_TASK, lastword_accuracy, lastword_examples, lm_eval, prepare_tasks,
-                                      task_metrics, write_lastword_task)
-
 from test_experiments import WORDS, model_dir  # noqa: F401  (fixture)
+
+from llmrank_graph.data.evaluation import (
+    LASTWORD_TASK,
+    lastword_accuracy,
+    lastword_examples,
+    lm_eval,
+    prepare_tasks,
+    task_metrics,
+    write_lastword_task,
+)
+from llmrank_graph.errors import MissingInputError
 
 PARAGRAPH = ("The cat sat on the mat while the dog ran to the park. Birds sang over green hills and the cat "
              "watched them from the mat. The dog came back from the park and sat on the mat with the cat. "

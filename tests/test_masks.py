@@ -305,7 +305,8 @@ def test_amount_message_template():
 
 
 def test_unknown_allocation_and_rounding():
-    with pytest.raises(ValueError, match=r"`allocation` must be one of 'local', 'global', 'standardized'; got 'layerwise'"):
+    with pytest.raises(ValueError,
+                       match=r"`allocation` must be one of 'local', 'global', 'standardized'; got 'layerwise'"):
         allocate({0: torch.rand(4)}, 0.3, "layerwise")
     with pytest.raises(ValueError, match=r"`rounding` must be one of 'floor', 'round', 'reference'; got 'ceil'"):
         allocate({0: torch.rand(4)}, 0.3, rounding="ceil")

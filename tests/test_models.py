@@ -6,11 +6,10 @@ import json
 
 import pytest
 import torch
+from _tiny import word_tokenizer
 
 from llmrank_graph.models.architectures import UnsupportedArchitectureError
 from llmrank_graph.models.loading import cache_dir, default_model_file, load_model
-
-from _tiny import word_tokenizer
 
 
 def _tiny_tokenizer():

@@ -2,10 +2,9 @@ import networkx as nx
 import numpy as np
 import pytest
 import torch
+from _tiny import tiny_gpt2, tiny_llama
 
 import llmrank_graph as lg
-
-from _tiny import tiny_gpt2, tiny_llama
 
 BACKENDS = ["scipy", "sweep"]
 

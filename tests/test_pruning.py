@@ -9,17 +9,21 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
+from _tiny import tiny_gpt2, tiny_llama
 
-from llmrank_graph.models.architectures import mlp_layers
 from llmrank_graph.data.calibration import ActivationStats
+from llmrank_graph.models.architectures import mlp_layers
 from llmrank_graph.pruning.masks import NeuronMask, allocate
 from llmrank_graph.pruning.surgery import (
-    PRUNED_CONFIG_KEY, PruneResult, apply_mask, intermediate_sizes, load_pruned, prune_model, save_pruned,
+    PRUNED_CONFIG_KEY,
+    PruneResult,
+    apply_mask,
+    intermediate_sizes,
+    load_pruned,
+    prune_model,
+    save_pruned,
 )
 from llmrank_graph.scoring.registry import NeuronScores
-
-from _tiny import tiny_gpt2, tiny_llama
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -341,7 +345,7 @@ def test_load_pruned_errors(tmp_path):
 
 # ----------------------------------------------------------------------------- prune_model
 def _fake_scorer(calls, hidden=False):
-    def score_neurons(model, stats, method, *, mode="chained", prune_hidden=False, **params):
+    def score_neurons(model, stats, method, *, mode="chained", prune_hidden=False, check_input=True, **params):
         calls.append(dict(method=method, mode=mode, prune_hidden=prune_hidden, params=params))
         g = torch.Generator().manual_seed(7)
         inter = {m.layer: torch.rand(m.intermediate_size, generator=g, dtype=torch.float64)
@@ -490,3 +494,49 @@ def test_sigterm_during_a_real_save_leaves_nothing(tmp_path):
     proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM
     assert list(out_dir.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- validation once
+def _count_checks(monkeypatch):
+    """Count the one finite-weight scan and the statistics check, wherever the package calls them."""
+    import sys
+
+    from llmrank_graph.models import architectures
+
+    calls = {"weight scans": 0, "stats checks": 0}
+    scan, check_model = architectures.check_finite_weights, ActivationStats.check_model
+
+    def counting_scan(*args, **kwargs):
+        calls["weight scans"] += 1
+        return scan(*args, **kwargs)
+
+    def counting_check(self, model):
+        calls["stats checks"] += 1
+        return check_model(self, model)
+
+    # Modules bind the function when they import it: patch every binding in the package.
+    for module in list(sys.modules.values()):
+        if getattr(module, "__name__", "").startswith("llmrank_graph") and \
+                getattr(module, "check_finite_weights", None) is scan:
+            monkeypatch.setattr(module, "check_finite_weights", counting_scan)
+    monkeypatch.setattr(ActivationStats, "check_model", counting_check)
+    return calls
+
+
+@pytest.mark.parametrize("method, options", [
+    ("activation", {"compensate": "lstsq"}),
+    ("pagerank", {"compensate": "lstsq", "allocation": "global"}),
+    ("activation", {"compensate": "lstsq", "sequential": True}),
+    ("flap", {"compensate": "bias", "allocation": "global", "how": "zero", "sequential": True}),
+], ids=["activation", "pagerank", "sequential", "sequential-global"])
+def test_prune_model_checks_stats_and_scans_weights_once(monkeypatch, method, options):
+    from llmrank_graph.data.calibration import calibrate
+
+    model = _llama()
+    ids = torch.randint(0, 64, (4, 9), generator=torch.Generator().manual_seed(3))
+    stats = calibrate(model, input_ids=ids, batch_size=2, second_moments=True)
+    calls = _count_checks(monkeypatch)
+    extra = {"input_ids": ids} if options.get("sequential") else {}
+    result = prune_model(model, stats, method, 0.25, **options, **extra)
+    assert result.masks.n_pruned() > 0
+    assert calls == {"weight scans": 1, "stats checks": 1}

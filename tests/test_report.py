@@ -9,12 +9,11 @@ import pandas as pd
 import pytest
 from safetensors.torch import load_file
 from scipy.stats import kendalltau, spearmanr
+from test_experiments import model_dir, text_file, tiny_grid  # noqa: F401  (fixtures)
 
 from llmrank_graph.experiments import report as rp
-from llmrank_graph.experiments.runner import run_sweep
 from llmrank_graph.experiments.report import rank_correlations, write_report
-
-from test_experiments import model_dir, text_file, tiny_grid  # noqa: F401  (fixtures)
+from llmrank_graph.experiments.runner import run_sweep
 
 IMG = re.compile(r'<img src="data:image/png;base64,([^"]+)"')
 
@@ -137,7 +136,8 @@ def test_page_renders_in_headless_chromium(reported):
             page.goto(page_path.as_uri())
             page.wait_for_load_state("load")
             images = page.eval_on_selector_all(
-                "img", "els => els.map(e => [e.complete, e.naturalWidth, e.naturalHeight, e.getBoundingClientRect().width])")
+                "img",
+                "els => els.map(e => [e.complete, e.naturalWidth, e.naturalHeight, e.getBoundingClientRect().width])")
             tables = page.eval_on_selector_all(
                 "table", "els => els.map(t => [t.rows.length, t.getBoundingClientRect().height, t.innerText.length])")
             title = page.title()

@@ -1,4 +1,4 @@
-"""The saved format of pruned models (saved_format.py), the loader's checks, and the stage order."""
+"""The saved format of pruned models (models/saved_format.py), the loader's checks, and saving."""
 
 from __future__ import annotations
 
@@ -7,16 +7,25 @@ from pathlib import Path
 
 import pytest
 import torch
+from _tiny import tiny_gpt2, tiny_llama
 
 import llmrank_graph
 from llmrank_graph.errors import FileFormatError, LLMRankGraphError, MissingInputError
-from llmrank_graph.pruning.masks import NeuronMask
 from llmrank_graph.models.loading import load_model, load_pruned
+from llmrank_graph.models.saved_format import (
+    FORMAT_VERSION,
+    MASK_FILE,
+    PRUNED_CONFIG_KEY,
+    TOKENIZER_FILES,
+    PrunedEntry,
+    disk_config,
+    has_tokenizer,
+    is_pruned,
+    nonuniform_hint,
+    read_config,
+)
+from llmrank_graph.pruning.masks import NeuronMask
 from llmrank_graph.pruning.surgery import apply_mask, intermediate_sizes, save_pruned
-from llmrank_graph.models.saved_format import (FORMAT_VERSION, MASK_FILE, PRUNED_CONFIG_KEY, TOKENIZER_FILES, PrunedEntry,
-                                        disk_config, has_tokenizer, is_pruned, nonuniform_hint, read_config)
-
-from _tiny import tiny_gpt2, tiny_llama
 
 PACKAGE = Path(llmrank_graph.__file__).parent
 
@@ -117,7 +126,8 @@ def test_bad_original_size_on_disk_names_file_and_field(tmp_path):
     cfg = json.loads((out / "config.json").read_text())
     cfg[PRUNED_CONFIG_KEY]["original_intermediate_size"] = "big"
     (out / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(FileFormatError, match=r"config.json' has no valid .* 'llmrank_graph.original_intermediate_size'"):
+    bad_original = r"config.json' has no valid .* 'llmrank_graph.original_intermediate_size'"
+    with pytest.raises(FileFormatError, match=bad_original):
         load_model(out)
 
 
@@ -195,15 +205,16 @@ def test_save_pruned_argument_types(tmp_path):
 
 
 def test_names_moved_down_a_stage_are_still_found_where_they_were():
-    from llmrank_graph.pruning import core as _prune_core, surgery as pruning
     from llmrank_graph import errors
-    from llmrank_graph.graph import mlpgraph as graph, storage
+    from llmrank_graph.graph import meta, storage
+    from llmrank_graph.graph import mlpgraph as graph
+    from llmrank_graph.pruning import core as _prune_core
+    from llmrank_graph.pruning import surgery as pruning
 
     assert graph.GraphFormatError is errors.GraphFormatError is llmrank_graph.GraphFormatError
     assert issubclass(graph.GraphFormatError, errors.FileFormatError) and "GraphFormatError" in graph.__all__
-    for name in ("KINDS", "NODE_COLUMNS", "EDGE_COLUMNS", "_FORMAT", "_read_format", "_check_meta"):
-        assert getattr(graph, name) is getattr(storage, name), name
+    for name in ("KINDS", "NODE_COLUMNS", "EDGE_COLUMNS"):
+        assert getattr(storage, name) is getattr(meta, name), name
+    assert graph.KINDS is meta.KINDS
     assert pruning.HOWS is _prune_core.HOWS and pruning.PruneResult is _prune_core.PruneResult
     assert llmrank_graph.PruneResult is pruning.PruneResult and llmrank_graph.read_graph is graph.read_graph
-
-

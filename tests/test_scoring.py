@@ -1,4 +1,4 @@
-"""Neuron scorers: reference reproductions against DESIGN.md section 5 by hand, graph scorers
+"""Neuron scorers: reference reproductions against docs/design.md section 5 by hand, graph scorers
 against the centrality code and networkx, baselines against their formulas, and every error."""
 
 from __future__ import annotations
@@ -6,16 +6,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from llmrank_graph import calibrate, export_graph, pagerank
-from llmrank_graph.models.architectures import mlp_layers
-from llmrank_graph.data.calibration import ActivationStats, ModuleStats
-from llmrank_graph.scoring import registry as scoring
-from llmrank_graph.scoring.registry import (
-    PAGERANK_DEFAULTS, NeuronScores, Scorer, get_scorer, hidden_scorers, register_scorer, score_neurons, scorers,
-)
-
 from _tiny import tiny_llama  # noqa: E402
+
+import llmrank_graph.scoring as scoring
+from llmrank_graph import calibrate, export_graph, pagerank
+from llmrank_graph.data.calibration import ActivationStats, ModuleStats
+from llmrank_graph.models.architectures import mlp_layers
+from llmrank_graph.scoring import (
+    PAGERANK_DEFAULTS,
+    NeuronScores,
+    Scorer,
+    get_scorer,
+    hidden_scorers,
+    register_scorer,
+    registry,
+    score_neurons,
+    scorers,
+)
 
 REFERENCE = ("wpr", "mpr", "channel-wanda", "norm")
 
@@ -68,7 +75,7 @@ def _np(w):
 
 
 def _hand_reference(model, known, method, mode, gamma=0.0, theta=0.5, p=1):
-    """DESIGN.md section 5 with plain loops: returns ({layer: up scores}, {layer: down scores})."""
+    """docs/design.md section 5 with plain loops: returns ({layer: up scores}, {layer: down scores})."""
     mlps = mlp_layers(model)
     seq = [[(m, "up", m.up_name), (m, "down", m.down_name)] for m in mlps]
     chains = [[x for pair in seq for x in pair]] if mode == "chained" else seq
@@ -469,7 +476,7 @@ def test_register_custom_scorer(model):
         res = score_neurons(model, None, "ones-test")
         assert torch.equal(res.intermediate[2], torch.ones(24, dtype=torch.float64))
     finally:
-        scoring._REGISTRY.pop("ones-test", None)
+        registry._REGISTRY.pop("ones-test", None)
     with pytest.raises(TypeError, match="`cls` must be a Scorer subclass"):
         register_scorer(int)
 
@@ -500,7 +507,8 @@ def test_nan_in_weights(stats, method):
     mdl = _tiny_llama()
     with torch.no_grad():
         mlp_layers(mdl)[1].down.weight[0, 0] = float("inf")
-    with pytest.raises(ValueError, match=r"NaN or inf in model\.layers\.1\.mlp\.down_proj\.weight \(the down weight of layer 1\)"):
+    with pytest.raises(ValueError, match=r"NaN or inf in model\.layers\.1\.mlp\.down_proj\.weight "
+                                         r"\(the down weight of layer 1\)"):
         score_neurons(mdl, st, method)
 
 
@@ -557,5 +565,114 @@ def test_zero_activations_error(model, stats):
     st, _ = stats
     name = mlp_layers(model)[0].up_name
     st[name].output_batch_norm_sum.zero_()
-    with pytest.raises(ValueError, match=rf"sum to 0"):
+    with pytest.raises(ValueError, match=r"sum to 0"):
         score_neurons(model, st, "mpr")
+
+
+# ----------------------------------------------------------------------------- parameters (scikit-learn manners)
+def test_every_builtin_scorer_declares_a_constraint_per_parameter():
+    for name in scorers():
+        cls = scoring.scorer_class(name)
+        assert set(cls._parameter_constraints) == set(cls.param_names()), name
+
+
+def test_init_only_stores_and_the_entry_checks(model, stats):
+    st, _ = stats
+    bad = scoring.WeightedPageRankScorer(gamma=2)  # no check here
+    assert bad.get_params()["gamma"] == 2
+    with pytest.raises(ValueError, match=r"`gamma` must be a float in \[0, 1\]; got 2"):
+        bad.score(model, st)
+    mag = scoring.MagnitudeScorer(ord=3)
+    with pytest.raises(ValueError, match="`ord` must be one of 1, 2; got 3"):
+        mag.score_layer(mlp_layers(model)[0], None)
+    with pytest.raises(ValueError, match=r"`prune_hidden=True` needs scores of the hidden channels"):
+        scoring.PageRankScorer(prune_hidden=True).score(model, st)
+
+
+def test_set_params_returns_the_scorer_and_refuses_unknown_names(model, stats):
+    st, _ = stats
+    s = get_scorer("wpr")
+    assert s.set_params(gamma=0.9, mode="isolated") is s
+    assert s.get_params() == {"gamma": 0.9, "theta": 0.5, "mode": "isolated", "prune_hidden": False}
+    torch.testing.assert_close(s.score(model, st).intermediate[1],
+                               score_neurons(model, st, "wpr", gamma=0.9, mode="isolated").intermediate[1])
+    with pytest.raises(TypeError, match=r"scorer 'wpr' got unknown parameter\(s\) 'gama'; its parameters are "
+                                        r"'gamma', 'theta', 'mode', 'prune_hidden'"):
+        s.set_params(gama=0.1)
+    s.set_params(theta=-1)  # checked when it next runs
+    with pytest.raises(ValueError, match=r"`theta` must be a float in \[0, 1\]; got -1"):
+        s.score(model, st)
+
+
+@pytest.mark.parametrize("name, params", [
+    ("wpr", {"gamma": 2}), ("wpr", {"theta": "x"}), ("wpr", {"gama": 0.5}), ("norm", {"p": 3}),
+    ("magnitude", {"which": "left"}), ("magnitude", {"ord": 1.5}), ("random", {"seed": -1}),
+    ("random", {"seed": 1.0}), ("obs", {"ridge": 0}), ("mpr", {"mode": "stacked"}),
+    ("activation", {"prune_hidden": True}), ("wpr", {"prune_hidden": 1}),
+    ("pagerank", {"alpha": 1.0}), ("pagerank", {"direction": "in"}), ("pagerank", {"personalization": "x"}),
+    ("pagerank", {"gate": "min"}), ("pagerank", {"residual": -1}), ("pagerank", {"keep": 0}),
+    ("pagerank", {"weighting": "w"}), ("pagerank", {"backend": "nope"}), ("pagerank", {"graph": "g"}),
+    ("pagerank", {"tol": 0}), ("pagerank", {"max_iter": 0}), ("katz", {"alpha": -1}), ("katz", {"beta": 0}),
+    ("katz", {"normalized": "yes"}), ("hits", {"which": "x"}), ("eigenvector", {"directed": None}),
+    ("strength", {"direction": "forward"}), ("degree", {"direction": "forward"}), ("katz", {"gamma": 1.0}),
+])
+def test_check_params_refuses_what_get_scorer_refuses(name, params):
+    cls = scoring.scorer_class(name)
+    with pytest.raises((TypeError, ValueError)) as built:
+        get_scorer(name, **params)
+    with pytest.raises(type(built.value)) as checked:
+        cls.check_params(**params)
+    assert str(checked.value) == str(built.value)
+
+
+def test_check_params_returns_the_values_normalised():
+    assert scoring.WeightedPageRankScorer.check_params(gamma=1, theta=np.float32(0.25)) == {"gamma": 1.0,
+                                                                                            "theta": 0.25}
+    assert scoring.RandomScorer.check_params(seed=np.int64(3)) == {"seed": 3}
+    assert type(scoring.RandomScorer.check_params(seed=np.int64(3))["seed"]) is int
+    pers = np.ones(5)
+    assert scoring.PageRankScorer.check_params(personalization=pers)["personalization"] is pers  # checked on the graph
+
+
+def test_registry_is_complete_when_only_the_registry_module_is_imported():
+    import subprocess
+    import sys
+
+    code = "import llmrank_graph.scoring.registry as r; print(','.join(r.scorers()))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out.split(",") == ["pagerank", "wpr", "mpr", "channel-wanda", "norm", "magnitude", "activation",
+                              "wanda-sp", "random", "flap", "obs", "katz", "hits", "eigenvector", "strength",
+                              "degree"]
+
+
+def test_score_neurons_checks_the_parameters_once(model, monkeypatch):
+    calls = []
+    real = registry.validate
+    monkeypatch.setattr(registry, "validate", lambda *a, **k: calls.append(a) or real(*a, **k))
+    score_neurons(model, None, "magnitude", which="down")
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("method, kw", [
+    ("wpr", {"gamma": 0.5}), ("magnitude", {}), ("pagerank", {}), ("katz", {"weighting": "abs_x_input"}),
+    ("pagerank", {"given": True}), ("obs", {}),
+])
+def test_weights_are_scanned_once_per_call(model, method, kw, monkeypatch):
+    st = calibrate(model, input_ids=torch.randint(0, 64, (2, 8)), second_moments=True)
+    if kw.pop("given", False):
+        kw["graph"] = export_graph(model, st, weighting=PAGERANK_DEFAULTS["weighting"])
+    weights = {id(p): n for n, p in model.named_parameters() if ".mlp." in n}
+    scans: dict[str, int] = {}
+    real = torch.isfinite
+
+    def counting(t, *a, **k):
+        if id(t) in weights:
+            scans[weights[id(t)]] = scans.get(weights[id(t)], 0) + 1
+        return real(t, *a, **k)
+
+    monkeypatch.setattr(torch, "isfinite", counting)
+    score_neurons(model, st, method, **kw)
+    assert scans and set(scans.values()) == {1}, scans
+    scans.clear()
+    score_neurons(model, st, method, check_input=False, **kw)  # the caller has just scanned them
+    assert set(scans.values()) <= {1} and (not scans or method in ("pagerank", "katz")), scans

@@ -12,14 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from _tiny import tiny_llama
 from numpy.testing import assert_allclose
 
 import llmrank_graph as lg
-from llmrank_graph.graph import storage
 from llmrank_graph.errors import InvalidArgumentError
+from llmrank_graph.graph import storage
 from llmrank_graph.graph.mlpgraph import GraphFormatError
-
-from _tiny import tiny_llama
 
 
 def _stats(model, seed=0):

@@ -112,7 +112,8 @@ def test_errors(tmp_path, tiny_llama, llama_dir):
     broken = tmp_path / "broken"
     broken.mkdir()
     tiny_llama.config.save_pretrained(broken)
-    save_file({k: v for k, v in sd.items() if k != "model.layers.1.mlp.down_proj.weight"}, str(broken / "model.safetensors"))
+    save_file({k: v for k, v in sd.items() if k != "model.layers.1.mlp.down_proj.weight"},
+              str(broken / "model.safetensors"))
     with pytest.raises(ValueError, match=r"layer 1: tensor 'model.layers.1.mlp.down_proj.weight' is missing"):
         export_graph_from_safetensors(broken)
     sd["model.layers.2.mlp.up_proj.weight"][0, 0] = float("nan")

@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _tiny import tiny_llama
 
 import llmrank_graph as lg
-from llmrank_graph.graph import viewer
 from llmrank_graph.errors import InvalidArgumentError
-
-from _tiny import tiny_llama
+from llmrank_graph.graph import viewer
 
 nx = pytest.importorskip("networkx")
 
@@ -87,3 +86,48 @@ def test_refusals_say_how_to_threshold(graph):
         graph.to_networkx(score="nope")
     with pytest.raises(InvalidArgumentError, match="`format` must be one of 'graphml', 'gexf'"):
         viewer.write_viewer(graph, "g.txt")
+
+
+def test_a_centrality_name_ranks_by_the_centrality_with_the_library_defaults(graph):
+    # the graph stage knows no centrality: llmrank_graph.centrality registers them with the viewer
+    pr = lg.pagerank(graph, direction="reverse", personalization="activation").scores
+    G = graph.to_networkx(top_nodes=3, score="pagerank", top_edges=None)
+    for p in graph.partitions:
+        want = set((np.argsort(-pr[p.offset:p.stop], kind="stable")[:3] + p.offset).tolist())
+        assert {v for v in G if p.offset <= v < p.stop} == want
+    katz = lg.katz(graph).scores
+    G = graph.to_networkx(top_nodes=2, score="katz", top_edges=None)
+    p = graph.partitions[1]
+    assert {v for v in G if p.offset <= v < p.stop} == set(
+        (np.argsort(-katz[p.offset:p.stop], kind="stable")[:2] + p.offset).tolist())
+    with pytest.raises(InvalidArgumentError, match=r"`score` must be a stored score column \('pagerank_reverse_a0.85'"
+                                                   r"\), a centrality \('pagerank', 'katz', 'hits', 'eigenvector', "
+                                                   r"'strength', 'degree'\) or an array of 68 values; got 'nope'"):
+        graph.to_networkx(score="nope")
+
+
+def test_the_viewer_hook_is_registered_by_importing_the_package():
+    import subprocess
+    import sys
+
+    code = ("import pandas as pd, llmrank_graph as lg; "
+            "nodes = pd.DataFrame({'vertex': range(4), 'layer': [0, 0, 0, 1], "
+            "'kind': ['hidden', 'intermediate', 'intermediate', 'hidden']}); "
+            "g = lg.MLPGraph.from_edgelist(nodes, pd.DataFrame({'src': [0, 0, 1, 2], 'dst': [1, 2, 3, 3], "
+            "'weight': [1.0, 2.0, 1.0, 1.0]})); "
+            "print(sorted(g.to_networkx(top_nodes=1, score='strength').nodes))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[0, 2, 3]"
+
+
+def test_register_score_source_adds_names(graph, monkeypatch):
+    monkeypatch.setattr(viewer, "_SOURCES", dict(viewer._SOURCES))
+    viewer.register_score_source(viewer.ScoreSource("a test score", lambda: ("last",),
+                                                    lambda g, name: np.arange(g.n_nodes, dtype=float)))
+    G = graph.to_networkx(top_nodes=1, score="last", top_edges=None)
+    assert sorted(G) == [p.stop - 1 for p in graph.partitions]
+    with pytest.raises(InvalidArgumentError, match=r"a centrality \(.*\), a test score \('last'\) or an array"):
+        graph.to_networkx(score="nope")
+    with pytest.raises(TypeError, match="`source` must be a ScoreSource; got 'last'"):
+        viewer.register_score_source("last")

@@ -1,24 +1,35 @@
-"""Centralities other than PageRank, and the centrality registry.
+"""Centralities other than PageRank; each registers its entry in :mod:`.registry`.
 
 Each public function validates its input, picks a backend (``'auto'`` or a name from
 :func:`llmrank_graph.backends`) and returns a :class:`CentralityResult`. Semantics follow
 networkx (weighted, with the edge weights ``|W|``); where a backend's own convention differs,
 the backend translates (see :mod:`llmrank_graph.centrality.cugraph_backend`).
 
-=============  ===========================================================  =====================
-name           definition (networkx)                                        backends
-=============  ===========================================================  =====================
-pagerank       see :func:`llmrank_graph.centrality.pagerank`                 sweep, scipy, cupy, cugraph, cugraph-dask
-katz           ``x = alpha A^T x + beta``, L2-normalised (katz_centrality)   sweep (exact on a DAG), scipy, cupy, cugraph
-hits           hubs/authorities: principal singular vectors of A (hits)     scipy, cupy
-eigenvector    principal eigenvector of ``A + A^T`` (undirected graph)      sweep, scipy, cupy, cugraph
-strength       sum of in-/out-edge weights (``in_degree(weight=...)``)       sweep, scipy
-degree         number of in-/out-edges (``in_degree()``)                     sweep, scipy, cugraph
-=============  ===========================================================  =====================
+=============  ===========================================================
+name           definition (networkx)
+=============  ===========================================================
+pagerank       see :func:`llmrank_graph.centrality.pagerank`
+katz           ``x = alpha A^T x + beta``, L2-normalised (katz_centrality)
+hits           hubs/authorities: principal singular vectors of A (hits)
+eigenvector    principal eigenvector of ``A + A^T`` (undirected graph)
+strength       sum of in-/out-edge weights (``in_degree(weight=...)``)
+degree         number of in-/out-edges (``in_degree()``)
+=============  ===========================================================
 
+The backends that run each one are the registry's to say (:func:`centralities`, or an entry's
+``backends``); the ``sweep`` backend solves PageRank and Katz exactly on a DAG.
 Eigenvector centrality is computed on the undirected graph because the adjacency of a DAG is
 nilpotent (its only eigenvalue is 0): ``directed=True`` on a DAG is an error that says so.
 cuGraph's HITS ignores edge weights, so it is not offered for HITS.
+
+>>> import pandas as pd
+>>> import llmrank_graph as lg
+>>> nodes = pd.DataFrame({"vertex": range(4), "layer": [0, 0, 0, 1],
+...                       "kind": ["hidden", "intermediate", "intermediate", "hidden"]})
+>>> g = lg.MLPGraph.from_edgelist(nodes, pd.DataFrame({"src": [0, 0, 1, 2], "dst": [1, 2, 3, 3],
+...                                                    "weight": [1.0, 2.0, 1.0, 1.0]}))
+>>> {c["name"]: "sweep" in c["backends"] for c in centralities()}
+{'pagerank': True, 'katz': True, 'hits': False, 'eigenvector': True, 'strength': True, 'degree': True}
 """
 
 from __future__ import annotations
@@ -27,11 +38,12 @@ import logging
 
 import numpy as np
 
-from ..base.checks import check_bool, check_choice, check_float, check_positive_int
-from ..errors import InvalidArgumentError
+from ..base.params import Boolean, Interval, OneOf, validated
 from ..base.result import CentralityResult
-from .backends import registered, run
-from .pagerank_alg import DIRECTIONS, node_vector as _node_vector
+from ..errors import InvalidArgumentError
+from .backends import run
+from .pagerank_alg import DIRECTIONS, node_vector
+from .registry import Centrality, centralities, get_centrality, register_centrality, signature_defaults
 
 logger = logging.getLogger(__name__)
 
@@ -42,14 +54,12 @@ STRENGTH_DIRECTIONS = ("in", "out", "total")
 HITS_VECTORS = ("authorities", "hubs")
 
 
-def _positive(arg: str, value) -> float:
-    return check_float(arg, value, 0.0, min_open=True)
+# The parameter constraints, declared once and checked at each public function's entry.
+_POSITIVE = Interval(float, 0, closed="neither")
+_ITERATION = {"tol": _POSITIVE, "max_iter": Interval(int, 1)}
 
 
-def _iters(tol, max_iter) -> tuple[float, int]:
-    return _positive("tol", tol), check_positive_int("max_iter", max_iter)
-
-
+@validated({"alpha": _POSITIVE, "direction": OneOf(*DIRECTIONS), **_ITERATION, "normalized": Boolean()})
 def katz(graph, alpha: float = 0.1, beta=1.0, direction: str = "forward", backend: str = "auto",
          tol: float = 1e-6, max_iter: int = 1000, nstart=None, normalized: bool = True,
          device=None) -> CentralityResult:
@@ -94,19 +104,21 @@ def katz(graph, alpha: float = 0.1, beta=1.0, direction: str = "forward", backen
 
     Example
     -------
-    >>> res = katz(export_graph(model), alpha=0.05)        # doctest: +SKIP
-    >>> float((res.scores ** 2).sum())                     # doctest: +SKIP
-    1.0
+    >>> import pandas as pd
+    >>> import llmrank_graph as lg
+    >>> nodes = pd.DataFrame({"vertex": range(4), "layer": [0, 0, 0, 1],
+    ...                       "kind": ["hidden", "intermediate", "intermediate", "hidden"]})
+    >>> g = lg.MLPGraph.from_edgelist(nodes, pd.DataFrame({"src": [0, 0, 1, 2], "dst": [1, 2, 3, 3],
+    ...                                                    "weight": [1.0, 2.0, 1.0, 1.0]}))
+    >>> res = katz(g, alpha=0.05)
+    >>> res.scores.round(3), round(float((res.scores ** 2).sum()), 12)
+    (array([0.469, 0.493, 0.516, 0.52 ]), 1.0)
     """
-    alpha = _positive("alpha", alpha)
-    check_choice("direction", direction, DIRECTIONS)
-    tol, max_iter = _iters(tol, max_iter)
-    normalized = check_bool("normalized", normalized)
     if np.ndim(beta) == 0 and not isinstance(beta, (str, dict)):
-        b = np.full(graph.n_nodes, _positive("beta", beta))
+        b = np.full(graph.n_nodes, _POSITIVE.check("beta", beta))
     else:
-        b = _node_vector(graph, beta, "beta")
-    x0 = None if nstart is None else _node_vector(graph, nstart, "nstart", positive_sum=False)
+        b = node_vector(graph, beta, "beta")
+    x0 = None if nstart is None else node_vector(graph, nstart, "nstart", positive_sum=False)
     extra = {"device": device} if device is not None else {}
     res = run(graph, "katz", backend, alpha=alpha, beta=b, direction=direction, tol=tol, max_iter=max_iter,
               nstart=x0, normalized=normalized, **extra)
@@ -115,6 +127,7 @@ def katz(graph, alpha: float = 0.1, beta=1.0, direction: str = "forward", backen
     return res.with_meta("katz", params)
 
 
+@validated({**_ITERATION, "normalized": Boolean()})
 def hits_pair(graph, backend: str = "auto", tol: float = 1e-8, max_iter: int = 1000, nstart=None,
               normalized: bool = True) -> tuple[CentralityResult, CentralityResult]:
     """HITS hubs and authorities (``networkx.hits`` with weights), as two results.
@@ -131,16 +144,28 @@ def hits_pair(graph, backend: str = "auto", tol: float = 1e-8, max_iter: int = 1
 
     Example
     -------
-    >>> hubs, auth = hits_pair(export_graph(model))        # doctest: +SKIP
+    >>> import pandas as pd
+    >>> import llmrank_graph as lg
+    >>> nodes = pd.DataFrame({"vertex": range(4), "layer": [0, 0, 0, 1],
+    ...                       "kind": ["hidden", "intermediate", "intermediate", "hidden"]})
+    >>> g = lg.MLPGraph.from_edgelist(nodes, pd.DataFrame({"src": [0, 0, 1, 2], "dst": [1, 2, 3, 3],
+    ...                                                    "weight": [1.0, 2.0, 1.0, 1.0]}))
+    >>> hubs, auth = hits_pair(g)
+    >>> hubs.scores.round(3), auth.scores.round(3)
+    (array([1., 0., 0., 0.]), array([0.   , 0.333, 0.667, 0.   ]))
     """
-    tol, max_iter = _iters(tol, max_iter)
-    x0 = None if nstart is None else _node_vector(graph, nstart, "nstart")
-    normalized = check_bool("normalized", normalized)
+    return _hits_pair(graph, backend, tol, max_iter, nstart, normalized)
+
+
+def _hits_pair(graph, backend: str, tol: float, max_iter: int, nstart, normalized: bool
+               ) -> tuple[CentralityResult, CentralityResult]:
+    x0 = None if nstart is None else node_vector(graph, nstart, "nstart")
     h, a = run(graph, "hits", backend, tol=tol, max_iter=max_iter, nstart=x0, normalized=normalized)
     params = {"tol": tol, "max_iter": max_iter, "normalized": normalized}
     return h.with_meta("hubs", params), a.with_meta("authorities", params)
 
 
+@validated({"which": OneOf(*HITS_VECTORS), **_ITERATION, "normalized": Boolean()})
 def hits(graph, which: str = "authorities", backend: str = "auto", tol: float = 1e-8, max_iter: int = 1000,
          nstart=None, normalized: bool = True) -> CentralityResult:
     """One HITS vector: ``which='authorities'`` (fed by good hubs) or ``'hubs'``.
@@ -154,13 +179,20 @@ def hits(graph, which: str = "authorities", backend: str = "auto", tol: float = 
 
     Example
     -------
-    >>> auth = hits(export_graph(model))                   # doctest: +SKIP
+    >>> import pandas as pd
+    >>> import llmrank_graph as lg
+    >>> nodes = pd.DataFrame({"vertex": range(4), "layer": [0, 0, 0, 1],
+    ...                       "kind": ["hidden", "intermediate", "intermediate", "hidden"]})
+    >>> g = lg.MLPGraph.from_edgelist(nodes, pd.DataFrame({"src": [0, 0, 1, 2], "dst": [1, 2, 3, 3],
+    ...                                                    "weight": [1.0, 2.0, 1.0, 1.0]}))
+    >>> hits(g, "hubs").scores.round(3)
+    array([1., 0., 0., 0.])
     """
-    check_choice("which", which, HITS_VECTORS)
-    hubs, auth = hits_pair(graph, backend, tol, max_iter, nstart, normalized)
+    hubs, auth = _hits_pair(graph, backend, tol, max_iter, nstart, normalized)
     return auth if which == "authorities" else hubs
 
 
+@validated({**_ITERATION, "directed": Boolean()})
 def eigenvector(graph, backend: str = "auto", tol: float = 1e-6, max_iter: int = 1000, nstart=None, *,
                 directed: bool = False) -> CentralityResult:
     """Eigenvector centrality, by default of the undirected graph (``networkx.eigenvector_centrality``).
@@ -206,27 +238,32 @@ def eigenvector(graph, backend: str = "auto", tol: float = 1e-6, max_iter: int =
 
     Example
     -------
-    >>> res = eigenvector(export_graph(model))             # doctest: +SKIP
-    >>> eigenvector(export_graph(model), directed=True)    # doctest: +SKIP
+    >>> import pandas as pd
+    >>> import llmrank_graph as lg
+    >>> nodes = pd.DataFrame({"vertex": range(4), "layer": [0, 0, 0, 1],
+    ...                       "kind": ["hidden", "intermediate", "intermediate", "hidden"]})
+    >>> g = lg.MLPGraph.from_edgelist(nodes, pd.DataFrame({"src": [0, 0, 1, 2], "dst": [1, 2, 3, 3],
+    ...                                                    "weight": [1.0, 2.0, 1.0, 1.0]}))
+    >>> eigenvector(g).scores.round(3)
+    array([0.602, 0.372, 0.602, 0.372])
+    >>> eigenvector(g, directed=True)
     Traceback (most recent call last):
-    InvalidArgumentError: `directed=True` eigenvector centrality is undefined on a DAG ...
+    ...
+    llmrank_graph.errors.InvalidArgumentError: `directed=True` eigenvector centrality is undefined on a DAG: ...
     """
-    tol, max_iter = _iters(tol, max_iter)
-    directed = check_bool("directed", directed)
     if directed and graph.is_dag_by_partition():
         raise InvalidArgumentError(
             "`directed=True` eigenvector centrality is undefined on a DAG: every edge of this graph goes from an "
             "earlier partition to a later one, so its adjacency matrix is nilpotent and every eigenvalue is 0 (no "
             "solver can converge to a principal eigenvector); use directed=False (the undirected graph, well "
             "defined), or pagerank / katz, which are defined on a DAG")
-    x0 = None if nstart is None else _node_vector(graph, nstart, "nstart")
+    x0 = None if nstart is None else node_vector(graph, nstart, "nstart")
     extra = {"directed": True} if directed else {}  # only the backends that take it can honour it
     res = run(graph, "eigenvector", backend, tol=tol, max_iter=max_iter, nstart=x0, **extra)
     return res.with_meta("eigenvector", {"tol": tol, "max_iter": max_iter, "directed": directed})
 
 
 def _in_out(graph, algorithm: str, direction: str, backend: str, device=None) -> CentralityResult:
-    check_choice("direction", direction, STRENGTH_DIRECTIONS)
     dirs = ("in", "out") if direction == "total" else (direction,)
     extra = {"device": device} if device is not None else {}
     parts = [run(graph, algorithm, backend, direction=d, **extra) for d in dirs]
@@ -235,6 +272,7 @@ def _in_out(graph, algorithm: str, direction: str, backend: str, device=None) ->
                             {"direction": direction}, exact=True)
 
 
+@validated({"direction": OneOf(*STRENGTH_DIRECTIONS)})
 def strength(graph, direction: str = "in", backend: str = "auto", device=None) -> CentralityResult:
     """Weighted degree: sum of the weights of each node's in-edges, out-edges, or both.
 
@@ -252,11 +290,19 @@ def strength(graph, direction: str = "in", backend: str = "auto", device=None) -
 
     Example
     -------
-    >>> strength(export_graph(model), "total").scores      # doctest: +SKIP
+    >>> import pandas as pd
+    >>> import llmrank_graph as lg
+    >>> nodes = pd.DataFrame({"vertex": range(4), "layer": [0, 0, 0, 1],
+    ...                       "kind": ["hidden", "intermediate", "intermediate", "hidden"]})
+    >>> g = lg.MLPGraph.from_edgelist(nodes, pd.DataFrame({"src": [0, 0, 1, 2], "dst": [1, 2, 3, 3],
+    ...                                                    "weight": [1.0, 2.0, 1.0, 1.0]}))
+    >>> strength(g, "total").scores
+    array([3., 2., 3., 2.])
     """
     return _in_out(graph, "strength", direction, backend, device)
 
 
+@validated({"direction": OneOf(*STRENGTH_DIRECTIONS)})
 def degree(graph, direction: str = "in", backend: str = "auto") -> CentralityResult:
     """Number of in-edges, out-edges, or both, of each node (networkx ``G.in_degree()``).
 
@@ -270,42 +316,26 @@ def degree(graph, direction: str = "in", backend: str = "auto") -> CentralityRes
 
     Example
     -------
-    >>> degree(export_graph(model, keep=8), "in").scores   # doctest: +SKIP
+    >>> import pandas as pd
+    >>> import llmrank_graph as lg
+    >>> nodes = pd.DataFrame({"vertex": range(4), "layer": [0, 0, 0, 1],
+    ...                       "kind": ["hidden", "intermediate", "intermediate", "hidden"]})
+    >>> g = lg.MLPGraph.from_edgelist(nodes, pd.DataFrame({"src": [0, 0, 1, 2], "dst": [1, 2, 3, 3],
+    ...                                                    "weight": [1.0, 2.0, 1.0, 1.0]}))
+    >>> degree(g, "in").scores
+    array([0., 1., 1., 2.])
     """
     return _in_out(graph, "degree", direction, backend)
 
 
-_CENTRALITIES = {
-    "pagerank": ("pagerank", "PageRank with networkx semantics; exact sweep on a DAG"),
-    "katz": ("katz", "Katz centrality x = alpha A^T x + beta; exact sweep on a DAG"),
-    "hits": ("hits", "HITS authorities (or hubs with which='hubs')"),
-    "eigenvector": ("eigenvector", "eigenvector centrality of the undirected graph"),
-    "strength": ("strength", "weighted in/out/total degree"),
-    "degree": ("degree", "in/out/total edge count"),
-}
-
-
-def get_centrality(name: str):
-    """The public function of the centrality ``name``; ValueError listing the known names."""
-    check_choice("name", name, tuple(_CENTRALITIES))
-    if name == "pagerank":
-        from .pagerank_alg import pagerank
-
-        return pagerank
-    return globals()[_CENTRALITIES[name][0]]
-
-
-def centralities() -> list[dict]:
-    """Every centrality: name, description, and the backends implementing it (available or not).
-
-    Example
-    -------
-    >>> [c["name"] for c in centralities()]
-    ['pagerank', 'katz', 'hits', 'eigenvector', 'strength', 'degree']
-    """
-    out = []
-    for name, (_fn, desc) in _CENTRALITIES.items():
-        algo = name
-        backs = [b.name for b in registered().values() if b.implements(algo)]
-        out.append({"name": name, "description": desc, "backends": backs, "function": get_centrality(name)})
-    return out
+# One registry entry per centrality (PageRank's is in .pagerank_alg, imported above, so it comes first).
+register_centrality(Centrality("katz", katz, "Katz centrality x = alpha A^T x + beta; exact sweep on a DAG", "katz",
+                               signature_defaults(katz, "direction", "alpha")))
+register_centrality(Centrality("hits", hits, "HITS authorities (or hubs with which='hubs')", "{which}",
+                               signature_defaults(hits, "which")))
+register_centrality(Centrality("eigenvector", eigenvector, "eigenvector centrality of the undirected graph",
+                               "eigenvector", signature_defaults(eigenvector, "directed")))
+register_centrality(Centrality("strength", strength, "weighted in/out/total degree", "{direction}_strength",
+                               signature_defaults(strength, "direction")))
+register_centrality(Centrality("degree", degree, "in/out/total edge count", "{direction}_degree",
+                               signature_defaults(degree, "direction")))

@@ -17,8 +17,14 @@ import inspect
 import logging
 
 from ..base.checks import fail, fail_type
-from ..base.optional import (GPU_EXTRA, BackendUnavailableError, cuda_available, cuda_free_memory, cupy_available,
-                         has_module, require_cudf)
+from ..base.optional import (
+    GPU_EXTRA,
+    BackendUnavailableError,
+    cuda_available,
+    cuda_free_memory,
+    cupy_available,
+    require_cudf,
+)
 from ..errors import InvalidArgumentError, LLMRankGraphError
 
 logger = logging.getLogger(__name__)
@@ -27,9 +33,6 @@ __all__ = ["Backend", "register_backend", "get_backend", "backends", "backend_na
            "BackendUnavailableError", "NoBackendError", "AUTO_ORDER", "cuda_available", "cuda_free_memory",
            "cupy_available", "require_cudf", "GPU_EXTRA"]
 
-_has_module = has_module  # the backends look modules up through this name (tests replace it)
-
-
 class NoBackendError(LLMRankGraphError, RuntimeError):
     """No registered backend can run an algorithm here (the message gives each one's reason)."""
 
@@ -37,11 +40,13 @@ class NoBackendError(LLMRankGraphError, RuntimeError):
 #: Preference of ``backend='auto'`` per algorithm: the first backend that can run wins. Exact
 #: sweeps first (on CUDA when present), then GPU edge-list backends (cuGraph on one GPU, then
 #: on several when the edge list outgrows one: cuGraph's own ``can_run`` says so), then the
-#: CPU reference. Backends not listed are tried after these.
+#: CPU reference. Backends not listed are tried after these. Only backends that implement the
+#: algorithm are listed (cuGraph's HITS is unweighted, so its backend does not offer HITS;
+#: tests/test_backends.py checks every entry against the backend's ``algorithms``).
 AUTO_ORDER: dict[str, tuple[str, ...]] = {
     "pagerank": ("sweep", "cugraph", "cugraph-dask", "cupy", "scipy"),
     "katz": ("sweep", "cugraph", "cupy", "scipy"),
-    "hits": ("cugraph", "cupy", "scipy"),
+    "hits": ("cupy", "scipy"),
     "eigenvector": ("cugraph", "cupy", "sweep", "scipy"),  # sweep only for graphs not in memory
     "strength": ("sweep", "scipy"),
     "degree": ("sweep", "cugraph", "scipy"),
@@ -149,7 +154,7 @@ def backends() -> list[dict]:
     Example
     -------
     >>> import llmrank_graph
-    >>> [b["name"] for b in llmrank_graph.backends()]          # doctest: +SKIP
+    >>> [b["name"] for b in llmrank_graph.backends()]
     ['scipy', 'sweep', 'cupy', 'cugraph', 'cugraph-dask']
 
     Returns

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import logging
 
-
-from ._kernels import hits_power, katz_power, pagerank_power, perron_vector
 from ..base.optional import GPU_EXTRA, cupy_available
 from ..base.result import iterated_result
+from ._kernels import hits_power, katz_power, pagerank_power, perron_vector
 from .backends import Backend, register_backend
 from .scipy_backend import cached_matrix
 

@@ -6,9 +6,17 @@ import logging
 
 import numpy as np
 
-from ._kernels import (ConvergenceError, adjacency, directed_perron_vector, hits_power, katz_power, pagerank_power,
-                       perron_vector, transition_matrix)
 from ..base.result import exact_result, iterated_result
+from ._kernels import (
+    ConvergenceError,
+    adjacency,
+    directed_perron_vector,
+    hits_power,
+    katz_power,
+    pagerank_power,
+    perron_vector,
+    transition_matrix,
+)
 from .backends import Backend, register_backend
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Exact PageRank and Katz on a DAG by forward substitution in topological order (DESIGN.md section 2).
+"""Exact PageRank and Katz on a DAG by forward substitution in topological order (docs/design.md section 2).
 
 With dangling mass sent along ``p``, PageRank is ``x = y / sum(y)`` with
 ``y = (I - alpha P^T)^{-1} p``, and ``y`` is one sweep over the partitions::
@@ -31,10 +31,11 @@ import numpy as np
 import torch
 
 from ..base.optional import cuda_available
-from ..graph.blocks import Block
-from ..errors import InvalidArgumentError
-from ._kernels import perron_vector
 from ..base.result import exact_result, iterated_result
+from ..errors import InvalidArgumentError
+from ..graph.blocks import Block
+from ..kernels import current_options
+from ._kernels import perron_vector
 from .backends import Backend, register_backend
 
 logger = logging.getLogger(__name__)
@@ -82,8 +83,10 @@ def _plan(graph, forward: bool, device) -> list[tuple[int, int, list[tuple[Block
                 steps.append((part.offset, part.stop, products, all(add is not None for _, add in products)))
         return steps
 
-    # The kernels' thread count is fixed when they are set up: a new torch setting, a new plan.
-    return graph.cached(("sweep plan", forward, str(device), torch.get_num_threads()), build)
+    # The kernel options and thread count are fixed when the products are set up: new options
+    # (llmrank_graph.kernels.options) or a new torch setting, a new plan.
+    key = ("sweep plan", forward, str(device), current_options(), torch.get_num_threads())
+    return graph.cached(key, build)
 
 
 def _solve(graph, alpha: float, rhs: np.ndarray, direction: str, normalize: bool, device,
@@ -194,6 +197,18 @@ def pagerank_sweep(graph, alpha: float, p: np.ndarray, q: np.ndarray, direction:
     Returns
     -------
     numpy.ndarray (n_nodes,), float64, summing to 1.
+
+    Examples
+    --------
+    A chain ``0 -> 1 -> 2``, whose last node sends its mass back along ``p``:
+
+    >>> import numpy as np, pandas as pd, llmrank_graph as lg
+    >>> nodes = pd.DataFrame({"vertex": [0, 1, 2], "layer": [0, 0, 1], "index": [0, 0, 0],
+    ...                       "kind": ["hidden", "intermediate", "hidden"]})
+    >>> g = lg.MLPGraph.from_edgelist(nodes, pd.DataFrame({"src": [0, 1], "dst": [1, 2], "weight": [1.0, 1.0]}))
+    >>> p = np.full(3, 1 / 3)
+    >>> pagerank_sweep(g, 0.5, p, p, device="cpu").round(4)  # y = (1/3, 1/2, 7/12), normalised
+    array([0.2353, 0.3529, 0.4118])
     """
     _check_dag(graph, "PageRank")
     device = resolve_device(device)
@@ -216,6 +231,14 @@ def katz_sweep(graph, alpha: float, beta: np.ndarray, direction: str = "forward"
     """Exact Katz centrality ``x = alpha A^T x + beta`` of a partition-ordered DAG.
 
     ``normalized`` divides by the Euclidean norm (networkx). Returns float64 (n_nodes,).
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, llmrank_graph as lg
+    >>> nodes = pd.DataFrame({"vertex": [0, 1], "layer": [0, 0], "kind": ["hidden", "intermediate"], "index": [0, 0]})
+    >>> g = lg.MLPGraph.from_edgelist(nodes, pd.DataFrame({"src": [0], "dst": [1], "weight": [2.0]}))
+    >>> katz_sweep(g, 0.5, np.ones(2), normalized=False, device="cpu")  # x1 = 1 + 0.5 * 2 * x0
+    array([1., 2.])
     """
     _check_dag(graph, "Katz")
     device = resolve_device(device)

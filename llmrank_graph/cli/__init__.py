@@ -10,6 +10,10 @@ Examples::
 Every default and choice list is read from the library (``DEFAULT_EXPORT`` for ``export``, the
 ``pagerank`` scorer's ``PAGERANK_EXPORT`` and ``PAGERANK_CENTRALITY`` for ``rank``,
 ``prune_model`` and the registries for ``prune``).
+
+One module per command (``add_parser`` and ``run``) and ``_common``, what they share. The top
+stage: it may import every other stage; none imports it. Logging handlers are configured here
+only (:func:`main`): the library never changes process-wide state.
 """
 
 from __future__ import annotations

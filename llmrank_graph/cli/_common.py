@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import json
 import logging
 import os
 import time
@@ -15,10 +16,16 @@ from pathlib import Path
 from ..base.checks import check_positive_int, format_allowed
 from ..base.files import check_output_path
 from ..data.calibration import calibrate
-from ..errors import (FileFormatError, InvalidArgumentError, InvalidArgumentTypeError, MissingInputError,
-                      OutputExistsError)
-from ..graph.mlpgraph import DEFAULT_EXPORT, GATES, MODES, WEIGHTINGS, ExportOptions
-from ..scoring.registry import PAGERANK_WITHOUT_STATS
+from ..errors import (
+    FileFormatError,
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    MissingInputError,
+    OutputExistsError,
+)
+from ..graph.export import DEFAULT_EXPORT, GATES, MODES, WEIGHTINGS, ExportOptions
+from ..graph.meta import GRAPH_FORMAT, check_meta, read_format
+from ..scoring.graph import PAGERANK_WITHOUT_STATS
 
 logger = logging.getLogger("llmrank_graph.cli")
 
@@ -33,7 +40,8 @@ def _default(fn, name: str):
 
 def _add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="PATH", default=None,
-                   help="local Hugging Face model directory or .gguf file (default: the embedded SmolLM2-135M-Instruct)")
+                   help="local Hugging Face model directory or .gguf file "
+                        "(default: the embedded SmolLM2-135M-Instruct)")
 
 
 def _add_calibration(p: argparse.ArgumentParser) -> None:
@@ -83,17 +91,6 @@ def _given_export(args) -> dict:
     return {k: getattr(args, k) for k in _EXPORT_FIELDS if getattr(args, k) is not None}
 
 
-def _check_out(path: Path, overwrite: bool, what: str = "--out", kind: str | None = None) -> Path:
-    """``path`` checked as an output (:func:`llmrank_graph.base.files.check_output_path`).
-
-    ``kind`` defaults to what ``path`` is now ("directory" for an existing directory, else
-    "file"); commands pass it, and use :func:`preflight` for the other checks.
-    """
-    if kind is None:
-        kind = "directory" if Path(path).is_dir() else "file"
-    return check_output_path(path, kind=kind, overwrite=overwrite, arg=what)
-
-
 # ---------------------------------------------------------------------------- checks before any work
 def _relabel(options: dict[str, str], check: Callable, *args, **kwargs):
     """Run the library's ``check(*args, **kwargs)``; its messages name the command-line options instead.
@@ -115,9 +112,7 @@ GRAPH_OPTIONS = {k: f"--{k}" for k in _EXPORT_FIELDS}
 
 
 def _is_graph_directory(path: Path) -> bool:
-    from ..graph.mlpgraph import _FORMAT, _read_format
-
-    return _read_format(path) == _FORMAT
+    return read_format(path) == GRAPH_FORMAT
 
 
 def _is_saved_model(path: Path) -> bool:
@@ -209,10 +204,6 @@ def preflight(args, *, out_kind: str | None = None, suffixes: tuple[str, ...] = 
 
 def _check_graph_input(path) -> None:
     """``--graph`` names a graph directory whose whole meta.json is sound (the tables are read later)."""
-    import json
-
-    from ..graph.mlpgraph import _FORMAT, _check_meta
-
     p = Path(path).expanduser()
     where = f"`--graph` {str(p)!r}"
     if not p.is_dir():
@@ -225,8 +216,8 @@ def _check_graph_input(path) -> None:
                               "meta.json") from None
     except (ValueError, UnicodeDecodeError) as e:
         raise FileFormatError(f"{where}: meta.json is damaged ({e})") from None
-    _check_meta(meta, where)
-    if meta["format"] != _FORMAT:
+    check_meta(meta, where)
+    if meta["format"] != GRAPH_FORMAT:
         raise FileFormatError(f"{where}: meta.json is not an llmrank_graph graph (format={meta['format']!r})")
 
 
@@ -284,7 +275,11 @@ def scorer_params(method: str, items: list[str], *, mode: str, prune_hidden: boo
 
 
 def param_value(text: str):
-    """A ``--param`` value: int, float, true/false/none (any case), else the string."""
+    """A ``--param`` value: int, float, true/false/none (any case), else the string.
+
+    >>> param_value("3"), param_value("0.5"), param_value("TRUE"), param_value("none"), param_value("abs")
+    (3, 0.5, True, None, 'abs')
+    """
     for conv in (int, float):
         try:
             return conv(text)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 
-
-
 def add_parser(sub) -> None:
     """Add this command to the ``llmrank-graph`` subparsers."""
     p = sub.add_parser("backends", help="list centrality backends and whether they can run here")

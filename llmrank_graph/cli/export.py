@@ -6,11 +6,21 @@ from __future__ import annotations
 import time
 
 from ..errors import InvalidArgumentError
-from ..graph.mlpgraph import DEFAULT_EXPORT, EXPORT_FORMATS, ExportOptions
+from ..graph.export import DEFAULT_EXPORT, EXPORT_FORMATS, ExportOptions
 from ..graph.viewer import VIEW_EDGE_LIMIT, VIEW_FORMATS, to_networkx
-from ..scoring.registry import PAGERANK_WITHOUT_STATS
-from ._common import (_EXPORT_FIELDS, GRAPH_OPTIONS, _add_calibration, _add_graph_options, _add_model, _calibrate,
-                      _default, _load, _relabel, preflight)
+from ..scoring.graph import PAGERANK_WITHOUT_STATS
+from ._common import (
+    _EXPORT_FIELDS,
+    GRAPH_OPTIONS,
+    _add_calibration,
+    _add_graph_options,
+    _add_model,
+    _calibrate,
+    _default,
+    _load,
+    _relabel,
+    preflight,
+)
 
 
 def add_parser(sub) -> None:
@@ -29,7 +39,8 @@ def add_parser(sub) -> None:
     p.add_argument("--force", action="store_true",
                    help="parquet: with --overwrite, replace --out even if it is not a graph; graphml/gexf: write more "
                         f"than {VIEW_EDGE_LIMIT:,} edges")
-    g = p.add_argument_group("viewer thresholds", "with --format graphml or gexf (llmrank_graph.graph.viewer.to_networkx)")
+    g = p.add_argument_group("viewer thresholds",
+                             "with --format graphml or gexf (llmrank_graph.graph.viewer.to_networkx)")
     g.add_argument("--top-nodes", type=int, default=None, metavar="K",
                    help=f"nodes kept per partition, by --score (default: {_default(to_networkx, 'top_nodes')})")
     g.add_argument("--top-edges", type=_top_edges, default=None, metavar="K|auto|all",

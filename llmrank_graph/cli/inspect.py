@@ -1,20 +1,32 @@
 """``llmrank-graph inspect``: what the whole-MLP graph looks like, and how its centralities compare.
 
 Prints a readable summary (``--json`` for machine-readable output) and, with ``--out DIR``,
-writes the same numbers as CSV/JSON plus PNG plots; see :func:`llmrank_graph.analysis.core.inspect_graph`.
+writes the same numbers as CSV/JSON plus PNG plots; see :func:`llmrank_graph.analysis.inspect_graph`. The
+options are checked against the library's own constraints (:data:`llmrank_graph.analysis.inspect.INSPECT_CONSTRAINTS`)
+before a model is loaded, in the option names the user typed.
 """
 
 from __future__ import annotations
 
 import json
 
-from ..base.checks import check_positive_int
-from ..analysis.core import BASELINES, CENTRALITIES, DEFAULT_AMOUNT, DEFAULT_CENTRALITIES, TOP_K, inspect_graph
+from ..analysis import BASELINES, CENTRALITIES, DEFAULT_AMOUNT, DEFAULT_CENTRALITIES, TOP_K, inspect_graph
+from ..analysis.inspect import INSPECT_CONSTRAINTS
+from ..base.params import validate
 from ..centrality import backend_names
 from ..errors import InvalidArgumentError
-from ..graph.mlpgraph import DEFAULT_EXPORT
-from ._common import (GRAPH_OPTIONS, _add_calibration, _add_graph_options, _calibrate, _given_export, _load,
-                      _relabel, logger, preflight)
+from ..graph.mlpgraph import DEFAULT_EXPORT, export_graph, read_graph
+from ._common import (
+    GRAPH_OPTIONS,
+    _add_calibration,
+    _add_graph_options,
+    _calibrate,
+    _given_export,
+    _load,
+    _relabel,
+    logger,
+    preflight,
+)
 
 #: The library's parameter names -> this command's options, for the messages.
 _OPTIONS = {"centralities": "--centralities", "baselines": "--baselines", "stored": "--stored", "k": "--top",
@@ -71,11 +83,9 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..graph.mlpgraph import export_graph, read_graph
-
-    if args.paths is not None:
-        check_positive_int("--paths", args.paths)
-    check_positive_int("--top", args.top)
+    early = {"centralities": args.centralities, "baselines": args.baselines, "k": args.top, "amount": args.amount,
+             "paths": args.paths}
+    _relabel(_OPTIONS, validate, INSPECT_CONSTRAINTS, early)  # before anything is loaded
     given = _given_export(args)
     if args.graph is not None:
         if given or args.calibrate:

@@ -6,10 +6,10 @@ import copy
 import logging
 import time
 
+from ..compensation.algebra import COMPENSATIONS, RECOMMENDED_COMPENSATION, check_ridge, needs_second_moments
 from ..data.evaluation import perplexity
 from ..errors import InvalidArgumentError
-from ..graph.mlpgraph import MODES
-from ..compensation.algebra import COMPENSATIONS, RECOMMENDED_COMPENSATION, check_ridge, needs_second_moments
+from ..graph.export import MODES
 from ..pruning.masks import ALLOCATIONS, check_amount
 from ..pruning.surgery import HOWS, prune_model
 from ..scoring.registry import scorers
@@ -31,7 +31,8 @@ def add_parser(sub) -> None:
                    help="(default: %(default)s)")
     p.add_argument("--how", default=_default(prune_model, "how"), choices=HOWS, help="(default: %(default)s)")
     p.add_argument("--mode", default=_default(prune_model, "mode"), choices=MODES, help="(default: %(default)s)")
-    p.add_argument("--prune-hidden", action="store_true", help="reference paper mode: also zero down_proj rows (needs --how zero)")
+    p.add_argument("--prune-hidden", action="store_true",
+                   help="reference paper mode: also zero down_proj rows (needs --how zero)")
     # Not prune_model's default ('none'): the command runs the configuration measured best
     # (llmrank_graph.compensation.algebra.RECOMMENDED_COMPENSATION says why).
     p.add_argument("--compensate", default=RECOMMENDED_COMPENSATION, choices=COMPENSATIONS,
@@ -47,11 +48,13 @@ def add_parser(sub) -> None:
                    help="prune layer by layer, each layer calibrated on the outputs of the already-pruned layers "
                         "(one layer and the calibration hidden states in memory at a time)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="scorer parameter, repeatable")
-    p.add_argument("--out", default="pruned-model", metavar="DIR", help="where to save the pruned model (default ./pruned-model)")
+    p.add_argument("--out", default="pruned-model", metavar="DIR",
+                   help="where to save the pruned model (default ./%(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if `prune` wrote it")
     p.add_argument("--force", action="store_true",
                    help="with --overwrite, replace --out even if `prune` did not write it (e.g. the original model)")
-    p.add_argument("--eval-texts", default=None, metavar="SOURCE", help="evaluation text (default: held-out Wikipedia articles)")
+    p.add_argument("--eval-texts", default=None, metavar="SOURCE",
+                   help="evaluation text (default: held-out Wikipedia articles)")
     p.add_argument("--eval-samples", type=int, default=_default(perplexity, "n_samples"),
                    help="evaluation windows of --seq-len tokens (default %(default)s)")
     _add_calibration(p)
@@ -88,8 +91,8 @@ def _log_second_moments(args, model, scorer) -> None:
 def run(args) -> int:
 
     from ..compensation.algebra import check_compensation_options
-    from ..data.texts import load_texts, token_blocks
     from ..data.evaluation import compare_throughput, count_parameters
+    from ..data.texts import load_texts, token_blocks
     from ..pruning.surgery import save_pruned
     from ..scoring.registry import get_scorer
 

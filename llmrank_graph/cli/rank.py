@@ -6,20 +6,36 @@ import time
 from pathlib import Path
 
 from ..base.files import atomic_file
-from ..centrality import DIRECTIONS, backend_names
-from ..graph.storage import add_scores, column_name
-from ..scoring.registry import (ACTIVATION_PERSONALIZATIONS, PAGERANK_CENTRALITY, PAGERANK_EXPORT, PAGERANK_WITHOUT_STATS,
-                       PERSONALIZATIONS, PageRankScorer)
-from ..base.checks import check_float, check_positive_int, check_unit
+from ..base.params import validate
+from ..centrality import DIRECTIONS, backend_names, pagerank
 from ..errors import InvalidArgumentError
-from ._common import (GRAPH_OPTIONS, _add_calibration, _add_graph_options, _calibrate, _default, _given_export, _load,
-                      _relabel, logger, preflight)
+from ..graph.scores import add_scores, column_name
+from ..scoring.graph import (
+    ACTIVATION_PERSONALIZATIONS,
+    PAGERANK_CENTRALITY,
+    PAGERANK_EXPORT,
+    PAGERANK_WITHOUT_STATS,
+    PERSONALIZATIONS,
+    PageRankScorer,
+)
+from ._common import (
+    GRAPH_OPTIONS,
+    _add_calibration,
+    _add_graph_options,
+    _calibrate,
+    _default,
+    _given_export,
+    _load,
+    _relabel,
+    logger,
+    preflight,
+)
 
 
 def add_parser(sub) -> None:
     """Add this command to the ``llmrank-graph`` subparsers."""
     p = sub.add_parser("rank", help="PageRank of a graph directory or a model; scores joined to the node table",
-                       description="PageRank with the defaults of the pagerank scorer (llmrank_graph.scoring.registry."
+                       description="PageRank with the defaults of the pagerank scorer (llmrank_graph.scoring.graph."
                                    "PAGERANK_DEFAULTS): with --calibrate it ranks the intermediate neurons as "
                                    "`prune --method pagerank` does.")
     src = p.add_mutually_exclusive_group()
@@ -48,10 +64,16 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+#: The options checked against :func:`llmrank_graph.pagerank`'s declared constraints.
+_PAGERANK_OPTIONS = {"alpha": "--alpha", "tol": "--tol", "max_iter": "--max-iter"}
+
+#: What ``rank --out`` writes: the score table as Parquet or CSV.
+TABLE_SUFFIXES = (".parquet", ".csv")
+
+
 def _write_table(df, out: Path, overwrite: bool) -> None:
+    """Write the score table to ``out`` (its suffix checked by :func:`preflight`: one of :data:`TABLE_SUFFIXES`)."""
     suffix = out.suffix.lower()
-    if suffix not in (".parquet", ".csv"):
-        raise InvalidArgumentError(f"`--out` must end in .parquet or .csv; got {out.name!r}")
     df = df.assign(kind=df["kind"].astype(str))
     with atomic_file(out, overwrite=overwrite, arg="--out") as tmp:
         if suffix == ".csv":
@@ -65,20 +87,18 @@ def run(args) -> int:
     intermediate neurons as ``prune --method pagerank`` does.
 
     Defaults that need calibration statistics (the activation-share weighting, the activation
-    teleport) fall back to :data:`~llmrank_graph.scoring.registry.PAGERANK_WITHOUT_STATS` when there are
+    teleport) fall back to :data:`~llmrank_graph.scoring.graph.PAGERANK_WITHOUT_STATS` when there are
     none (no ``--calibrate``, or a ``--graph`` exported without), with a warning. Options typed
     on the command line are never replaced: one that needs statistics makes ``rank --model``
     calibrate.
     """
-    from ..centrality import pagerank
     from ..graph.mlpgraph import export_graph, read_graph
 
     given = _given_export(args)
     replaced: dict[str, tuple[str, str]] = {}  # option -> (its default, what is used instead)
     # Everything is checked before the graph or the model is read.
-    check_unit("--alpha", args.alpha, open_=True)  # the rules of llmrank_graph.pagerank
-    check_float("--tol", args.tol, 0.0, min_open=True)
-    check_positive_int("--max-iter", args.max_iter)
+    _relabel(_PAGERANK_OPTIONS, validate, pagerank.parameter_constraints,  # the rules of llmrank_graph.pagerank
+             {k: getattr(args, k) for k in _PAGERANK_OPTIONS})
     if args.out is None and not args.add_to_graph:
         raise InvalidArgumentError("`--out` is required (a .parquet or .csv file) unless --add-to-graph stores the "
                                    "scores in the --graph directory")
@@ -90,7 +110,7 @@ def run(args) -> int:
             raise InvalidArgumentError(f"{', '.join(typed)} appl{'ies' if len(typed) == 1 else 'y'} to --model only; "
                                        "a graph read with --graph keeps the options it was exported with (see its "
                                        "meta.json)")
-        out = preflight(args, out_kind="file" if args.out is not None else None, suffixes=(".parquet", ".csv"),
+        out = preflight(args, out_kind="file" if args.out is not None else None, suffixes=TABLE_SUFFIXES,
                         model=False)
         graph = read_graph(args.graph)
     else:
@@ -98,7 +118,7 @@ def run(args) -> int:
         asked = ("weighting" in given and options.needs_stats) or args.personalization in ACTIVATION_PERSONALIZATIONS
         no_text = (f"rank without --calibrate, with --weighting {PAGERANK_WITHOUT_STATS['weighting']} and "
                    f"--personalization {PAGERANK_WITHOUT_STATS['personalization']}")
-        out = preflight(args, out_kind="file", suffixes=(".parquet", ".csv"), reads_text=args.calibrate or asked,
+        out = preflight(args, out_kind="file", suffixes=TABLE_SUFFIXES, reads_text=args.calibrate or asked,
                         no_text=no_text)
         model, tok, _ = _load(args)
         stats = _calibrate(args, model, tok, no_text) if args.calibrate or asked else None

@@ -9,7 +9,7 @@ Examples::
 
 Lists are space-separated. A rerun skips every completed run; see
 :mod:`llmrank_graph.experiments.runner` for the directory layout. Every default and choice is the
-library's (:class:`~llmrank_graph.experiments.runner.Grid` and its settings).
+library's (:class:`~llmrank_graph.experiments.grid.Grid` and its settings).
 """
 
 from __future__ import annotations
@@ -19,9 +19,13 @@ import logging
 from dataclasses import fields
 from pathlib import Path
 
-from ..errors import InvalidArgumentError
 from ..data.evaluation import LASTWORD_TASK
-from ..experiments.runner import RESULTS_CSV, CalibrationSetting, EvaluationSetting, Grid, load_grid, run_sweep
+from ..errors import InvalidArgumentError
+from ..experiments.grid import Grid, load_grid
+from ..experiments.report import perplexity_table
+from ..experiments.results import RESULTS_CSV
+from ..experiments.runner import run_sweep
+from ..experiments.settings import CalibrationSetting, EvaluationSetting
 from ..graph.mlpgraph import MODES
 from ..pruning.masks import ALLOCATIONS
 from ..pruning.surgery import HOWS
@@ -57,7 +61,8 @@ def add_parser(sub) -> None:
     g.add_argument("--methods", nargs="+", choices=names, metavar="NAME", default=None,
                    help=f"scorers, of {', '.join(names)} (default: {_listed(_GRID['methods'])})")
     g.add_argument("--amounts", nargs="+", type=float, metavar="A", default=None,
-                   help=f"fractions of intermediate neurons to remove, in [0, 1) (default: {_listed(_GRID['amounts'])})")
+                   help="fractions of intermediate neurons to remove, in [0, 1) "
+                        f"(default: {_listed(_GRID['amounts'])})")
     g.add_argument("--allocations", nargs="+", choices=ALLOCATIONS, default=None,
                    help=f"(default: {_listed(_GRID['allocations'])})")
     g.add_argument("--how", dest="hows", nargs="+", choices=HOWS, default=None,
@@ -66,7 +71,8 @@ def add_parser(sub) -> None:
     g.add_argument("--param", action="append", default=[], metavar="KEY=V1,V2",
                    help="a parameter axis, repeatable: applies to every method that has KEY; METHOD.KEY=... to one "
                         "method. Values: numbers, true/false/none, or text")
-    g.add_argument("--seed", type=int, default=None, help=f"seeds the global generators per run (default {_GRID['seed']})")
+    g.add_argument("--seed", type=int, default=None,
+                   help=f"seeds the global generators per run (default {_GRID['seed']})")
     c = p.add_argument_group("calibration (once per model, saved in DIR)")
     c.add_argument("--texts", metavar="SOURCE", default=None,
                    help=".txt/.jsonl file or datasets name (default: embedded Wikipedia calibration articles)")
@@ -162,8 +168,6 @@ def run(args) -> int:
     if summary.damaged:
         print(f"{len(summary.damaged)} damaged result file(s) were redone where they belong to this grid: "
               + ", ".join(str(p) for p in summary.damaged))
-    from ..experiments.report import perplexity_table
-
     tables = perplexity_table(summary.directory, run_ids=summary.runs)
     for title, table in tables:
         print(f"\n{title}\n{table.to_string()}")

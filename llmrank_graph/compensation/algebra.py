@@ -1,6 +1,6 @@
 """Compensation after removal: repair a layer's MLP output from calibration statistics.
 
-The algebra is that of DESIGN.md section 6. For one layer, ``h`` is the intermediate
+The algebra is that of docs/design.md section 6. For one layer, ``h`` is the intermediate
 activation (the input of down_proj, shape (m,)), ``W`` down_proj's weight (d, m), ``K`` the
 kept neurons and ``R`` the removed ones. Calibration gives the mean ``mu = E[h]`` and the
 second moment ``G = E[h h^T]`` (:func:`llmrank_graph.calibrate` with ``second_moments=True``);
@@ -31,22 +31,24 @@ and ``lstsq`` suggested.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..base.checks import check_choice, check_float, fail_type
-from ..models.architectures import MLPModules, get_architecture, mlp_layers
+from ..base.checks import check_float, fail_type
+from ..base.params import Check, OneOf, validate
+from ..data.calibration import ActivationStats
 from ..errors import InvalidArgumentError
+from ..models.architectures import MLPModules, get_architecture, mlp_layers
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["COMPENSATIONS", "DEFAULT_RIDGE", "RECOMMENDED_COMPENSATION", "DownUpdate", "ObsResult", "bias_term", "ridge_refit", "obs_greedy",
-           "fluctuation", "check_ridge", "check_compensation", "check_compensation_options", "needs_second_moments", "down_updates",
-           "apply_updates", "enable_down_bias", "relative_damp"]
+__all__ = ["COMPENSATIONS", "DEFAULT_RIDGE", "RECOMMENDED_COMPENSATION", "COMPENSATION_CONSTRAINTS", "DownUpdate",
+           "ObsResult", "bias_term", "ridge_refit", "obs_greedy", "fluctuation", "relative_damp", "check_ridge",
+           "check_compensation", "check_compensation_options", "check_compensation_stats", "check_bias_possible",
+           "needs_second_moments", "uses_bias", "down_updates", "apply_updates", "enable_down_bias"]
 
 #: Values of ``compensate=``.
 COMPENSATIONS: tuple[str, ...] = ("none", "bias", "lstsq", "lstsq+bias")
@@ -186,24 +188,24 @@ def obs_greedy(weight: torch.Tensor, moment: torch.Tensor, damp: float, n_remove
     Returns
     -------
     ObsResult
+
+    Notes
+    -----
+    On the CPU the loop is thousands of small products, for which torch's intra-op threads
+    cost more than they give (and stall when the cores are shared): it runs fastest with one
+    thread. The library does not change torch's process-wide thread count; a program that
+    runs OBS on the CPU sets it for itself (``torch.set_num_threads(1)``, or
+    ``OMP_NUM_THREADS=1`` in the environment).
+
+    Example
+    -------
+    >>> import torch
+    >>> w = torch.tensor([[1.0, 0.1, 2.0], [0.5, 0.0, 1.0]], dtype=torch.float64)
+    >>> result = obs_greedy(w, torch.eye(3, dtype=torch.float64), damp=0.0, n_remove=1)
+    >>> result.order.tolist(), result.weight[:, 1].tolist()
+    ([1], [0.0, 0.0])
     """
-    with _one_thread(weight.device):
-        return _obs_greedy(weight, moment, damp, n_remove, block)
-
-
-@contextlib.contextmanager
-def _one_thread(device: torch.device):
-    """One intra-op thread on the CPU: the greedy loop is thousands of small products, for which
-    OpenMP threads cost more than they give (and stall for milliseconds when cores are shared)."""
-    if device.type != "cpu":
-        yield
-        return
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
+    return _obs_greedy(weight, moment, damp, n_remove, block)
 
 
 def _obs_greedy(weight, moment, damp, n_remove, block) -> ObsResult:
@@ -275,8 +277,20 @@ def fluctuation(weight: torch.Tensor, variance: torch.Tensor) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- checks
 def check_ridge(ridge) -> float:
-    """A positive finite float (relative to ``mean(diag G_KK)``)."""
+    """A positive finite float (relative to ``mean(diag G_KK)``).
+
+    Example
+    -------
+    >>> check_ridge(1e-2)
+    0.01
+    """
     return check_float("ridge", ridge, 0.0, min_open=True)
+
+
+#: The constraints of ``compensate=`` and ``ridge=``, shared by the parameter tables of
+#: :func:`llmrank_graph.apply_mask`, :func:`llmrank_graph.prune_model` and the sequential mode.
+COMPENSATION_CONSTRAINTS = {"compensate": OneOf(*COMPENSATIONS),
+                            "ridge": Check(lambda arg, value: check_ridge(value), "a positive finite float")}
 
 
 def needs_second_moments(compensate: str) -> bool:
@@ -284,7 +298,8 @@ def needs_second_moments(compensate: str) -> bool:
     return compensate in ("lstsq", "lstsq+bias")
 
 
-def _uses_bias(compensate: str) -> bool:
+def uses_bias(compensate: str) -> bool:
+    """Whether ``compensate`` stores a bias in down_proj (and so needs a family that can hold one)."""
     return compensate in ("bias", "lstsq+bias")
 
 
@@ -297,10 +312,9 @@ def check_compensation_options(model: nn.Module, compensate: str, ridge: float =
         Unknown ``compensate``; a ridge that is not positive; ``bias`` on a family whose MLP
         cannot hold a bias (suggesting ``lstsq``).
     """
-    check_choice("compensate", compensate, COMPENSATIONS)
-    check_ridge(ridge)
-    if _uses_bias(compensate):
-        _check_bias_possible(model)
+    validate(COMPENSATION_CONSTRAINTS, {"compensate": compensate, "ridge": ridge})
+    if uses_bias(compensate):
+        check_bias_possible(model)
 
 
 def check_compensation(model: nn.Module, stats, compensate: str, ridge: float = DEFAULT_RIDGE) -> None:
@@ -324,17 +338,30 @@ def check_compensation(model: nn.Module, stats, compensate: str, ridge: float = 
     InvalidArgumentTypeError
         ``stats`` of the wrong type.
     """
-    from ..data.calibration import ActivationStats
-
     check_compensation_options(model, compensate, ridge)
+    if compensate != "none" and stats is not None and not isinstance(stats, ActivationStats):
+        raise fail_type("stats", "an ActivationStats or None", stats)
+    check_compensation_stats(model, stats, compensate)
+
+
+def check_compensation_stats(model: nn.Module, stats: ActivationStats | None, compensate: str) -> None:
+    """The checks of :func:`check_compensation` that read the statistics, on a checked ``compensate``.
+
+    What an entry point that has validated ``compensate`` (and the type of ``stats``) calls:
+    the statistics must hold, for every layer's down_proj, the means (and, for ``lstsq``, the
+    finite Gram matrices) that the compensation needs.
+
+    Raises
+    ------
+    InvalidArgumentError
+        No stats, or stats without what ``compensate`` needs (saying how to collect them).
+    """
     if compensate == "none":
         return
     if stats is None:
         raise InvalidArgumentError(f"compensate={compensate!r} needs calibration statistics of the model (means"
                                    + (" and second moments" if needs_second_moments(compensate) else "")
                                    + f" of the down_proj inputs); {_SECOND_MOMENTS_HINT}")
-    if not isinstance(stats, ActivationStats):
-        raise fail_type("stats", "an ActivationStats or None", stats)
     for mlp in mlp_layers(model):
         s = stats[mlp.down_name] if mlp.down_name in stats else None
         if s is None:
@@ -353,7 +380,14 @@ def check_compensation(model: nn.Module, stats, compensate: str, ridge: float = 
                                            "matrix")
 
 
-def _check_bias_possible(model: nn.Module) -> None:
+def check_bias_possible(model: nn.Module) -> None:
+    """Refuse a bias compensation on a family whose down_proj has no bias and no MLP-bias option.
+
+    Raises
+    ------
+    InvalidArgumentError
+        Naming the family and suggesting ``compensate='lstsq'`` (a ValueError).
+    """
     spec = get_architecture(model)
     if spec.mlp_bias is not None:
         return
@@ -446,7 +480,7 @@ def enable_down_bias(model: nn.Module) -> None:
     if all(getattr(m.down, "bias", None) is not None for m in mlps):
         return
     if spec.mlp_bias is None:
-        _check_bias_possible(model)
+        check_bias_possible(model)
     for mlp in mlps:
         for mod in mlp.named_modules().values():
             if getattr(mod, "bias", None) is None:
@@ -458,7 +492,8 @@ def enable_down_bias(model: nn.Module) -> None:
     logger.debug("turned on %s=True: zero biases on every MLP Linear", spec.mlp_bias)
 
 
-def apply_updates(model: nn.Module, updates: dict[int, DownUpdate], keep: dict[int, torch.Tensor] | None = None) -> None:
+def apply_updates(model: nn.Module, updates: dict[int, DownUpdate],
+                  keep: dict[int, torch.Tensor] | None = None) -> None:
     """Write :func:`down_updates` into ``model``, whose layers are already pruned.
 
     Parameters

@@ -23,15 +23,18 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ..base.checks import check_bool, check_int, check_positive_int, fail, fail_type
-from ..models.architectures import mlp_layers
+from ..base.checks import check_int, fail, fail_type
+from ..base.files import atomic_directory
+from ..base.params import Boolean, Interval, Optional, validated
 from ..errors import InvalidArgumentError, MissingDependencyError, MissingInputError
+from ..models.architectures import mlp_layers
+from .texts import load_texts, source_blocks
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["perplexity", "count_parameters", "tokens_per_second", "compare_throughput", "lm_eval",
-           "LASTWORD_TASK", "lastword_examples", "write_lastword_task", "lastword_accuracy", "check_lm_eval", "prepare_tasks",
-           "task_metrics"]
+           "LASTWORD_TASK", "lastword_examples", "write_lastword_task", "lastword_accuracy", "check_lm_eval",
+           "prepare_tasks", "task_metrics"]
 
 #: Name of the offline LAMBADA-style task built from the held-out articles.
 LASTWORD_TASK = "wikipedia_lastword"
@@ -43,6 +46,11 @@ LASTWORD_MAX_WORDS = 120
 EVAL_EXTRA_HINT = "pip install 'llmrank-graph[eval]'"
 
 
+_PERPLEXITY_PARAMS = {"seq_len": Interval(int, 1), "n_samples": Interval(int, 1), "batch_size": Interval(int, 1),
+                      "progress": Boolean()}
+
+
+@validated(_PERPLEXITY_PARAMS)
 def perplexity(model: nn.Module, tokenizer=None, texts=None, seq_len: int = 512, n_samples: int = 16,
                batch_size: int = 4, input_ids: torch.Tensor | None = None, progress: bool = False) -> float:
     """Perplexity of ``model`` on non-overlapping windows of held-out text.
@@ -77,21 +85,19 @@ def perplexity(model: nn.Module, tokenizer=None, texts=None, seq_len: int = 512,
 
     Example
     -------
-    >>> model, tok = llmrank_graph.load_model()          # doctest: +SKIP
-    >>> perplexity(model, tok, n_samples=16)              # doctest: +SKIP
-    20.4
-    """
-    for arg, v in (("seq_len", seq_len), ("n_samples", n_samples), ("batch_size", batch_size)):
-        check_positive_int(arg, v)
-    check_bool("progress", progress)
-    if input_ids is None:
-        if tokenizer is None:
-            raise InvalidArgumentError("`tokenizer` is required unless `input_ids` is given")
-        from .texts import load_texts, token_blocks
+    A tiny random Llama (no download): untrained, it is about as perplexed as a uniform guess
+    over its 32 tokens.
 
-        if texts is None or isinstance(texts, (str, os.PathLike)):
-            texts = load_texts(texts, split="evaluation")
-        input_ids = token_blocks(tokenizer, texts, n_samples, seq_len)
+    >>> from transformers import LlamaConfig, LlamaForCausalLM
+    >>> _ = torch.manual_seed(0)
+    >>> model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=8, intermediate_size=12, num_hidden_layers=2,
+    ...                                      num_attention_heads=2, num_key_value_heads=2)).eval()
+    >>> ppl = perplexity(model, input_ids=torch.randint(0, 32, (4, 16)))
+    >>> 20 < ppl < 50
+    True
+    """
+    if input_ids is None:
+        input_ids = source_blocks(tokenizer, texts, n_samples, seq_len, split="evaluation")
     if not isinstance(input_ids, torch.Tensor):
         raise fail_type("input_ids", "a (n, seq) LongTensor or None", input_ids)
     if input_ids.dim() != 2 or input_ids.shape[1] < 2:
@@ -133,15 +139,32 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class Throughput:
+    """What :func:`tokens_per_second` measured: the best pass over ``tokens`` took ``seconds``."""
+
     tokens_per_second: float
     seconds: float
     tokens: int
 
 
+@validated({"repeats": Interval(int, 1), "warmup": Interval(int, 0)})
 def tokens_per_second(model: nn.Module, input_ids: torch.Tensor, repeats: int = 3, warmup: int = 1) -> Throughput:
-    """Forward-pass throughput on ``input_ids`` (best of ``repeats`` after ``warmup`` runs)."""
-    check_positive_int("repeats", repeats)
-    check_int("warmup", warmup, minimum=0)
+    """Forward-pass throughput on ``input_ids`` (best of ``repeats`` after ``warmup`` runs).
+
+    Example
+    -------
+    >>> from transformers import LlamaConfig, LlamaForCausalLM
+    >>> model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=8, intermediate_size=12, num_hidden_layers=2,
+    ...                                      num_attention_heads=2, num_key_value_heads=2)).eval()
+    >>> t = tokens_per_second(model, torch.zeros(2, 8, dtype=torch.long), repeats=2)
+    >>> t.tokens, t.tokens_per_second > 0
+    (16, True)
+    """
+    best = _best_seconds(model, input_ids, repeats, warmup)
+    return Throughput(input_ids.numel() / best, best, input_ids.numel())
+
+
+def _best_seconds(model: nn.Module, input_ids: torch.Tensor, repeats: int, warmup: int) -> float:
+    """Seconds of the fastest of ``repeats`` forward passes, after ``warmup`` untimed ones."""
     device = next(model.parameters()).device
     ids = input_ids.to(device)
     best = math.inf
@@ -155,19 +178,24 @@ def tokens_per_second(model: nn.Module, input_ids: torch.Tensor, repeats: int = 
                 torch.cuda.synchronize()
             if i >= warmup:
                 best = min(best, time.perf_counter() - t)
-    return Throughput(ids.numel() / best, best, ids.numel())
+    return best
 
 
+@validated({"rounds": Interval(int, 1)})
 def compare_throughput(dense: nn.Module, pruned: nn.Module, input_ids: torch.Tensor, rounds: int = 3) -> dict:
     """Tokens/s of two models on the same input, measured alternately in one run.
 
     Alternating the two models in each round keeps both under the same machine load.
+
+    Returns
+    -------
+    dict
+        ``dense_tokens_per_s``, ``pruned_tokens_per_s`` and ``speedup`` (pruned over dense).
     """
-    check_positive_int("rounds", rounds)
     d, p = [], []
     for _ in range(rounds):
-        d.append(tokens_per_second(dense, input_ids, repeats=1).seconds)
-        p.append(tokens_per_second(pruned, input_ids, repeats=1).seconds)
+        d.append(_best_seconds(dense, input_ids, 1, 1))
+        p.append(_best_seconds(pruned, input_ids, 1, 1))
     n = input_ids.numel()
     dense_tps, pruned_tps = n / min(d), n / min(p)
     return {"dense_tokens_per_s": dense_tps, "pruned_tokens_per_s": pruned_tps, "speedup": pruned_tps / dense_tps}
@@ -207,6 +235,7 @@ _TARGET_WORD = re.compile(r"^[A-Za-z]{3,}$")
 _TRAILING_PUNCT = re.compile(r"[.!?,;:\"')\]]+$")
 
 
+@validated({"min_words": Interval(int, 2), "limit": Optional(Interval(int, 1))})
 def lastword_examples(texts: Sequence[str] | str | os.PathLike | None = None, *,
                       min_words: int = LASTWORD_MIN_WORDS, max_words: int = LASTWORD_MAX_WORDS,
                       limit: int | None = None) -> list[dict[str, str]]:
@@ -248,40 +277,42 @@ def lastword_examples(texts: Sequence[str] | str | os.PathLike | None = None, *,
     >>> ex[0]["context"], ex[0]["target"]
     ('The cat sat on the', ' mat')
     """
-    from .texts import load_texts
-
-    min_words = check_int("min_words", min_words, minimum=2)
-    max_words = check_int("max_words", max_words, minimum=min_words)
-    if limit is not None:
-        limit = check_positive_int("limit", limit)
+    max_words = check_int("max_words", max_words, minimum=min_words)  # its bound is the checked min_words
     if texts is None or isinstance(texts, (str, os.PathLike)):
         texts = load_texts(texts, split="evaluation")
     out: list[dict[str, str]] = []
     for text in texts:
         for line in text.split("\n"):
-            words = line.split()
-            if len(words) < min_words:
-                continue
-            acc, n = [], 0
-            for sentence in _SENTENCE_END.split(" ".join(words)):
-                acc.append(sentence)
-                n += len(sentence.split())
-                if n >= min_words:
-                    break
-            if n < min_words or n > max_words:
-                continue
-            passage = " ".join(acc)
-            last = passage.rsplit(" ", 1)[-1]
-            word = _TRAILING_PUNCT.sub("", last)
-            if not _TARGET_WORD.match(word):
-                continue
-            out.append({"context": passage[: len(passage) - len(last)].rstrip(), "target": " " + word})
-            if limit is not None and len(out) >= limit:
-                return out
+            example = _lastword_example(line, min_words, max_words)
+            if example is not None:
+                out.append(example)
+                if limit is not None and len(out) >= limit:
+                    return out
     if not out:
         raise InvalidArgumentError(f"`texts` must hold paragraphs of at least {min_words} words ending in a plain "
                                    "word; these give no last-word example")
     return out
+
+
+def _lastword_example(line: str, min_words: int, max_words: int) -> dict[str, str] | None:
+    """The example of one paragraph (see :func:`lastword_examples`), or None when it gives none."""
+    words = line.split()
+    if len(words) < min_words:
+        return None
+    acc, n = [], 0
+    for sentence in _SENTENCE_END.split(" ".join(words)):
+        acc.append(sentence)
+        n += len(sentence.split())
+        if n >= min_words:
+            break
+    if n < min_words or n > max_words:
+        return None
+    passage = " ".join(acc)
+    last = passage.rsplit(" ", 1)[-1]
+    word = _TRAILING_PUNCT.sub("", last)
+    if not _TARGET_WORD.match(word):
+        return None
+    return {"context": passage[: len(passage) - len(last)].rstrip(), "target": " " + word}
 
 
 _LASTWORD_YAML = """\
@@ -337,8 +368,6 @@ def write_lastword_task(directory: str | os.PathLike, examples: Sequence[dict[st
     InvalidArgumentError
         An example without a str ``context`` and ``target``.
     """
-    from ..base.files import atomic_directory
-
     examples = lastword_examples() if examples is None else list(examples)
     for i, ex in enumerate(examples):
         if not (isinstance(ex, dict) and isinstance(ex.get("context"), str) and isinstance(ex.get("target"), str)):

@@ -22,13 +22,14 @@ from typing import Any, Sequence
 
 import torch
 
-from ..base.checks import check_choice, check_int, fail_type
+from ..base.checks import check_int, fail_type
+from ..base.params import Check, OneOf, validated
 from ..errors import FileFormatError, InvalidArgumentError, MissingDependencyError, MissingInputError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["wikipedia_articles", "load_texts", "check_text_source", "token_blocks", "wikipedia_dump_file",
-           "SPLITS", "TEXT_SUFFIXES"]
+__all__ = ["wikipedia_articles", "load_texts", "check_text_source", "token_blocks", "source_blocks",
+           "wikipedia_dump_file", "SPLITS", "TEXT_SUFFIXES"]
 
 #: Allowed values of ``split`` in :func:`wikipedia_articles` and :func:`load_texts`.
 SPLITS = ("calibration", "evaluation", "all")
@@ -112,6 +113,7 @@ def _all_articles() -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+@validated({"split": OneOf(*SPLITS)})
 def wikipedia_articles(split: str = "calibration") -> list[str]:
     """Articles of the embedded Wikipedia corpus, split into calibration and evaluation.
 
@@ -147,7 +149,11 @@ def wikipedia_articles(split: str = "calibration") -> list[str]:
     >>> set(calib).isdisjoint(evaluation)
     True
     """
-    check_choice("split", split, SPLITS)
+    return _articles(split)
+
+
+def _articles(split: str) -> list[str]:
+    """:func:`wikipedia_articles` for a checked ``split``."""
     articles = _all_articles()
     if split == "all":
         return [text for _, text in articles]
@@ -186,8 +192,19 @@ def check_text_source(source: str | os.PathLike | None, *, arg: str = "texts") -
 
     Example
     -------
-    >>> check_text_source("corpus.md")          # doctest: +SKIP
-    InvalidArgumentError: `texts` file 'corpus.md' has an unsupported format (.md); supported: .txt, .jsonl ...
+    >>> import tempfile
+    >>> scratch = tempfile.TemporaryDirectory()
+    >>> notes = Path(scratch.name) / "corpus.md"
+    >>> _ = notes.write_text("# some notes")
+    >>> check_text_source(notes.with_suffix(".txt"), arg="--texts")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    llmrank_graph.errors.MissingInputError: `--texts` file '.../corpus.txt' does not exist
+    >>> check_text_source(notes)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    llmrank_graph.errors.InvalidArgumentError: `texts` file '.../corpus.md' has an unsupported format (.md); ...
+    >>> scratch.cleanup()
     """
     if source is None:
         wikipedia_dump_file()
@@ -216,6 +233,7 @@ def check_text_source(source: str | os.PathLike | None, *, arg: str = "texts") -
     return "dataset"
 
 
+@validated({"split": OneOf(*SPLITS)})
 def load_texts(source: str | os.PathLike | None = None, split: str = "calibration") -> list[str]:
     """Load documents from the embedded corpus, a local file, or a ``datasets`` dataset.
 
@@ -256,10 +274,14 @@ def load_texts(source: str | os.PathLike | None = None, split: str = "calibratio
     >>> len(texts) > 0
     True
     """
-    check_choice("split", split, SPLITS)
+    return _load_texts(source, split)
+
+
+def _load_texts(source, split: str) -> list[str]:
+    """:func:`load_texts` for a checked ``split``."""
     kind = check_text_source(source)
     if kind == "embedded":
-        return wikipedia_articles(split)
+        return _articles(split)
     if kind == "dataset":
         texts = _read_dataset(str(source))
     else:
@@ -330,6 +352,30 @@ def _read_dataset(source: str) -> list[str]:
     return [t for t in ds["text"] if isinstance(t, str) and t.strip()]
 
 
+def _int_at_least_1(arg: str, value) -> int:
+    return check_int(arg, value, minimum=1)
+
+
+def _text_list(arg: str, texts) -> list[str]:
+    """``texts`` as a non-empty list of str."""
+    if isinstance(texts, str):
+        raise fail_type(arg, "a sequence of str, not a single str (wrap it in a list)", texts)
+    texts = list(texts)
+    if not all(isinstance(t, str) for t in texts):
+        raise fail_type(arg, "a non-empty sequence of str", [type(t).__name__ for t in texts][:5])
+    if not texts:
+        raise InvalidArgumentError(f"`{arg}` must be a non-empty sequence of str; got 0 items")
+    return texts
+
+
+_TOKEN_BLOCKS_PARAMS = {
+    "texts": Check(_text_list, "a non-empty sequence of str"),
+    "n_samples": Check(_int_at_least_1, "an int >= 1"),
+    "seq_len": Check(_int_at_least_1, "an int >= 1"),
+}
+
+
+@validated(_TOKEN_BLOCKS_PARAMS)
 def token_blocks(
     tokenizer: Any,
     texts: Sequence[str],
@@ -370,20 +416,22 @@ def token_blocks(
 
     Example
     -------
-    >>> blocks = token_blocks(tokenizer, load_texts(), n_samples=8, seq_len=512)  # doctest: +SKIP
-    >>> blocks.shape  # doctest: +SKIP
-    torch.Size([8, 512])
-    """
-    n_samples = check_int("n_samples", n_samples, minimum=1)
-    seq_len = check_int("seq_len", seq_len, minimum=1)
-    if isinstance(texts, str):
-        raise fail_type("texts", "a sequence of str, not a single str (wrap it in a list)", texts)
-    texts = list(texts)
-    if not all(isinstance(t, str) for t in texts):
-        raise fail_type("texts", "a non-empty sequence of str", [type(t).__name__ for t in texts][:5])
-    if not texts:
-        raise InvalidArgumentError("`texts` must be a non-empty sequence of str; got 0 items")
+    A word-level tokenizer, built in memory (no download):
 
+    >>> from tokenizers import Tokenizer, models, pre_tokenizers
+    >>> from transformers import PreTrainedTokenizerFast
+    >>> words = Tokenizer(models.WordLevel({"[UNK]": 0, "the": 1, "cat": 2, "sat": 3, "</s>": 4}, unk_token="[UNK]"))
+    >>> words.pre_tokenizer = pre_tokenizers.Whitespace()
+    >>> tokenizer = PreTrainedTokenizerFast(tokenizer_object=words, eos_token="</s>")
+    >>> token_blocks(tokenizer, ["the cat sat", "the cat"], n_samples=2, seq_len=3)
+    tensor([[1, 2, 3],
+            [4, 1, 2]])
+    """
+    return _cut_blocks(tokenizer, texts, n_samples, seq_len)
+
+
+def _cut_blocks(tokenizer: Any, texts: list[str], n_samples: int, seq_len: int) -> torch.Tensor:
+    """:func:`token_blocks` for checked arguments."""
     sep = getattr(tokenizer, "eos_token", None) or "\n\n"
     needed = n_samples * seq_len
     ids: list[int] = []
@@ -400,3 +448,25 @@ def token_blocks(
             f"tokens; got {len(ids)} tokens available. Use fewer or shorter samples, or more text."
         )
     return torch.tensor(ids[:needed], dtype=torch.long).view(n_samples, seq_len)
+
+
+def source_blocks(tokenizer: Any, texts, n_samples: int, seq_len: int, *, split: str) -> torch.Tensor:
+    """Token blocks of a text source, for callers that have checked ``n_samples``, ``seq_len`` and ``split``.
+
+    What :func:`~llmrank_graph.data.calibration.calibrate` and
+    :func:`~llmrank_graph.data.evaluation.perplexity` do with their ``texts``: None, a path or
+    a dataset name is read with :func:`load_texts` (None gives the embedded articles of
+    ``split``), a sequence of str is used as it is; then :func:`token_blocks` cuts it.
+
+    Raises
+    ------
+    InvalidArgumentError
+        ``tokenizer`` is None, or as :func:`load_texts` and :func:`token_blocks`.
+    """
+    if tokenizer is None:
+        raise InvalidArgumentError("`tokenizer` is required unless `input_ids` is given")
+    if texts is None or isinstance(texts, (str, os.PathLike)):
+        texts = _load_texts(texts, split)
+    else:
+        texts = _text_list("texts", texts)
+    return _cut_blocks(tokenizer, texts, n_samples, seq_len)

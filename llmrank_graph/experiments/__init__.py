@@ -1,7 +1,16 @@
-"""Experiments: resumable grids of pruning runs (`runner`) and their report (`report`).
-Imports `analysis` and everything below it.
-"""
-from .runner import (CalibrationSetting, EvaluationSetting, RunConfig, Grid, SweepSummary, load_grid, method_parameters, run_sweep, scan_results, read_results, flatten_record, GRID_FILE, RESULTS_CSV, RESULTS_PARQUET, RUN_STATUSES)
-from .report import (write_report, perplexity_table, rank_correlations, REPORT_HTML)
+"""Experiments: resumable grids of pruning runs and their report.
 
-__all__ = ['CalibrationSetting', 'EvaluationSetting', 'RunConfig', 'Grid', 'SweepSummary', 'load_grid', 'method_parameters', 'run_sweep', 'scan_results', 'read_results', 'flatten_record', 'GRID_FILE', 'RESULTS_CSV', 'RESULTS_PARQUET', 'RUN_STATUSES', 'write_report', 'perplexity_table', 'rank_correlations', 'REPORT_HTML']
+``settings`` (what one run is) -> ``grid`` (the axes of a sweep) -> ``results`` (the results
+directory read back) -> ``runner`` (:func:`run_sweep`) -> ``figures`` -> ``report``
+(:func:`write_report`). Imports `analysis` and everything below it.
+"""
+from .grid import Grid, load_grid
+from .report import REPORT_HTML, perplexity_table, rank_correlations, write_report
+from .results import GRID_FILE, RESULTS_CSV, RESULTS_PARQUET, RUN_STATUSES, flatten_record, read_results, scan_results
+from .runner import SweepSummary, run_sweep
+from .settings import CalibrationSetting, EvaluationSetting, RunConfig, method_parameters
+
+__all__ = ['CalibrationSetting', 'EvaluationSetting', 'RunConfig', 'Grid', 'SweepSummary', 'load_grid',
+           'method_parameters', 'run_sweep', 'scan_results', 'read_results', 'flatten_record', 'GRID_FILE',
+           'RESULTS_CSV', 'RESULTS_PARQUET', 'RUN_STATUSES', 'write_report', 'perplexity_table', 'rank_correlations',
+           'REPORT_HTML']

@@ -11,12 +11,12 @@
 - ``scores*.png``: the distribution of each method's scores in every layer (from the
   quantiles every run records);
 - ``correlations*.png``: rank correlations between the methods' scores (the statistics of
-  :func:`llmrank_graph.analysis.core.correlations`), where the sweep saved them (``save_scores``);
+  :func:`llmrank_graph.analysis.correlations`), where the sweep saved them (``save_scores``);
 - ``report.html``: all of it, with the images embedded (``data:`` URIs), the before/after
   parameter and speed table, and the best method at each sparsity in bold. It fetches
   nothing: no scripts, no fonts, no styles from elsewhere.
 
-Figures are drawn with matplotlib's object API (no pyplot, no global backend switch).
+The figures are drawn in :mod:`~llmrank_graph.experiments.figures`.
 """
 
 from __future__ import annotations
@@ -24,23 +24,38 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
-import io
 import json
 import logging
 import math
 import os
 import re
-import textwrap
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+from safetensors.torch import load_file
 
+from ..analysis import normalise, rank_corr
 from ..base.checks import fail_type
 from ..base.files import write_bytes_atomic, write_text_atomic
+from ..base.params import Check, InstanceOf, Optional, validated
 from ..errors import MissingInputError, OutputExistsError
-from .runner import GRID_FILE, RESULTS_CSV, RunConfig, read_results, scan_results
+from .figures import (
+    _colors,
+    _correlation_figure,
+    _layers_figure,
+    _panel_title,
+    _panels,
+    _png,
+    _quality_figure,
+    _scores_figure,
+)
+from .results import GRID_FILE, RESULTS_CSV, _scan
+from .results import _table as _results_table
+from .settings import _A_PATH, RunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -48,14 +63,11 @@ __all__ = ["write_report", "perplexity_table", "rank_correlations", "REPORT_HTML
 
 #: Name of the HTML page.
 REPORT_HTML = "report.html"
-# Values spanning more than this ratio get a log axis.
-_LOG_SPAN = 10.0
-_PANEL_KEYS = ("allocation", "how", "mode")
 
 
 # ---------------------------------------------------------------------------- data
 def _fmt(x) -> str:
-    """Perplexity-style number: 1 decimal below 1000, 3 significant digits above."""
+    """Perplexity-style number: 2 decimals below 100, 1 below 1000, 3 significant digits above."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"
     x = float(x)
@@ -74,21 +86,18 @@ def _slug(text: str) -> str:
 
 def _load(directory: Path):
     """(DataFrame of complete and failed runs, {run_id: record})."""
-    df = read_results(directory)
-    found, _ = scan_results(directory)
+    df = _results_table(directory)
+    found, _ = _scan(directory)
     return df, {rid: rec for rid, (_, rec) in found.items()}
 
 
-def _panels(df) -> list[tuple[tuple, Any]]:
-    keys = [k for k in _PANEL_KEYS]
-    return [(k if isinstance(k, tuple) else (k,), g) for k, g in df.groupby(keys, sort=True)]
+def _run_ids(arg: str, value) -> list[str]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise fail_type(arg, "a list of run ids", value)
+    return list(value)
 
 
-def _panel_title(key: tuple) -> str:
-    allocation, how, mode = key
-    return f"{allocation} allocation, {how}, {mode}"
-
-
+@validated({"directory": _A_PATH, "run_ids": Optional(Check(_run_ids, "a list of run ids"))})
 def perplexity_table(directory: str | os.PathLike, run_ids: Sequence[str] | None = None):
     """Perplexity of every method (rows) at every amount (columns), one table per panel.
 
@@ -104,12 +113,32 @@ def perplexity_table(directory: str | os.PathLike, run_ids: Sequence[str] | None
     list of (str, pandas.DataFrame)
         Titles (model, allocation, how, mode) and tables; the first row is the dense model,
         failed runs show their status.
-    """
-    import pandas as pd
 
-    df = read_results(directory)
+    Example
+    -------
+    A results directory with one run, written by hand (:func:`~llmrank_graph.experiments.runner.run_sweep`
+    writes them):
+
+    >>> import json, pathlib, tempfile
+    >>> from llmrank_graph.experiments.results import RUN_FORMAT
+    >>> run = RunConfig(None, "activation", 0.5, "local", "remove", "chained")
+    >>> record = {"format": RUN_FORMAT, "run_id": run.run_id, "status": "complete", "config": run.to_dict(),
+    ...           "perplexity": 31.0, "dense_perplexity": 20.0}
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     (pathlib.Path(tmp) / "runs").mkdir()
+    ...     _ = (pathlib.Path(tmp) / "runs" / f"{run.stem}.json").write_text(json.dumps(record))
+    ...     _ = (pathlib.Path(tmp) / "grid.json").write_text("{}")
+    ...     [(title, table)] = perplexity_table(tmp)
+    >>> title
+    'perplexity, SmolLM2-135M-Instruct (embedded default), local allocation, remove, chained (columns: ...)'
+    >>> table
+                  0.5
+    dense       20.00
+    activation  31.00
+    """
+    df = _results_table(Path(directory))
     if run_ids is not None and len(df):
-        df = df[df["run_id"].isin(list(run_ids))]
+        df = df[df["run_id"].isin(run_ids)]
     out = []
     if not len(df):
         return out
@@ -130,29 +159,8 @@ def perplexity_table(directory: str | os.PathLike, run_ids: Sequence[str] | None
     return out
 
 
-def rank_correlations(directory: str | os.PathLike, records: dict | None = None) -> dict[str, dict[str, Any]]:
-    """Rank correlations between the saved scores of the methods, per model.
-
-    For every pair of scorer configurations whose scores the sweep saved, with the statistics
-    of :func:`llmrank_graph.analysis.core.correlations`: over the intermediate neurons only,
-    Spearman and Kendall (tau-b) overall, on each layer's scores divided by their mean absolute
-    value, and Spearman within each layer.
-
-    Returns
-    -------
-    dict
-        model -> ``{"labels": [...], "spearman": (k, k), "kendall": (k, k),
-        "spearman_layer_median": (k, k)}`` (numpy arrays); models with fewer than two saved
-        score files are left out.
-    """
-    from safetensors.torch import load_file
-
-    from ..analysis.core import _normalise, _rank_corr  # the statistics of analysis.correlations, on saved scores
-
-    directory = Path(directory)
-    if records is None:
-        found, _ = scan_results(directory)
-        records = {rid: rec for rid, (_, rec) in found.items()}
+def _saved_scores(records: Mapping) -> dict[str, dict[str, str]]:
+    """model -> label -> the score file of each scorer configuration the sweep saved."""
     several_modes = len({r["config"]["mode"] for r in records.values()}) > 1
     by_model: dict[str, dict[str, str]] = {}
     for rec in records.values():
@@ -162,159 +170,70 @@ def rank_correlations(directory: str | os.PathLike, records: dict | None = None)
         run = RunConfig.from_dict(rec["config"])
         label = f"{run.label} ({run.mode})" if several_modes else run.label
         by_model.setdefault(rec["config"]["model"] or "default", {}).setdefault(label, f)
+    return by_model
+
+
+def _correlation_matrices(scores: list[dict[int, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Spearman and Kendall over all layers (each normalised), and the median Spearman within a layer."""
+    k = len(scores)
+    sp, kt, med = np.eye(k), np.eye(k), np.eye(k)
+    for i in range(k):
+        for j in range(i + 1, k):
+            layers = sorted(set(scores[i]) & set(scores[j]))
+            a = np.concatenate([normalise(scores[i][l]) for l in layers])
+            b = np.concatenate([normalise(scores[j][l]) for l in layers])
+            both = rank_corr(a, b, ("spearman", "kendall"))
+            sp[i, j] = sp[j, i] = both["spearman"]
+            kt[i, j] = kt[j, i] = both["kendall"]
+            per = [rank_corr(scores[i][l], scores[j][l], ("spearman",))["spearman"] for l in layers]
+            med[i, j] = med[j, i] = float(np.nanmedian(per)) if per else np.nan
+    return {"spearman": sp, "kendall": kt, "spearman_layer_median": med}
+
+
+def _rank_correlations(directory: Path, records: Mapping) -> dict[str, dict[str, Any]]:
     out = {}
-    for model, files in by_model.items():
+    for model, files in _saved_scores(records).items():
         labels = sorted(files)
         if len(labels) < 2:
             continue
         scores = []
         for label in labels:
             t = load_file(str(directory / files[label]))
-            scores.append({int(k.split(".")[1]): v.double().numpy() for k, v in t.items() if k.startswith("intermediate.")})
-        k = len(labels)
-        sp, kt, med = np.eye(k), np.eye(k), np.eye(k)
-        for i in range(k):
-            for j in range(i + 1, k):
-                layers = sorted(set(scores[i]) & set(scores[j]))
-                a = np.concatenate([_normalise(scores[i][l]) for l in layers])
-                b = np.concatenate([_normalise(scores[j][l]) for l in layers])
-                both = _rank_corr(a, b, ("spearman", "kendall"))
-                sp[i, j] = sp[j, i] = both["spearman"]
-                kt[i, j] = kt[j, i] = both["kendall"]
-                per = [_rank_corr(scores[i][l], scores[j][l], ("spearman",))["spearman"] for l in layers]
-                med[i, j] = med[j, i] = float(np.nanmedian(per)) if per else np.nan
-        out[model] = {"labels": labels, "spearman": sp, "kendall": kt, "spearman_layer_median": med}
+            scores.append({int(k.split(".")[1]): v.double().numpy() for k, v in t.items()
+                           if k.startswith("intermediate.")})
+        out[model] = {"labels": labels, **_correlation_matrices(scores)}
     return out
 
 
-# ---------------------------------------------------------------------------- figures
-def _figure(nplots: int, width: float = 5.2, height: float = 3.8, ncols: int | None = None):
-    from matplotlib.figure import Figure
+@validated({"directory": _A_PATH,
+            "records": Optional(InstanceOf(Mapping, "a mapping of run id -> run record"))})
+def rank_correlations(directory: str | os.PathLike, records: dict | None = None) -> dict[str, dict[str, Any]]:
+    """Rank correlations between the saved scores of the methods, per model.
 
-    ncols = ncols or min(nplots, 3)
-    nrows = math.ceil(nplots / ncols)
-    # at least 7 inches wide, so that the title of a one-panel figure fits
-    fig = Figure(figsize=(max(width * ncols, 7.0), height * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax in axes[nplots:]:
-        ax.set_visible(False)
-    return fig, axes[:nplots]
+    For every pair of scorer configurations whose scores the sweep saved, with the statistics
+    of :func:`llmrank_graph.analysis.correlations`: over the intermediate neurons only,
+    Spearman and Kendall (tau-b) overall, on each layer's scores divided by their mean absolute
+    value, and Spearman within each layer.
 
+    Parameters
+    ----------
+    directory : str or path-like
+        A sweep results directory.
+    records : mapping of run id -> run record, optional
+        The runs to use (default: every run of ``directory``).
 
-def _suptitle(fig, title: str) -> None:
-    """The figure's title, wrapped to its width (about 11 characters per inch at the default size)."""
-    fig.suptitle("\n".join(textwrap.wrap(title, width=max(20, int(fig.get_figwidth() * 11)))))
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    return buf.getvalue()
-
-
-def _colors(labels: Sequence[str]) -> dict[str, Any]:
-    from matplotlib import colormaps
-
-    cmap = colormaps["tab10" if len(labels) <= 10 else "tab20"]
-    return {label: cmap(i % cmap.N) for i, label in enumerate(sorted(labels))}
-
-
-def _quality_figure(dm, metric: str, dense_col: str, ylabel: str, colors: dict, title: str):
-    panels = _panels(dm)
-    fig, axes = _figure(len(panels))
-    for ax, (key, g) in zip(axes, panels):
-        g = g[g["status"] == "complete"]
-        values = []
-        for label, gl in g.groupby("label", sort=True):
-            gl = gl.sort_values("amount")
-            y = gl[metric].astype(float).to_numpy()
-            ax.plot(gl["amount"] * 100, y, marker="o", label=label, color=colors[label])
-            values.extend(y[np.isfinite(y)])
-        dense = g[dense_col].dropna()
-        if len(dense):
-            ax.axhline(float(dense.iloc[0]), color="black", linestyle="--", linewidth=1, label="dense")
-            values.append(float(dense.iloc[0]))
-        pos = [v for v in values if v > 0]
-        if pos and max(pos) / min(pos) > _LOG_SPAN:
-            ax.set_yscale("log")
-        ax.set_title(_panel_title(key))
-        ax.set_xlabel("intermediate neurons removed (%)")
-        ax.set_ylabel(ylabel)
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="small")
-    _suptitle(fig, title)
-    return fig
-
-
-def _layers_figure(runs: list[dict], colors: dict, title: str):
-    from matplotlib.ticker import MaxNLocator
-
-    panels = sorted({(r["config"]["allocation"], r["config"]["amount"]) for r in runs})
-    fig, axes = _figure(len(panels))
-    for ax, (allocation, amount) in zip(axes, panels):
-        for rec in sorted((r for r in runs if (r["config"]["allocation"], r["config"]["amount"]) == (allocation, amount)),
-                          key=lambda r: RunConfig.from_dict(r["config"]).label):
-            n = rec["neurons"]
-            label = RunConfig.from_dict(rec["config"]).label
-            kept = np.asarray(n["layer_kept"], dtype=float) / np.asarray(n["layer_total"], dtype=float)
-            ax.plot(n["layers"], kept, marker=".", label=label, color=colors.get(label))
-        ax.axhline(1 - amount, color="black", linestyle="--", linewidth=1, label="local (same in every layer)")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(f"{amount:.0%} removed, {allocation} allocation")
-        ax.set_xlabel("layer")
-        ax.set_ylabel("fraction of neurons kept")
-        ax.set_ylim(0, 1.05)
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="small")
-    _suptitle(fig, title)
-    return fig
-
-
-def _scores_figure(runs: dict[str, dict], title: str):
-    labels = sorted(runs)
-    fig, axes = _figure(len(labels), width=6.0, height=3.4, ncols=min(len(labels), 2))
-    for ax, label in zip(axes, labels):
-        q = runs[label]["score_quantiles"]
-        qs = list(q["q"])
-        idx = {p: qs.index(p) for p in (0.05, 0.25, 0.5, 0.75, 0.95)}
-        layers = sorted(q["layers"], key=int)
-        stats = []
-        for l in layers:
-            v = q["layers"][l]
-            stats.append({"label": l, "whislo": v[idx[0.05]], "q1": v[idx[0.25]], "med": v[idx[0.5]],
-                          "q3": v[idx[0.75]], "whishi": v[idx[0.95]], "fliers": []})
-        ax.bxp(stats, showfliers=False)
-        lo = min(s["whislo"] for s in stats)
-        hi = max(s["whishi"] for s in stats)
-        if lo > 0 and hi / lo > 100:
-            ax.set_yscale("log")
-        ax.set_title(label)
-        ax.set_xlabel("layer")
-        ax.set_ylabel("score / layer mean (5-25-50-75-95%)")
-        ax.tick_params(axis="x", labelsize="x-small")
-        ax.grid(True, alpha=0.3, axis="y")
-    _suptitle(fig, title)
-    return fig
-
-
-def _correlation_figure(corr: dict, title: str):
-    labels, m = corr["labels"], corr["spearman"]
-    k = len(labels)
-    from matplotlib.figure import Figure
-
-    size = 1.2 + 0.6 * k
-    fig = Figure(figsize=(size + 2.5, size + 1.5), layout="constrained")
-    ax = fig.subplots()
-    im = ax.imshow(m, vmin=-1, vmax=1, cmap="RdBu_r")
-    ax.set_xticks(range(k), labels, rotation=45, ha="right", fontsize="small")
-    ax.set_yticks(range(k), labels, fontsize="small")
-    for i in range(k):
-        for j in range(k):
-            ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize="x-small",
-                    color="white" if abs(m[i, j]) > 0.6 else "black")
-    fig.colorbar(im, ax=ax, label="Spearman, all layers (each divided by its mean)")
-    ax.set_title("\n".join(textwrap.wrap(title, width=max(20, int(fig.get_figwidth() * 9)))))
-    return fig
+    Returns
+    -------
+    dict
+        model -> ``{"labels": [...], "spearman": (k, k), "kendall": (k, k),
+        "spearman_layer_median": (k, k)}`` (numpy arrays); models with fewer than two saved
+        score files are left out.
+    """
+    directory = Path(directory)
+    if records is None:
+        found, _ = _scan(directory)
+        records = {rid: rec for rid, (_, rec) in found.items()}
+    return _rank_correlations(directory, records)
 
 
 # ---------------------------------------------------------------------------- HTML
@@ -337,12 +256,9 @@ def _e(x) -> str:
     return html.escape(str(x))
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], *, left: int = 1, row_classes=None,
-           caption: str | None = None) -> str:
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], *, left: int = 1, row_classes=None) -> str:
     """An HTML table; cells are already-escaped HTML. The first ``left`` columns align left."""
     out = ["<table>"]
-    if caption:
-        out.append(f"<caption>{caption}</caption>")
     out.append("<thead><tr>" + "".join(f'<th class="l">{h}</th>' if i < left else f"<th>{h}</th>"
                                        for i, h in enumerate(header)) + "</tr></thead><tbody>")
     for k, row in enumerate(rows):
@@ -425,6 +341,121 @@ def _speed_table(g) -> str:
          "perplexity pruned"], rows, left=4) + "</div>"
 
 
+# ---------------------------------------------------------------------------- the page, model by model
+@dataclass
+class _Section:
+    """One model's part of the page, and the images it adds to the report."""
+
+    model: str
+    suffix: str  # of the image names: empty with one model, the model's name with several
+    colors: dict
+    images: dict[str, bytes]
+    parts: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return _model_name(self.model)
+
+    def image(self, stem: str, fig, alt: str) -> str:
+        """``<stem><suffix>.png``, kept for writing; returns the page's figure that embeds it."""
+        file = f"{stem}{self.suffix}.png"
+        self.images[file] = _png(fig)
+        return _img(file, self.images[file], alt)
+
+
+def _higher_is_better(metric: str) -> bool:
+    return metric in ("acc", "acc_norm", "exact_match", "f1", "mcc")
+
+
+def _quality_part(s: _Section, dm, tasks: list[tuple[str, str]]) -> None:
+    fig = _quality_figure(dm, "perplexity", "dense_perplexity", "perplexity", s.colors,
+                          f"Perplexity against sparsity: {s.name}")
+    s.parts.append("<h3>Perplexity against sparsity</h3>"
+                   + s.image("quality", fig, f"perplexity against sparsity, {s.name}"))
+    for task, metric in tasks:
+        fig = _quality_figure(dm, f"{task}.{metric}", f"dense.{task}.{metric}", f"{task} {metric}", s.colors,
+                              f"{task} {metric} against sparsity: {s.name}")
+        s.parts.append(f"<h3>{_e(task)} {_e(metric)} against sparsity</h3>"
+                       + s.image(f"quality-{_slug(task)}-{_slug(metric)}", fig,
+                                 f"{task} {metric} against sparsity, {s.name}"))
+
+
+def _best_part(s: _Section, dm, tasks: list[tuple[str, str]]) -> None:
+    s.parts.append("<h3>Best method at each sparsity</h3><p class=\"note\">Perplexity (lower is better); the best "
+                   "at each fraction removed is in bold.</p>")
+    for key, g in _panels(dm):
+        s.parts.append(f"<p><b>{_e(_panel_title(key))}</b></p>"
+                       + _best_table(g, "perplexity", "dense_perplexity", False))
+        for task, metric in tasks:
+            higher = _higher_is_better(metric)
+            s.parts.append(f"<p>{_e(task)} {_e(metric)} ({'higher' if higher else 'lower'} is better)</p>"
+                           + _best_table(g, f"{task}.{metric}", f"dense.{task}.{metric}", higher,
+                                         fmt=lambda v: f"{v:.4f}" if abs(v) < 10 else _fmt(v)))
+
+
+def _layers_part(s: _Section, recs: list[dict]) -> None:
+    glob = [r for r in recs if r["config"]["allocation"] != "local"]
+    s.parts.append("<h3>Fraction of each layer kept under global allocation</h3>")
+    if glob:
+        s.parts.append(s.image("layers", _layers_figure(glob, s.colors, f"Layers kept: {s.name}"),
+                               f"fraction of each layer kept, global allocation, {s.name}"))
+    else:
+        s.parts.append('<p class="note">No run used global allocation (<code>--allocations global</code>).</p>')
+
+
+def _scores_part(s: _Section, recs: list[dict]) -> None:
+    by_scorer: dict[str, dict] = {}
+    for r in recs:
+        if r.get("score_quantiles"):
+            by_scorer.setdefault(RunConfig.from_dict(r["config"]).label, r)
+    s.parts.append("<h3>Score distributions per layer</h3>")
+    if by_scorer:
+        s.parts.append(s.image("scores", _scores_figure(by_scorer, f"Scores per layer: {s.name}"),
+                               f"score distributions per layer, {s.name}"))
+
+
+def _correlations_part(s: _Section, corr: dict | None) -> None:
+    s.parts.append("<h3>Rank correlations between the methods' scores</h3>")
+    if corr is None:
+        s.parts.append('<p class="note">Needs the scores of at least two methods: run the sweep with '
+                       "<code>--save-scores</code>.</p>")
+        return
+    s.parts.append(s.image("correlations", _correlation_figure(corr, f"Rank correlations: {s.name}"),
+                           f"Spearman rank correlations between scores, {s.name}"))
+    labels = corr["labels"]
+    rows = [[_e(a)] + [f"{corr['spearman'][i, j]:.3f} / {corr['kendall'][i, j]:.3f} / "
+                       f"{corr['spearman_layer_median'][i, j]:.3f}"
+                       for j in range(len(labels))] for i, a in enumerate(labels)]
+    s.parts.append("<p class=\"note\">Spearman / Kendall over the intermediate neurons of all layers (each "
+                   "layer's scores divided by their mean absolute value) / median over layers of the "
+                   "Spearman within a layer.</p>" + _table([""] + [_e(b) for b in labels], rows))
+
+
+def _speed_part(s: _Section, dm) -> None:
+    s.parts.append("<h3>Parameters and speed, before and after</h3><p class=\"note\">tokens/s of the dense and "
+                   "the pruned model are measured alternately in the same run.</p>" + _speed_table(dm))
+    failed = dm[dm["status"] == "failed"]
+    if len(failed):
+        s.parts.append("<h3>Failed runs</h3>" + _table(
+            ["method", "allocation", "how", "mode", "removed", "error"],
+            [[_e(r.label), _e(r.allocation), _e(r.how), _e(r.mode), f"{r.amount:.0%}", _e(r.error)]
+             for r in failed.itertuples()], left=4))
+
+
+def _model_section(s: _Section, directory: Path, dm, records: dict, tasks: list[tuple[str, str]]) -> str:
+    """The page's part for one model: its figures, tables and failed runs, in reading order."""
+    s.parts.append(f"<h2>{_e(s.name)}</h2>")
+    _quality_part(s, dm, tasks)
+    _best_part(s, dm, tasks)
+    recs = [r for r in records.values() if r["status"] == "complete"]
+    _layers_part(s, recs)
+    _scores_part(s, recs)
+    _correlations_part(s, _rank_correlations(directory, records).get(s.model))
+    _speed_part(s, dm)
+    return "\n".join(s.parts)
+
+
+@validated({"directory": _A_PATH, "out": Optional(_A_PATH)})
 def write_report(directory: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
     """Write the PNGs and ``report.html`` for a sweep results directory.
 
@@ -450,11 +481,36 @@ def write_report(directory: str | os.PathLike, out: str | os.PathLike | None = N
 
     Example
     -------
-    >>> write_report("results/smollm2")                  # doctest: +SKIP
-    PosixPath('results/smollm2/report.html')
+    A sweep of a random two-layer Llama (as in :func:`~llmrank_graph.experiments.runner.run_sweep`'s
+    example), then its report:
+
+    >>> import pathlib, tempfile
+    >>> from tokenizers import Tokenizer, models, pre_tokenizers
+    >>> from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    >>> from llmrank_graph.experiments import Grid, run_sweep
+    >>> tmp = pathlib.Path(tempfile.mkdtemp())
+    >>> words = ["[UNK]", "</s>", "the", "cat", "sat", "on", "a", "mat"]
+    >>> tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    >>> tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    >>> fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="</s>")
+    >>> _ = fast.save_pretrained(tmp / "model")
+    >>> LlamaForCausalLM(LlamaConfig(vocab_size=8, hidden_size=8, intermediate_size=12, num_hidden_layers=2,
+    ...                              num_attention_heads=2)).save_pretrained(tmp / "model")
+    >>> _ = (tmp / "text.txt").write_text(" ".join(words[2:] * 100))
+    >>> small = {"texts": str(tmp / "text.txt"), "n_samples": 2, "seq_len": 8}
+    >>> grid = Grid(models=[str(tmp / "model")], methods=["activation", "magnitude"], amounts=[0.25, 0.5],
+    ...             allocations=["global"], calibration=small, evaluation={**small, "throughput_rounds": 1},
+    ...             save_scores=True)
+    >>> _ = run_sweep(grid, tmp / "results")
+    >>> write_report(tmp / "results").name
+    'report.html'
+    >>> sorted(p.name for p in (tmp / "results").glob("*.png"))
+    ['correlations.png', 'layers.png', 'quality.png', 'scores.png']
+    >>> [corr] = rank_correlations(tmp / "results").values()
+    >>> corr["labels"], corr["spearman"].shape
+    (['activation', 'magnitude'], (2, 2))
+    >>> import shutil; shutil.rmtree(tmp)
     """
-    if not isinstance(directory, (str, os.PathLike)):
-        raise fail_type("directory", "a str or a path", directory)
     directory = Path(directory).expanduser()
     out = directory if out is None else Path(out).expanduser()
     if out.exists() and not out.is_dir():
@@ -465,92 +521,17 @@ def write_report(directory: str | os.PathLike, out: str | os.PathLike | None = N
                                 f"{directory}` first")
     out.mkdir(parents=True, exist_ok=True)
     images: dict[str, bytes] = {}
-    sections: list[str] = []
     colors = _colors(df["label"].unique())
     models = list(dict.fromkeys(df["model"]))
     tasks = _task_metrics(df)
-
-    def add_image(name: str, fig) -> str:
-        images[name] = _png(fig)
-        return name
-
+    sections = []
     for model in models:
-        dm = df[df["model"] == model]
-        suffix = "" if len(models) == 1 else f"-{_slug(model)}"
-        mname = _model_name(model)
-        part = [f"<h2>{_e(mname)}</h2>"]
-        # Quality against sparsity.
-        name = add_image(f"quality{suffix}.png", _quality_figure(dm, "perplexity", "dense_perplexity", "perplexity",
-                                                                 colors, f"Perplexity against sparsity: {mname}"))
-        part.append("<h3>Perplexity against sparsity</h3>" + _img(name, images[name],
-                                                                 f"perplexity against sparsity, {mname}"))
-        for task, metric in tasks:
-            name = add_image(f"quality-{_slug(task)}-{_slug(metric)}{suffix}.png",
-                             _quality_figure(dm, f"{task}.{metric}", f"dense.{task}.{metric}", f"{task} {metric}",
-                                             colors, f"{task} {metric} against sparsity: {mname}"))
-            part.append(f"<h3>{_e(task)} {_e(metric)} against sparsity</h3>"
-                        + _img(name, images[name], f"{task} {metric} against sparsity, {mname}"))
-        # Best method at each sparsity.
-        part.append("<h3>Best method at each sparsity</h3><p class=\"note\">Perplexity (lower is better); the best "
-                    "at each fraction removed is in bold.</p>")
-        for key, g in _panels(dm):
-            part.append(f"<p><b>{_e(_panel_title(key))}</b></p>" + _best_table(g, "perplexity", "dense_perplexity",
-                                                                                 False))
-            for task, metric in tasks:
-                higher = metric in ("acc", "acc_norm", "exact_match", "f1", "mcc")
-                part.append(f"<p>{_e(task)} {_e(metric)} ({'higher' if higher else 'lower'} is better)</p>"
-                            + _best_table(g, f"{task}.{metric}", f"dense.{task}.{metric}", higher,
-                                          fmt=lambda v: f"{v:.4f}" if abs(v) < 10 else _fmt(v)))
-        # Layers kept under global allocation.
-        recs = [r for r in records.values() if (r["config"]["model"] or "default") == model and r["status"] == "complete"]
-        glob = [r for r in recs if r["config"]["allocation"] != "local"]
-        part.append("<h3>Fraction of each layer kept under global allocation</h3>")
-        if glob:
-            name = add_image(f"layers{suffix}.png", _layers_figure(glob, colors, f"Layers kept: {mname}"))
-            part.append(_img(name, images[name], f"fraction of each layer kept, global allocation, {mname}"))
-        else:
-            part.append('<p class="note">No run used global allocation (<code>--allocations global</code>).</p>')
-        # Score distributions.
-        by_scorer: dict[str, dict] = {}
-        for r in recs:
-            if r.get("score_quantiles"):
-                by_scorer.setdefault(RunConfig.from_dict(r["config"]).label, r)
-        part.append("<h3>Score distributions per layer</h3>")
-        if by_scorer:
-            name = add_image(f"scores{suffix}.png", _scores_figure(by_scorer, f"Scores per layer: {mname}"))
-            part.append(_img(name, images[name], f"score distributions per layer, {mname}"))
-        # Rank correlations.
-        part.append("<h3>Rank correlations between the methods' scores</h3>")
-        corr = rank_correlations(directory, {rid: r for rid, r in records.items()
-                                             if (r["config"]["model"] or "default") == model}).get(model)
-        if corr is not None:
-            name = add_image(f"correlations{suffix}.png", _correlation_figure(corr, f"Rank correlations: {mname}"))
-            part.append(_img(name, images[name], f"Spearman rank correlations between scores, {mname}"))
-            labels = corr["labels"]
-            rows = [[_e(a)] + [f"{corr['spearman'][i, j]:.3f} / {corr['kendall'][i, j]:.3f} / "
-                               f"{corr['spearman_layer_median'][i, j]:.3f}"
-                               for j in range(len(labels))] for i, a in enumerate(labels)]
-            part.append("<p class=\"note\">Spearman / Kendall over the intermediate neurons of all layers (each "
-                        "layer's scores divided by their mean absolute value) / median over layers of the "
-                        "Spearman within a layer.</p>" + _table([""] + [_e(b) for b in labels], rows))
-        else:
-            part.append('<p class="note">Needs the scores of at least two methods: run the sweep with '
-                        "<code>--save-scores</code>.</p>")
-        # Parameters and speed.
-        part.append("<h3>Parameters and speed, before and after</h3><p class=\"note\">tokens/s of the dense and the "
-                    "pruned model are measured alternately in the same run.</p>" + _speed_table(dm))
-        failed = dm[dm["status"] == "failed"]
-        if len(failed):
-            part.append("<h3>Failed runs</h3>" + _table(
-                ["method", "allocation", "how", "mode", "removed", "error"],
-                [[_e(r.label), _e(r.allocation), _e(r.how), _e(r.mode), f"{r.amount:.0%}", _e(r.error)]
-                 for r in failed.itertuples()], left=4))
-        sections.append("\n".join(part))
-
+        section = _Section(model, "" if len(models) == 1 else f"-{_slug(model)}", colors, images)
+        mine = {rid: r for rid, r in records.items() if (r["config"]["model"] or "default") == model}
+        sections.append(_model_section(section, directory, df[df["model"] == model], mine, tasks))
     for name, data in images.items():
         write_bytes_atomic(out / name, data, overwrite=True)
-    page = _page(directory, df, records, sections)
-    path = write_text_atomic(out / REPORT_HTML, page, overwrite=True)
+    path = write_text_atomic(out / REPORT_HTML, _page(directory, df, records, sections), overwrite=True)
     logger.info("wrote %s and %d images", path, len(images))
     return path
 

@@ -29,8 +29,18 @@ Kinds: :class:`WeightBlock` (weights of a model, read lazily), ``SafetensorsBloc
 
 The edge-weight rule of weight blocks (``|W|``, the gate combination, the activation column
 scale, all in float32 so that every backend sees the same numbers) lives in one place,
-:mod:`llmrank_graph.kernels.lazy`, whose products use the fused kernels of
-:mod:`llmrank_graph.kernels.fused` (each weight read once, at its stored dtype) where they run.
+:mod:`llmrank_graph.kernels`, whose products read each weight once, at its stored dtype, where
+a kernel runs (the ``kernel`` and ``threads`` options choose: :func:`llmrank_graph.kernels.options`).
+
+>>> import torch
+>>> from llmrank_graph.graph.blocks import Partition, WeightBlock
+>>> h = Partition(0, "h0", 0, "hidden", 0, 2)
+>>> m = Partition(1, "m0", 0, "intermediate", 2, 3)
+>>> up = WeightBlock(h, m, 0, "up", [torch.tensor([[1.0, -2.0], [0.0, 3.0], [-1.0, 1.0]])])
+>>> up.out_strength()  # column sums of |W|: what each hidden node sends
+tensor([2., 6.], dtype=torch.float64)
+>>> up.matmul(torch.ones(2, 1, dtype=torch.float64)).ravel()
+tensor([3., 3., 2.], dtype=torch.float64)
 """
 
 from __future__ import annotations
@@ -43,15 +53,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..kernels import lazy as _ew
+from ..kernels import CHUNK_ELEMS, COMBINES, abs_matmul, abs_rows, abs_sums, prepare_matmul
 
 __all__ = ["Partition", "Block", "WeightBlock", "DiagonalBlock", "SparseBlock", "COMBINES"]
 
 #: A product set up once (:meth:`Block.product`): ``add(vt, out, alpha)`` adds ``alpha * B @ v``.
 Product = Callable[[torch.Tensor, torch.Tensor, float], None]
-
-#: How a block made of two weights (gate and up) combines them.
-COMBINES = ("single", "sum", "max")
 
 
 @dataclass(frozen=True)
@@ -182,10 +189,6 @@ class Block(abc.ABC):
         return k
 
 
-def _device(device, default: torch.device) -> torch.device:
-    return torch.device(device) if device is not None else default
-
-
 class WeightBlock(Block):
     """A block read straight from model weights: ``combine(|W0|, |W1|) * col_scale``.
 
@@ -232,25 +235,20 @@ class WeightBlock(Block):
 
     def out_strength(self, dtype=torch.float64, device=None):
         ws, combine, scale = self._rule(device)
-        return _ew.abs_sums(ws, combine, scale)[0].to(dtype)
+        return abs_sums(ws, combine, scale)[0].to(dtype)
 
     def in_strength(self, dtype=torch.float64, device=None):
         ws, combine, scale = self._rule(device)
-        return _ew.abs_sums(ws, combine, scale)[1].to(dtype)
-
-    def strengths(self, dtype=torch.float64, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(out_strength, in_strength)`` in one read of the weights."""
-        ws, combine, scale = self._rule(device)
-        cs, rs = _ew.abs_sums(ws, combine, scale)
-        return cs.to(dtype), rs.to(dtype)
+        return abs_sums(ws, combine, scale)[1].to(dtype)
 
     def matmul(self, v):
         ws, combine, scale = self._rule(v.device)
-        return _ew.abs_matmul(ws, combine, scale, v, transpose=False).to(v.dtype)
+        # Accumulated in float64 whatever v's dtype: the kernels' exact sums.
+        return abs_matmul(ws, combine, scale, v.to(torch.float64), transpose=False).to(v.dtype)
 
     def rmatmul(self, v):
         ws, combine, scale = self._rule(v.device)
-        return _ew.abs_matmul(ws, combine, scale, v, transpose=True).to(v.dtype)
+        return abs_matmul(ws, combine, scale, v.to(torch.float64), transpose=True).to(v.dtype)
 
     def product(self, forward=True, device=None):
         if not self.resident:
@@ -258,15 +256,15 @@ class WeightBlock(Block):
         dev = torch.device(device) if device is not None else self.weights[0].device
         if any(w.device != dev for w in self.weights):
             return None  # loaded(device) moves them
-        return _ew.prepare_matmul(self.weights, self.combine, self.col_scale, transpose=not forward)
+        return prepare_matmul(self.weights, self.combine, self.col_scale, transpose=not forward)
 
     def chunks(self, dtype=torch.float64, device=None):
         ws, combine, scale = self._rule(device)
         rows, cols = self.shape
-        step = rows if ws[0].device.type == "cuda" else max(1, _ew.CHUNK_ELEMS // max(cols, 1))
+        step = rows if ws[0].device.type == "cuda" else max(1, CHUNK_ELEMS // max(cols, 1))
         for r0 in range(0, rows, step):
             r1 = min(rows, r0 + step)
-            yield r0, r1, _ew.abs_rows(ws, combine, scale, r0, r1).to(dtype)
+            yield r0, r1, abs_rows(ws, combine, scale, r0, r1).to(dtype)
 
     def coo(self):
         rows, cols = self.shape

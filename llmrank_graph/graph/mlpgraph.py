@@ -7,12 +7,27 @@ Partitions in topological order (``mode="chained"``)::
 ``H_l`` are the d residual-stream features entering the MLP of layer l, ``I_l`` its m
 intermediate neurons. Edge ``H_l,i -> I_l,j`` weighs ``|W_up[j, i]|`` and ``I_l,j -> H_{l+1},i``
 weighs ``|W_down[i, j]|``. In ``mode="isolated"`` each MLP is its own ``H_l_in -> I_l -> H_l_out``
-component. See DESIGN.md section 1.
+component. See docs/design.md section 1.
 
 The graph is stored as *blocks*: one non-negative matrix (dst partition x src partition)
 per pair of connected partitions. Blocks exported from a model read the model's weights
 lazily, so the matrix-free sweep never builds an edge list; the edge list (``graph.edges``)
 is built only when someone asks for it.
+
+This module holds :class:`MLPGraph` and the entry points that make one: :func:`export_graph`
+(from a model, the work in :mod:`llmrank_graph.graph.export`), :func:`read_graph` (from a
+graph directory, :mod:`llmrank_graph.graph.storage`) and :meth:`MLPGraph.from_edgelist`.
+Each checks its arguments once, and the modules below trust what they get.
+
+>>> import pandas as pd
+>>> nodes = pd.DataFrame({"vertex": [0, 1, 2, 3], "layer": [0, 0, 0, 1],
+...                       "kind": ["hidden", "hidden", "intermediate", "hidden"]})
+>>> edges = pd.DataFrame({"src": [0, 1, 2], "dst": [2, 2, 3], "weight": [0.5, 1.5, 2.0]})
+>>> g = MLPGraph.from_edgelist(nodes, edges)
+>>> g.n_nodes, g.n_edges, [p.name for p in g.partitions]
+(4, 3, ['H0', 'I0', 'H1'])
+>>> g.strength("forward").tolist()
+[0.5, 1.5, 2.0, 0.0]
 """
 
 from __future__ import annotations
@@ -20,7 +35,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,88 +42,38 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..base.checks import check_bool, check_choice, check_keep, check_residual, fail_type
 from ..base.optional import require_cudf, require_dask_cudf
-from ..models.architectures import MLPModules, check_finite_weights, mlp_layers
-from .blocks import Block, DiagonalBlock, Partition, SparseBlock, WeightBlock
+from ..base.params import Boolean, Check, InstanceOf, OneOf, validated
 from ..errors import GraphFormatError, InvalidArgumentError
-# The directory format, the node-table schema and the meta.json checks live in storage, below this
-# module (which builds the graph from what storage reads); the CLI still finds them here.
-from .storage import _FORMAT, _check_meta, _read_format  # noqa: F401  (re-exported)
-from .storage import (EDGE_COLUMNS, EDGES_FILE, KINDS, NODE_COLUMNS, GraphParts, _check_name, _check_values, _progress,
-                      _result_info, _short, _tables_to_parts, read_parts, write_graph)
+from ..models.architectures import check_finite_weights, mlp_layers
+from .blocks import Block, Partition
+from .export import (
+    DEFAULT_EXPORT,
+    EXPORT_FORMATS,
+    GATES,
+    MODES,
+    WEIGHTINGS,
+    ExportOptions,
+    export_options,
+    export_parts,
+)
+from .meta import EDGE_COLUMNS, EDGES_FILE, KINDS, short_list
+from .parts import GraphParts, parts_from_tables
+from .scores import check_score_name, check_score_values, score_info
+from .storage import READ_PARAMETERS, WRITE_PARAMETERS, read_parts, with_progress, write_graph
 from .viewer import VIEW_EDGE_LIMIT, VIEW_TOP_NODES
 from .viewer import to_networkx as _to_networkx
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["MLPGraph", "Partition", "Block", "ExportOptions", "DEFAULT_EXPORT", "export_graph", "read_graph",
-           "GraphFormatError", "MODES", "GATES", "WEIGHTINGS", "KINDS", "EXPORT_FORMATS"]
+           "GraphFormatError", "MODES", "GATES", "WEIGHTINGS", "KINDS", "EXPORT_FORMATS", "export_options"]
 
-MODES = ("chained", "isolated")
-GATES = ("up", "gate", "sum", "max")
-WEIGHTINGS = ("abs", "abs_x_input", "activation_share")
-#: Weightings that need calibration statistics.
-ACTIVATION_WEIGHTINGS = ("abs_x_input", "activation_share")
-#: What ``llmrank-graph export --format`` writes: the full graph directory, or a thresholded
-#: subgraph for viewers (:mod:`llmrank_graph.graph.viewer`).
-EXPORT_FORMATS = ("parquet", "graphml", "gexf")
-
-@dataclass(frozen=True)
-class ExportOptions:
-    """How the whole-MLP graph is built from a model: the options of :func:`export_graph`.
-
-    One frozen, validated value shared by :func:`export_graph`, the graph scorers and the CLI
-    (whose defaults are read from the instances below).
-
-    Attributes
-    ----------
-    mode : {'chained', 'isolated'}
-        One graph through all layers, or one 3-partite component per MLP.
-    gate : {'up', 'gate', 'sum', 'max'}
-        Input edges of a gated MLP: ``|W_up|`` (the paper), ``|W_gate|``, their sum or max.
-    residual : float >= 0
-        Weight of the skip edges ``H_l,i -> H_{l+1},i`` (0: none).
-    weighting : {'abs', 'abs_x_input', 'activation_share'}
-        See :func:`export_graph`.
-    keep : None, int >= 1 or float in (0, 1]
-        Sparsification: top-k in-edges per node, or a global weight quantile.
-
-    Example
-    -------
-    >>> ExportOptions(weighting="activation_share").needs_stats
-    True
-    """
-
-    mode: str = "chained"
-    gate: str = "up"
-    residual: float = 0.0
-    weighting: str = "abs"
-    keep: int | float | None = None
-
-    def __post_init__(self):
-        check_choice("mode", self.mode, MODES)
-        check_choice("gate", self.gate, GATES)
-        object.__setattr__(self, "residual", check_residual(self.residual))
-        check_choice("weighting", self.weighting, WEIGHTINGS)
-        object.__setattr__(self, "keep", check_keep(self.keep))
-
-    @property
-    def needs_stats(self) -> bool:
-        """True when the weighting uses calibration activation norms."""
-        return self.weighting in ACTIVATION_WEIGHTINGS
-
-    def as_dict(self) -> dict:
-        """The options as a plain dict (the keys of ``meta.json``)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    def replace(self, **changes) -> "ExportOptions":
-        """A copy with some options changed (validated again)."""
-        return replace(self, **changes)
+_TABLE = InstanceOf(pd.DataFrame, "a pandas DataFrame")
 
 
-#: The options of a plain export (``export_graph(model)``): the paper's graph.
-DEFAULT_EXPORT = ExportOptions()
+def _score_name(arg: str, name) -> str:
+    return check_score_name(name)
 
 
 class MLPGraph:
@@ -150,7 +114,16 @@ class MLPGraph:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_edgelist(cls, nodes: pd.DataFrame, edges: pd.DataFrame, meta: dict | None = None) -> "MLPGraph":
+    def from_parts(cls, parts: GraphParts) -> MLPGraph:
+        """The graph of ``parts``, as :func:`export_graph`, :func:`read_graph` and :meth:`from_edgelist` make them."""
+        g = cls(parts.partitions, parts.blocks, parts.activation, parts.meta, scores=parts.scores,
+                score_info=parts.score_info)
+        g.source = parts.source
+        return g
+
+    @classmethod
+    @validated({"nodes": _TABLE, "edges": _TABLE})
+    def from_edgelist(cls, nodes: pd.DataFrame, edges: pd.DataFrame, meta: dict | None = None) -> MLPGraph:
         """A graph built elsewhere, from a node table and an edge list.
 
         Parameters
@@ -178,11 +151,15 @@ class MLPGraph:
 
         Example
         -------
-        >>> g = export_graph(model)                                             # doctest: +SKIP
-        >>> e = g.edges[g.edges.weight > 0.01]                                  # doctest: +SKIP
-        >>> h = MLPGraph.from_edgelist(g.nodes, e, meta=g.meta)                  # doctest: +SKIP
+        >>> g = MLPGraph.from_edgelist(pd.DataFrame({"vertex": [0, 1, 2], "layer": [0, 0, 1],
+        ...                                          "kind": ["hidden", "intermediate", "hidden"]}),
+        ...                            pd.DataFrame({"src": [0, 1], "dst": [1, 2], "weight": [0.5, 0.01]}))
+        >>> h = MLPGraph.from_edgelist(g.nodes, g.edges[g.edges.weight > 0.1], meta=g.meta)
+        >>> h.n_edges, h.is_dag_by_partition()
+        (1, True)
         """
-        return _from_parts(_tables_to_parts(nodes, edges, dict(meta or {}), "`nodes`/`edges`", InvalidArgumentError))
+        return cls.from_parts(parts_from_tables(nodes, edges, dict(meta or {}), "`nodes`/`edges`",
+                                                InvalidArgumentError))
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -245,6 +222,7 @@ class MLPGraph:
         table = self.cached("nodes", self._node_table)
         return table.assign(**self.scores) if self.scores else table
 
+    @validated({"name": Check(_score_name, "a score column name"), "overwrite": Boolean()})
     def add_scores(self, name: str, values, info: dict | None = None, *, overwrite: bool = False) -> None:
         """Store a score column with the graph (in memory; :meth:`to_parquet` writes it).
 
@@ -266,12 +244,10 @@ class MLPGraph:
         InvalidArgumentError
             A bad name or length, or a column already stored without ``overwrite``.
         """
-        check_bool("overwrite", overwrite)
-        _check_name(name, NODE_COLUMNS)
         if name in self.scores and not overwrite:
             raise InvalidArgumentError(f"`name` {name!r} is already stored with this graph; pass overwrite=True")
-        arr = _check_values(name, values, self.n_nodes)
-        entry = _result_info(values)
+        arr = check_score_values(name, values, self.n_nodes)
+        entry = score_info(values)
         entry.update(dict(info or {}))
         entry["dtype"] = str(arr.dtype)
         self.scores[name] = arr
@@ -303,7 +279,7 @@ class MLPGraph:
         w = np.empty(n, dtype=np.float32)
         lay = np.empty(n, dtype=np.int16) if layer else None
         i = 0
-        for b in _progress(self.blocks, progress, "edge list"):
+        for b in with_progress(self.blocks, progress, "edge list"):
             k = b.write_coo(src[i:], dst[i:], w[i:])
             if layer:
                 lay[i:i + k] = b.layer
@@ -313,6 +289,7 @@ class MLPGraph:
             cols["layer"] = lay[:i]
         return pd.DataFrame(cols, copy=False)
 
+    @validated({"partitioned": Boolean()})
     def to_cudf(self, partitioned: bool = False):
         """``(nodes, edges)`` as cuDF frames (needs the ``gpu`` extra and a GPU).
 
@@ -343,7 +320,6 @@ class MLPGraph:
         >>> G = cugraph.Graph(directed=True)                                        # doctest: +SKIP
         >>> G.from_dask_cudf_edgelist(edges, "src", "dst", "weight", renumber=False)  # doctest: +SKIP
         """
-        check_bool("partitioned", partitioned)
         if partitioned and (self.source is None or "layers" in self.meta):
             raise InvalidArgumentError("`partitioned=True` reads edges.parquet of the directory the graph was read "
                                        "from, whole: read it with read_graph(path) without `layers`, or write it with "
@@ -369,20 +345,24 @@ class MLPGraph:
 
         Example
         -------
-        >>> G = export_graph(model).to_networkx(top_nodes=32, top_edges=4)     # doctest: +SKIP
+        >>> g = MLPGraph.from_edgelist(pd.DataFrame({"vertex": [0, 1, 2], "layer": [0, 0, 1],
+        ...                                          "kind": ["hidden", "intermediate", "hidden"]}),
+        ...                            pd.DataFrame({"src": [0, 1], "dst": [1, 2], "weight": [0.5, 2.0]}))
+        >>> G = g.to_networkx(top_nodes=1, top_edges=1)
+        >>> G.number_of_nodes(), G.number_of_edges()
+        (3, 2)
         """
         return _to_networkx(self, top_nodes=top_nodes, top_edges=top_edges, min_quantile=min_quantile,
                             min_weight=min_weight, score=score, max_edges=max_edges, force=force)
 
     # ------------------------------------------------------------------ strengths
+    @validated({"direction": OneOf("forward", "reverse")})
     def strength(self, direction: str = "forward", dtype=torch.float64, device=None) -> torch.Tensor:
         """Out-strength of every node in the given direction (cached), (n_nodes,).
 
         ``forward``: sum of out-edge weights; ``reverse``: sum of in-edge weights (the
         out-strength once every edge is reversed).
         """
-        check_choice("direction", direction, ("forward", "reverse"))
-
         def build():
             s = torch.zeros(self.n_nodes, dtype=torch.float64)
             for b in self.blocks:
@@ -396,9 +376,9 @@ class MLPGraph:
         s = self.cached(("strength", direction), build)
         return s.to(device=device, dtype=dtype)
 
+    @validated({"direction": OneOf("in", "out")})
     def degree(self, direction: str = "out") -> np.ndarray:
         """Number of stored in- or out-edges of every node (the block layout), float64 (n_nodes,)."""
-        check_choice("direction", direction, ("in", "out"))
         d = np.zeros(self.n_nodes)
         for b in self.blocks:
             if direction == "out":
@@ -418,10 +398,12 @@ class MLPGraph:
         if tuple(want) != got:
             raise InvalidArgumentError(
                 "`graph` does not match `model`: the graph has (layers, hidden, intermediate sizes) = "
-                f"{want[0]}, {want[1]}, {_short(want[2])} but the model has {got[0]}, {got[1]}, {_short(got[2])}"
+                f"{want[0]}, {want[1]}, {short_list(want[2])} but the model has {got[0]}, {got[1]}, "
+                f"{short_list(got[2])}"
             )
 
     # ------------------------------------------------------------------ parquet
+    @validated(WRITE_PARAMETERS)
     def to_parquet(self, path: str | os.PathLike, overwrite: bool = False, progress: bool = False,
                    force: bool = False) -> Path:
         """Write ``nodes.parquet``, ``edges.parquet`` and ``meta.json`` to a directory, atomically.
@@ -451,60 +433,12 @@ class MLPGraph:
         ValueError
             ``overwrite`` would replace a directory that is not a graph, without ``force``.
         """
-        return write_graph(self, path, overwrite=overwrite, progress=progress, force=force)
+        # Checked above: write_graph's own check (for its direct callers) is skipped.
+        return write_graph.__wrapped__(self, path, overwrite=overwrite, progress=progress, force=force)
 
 
-# ---------------------------------------------------------------------- export
-def _partitions(n_layers: int, d: int, sizes: list[int], mode: str) -> list[Partition]:
-    parts: list[Partition] = []
-    off = 0
-
-    def add(name, layer, kind, size):
-        nonlocal off
-        parts.append(Partition(len(parts), name, layer, kind, off, size))
-        off += size
-
-    if mode == "chained":
-        for l in range(n_layers):
-            add(f"H{l}", l, "hidden", d)
-            add(f"I{l}", l, "intermediate", sizes[l])
-        add(f"H{n_layers}", n_layers, "hidden", d)
-    else:
-        for l in range(n_layers):
-            add(f"H{l}_in", l, "hidden", d)
-            add(f"I{l}", l, "intermediate", sizes[l])
-            add(f"H{l}_out", l, "hidden", d)
-    return parts
-
-
-def _sparsify(blocks: list[Block], keep) -> list[Block]:
-    """Top-k in-edges per node within each weight block, or one global weight quantile.
-
-    Residual (diagonal) blocks are kept whole: they are not weights of the model.
-    """
-    out: list[Block] = []
-    weight_blocks = [b for b in blocks if b.role != "residual"]
-    threshold = None
-    if isinstance(keep, float):
-        allw = np.concatenate([b.dense(torch.float32, "cpu").numpy().ravel() for b in weight_blocks])
-        threshold = np.quantile(allw, 1.0 - keep, method="higher") if keep < 1 else -np.inf
-        del allw
-    for b in blocks:
-        if b.role == "residual":
-            out.append(b)
-            continue
-        dense = b.dense(torch.float32, "cpu")
-        if threshold is not None:
-            rows, cols = np.nonzero((dense >= threshold).numpy())
-        else:
-            k = min(int(keep), dense.shape[1])
-            cols = torch.topk(dense, k, dim=1).indices.numpy().ravel()
-            rows = np.repeat(np.arange(dense.shape[0]), k)
-        vals = dense.numpy()[rows, cols]
-        out.append(SparseBlock(b.src, b.dst, b.layer, b.role, rows, cols, vals))
-    return out
-
-
+# ---------------------------------------------------------------------- entry points
+@validated({"options": InstanceOf((ExportOptions, type(None)), "an ExportOptions or None")})
 def export_graph(model, stats=None, mode: str | None = None, gate: str | None = None, residual: float | None = None,
                  weighting: str | None = None, keep: int | float | None = None, *,
                  options: ExportOptions | None = None) -> MLPGraph:
@@ -546,85 +480,32 @@ def export_graph(model, stats=None, mode: str | None = None, gate: str | None = 
 
     Example
     -------
-    >>> graph = export_graph(model, stats)                 # doctest: +SKIP
-    >>> graph.n_nodes, graph.n_edges                       # doctest: +SKIP
-    (63936, 53084160)
+    >>> from transformers import LlamaConfig, LlamaForCausalLM
+    >>> model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=8, intermediate_size=16,
+    ...                                      num_hidden_layers=2, num_attention_heads=2))
+    >>> graph = export_graph(model)
+    >>> graph.n_nodes, graph.n_edges
+    (56, 512)
+    >>> [p.name for p in graph.partitions]
+    ['H0', 'I0', 'H1', 'I1', 'H2']
     """
-    if options is not None and not isinstance(options, ExportOptions):
-        raise fail_type("options", "an ExportOptions or None", options)
     given = {k: v for k, v in dict(mode=mode, gate=gate, residual=residual, weighting=weighting, keep=keep).items()
              if v is not None}
-    opts = (options or DEFAULT_EXPORT).replace(**given) if given else (options or DEFAULT_EXPORT)
+    opts = options or DEFAULT_EXPORT
+    if given:
+        opts = opts.replace(**given)  # the one check of the graph options
     if opts.needs_stats and stats is None:
-        raise InvalidArgumentError(f"`weighting={opts.weighting!r}` needs calibration `stats` (llmrank_graph.calibrate)")
+        raise InvalidArgumentError(f"`weighting={opts.weighting!r}` needs calibration `stats` "
+                                   "(llmrank_graph.calibrate)")
     if stats is not None:
         stats.check_model(model)
-    layers: list[MLPModules] = mlp_layers(model)
-    L = len(layers)
-    d = layers[0].hidden_size
-    sizes = [m.intermediate_size for m in layers]
-    check_finite_weights(layers)
-    parts = _partitions(L, d, sizes, opts.mode)
-    per_layer = 3 if opts.mode == "isolated" else 2
-    act = np.full(parts[-1].stop, np.nan)
-    blocks: list[Block] = []
-    weighted = opts.weighting in ACTIVATION_WEIGHTINGS
-    for l, m in enumerate(layers):
-        h_in = parts[per_layer * l]
-        inter = parts[per_layer * l + 1]
-        h_out = parts[per_layer * l + 2]
-        a_in = a_mid = None
-        if stats is not None:
-            a_in = stats.input_norm(m.up_name).to(torch.float64)
-            a_mid = stats.input_norm(m.down_name).to(torch.float64)
-            act[h_in.offset:h_in.stop] = a_in.numpy()
-            act[inter.offset:inter.stop] = a_mid.numpy()
-            if opts.mode == "isolated" or l == L - 1:
-                act[h_out.offset:h_out.stop] = stats.output_norm(m.down_name).to(torch.float64).numpy()
-        scale_in = a_in if weighted else None
-        scale_mid = a_mid if weighted else None
-        if m.gate is None or opts.gate == "up":
-            up = WeightBlock(h_in, inter, l, "up", [m.weight("up").detach()], "single", scale_in)
-        elif opts.gate == "gate":
-            up = WeightBlock(h_in, inter, l, "gate", [m.weight("gate").detach()], "single", scale_in)
-        else:
-            up = WeightBlock(h_in, inter, l, f"gate_{opts.gate}_up", [m.weight("up").detach(), m.weight("gate").detach()],
-                             opts.gate, scale_in)
-        down = WeightBlock(inter, h_out, l, "down", [m.weight("down").detach()], "single", scale_mid)
-        if opts.weighting == "activation_share":
-            # Each source sends its activation norm, split over its out-edges in proportion to
-            # |W|: scale column u by a_u / sum_v |W_vu| (one read of the block, at export).
-            for b in (up, down):
-                col = b.col_scale
-                b.col_scale = None
-                total = b.out_strength(torch.float64)
-                b.col_scale = torch.where(total > 0, col / total, torch.zeros_like(col))
-        blocks += [up, down]
-        if opts.residual > 0:
-            blocks.append(DiagonalBlock(h_in, h_out, l, opts.residual, scale_in))
-    if opts.keep is not None:
-        blocks = _sparsify(blocks, opts.keep)
-    cfg = getattr(model, "config", None)
-    meta = {
-        "model": getattr(cfg, "_name_or_path", "") or type(model).__name__,
-        "model_type": getattr(cfg, "model_type", None),
-        **opts.as_dict(), "n_layers": L, "hidden_size": d, "intermediate_sizes": sizes,
-        "has_stats": stats is not None,
-    }
-    g = MLPGraph(parts, blocks, act, meta)
+    check_finite_weights(mlp_layers(model))  # the one scan of this call
+    g = MLPGraph.from_parts(export_parts(model, stats, opts))
     logger.debug("exported %r", g)
     return g
 
 
-def export_options(graph: MLPGraph) -> ExportOptions | None:
-    """The :class:`ExportOptions` recorded in a graph's ``meta``, or None for a graph built elsewhere."""
-    try:
-        return ExportOptions(**{f.name: graph.meta[f.name] for f in fields(ExportOptions)})
-    except (KeyError, ValueError, TypeError):
-        return None
-
-
-# ---------------------------------------------------------------------- read
+@validated(READ_PARAMETERS)
 def read_graph(path: str | os.PathLike, layers=None, *, lazy: bool | None = None) -> MLPGraph:
     """Read a graph written by :meth:`MLPGraph.to_parquet`.
 
@@ -660,17 +541,16 @@ def read_graph(path: str | os.PathLike, layers=None, *, lazy: bool | None = None
 
     Example
     -------
-    >>> g = read_graph("smollm2-graph", layers=[0, 1])      # doctest: +SKIP
-    >>> g.n_layers                                          # doctest: +SKIP
-    2
+    >>> import tempfile
+    >>> from transformers import LlamaConfig, LlamaForCausalLM
+    >>> model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=8, intermediate_size=16,
+    ...                                      num_hidden_layers=3, num_attention_heads=2))
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     g = read_graph(export_graph(model).to_parquet(f"{tmp}/g"), layers=[0, 1])
+    ...     print(g.n_layers, g.n_nodes, g.resident)
+    2 56 True
     """
-    g = _from_parts(read_parts(path, layers, lazy=lazy))
+    # The arguments are checked above: read_parts' own check (for callers of read_parts) is skipped.
+    g = MLPGraph.from_parts(read_parts.__wrapped__(path, layers, lazy=lazy))
     logger.debug("read %r from %s (%s)", g, path, "in memory" if g.resident else "blocks on demand")
-    return g
-
-
-def _from_parts(parts: GraphParts) -> MLPGraph:
-    g = MLPGraph(parts.partitions, parts.blocks, parts.activation, parts.meta, scores=parts.scores,
-                 score_info=parts.score_info)
-    g.source = parts.source
     return g

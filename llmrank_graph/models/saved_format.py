@@ -32,8 +32,8 @@ from pathlib import Path
 from torch import nn
 
 from .._version import __version__
-from .architectures import get_architecture, intermediate_sizes
 from ..errors import FileFormatError
+from .architectures import get_architecture, intermediate_sizes
 
 __all__ = ["PRUNED_CONFIG_KEY", "FORMAT_VERSION", "TOKENIZER_FILES", "MASK_FILE", "PrunedEntry", "is_pruned",
            "is_saved_pruned", "read_config", "nonuniform_hint", "has_tokenizer", "original_intermediate_size",

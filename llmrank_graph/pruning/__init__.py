@@ -1,10 +1,22 @@
-"""Pruning: masks and allocation (`masks`), what removal and its sequential mode share
-(`core`), the sequential mode (`sequential`) and surgery, compensation and saving
-(`surgery`). Imports `scoring` and everything below it.
+"""Pruning: the neuron masks and how they are chosen (`masks`, with the allocation rules on plain
+arrays in `allocation`), what the entry points share (`core`), applying a mask (`surgery`), the
+one-call pipeline (`prune`), its layer-by-layer mode (`sequential`) and saving (`save`).
+Compensation itself is the algebra of `compensation/`. Imports `scoring` and everything below it.
 """
-from .masks import (NeuronMask, allocate, ALLOCATIONS, ROUNDINGS, check_amount, prune_lowest)
-from .core import (HOWS, PruneResult, zero_mlp)
-from .sequential import (prune_sequential, LayerInputs, capture_layer_inputs)
-from .surgery import (COMPENSATIONS, DEFAULT_RIDGE, apply_mask, prune_model, save_pruned, load_pruned, intermediate_sizes, PRUNED_CONFIG_KEY)
+from .core import HOWS, PruneResult, zero_mlp
+from .masks import ALLOCATIONS, ROUNDINGS, NeuronMask, allocate, check_amount, prune_lowest
+from .sequential import LayerInputs, capture_layer_inputs, prune_sequential
+from .surgery import (
+    COMPENSATIONS,
+    DEFAULT_RIDGE,
+    PRUNED_CONFIG_KEY,
+    apply_mask,
+    intermediate_sizes,
+    load_pruned,
+    prune_model,
+    save_pruned,
+)
 
-__all__ = ['NeuronMask', 'allocate', 'ALLOCATIONS', 'ROUNDINGS', 'check_amount', 'prune_lowest', 'HOWS', 'PruneResult', 'zero_mlp', 'prune_sequential', 'LayerInputs', 'capture_layer_inputs', 'COMPENSATIONS', 'DEFAULT_RIDGE', 'apply_mask', 'prune_model', 'save_pruned', 'load_pruned', 'intermediate_sizes', 'PRUNED_CONFIG_KEY']
+__all__ = ["NeuronMask", "allocate", "ALLOCATIONS", "ROUNDINGS", "check_amount", "prune_lowest", "HOWS", "PruneResult",
+           "zero_mlp", "prune_sequential", "LayerInputs", "capture_layer_inputs", "COMPENSATIONS", "DEFAULT_RIDGE",
+           "apply_mask", "prune_model", "save_pruned", "load_pruned", "intermediate_sizes", "PRUNED_CONFIG_KEY"]

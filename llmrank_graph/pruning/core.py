@@ -1,27 +1,99 @@
-"""What both pruning modes share: the ways to apply a mask, zeroing one MLP, and the result type.
+"""What the pruning entry points share: the ways to apply a mask, the checks of a model and its
+statistics, the surgery on checked arguments, and the result type.
 
-:func:`llmrank_graph.prune_model` (:mod:`llmrank_graph.pruning.surgery`) and its layer-by-layer mode
-(:mod:`llmrank_graph.pruning.sequential`) both use these; they sit here, below both, so that
-``pruning`` imports ``sequential`` and never the reverse. ``HOWS`` and ``PruneResult`` are
-public as ``llmrank_graph.pruning.surgery.HOWS`` and ``llmrank_graph.PruneResult``.
+:func:`llmrank_graph.prune_model` (:mod:`llmrank_graph.pruning.prune`), its layer-by-layer mode
+(:mod:`llmrank_graph.pruning.sequential`) and :func:`llmrank_graph.apply_mask`
+(:mod:`llmrank_graph.pruning.surgery`) all use these; they sit here, below all three, so that
+no two of them import each other. ``HOWS`` and ``PruneResult`` are public as
+``llmrank_graph.pruning.surgery.HOWS`` and ``llmrank_graph.PruneResult``.
+
+Every entry point checks its arguments once, at the top (docs/design.md section 3): its
+parameter table (:mod:`llmrank_graph.base.params`), then :func:`check_model_and_stats`, which
+scans the weights and checks the statistics once per call. What it calls after that
+(:func:`apply_checked`, :func:`llmrank_graph.pruning.masks.allocate_checked`, the compensation's
+:func:`~llmrank_graph.compensation.algebra.down_updates`) trusts what it gets.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..models.architectures import MLPModules
+from ..base.params import InstanceOf, Optional
+from ..compensation.algebra import apply_updates, down_updates
 from ..data.calibration import ActivationStats
+from ..models.architectures import MLPModules, check_finite_weights, get_architecture, intermediate_sizes, mlp_layers
+from ..models.saved_format import original_intermediate_size, record_sizes
 from .masks import NeuronMask
 
-__all__ = ["HOWS", "PruneResult", "zero_mlp"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["HOWS", "PruneResult", "zero_mlp", "STATS", "check_model_and_stats", "apply_checked"]
 
 #: Ways to apply a mask.
 HOWS: tuple[str, ...] = ("remove", "zero")
+#: The constraint of every ``stats`` argument.
+STATS = Optional(InstanceOf(ActivationStats, "an ActivationStats or None"))
+
+
+def check_model_and_stats(model: nn.Module, stats: ActivationStats | None) -> list[MLPModules]:
+    """The checks of a model and its statistics that an entry point makes once per call.
+
+    ``model`` must be of a registered family; ``stats`` (already known to be an
+    :class:`~llmrank_graph.data.calibration.ActivationStats` or None) must describe it
+    (:meth:`~llmrank_graph.data.calibration.ActivationStats.check_model`); the MLP weights must
+    be finite (:func:`~llmrank_graph.models.architectures.check_finite_weights`, the one scan).
+
+    Returns
+    -------
+    list of MLPModules
+        The model's MLP layers.
+
+    Raises
+    ------
+    InvalidArgumentError
+        Naming the module whose statistics or weights are wrong (a ValueError).
+    UnsupportedArchitectureError
+        ``model`` is of no registered family.
+    """
+    get_architecture(model)
+    if stats is not None:
+        stats.check_model(model)
+    mlps = mlp_layers(model)
+    check_finite_weights(mlps)
+    return mlps
+
+
+def apply_checked(model: nn.Module, mask: NeuronMask, how: str, compensate: str, stats: ActivationStats | None,
+                  ridge: float) -> nn.Module:
+    """:func:`llmrank_graph.apply_mask` on checked arguments: nothing is re-checked.
+
+    Every compensation is computed before the first weight changes, so that an error in it
+    leaves the model as it was.
+    """
+    updates = down_updates(model, mask, stats, compensate, ridge) if compensate != "none" else {}
+    if how == "zero":
+        for mlp in mlp_layers(model):
+            hidden_keep = mask.hidden.get(mlp.layer) if mask.hidden is not None else None
+            zero_mlp(mlp, mask.intermediate[mlp.layer], hidden_keep)
+        apply_updates(model, updates, keep=mask.intermediate)
+        logger.debug("zeroed %d intermediate neurons and %d hidden channels", mask.n_pruned(),
+                     mask.n_hidden_pruned())
+        return model
+    original = original_intermediate_size(model)
+    for mlp in mlp_layers(model):
+        keep = mask.intermediate[mlp.layer]
+        if not keep.all():
+            mlp.keep_neurons(keep.nonzero().flatten())
+    record_sizes(model, original)
+    apply_updates(model, updates)
+    logger.debug("removed %d intermediate neurons; sizes now %s; compensation %s", mask.n_pruned(),
+                 intermediate_sizes(model), compensate)
+    return model
 
 
 def zero_mlp(mlp: MLPModules, keep: torch.Tensor, hidden_keep: torch.Tensor | None) -> None:

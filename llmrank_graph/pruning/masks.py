@@ -20,20 +20,23 @@ applies it to a model.
     FLAP's global allocation: the same single threshold, with the same floor, on scores
     standardised per layer, ``(s - mean(s)) / std(s)``.
 ``rounding="reference"``
-    reproduces the LLM-Rank reference code (DESIGN.md section 5), which prunes with
+    reproduces the LLM-Rank reference code (docs/design.md section 5), which prunes with
     :func:`torch.nn.utils.prune.ln_structured`: ``round(amount * n)`` rows per module for local,
     and for global the ``ceil(total * amount)`` lowest raw scores pooled over all modules
     (no normalisation, no floor).
 
 Ties are broken deterministically: the lowest score is pruned first, and among equal scores
 the lower layer (module) and then the lower index.
+
+:func:`allocate` checks its arguments and the scores once, at its entry; the rules then run on
+plain arrays in :mod:`llmrank_graph.pruning.allocation`. :func:`allocate_checked` is the same
+allocation for callers that have checked everything already (:func:`llmrank_graph.prune_model`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import numbers
 import os
 from collections.abc import Mapping
@@ -42,37 +45,24 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from ..base.checks import check_choice, check_float, fail, fail_type, is_real
+from .._version import __version__
+from ..base.checks import fail, fail_type, is_real
 from ..base.files import save_safetensors_atomic
+from ..base.params import Check, Interval, OneOf, validate
 from ..errors import FileFormatError, InvalidArgumentError, InvalidArgumentTypeError, MissingInputError
+from ..models.architectures import mlp_layers
+from .allocation import ALLOCATIONS, ROUNDINGS, choose, prune_lowest
 
 logger = logging.getLogger(__name__)
 
+# ALLOCATIONS, ROUNDINGS and prune_lowest live with the allocation rules (allocation.py) and
+# are re-exported here, where users found them.
 __all__ = ["NeuronMask", "allocate", "ALLOCATIONS", "ROUNDINGS", "check_amount", "prune_lowest"]
 
-#: Allocation strategies accepted by :func:`allocate`.
-ALLOCATIONS: tuple[str, ...] = ("local", "global", "standardized")
-#: Rounding rules accepted by :func:`allocate`.
-ROUNDINGS: tuple[str, ...] = ("floor", "round", "reference")
-#: Fraction of each layer kept by default under global allocation (at least one neuron).
-GLOBAL_MIN_KEEP_FRACTION = 0.05
-
 _FORMAT = "llmrank_graph.NeuronMask"
-
-
-def check_amount(amount) -> float:
-    """Validate a pruning fraction and return it as a float.
-
-    Raises
-    ------
-    InvalidArgumentTypeError
-        If ``amount`` is not a real number (a TypeError; bools are refused).
-    InvalidArgumentError
-        If ``amount`` is not in [0, 1) (a ValueError).
-    """
-    return check_float("amount", amount, 0.0, 1.0, max_open=True)
 
 
 def _as_keep(t, what: str) -> torch.Tensor:
@@ -145,7 +135,7 @@ class NeuronMask:
             keep = _as_keep(intermediate[key], f"`intermediate[{layer}]`")
             if not keep.any():
                 raise InvalidArgumentError(f"`intermediate[{layer}]` keeps no neuron of layer {layer} "
-                                 f"(all {keep.numel()} pruned); a layer must keep at least one")
+                                           f"(all {keep.numel()} pruned); a layer must keep at least one")
             self.intermediate[layer] = keep
         self.hidden: dict[int, torch.Tensor] | None = None
         if hidden is not None:
@@ -155,8 +145,8 @@ class NeuronMask:
             for key in sorted(hidden, key=lambda k: _as_layer(k, "`hidden`")):
                 layer = _as_layer(key, "`hidden`")
                 if layer not in self.intermediate:
-                    raise InvalidArgumentError(f"`hidden` has layer {layer}, which `intermediate` does not have "
-                                     f"(layers {list(self.intermediate)})")
+                    raise InvalidArgumentError(f"`hidden` has layer {layer}, which `intermediate` does not "
+                                               f"have (layers {list(self.intermediate)})")
                 self.hidden[layer] = _as_keep(hidden[key], f"`hidden[{layer}]`")
         self.meta: dict = dict(meta or {})
 
@@ -231,25 +221,24 @@ class NeuronMask:
         InvalidArgumentError
             Naming the layer and both sizes (a ValueError).
         """
-        from ..models.architectures import mlp_layers
-
         mlps = mlp_layers(model)
         model_layers = [m.layer for m in mlps]
         if self.layers != model_layers:
             raise InvalidArgumentError(f"the mask does not match the model: it has layers {self.layers} but the "
-                             f"model has {len(model_layers)} MLP layers {model_layers}")
+                                       f"model has {len(model_layers)} MLP layers {model_layers}")
         for mlp in mlps:
             m = mlp.intermediate_size
             got = self.intermediate[mlp.layer].numel()
             if got != m:
                 raise InvalidArgumentError(f"the mask does not match the model: layer {mlp.layer} ({mlp.up_name}) has "
-                                 f"{m} intermediate neurons in the model but {got} in the mask")
+                                           f"{m} intermediate neurons in the model but {got} in the mask")
             if self.hidden is not None and mlp.layer in self.hidden:
                 d = mlp.hidden_size
                 got = self.hidden[mlp.layer].numel()
                 if got != d:
-                    raise InvalidArgumentError(f"the mask does not match the model: layer {mlp.layer} ({mlp.down_name}) "
-                                     f"has {d} hidden channels in the model but {got} in the hidden mask")
+                    raise InvalidArgumentError(f"the mask does not match the model: layer {mlp.layer} "
+                                               f"({mlp.down_name}) has {d} hidden channels in the model but {got} "
+                                               "in the hidden mask")
 
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict:
@@ -305,12 +294,12 @@ class NeuronMask:
 
         Example
         -------
-        >>> mask.save("mask.safetensors")                     # doctest: +SKIP
-        >>> NeuronMask.load("mask.safetensors") == mask       # doctest: +SKIP
+        >>> import tempfile, torch
+        >>> mask = NeuronMask({0: torch.tensor([True, False, True])}, meta={"method": "magnitude"})
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     NeuronMask.load(mask.save(f"{d}/mask.safetensors")) == mask
         True
         """
-        from .._version import __version__
-
         tensors = {f"intermediate.{l}": k.contiguous() for l, k in self.intermediate.items()}
         for l, k in (self.hidden or {}).items():
             tensors[f"hidden.{l}"] = k.contiguous()
@@ -330,8 +319,6 @@ class NeuronMask:
             If the file is not a NeuronMask file, or is damaged or truncated (a ValueError
             naming the file).
         """
-        from safetensors import SafetensorError, safe_open
-
         if not isinstance(path, (str, os.PathLike)):
             raise fail_type("path", "a str or a path", path)
         path = Path(path).expanduser()
@@ -368,36 +355,56 @@ def _same(a: dict | None, b: dict | None) -> bool:
 
 
 # ---------------------------------------------------------------------------- allocation
-def _round_count(x: float, rounding: str) -> int:
-    if rounding == "floor":
-        # amount * n carries float noise (0.29 * 100 = 28.999999999999996): floor with a tolerance.
-        return int(math.floor(x + 1e-9))
-    return int(round(x))  # Python round (half to even), as torch.nn.utils.prune
-
-
-def _resolve_floor(min_keep, n: int, allocation: str, what: str) -> int:
-    if min_keep is None:
-        if allocation == "global":
-            return max(1, math.ceil(GLOBAL_MIN_KEEP_FRACTION * n))
-        return 1
-    if isinstance(min_keep, numbers.Integral) and not isinstance(min_keep, bool):
-        if min_keep > n:
-            raise InvalidArgumentError(f"`min_keep` ({int(min_keep)}) is larger than {what}, which has {n} neurons")
-        return int(min_keep)
-    return math.ceil(float(min_keep) * n)
-
-
-def _check_min_keep(min_keep) -> None:
+def check_min_keep(arg: str, min_keep) -> int | float | None:
+    """None, an int >= 0 (a count) or a float in [0, 1) (a fraction), as a Python int or float."""
     what = "None, an int >= 0 or a float in [0, 1)"
     if min_keep is None:
-        return
+        return None
     if not is_real(min_keep):
-        raise fail_type("min_keep", what, min_keep)
+        raise fail_type(arg, what, min_keep)
     if isinstance(min_keep, numbers.Integral):
         if min_keep < 0:
-            raise fail("min_keep", what, min_keep)
-    elif not 0.0 <= float(min_keep) < 1.0:
-        raise fail("min_keep", what, min_keep)
+            raise fail(arg, what, min_keep)
+        return int(min_keep)
+    if not 0.0 <= float(min_keep) < 1.0:
+        raise fail(arg, what, min_keep)
+    return float(min_keep)
+
+
+#: A pruning fraction: the constraint of every ``amount``.
+AMOUNT = Interval(float, 0, 1, closed="left")
+
+
+def check_amount(amount) -> float:
+    """Validate a pruning fraction and return it as a float.
+
+    Raises
+    ------
+    InvalidArgumentTypeError
+        If ``amount`` is not a real number (a TypeError; bools are refused).
+    InvalidArgumentError
+        If ``amount`` is not in [0, 1) (a ValueError).
+
+    Example
+    -------
+    >>> check_amount(0.3)
+    0.3
+    """
+    return AMOUNT.check("amount", amount)
+
+
+#: A per-layer floor: the constraint of every ``min_keep``.
+MIN_KEEP = Check(check_min_keep, "None, an int >= 0 or a float in [0, 1)")
+#: The parameter constraints of :func:`allocate`, checked once at its entry.
+ALLOCATE_CONSTRAINTS = {"amount": AMOUNT, "allocation": OneOf(*ALLOCATIONS), "rounding": OneOf(*ROUNDINGS),
+                        "min_keep": MIN_KEEP}
+
+
+def check_reference_floor(rounding: str, min_keep) -> None:
+    """Refuse a floor with ``rounding='reference'``, whose code has none (on checked values)."""
+    if rounding == "reference" and min_keep is not None:
+        raise InvalidArgumentError(f"`min_keep` must be None with rounding='reference' (the reference code has no "
+                                   f"per-layer floor); got {min_keep!r}")
 
 
 @runtime_checkable
@@ -411,46 +418,6 @@ class ScoresLike(Protocol):
     intermediate: Mapping
     hidden: Mapping | None
     method: str | None
-
-
-def _score_modules(scores) -> tuple[list[tuple[str, int]], list[np.ndarray], bool]:
-    """Flatten scores into modules in the reference's order [I_0, H_0, I_1, H_1, ...]."""
-    if isinstance(scores, Mapping):
-        inter, hidden = scores, None
-    elif isinstance(scores, ScoresLike):
-        inter, hidden = scores.intermediate, scores.hidden
-    else:
-        raise fail_type("scores", "a NeuronScores (llmrank_graph.scoring.registry) or a mapping of layer -> scores", scores)
-    if not isinstance(inter, Mapping) or not inter:
-        raise fail("scores", "intermediate scores for at least one layer", scores)
-    keys, vals = [], []
-    layers = sorted(_as_layer(k, "`scores.intermediate`") for k in inter)
-    inter = {_as_layer(k, "`scores.intermediate`"): v for k, v in inter.items()}
-    hidden = None if hidden is None else {_as_layer(k, "`scores.hidden`"): v for k, v in hidden.items()}
-    for layer in layers:
-        parts = [("intermediate", inter[layer])]
-        if hidden is not None and layer in hidden:
-            parts.append(("hidden", hidden[layer]))
-        for kind, s in parts:
-            t = torch.as_tensor(s).detach().to("cpu", torch.float64)
-            if t.dim() != 1 or t.numel() == 0:
-                raise InvalidArgumentError(f"`scores.{kind}[{layer}]` must be a non-empty 1-D tensor; got shape "
-                                 f"{tuple(t.shape)}")
-            if not torch.isfinite(t).all():
-                raise InvalidArgumentError(f"`scores.{kind}[{layer}]` contains NaN or inf (layer {layer}); "
-                                 "scores must be finite")
-            keys.append((kind, layer))
-            vals.append(t.numpy())
-    if hidden is not None:
-        extra = sorted(set(hidden) - set(layers))
-        if extra:
-            raise InvalidArgumentError(f"`scores.hidden` has layers {extra} that `scores.intermediate` does not have")
-    return keys, vals, hidden is not None
-
-
-def _lowest(values: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k lowest values; ties by index (stable sort)."""
-    return np.argsort(values, kind="stable")[:k]
 
 
 def allocate(scores, amount: float, allocation: str = "local", *, min_keep: int | float | None = None,
@@ -502,126 +469,83 @@ def allocate(scores, amount: float, allocation: str = "local", *, min_keep: int 
     >>> allocate(scores, 0.5).intermediate[0]
     tensor([False,  True, False,  True])
     """
-    amount = check_amount(amount)
-    check_choice("allocation", allocation, ALLOCATIONS)
-    check_choice("rounding", rounding, ROUNDINGS)
-    _check_min_keep(min_keep)
-    if rounding == "reference" and min_keep is not None:
-        raise InvalidArgumentError(f"`min_keep` must be None with rounding='reference' (the reference code has no "
-                         f"per-layer floor); got {min_keep!r}")
-    keys, vals, has_hidden = _score_modules(scores)
-    sizes = [v.size for v in vals]
-    names = [f"layer {l}" if kind == "intermediate" else f"layer {l} hidden channels (down rows)"
-             for kind, l in keys]
+    v = validate(ALLOCATE_CONSTRAINTS, {"amount": amount, "allocation": allocation, "rounding": rounding,
+                                        "min_keep": min_keep})
+    check_reference_floor(v["rounding"], v["min_keep"])
+    inter, hidden, method = _check_scores(scores)
+    return _allocate(inter, hidden, method, v["amount"], v["allocation"], v["min_keep"], v["rounding"])
 
-    if allocation == "local":
-        pruned = _allocate_local(vals, sizes, names, amount, min_keep, rounding)
-    elif rounding == "reference" and allocation == "global":
-        pruned = _allocate_global_reference(vals, sizes, amount)
-    else:
-        normalise = _standardise if allocation == "standardized" else _by_mean_abs
-        pruned = _allocate_global(vals, sizes, names, amount, min_keep, rounding, normalise)
 
-    inter, hidden = {}, ({} if has_hidden else None)
-    for (kind, layer), n, idx, name in zip(keys, sizes, pruned, names):
-        if len(idx) >= n:
-            raise InvalidArgumentError(
-                f"allocation={allocation!r} with amount={amount} (rounding={rounding!r}) would prune all {n} "
-                f"neurons of {name}; lower `amount`" + (" or raise `min_keep`" if rounding != "reference" else "")
-            )
-        keep = torch.ones(n, dtype=torch.bool)
+def allocate_checked(scores, amount: float, allocation: str, min_keep: int | float | None,
+                     rounding: str) -> NeuronMask:
+    """:func:`allocate` on checked arguments and finite 1-D scores keyed by int layers; nothing is re-checked.
+
+    What :func:`llmrank_graph.prune_model` and the sequential mode call once their entry has
+    validated the arguments (and the scorer has produced finite scores).
+    """
+    if isinstance(scores, Mapping):
+        return _allocate(scores, None, None, amount, allocation, min_keep, rounding)
+    return _allocate(scores.intermediate, scores.hidden, scores.method, amount, allocation, min_keep, rounding)
+
+
+def _allocate(inter: Mapping, hidden: Mapping | None, method: str | None, amount: float, allocation: str,
+              min_keep, rounding: str) -> NeuronMask:
+    # Modules in the reference's order [I_0, H_0, I_1, H_1, ...].
+    keys, vals = [], []
+    for layer in sorted(inter):
+        keys.append(("intermediate", layer))
+        vals.append(_as_numpy(inter[layer]))
+        if hidden is not None and layer in hidden:
+            keys.append(("hidden", layer))
+            vals.append(_as_numpy(hidden[layer]))
+    names = [f"layer {l}" if kind == "intermediate" else f"layer {l} hidden channels (down rows)" for kind, l in keys]
+    pruned = choose(vals, names, amount, allocation, min_keep, rounding)
+    keeps: dict[str, dict[int, torch.Tensor]] = {"intermediate": {}, "hidden": {}}
+    for (kind, layer), v, idx in zip(keys, vals, pruned):
+        keep = torch.ones(v.size, dtype=torch.bool)
         keep[torch.as_tensor(idx, dtype=torch.long)] = False
-        (inter if kind == "intermediate" else hidden)[layer] = keep
-    meta = {"amount": amount, "allocation": allocation, "rounding": rounding,
-            "min_keep": min_keep, "method": scores.method if isinstance(scores, ScoresLike) else None}
-    mask = NeuronMask(inter, hidden, meta)
+        keeps[kind][layer] = keep
+    meta = {"amount": amount, "allocation": allocation, "rounding": rounding, "min_keep": min_keep, "method": method}
+    mask = NeuronMask(keeps["intermediate"], keeps["hidden"] if hidden is not None else None, meta)
     logger.debug("allocate: %s", mask)
     return mask
 
 
-def _allocate_local(vals, sizes, names, amount, min_keep, rounding) -> list[np.ndarray]:
-    out = []
-    for v, n, name in zip(vals, sizes, names):
-        k = _round_count(amount * n, rounding)
-        floor = 0 if rounding == "reference" else _resolve_floor(min_keep, n, "local", name)
-        if n - k < floor:
-            raise InvalidArgumentError(f"allocation='local' with amount={amount} would keep {n - k} of {n} neurons of "
-                             f"{name}, below min_keep={floor}; lower `amount` or `min_keep`")
-        out.append(_lowest(v, k))
-    return out
+def _as_numpy(scores) -> np.ndarray:
+    return torch.as_tensor(scores).detach().to("cpu", torch.float64).numpy()
 
 
-def _pool_lowest(values: np.ndarray, module: np.ndarray, index: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the k lowest pooled values; ties by module, then index."""
-    order = np.lexsort((index, module, values))
-    return order[:k]
+def _check_scores(scores) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor] | None, str | None]:
+    """The scores as (intermediate, hidden, method), int-keyed float64 CPU tensors, checked."""
+    if isinstance(scores, Mapping):
+        inter, hidden, method = scores, None, None
+    elif isinstance(scores, ScoresLike):
+        inter, hidden, method = scores.intermediate, scores.hidden, scores.method
+    else:
+        raise fail_type("scores", "a NeuronScores (llmrank_graph.scoring.registry) or a mapping of layer -> scores",
+                        scores)
+    if not isinstance(inter, Mapping) or not inter:
+        raise fail("scores", "intermediate scores for at least one layer", scores)
+    inter = {_as_layer(k, "`scores.intermediate`"): v for k, v in inter.items()}
+    hidden = None if hidden is None else {_as_layer(k, "`scores.hidden`"): v for k, v in hidden.items()}
+    out_inter, out_hidden = {}, ({} if hidden is not None else None)
+    for layer in sorted(inter):
+        out_inter[layer] = _check_layer_scores(inter[layer], "intermediate", layer)
+        if hidden is not None and layer in hidden:
+            out_hidden[layer] = _check_layer_scores(hidden[layer], "hidden", layer)
+    if hidden is not None:
+        extra = sorted(set(hidden) - set(inter))
+        if extra:
+            raise InvalidArgumentError(f"`scores.hidden` has layers {extra} that `scores.intermediate` does not have")
+    return out_inter, out_hidden, method
 
 
-def _split(selected: np.ndarray, module: np.ndarray, index: np.ndarray, n_modules: int) -> list[np.ndarray]:
-    return [np.sort(index[selected][module[selected] == i]) for i in range(n_modules)]
-
-
-def _allocate_global_reference(vals, sizes, amount) -> list[np.ndarray]:
-    # As the reference GlobalPruner: flat_scores = cat(all modules), threshold_idx =
-    # math.ceil(len(flat_scores) * amount), prune flat_scores.argsort()[:threshold_idx].
-    total = sum(sizes)
-    k = math.ceil(total * amount)
-    flat = np.concatenate(vals)
-    module = np.concatenate([np.full(n, i) for i, n in enumerate(sizes)])
-    index = np.concatenate([np.arange(n) for n in sizes])
-    return _split(_pool_lowest(flat, module, index, k), module, index, len(vals))
-
-
-def _by_mean_abs(v: np.ndarray) -> np.ndarray:
-    scale = np.abs(v).mean()
-    return v / scale if scale > 0 else np.zeros_like(v)
-
-
-def _standardise(v: np.ndarray) -> np.ndarray:
-    std = v.std()
-    return (v - v.mean()) / std if std > 0 else np.zeros_like(v)
-
-
-def _allocate_global(vals, sizes, names, amount, min_keep, rounding, normalise=_by_mean_abs) -> list[np.ndarray]:
-    total = sum(sizes)
-    k = _round_count(amount * total, rounding)
-    floors = [_resolve_floor(min_keep, n, "global", name) for n, name in zip(sizes, names)]
-    caps = [n - f for n, f in zip(sizes, floors)]
-    if k > sum(caps):
-        raise InvalidArgumentError(f"allocation='global' with amount={amount} must prune {k} of {total} neurons, but the "
-                         f"per-layer floor (min_keep={min_keep!r}: {sum(floors)} kept in all) leaves only "
-                         f"{sum(caps)} prunable; lower `amount` or `min_keep`")
-    cand_val, cand_mod, cand_idx = [], [], []
-    for i, (v, cap) in enumerate(zip(vals, caps)):
-        normed = normalise(v)
-        # Only a layer's `cap` lowest neurons may be pruned: pooling those candidates and taking
-        # the k lowest is one threshold with a floor per layer.
-        idx = _lowest(normed, cap)
-        cand_val.append(normed[idx])
-        cand_mod.append(np.full(len(idx), i))
-        cand_idx.append(idx)
-    values, module, index = (np.concatenate(x) for x in (cand_val, cand_mod, cand_idx))
-    return _split(_pool_lowest(values, module, index, k), module, index, len(vals))
-
-
-def prune_lowest(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Keep-mask of one layer that prunes its ``k`` lowest scores (ties: the lower index first).
-
-    Parameters
-    ----------
-    scores : torch.Tensor
-        (m,) scores, higher = more important.
-    k : int
-        Number of neurons to prune, in [0, m).
-
-    Returns
-    -------
-    torch.Tensor
-        bool, (m,): True = kept.
-    """
-    v = torch.as_tensor(scores).detach().to("cpu", torch.float64).numpy()
-    if not 0 <= int(k) < v.size:
-        raise InvalidArgumentError(f"`k` must be in [0, {v.size}) (a layer keeps at least one neuron); got {k}")
-    keep = torch.ones(v.size, dtype=torch.bool)
-    keep[torch.as_tensor(_lowest(v, int(k)), dtype=torch.long)] = False
-    return keep
+def _check_layer_scores(s, kind: str, layer: int) -> torch.Tensor:
+    t = torch.as_tensor(s).detach().to("cpu", torch.float64)
+    if t.dim() != 1 or t.numel() == 0:
+        raise InvalidArgumentError(f"`scores.{kind}[{layer}]` must be a non-empty 1-D tensor; got shape "
+                                   f"{tuple(t.shape)}")
+    if not torch.isfinite(t).all():
+        raise InvalidArgumentError(f"`scores.{kind}[{layer}]` contains NaN or inf (layer {layer}); "
+                                   "scores must be finite")
+    return t

@@ -1,7 +1,7 @@
 """Layer-wise (sequential) pruning: each layer is pruned on the outputs of the already-pruned layers.
 
 :func:`prune_sequential` (``prune_model(..., sequential=True)``) keeps the hidden states that
-enter layer l for every calibration token and, for each layer in order (DESIGN.md section 6):
+enter layer l for every calibration token and, for each layer in order (docs/design.md section 6):
 
 1. runs layer l on those states, collecting its MLP statistics (with the Gram matrix of its
    down_proj input when the compensation or the scorer needs it);
@@ -30,6 +30,14 @@ Budgets and criteria
 
 The paper mode (``prune_hidden=True``) allocates hidden channels of the residual stream across
 all layers at once, which a layer-by-layer pass cannot honour: it is refused.
+
+Checks
+------
+:func:`prune_sequential` checks everything at its entry, once: its parameter table, the model
+and statistics (:func:`~llmrank_graph.pruning.core.check_model_and_stats`), then, in
+:func:`plan_sequential`, the scorer, the tokens and the budgets. :func:`prune_sequential_checked`
+does the work on checked arguments; :func:`llmrank_graph.prune_model` calls these two after its
+own entry checks.
 """
 
 from __future__ import annotations
@@ -43,13 +51,24 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..base.checks import check_bool, check_positive_int
-from .core import HOWS, PruneResult, zero_mlp
-from ..models.architectures import get_architecture, mlp_layers
-from ..data.calibration import ActivationStats, ModuleStats, _check_batch, _hook_mlps, _StopForward, _vocab_size, calibrate
-from ..compensation.algebra import DEFAULT_RIDGE, apply_updates, check_compensation_options, down_updates, needs_second_moments
+from ..base.params import Boolean, Interval, OneOf, validate
+from ..compensation.algebra import (
+    COMPENSATION_CONSTRAINTS,
+    DEFAULT_RIDGE,
+    apply_updates,
+    check_bias_possible,
+    down_updates,
+    needs_second_moments,
+    uses_bias,
+)
+from ..data.calibration import ActivationStats, ModuleStats, StopForward, calibrate, check_batch, hook_mlps, vocab_size
 from ..errors import InvalidArgumentError
-from .masks import NeuronMask, allocate, prune_lowest
+from ..models.architectures import MLPModules, get_architecture, mlp_layers
+from ..models.saved_format import original_intermediate_size, record_sizes
+from ..scoring.registry import NeuronScores, Scorer, get_scorer
+from .allocation import ALLOCATIONS, keep_all_but_lowest
+from .core import HOWS, STATS, PruneResult, check_model_and_stats, zero_mlp
+from .masks import AMOUNT, MIN_KEEP, NeuronMask, allocate_checked, check_reference_floor
 
 logger = logging.getLogger(__name__)
 
@@ -143,27 +162,11 @@ def capture_layer_inputs(model: nn.Module, batches: list[torch.Tensor], device=N
         args[i].append(_to(a, device) if device is not None else a)
         kwargs[i].append(_to(kw, device) if device is not None else kw)
         if i == n - 1:
-            raise _StopForward  # the final norm and LM head are not needed
+            raise StopForward  # the final norm and LM head are not needed
         return h
 
-    # Learn the layers' return convention from one real call of layer 0 on batch 0.
-    first: dict = {}
-
-    def grab(mod, a, kw):
-        first["args"], first["kwargs"] = a, kw
-        raise _StopForward
-
     with torch.no_grad():
-        handle = layers[0].register_forward_pre_hook(grab, with_kwargs=True)
-        try:
-            model(input_ids=batches[0].to(model_device), use_cache=False)
-        except _StopForward:
-            pass
-        finally:
-            handle.remove()
-        out = layers[0](*first["args"], **first["kwargs"])
-        returns_tuple = isinstance(out, tuple)
-        del out, first
+        returns_tuple = _returns_tuple(model, layers[0], batches[0].to(model_device))
 
         def record_any(i, h, a, kw):
             result = record(i, h, a, kw)
@@ -173,9 +176,27 @@ def capture_layer_inputs(model: nn.Module, batches: list[torch.Tensor], device=N
             for b in batches:
                 try:
                     model(input_ids=b.to(model_device), use_cache=False)
-                except _StopForward:
+                except StopForward:
                     pass
     return LayerInputs(hidden, args, kwargs, returns_tuple)
+
+
+def _returns_tuple(model: nn.Module, layer0: nn.Module, batch: torch.Tensor) -> bool:
+    """Whether a decoder layer returns a tuple (older transformers): one real call of layer 0 on one batch."""
+    first: dict = {}
+
+    def grab(mod, a, kw):
+        first["args"], first["kwargs"] = a, kw
+        raise StopForward
+
+    handle = layer0.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        model(input_ids=batch, use_cache=False)
+    except StopForward:
+        pass
+    finally:
+        handle.remove()
+    return isinstance(layer0(*first["args"], **first["kwargs"]), tuple)
 
 
 def _run_layer(layer: nn.Module, inputs: LayerInputs, index: int, stop_after: nn.Module | None = None,
@@ -186,7 +207,7 @@ def _run_layer(layer: nn.Module, inputs: LayerInputs, index: int, stop_after: nn
             handle = stop_after.register_forward_hook(_raise_stop)
         try:
             out = layer(h, *inputs.args[index][b], **inputs.kwargs[index][b])
-        except _StopForward:
+        except StopForward:
             out = None
         finally:
             if stop_after is not None:
@@ -196,13 +217,14 @@ def _run_layer(layer: nn.Module, inputs: LayerInputs, index: int, stop_after: nn
 
 
 def _raise_stop(mod, inp, out):
-    raise _StopForward
+    raise StopForward
 
 
-def _layer_stats(model, inputs: LayerInputs, layer_index: int, layer: nn.Module, second_moments: bool) -> ActivationStats:
+def _layer_stats(model, inputs: LayerInputs, layer_index: int, layer: nn.Module,
+                 second_moments: bool) -> ActivationStats:
     """Statistics of one layer's MLP modules, from one pass of that layer over the hidden states."""
     mlp = mlp_layers(model)[layer_index]
-    recorders, handles = _hook_mlps([mlp], second_moments)
+    recorders, handles = hook_mlps([mlp], second_moments)
     try:
         _run_layer(layer, inputs, layer_index, stop_after=mlp.down)
     finally:
@@ -216,10 +238,17 @@ def _without_gram(s: ModuleStats) -> ModuleStats:
                        s.n_tokens, s.input_sum, None)
 
 
+#: The parameter constraints of :func:`prune_sequential`, checked once at its entry (in this order).
+SEQUENTIAL_CONSTRAINTS = {"amount": AMOUNT, "allocation": OneOf(*ALLOCATIONS), "how": OneOf(*HOWS),
+                          "batch_size": Interval(int, 1), "progress": Boolean(), **COMPENSATION_CONSTRAINTS,
+                          "stats": STATS, "min_keep": MIN_KEEP}
+
+
 def prune_sequential(model: nn.Module, input_ids, method: str = "pagerank", amount: float = 0.3,
                      allocation: str = "local", how: str = "remove", *, stats: ActivationStats | None = None,
                      compensate: str = "none", ridge: float = DEFAULT_RIDGE, min_keep=None,
-                     batch_size: int = _CALIBRATE_BATCH, device=None, mode: str = "chained", progress: bool = False, **method_params):
+                     batch_size: int = _CALIBRATE_BATCH, device=None, mode: str = "chained", progress: bool = False,
+                     **method_params) -> PruneResult:
     """Prune ``model`` layer by layer, each layer on the outputs of the already-pruned ones.
 
     Called by :func:`llmrank_graph.prune_model` with ``sequential=True``; see the module
@@ -250,54 +279,85 @@ def prune_sequential(model: nn.Module, input_ids, method: str = "pagerank", amou
     PruneResult
         ``.stats`` holds the statistics each layer was pruned with (the sequential ones),
         without the Gram matrices, which are freed layer by layer.
+
+    Raises
+    ------
+    ValueError
+        As :func:`llmrank_graph.prune_model`; also tokens outside the model's vocabulary.
+        Everything is checked before the model is modified.
+
+    Example
+    -------
+    >>> import torch
+    >>> from transformers import LlamaConfig, LlamaForCausalLM
+    >>> model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=8, intermediate_size=20,
+    ...                                      num_hidden_layers=2, num_attention_heads=2)).eval()
+    >>> ids = torch.randint(0, 32, (4, 16))
+    >>> result = prune_sequential(model, ids, "activation", 0.25, compensate="lstsq")
+    >>> result.masks.sizes(), sorted(result.stats)[:1]
+    ([15, 15], ['model.layers.0.mlp.down_proj'])
     """
-    from ..models.saved_format import original_intermediate_size, record_sizes
-    from ..scoring.registry import NeuronScores, get_scorer
+    v = validate(SEQUENTIAL_CONSTRAINTS, {"amount": amount, "allocation": allocation, "how": how,
+                                          "batch_size": batch_size, "progress": progress, "compensate": compensate,
+                                          "ridge": ridge, "stats": stats, "min_keep": min_keep})
+    check_model_and_stats(model, stats)
+    if uses_bias(v["compensate"]):
+        check_bias_possible(model)
+    plan = plan_sequential(model, input_ids, method, mode, method_params, v["amount"], v["allocation"], v["min_keep"],
+                           v["batch_size"])
+    return prune_sequential_checked(model, plan, v["amount"], v["allocation"], v["how"], stats=stats,
+                                    compensate=v["compensate"], ridge=v["ridge"], min_keep=v["min_keep"],
+                                    device=device, progress=v["progress"])
 
-    from ..base.checks import check_choice
-    from .masks import ALLOCATIONS, check_amount
 
-    amount = check_amount(amount)
-    check_choice("allocation", allocation, ALLOCATIONS)
-    check_choice("how", how, HOWS)
-    check_positive_int("batch_size", batch_size)
-    check_bool("progress", progress)
-    check_compensation_options(model, compensate, ridge)
+@dataclass(frozen=True)
+class SequentialPlan:
+    """What the entry checks of the sequential mode produce: the scorer and the calibration batches."""
+
+    scorer: Scorer
+    batches: list[torch.Tensor]
+
+
+def plan_sequential(model: nn.Module, input_ids, method: str, mode: str, method_params: dict, amount: float,
+                    allocation: str, min_keep, batch_size: int = _CALIBRATE_BATCH) -> SequentialPlan:
+    """The entry checks of the sequential mode that need the scorer, on otherwise checked arguments.
+
+    Builds the scorer, checks the tokens against the model's vocabulary, and checks the budgets:
+    a local allocation of dummy scores raises exactly what the real one would (sizes and
+    floors are all it depends on), before any weight changes.
+    """
     scorer = get_scorer(method, mode=mode, **method_params)
-    batches = _as_batches(input_ids, batch_size, model)
+    check_reference_floor(scorer.rounding, min_keep)
+    batches = check_tokens(input_ids, batch_size, model)
+    sizes = {m.layer: m.intermediate_size for m in mlp_layers(model)}
+    allocate_checked({l: torch.zeros(n, dtype=torch.float64) for l, n in sizes.items()}, amount, allocation,
+                     min_keep, scorer.rounding)
+    return SequentialPlan(scorer, batches)
+
+
+def prune_sequential_checked(model: nn.Module, plan: SequentialPlan, amount: float, allocation: str, how: str, *,
+                             stats: ActivationStats | None, compensate: str, ridge: float, min_keep, device=None,
+                             progress: bool = False) -> PruneResult:
+    """:func:`prune_sequential` on checked arguments (:func:`plan_sequential`): nothing is re-checked."""
+    scorer = plan.scorer
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    mlps = mlp_layers(model)
-    sizes = {m.layer: m.intermediate_size for m in mlps}
-    rounding = scorer.rounding
-    layerwise = scorer.layerwise
-    # Budgets and validation before any weight changes: a local allocation of dummy scores raises
-    # exactly what the real one would (sizes and floors are all it depends on).
-    allocate({l: torch.zeros(n, dtype=torch.float64) for l, n in sizes.items()}, amount, "local"
-             if allocation == "local" else allocation, min_keep=min_keep, rounding=rounding)
     need_gram = needs_second_moments(compensate) or scorer.needs_second_moments()
-    if stats is not None:
-        if not isinstance(stats, ActivationStats):
-            from ..base.checks import fail_type
-
-            raise fail_type("stats", "an ActivationStats or None", stats)
-        stats.check_model(model)
-
     original = original_intermediate_size(model)
     layers = _decoder_layers(model)
     # no_grad, not inference_mode: the pruned layers' new parameters must stay ordinary tensors.
     with torch.no_grad():
-        inputs = capture_layer_inputs(model, batches, device)
+        inputs = capture_layer_inputs(model, plan.batches, device)
         dense_mask, dense_scores = None, None
-        if allocation != "local" or not layerwise:
+        if allocation != "local" or not scorer.layerwise:
             if stats is None:
                 stats = _dense_pass(model, inputs, layers, device, scorer.needs_second_moments())
-            dense_scores = scorer.score(model, stats)
-            dense_mask = allocate(dense_scores, amount, allocation, min_keep=min_keep, rounding=rounding)
-
+            # The entry checked the model and the statistics given; the dense pass's own are fresh.
+            dense_scores = scorer.score(model, stats, check_input=False)
+            dense_mask = allocate_checked(dense_scores, amount, allocation, min_keep, scorer.rounding)
         keep_all, scores_all, stats_all = {}, {}, {}
         iterator = range(len(layers))
         if progress:
-            from tqdm.auto import tqdm
+            from tqdm.auto import tqdm  # loaded only for a progress bar
 
             iterator = tqdm(iterator, desc="pruning layer by layer", unit="layer")
         for l in iterator:
@@ -306,40 +366,56 @@ def prune_sequential(model: nn.Module, input_ids, method: str = "pagerank", amou
             layer.to(device)
             mlp = mlp_layers(model)[l]
             layer_stats = _layer_stats(model, inputs, l, layer, need_gram)
-            if layerwise:
-                s = scorer.score_layer(mlp, layer_stats)
-            else:
-                s = dense_scores.intermediate[l]
-            if dense_mask is None:
-                keep = allocate({l: s}, amount, "local", min_keep=min_keep, rounding=rounding).intermediate[l]
-            elif layerwise:
-                keep = prune_lowest(s, dense_mask.n_pruned(l))
-            else:
-                keep = dense_mask.intermediate[l]
-            updates = (down_updates(model, {l: keep}, layer_stats, compensate, ridge, layers=[mlp])
-                       if compensate != "none" else {})
-            if how == "remove":
-                if not keep.all():
-                    mlp.keep_neurons(keep.nonzero().flatten())
-                apply_updates(model, updates)
-            else:
-                zero_mlp(mlp, keep, None)
-                apply_updates(model, updates, keep={l: keep})
+            s = scorer.score_layer(mlp, layer_stats) if scorer.layerwise else dense_scores.intermediate[l]
+            keep = _layer_keep(l, s, dense_mask, scorer, amount, min_keep)
+            _prune_layer(model, mlp, keep, layer_stats, how, compensate, ridge)
             _run_layer(layer, inputs, l, update=True)
             layer.to(home)
             keep_all[l], scores_all[l] = keep, s
             stats_all.update({k: _without_gram(v) for k, v in layer_stats.items()})
-            del layer_stats, updates
+            del layer_stats
             logger.debug("sequential: layer %d keeps %d of %d", l, int(keep.sum()), keep.numel())
     if how == "remove":
         record_sizes(model, original)
-    mask = NeuronMask(keep_all, None, {"amount": amount, "allocation": allocation, "rounding": rounding,
-                                       "min_keep": min_keep, "method": method})
-    scores = NeuronScores(scores_all, None, method, scorer.get_params())
+    mask = NeuronMask(keep_all, None, {"amount": amount, "allocation": allocation, "rounding": scorer.rounding,
+                                       "min_keep": min_keep, "method": scorer.name})
+    scores = NeuronScores(scores_all, None, scorer.name, scorer.get_params())
     return PruneResult(model, mask, scores, ActivationStats(stats_all, {"source": "sequential"}))
 
 
-def _as_batches(input_ids, batch_size: int, model) -> list[torch.Tensor]:
+def _layer_keep(l: int, s: torch.Tensor, dense_mask: NeuronMask | None, scorer: Scorer, amount: float,
+                min_keep) -> torch.Tensor:
+    """Layer l's keep-mask: its own local allocation, or the dense pass's budget (or choice)."""
+    if dense_mask is None:
+        return allocate_checked({l: s}, amount, "local", min_keep, scorer.rounding).intermediate[l]
+    if scorer.layerwise:
+        return keep_all_but_lowest(s.detach().to("cpu", torch.float64).numpy(), dense_mask.n_pruned(l))
+    return dense_mask.intermediate[l]
+
+
+def _prune_layer(model: nn.Module, mlp: MLPModules, keep: torch.Tensor, layer_stats: ActivationStats, how: str,
+                 compensate: str, ridge: float) -> None:
+    """Remove or zero one layer's neurons, compensating from the statistics of its pruned inputs."""
+    updates = (down_updates(model, {mlp.layer: keep}, layer_stats, compensate, ridge, layers=[mlp])
+               if compensate != "none" else {})
+    if how == "remove":
+        if not keep.all():
+            mlp.keep_neurons(keep.nonzero().flatten())
+        apply_updates(model, updates)
+    else:
+        zero_mlp(mlp, keep, None)
+        apply_updates(model, updates, keep={mlp.layer: keep})
+
+
+def check_tokens(input_ids, batch_size: int, model: nn.Module) -> list[torch.Tensor]:
+    """The calibration tokens of the sequential mode as a list of (batch, seq) LongTensors, checked.
+
+    Raises
+    ------
+    InvalidArgumentError
+        No tokens, a tensor that is not 2-D, an empty list, or a token outside the model's
+        vocabulary (a ValueError).
+    """
     if input_ids is None:
         raise InvalidArgumentError("`sequential=True` needs the calibration tokens: pass `input_ids` (a (n, seq) "
                                    "LongTensor, e.g. llmrank_graph.data.texts.token_blocks(tokenizer, texts, 32, 512))")
@@ -352,9 +428,9 @@ def _as_batches(input_ids, batch_size: int, model) -> list[torch.Tensor]:
         batches = [torch.as_tensor(b) for b in input_ids]
     if not batches:
         raise InvalidArgumentError("`input_ids` is empty: no calibration batch")
-    vocab = _vocab_size(model)
+    vocab = vocab_size(model)
     for i, b in enumerate(batches):
-        _check_batch(b, i, vocab)
+        check_batch(b, i, vocab)
     return batches
 
 
@@ -366,7 +442,7 @@ def _dense_pass(model, inputs: LayerInputs, layers, device, second_moments: bool
         home = next(layer.parameters()).device
         layer.to(device)
         mlp = mlp_layers(model)[l]
-        recorders, handles = _hook_mlps([mlp], second_moments)
+        recorders, handles = hook_mlps([mlp], second_moments)
         try:
             _run_layer(layer, inputs, l, update=True)
         finally:

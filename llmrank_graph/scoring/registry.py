@@ -1,27 +1,26 @@
-"""Neuron importance: one score per intermediate MLP neuron, from one calibration pass.
+"""The scorer registry: the :class:`Scorer` base class, the registry and the one-call entry point.
 
 Every method is a :class:`Scorer` in a registry (:func:`scorers`, :func:`get_scorer`,
-:func:`register_scorer`). A scorer stores its parameters in ``__init__`` and does its work in
-:meth:`Scorer.score`, which returns a :class:`NeuronScores` (layer -> scores, higher = more
+:func:`register_scorer`). A scorer's ``__init__`` only stores its parameters; each class
+declares their constraints once, in ``_parameter_constraints``
+(:mod:`llmrank_graph.base.params`), checked at the entry: :meth:`Scorer.score`,
+:func:`score_neurons`, or :meth:`Scorer.check_params` before any model work.
+:meth:`Scorer.score` returns a :class:`NeuronScores` (layer -> scores, higher = more
 important = kept first). :func:`score_neurons` is the one-call entry point used by
 :func:`llmrank_graph.prune_model`.
 
-Families (DESIGN.md section 4):
-
-- graph centralities on the whole-MLP graph: ``pagerank`` (the product's main method) and the
-  other centralities of :mod:`llmrank_graph.centrality` (``katz``, ``hits``, ``eigenvector``,
-  ``strength``, ``degree``), all sharing one set of graph options
-  (:class:`~llmrank_graph.graph.mlpgraph.ExportOptions`);
-- faithful reproductions of the LLM-Rank reference code (DESIGN.md section 5): ``wpr``,
-  ``mpr``, ``channel-wanda``, ``norm``, with its two pipelines (``mode="chained"`` /
-  ``"isolated"``) and its "paper mode" scores of the hidden channels (``prune_hidden=True``);
-- baselines: ``magnitude``, ``activation``, ``wanda-sp``, ``random``;
-- compensation-aware criteria (DESIGN.md section 6): ``flap`` (FLAP's fluctuation metric, what
-  a bias cannot repair) and ``obs`` (greedy structured OBS on down_proj, what a least-squares
-  refit cannot repair).
+The families live in their own modules (docs/design.md section 4): graph centralities
+(:mod:`.graph`), the reproductions of the LLM-Rank reference code (:mod:`.reference`), the
+baselines (:mod:`.baselines`) and the compensation-aware criteria (:mod:`.second_order`).
+The package registers them all when it is imported, so the registry is complete whichever
+module a caller imports.
 
 All scores are float64 CPU tensors. Calibration statistics are computed once by the caller
 (:func:`llmrank_graph.calibrate`) and passed in; weight-only scorers accept ``stats=None``.
+
+>>> from llmrank_graph.scoring import get_scorer
+>>> get_scorer("wpr", gamma=0.9)
+WeightedPageRankScorer(gamma=0.9, theta=0.5, mode='chained', prune_hidden=False)
 """
 
 from __future__ import annotations
@@ -37,76 +36,17 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from .. import centrality as _centrality
-from ..base.checks import check_bool, check_choice, check_unit, fail, fail_type
-from ..models.architectures import MLPModules, check_finite_weights, mlp_layers
+from ..base.checks import check_choice, fail, fail_type, format_allowed
+from ..base.params import Boolean, Constraint, OneOf, validate
 from ..data.calibration import ActivationStats
-from ..compensation.algebra import DEFAULT_RIDGE, check_ridge, fluctuation, obs_greedy, relative_damp
-from ..centrality import DIRECTIONS, TELEPORTS, CentralityResult, backend_names
 from ..errors import InvalidArgumentError, InvalidArgumentTypeError
-from ..graph.mlpgraph import DEFAULT_EXPORT, MODES, ExportOptions, MLPGraph, export_graph
+from ..graph import MODES
+from ..models.architectures import MLPModules, check_finite_weights, mlp_layers
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "NeuronScores",
-    "Scorer",
-    "register_scorer",
-    "scorers",
-    "get_scorer",
-    "scorer_class",
-    "score_neurons",
-    "hidden_scorers",
-    "PAGERANK_EXPORT",
-    "PAGERANK_CENTRALITY",
-    "PAGERANK_DEFAULTS",
-    "PAGERANK_WITHOUT_STATS",
-    "PERSONALIZATIONS",
-    "ACTIVATION_PERSONALIZATIONS",
-    "PageRankScorer",
-    "KatzScorer",
-    "HitsScorer",
-    "EigenvectorScorer",
-    "StrengthScorer",
-    "DegreeScorer",
-    "WeightedPageRankScorer",
-    "ModifiedPageRankScorer",
-    "ChannelWandaScorer",
-    "NormScorer",
-    "MagnitudeScorer",
-    "ActivationScorer",
-    "WandaSPScorer",
-    "RandomScorer",
-    "FlapScorer",
-    "OBSScorer",
-]
-
-#: Named teleport vectors of :func:`llmrank_graph.centrality.pagerank`.
-PERSONALIZATIONS: tuple[str, ...] = TELEPORTS
-#: Those that need calibration statistics (the nodes' activation norms).
-ACTIVATION_PERSONALIZATIONS: tuple[str, ...] = ("activation",)
-
-# Defaults of the ``pagerank`` scorer, written once here; :class:`PageRankScorer`'s keyword
-# defaults and the CLI's ``rank`` defaults are read from these two constants. Chosen by
-# measurement (``benchmarks/quality.py``, tables in the README): reverse PageRank, activation
-# teleport, on "activation share" edges (every node sends its calibration activation norm, split
-# over its out-edges in proportion to |W|). On SmolLM2-135M it is below the activation baseline
-# at 10, 30 and 50% under local allocation (0.3% above at 20%) and well below every baseline at
-# 30-50% under global allocation; forward PageRank on plain |W| with uniform teleport (the
-# paper's graph) is worse than random.
-
-#: Graph the ``pagerank`` scorer exports by default.
-PAGERANK_EXPORT = ExportOptions(weighting="activation_share")
-#: Centrality options of the ``pagerank`` scorer (read-only).
-PAGERANK_CENTRALITY: Mapping[str, object] = MappingProxyType(
-    {"direction": "reverse", "personalization": "activation", "alpha": 0.85, "backend": "auto"})
-#: All defaults of the ``pagerank`` scorer in one dict: :data:`PAGERANK_EXPORT` as a dict, then
-#: :data:`PAGERANK_CENTRALITY`. Derived from them, never edited.
-PAGERANK_DEFAULTS: dict = {**PAGERANK_EXPORT.as_dict(), **PAGERANK_CENTRALITY}
-#: What the defaults that need calibration statistics fall back to where there are none (the
-#: CLI's ``rank`` without ``--calibrate``): plain |W| edges and a uniform teleport.
-PAGERANK_WITHOUT_STATS: Mapping[str, str] = MappingProxyType(
-    {"weighting": DEFAULT_EXPORT.weighting, "personalization": "uniform"})
+__all__ = ["NeuronScores", "Scorer", "register_scorer", "scorers", "get_scorer", "scorer_class", "score_neurons",
+           "hidden_scorers"]
 
 
 # ----------------------------------------------------------------------------- result
@@ -126,6 +66,13 @@ class NeuronScores:
         Registry name of the scorer that produced the scores.
     params : dict
         The scorer's parameters.
+
+    Example
+    -------
+    >>> import torch
+    >>> s = NeuronScores({1: torch.ones(3), 0: torch.zeros(2)}, method="magnitude")
+    >>> s.layers, s.sizes()
+    ([0, 1], {1: 3, 0: 2})
     """
 
     intermediate: dict[int, torch.Tensor]
@@ -174,7 +121,7 @@ def scorers() -> list[str]:
 
     Example
     -------
-    >>> from llmrank_graph.scoring.registry import scorers
+    >>> from llmrank_graph.scoring import scorers
     >>> "pagerank" in scorers() and "wpr" in scorers()
     True
     """
@@ -182,7 +129,14 @@ def scorers() -> list[str]:
 
 
 def hidden_scorers() -> list[str]:
-    """Names of the registered scorers that support ``prune_hidden=True``."""
+    """Names of the registered scorers that support ``prune_hidden=True``.
+
+    Example
+    -------
+    >>> from llmrank_graph.scoring import hidden_scorers
+    >>> hidden_scorers()
+    ['wpr', 'mpr', 'channel-wanda', 'norm']
+    """
     return [n for n, c in _REGISTRY.items() if c.supports_hidden]
 
 
@@ -201,7 +155,7 @@ def scorer_class(name: str) -> type[Scorer]:
 
     Example
     -------
-    >>> from llmrank_graph.scoring.registry import scorer_class
+    >>> from llmrank_graph.scoring import scorer_class
     >>> scorer_class("wpr").rounding
     'reference'
     """
@@ -209,7 +163,7 @@ def scorer_class(name: str) -> type[Scorer]:
 
 
 def get_scorer(name: str, **params) -> Scorer:
-    """A scorer of the registry, built with ``params``.
+    """A scorer of the registry, built with ``params`` (checked now, as :meth:`Scorer.check_params` does).
 
     Parameters
     ----------
@@ -232,21 +186,21 @@ def get_scorer(name: str, **params) -> Scorer:
 
     Example
     -------
-    >>> from llmrank_graph.scoring.registry import get_scorer
+    >>> from llmrank_graph.scoring import get_scorer
     >>> get_scorer("wpr", gamma=0.9).get_params()["gamma"]
     0.9
+    >>> get_scorer("wpr", gamma=2)
+    Traceback (most recent call last):
+    ...
+    llmrank_graph.errors.InvalidArgumentError: `gamma` must be a float in [0, 1]; got 2
     """
     cls = scorer_class(name)
-    allowed = cls.param_names()
-    unknown = [k for k in params if k not in allowed]
-    if unknown:
-        raise InvalidArgumentTypeError(f"scorer {name!r} got unknown parameter(s) {', '.join(map(repr, unknown))}; "
-                                       f"its parameters are {', '.join(map(repr, allowed))}")
+    cls.check_params(**params)
     return cls(**params)
 
 
 def score_neurons(model, stats: ActivationStats | None, method: str = "pagerank", *, mode: str = "chained",
-                  prune_hidden: bool = False, **params) -> NeuronScores:
+                  prune_hidden: bool = False, check_input: bool = True, **params) -> NeuronScores:
     """Score every intermediate neuron of ``model`` with a registered method.
 
     Parameters
@@ -264,6 +218,9 @@ def score_neurons(model, stats: ActivationStats | None, method: str = "pagerank"
     prune_hidden : bool
         Also score the hidden channels (down_proj output rows), as the reference's paper mode.
         Only the methods of :func:`hidden_scorers` support it.
+    check_input : bool
+        As in :meth:`Scorer.score`: False skips the check of ``stats`` against the model and the
+        scan of the weights, for a caller that has just made them.
     **params
         Further parameters of the scorer.
 
@@ -281,21 +238,34 @@ def score_neurons(model, stats: ActivationStats | None, method: str = "pagerank"
 
     Example
     -------
-    >>> stats = calibrate(model, input_ids=ids)                     # doctest: +SKIP
-    >>> scores = score_neurons(model, stats, "wpr", gamma=0.9)      # doctest: +SKIP
-    >>> scores.intermediate[0].shape                                # doctest: +SKIP
-    torch.Size([1536])
+    >>> import torch, transformers, llmrank_graph as lg
+    >>> cfg = transformers.LlamaConfig(vocab_size=32, hidden_size=8, intermediate_size=12, num_hidden_layers=2,
+    ...                                num_attention_heads=2)
+    >>> model = transformers.LlamaForCausalLM(cfg).eval()
+    >>> stats = lg.calibrate(model, input_ids=torch.randint(0, 32, (2, 8)))
+    >>> score_neurons(model, stats, "wpr", gamma=0.9).intermediate[0].shape
+    torch.Size([12])
     """
-    return get_scorer(method, mode=mode, prune_hidden=prune_hidden, **params).score(model, stats)
+    cls = scorer_class(method)
+    params = {"mode": mode, "prune_hidden": prune_hidden, **params}
+    cls.check_params(**params)
+    return cls(**params)._run(model, stats, check_input)  # checked just above: the one check of this call
+
+
+def _unknown_params(cls: type[Scorer], unknown: list[str]) -> InvalidArgumentTypeError:
+    return InvalidArgumentTypeError(f"scorer {cls.name!r} got unknown parameter(s) {format_allowed(unknown)}; "
+                                    f"its parameters are {format_allowed(cls.param_names())}")
 
 
 # ----------------------------------------------------------------------------- base class
 class Scorer:
     """Base class of neuron scorers (scikit-learn manners).
 
-    ``__init__`` stores (and validates) the parameters, :meth:`score` does the work. Subclasses
-    set ``name``, ``supports_hidden``, ``description``, implement :meth:`_score`, and say
-    whether they need calibration statistics with :meth:`needs_stats`.
+    ``__init__`` only stores the parameters; :meth:`score` checks them against the class's
+    ``_parameter_constraints`` and does the work. Subclasses set ``name``,
+    ``supports_hidden``, ``description``, declare ``_parameter_constraints`` (one
+    :class:`~llmrank_graph.base.params.Constraint` per parameter of ``__init__``), implement
+    :meth:`_score`, and say whether they need calibration statistics with :meth:`needs_stats`.
 
     Attributes
     ----------
@@ -320,13 +290,14 @@ class Scorer:
     description: ClassVar[str] = ""
     rounding: ClassVar[str] = "round"
     layerwise: ClassVar[bool] = False
+    _parameter_constraints: ClassVar[Mapping[str, Constraint]] = MappingProxyType({"mode": OneOf(*MODES),
+                                                                                   "prune_hidden": Boolean()})
 
     # -- parameters --------------------------------------------------------------
     # Scorers whose only parameters are these inherit this __init__.
     def __init__(self, *, mode: str = "chained", prune_hidden: bool = False):
         self.mode = mode
         self.prune_hidden = prune_hidden
-        self._validate_common()
 
     @classmethod
     def param_names(cls) -> list[str]:
@@ -335,21 +306,89 @@ class Scorer:
         return [p.name for p in sig.parameters.values()
                 if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
+    @classmethod
+    def check_params(cls, **params) -> dict:
+        """Check parameters of this scorer without building it (nor any model): what ``get_scorer`` refuses.
+
+        Parameters not given take their defaults, which are valid.
+
+        Returns
+        -------
+        dict
+            The given parameters, normalised (Python ints, floats and bools).
+
+        Raises
+        ------
+        TypeError
+            A parameter the scorer does not have (the message lists the ones it has), or a
+            value of the wrong type.
+        ValueError
+            An invalid value, or ``prune_hidden=True`` for a scorer without hidden scores.
+
+        Example
+        -------
+        >>> from llmrank_graph.scoring import WeightedPageRankScorer
+        >>> WeightedPageRankScorer.check_params(gamma=1)
+        {'gamma': 1.0}
+        >>> WeightedPageRankScorer.check_params(alpha=0.5)
+        Traceback (most recent call last):
+        ...
+        llmrank_graph.errors.InvalidArgumentTypeError: scorer 'wpr' got unknown parameter(s) 'alpha';
+        its parameters are 'gamma', 'theta', 'mode', 'prune_hidden'
+        """
+        unknown = [k for k in params if k not in cls.param_names()]
+        if unknown:
+            raise _unknown_params(cls, unknown)
+        return cls._checked(params)
+
+    @classmethod
+    def _checked(cls, params: Mapping) -> dict:
+        table = cls._parameter_constraints
+        # As scikit-learn: a parameter without a declared constraint (a scorer written before the
+        # tables, elsewhere) is not checked. Every scorer of this package declares all of its own.
+        checked = validate(table, {k: v for k, v in params.items() if k in table})
+        if checked.get("prune_hidden") and not cls.supports_hidden:
+            raise InvalidArgumentError(f"`prune_hidden=True` needs scores of the hidden channels, which scorer "
+                                       f"{cls.name!r} does not give; methods that do: "
+                                       f"{format_allowed(hidden_scorers())}")
+        return checked
+
     def get_params(self) -> dict:
-        """The scorer's parameters, as given to ``__init__``."""
+        """The scorer's parameters, as given to ``__init__`` or :meth:`set_params`."""
         return {k: getattr(self, k) for k in self.param_names()}
+
+    def set_params(self, **params) -> Scorer:
+        """Change parameters (checked when the scorer next runs); returns the scorer.
+
+        Raises
+        ------
+        TypeError
+            A parameter the scorer does not have (the message lists the ones it has).
+
+        Example
+        -------
+        >>> from llmrank_graph.scoring import NormScorer
+        >>> NormScorer().set_params(p=2)
+        NormScorer(p=2, mode='chained', prune_hidden=False)
+        """
+        unknown = [k for k in params if k not in self.param_names()]
+        if unknown:
+            raise _unknown_params(type(self), unknown)
+        for k, v in params.items():
+            setattr(self, k, v)
+        return self
+
+    def _validate_params(self) -> dict:
+        """Check the stored parameters against the class's table (the entry's one check)."""
+        return type(self)._checked(self.get_params())
+
+    # Scorers written before the constraint tables call this from their __init__.
+    _validate_common = _validate_params
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items()
                          if not isinstance(v, (np.ndarray, torch.Tensor)))
         return f"{type(self).__name__}({args})"
-
-    def _validate_common(self) -> None:
-        check_choice("mode", self.mode, MODES)
-        check_bool("prune_hidden", self.prune_hidden)
-        if self.prune_hidden and not self.supports_hidden:
-            raise InvalidArgumentError(f"`prune_hidden=True` needs scores of the hidden channels, which scorer "
-                             f"{self.name!r} does not give; methods that do: {', '.join(map(repr, hidden_scorers()))}")
 
     # -- work --------------------------------------------------------------------
     def needs_stats(self) -> bool:
@@ -380,10 +419,11 @@ class Scorer:
         InvalidArgumentError
             If the scorer is not :attr:`layerwise`, or the stats lack what it needs.
         """
+        layerwise = [n for n, c in _REGISTRY.items() if c.layerwise]
         raise InvalidArgumentError(f"scorer {self.name!r} scores all layers at once (it is not layerwise); "
-                                   f"layerwise scorers: {', '.join(repr(n) for n, c in _REGISTRY.items() if c.layerwise)}")
+                                   f"layerwise scorers: {format_allowed(layerwise)}")
 
-    def score(self, model, stats: ActivationStats | None = None) -> NeuronScores:
+    def score(self, model, stats: ActivationStats | None = None, *, check_input: bool = True) -> NeuronScores:
         """Score the intermediate neurons of ``model``.
 
         Parameters
@@ -391,6 +431,11 @@ class Scorer:
         model : transformers model of a registered architecture.
         stats : ActivationStats or None
             Calibration statistics of ``model``; required when :meth:`needs_stats` is True.
+        check_input : bool
+            Check ``stats`` against the model (``ActivationStats.check_model``) and scan the
+            weights for NaN and inf (:func:`llmrank_graph.models.architectures.check_finite_weights`).
+            As scikit-learn's ``check_input``: pass False only when the caller has just made
+            these two checks on the same model and statistics (:func:`llmrank_graph.prune_model`).
 
         Returns
         -------
@@ -399,23 +444,19 @@ class Scorer:
         Raises
         ------
         ValueError
-            ``stats`` missing when needed or from another model; NaN/inf in weights or stats.
+            Bad parameters; ``stats`` missing when needed or from another model; NaN/inf in
+            weights or stats.
         """
+        self._validate_params()
+        return self._run(model, stats, check_input)
+
+    def _run(self, model, stats: ActivationStats | None, check_input: bool) -> NeuronScores:
+        """:meth:`score` after the parameter check: one scan of the input (if asked), the work, the result."""
         t0 = time.perf_counter()
         mlps = mlp_layers(model)
-        if stats is None and self.needs_stats():
-            raise InvalidArgumentError(f"`stats` are required by scorer {self.name!r} with these parameters (it uses "
-                             "calibration activation norms); compute them once with "
-                             "llmrank_graph.calibrate(model, ...) and pass them in")
-        if stats is not None:
-            if not isinstance(stats, ActivationStats):
-                raise InvalidArgumentTypeError(f"`stats` must be an ActivationStats (llmrank_graph.calibrate) or "
-                                               f"None; got {type(stats).__name__}")
-            stats.check_model(model)
-            _check_finite_stats(stats, mlps)
-            if self.needs_second_moments():
-                _check_second_moments(stats, mlps, self.name)
-        _check_finite_weights(mlps)
+        self._check_stats(model, stats, mlps, check_input)
+        if check_input:
+            check_finite_weights(mlps)
         inter, hidden = self._score(model, mlps, stats)
         inter = {l: s.detach().to("cpu", torch.float64) for l, s in inter.items()}
         if hidden is not None:
@@ -424,398 +465,37 @@ class Scorer:
             for l, s in d.items():
                 if not torch.isfinite(s).all():
                     raise InvalidArgumentError(f"scorer {self.name!r} produced NaN or inf {what} scores in layer {l}; "
-                                     "check the weights and stats")
+                                               "check the weights and stats")
         logger.debug("scorer %r scored %d layers in %.3fs", self.name, len(inter), time.perf_counter() - t0)
         params = {k: (repr(v) if k == "graph" and v is not None else v) for k, v in self.get_params().items()}
         return NeuronScores(inter, hidden, self.name, params)
 
+    def _check_stats(self, model, stats, mlps: list[MLPModules], check_input: bool) -> None:
+        if stats is None and self.needs_stats():
+            raise InvalidArgumentError(f"`stats` are required by scorer {self.name!r} with these parameters (it uses "
+                                       "calibration activation norms); compute them once with "
+                                       "llmrank_graph.calibrate(model, ...) and pass them in")
+        if stats is None:
+            return
+        if check_input:
+            if not isinstance(stats, ActivationStats):
+                raise InvalidArgumentTypeError(f"`stats` must be an ActivationStats (llmrank_graph.calibrate) or "
+                                               f"None; got {type(stats).__name__}")
+            stats.check_model(model)
+        _check_finite_stats(stats, mlps)  # the per-batch sums, which check_model does not cover
+        if self.needs_second_moments():
+            _check_second_moments(stats, mlps, self.name)
+
     def _score(self, model, mlps: list[MLPModules], stats):
+        """``({layer: intermediate scores}, {layer: hidden scores} or None)`` of checked input."""
         raise NotImplementedError
 
 
-def _check_finite_weights(mlps: list[MLPModules]) -> None:
-    check_finite_weights(mlps)
-
-
-def _check_finite_stats(stats: ActivationStats, mlps: list[MLPModules]) -> None:
-    # check_model covers the sums of squares; the per-batch norm sums are checked here.
-    for m in mlps:
-        for name in m.named_modules():
-            s = stats[name]
-            for what, t in (("input", s.input_batch_norm_sum), ("output", s.output_batch_norm_sum)):
-                if not torch.isfinite(t).all():
-                    raise InvalidArgumentError(f"`stats` for module {name!r} contain NaN or inf in the {what} "
-                                               "statistics")
-
-
-def _check_second_moments(stats: ActivationStats, mlps: list[MLPModules], name: str) -> None:
-    for m in mlps:
-        s = stats[m.down_name]
-        if s.input_gram is None or s.input_sum is None:
-            raise InvalidArgumentError(f"scorer {name!r} needs the second moments (Gram matrices) of the down_proj "
-                                       f"inputs, which `stats` lack ({m.down_name!r}); collect them with "
-                                       "llmrank_graph.calibrate(model, tokenizer, second_moments=True)")
-
-
-def _abs64(m: MLPModules, which: str) -> torch.Tensor:
-    """|W| as float64, (out, in), on the weight's device."""
-    with torch.no_grad():
-        return m.weight(which).detach().to(torch.float64).abs()
-
-
-def _vec(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return t.to(device=like.device, dtype=torch.float64)
-
-
-# ----------------------------------------------------------------------------- graph scorers
-def _defaults_of(fn) -> dict:
-    """Keyword defaults of a centrality function.
-
-    The graph scorers take the parameters of their centrality with the same defaults; reading
-    them from the signature keeps each default written once, in :mod:`llmrank_graph.centrality`.
-    """
-    return {p.name: p.default for p in inspect.signature(fn).parameters.values() if p.default is not p.empty}
-
-
-_PAGERANK_FN = _defaults_of(_centrality.pagerank)
-_KATZ_FN = _defaults_of(_centrality.katz)
-_HITS_FN = _defaults_of(_centrality.hits)
-_EIGENVECTOR_FN = _defaults_of(_centrality.eigenvector)
-_STRENGTH_FN = _defaults_of(_centrality.strength)
-_DEGREE_FN = _defaults_of(_centrality.degree)
-
-
-def _intermediate_slices(graph: MLPGraph, scores: np.ndarray) -> dict[int, torch.Tensor]:
-    return {p.layer: torch.from_numpy(np.array(scores[p.offset:p.stop], dtype=np.float64))
-            for p in graph.intermediate_partitions()}
-
-
-class _GraphScorer(Scorer):
-    """Base of the scorers that rank the intermediate nodes of the whole-MLP graph.
-
-    It holds the graph options (the fields of :class:`~llmrank_graph.graph.mlpgraph.ExportOptions`:
-    ``mode``, ``gate``, ``residual``, ``weighting``, ``keep``), the centrality ``backend``, an
-    optional ready ``graph`` and ``prune_hidden`` (which must be False). A subclass stores its
-    own centrality parameters, calls this ``__init__`` with the shared ones, and runs its
-    algorithm in :meth:`_centrality`. The score of intermediate neuron j of layer l is the
-    centrality of node ``I_l,j``.
-    """
-
-    def __init__(self, *, mode: str, gate: str, residual: float, weighting: str, keep: int | float | None,
-                 backend: str, graph: MLPGraph | None, prune_hidden: bool):
-        self.mode = mode
-        self.gate = gate
-        self.residual = residual
-        self.weighting = weighting
-        self.keep = keep
-        self.backend = backend
-        self.graph = graph
-        self.prune_hidden = prune_hidden
-        self._validate_common()
-        self.export_options  # noqa: B018  (builds, and so validates, the graph options)
-        check_choice("backend", backend, ("auto", *backend_names()))
-        if graph is not None and not isinstance(graph, MLPGraph):
-            raise fail_type("graph", "an MLPGraph (llmrank_graph.export_graph / read_graph) or None", graph)
-
-    @property
-    def export_options(self) -> ExportOptions:
-        """The graph options, as one validated :class:`~llmrank_graph.graph.mlpgraph.ExportOptions`."""
-        return ExportOptions(mode=self.mode, gate=self.gate, residual=self.residual, weighting=self.weighting,
-                             keep=self.keep)
-
-    def needs_stats(self) -> bool:
-        return self.graph is None and self.export_options.needs_stats
-
-    def _graph_for(self, model, stats: ActivationStats | None) -> MLPGraph:
-        """The graph to rank: ``self.graph`` (checked against the model and the options), or a fresh export."""
-        options = self.export_options
-        if self.graph is None:
-            return export_graph(model, stats, **options.as_dict())
-        g = self.graph
-        g.check_model(model)
-        for k, want in options.as_dict().items():
-            have = g.meta.get(k)
-            if k == "residual" and have is not None:
-                have = float(have)
-            if have != want:
-                raise InvalidArgumentError(
-                    f"`graph` was exported with {k}={have!r} but scorer {self.name!r} has {k}={want!r}; "
-                    f"pass {k}={have!r} or export the graph with the scorer's options")
-        return g
-
-    def _centrality(self, graph: MLPGraph) -> CentralityResult:
-        """The centrality of every node of ``graph``."""
-        raise NotImplementedError
-
-    def _score(self, model, mlps, stats):
-        graph = self._graph_for(model, stats)
-        res = self._centrality(graph)
-        logger.debug("%s scorer: backend %r, %r iterations", self.name, res.backend, res.iterations)
-        return _intermediate_slices(graph, res.scores), None
-
-
-@register_scorer
-class PageRankScorer(_GraphScorer):
-    """Global PageRank of the intermediate nodes on the whole-MLP graph.
-
-    The score of neuron j of layer l is the PageRank of vertex ``I_l,j`` of
-    ``export_graph(model, stats, mode, gate, residual, weighting, keep)`` computed by
-    ``pagerank(graph, alpha, personalization, direction, backend, tol, max_iter)``. The graph
-    defaults are :data:`PAGERANK_EXPORT`, the centrality defaults :data:`PAGERANK_CENTRALITY`
-    (both together: :data:`PAGERANK_DEFAULTS`).
-
-    Parameters
-    ----------
-    mode, gate, residual, weighting, keep
-        Graph options (:class:`~llmrank_graph.graph.mlpgraph.ExportOptions`), passed to
-        :func:`llmrank_graph.export_graph`.
-    direction : {'forward', 'reverse'}
-    personalization : {'uniform', 'activation'} or array of shape (n_nodes,)
-    alpha : float in (0, 1)
-    backend : str
-        ``'auto'`` or one of :func:`llmrank_graph.centrality.backend_names`.
-    tol, max_iter
-        Passed to :func:`llmrank_graph.pagerank`, with its defaults.
-    graph : MLPGraph, optional
-        A graph already exported from the model (or read from Parquet) to use instead of a
-        fresh export. Its export options must equal the scorer's (else ValueError), and it
-        carries its own weights and activations, so ``stats`` are then optional.
-    prune_hidden : bool
-        Must be False (no hidden-channel scores).
-
-    Example
-    -------
-    >>> PageRankScorer(direction="forward").score(model, stats).intermediate[0]   # doctest: +SKIP
-    """
-
-    name = "pagerank"
-    description = "global PageRank of the intermediate nodes of the whole-MLP graph"
-
-    def __init__(self, *, mode: str = PAGERANK_EXPORT.mode, gate: str = PAGERANK_EXPORT.gate,
-                 residual: float = PAGERANK_EXPORT.residual, weighting: str = PAGERANK_EXPORT.weighting,
-                 keep: int | float | None = PAGERANK_EXPORT.keep,
-                 direction: str = PAGERANK_CENTRALITY["direction"],
-                 personalization=PAGERANK_CENTRALITY["personalization"],
-                 alpha: float = PAGERANK_CENTRALITY["alpha"], backend: str = PAGERANK_CENTRALITY["backend"],
-                 tol: float = _PAGERANK_FN["tol"], max_iter: int = _PAGERANK_FN["max_iter"],
-                 graph: MLPGraph | None = None, prune_hidden: bool = False):
-        self.direction = direction
-        self.personalization = personalization
-        self.alpha = alpha
-        self.tol = tol
-        self.max_iter = max_iter
-        super().__init__(mode=mode, gate=gate, residual=residual, weighting=weighting, keep=keep, backend=backend,
-                         graph=graph, prune_hidden=prune_hidden)
-        check_choice("direction", direction, DIRECTIONS)
-        if isinstance(personalization, str):  # an array is checked against the graph when it runs
-            check_choice("personalization", personalization, PERSONALIZATIONS)
-        check_unit("alpha", alpha, open_=True)
-
-    def needs_stats(self) -> bool:
-        uses_activation = isinstance(self.personalization, str) and self.personalization in ACTIVATION_PERSONALIZATIONS
-        return self.graph is None and (self.export_options.needs_stats or uses_activation)
-
-    def _centrality(self, graph):
-        return _centrality.pagerank(graph, alpha=self.alpha, personalization=self.personalization,
-                                    direction=self.direction, backend=self.backend, tol=self.tol,
-                                    max_iter=self.max_iter)
-
-
-# ----------------------------------------------------------------------------- reference code
-def _reference_chains(mlps: list[MLPModules], mode: str) -> list[list[tuple[MLPModules, str]]]:
-    """Module sequences of the reference pipelines: one chain [up_0, down_0, up_1, ...] or one per MLP."""
-    seq = [[(m, "up"), (m, "down")] for m in mlps]
-    if mode == "chained":
-        return [[x for pair in seq for x in pair]]
-    return seq
-
-
-def _module_name(m: MLPModules, which: str) -> str:
-    return m.up_name if which == "up" else m.down_name
-
-
-def _normalise(v: torch.Tensor, what: str) -> torch.Tensor:
-    total = v.sum()
-    if not torch.isfinite(total) or total <= 0:
-        raise InvalidArgumentError(f"cannot normalise the scores of {what}: they sum to {float(total):.3g} "
-                                   "(all activations or weights zero?)")
-    return v / total
-
-
-class _ReferenceScorer(Scorer):
-    """Shared driver of the reference code's ``BaseScorer.iterate`` (DESIGN.md section 5).
-
-    For each chain of modules (``mode``): ``s_0`` = in-activation of the first module, normalised
-    to sum 1; module k's scores = ``_step(|W_k|, s_{k-1}, in_k, out_k)`` normalised to sum 1.
-    In/out activations are the per-batch L2 norms averaged over batches. Intermediate scores of
-    layer l are the scores of up_l (its output rows); hidden scores, those of down_l.
-    Allocated with the reference's rounding (``rounding = "reference"``).
-    """
-
-    supports_hidden = True
-    rounding = "reference"
-
-    def _step(self, w_abs: torch.Tensor, prev: torch.Tensor, inp: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def _score(self, model, mlps, stats):
-        inter: dict[int, torch.Tensor] = {}
-        hidden: dict[int, torch.Tensor] = {}
-        for chain in _reference_chains(mlps, self.mode):
-            prev = None
-            for k, (m, which) in enumerate(chain):
-                name = _module_name(m, which)
-                w = _abs64(m, which)  # (out, in)
-                st = stats[name] if stats is not None else None
-                inp = _vec(st.input_norm_batch_mean, w) if st is not None else None
-                out = _vec(st.output_norm_batch_mean, w) if st is not None else None
-                if k == 0:
-                    prev = _normalise(inp, f"the input activations of {name!r}") if inp is not None else None
-                cur = _normalise(self._step(w, prev, inp, out), f"module {name!r}")
-                (inter if which == "up" else hidden)[m.layer] = cur
-                prev = cur
-                del w
-        return inter, (hidden if self.prune_hidden else None)
-
-
-def _safe_div(v: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-    """v / d with 0 where d == 0 (the reference's nan_to_num on 0/0 columns)."""
-    return torch.where(d != 0, v / torch.where(d != 0, d, torch.ones_like(d)), torch.zeros_like(v))
-
-
-@register_scorer
-class WeightedPageRankScorer(_ReferenceScorer):
-    """The reference's weighted PageRank (``WeightedPageRankScorer``), layer by layer.
-
-    For module k with weight W (out x in)::
-
-        A   = theta * |W| / colsum|W| + (1 - theta) * 1[W!=0] / colsum(1[W!=0])   (0 on zero columns)
-        s_k = gamma * A @ s_{k-1} + (1 - gamma) * out_k / sum(out_k),  then / sum
-
-    Parameters
-    ----------
-    gamma : float in [0, 1]
-        Weight of the propagated term. The reference default 0 ranks by output activation.
-    theta : float in [0, 1]
-        Trade-off between weights and the 0/1 connectivity pattern.
-    mode : {'chained', 'isolated'}
-        Reference pipelines: [up_0, down_0, up_1, ...] as one chain, or each [up_l, down_l].
-    prune_hidden : bool
-        Also return the scores of down_l (hidden channels), the paper mode.
-
-    Example
-    -------
-    >>> WeightedPageRankScorer(gamma=0.9).score(model, stats)     # doctest: +SKIP
-    """
-
-    name = "wpr"
-    description = "reference weighted PageRank (LLM-Rank), layer-wise"
-
-    def __init__(self, *, gamma: float = 0.0, theta: float = 0.5, mode: str = "chained", prune_hidden: bool = False):
-        self.gamma = gamma
-        self.theta = theta
-        self.mode = mode
-        self.prune_hidden = prune_hidden
-        self._validate_common()
-        check_unit("gamma", gamma)
-        check_unit("theta", theta)
-
-    def _step(self, w, prev, inp, out):
-        gamma, theta = float(self.gamma), float(self.theta)
-        s = torch.zeros(w.shape[0], dtype=torch.float64, device=w.device)
-        if gamma > 0:
-            pattern = (w != 0).to(torch.float64)
-            # A @ prev without forming A: scale prev by 1/colsum (0 on empty columns).
-            prop = theta * (w @ _safe_div(prev, w.sum(0))) + (1 - theta) * (pattern @ _safe_div(prev, pattern.sum(0)))
-            s = s + gamma * prop
-        if gamma < 1:
-            s = s + (1 - gamma) * _normalise(out, "output activations")
-        return s
-
-
-@register_scorer
-class ModifiedPageRankScorer(_ReferenceScorer):
-    """The reference's modified PageRank (``ModifiedPageRankScorer``, z_importance=False).
-
-    ``s_k = (|W_k| @ s_{k-1}) * out_k``, normalised to sum 1.
-
-    Parameters
-    ----------
-    mode : {'chained', 'isolated'}
-    prune_hidden : bool
-
-    Example
-    -------
-    >>> ModifiedPageRankScorer(mode="isolated").score(model, stats)     # doctest: +SKIP
-    """
-
-    name = "mpr"
-    description = "reference modified PageRank (LLM-Rank), layer-wise"
-
-    def _step(self, w, prev, inp, out):
-        return (w @ prev) * out
-
-
-@register_scorer
-class ChannelWandaScorer(_ReferenceScorer):
-    """The reference's "wanda (channel)" (``WandaScorer``): ``|W| @ in_activation`` per module.
-
-    Scores of each module are normalised to sum 1 (as the reference does), which matters for
-    its global allocation. The same in both modes.
-
-    Parameters
-    ----------
-    mode : {'chained', 'isolated'}
-    prune_hidden : bool
-
-    Example
-    -------
-    >>> ChannelWandaScorer().score(model, stats)     # doctest: +SKIP
-    """
-
-    name = "channel-wanda"
-    description = "reference channel Wanda: |W| @ input activation norms, per module"
-
-    def _step(self, w, prev, inp, out):
-        return w @ inp
-
-
-@register_scorer
-class NormScorer(_ReferenceScorer):
-    """The reference's ``NormScorer``: p-norm of each row of W, per module, normalised to sum 1.
-
-    Parameters
-    ----------
-    p : {1, 2}
-        Row norm (the reference default is 1).
-    mode : {'chained', 'isolated'}
-    prune_hidden : bool
-
-    Example
-    -------
-    >>> NormScorer().score(model)     # doctest: +SKIP
-    """
-
-    name = "norm"
-    description = "reference row norm of |W|, per module"
-
-    def __init__(self, *, p: int = 1, mode: str = "chained", prune_hidden: bool = False):
-        self.p = p
-        self.mode = mode
-        self.prune_hidden = prune_hidden
-        self._validate_common()
-        check_choice("p", p, (1, 2))
-
-    def needs_stats(self) -> bool:
-        return False
-
-    def _step(self, w, prev, inp, out):
-        return torch.linalg.vector_norm(w, ord=self.p, dim=1)
-
-
-# ----------------------------------------------------------------------------- baselines
 class _LayerScorer(Scorer):
-    """A scorer computed independently per layer: the same result in both modes."""
+    """A scorer computed independently per layer (:attr:`layerwise`): the same result in both modes.
+
+    Subclasses implement :meth:`_layer`, the scores of one layer.
+    """
 
     layerwise = True
 
@@ -826,6 +506,7 @@ class _LayerScorer(Scorer):
         return {m.layer: self._layer(m, stats) for m in mlps}, None
 
     def score_layer(self, mlp: MLPModules, stats) -> torch.Tensor:
+        self._validate_params()
         if stats is None and self.needs_stats():
             raise InvalidArgumentError(f"`stats` are required by scorer {self.name!r}")
         if stats is not None:
@@ -838,439 +519,38 @@ class _LayerScorer(Scorer):
         return scores
 
 
-@register_scorer
-class MagnitudeScorer(_LayerScorer):
-    """Weight magnitude per intermediate neuron.
+# ----------------------------------------------------------------------------- shared by the families
+def _check_finite_stats(stats: ActivationStats, mlps: list[MLPModules]) -> None:
+    """Refuse NaN or inf in the per-batch norm sums of ``mlps``' modules.
 
-    ``which='up'`` or ``'gate'``: norm of row j of that (m, d) weight; ``which='down'``: norm of
-    column j of the (d, m) down weight.
-
-    Parameters
-    ----------
-    which : {'up', 'gate', 'down'}
-    ord : {1, 2}
-        L1 or L2 norm.
-    mode : {'chained', 'isolated'}
-        No effect on the scores (per-layer method); accepted for a uniform interface.
-    prune_hidden : bool
-        Must be False.
-
-    Example
-    -------
-    >>> MagnitudeScorer(which="down", ord=2).score(model)     # doctest: +SKIP
+    ``ActivationStats.check_model`` covers the sums of squares; the reference reproductions
+    also read the per-batch sums, checked here.
     """
-
-    name = "magnitude"
-    description = "L1/L2 norm of the up/gate rows or down columns of each neuron"
-
-    def __init__(self, *, which: str = "up", ord: int = 2, mode: str = "chained", prune_hidden: bool = False):
-        self.which = which
-        self.ord = ord
-        self.mode = mode
-        self.prune_hidden = prune_hidden
-        self._validate_common()
-        check_choice("which", which, ("up", "gate", "down"))
-        check_choice("ord", ord, (1, 2))
-
-    def needs_stats(self) -> bool:
-        return False
-
-    def _layer(self, m, stats):
-        if self.which == "gate" and m.gate is None:
-            raise InvalidArgumentError(f"`which='gate'` needs a gated MLP, but layer {m.layer} has none; "
-                                       "use 'up' or 'down'")
-        w = _abs64(m, self.which)
-        dim = 0 if self.which == "down" else 1  # down is (d, m): neuron j is column j
-        return torch.linalg.vector_norm(w, ord=self.ord, dim=dim)
+    for m in mlps:
+        for name in m.named_modules():
+            s = stats[name]
+            for what, t in (("input", s.input_batch_norm_sum), ("output", s.output_batch_norm_sum)):
+                if not torch.isfinite(t).all():
+                    raise InvalidArgumentError(f"`stats` for module {name!r} contain NaN or inf in the {what} "
+                                               "statistics")
 
 
-@register_scorer
-class ActivationScorer(_LayerScorer):
-    """L2 norm over calibration tokens of each intermediate neuron's activation.
-
-    That is the input norm of down_proj: ``||act(gate x) * up x||`` (``||act(fc1 x)||`` for a
-    plain MLP).
-
-    Parameters
-    ----------
-    mode : {'chained', 'isolated'}
-        No effect on the scores (per-layer method).
-    prune_hidden : bool
-        Must be False.
-
-    Example
-    -------
-    >>> ActivationScorer().score(model, stats)     # doctest: +SKIP
-    """
-
-    name = "activation"
-    description = "input norm of down_proj (intermediate activation norm)"
-
-    def _layer(self, m, stats):
-        return stats.input_norm(m.down_name).to(torch.float64)
-
-
-@register_scorer
-class WandaSPScorer(_LayerScorer):
-    """FLAP's Wanda-sp: ``score_j = sum_i |W_down[i, j]| * ||x_j||``, x the input of down_proj.
-
-    Parameters
-    ----------
-    mode : {'chained', 'isolated'}
-        No effect on the scores (per-layer method).
-    prune_hidden : bool
-        Must be False.
-
-    Example
-    -------
-    >>> WandaSPScorer().score(model, stats)     # doctest: +SKIP
-    """
-
-    name = "wanda-sp"
-    description = "structured Wanda (FLAP): column sums of |W_down| times the neuron's input norm"
-
-    def _layer(self, m, stats):
-        w = _abs64(m, "down")  # (d, m)
-        return w.sum(0) * _vec(stats.input_norm(m.down_name), w)
-
-
-@register_scorer
-class RandomScorer(_LayerScorer):
-    """Uniform random scores from a seeded ``torch.Generator`` (reproducible).
-
-    Parameters
-    ----------
-    seed : int
-    mode : {'chained', 'isolated'}
-        No effect on the scores.
-    prune_hidden : bool
-        Must be False.
-
-    Example
-    -------
-    >>> RandomScorer(seed=1).score(model)     # doctest: +SKIP
-    """
-
-    name = "random"
-    description = "uniform random scores (seeded)"
-    layerwise = False  # one generator over all layers
-
-    def __init__(self, *, seed: int = 0, mode: str = "chained", prune_hidden: bool = False):
-        self.seed = seed
-        self.mode = mode
-        self.prune_hidden = prune_hidden
-        self._validate_common()
-        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
-            raise fail_type("seed", "a non-negative int", seed)
-        if seed < 0:
-            raise fail("seed", "a non-negative int", seed)
-
-    def needs_stats(self) -> bool:
-        return False
-
-    def _score(self, model, mlps, stats):
-        g = torch.Generator(device="cpu").manual_seed(int(self.seed))
-        return {m.layer: torch.rand(m.intermediate_size, generator=g, dtype=torch.float64) for m in mlps}, None
-
-
-# ----------------------------------------------------------------------------- compensation-aware
-@register_scorer
-class FlapScorer(_LayerScorer):
-    """FLAP's fluctuation metric: ``Var(h_j) * ||W_down[:, j]||^2``, h the input of down_proj.
-
-    It is the expected squared error of the MLP output that ``compensate='bias'`` leaves when
-    neuron j alone is removed (DESIGN.md section 6). Needs the input means, which
-    :func:`llmrank_graph.calibrate` records. FLAP pairs it with a standardised global
-    allocation (``allocation='standardized'``).
-
-    Parameters
-    ----------
-    mode : {'chained', 'isolated'}
-        No effect on the scores (per-layer method).
-    prune_hidden : bool
-        Must be False.
-
-    Example
-    -------
-    >>> FlapScorer().score(model, stats)     # doctest: +SKIP
-    """
-
-    name = "flap"
-    description = "FLAP fluctuation: variance of the neuron's activation times its squared down_proj column"
-
-    def _layer(self, m, stats):
-        var = stats[m.down_name].input_variance
-        if var is None:
-            raise InvalidArgumentError(f"scorer 'flap' needs the mean of the down_proj inputs, which `stats` lack "
-                                       f"({m.down_name!r}); collect them with llmrank_graph.calibrate")
-        w = m.weight("down").detach().to(torch.float64)  # (d, m)
-        return fluctuation(w, _vec(var, w))
-
-
-@register_scorer
-class OBSScorer(_LayerScorer):
-    """Greedy structured OBS on down_proj (ZipLM, SlimGPT): what a least-squares refit cannot repair.
-
-    With ``H = G + lambda I`` (G the second moment of down_proj's input, ``lambda = ridge *
-    mean(diag G)``), removing neuron j and refitting the others costs
-    ``||W[:, j]||^2 / [H^-1]_jj``. Neurons are removed one at a time, cheapest first, with
-    rank-1 updates of W and of ``H^-1`` (:func:`llmrank_graph.compensation.algebra.obs_greedy`); a
-    neuron's score is the total cost of the removals up to and including its own, so the
-    lowest k scores are the greedy choice of k neurons for every k. The refit that the greedy
-    updates build is the closed-form one of ``compensate='lstsq'``, which applies it.
-
-    Parameters
-    ----------
-    ridge : float
-        Relative ridge (default :data:`llmrank_graph.compensation.algebra.DEFAULT_RIDGE`).
-    mode : {'chained', 'isolated'}
-        No effect on the scores (per-layer method).
-    prune_hidden : bool
-        Must be False.
-
-    Example
-    -------
-    >>> stats = calibrate(model, tokenizer, second_moments=True)    # doctest: +SKIP
-    >>> OBSScorer().score(model, stats)                             # doctest: +SKIP
-    """
-
-    name = "obs"
-    description = "greedy structured OBS on down_proj: output error left after a least-squares refit"
-
-    def __init__(self, *, ridge: float = DEFAULT_RIDGE, mode: str = "chained", prune_hidden: bool = False):
-        self.ridge = ridge
-        self.mode = mode
-        self.prune_hidden = prune_hidden
-        self._validate_common()
-        check_ridge(ridge)
-
-    def needs_second_moments(self) -> bool:
-        return True
-
-    def _layer(self, m, stats):
+def _check_second_moments(stats: ActivationStats, mlps: list[MLPModules], name: str) -> None:
+    """Refuse stats without the Gram matrices of the down_proj inputs, which scorer ``name`` needs."""
+    for m in mlps:
         s = stats[m.down_name]
-        w = m.weight("down").detach().to(torch.float64)  # (d, m)
-        g = _vec(s.input_second_moment, w)  # (m, m)
-        res = obs_greedy(w, g, relative_damp(g, float(self.ridge)))
-        scores = torch.empty(w.shape[1], dtype=torch.float64)
-        scores[res.order] = torch.cumsum(res.costs, 0)
-        return scores
+        if s.input_gram is None or s.input_sum is None:
+            raise InvalidArgumentError(f"scorer {name!r} needs the second moments (Gram matrices) of the down_proj "
+                                       f"inputs, which `stats` lack ({m.down_name!r}); collect them with "
+                                       "llmrank_graph.calibrate(model, tokenizer, second_moments=True)")
 
 
-# ----------------------------------------------------------------------------- other centralities
-@register_scorer
-class KatzScorer(_GraphScorer):
-    """Katz centrality of the intermediate nodes on the whole-MLP graph.
-
-    Parameters
-    ----------
-    mode, gate, residual, weighting, keep
-        Graph options (:class:`~llmrank_graph.graph.mlpgraph.ExportOptions`); by default the plain
-        export :data:`~llmrank_graph.graph.mlpgraph.DEFAULT_EXPORT` (|W| edges).
-    alpha, beta, direction, backend, tol, max_iter, nstart, normalized, device
-        Passed to :func:`llmrank_graph.centrality.katz`, with its defaults.
-    graph : MLPGraph, optional
-        A graph exported from the model with the scorer's graph options (see
-        :class:`PageRankScorer`).
-    prune_hidden : bool
-        Must be False.
-
-    Example
-    -------
-    >>> KatzScorer(alpha=0.05, direction="reverse").score(model)     # doctest: +SKIP
-    """
-
-    name = "katz"
-    description = "katz centrality of the intermediate nodes of the whole-MLP graph"
-
-    def __init__(self, *, mode: str = DEFAULT_EXPORT.mode, gate: str = DEFAULT_EXPORT.gate,
-                 residual: float = DEFAULT_EXPORT.residual, weighting: str = DEFAULT_EXPORT.weighting,
-                 keep: int | float | None = DEFAULT_EXPORT.keep, alpha: float = _KATZ_FN["alpha"],
-                 beta=_KATZ_FN["beta"], direction: str = _KATZ_FN["direction"], backend: str = _KATZ_FN["backend"],
-                 tol: float = _KATZ_FN["tol"], max_iter: int = _KATZ_FN["max_iter"], nstart=_KATZ_FN["nstart"],
-                 normalized: bool = _KATZ_FN["normalized"], device=_KATZ_FN["device"],
-                 graph: MLPGraph | None = None, prune_hidden: bool = False):
-        self.alpha = alpha
-        self.beta = beta
-        self.direction = direction
-        self.tol = tol
-        self.max_iter = max_iter
-        self.nstart = nstart
-        self.normalized = normalized
-        self.device = device
-        super().__init__(mode=mode, gate=gate, residual=residual, weighting=weighting, keep=keep, backend=backend,
-                         graph=graph, prune_hidden=prune_hidden)
-        check_choice("direction", direction, DIRECTIONS)
-
-    def _centrality(self, graph):
-        return _centrality.katz(graph, alpha=self.alpha, beta=self.beta, direction=self.direction,
-                                backend=self.backend, tol=self.tol, max_iter=self.max_iter, nstart=self.nstart,
-                                normalized=self.normalized, device=self.device)
+def _abs64(m: MLPModules, which: str) -> torch.Tensor:
+    """|W| of ``m``'s ``which`` weight as float64, (out, in), on the weight's device."""
+    with torch.no_grad():
+        return m.weight(which).detach().to(torch.float64).abs()
 
 
-@register_scorer
-class HitsScorer(_GraphScorer):
-    """One HITS vector (authorities or hubs) of the intermediate nodes on the whole-MLP graph.
-
-    Parameters
-    ----------
-    mode, gate, residual, weighting, keep
-        Graph options (:class:`~llmrank_graph.graph.mlpgraph.ExportOptions`); by default the plain
-        export :data:`~llmrank_graph.graph.mlpgraph.DEFAULT_EXPORT`.
-    which, backend, tol, max_iter, nstart, normalized
-        Passed to :func:`llmrank_graph.centrality.hits`, with its defaults: ``which`` is
-        ``'authorities'`` (fed by good hubs) or ``'hubs'``.
-    graph : MLPGraph, optional
-        A graph exported with the scorer's graph options.
-    prune_hidden : bool
-        Must be False.
-
-    Example
-    -------
-    >>> HitsScorer(which="hubs").score(model)     # doctest: +SKIP
-    """
-
-    name = "hits"
-    description = "hits centrality of the intermediate nodes of the whole-MLP graph"
-
-    def __init__(self, *, mode: str = DEFAULT_EXPORT.mode, gate: str = DEFAULT_EXPORT.gate,
-                 residual: float = DEFAULT_EXPORT.residual, weighting: str = DEFAULT_EXPORT.weighting,
-                 keep: int | float | None = DEFAULT_EXPORT.keep, which: str = _HITS_FN["which"],
-                 backend: str = _HITS_FN["backend"], tol: float = _HITS_FN["tol"],
-                 max_iter: int = _HITS_FN["max_iter"], nstart=_HITS_FN["nstart"],
-                 normalized: bool = _HITS_FN["normalized"], graph: MLPGraph | None = None,
-                 prune_hidden: bool = False):
-        self.which = which
-        self.tol = tol
-        self.max_iter = max_iter
-        self.nstart = nstart
-        self.normalized = normalized
-        super().__init__(mode=mode, gate=gate, residual=residual, weighting=weighting, keep=keep, backend=backend,
-                         graph=graph, prune_hidden=prune_hidden)
-
-    def _centrality(self, graph):
-        return _centrality.hits(graph, which=self.which, backend=self.backend, tol=self.tol,
-                                max_iter=self.max_iter, nstart=self.nstart, normalized=self.normalized)
-
-
-@register_scorer
-class EigenvectorScorer(_GraphScorer):
-    """Eigenvector centrality (of the undirected graph) of the intermediate nodes.
-
-    Parameters
-    ----------
-    mode, gate, residual, weighting, keep
-        Graph options (:class:`~llmrank_graph.graph.mlpgraph.ExportOptions`); by default the plain
-        export :data:`~llmrank_graph.graph.mlpgraph.DEFAULT_EXPORT`.
-    backend, tol, max_iter, nstart, directed
-        Passed to :func:`llmrank_graph.centrality.eigenvector`, with its defaults
-        (``directed=True`` is refused there: the whole-MLP graph is a DAG).
-    graph : MLPGraph, optional
-        A graph exported with the scorer's graph options.
-    prune_hidden : bool
-        Must be False.
-
-    Example
-    -------
-    >>> EigenvectorScorer().score(model)     # doctest: +SKIP
-    """
-
-    name = "eigenvector"
-    description = "eigenvector centrality of the intermediate nodes of the whole-MLP graph"
-
-    def __init__(self, *, mode: str = DEFAULT_EXPORT.mode, gate: str = DEFAULT_EXPORT.gate,
-                 residual: float = DEFAULT_EXPORT.residual, weighting: str = DEFAULT_EXPORT.weighting,
-                 keep: int | float | None = DEFAULT_EXPORT.keep, backend: str = _EIGENVECTOR_FN["backend"],
-                 tol: float = _EIGENVECTOR_FN["tol"], max_iter: int = _EIGENVECTOR_FN["max_iter"],
-                 nstart=_EIGENVECTOR_FN["nstart"], directed: bool = _EIGENVECTOR_FN["directed"],
-                 graph: MLPGraph | None = None, prune_hidden: bool = False):
-        self.tol = tol
-        self.max_iter = max_iter
-        self.nstart = nstart
-        self.directed = directed
-        super().__init__(mode=mode, gate=gate, residual=residual, weighting=weighting, keep=keep, backend=backend,
-                         graph=graph, prune_hidden=prune_hidden)
-
-    def _centrality(self, graph):
-        return _centrality.eigenvector(graph, backend=self.backend, tol=self.tol, max_iter=self.max_iter,
-                                       nstart=self.nstart, directed=self.directed)
-
-
-@register_scorer
-class StrengthScorer(_GraphScorer):
-    """Strength (sum of in-, out- or all edge weights) of the intermediate nodes.
-
-    Parameters
-    ----------
-    mode, gate, residual, weighting, keep
-        Graph options (:class:`~llmrank_graph.graph.mlpgraph.ExportOptions`); by default the plain
-        export :data:`~llmrank_graph.graph.mlpgraph.DEFAULT_EXPORT`.
-    direction, backend, device
-        Passed to :func:`llmrank_graph.centrality.strength`, with its defaults (``direction``:
-        ``'in'``, ``'out'`` or ``'total'``).
-    graph : MLPGraph, optional
-        A graph exported with the scorer's graph options.
-    prune_hidden : bool
-        Must be False.
-
-    Example
-    -------
-    >>> StrengthScorer(direction="out", weighting="abs_x_input").score(model, stats)   # doctest: +SKIP
-    """
-
-    name = "strength"
-    description = "strength centrality of the intermediate nodes of the whole-MLP graph"
-
-    def __init__(self, *, mode: str = DEFAULT_EXPORT.mode, gate: str = DEFAULT_EXPORT.gate,
-                 residual: float = DEFAULT_EXPORT.residual, weighting: str = DEFAULT_EXPORT.weighting,
-                 keep: int | float | None = DEFAULT_EXPORT.keep, direction: str = _STRENGTH_FN["direction"],
-                 backend: str = _STRENGTH_FN["backend"], device=_STRENGTH_FN["device"],
-                 graph: MLPGraph | None = None, prune_hidden: bool = False):
-        self.direction = direction
-        self.device = device
-        super().__init__(mode=mode, gate=gate, residual=residual, weighting=weighting, keep=keep, backend=backend,
-                         graph=graph, prune_hidden=prune_hidden)
-
-    def _centrality(self, graph):
-        return _centrality.strength(graph, direction=self.direction, backend=self.backend, device=self.device)
-
-
-@register_scorer
-class DegreeScorer(_GraphScorer):
-    """Degree (number of in-, out- or all edges) of the intermediate nodes.
-
-    Parameters
-    ----------
-    mode, gate, residual, weighting, keep
-        Graph options (:class:`~llmrank_graph.graph.mlpgraph.ExportOptions`); by default the plain
-        export :data:`~llmrank_graph.graph.mlpgraph.DEFAULT_EXPORT`.
-    direction, backend
-        Passed to :func:`llmrank_graph.centrality.degree`, with its defaults.
-    graph : MLPGraph, optional
-        A graph exported with the scorer's graph options.
-    prune_hidden : bool
-        Must be False.
-
-    Example
-    -------
-    >>> DegreeScorer(keep=3).score(model)     # doctest: +SKIP
-    """
-
-    name = "degree"
-    description = "degree centrality of the intermediate nodes of the whole-MLP graph"
-
-    def __init__(self, *, mode: str = DEFAULT_EXPORT.mode, gate: str = DEFAULT_EXPORT.gate,
-                 residual: float = DEFAULT_EXPORT.residual, weighting: str = DEFAULT_EXPORT.weighting,
-                 keep: int | float | None = DEFAULT_EXPORT.keep, direction: str = _DEGREE_FN["direction"],
-                 backend: str = _DEGREE_FN["backend"], graph: MLPGraph | None = None, prune_hidden: bool = False):
-        self.direction = direction
-        super().__init__(mode=mode, gate=gate, residual=residual, weighting=weighting, keep=keep, backend=backend,
-                         graph=graph, prune_hidden=prune_hidden)
-
-    def _centrality(self, graph):
-        return _centrality.degree(graph, direction=self.direction, backend=self.backend)
-
-
-#: The graph scorers other than ``pagerank``, one per centrality of :mod:`llmrank_graph.centrality`.
-_OTHER_CENTRALITIES = tuple(c.name for c in (KatzScorer, HitsScorer, EigenvectorScorer, StrengthScorer,
-                                               DegreeScorer))
+def _vec(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """``t`` as float64 on ``ref``'s device."""
+    return t.to(device=ref.device, dtype=torch.float64)

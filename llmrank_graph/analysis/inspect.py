@@ -1,0 +1,225 @@
+"""Everything ``llmrank-graph inspect`` reports, in one call: :func:`inspect_graph` and its :class:`InspectReport`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..base.files import atomic_directory
+from ..base.params import Boolean, Interval, Optional, validated
+from ..centrality.registry import centrality_names
+from ..errors import InvalidArgumentError
+from ..graph.mlpgraph import MLPGraph
+from ..graph.scores import jsonable, stored_scores
+from .common import GRAPH, names_in
+from .correlations import AMOUNT, CORRELATIONS, DEFAULT_AMOUNT, TOP_K, compute_correlations, compute_overlap, rank_top
+from .mass import compute_mass, layer_means
+from .paths import find_paths
+from .plots import write_plots
+from .scores import (
+    BASELINES,
+    DEFAULT_CENTRALITIES,
+    baseline_reasons,
+    baseline_unavailable,
+    compute_centralities,
+    graph_baselines,
+    scores_from_model,
+)
+from .stats import collect_info, compute_layer_stats, partition_table
+from .text import render_text
+
+__all__ = ["InspectReport", "inspect_graph", "INSPECT_CONSTRAINTS"]
+
+
+@dataclass
+class InspectReport:
+    """Everything ``llmrank-graph inspect`` shows, as DataFrames (see :func:`inspect_graph`).
+
+    Render it with :meth:`to_text` or :meth:`to_dict` (JSON), or :meth:`write` it to a
+    directory as CSV, JSON and PNG plots.
+    """
+
+    info: dict
+    partitions: pd.DataFrame
+    layer_stats: pd.DataFrame
+    top_neurons: pd.DataFrame
+    correlations: pd.DataFrame
+    overlap: pd.DataFrame
+    mass: pd.DataFrame
+    layer_means: pd.DataFrame
+    paths: pd.DataFrame | None
+    sources: dict[str, str]
+    amount: float
+    notes: list[str] = field(default_factory=list)
+
+    TABLES = ("partitions", "layer_stats", "top_neurons", "correlations", "overlap", "mass", "layer_means", "paths")
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """The tables by name (``paths`` only when asked for)."""
+        return {k: getattr(self, k) for k in self.TABLES if getattr(self, k) is not None}
+
+    def to_dict(self) -> dict:
+        """The report as JSON-ready data (NaN -> null)."""
+        out = {"graph": jsonable(self.info), "scores": dict(self.sources), "amount": self.amount,
+               "notes": list(self.notes)}
+        for k, df in self.tables().items():
+            out[k] = json.loads(df.to_json(orient="records", double_precision=15))
+        return out
+
+    def to_text(self, width: int = 100) -> str:
+        """A readable summary (the default output of ``inspect``)."""
+        return render_text(self, width)
+
+    def write(self, out_dir, *, overwrite: bool = False) -> Path:
+        """Write ``report.json``, one CSV per table and the PNG plots to a directory, atomically.
+
+        Plots: ``strength.png`` (in/out-strength of the intermediate neurons per layer),
+        ``centrality_heatmap.png`` (mean score per layer, relative), ``correlations.png``
+        (overall Spearman matrix) and ``mass.png`` (share of each PageRank per layer). With
+        ``overwrite`` only a previous report (a directory with ``report.json``) is replaced.
+        """
+        def only_reports(existing: Path) -> None:
+            if not (existing / "report.json").is_file():
+                raise InvalidArgumentError(f"`out` {str(existing)!r} exists and is not an inspect report (no "
+                                           "report.json); refusing to replace it")
+
+        with atomic_directory(out_dir, overwrite=overwrite, arg="out", check_existing=only_reports) as tmp:
+            (tmp / "report.json").write_text(json.dumps(self.to_dict(), indent=1))
+            for k, df in self.tables().items():
+                df.to_csv(tmp / f"{k}.csv", index=False)
+            write_plots(self, tmp)
+        return Path(out_dir)
+
+
+def _baselines(graph: MLPGraph, model, stats, baselines: list[str] | None, notes: list[str], progress: bool
+               ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The baselines asked for (all available ones by default), from the model when given, else from the graph."""
+    explicit = baselines is not None
+    names = list(BASELINES) if baselines is None else baselines
+    if model is not None:
+        bs = scores_from_model(graph, model, stats, names, explicit, notes)
+        return bs, {b: "baseline (model)" for b in bs}
+    why = baseline_reasons(graph)
+    for b in names:
+        if why[b] is not None:
+            if explicit:
+                raise baseline_unavailable(b, why[b])
+            notes.append(f"baseline {b!r} left out: {why[b]}")
+    usable = [b for b in names if why[b] is None]
+    bs = graph_baselines(graph, usable, why, progress) if usable else {}
+    return bs, {b: "baseline (graph)" for b in bs}
+
+
+def _report(graph: MLPGraph, table: dict[str, np.ndarray], sources: dict[str, str], stats_df: pd.DataFrame, k: int,
+            amount: float, paths: int | None, notes: list[str], progress: bool) -> InspectReport:
+    """The report's tables, from the scores gathered and the layer statistics."""
+    # PageRank's columns (storage names them pagerank_...) hold distributions, whose mass per layer is meaningful
+    pagerank_cols = {c: v for c, v in table.items() if c.startswith("pagerank")}
+    several = len(table) > 1
+    return InspectReport(
+        info=collect_info(graph), partitions=partition_table(graph), layer_stats=stats_df,
+        top_neurons=rank_top(graph, table, k),
+        correlations=compute_correlations(graph, table) if several else
+        pd.DataFrame(columns=["scope", "layer", "a", "b", "n", *CORRELATIONS]),
+        overlap=compute_overlap(graph, table, amount) if several else
+        pd.DataFrame(columns=["scope", "layer", "a", "b", "n_pruned", "jaccard"]),
+        mass=compute_mass(graph, pagerank_cols) if pagerank_cols else pd.DataFrame(),
+        layer_means=layer_means(graph, table),
+        paths=find_paths(graph, paths, progress=progress) if paths is not None else None,
+        sources=sources, amount=amount, notes=notes)
+
+
+#: The parameters of :func:`inspect_graph` that are checked before anything is computed (the
+#: command line checks the options it was given against it before it loads a model).
+INSPECT_CONSTRAINTS = {
+    "graph": GRAPH,
+    "centralities": names_in(centrality_names),
+    "baselines": Optional(names_in(lambda: BASELINES)),
+    "k": Interval(int, 1),
+    "amount": AMOUNT,
+    "paths": Optional(Interval(int, 1)),
+    "progress": Boolean(),
+}
+
+
+@validated(INSPECT_CONSTRAINTS)
+def inspect_graph(graph: MLPGraph, *, centralities: Iterable[str] = DEFAULT_CENTRALITIES,
+                  stored: Iterable[str] | None = None, baselines: Iterable[str] | None = None, model=None,
+                  stats=None, k: int = TOP_K, amount: float = DEFAULT_AMOUNT, paths: int | None = None,
+                  backend: str = "auto", progress: bool = False) -> InspectReport:
+    """Everything ``llmrank-graph inspect`` reports, in one call.
+
+    Parameters
+    ----------
+    graph : MLPGraph
+    centralities : iterable of str
+        Centralities of :data:`CENTRALITIES`, with the library's defaults; a stored column of
+        the same name is used instead of computing it.
+    stored : iterable of str, optional
+        Further stored score columns to include (an error names the ones stored).
+    baselines : iterable of str, optional
+        Of :data:`BASELINES`. Default: those available (from ``model`` and ``stats`` when
+        given, else from the graph, see :func:`available_baselines`); named explicitly, an
+        unavailable one is an error.
+    model, stats : optional
+        The model the graph was exported from and its calibration statistics, to compute the
+        baselines with :func:`llmrank_graph.score_neurons`.
+    k : int
+        Top neurons per layer.
+    amount : float in [0, 1)
+        Fraction pruned for :func:`overlap`.
+    paths : int, optional
+        Number of heaviest paths (none when None).
+    backend : str
+        Backend of the centralities.
+    progress : bool
+        Progress bars on the long steps.
+
+    Returns
+    -------
+    InspectReport
+
+    Raises
+    ------
+    InvalidArgumentError
+        An unknown centrality or baseline, ``paths < 1``, stored columns that are missing.
+
+    Example
+    -------
+    >>> import torch, transformers
+    >>> import llmrank_graph as lg
+    >>> cfg = transformers.LlamaConfig(vocab_size=32, hidden_size=4, intermediate_size=6, num_hidden_layers=2,
+    ...                                num_attention_heads=2, num_key_value_heads=2)
+    >>> _ = torch.manual_seed(0)
+    >>> rep = inspect_graph(lg.export_graph(transformers.LlamaForCausalLM(cfg)), paths=1, backend="scipy")
+    >>> rep.sources
+    {'pagerank_reverse_a0.85': 'computed (scipy)', 'katz_forward_a0.1': 'computed (scipy)',
+     'strength_in': 'computed (scipy)', 'magnitude': 'baseline (graph)'}
+    >>> rep.notes[0]
+    "baseline 'activation' left out: the graph has no node activations (export it with calibration stats)"
+    >>> print(rep.to_text().splitlines()[0])
+    graph: LlamaForCausalLM (mode='chained', gate='up', residual=0.0, weighting='abs', keep=None)
+    """
+    notes: list[str] = []
+    table: dict[str, np.ndarray] = {}
+    sources: dict[str, str] = {}
+    if stored is not None:
+        for name, v in stored_scores(graph, list(stored)).items():
+            table[name] = np.asarray(v, dtype=np.float64)
+            sources[name] = "stored"
+    stats_df = compute_layer_stats(graph, progress=progress)
+    cs, cs_sources = compute_centralities(graph, centralities, backend, True, progress)
+    bs, bs_sources = _baselines(graph, model, stats, baselines, notes, progress)
+    table.update(cs)
+    table.update(bs)
+    sources.update(cs_sources)
+    sources.update(bs_sources)
+    if not table:
+        raise InvalidArgumentError("`centralities`, `stored` and `baselines` left nothing to inspect; ask for at least "
+                                   "one centrality")
+    return _report(graph, table, sources, stats_df, k, amount, paths, notes, progress)

@@ -1,0 +1,289 @@
+"""Activation statistics of MLP Linear modules, and their file format.
+
+:class:`ActivationStats` maps each module's qualified name to its :class:`ModuleStats`: the
+sum of squares of each input and output feature over all calibration tokens, the sum of the
+per-batch L2 norms (what the LLM-Rank reference code averages), the sum of each input feature
+and, for down projections calibrated with ``second_moments=True``, the Gram matrix of the
+input. :func:`llmrank_graph.data.calibration.calibrate` fills them; they are saved as
+safetensors with JSON metadata (no pickle).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .._version import __version__
+from ..base.checks import fail_type
+from ..base.files import save_safetensors_atomic
+from ..errors import FileFormatError, InvalidArgumentError, InvalidArgumentTypeError, MissingInputError
+from ..models.architectures import mlp_layers
+
+__all__ = ["ModuleStats", "ActivationStats"]
+
+_FORMAT = "llmrank_graph.ActivationStats"
+
+
+@dataclass
+class ModuleStats:
+    """Per-feature statistics of one Linear module.
+
+    Attributes
+    ----------
+    input_sumsq, output_sumsq : torch.Tensor
+        float64, (in_features,) and (out_features,): sum over tokens of x_i^2.
+    input_batch_norm_sum, output_batch_norm_sum : torch.Tensor
+        float64: sum over batches of each feature's L2 norm within the batch.
+    n_batches, n_tokens : int
+    input_sum : torch.Tensor or None
+        float64, (in_features,): sum over tokens of x_i (None in stats built from norms alone).
+    input_gram : torch.Tensor or None
+        float64, (in_features, in_features): sum over tokens of x x^T. Only down projections
+        have it, and only when calibrated with ``second_moments=True``.
+    """
+
+    input_sumsq: torch.Tensor
+    output_sumsq: torch.Tensor
+    input_batch_norm_sum: torch.Tensor
+    output_batch_norm_sum: torch.Tensor
+    n_batches: int = 0
+    n_tokens: int = 0
+    input_sum: torch.Tensor | None = None
+    input_gram: torch.Tensor | None = None
+
+    @property
+    def input_norm(self) -> torch.Tensor:
+        """L2 norm of each input feature over all calibration tokens, (in_features,)."""
+        return self.input_sumsq.sqrt()
+
+    @property
+    def output_norm(self) -> torch.Tensor:
+        """L2 norm of each output feature over all calibration tokens, (out_features,)."""
+        return self.output_sumsq.sqrt()
+
+    @property
+    def input_norm_batch_mean(self) -> torch.Tensor:
+        """Per-batch L2 norm of each input feature, averaged over batches (reference code)."""
+        return self.input_batch_norm_sum / max(self.n_batches, 1)
+
+    @property
+    def output_norm_batch_mean(self) -> torch.Tensor:
+        """Per-batch L2 norm of each output feature, averaged over batches (reference code)."""
+        return self.output_batch_norm_sum / max(self.n_batches, 1)
+
+    @property
+    def input_mean(self) -> torch.Tensor | None:
+        """Mean of each input feature over the calibration tokens, (in_features,), or None."""
+        return None if self.input_sum is None else self.input_sum / max(self.n_tokens, 1)
+
+    @property
+    def input_second_moment(self) -> torch.Tensor | None:
+        """``E[x x^T]`` over the calibration tokens, (in_features, in_features), or None."""
+        return None if self.input_gram is None else self.input_gram / max(self.n_tokens, 1)
+
+    @property
+    def input_variance(self) -> torch.Tensor | None:
+        """Variance of each input feature over the calibration tokens, (in_features,), or None."""
+        mean = self.input_mean
+        if mean is None:
+            return None
+        return (self.input_sumsq / max(self.n_tokens, 1) - mean * mean).clamp_min(0)
+
+    def add(self, other: "ModuleStats") -> None:
+        """Accumulate ``other`` (statistics of more tokens of the same module) into this one, in place."""
+        self.input_sumsq += other.input_sumsq
+        self.output_sumsq += other.output_sumsq
+        self.input_batch_norm_sum += other.input_batch_norm_sum
+        self.output_batch_norm_sum += other.output_batch_norm_sum
+        self.n_batches += other.n_batches
+        self.n_tokens += other.n_tokens
+        if self.input_sum is not None and other.input_sum is not None:
+            self.input_sum += other.input_sum
+        if self.input_gram is not None and other.input_gram is not None:
+            self.input_gram += other.input_gram
+
+
+class ActivationStats(Mapping):
+    """Mapping ``module name -> ModuleStats`` for every MLP Linear module of a model.
+
+    :func:`~llmrank_graph.data.calibration.calibrate` makes them from a model; norms computed
+    elsewhere make them too:
+
+    Example
+    -------
+    >>> stats = ActivationStats.from_norms({"mlp.down_proj": (torch.ones(3), torch.full((2,), 2.0))}, n_tokens=8)
+    >>> stats
+    ActivationStats(1 modules, n_tokens=8)
+    >>> stats.output_norm("mlp.down_proj")
+    tensor([2., 2.], dtype=torch.float64)
+    """
+
+    def __init__(self, modules: Mapping[str, ModuleStats] | None = None, meta: dict | None = None):
+        self._modules: dict[str, ModuleStats] = dict(modules or {})
+        self.meta: dict = dict(meta or {})
+
+    # Mapping protocol
+    def __getitem__(self, name: str) -> ModuleStats:
+        try:
+            return self._modules[name]
+        except KeyError:
+            raise KeyError(f"no activation statistics for module {name!r}; stats hold "
+                           f"{len(self._modules)} modules, e.g. {list(self._modules)[:3]}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._modules)
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __repr__(self) -> str:
+        return f"ActivationStats({len(self)} modules, n_tokens={self.n_tokens})"
+
+    @property
+    def n_tokens(self) -> int:
+        return max((s.n_tokens for s in self._modules.values()), default=0)
+
+    def input_norm(self, name: str) -> torch.Tensor:
+        return self[name].input_norm
+
+    def has_second_moments(self, names=None) -> bool:
+        """Whether the modules ``names`` (default: every module that has any) carry a Gram matrix and a mean.
+
+        Stats calibrated with ``second_moments=True`` have them for every down projection.
+        """
+        if names is None:
+            return any(s.input_gram is not None for s in self._modules.values())
+        return all(n in self._modules and self._modules[n].input_gram is not None
+                   and self._modules[n].input_sum is not None for n in names)
+
+    def output_norm(self, name: str) -> torch.Tensor:
+        return self[name].output_norm
+
+    @classmethod
+    def from_norms(cls, norms: Mapping[str, tuple[torch.Tensor, torch.Tensor]], n_tokens: int = 1) -> "ActivationStats":
+        """Build stats from ``{module_name: (input_norm, output_norm)}`` computed elsewhere."""
+        mods = {}
+        for name, pair in norms.items():
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise InvalidArgumentTypeError(f"`norms[{name!r}]` must be a pair (input_norm, output_norm); "
+                                               f"got {type(pair).__name__}")
+            inp, out = (torch.as_tensor(t, dtype=torch.float64).detach().cpu().reshape(-1) for t in pair)
+            for what, t in (("input_norm", inp), ("output_norm", out)):
+                if not torch.isfinite(t).all() or (t < 0).any():
+                    raise InvalidArgumentError(f"`norms[{name!r}]` {what} must be finite and non-negative")
+            mods[name] = ModuleStats(inp**2, out**2, inp.clone(), out.clone(), n_batches=1, n_tokens=n_tokens)
+        return cls(mods)
+
+    def check_model(self, model: nn.Module) -> None:
+        """Raise InvalidArgumentError (a ValueError) if these stats do not describe ``model``'s MLP modules."""
+        for mlp in mlp_layers(model):
+            roles = {mlp.gate_name: "gate", mlp.up_name: "up", mlp.down_name: "down"}
+            for name in mlp.named_modules():
+                if name not in self._modules:
+                    raise InvalidArgumentError(f"`stats` do not match the model: no statistics for module {name!r}")
+                out_f, in_f = mlp.weight(roles[name]).shape
+                _check_module_stats(name, self._modules[name], in_f, out_f)
+
+    # Persistence: safetensors + JSON metadata, no pickle.
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write to a ``.safetensors`` file, atomically (:func:`llmrank_graph.base.files.atomic_file`).
+
+        Parameters
+        ----------
+        path : str or path-like
+            The file to write; parent directories are created.
+        overwrite : bool
+            Replace an existing file.
+
+        Returns
+        -------
+        pathlib.Path
+            The written path.
+
+        Raises
+        ------
+        OutputExistsError
+            If ``path`` exists and ``overwrite`` is False, or is a directory.
+        """
+        tensors, counts = {}, {}
+        for name, s in self._modules.items():
+            tensors[f"{name}::input_sumsq"] = s.input_sumsq.contiguous()
+            tensors[f"{name}::output_sumsq"] = s.output_sumsq.contiguous()
+            tensors[f"{name}::input_batch_norm_sum"] = s.input_batch_norm_sum.contiguous()
+            tensors[f"{name}::output_batch_norm_sum"] = s.output_batch_norm_sum.contiguous()
+            if s.input_sum is not None:
+                tensors[f"{name}::input_sum"] = s.input_sum.contiguous()
+            if s.input_gram is not None:
+                tensors[f"{name}::input_gram"] = s.input_gram.contiguous()
+            counts[name] = [s.n_batches, s.n_tokens]
+        meta = {"format": _FORMAT, "version": __version__,
+                "counts": json.dumps(counts), "meta": json.dumps(self.meta)}
+        return save_safetensors_atomic(tensors, path, meta, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "ActivationStats":
+        """Read stats written by :meth:`save`.
+
+        Raises
+        ------
+        MissingInputError
+            If ``path`` does not exist (a FileNotFoundError).
+        FileFormatError
+            If the file is not an ActivationStats file, or is damaged or truncated (a
+            ValueError naming the file).
+        """
+        from safetensors import SafetensorError, safe_open
+
+        if not isinstance(path, (str, os.PathLike)):
+            raise fail_type("path", "a str or a path", path)
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise MissingInputError(f"`path` {str(path)!r} does not exist")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                if meta.get("format") != _FORMAT:
+                    raise FileFormatError(f"`path` {str(path)!r} is not an llmrank_graph ActivationStats file")
+                counts = json.loads(meta["counts"])
+                keys = set(f.keys())
+                mods = {}
+                for name, (nb, nt) in counts.items():
+                    optional = {field: f.get_tensor(f"{name}::{field}") if f"{name}::{field}" in keys else None
+                                for field in ("input_sum", "input_gram")}
+                    mods[name] = ModuleStats(
+                        f.get_tensor(f"{name}::input_sumsq"), f.get_tensor(f"{name}::output_sumsq"),
+                        f.get_tensor(f"{name}::input_batch_norm_sum"), f.get_tensor(f"{name}::output_batch_norm_sum"),
+                        n_batches=int(nb), n_tokens=int(nt), **optional,
+                    )
+            return cls(mods, json.loads(meta.get("meta", "{}")))
+        except FileFormatError:
+            raise
+        except (SafetensorError, OSError, KeyError, TypeError, ValueError) as e:
+            # ValueError covers JSONDecodeError and a bad (n_batches, n_tokens) pair.
+            raise FileFormatError(f"`path` {str(path)!r} is not a readable ActivationStats file (truncated or "
+                                  f"damaged?): {type(e).__name__}: {e}") from None
+
+
+def _check_module_stats(name: str, s: ModuleStats, in_f: int, out_f: int) -> None:
+    """The statistics of module ``name`` fit its (in, out) features and are finite."""
+    got = (s.input_sumsq.numel(), s.output_sumsq.numel())
+    if got != (in_f, out_f):
+        raise InvalidArgumentError(
+            f"`stats` do not match the model: module {name!r} has (in, out) features "
+            f"{(in_f, out_f)} in the model but {got} in the stats"
+        )
+    for what, t in (("input", s.input_sumsq), ("output", s.output_sumsq)):
+        if not torch.isfinite(t).all():
+            raise InvalidArgumentError(f"`stats` for module {name!r} contain NaN or inf in the {what} statistics")
+    if s.input_sum is not None and s.input_sum.shape != (in_f,):
+        raise InvalidArgumentError(f"`stats` do not match the model: module {name!r} has {in_f} input "
+                                   f"features but an input sum of shape {tuple(s.input_sum.shape)}")
+    if s.input_gram is not None and s.input_gram.shape != (in_f, in_f):
+        raise InvalidArgumentError(f"`stats` do not match the model: module {name!r} has {in_f} input "
+                                   f"features but a Gram matrix of shape {tuple(s.input_gram.shape)}")

@@ -1,0 +1,245 @@
+"""From a model to the parts of its whole-MLP graph: the graph options and the export itself.
+
+:class:`ExportOptions` is the one value that says how a graph is built (mode, gate, residual,
+weighting, keep) and the one place that checks those options; :func:`export_parts` reads a
+model's MLP weights into the partitions and blocks of the graph (docs/design.md section 1),
+and :func:`llmrank_graph.export_graph` builds the :class:`~llmrank_graph.MLPGraph` from them.
+:func:`mlp_partitions` is the partition layout shared with the safetensors export
+(:mod:`llmrank_graph.graph.streaming`).
+
+>>> [p.name for p in mlp_partitions(2, 4, [8, 8], "chained")]
+['H0', 'I0', 'H1', 'I1', 'H2']
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+import torch
+
+from ..base.checks import check_choice, check_keep, check_residual
+from ..models.architectures import MLPModules, mlp_layers
+from .blocks import Block, DiagonalBlock, Partition, SparseBlock, WeightBlock
+from .parts import GraphParts
+
+__all__ = ["ExportOptions", "DEFAULT_EXPORT", "MODES", "GATES", "WEIGHTINGS", "ACTIVATION_WEIGHTINGS",
+           "EXPORT_FORMATS", "export_options", "mlp_partitions", "export_parts"]
+
+MODES = ("chained", "isolated")
+GATES = ("up", "gate", "sum", "max")
+WEIGHTINGS = ("abs", "abs_x_input", "activation_share")
+#: Weightings that need calibration statistics.
+ACTIVATION_WEIGHTINGS = ("abs_x_input", "activation_share")
+#: What ``llmrank-graph export --format`` writes: the full graph directory, or a thresholded
+#: subgraph for viewers (:mod:`llmrank_graph.graph.viewer`).
+EXPORT_FORMATS = ("parquet", "graphml", "gexf")
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """How the whole-MLP graph is built from a model: the options of :func:`~llmrank_graph.export_graph`.
+
+    One frozen, validated value shared by :func:`~llmrank_graph.export_graph`, the graph
+    scorers and the CLI (whose defaults are read from the instances below). It is the one
+    check of the graph options: every entry point that takes them builds one.
+
+    Attributes
+    ----------
+    mode : {'chained', 'isolated'}
+        One graph through all layers, or one 3-partite component per MLP.
+    gate : {'up', 'gate', 'sum', 'max'}
+        Input edges of a gated MLP: ``|W_up|`` (the paper), ``|W_gate|``, their sum or max.
+    residual : float >= 0
+        Weight of the skip edges ``H_l,i -> H_{l+1},i`` (0: none).
+    weighting : {'abs', 'abs_x_input', 'activation_share'}
+        See :func:`~llmrank_graph.export_graph`.
+    keep : None, int >= 1 or float in (0, 1]
+        Sparsification: top-k in-edges per node, or a global weight quantile.
+
+    Example
+    -------
+    >>> ExportOptions(weighting="activation_share").needs_stats
+    True
+    >>> ExportOptions(mode="stacked")
+    Traceback (most recent call last):
+    ...
+    llmrank_graph.errors.InvalidArgumentError: `mode` must be one of 'chained', 'isolated'; got 'stacked'
+    """
+
+    mode: str = "chained"
+    gate: str = "up"
+    residual: float = 0.0
+    weighting: str = "abs"
+    keep: int | float | None = None
+
+    def __post_init__(self):
+        check_choice("mode", self.mode, MODES)
+        check_choice("gate", self.gate, GATES)
+        object.__setattr__(self, "residual", check_residual(self.residual))
+        check_choice("weighting", self.weighting, WEIGHTINGS)
+        object.__setattr__(self, "keep", check_keep(self.keep))
+
+    @property
+    def needs_stats(self) -> bool:
+        """True when the weighting uses calibration activation norms."""
+        return self.weighting in ACTIVATION_WEIGHTINGS
+
+    def as_dict(self) -> dict:
+        """The options as a plain dict (the keys of ``meta.json``)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def replace(self, **changes) -> ExportOptions:
+        """A copy with some options changed (validated again)."""
+        return replace(self, **changes)
+
+
+#: The options of a plain export (``export_graph(model)``): the paper's graph.
+DEFAULT_EXPORT = ExportOptions()
+
+
+def export_options(graph) -> ExportOptions | None:
+    """The :class:`ExportOptions` recorded in a graph's ``meta``, or None for a graph built elsewhere.
+
+    >>> import pandas as pd, llmrank_graph as lg
+    >>> nodes = pd.DataFrame({"vertex": [0, 1], "layer": [0, 0], "kind": ["hidden", "intermediate"]})
+    >>> edges = pd.DataFrame({"src": [0], "dst": [1], "weight": [1.0]})
+    >>> export_options(lg.MLPGraph.from_edgelist(nodes, edges)) is None
+    True
+    """
+    try:
+        return ExportOptions(**{f.name: graph.meta[f.name] for f in fields(ExportOptions)})
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+def mlp_partitions(n_layers: int, hidden_size: int, intermediate_sizes: list[int], mode: str) -> list[Partition]:
+    """The partitions of the whole-MLP graph, in topological order, with their vertex offsets.
+
+    ``mode="chained"``: ``H0, I0, H1, ..., I{L-1}, HL``; ``"isolated"``: ``H{l}_in, I{l},
+    H{l}_out`` for every layer. ``mode`` is trusted (checked by :class:`ExportOptions`).
+
+    >>> [(p.name, p.offset, p.size) for p in mlp_partitions(1, 2, [3], "isolated")]
+    [('H0_in', 0, 2), ('I0', 2, 3), ('H0_out', 5, 2)]
+    """
+    parts: list[Partition] = []
+    off = 0
+
+    def add(name, layer, kind, size):
+        nonlocal off
+        parts.append(Partition(len(parts), name, layer, kind, off, size))
+        off += size
+
+    if mode == "chained":
+        for l in range(n_layers):
+            add(f"H{l}", l, "hidden", hidden_size)
+            add(f"I{l}", l, "intermediate", intermediate_sizes[l])
+        add(f"H{n_layers}", n_layers, "hidden", hidden_size)
+    else:
+        for l in range(n_layers):
+            add(f"H{l}_in", l, "hidden", hidden_size)
+            add(f"I{l}", l, "intermediate", intermediate_sizes[l])
+            add(f"H{l}_out", l, "hidden", hidden_size)
+    return parts
+
+
+def _sparsify(blocks: list[Block], keep) -> list[Block]:
+    """Top-k in-edges per node within each weight block, or one global weight quantile.
+
+    Residual (diagonal) blocks are kept whole: they are not weights of the model.
+    """
+    out: list[Block] = []
+    weight_blocks = [b for b in blocks if b.role != "residual"]
+    threshold = None
+    if isinstance(keep, float):
+        allw = np.concatenate([b.dense(torch.float32, "cpu").numpy().ravel() for b in weight_blocks])
+        threshold = np.quantile(allw, 1.0 - keep, method="higher") if keep < 1 else -np.inf
+        del allw
+    for b in blocks:
+        if b.role == "residual":
+            out.append(b)
+            continue
+        dense = b.dense(torch.float32, "cpu")
+        if threshold is not None:
+            rows, cols = np.nonzero((dense >= threshold).numpy())
+        else:
+            k = min(int(keep), dense.shape[1])
+            cols = torch.topk(dense, k, dim=1).indices.numpy().ravel()
+            rows = np.repeat(np.arange(dense.shape[0]), k)
+        vals = dense.numpy()[rows, cols]
+        out.append(SparseBlock(b.src, b.dst, b.layer, b.role, rows, cols, vals))
+    return out
+
+
+def _layer_activation(act: np.ndarray, stats, m: MLPModules, h_in: Partition, inter: Partition, h_out: Partition,
+                      last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fill the node activations of one MLP from ``stats``; returns the input norms of up and down."""
+    a_in = stats.input_norm(m.up_name).to(torch.float64)
+    a_mid = stats.input_norm(m.down_name).to(torch.float64)
+    act[h_in.offset:h_in.stop] = a_in.numpy()
+    act[inter.offset:inter.stop] = a_mid.numpy()
+    if last:  # H_{l+1} is the next layer's input otherwise
+        act[h_out.offset:h_out.stop] = stats.output_norm(m.down_name).to(torch.float64).numpy()
+    return a_in, a_mid
+
+
+def _layer_blocks(l: int, m: MLPModules, h_in: Partition, inter: Partition, h_out: Partition, opts: ExportOptions,
+                  a_in: torch.Tensor | None, a_mid: torch.Tensor | None) -> list[Block]:
+    """The up (or gate), down and residual blocks of MLP ``l``; ``a_in``/``a_mid`` scale their columns."""
+    scale_in = a_in if opts.needs_stats else None
+    scale_mid = a_mid if opts.needs_stats else None
+    if m.gate is None or opts.gate == "up":
+        up = WeightBlock(h_in, inter, l, "up", [m.weight("up").detach()], "single", scale_in)
+    elif opts.gate == "gate":
+        up = WeightBlock(h_in, inter, l, "gate", [m.weight("gate").detach()], "single", scale_in)
+    else:
+        up = WeightBlock(h_in, inter, l, f"gate_{opts.gate}_up",
+                         [m.weight("up").detach(), m.weight("gate").detach()], opts.gate, scale_in)
+    down = WeightBlock(inter, h_out, l, "down", [m.weight("down").detach()], "single", scale_mid)
+    if opts.weighting == "activation_share":
+        # Each source sends its activation norm, split over its out-edges in proportion to
+        # |W|: scale column u by a_u / sum_v |W_vu| (one read of the block, at export).
+        for b in (up, down):
+            col = b.col_scale
+            b.col_scale = None
+            total = b.out_strength(torch.float64)
+            b.col_scale = torch.where(total > 0, col / total, torch.zeros_like(col))
+    blocks: list[Block] = [up, down]
+    if opts.residual > 0:
+        blocks.append(DiagonalBlock(h_in, h_out, l, opts.residual, scale_in))
+    return blocks
+
+
+def export_parts(model, stats, options: ExportOptions) -> GraphParts:
+    """The partitions, blocks, node activations and meta of ``model``'s whole-MLP graph.
+
+    The work behind :func:`llmrank_graph.export_graph`, which checks the arguments: ``options``
+    is a checked :class:`ExportOptions`, and ``stats`` (None or calibration statistics of
+    this model) is there when the weighting needs it. The weights are not scanned here: the
+    entry that reads them first does it, once per call.
+    """
+    layers: list[MLPModules] = mlp_layers(model)
+    L = len(layers)
+    d = layers[0].hidden_size
+    sizes = [m.intermediate_size for m in layers]
+    parts = mlp_partitions(L, d, sizes, options.mode)
+    per_layer = 3 if options.mode == "isolated" else 2
+    act = np.full(parts[-1].stop, np.nan)
+    blocks: list[Block] = []
+    for l, m in enumerate(layers):
+        h_in, inter, h_out = parts[per_layer * l], parts[per_layer * l + 1], parts[per_layer * l + 2]
+        a_in = a_mid = None
+        if stats is not None:
+            a_in, a_mid = _layer_activation(act, stats, m, h_in, inter, h_out,
+                                            options.mode == "isolated" or l == L - 1)
+        blocks += _layer_blocks(l, m, h_in, inter, h_out, options, a_in, a_mid)
+    if options.keep is not None:
+        blocks = _sparsify(blocks, options.keep)
+    cfg = getattr(model, "config", None)
+    meta = {
+        "model": getattr(cfg, "_name_or_path", "") or type(model).__name__,
+        "model_type": getattr(cfg, "model_type", None),
+        **options.as_dict(), "n_layers": L, "hidden_size": d, "intermediate_sizes": sizes,
+        "has_stats": stats is not None,
+    }
+    return GraphParts(parts, blocks, act, meta)

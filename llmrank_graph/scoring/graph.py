@@ -1,0 +1,522 @@
+"""Graph scorers: centralities of the intermediate nodes of the whole-MLP graph.
+
+``pagerank`` (the product's main method) and the other centralities of
+:mod:`llmrank_graph.centrality` (``katz``, ``hits``, ``eigenvector``, ``strength``,
+``degree``) share one set of graph options (the fields of
+:class:`~llmrank_graph.graph.ExportOptions`), the centrality ``backend``, an optional ready
+``graph`` and ``prune_hidden`` (which must be False). The score of intermediate neuron j of
+layer l is the centrality of node ``I_l,j`` (docs/design.md sections 2 and 4).
+
+Each scorer takes the parameters of its centrality with the same defaults, read from the
+centrality function, so every default is written once. The defaults of ``pagerank`` are the
+constants below.
+
+>>> import torch, transformers, llmrank_graph as lg
+>>> cfg = transformers.LlamaConfig(vocab_size=32, hidden_size=8, intermediate_size=12, num_hidden_layers=2,
+...                                num_attention_heads=2)
+>>> model = transformers.LlamaForCausalLM(cfg).eval()
+>>> stats = lg.calibrate(model, input_ids=torch.randint(0, 32, (2, 8)))
+>>> PageRankScorer().score(model, stats).sizes()
+{0: 12, 1: 12}
+>>> KatzScorer(alpha=0.05, direction="reverse").score(model).sizes()   # |W| edges: no stats needed
+{0: 12, 1: 12}
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from .. import centrality as _centrality
+from ..base.checks import check_choice, check_float, check_keep
+from ..base.params import Boolean, Check, Constraint, InstanceOf, Interval, OneOf
+from ..centrality import (
+    DIRECTIONS,
+    HITS_VECTORS,
+    STRENGTH_DIRECTIONS,
+    TELEPORTS,
+    CentralityResult,
+    backend_names,
+    centrality_entry,
+)
+from ..data.calibration import ActivationStats
+from ..errors import InvalidArgumentError
+from ..graph import DEFAULT_EXPORT, GATES, MODES, WEIGHTINGS, ExportOptions, MLPGraph
+from ..graph.export import export_parts
+from .registry import Scorer
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["PAGERANK_EXPORT", "PAGERANK_CENTRALITY", "PAGERANK_DEFAULTS", "PAGERANK_WITHOUT_STATS",
+           "PERSONALIZATIONS", "ACTIVATION_PERSONALIZATIONS", "PageRankScorer", "KatzScorer", "HitsScorer",
+           "EigenvectorScorer", "StrengthScorer", "DegreeScorer"]
+
+#: Named teleport vectors of :func:`llmrank_graph.centrality.pagerank`.
+PERSONALIZATIONS: tuple[str, ...] = TELEPORTS
+#: Those that need calibration statistics (the nodes' activation norms).
+ACTIVATION_PERSONALIZATIONS: tuple[str, ...] = ("activation",)
+
+# Defaults of the ``pagerank`` scorer: its graph here, its centrality options in the entry of
+# the centrality registry (which the analyses read too); :class:`PageRankScorer`'s keyword
+# defaults and the CLI's ``rank`` defaults are read from the two constants below. Chosen by
+# measurement (``benchmarks/quality.py``, tables in the README): reverse PageRank, activation
+# teleport, on "activation share" edges (every node sends its calibration activation norm, split
+# over its out-edges in proportion to |W|). On SmolLM2-135M it is below the activation baseline
+# at 10, 30 and 50% under local allocation (0.3% above at 20%) and well below every baseline at
+# 30-50% under global allocation; forward PageRank on plain |W| with uniform teleport (the
+# paper's graph) is worse than random.
+
+_PAGERANK = centrality_entry("pagerank")
+
+#: Graph the ``pagerank`` scorer exports by default.
+PAGERANK_EXPORT = ExportOptions(weighting="activation_share")
+#: Centrality options of the ``pagerank`` scorer (read-only): the library's PageRank defaults,
+#: kept in the centrality registry (:func:`llmrank_graph.centrality.centrality_entry`), and the
+#: automatic choice of backend.
+PAGERANK_CENTRALITY: Mapping[str, object] = MappingProxyType({**_PAGERANK.defaults, "backend": "auto"})
+#: All defaults of the ``pagerank`` scorer in one dict: :data:`PAGERANK_EXPORT` as a dict, then
+#: :data:`PAGERANK_CENTRALITY`. Derived from them, never edited.
+PAGERANK_DEFAULTS: dict = {**PAGERANK_EXPORT.as_dict(), **PAGERANK_CENTRALITY}
+#: What the defaults that need calibration statistics fall back to where there are none (the
+#: CLI's ``rank`` without ``--calibrate``): plain |W| edges and a uniform teleport.
+PAGERANK_WITHOUT_STATS: Mapping[str, str] = MappingProxyType(
+    {"weighting": DEFAULT_EXPORT.weighting, **_PAGERANK.without_stats})
+
+
+def _defaults_of(fn) -> dict:
+    """Keyword defaults of a centrality function (the graph scorers take them as theirs)."""
+    return {p.name: p.default for p in inspect.signature(fn).parameters.values() if p.default is not p.empty}
+
+
+_PAGERANK_FN = _defaults_of(_centrality.pagerank)
+_KATZ_FN = _defaults_of(_centrality.katz)
+_HITS_FN = _defaults_of(_centrality.hits)
+_EIGENVECTOR_FN = _defaults_of(_centrality.eigenvector)
+_STRENGTH_FN = _defaults_of(_centrality.strength)
+_DEGREE_FN = _defaults_of(_centrality.degree)
+
+
+# ----------------------------------------------------------------------------- constraints
+def _backend(arg: str, value) -> str:
+    # Read when checked, not at import: a backend may be registered after this module loads.
+    return check_choice(arg, value, ("auto", *backend_names()))
+
+
+def _keep(arg: str, value):
+    return check_keep(value)
+
+
+def _teleport(arg: str, value):
+    # A named teleport is checked here; an array needs the graph's size, so it is checked when it runs.
+    return check_choice(arg, value, PERSONALIZATIONS) if isinstance(value, str) else value
+
+
+def _positive_or_per_node(arg: str, value):
+    # As katz's beta: a positive scalar here, one value per node when it runs on the graph.
+    if np.ndim(value) == 0 and not isinstance(value, (str, dict)):
+        return check_float(arg, value, 0.0, min_open=True)
+    return value
+
+
+def _per_node(arg: str, value):
+    return value
+
+
+_POSITIVE = Interval(float, 0, closed="neither")
+#: Node vectors (``nstart``, ``beta`` arrays) and devices: checked by the centrality when it runs.
+_WHEN_IT_RUNS = Check(_per_node, "a value checked by the centrality when the scorer runs")
+
+#: The parameters every graph scorer shares.
+_GRAPH_CONSTRAINTS: Mapping[str, Constraint] = MappingProxyType({
+    "mode": OneOf(*MODES),
+    "gate": OneOf(*GATES),
+    "residual": Interval(float, 0),
+    "weighting": OneOf(*WEIGHTINGS),
+    "keep": Check(_keep, "None, an int >= 1 (top-k in-edges per node) or a float in (0, 1] (fraction of edges "
+                         "kept)"),
+    "backend": Check(_backend, "'auto' or a backend name (llmrank_graph.centrality.backend_names)"),
+    "graph": InstanceOf((MLPGraph, type(None)), "an MLPGraph (llmrank_graph.export_graph / read_graph) or None"),
+    "prune_hidden": Boolean(),
+})
+_ITERATIONS: Mapping[str, Constraint] = {"tol": _POSITIVE, "max_iter": Interval(int, 1), "nstart": _WHEN_IT_RUNS}
+
+
+def _intermediate_slices(graph: MLPGraph, scores: np.ndarray) -> dict[int, torch.Tensor]:
+    return {p.layer: torch.from_numpy(np.array(scores[p.offset:p.stop], dtype=np.float64))
+            for p in graph.intermediate_partitions()}
+
+
+# ----------------------------------------------------------------------------- base
+class _GraphScorer(Scorer):
+    """Base of the scorers that rank the intermediate nodes of the whole-MLP graph.
+
+    It holds the graph options (the fields of :class:`~llmrank_graph.graph.ExportOptions`:
+    ``mode``, ``gate``, ``residual``, ``weighting``, ``keep``), the centrality ``backend``, an
+    optional ready ``graph`` and ``prune_hidden`` (which must be False). A subclass stores its
+    own centrality parameters, calls this ``__init__`` with the shared ones, adds its own
+    constraints to :data:`_GRAPH_CONSTRAINTS`, and runs its algorithm in :meth:`_centrality`.
+    """
+
+    _parameter_constraints: ClassVar[Mapping[str, Constraint]] = _GRAPH_CONSTRAINTS
+
+    def __init__(self, *, mode: str, gate: str, residual: float, weighting: str, keep: int | float | None,
+                 backend: str, graph: MLPGraph | None, prune_hidden: bool):
+        self.mode = mode
+        self.gate = gate
+        self.residual = residual
+        self.weighting = weighting
+        self.keep = keep
+        self.backend = backend
+        self.graph = graph
+        self.prune_hidden = prune_hidden
+
+    @property
+    def export_options(self) -> ExportOptions:
+        """The graph options, as one :class:`~llmrank_graph.graph.ExportOptions`."""
+        return ExportOptions(mode=self.mode, gate=self.gate, residual=self.residual, weighting=self.weighting,
+                             keep=self.keep)
+
+    def needs_stats(self) -> bool:
+        return self.graph is None and self.export_options.needs_stats
+
+    def _graph_for(self, model, stats: ActivationStats | None) -> MLPGraph:
+        """The graph to rank: ``self.graph`` (checked against the model and the options), or a fresh export."""
+        options = self.export_options
+        if self.graph is None:
+            # The work of export_graph without its checks, which the entry has made (stats of this
+            # model, the options, the one scan of the weights).
+            return MLPGraph.from_parts(export_parts(model, stats, options))
+        g = self.graph
+        g.check_model(model)
+        for k, want in options.as_dict().items():
+            have = g.meta.get(k)
+            if k == "residual" and have is not None:
+                have = float(have)
+            if have != want:
+                raise InvalidArgumentError(
+                    f"`graph` was exported with {k}={have!r} but scorer {self.name!r} has {k}={want!r}; "
+                    f"pass {k}={have!r} or export the graph with the scorer's options")
+        return g
+
+    def _centrality(self, graph: MLPGraph) -> CentralityResult:
+        """The centrality of every node of ``graph``."""
+        raise NotImplementedError
+
+    def _score(self, model, mlps, stats):
+        graph = self._graph_for(model, stats)
+        res = self._centrality(graph)
+        logger.debug("%s scorer: backend %r, %r iterations", self.name, res.backend, res.iterations)
+        return _intermediate_slices(graph, res.scores), None
+
+
+# ----------------------------------------------------------------------------- pagerank
+class PageRankScorer(_GraphScorer):
+    """Global PageRank of the intermediate nodes on the whole-MLP graph.
+
+    The score of neuron j of layer l is the PageRank of vertex ``I_l,j`` of
+    ``export_graph(model, stats, mode, gate, residual, weighting, keep)`` computed by
+    ``pagerank(graph, alpha, personalization, direction, backend, tol, max_iter)``. The graph
+    defaults are :data:`PAGERANK_EXPORT`, the centrality defaults :data:`PAGERANK_CENTRALITY`
+    (both together: :data:`PAGERANK_DEFAULTS`).
+
+    Parameters
+    ----------
+    mode, gate, residual, weighting, keep
+        Graph options (:class:`~llmrank_graph.graph.ExportOptions`), passed to
+        :func:`llmrank_graph.export_graph`.
+    direction : {'forward', 'reverse'}
+    personalization : {'uniform', 'activation'} or array of shape (n_nodes,)
+    alpha : float in (0, 1)
+    backend : str
+        ``'auto'`` or one of :func:`llmrank_graph.centrality.backend_names`.
+    tol, max_iter
+        Passed to :func:`llmrank_graph.pagerank`, with its defaults.
+    graph : MLPGraph, optional
+        A graph already exported from the model (or read from Parquet) to use instead of a
+        fresh export. Its export options must equal the scorer's (else ValueError), and it
+        carries its own weights and activations, so ``stats`` are then optional.
+    prune_hidden : bool
+        Must be False (no hidden-channel scores).
+
+    Example
+    -------
+    >>> PageRankScorer().needs_stats()       # activation-share edges, activation teleport
+    True
+    >>> PageRankScorer(weighting="abs", personalization="uniform").needs_stats()
+    False
+    """
+
+    name = "pagerank"
+    description = "global PageRank of the intermediate nodes of the whole-MLP graph"
+    _parameter_constraints = MappingProxyType({
+        **_GRAPH_CONSTRAINTS,
+        "direction": OneOf(*DIRECTIONS),
+        "personalization": Check(_teleport, f"one of {', '.join(map(repr, PERSONALIZATIONS))} or an array of "
+                                            "one value per node"),
+        "alpha": Interval(float, 0, 1, closed="neither"),
+        "tol": _POSITIVE,
+        "max_iter": Interval(int, 1),
+    })
+
+    def __init__(self, *, mode: str = PAGERANK_EXPORT.mode, gate: str = PAGERANK_EXPORT.gate,
+                 residual: float = PAGERANK_EXPORT.residual, weighting: str = PAGERANK_EXPORT.weighting,
+                 keep: int | float | None = PAGERANK_EXPORT.keep,
+                 direction: str = PAGERANK_CENTRALITY["direction"],
+                 personalization=PAGERANK_CENTRALITY["personalization"],
+                 alpha: float = PAGERANK_CENTRALITY["alpha"], backend: str = PAGERANK_CENTRALITY["backend"],
+                 tol: float = _PAGERANK_FN["tol"], max_iter: int = _PAGERANK_FN["max_iter"],
+                 graph: MLPGraph | None = None, prune_hidden: bool = False):
+        self.direction = direction
+        self.personalization = personalization
+        self.alpha = alpha
+        self.tol = tol
+        self.max_iter = max_iter
+        super().__init__(mode=mode, gate=gate, residual=residual, weighting=weighting, keep=keep, backend=backend,
+                         graph=graph, prune_hidden=prune_hidden)
+
+    def needs_stats(self) -> bool:
+        uses_activation = isinstance(self.personalization, str) and self.personalization in ACTIVATION_PERSONALIZATIONS
+        return self.graph is None and (self.export_options.needs_stats or uses_activation)
+
+    def _centrality(self, graph):
+        return _centrality.pagerank(graph, alpha=self.alpha, personalization=self.personalization,
+                                    direction=self.direction, backend=self.backend, tol=self.tol,
+                                    max_iter=self.max_iter)
+
+
+# ----------------------------------------------------------------------------- other centralities
+class KatzScorer(_GraphScorer):
+    """Katz centrality of the intermediate nodes on the whole-MLP graph.
+
+    Parameters
+    ----------
+    mode, gate, residual, weighting, keep
+        Graph options (:class:`~llmrank_graph.graph.ExportOptions`); by default the plain
+        export :data:`~llmrank_graph.graph.DEFAULT_EXPORT` (|W| edges).
+    alpha, beta, direction, backend, tol, max_iter, nstart, normalized, device
+        Passed to :func:`llmrank_graph.centrality.katz`, with its defaults.
+    graph : MLPGraph, optional
+        A graph exported from the model with the scorer's graph options (see
+        :class:`PageRankScorer`).
+    prune_hidden : bool
+        Must be False.
+
+    Example
+    -------
+    >>> KatzScorer.check_params(alpha=-1.0)
+    Traceback (most recent call last):
+    ...
+    llmrank_graph.errors.InvalidArgumentError: `alpha` must be a positive finite float; got -1.0
+    """
+
+    name = "katz"
+    description = "katz centrality of the intermediate nodes of the whole-MLP graph"
+    _parameter_constraints = MappingProxyType({
+        **_GRAPH_CONSTRAINTS, **_ITERATIONS,
+        "alpha": _POSITIVE,
+        "beta": Check(_positive_or_per_node, "a positive float or an array of one value per node"),
+        "direction": OneOf(*DIRECTIONS),
+        "normalized": Boolean(),
+        "device": _WHEN_IT_RUNS,
+    })
+
+    def __init__(self, *, mode: str = DEFAULT_EXPORT.mode, gate: str = DEFAULT_EXPORT.gate,
+                 residual: float = DEFAULT_EXPORT.residual, weighting: str = DEFAULT_EXPORT.weighting,
+                 keep: int | float | None = DEFAULT_EXPORT.keep, alpha: float = _KATZ_FN["alpha"],
+                 beta=_KATZ_FN["beta"], direction: str = _KATZ_FN["direction"], backend: str = _KATZ_FN["backend"],
+                 tol: float = _KATZ_FN["tol"], max_iter: int = _KATZ_FN["max_iter"], nstart=_KATZ_FN["nstart"],
+                 normalized: bool = _KATZ_FN["normalized"], device=_KATZ_FN["device"],
+                 graph: MLPGraph | None = None, prune_hidden: bool = False):
+        self.alpha = alpha
+        self.beta = beta
+        self.direction = direction
+        self.tol = tol
+        self.max_iter = max_iter
+        self.nstart = nstart
+        self.normalized = normalized
+        self.device = device
+        super().__init__(mode=mode, gate=gate, residual=residual, weighting=weighting, keep=keep, backend=backend,
+                         graph=graph, prune_hidden=prune_hidden)
+
+    def _centrality(self, graph):
+        return _centrality.katz(graph, alpha=self.alpha, beta=self.beta, direction=self.direction,
+                                backend=self.backend, tol=self.tol, max_iter=self.max_iter, nstart=self.nstart,
+                                normalized=self.normalized, device=self.device)
+
+
+class HitsScorer(_GraphScorer):
+    """One HITS vector (authorities or hubs) of the intermediate nodes on the whole-MLP graph.
+
+    Parameters
+    ----------
+    mode, gate, residual, weighting, keep
+        Graph options (:class:`~llmrank_graph.graph.ExportOptions`); by default the plain
+        export :data:`~llmrank_graph.graph.DEFAULT_EXPORT`.
+    which, backend, tol, max_iter, nstart, normalized
+        Passed to :func:`llmrank_graph.centrality.hits`, with its defaults: ``which`` is
+        ``'authorities'`` (fed by good hubs) or ``'hubs'``.
+    graph : MLPGraph, optional
+        A graph exported with the scorer's graph options.
+    prune_hidden : bool
+        Must be False.
+
+    Example
+    -------
+    >>> HitsScorer(which="hubs").needs_stats()     # |W| edges by default
+    False
+    """
+
+    name = "hits"
+    description = "hits centrality of the intermediate nodes of the whole-MLP graph"
+    _parameter_constraints = MappingProxyType({
+        **_GRAPH_CONSTRAINTS, **_ITERATIONS,
+        "which": OneOf(*HITS_VECTORS),
+        "normalized": Boolean(),
+    })
+
+    def __init__(self, *, mode: str = DEFAULT_EXPORT.mode, gate: str = DEFAULT_EXPORT.gate,
+                 residual: float = DEFAULT_EXPORT.residual, weighting: str = DEFAULT_EXPORT.weighting,
+                 keep: int | float | None = DEFAULT_EXPORT.keep, which: str = _HITS_FN["which"],
+                 backend: str = _HITS_FN["backend"], tol: float = _HITS_FN["tol"],
+                 max_iter: int = _HITS_FN["max_iter"], nstart=_HITS_FN["nstart"],
+                 normalized: bool = _HITS_FN["normalized"], graph: MLPGraph | None = None,
+                 prune_hidden: bool = False):
+        self.which = which
+        self.tol = tol
+        self.max_iter = max_iter
+        self.nstart = nstart
+        self.normalized = normalized
+        super().__init__(mode=mode, gate=gate, residual=residual, weighting=weighting, keep=keep, backend=backend,
+                         graph=graph, prune_hidden=prune_hidden)
+
+    def _centrality(self, graph):
+        return _centrality.hits(graph, which=self.which, backend=self.backend, tol=self.tol,
+                                max_iter=self.max_iter, nstart=self.nstart, normalized=self.normalized)
+
+
+class EigenvectorScorer(_GraphScorer):
+    """Eigenvector centrality (of the undirected graph) of the intermediate nodes.
+
+    Parameters
+    ----------
+    mode, gate, residual, weighting, keep
+        Graph options (:class:`~llmrank_graph.graph.ExportOptions`); by default the plain
+        export :data:`~llmrank_graph.graph.DEFAULT_EXPORT`.
+    backend, tol, max_iter, nstart, directed
+        Passed to :func:`llmrank_graph.centrality.eigenvector`, with its defaults
+        (``directed=True`` is refused there: the whole-MLP graph is a DAG).
+    graph : MLPGraph, optional
+        A graph exported with the scorer's graph options.
+    prune_hidden : bool
+        Must be False.
+
+    Example
+    -------
+    >>> EigenvectorScorer().get_params()["directed"]
+    False
+    """
+
+    name = "eigenvector"
+    description = "eigenvector centrality of the intermediate nodes of the whole-MLP graph"
+    _parameter_constraints = MappingProxyType({**_GRAPH_CONSTRAINTS, **_ITERATIONS, "directed": Boolean()})
+
+    def __init__(self, *, mode: str = DEFAULT_EXPORT.mode, gate: str = DEFAULT_EXPORT.gate,
+                 residual: float = DEFAULT_EXPORT.residual, weighting: str = DEFAULT_EXPORT.weighting,
+                 keep: int | float | None = DEFAULT_EXPORT.keep, backend: str = _EIGENVECTOR_FN["backend"],
+                 tol: float = _EIGENVECTOR_FN["tol"], max_iter: int = _EIGENVECTOR_FN["max_iter"],
+                 nstart=_EIGENVECTOR_FN["nstart"], directed: bool = _EIGENVECTOR_FN["directed"],
+                 graph: MLPGraph | None = None, prune_hidden: bool = False):
+        self.tol = tol
+        self.max_iter = max_iter
+        self.nstart = nstart
+        self.directed = directed
+        super().__init__(mode=mode, gate=gate, residual=residual, weighting=weighting, keep=keep, backend=backend,
+                         graph=graph, prune_hidden=prune_hidden)
+
+    def _centrality(self, graph):
+        return _centrality.eigenvector(graph, backend=self.backend, tol=self.tol, max_iter=self.max_iter,
+                                       nstart=self.nstart, directed=self.directed)
+
+
+class StrengthScorer(_GraphScorer):
+    """Strength (sum of in-, out- or all edge weights) of the intermediate nodes.
+
+    Parameters
+    ----------
+    mode, gate, residual, weighting, keep
+        Graph options (:class:`~llmrank_graph.graph.ExportOptions`); by default the plain
+        export :data:`~llmrank_graph.graph.DEFAULT_EXPORT`.
+    direction, backend, device
+        Passed to :func:`llmrank_graph.centrality.strength`, with its defaults (``direction``:
+        ``'in'``, ``'out'`` or ``'total'``).
+    graph : MLPGraph, optional
+        A graph exported with the scorer's graph options.
+    prune_hidden : bool
+        Must be False.
+
+    Example
+    -------
+    >>> StrengthScorer(direction="out", weighting="abs_x_input").needs_stats()
+    True
+    """
+
+    name = "strength"
+    description = "strength centrality of the intermediate nodes of the whole-MLP graph"
+    _parameter_constraints = MappingProxyType({
+        **_GRAPH_CONSTRAINTS, "direction": OneOf(*STRENGTH_DIRECTIONS), "device": _WHEN_IT_RUNS})
+
+    def __init__(self, *, mode: str = DEFAULT_EXPORT.mode, gate: str = DEFAULT_EXPORT.gate,
+                 residual: float = DEFAULT_EXPORT.residual, weighting: str = DEFAULT_EXPORT.weighting,
+                 keep: int | float | None = DEFAULT_EXPORT.keep, direction: str = _STRENGTH_FN["direction"],
+                 backend: str = _STRENGTH_FN["backend"], device=_STRENGTH_FN["device"],
+                 graph: MLPGraph | None = None, prune_hidden: bool = False):
+        self.direction = direction
+        self.device = device
+        super().__init__(mode=mode, gate=gate, residual=residual, weighting=weighting, keep=keep, backend=backend,
+                         graph=graph, prune_hidden=prune_hidden)
+
+    def _centrality(self, graph):
+        return _centrality.strength(graph, direction=self.direction, backend=self.backend, device=self.device)
+
+
+class DegreeScorer(_GraphScorer):
+    """Degree (number of in-, out- or all edges) of the intermediate nodes.
+
+    Parameters
+    ----------
+    mode, gate, residual, weighting, keep
+        Graph options (:class:`~llmrank_graph.graph.ExportOptions`); by default the plain
+        export :data:`~llmrank_graph.graph.DEFAULT_EXPORT`.
+    direction, backend
+        Passed to :func:`llmrank_graph.centrality.degree`, with its defaults.
+    graph : MLPGraph, optional
+        A graph exported with the scorer's graph options.
+    prune_hidden : bool
+        Must be False.
+
+    Example
+    -------
+    >>> DegreeScorer(keep=3, direction="out").get_params()["direction"]
+    'out'
+    """
+
+    name = "degree"
+    description = "degree centrality of the intermediate nodes of the whole-MLP graph"
+    _parameter_constraints = MappingProxyType({**_GRAPH_CONSTRAINTS, "direction": OneOf(*STRENGTH_DIRECTIONS)})
+
+    def __init__(self, *, mode: str = DEFAULT_EXPORT.mode, gate: str = DEFAULT_EXPORT.gate,
+                 residual: float = DEFAULT_EXPORT.residual, weighting: str = DEFAULT_EXPORT.weighting,
+                 keep: int | float | None = DEFAULT_EXPORT.keep, direction: str = _DEGREE_FN["direction"],
+                 backend: str = _DEGREE_FN["backend"], graph: MLPGraph | None = None, prune_hidden: bool = False):
+        self.direction = direction
+        super().__init__(mode=mode, gate=gate, residual=residual, weighting=weighting, keep=keep, backend=backend,
+                         graph=graph, prune_hidden=prune_hidden)
+
+    def _centrality(self, graph):
+        return _centrality.degree(graph, direction=self.direction, backend=self.backend)
