@@ -34,8 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _memory import peak_memory  # noqa: E402
 from gpu_bench import write_shards  # noqa: E402  (random Llama-style bf16 shards + config.json)
 
-from llmrank_graph import analysis
-from llmrank_graph import pagerank  # noqa: E402
+from llmrank_graph import (
+    analysis,
+    pagerank,  # noqa: E402
+)
 from llmrank_graph.graph.streaming import export_graph_from_safetensors  # noqa: E402
 
 SHAPES = {"quick": (4, 1024, 2752), "7b": (32, 4096, 11008)}

@@ -57,8 +57,10 @@ def write_shards(path: Path, layers: int, d: int, m: int, seed: int = 0) -> int:
     g = torch.Generator().manual_seed(seed)
     weight_map, total = {}, 0
     for l in range(layers):
-        t = {f"model.layers.{l}.mlp.up_proj.weight": torch.empty(m, d, dtype=torch.bfloat16).normal_(0, 0.02, generator=g),
-             f"model.layers.{l}.mlp.down_proj.weight": torch.empty(d, m, dtype=torch.bfloat16).normal_(0, 0.02, generator=g)}
+        t = {f"model.layers.{l}.mlp.up_proj.weight":
+             torch.empty(m, d, dtype=torch.bfloat16).normal_(0, 0.02, generator=g),
+             f"model.layers.{l}.mlp.down_proj.weight":
+             torch.empty(d, m, dtype=torch.bfloat16).normal_(0, 0.02, generator=g)}
         name = f"model-{l + 1:05d}-of-{layers:05d}.safetensors"
         save_file(t, str(path / name))
         weight_map.update(dict.fromkeys(t, name))
@@ -139,13 +141,13 @@ def main(argv=None) -> int:
                 label = size + note
             n_edges = graph.n_edges
 
-            def row(backend, seconds, peak, ref_seconds, l1):
+            def row(backend, seconds, peak, ref_seconds, l1, label=label, n_edges=n_edges):
                 ratio = "" if ref_seconds is None else f"{seconds / ref_seconds:8.1f}x"
                 l1s = "" if l1 is None else f"{l1:.1e}"
                 print(f"{label:<28}{n_edges:>14,}  {backend:<28}{seconds:>9.3f}{n_edges / seconds / 1e6:>11.1f}"
                       f"{peak / 2**20:>6.0f} MiB{ratio:>9}{l1s:>13}", flush=True)
 
-            sweep = lambda: lg.pagerank(graph, alpha=ALPHA, backend="sweep", tol=TOL, device=args.device)  # noqa: E731
+            sweep = lambda graph=graph: lg.pagerank(graph, alpha=ALPHA, backend="sweep", tol=TOL, device=args.device)  # noqa: E731
             ref, t_cold, p = measure(sweep)
             row("sweep, cold", t_cold, p, None, None)
             _, t_warm, p = measure(sweep)
@@ -157,13 +159,13 @@ def main(argv=None) -> int:
                 for backend in ("scipy", "cupy", "cugraph"):
                     if not avail[backend]["available"]:
                         continue
-                    run = lambda: lg.pagerank(graph, alpha=ALPHA, backend=backend, tol=TOL)  # noqa: E731
+                    run = lambda graph=graph, backend=backend: lg.pagerank(graph, alpha=ALPHA, backend=backend, tol=TOL)  # noqa: E731
                     res, t, p = measure(run)
                     row(f"{backend}, cold ({res.iterations} it)", t, p, t_cold, np.abs(res.scores - ref.scores).sum())
                     res, t, p = measure(run)
                     row(f"{backend}, warm", t, p, t_warm, np.abs(res.scores - ref.scores).sum())
                 if n_edges <= args.max_networkx:
-                    scores, t, p = measure(lambda: networkx_pagerank(graph))
+                    scores, t, p = measure(lambda graph=graph: networkx_pagerank(graph))
                     row("networkx (incl. DiGraph build)", t, p, t_cold, np.abs(scores - ref.scores).sum())
                 else:
                     print(f"{label:<28}{n_edges:>14,}  networkx skipped: more than --max-networkx "
@@ -172,7 +174,7 @@ def main(argv=None) -> int:
                 full = SHAPES[size][0]
                 print(f"{'':<28}{'':>14}  whole {size} ({full} layers), scaled from {layers}: sweep cold "
                       f"~{t_cold * full / layers:.1f} s, warm ~{t_warm * full / layers:.1f} s")
-            del graph
+            graph = None  # free the graph before the next size
             gc.collect()
             if shape is not None:
                 shutil.rmtree(tmp / size)

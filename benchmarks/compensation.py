@@ -42,11 +42,11 @@ import torch
 
 import llmrank_graph as lg
 from llmrank_graph.compensation.algebra import DEFAULT_RIDGE
-from llmrank_graph.data.texts import load_texts, token_blocks
 from llmrank_graph.data.evaluation import perplexity
+from llmrank_graph.data.texts import load_texts, token_blocks
 from llmrank_graph.pruning.masks import allocate
 from llmrank_graph.pruning.surgery import apply_mask, prune_model
-from llmrank_graph.scoring.registry import scorer_class, score_neurons
+from llmrank_graph.scoring.registry import score_neurons, scorer_class
 
 SCORERS = ["pagerank", "activation", "wanda-sp", "flap", "obs"]
 COMPENSATIONS = ["none", "bias", "lstsq", "lstsq+sequential"]
@@ -167,7 +167,7 @@ def grid(r: Runner, args) -> None:
                             scores = score_neurons(r.model, r.stats, method, **params)
                             print(f"scored {method} {pname} in {time.perf_counter() - t:.1f} s", flush=True)
 
-                        def build(scores=scores, amount=amount, allocation=allocation, comp=comp):
+                        def build(scores=scores, amount=amount, allocation=allocation, comp=comp, rounding=rounding):
                             mask = allocate(scores, amount, allocation, rounding=rounding)
                             return apply_mask(copy.deepcopy(r.model), mask, "remove", compensate=comp,
                                               stats=r.stats, ridge=ridge)
@@ -191,8 +191,8 @@ def centred_stats(stats):
 
 def _criteria(model, stats, which: str) -> dict[int, torch.Tensor]:
     """Per-layer non-negative criteria in norm units: sqrt(fluctuation) or sqrt(single-removal OBS cost)."""
-    from llmrank_graph.models.architectures import mlp_layers
     from llmrank_graph.compensation.algebra import _cholesky, fluctuation, relative_damp
+    from llmrank_graph.models.architectures import mlp_layers
 
     out = {}
     for mlp in mlp_layers(model):
@@ -372,8 +372,11 @@ def markdown(csv_path: Path, dense: float | None) -> str:
         out.append(f"### {table} ({sel[0]['eval']} text)\n")
         out.append("| scorer | params | allocation | amount | " + " | ".join(comps) + " |")
         out.append("|---|---|---|---|" + "---|" * len(comps))
-        for scorer, params, alloc, amount in sorted(keys, key=lambda k: (k[2], float(k[3]),
-                                                                    order[k[0]] if table == "variants" else k[0], k[1])):
+
+        def sort_key(k, table=table, order=order):
+            return k[2], float(k[3]), order[k[0]] if table == "variants" else k[0], k[1]
+
+        for scorer, params, alloc, amount in sorted(keys, key=sort_key):
             vals = {}
             for r in sel:
                 if (r["scorer"], r["params"], r["allocation"], f"{float(r['amount']):.2f}") == (scorer, params, alloc,

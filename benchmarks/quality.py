@@ -5,7 +5,8 @@ every finished run), then ``llmrank-graph report`` (PNGs + report.html in the sa
 and prints the table as Markdown (also written to ``--out/quality.md``).
 
     python benchmarks/quality.py                       # the README table: every scorer, 10-50%, local + global
-    python benchmarks/quality.py --quick               # 5 scorers, 30% and 50%, local, small samples: < 2 min on 2 cores
+    python benchmarks/quality.py --quick               # 5 scorers, 30% and 50%, local, small samples:
+                                                       # < 2 min on 2 cores
     python benchmarks/quality.py --variants            # adds PageRank variants (direction x weighting x
                                                        # teleport x alpha) at 30% and 50%, local
     python benchmarks/quality.py --paper               # adds the reference's paper mode (zero up and

@@ -29,8 +29,8 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 from _memory import rss_bytes  # noqa: E402
 
-from llmrank_graph.data.texts import load_texts, token_blocks  # noqa: E402
 from llmrank_graph.data.evaluation import compare_throughput, count_parameters  # noqa: E402
+from llmrank_graph.data.texts import load_texts, token_blocks  # noqa: E402
 from llmrank_graph.models.loading import load_model  # noqa: E402
 from llmrank_graph.pruning.surgery import prune_model  # noqa: E402
 

@@ -8,13 +8,31 @@ The package is laid out by stage, each importing only the stages below it:
 import importlib
 
 from ._version import __version__
-from .centrality import (CentralityResult, ConvergenceError, GPUMemoryError, centralities, degree,
-                         eigenvector, hits, hits_pair, katz, pagerank, strength)
+from .centrality import (
+    CentralityResult,
+    ConvergenceError,
+    GPUMemoryError,
+    centralities,
+    degree,
+    eigenvector,
+    hits,
+    hits_pair,
+    katz,
+    pagerank,
+    strength,
+)
 from .centrality.backends import backends
 from .data import ActivationStats, calibrate, count_parameters, perplexity
 from .errors import LLMRankGraphError
-from .graph import (DEFAULT_EXPORT, ExportOptions, GraphFormatError, MLPGraph, export_graph,
-                    export_graph_from_safetensors, read_graph)
+from .graph import (
+    DEFAULT_EXPORT,
+    ExportOptions,
+    GraphFormatError,
+    MLPGraph,
+    export_graph,
+    export_graph_from_safetensors,
+    read_graph,
+)
 from .models import ArchitectureSpec, UnsupportedArchitectureError, load_model, register_architecture
 from .pruning import NeuronMask, PruneResult, allocate, apply_mask, load_pruned, prune_model, save_pruned
 from .scoring import NeuronScores, score_neurons, scorers

@@ -27,7 +27,10 @@ def tiny_gpt2(seed=0, layers=2, d=8, vocab=64, **config):
 WORDS = "the cat sat on a mat and the dog ran to the park while birds sang over green hills".split()
 
 
-def word_tokenizer(texts=(" ".join(WORDS),), specials=("[UNK]", "</s>")):
+_ALL_WORDS = (" ".join(WORDS),)
+
+
+def word_tokenizer(texts=_ALL_WORDS, specials=("[UNK]", "</s>")):
     """A WordLevel tokenizer trained on ``texts``, as a transformers fast tokenizer ('</s>' is EOS if listed)."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast

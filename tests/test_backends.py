@@ -170,7 +170,8 @@ def test_unavailable_backend_names_the_extra(name, tiny_llama, monkeypatch):
 
 def test_device_only_for_sweep(tiny_llama):
     g = export_graph(tiny_llama)
-    with pytest.raises(ValueError, match=r"`device` applies only to backends that take it \('sweep'\).* backend='scipy'"):
+    with pytest.raises(ValueError,
+                       match=r"`device` applies only to backends that take it \('sweep'\).* backend='scipy'"):
         C.pagerank(g, backend="scipy", device="cpu")
     with pytest.raises(ValueError, match="`device` must be None, 'cpu', 'cuda'"):
         C.pagerank(g, backend="sweep", device="tpu:7")

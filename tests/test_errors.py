@@ -10,8 +10,15 @@ import numpy as np
 import pytest
 
 import llmrank_graph
-from llmrank_graph.errors import (FAILURE_EXIT_STATUS, USAGE_EXIT_STATUS, FileFormatError, InvalidArgumentError,
-                                  LLMRankGraphError, MissingInputError, WorkFailedError)
+from llmrank_graph.errors import (
+    FAILURE_EXIT_STATUS,
+    USAGE_EXIT_STATUS,
+    FileFormatError,
+    InvalidArgumentError,
+    LLMRankGraphError,
+    MissingInputError,
+    WorkFailedError,
+)
 
 
 def _exception_classes() -> dict[str, type]:

@@ -71,7 +71,8 @@ def cuda_free_memory() -> int | None:
 def require_cudf():
     """Import cudf after checking for a GPU (``import cudf`` succeeds without one)."""
     if not has_module("cudf"):
-        raise BackendUnavailableError(f"cuDF is not installed; install it with `pip install llmrank-graph[{GPU_EXTRA}]`")
+        raise BackendUnavailableError(
+            f"cuDF is not installed; install it with `pip install llmrank-graph[{GPU_EXTRA}]`")
     if not cuda_available():
         raise BackendUnavailableError("cuDF needs a CUDA GPU and none is visible")
     import cudf

@@ -3,8 +3,9 @@
 A backend is a small object with a name, the algorithms it implements (methods of that name
 with explicit keyword-only signatures) and :meth:`Backend.can_run`, which answers None or
 the reason it cannot run an algorithm on a graph with given parameters, and
-:meth:`Backend.should_run`, whether ``'auto'`` should pick it, as networkx's backends do. :func:`select_backend` is the only place that chooses: an explicit name must be
-able to run (else an error naming what is missing or which parameter it cannot honour);
+:meth:`Backend.should_run`, whether ``'auto'`` should pick it, as networkx's backends do.
+:func:`select_backend` is the only place that chooses: an explicit name must be able to run
+(else an error naming what is missing or which parameter it cannot honour);
 ``'auto'`` walks :data:`AUTO_ORDER`, takes the first backend whose ``can_run`` says yes, and
 debug-logs the reasons of the others. No backend is special-cased by name here.
 
@@ -97,7 +98,8 @@ class Backend:
         takes = self.parameters(algorithm)
         for k in params:
             if k not in takes:
-                others = [b.name for b in _REGISTRY.values() if b.implements(algorithm) and k in b.parameters(algorithm)]
+                others = [b.name for b in _REGISTRY.values()
+                          if b.implements(algorithm) and k in b.parameters(algorithm)]
                 return (f"`{k}` applies only to backends that take it ({', '.join(map(repr, others))}); "
                         f"got {k}={params[k]!r} with backend={self.name!r}")
         return None

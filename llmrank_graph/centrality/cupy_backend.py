@@ -54,7 +54,8 @@ class CupyBackend(Backend):
         cp, _s = _modules()
         PT, s = _gpu_matrix(graph, "PT", direction)
         x0 = None if nstart is None else cp.asarray(nstart)
-        x, it = pagerank_power(PT, s, alpha, cp.asarray(personalization), cp.asarray(dangling), tol, max_iter, x0, xp=cp)
+        x, it = pagerank_power(PT, s, alpha, cp.asarray(personalization), cp.asarray(dangling), tol, max_iter, x0,
+                               xp=cp)
         return iterated_result(cp.asnumpy(x), it, self.name, "pagerank")
 
     def katz(self, graph, *, alpha, beta, direction, tol, max_iter, nstart, normalized):

@@ -16,9 +16,10 @@ The products are set up once per graph, direction and device (``Block.product``,
 the graph with everything else derived from the weights), so between two blocks only the
 kernel call and two vector operations run; streamed blocks are loaded (one read from disk)
 at their step instead. Products with model weights go through the fused |W| kernels, which
-read each weight once at its stored dtype. On the CPU the vectors are numpy arrays: torch's
-per-operation dispatch, run with caches the previous product has just flushed, cost a third
-of the sweep (``benchmarks/bench_pagerank.py``).
+read each weight once at its stored dtype (:func:`llmrank_graph.kernels.options` chooses the
+kernel and its threads; a plan is kept per options). On the CPU the vectors are numpy
+arrays: torch's per-operation dispatch, run with caches the previous product has just
+flushed, cost a third of the sweep (``benchmarks/bench_pagerank.py``).
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from ..base.params import Boolean, Interval, validated
-from ..errors import InvalidArgumentError
+from ..errors import InvalidArgumentError, LLMRankGraphError
 from ..models.architectures import MLPModules, mlp_layers
 from .stats import ActivationStats, ModuleStats
 from .texts import source_blocks
@@ -125,8 +125,12 @@ class _Recorder:
                            acc.get("input_gram"))
 
 
-class StopForward(Exception):
+class StopForward(LLMRankGraphError):
     """Raised by a forward hook to end a forward pass once the last statistic is recorded.
+
+    Control flow, not an error: the code that installs the hook catches it around
+    ``model(...)``, so it never reaches a user. It derives from the package's base exception
+    like every public exception class of the package.
 
     The final norm and the LM head (a fifth of SmolLM2-135M's compute) are never needed for
     calibration statistics; a hook on the last module that matters raises this, and the caller

@@ -47,18 +47,15 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ..kernels import CHUNK_ELEMS, COMBINES, abs_matmul, abs_rows, abs_sums, prepare_matmul
+from ..kernels import CHUNK_ELEMS, COMBINES, Product, abs_matmul, abs_rows, abs_sums, prepare_matmul
 
 __all__ = ["Partition", "Block", "WeightBlock", "DiagonalBlock", "SparseBlock", "COMBINES"]
-
-#: A product set up once (:meth:`Block.product`): ``add(vt, out, alpha)`` adds ``alpha * B @ v``.
-Product = Callable[[torch.Tensor, torch.Tensor, float], None]
 
 
 @dataclass(frozen=True)

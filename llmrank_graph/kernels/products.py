@@ -104,8 +104,8 @@ def _route(ws: list[torch.Tensor], col_scale: torch.Tensor | None, v: torch.Tens
 
 def _failed(name: str, ws: list[torch.Tensor], error: Exception, named: bool) -> None:
     """Report a kernel that failed: raise when it was asked for by name, else log it for this call."""
-    what = f"the {name} kernel failed for {str(ws[0].dtype).replace('torch.', '')} weights " \
-           f"({type(error).__name__}: {error})"
+    what = (f"the {name} kernel failed for {str(ws[0].dtype).replace('torch.', '')} weights "
+            f"({type(error).__name__}: {error})")
     if named:
         raise WorkFailedError(what) from error
     logger.warning("%s; this call runs on the torch path", what)
