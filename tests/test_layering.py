@@ -204,3 +204,26 @@ def test_readme_map_names_every_subpackage():
     readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
     for stage in STAGES:
         assert f"`{stage}/`" in readme, f"README's layout map does not name {stage}/"
+
+
+def _loaded(module: str, node) -> set[str]:
+    """The package modules one import statement loads (submodules when it names them)."""
+    if isinstance(node, ast.Import):
+        return {a.name for a in node.names if a.name.startswith(NAME)}
+    target = _resolve(module, node)
+    if not (target == NAME or target.startswith(NAME + ".")):
+        return set()
+    subs = {f"{target}.{a.name}" for a in node.names if f"{target}.{a.name}" in MODULES}
+    return subs if len(subs) == len(node.names) else subs | {target}
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_no_lazy_import_of_a_module_already_imported_at_the_top(module):
+    tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
+    top = set().union(*[_loaded(module, n) for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))])
+    for fn in ast.walk(tree):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for node in ast.walk(fn):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    again = _loaded(module, node) & top
+                    assert not again, f"{module}:{node.lineno} imports {sorted(again)} again inside {fn.name}"

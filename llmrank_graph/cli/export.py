@@ -7,7 +7,7 @@ import time
 
 from ..errors import InvalidArgumentError
 from ..graph.export import DEFAULT_EXPORT, EXPORT_FORMATS, ExportOptions
-from ..graph.viewer import VIEW_EDGE_LIMIT, VIEW_FORMATS, to_networkx
+from ..graph.viewer import VIEW_EDGE_LIMIT, VIEW_FORMATS, to_networkx, write_viewer
 from ..scoring.graph import PAGERANK_WITHOUT_STATS
 from ._common import (
     _EXPORT_FIELDS,
@@ -81,7 +81,6 @@ def _viewer_args(args) -> dict:
 
 def run(args) -> int:
     from ..graph.mlpgraph import export_graph, read_graph
-    from ..graph.viewer import write_viewer
 
     viewer = args.format in VIEW_FORMATS
     view = _viewer_args(args)

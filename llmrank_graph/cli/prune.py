@@ -6,13 +6,20 @@ import copy
 import logging
 import time
 
-from ..compensation.algebra import COMPENSATIONS, RECOMMENDED_COMPENSATION, check_ridge, needs_second_moments
-from ..data.evaluation import perplexity
+from ..compensation.algebra import (
+    COMPENSATIONS,
+    RECOMMENDED_COMPENSATION,
+    check_compensation_options,
+    check_ridge,
+    needs_second_moments,
+)
+from ..data.evaluation import compare_throughput, count_parameters, perplexity
+from ..data.texts import load_texts, token_blocks
 from ..errors import InvalidArgumentError
 from ..graph.export import MODES
 from ..pruning.masks import ALLOCATIONS, check_amount
-from ..pruning.surgery import HOWS, prune_model
-from ..scoring.registry import scorers
+from ..pruning.surgery import HOWS, prune_model, save_pruned
+from ..scoring.registry import get_scorer, scorers
 from ._common import _add_calibration, _add_model, _calibrate, _default, _load, _relabel, preflight, scorer_params
 
 logger = logging.getLogger("llmrank_graph.cli")
@@ -89,13 +96,6 @@ def _log_second_moments(args, model, scorer) -> None:
 
 
 def run(args) -> int:
-
-    from ..compensation.algebra import check_compensation_options
-    from ..data.evaluation import compare_throughput, count_parameters
-    from ..data.texts import load_texts, token_blocks
-    from ..pruning.surgery import save_pruned
-    from ..scoring.registry import get_scorer
-
     _relabel({"amount": "--amount"}, check_amount, args.amount)
     _relabel({"ridge": "--ridge"}, check_ridge, args.ridge)
     if args.sequential and args.prune_hidden:
