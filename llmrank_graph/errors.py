@@ -21,7 +21,7 @@ from typing import ClassVar
 
 __all__ = ["LLMRankGraphError", "InvalidArgumentError", "InvalidArgumentTypeError", "FileFormatError",
            "GraphFormatError", "OutputExistsError", "MissingInputError", "MissingDependencyError", "WorkFailedError",
-           "USAGE_EXIT_STATUS", "FAILURE_EXIT_STATUS"]
+           "WriteFailedError", "USAGE_EXIT_STATUS", "FAILURE_EXIT_STATUS"]
 
 #: Exit status of the CLI for a usage or input error (as argparse uses for its own).
 USAGE_EXIT_STATUS = 2
@@ -78,3 +78,32 @@ class WorkFailedError(LLMRankGraphError):
     """The request was valid but the work failed (no convergence, out of GPU memory): CLI exit status 1."""
 
     exit_status: ClassVar[int] = FAILURE_EXIT_STATUS
+
+
+class WriteFailedError(WorkFailedError, OSError):
+    """The system refused to write an output (disk full, file too large, read-only): CLI exit status 1.
+
+    Raised by the atomic writers of :mod:`llmrank_graph.base.files` for every OSError during a
+    write, once the temporary and the parent directories they created are removed. The message is
+    ``could not write PATH: REASON``, where ``PATH`` is the output as the caller named it (a
+    directory, not the file inside it that failed).
+
+    Attributes
+    ----------
+    path : str
+        The output that could not be written.
+    reason : str
+        What the system said (``No space left on device``).
+    errno : int or None
+        The system's error number (``errno.ENOSPC``), where there is one.
+    """
+
+    def __init__(self, path: str, reason: str, errno: int | None = None):
+        super().__init__(f"could not write {path}: {reason}")
+        self.path, self.reason, self.errno = path, reason, errno
+
+    def __str__(self) -> str:
+        return f"could not write {self.path}: {self.reason}"
+
+    def __reduce__(self):
+        return type(self), (self.path, self.reason, self.errno)

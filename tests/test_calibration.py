@@ -1,6 +1,8 @@
+import json
+
 import pytest
 import torch
-from _tiny import tiny_gpt2, tiny_llama
+from _tiny import WORDS, tiny_gpt2, tiny_llama, word_tokenizer
 
 import llmrank_graph as lg
 from llmrank_graph.data.calibration import record_activations
@@ -136,3 +138,25 @@ def test_damaged_stats_file_names_the_file(tmp_path):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(FileFormatError, match="stats.safetensors' is not a readable ActivationStats file"):
         lg.ActivationStats.load(path)
+
+
+def test_a_directory_of_texts_calibrates_as_its_files_in_name_order(tmp_path):
+    tok, model = word_tokenizer(), tiny_llama()
+    first, second = " ".join(WORDS[:10] * 3), " ".join(WORDS[10:] * 3)
+    (tmp_path / "b.jsonl").write_text(json.dumps({"text": second}) + "\n")
+    (tmp_path / "a.txt").write_text(first)
+    from_dir = lg.calibrate(model, tok, texts=tmp_path, n_samples=2, seq_len=16)
+    from_list = lg.calibrate(model, tok, texts=[first, second], n_samples=2, seq_len=16)
+    name = mlp_layers(model)[0].down_name
+    assert torch.equal(from_dir[name].input_sumsq, from_list[name].input_sumsq)
+
+
+@pytest.mark.parametrize("texts", ["Once upon a time there was a model. " * 20, "x" * 300, "one\ntwo"])
+def test_one_long_str_as_texts_says_what_texts_accepts(texts):
+    from llmrank_graph.errors import InvalidArgumentTypeError
+
+    with pytest.raises(TypeError, match=r"`texts` must be None, a list of str, or a path to a \.txt/\.jsonl file or "
+                                        r"to a directory of them, or a `datasets` dataset name \(.*one text goes in a "
+                                        r"list: \[text\]\); got ") as e:
+        lg.calibrate(tiny_llama(), word_tokenizer(), texts=texts)
+    assert isinstance(e.value, InvalidArgumentTypeError)

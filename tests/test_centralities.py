@@ -239,3 +239,18 @@ def test_a_stored_column_of_the_default_name_is_reused(g):
     col, values, source = entry.scores(g)
     assert (col, source) == ("strength_in", "stored") and (values == np.arange(g.n_nodes)).all()
     assert entry.scores(g, use_stored=False)[2].startswith("computed")
+
+
+@pytest.mark.parametrize("function", ["pagerank", "katz", "hits", "hits_pair", "eigenvector", "strength", "degree"])
+@pytest.mark.parametrize("graph", ["dir", None, "model"])
+def test_every_centrality_refuses_what_is_not_an_mlpgraph(tiny_llama, function, graph):
+    from llmrank_graph.centrality.registry import GRAPH
+    from llmrank_graph.errors import InvalidArgumentTypeError
+
+    f = getattr(lg, function)
+    assert f.parameter_constraints["graph"] is GRAPH  # declared in its table, one constraint for all
+    graph = tiny_llama if graph == "model" else graph
+    with pytest.raises(TypeError, match=r"`graph` must be an MLPGraph \(lg\.export_graph\(model\) or "
+                                        r"lg\.read_graph\(directory\)\); got ") as e:
+        f(graph)
+    assert isinstance(e.value, InvalidArgumentTypeError)

@@ -162,6 +162,9 @@ BAD_ARGUMENTS = [
     ("eval-texts-unsupported-format",
      lambda f: ["prune", "--model", str(f["model"]), "--out", _out(f), "--eval-texts", str(f["markdown"])],
      "`--eval-texts` file"),
+    ("texts-directory-holding-a-graph",
+     lambda f: ["prune", "--model", str(f["model"]), "--out", _out(f), "--texts", str(f["graph"])],
+     "holds entries that are not .txt or .jsonl files: edges.parquet"),
     ("n-samples", lambda f: ["export", "--model", str(f["model"]), "--out", _out(f), "--n-samples", "0"],
      "`--n-samples` must be a positive int; got 0"),
     ("seq-len", lambda f: ["prune", "--model", str(f["model"]), "--out", _out(f), "--seq-len", "-3"],
@@ -546,3 +549,47 @@ def test_concurrent_real_exports_exactly_one_wins(files, tmp_path, hook_env):
     assert _entries(outputs) == ["graph"]
     g = lg.read_graph(out)
     assert np.isnan(g.nodes["activation"]).all() and g.n_nodes > 0
+
+
+# ----------------------------------------------------------------------------- a directory as --texts, real processes
+# Installed in the child as sitecustomize: loading the model ends the process with status 99.
+_NO_MODEL_HOOK = """
+import sys
+
+import llmrank_graph.models.loading as _loading
+
+
+def _refuse(*args, **kwargs):
+    sys.stderr.write("the model was loaded\\n")
+    sys.exit(99)
+
+
+_loading.load_model = _refuse
+"""
+
+
+@pytest.mark.parametrize("option, contents, message", [
+    ("--texts", "graph-and-note", "holds entries that are not .txt or .jsonl files: NOTE.md, edges.parquet, "),
+    ("--eval-texts", "empty", "is empty; it must hold .txt or .jsonl files"),
+])
+def test_a_directory_as_texts_is_refused_before_the_model_loads(files, tmp_path, option, contents, message):
+    import shutil
+
+    texts = tmp_path / "texts"
+    if contents == "graph-and-note":
+        shutil.copytree(files["graph"], texts)
+        (texts / "NOTE.md").write_text("exported for the paper")
+    else:
+        texts.mkdir()
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_NO_MODEL_HOOK)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(hook), *filter(None, [env.get("PYTHONPATH")])])
+    out = tmp_path / "out"
+    proc = subprocess.run([*_cli(), "prune", "--model", str(files["model"]), "--out", str(out), option, str(texts)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert _error(proc.stderr).startswith(f"error: `{option}` directory {str(texts)!r} {message}")
+    assert "Traceback" not in proc.stderr and "the model was loaded" not in proc.stderr
+    assert not out.exists()

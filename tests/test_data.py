@@ -185,3 +185,76 @@ def test_non_utf8_text_names_the_file(tmp_path, name):
     path.write_bytes('{"text": "caf\u00e9"}\n'.encode("latin-1"))
     with pytest.raises(FileFormatError, match=rf"{name}' is not UTF-8 text \(invalid byte at offset 13\)"):
         load_texts(path)
+
+
+# ----------------------------------------------------------------------------- directories and misplaced texts
+@pytest.fixture
+def no_datasets(monkeypatch):
+    """Fail the test if a source reaches the `datasets` loader."""
+    import llmrank_graph.data.texts as data
+
+    def no_hub(source):  # pragma: no cover - reached only on failure
+        raise AssertionError(f"{source!r} was sent to the datasets loader")
+
+    monkeypatch.setattr(data, "_read_dataset", no_hub)
+
+
+def test_a_directory_reads_every_text_file_in_name_order(tmp_path, no_datasets):
+    from llmrank_graph.data.texts import check_text_source
+
+    (tmp_path / "b.jsonl").write_text(json.dumps({"text": "third"}) + "\n" + json.dumps({"text": "fourth"}) + "\n")
+    (tmp_path / "a.txt").write_text("first\n\nsecond\n")
+    assert check_text_source(tmp_path) == "directory"
+    assert load_texts(tmp_path) == load_texts(str(tmp_path)) == ["first", "second", "third", "fourth"]
+
+
+def test_a_directory_holding_a_graph_and_a_note_is_refused_naming_them(tmp_path, no_datasets):
+    from llmrank_graph.errors import InvalidArgumentError
+
+    (tmp_path / "edges.parquet").write_bytes(b"PAR1")
+    (tmp_path / "notes.txt").write_text("a note")
+    (tmp_path / "old").mkdir()
+    with pytest.raises(InvalidArgumentError, match=r"`texts` directory '.*' holds entries that are not \.txt or "
+                                                   r"\.jsonl files: edges\.parquet, old/;"):
+        load_texts(tmp_path)
+
+
+def test_an_empty_directory_is_refused(tmp_path, no_datasets):
+    from llmrank_graph.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match=r"`texts` directory '.*' is empty; it must hold .txt or .jsonl"):
+        load_texts(tmp_path)
+
+
+@pytest.mark.parametrize("text", ["Once upon a time " * 40, "a\nb", "x" * 300, "two words", ""],
+                         ids=["long-text", "newline", "long-name", "whitespace", "empty"])
+def test_a_text_given_as_a_source_is_a_type_error(text, no_datasets):
+    from llmrank_graph.errors import InvalidArgumentTypeError
+
+    with pytest.raises(TypeError, match=r"`texts` must be a path to a \.txt/\.jsonl file or to a directory of them, "
+                                        r"or a `datasets` dataset name \(a path must exist;") as e:
+        load_texts(text)
+    assert isinstance(e.value, InvalidArgumentTypeError)
+
+
+def test_a_local_path_with_a_split_is_not_sent_to_datasets(tmp_path, monkeypatch, no_datasets):
+    from llmrank_graph.errors import InvalidArgumentError
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "corpus").mkdir()
+    with pytest.raises(InvalidArgumentError, match="`texts` 'corpus:train' names the local path 'corpus' with a "
+                                                   "split; local files and directories are read without one"):
+        load_texts("corpus:train")
+
+
+def test_a_dataset_that_datasets_cannot_build_is_an_input_error(monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    from llmrank_graph.errors import InvalidArgumentError
+
+    def cannot_build(name, split):
+        raise datasets.exceptions.DatasetGenerationError("An error occurred while generating the dataset")
+
+    monkeypatch.setattr(datasets, "load_dataset", cannot_build)
+    with pytest.raises(InvalidArgumentError, match="`texts` 'someone/corpus' could not be loaded as a `datasets` "
+                                                   "dataset: DatasetGenerationError"):
+        load_texts("someone/corpus")

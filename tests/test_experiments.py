@@ -1,11 +1,17 @@
 """Sweeps: a tiny grid on a tiny model, resumed, extended, interrupted and damaged; bad grids."""
 
+import io
 import json
 import os
+import pty
+import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import numpy as np
 import pandas as pd
@@ -13,6 +19,7 @@ import pytest
 import torch
 from _tiny import WORDS, save_tiny_model
 
+import llmrank_graph.experiments.claims as claims
 import llmrank_graph.experiments.runner as ex
 from llmrank_graph.cli import main
 from llmrank_graph.errors import MissingDependencyError
@@ -458,3 +465,239 @@ def test_prune_model_options_are_axes_too(model_dir, text_file, tmp_path):
     plain = df[(df["param.compensate"] == "none") & ~df["param.sequential"]]["perplexity"].iloc[0]
     refit = df[(df["param.compensate"] == "lstsq") & ~df["param.sequential"]]["perplexity"].iloc[0]
     assert plain != refit
+
+
+# ---------------------------------------------------------------------------- failed runs, large grids, claims
+PY_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+SUMMARY = re.compile(r"(\d+) runs: (\d+) computed now, (\d+) already done, (\d+) failed")
+
+
+def cli_argv(model_dir, text_file, out, *extra):
+    return ["sweep", "--out", str(out), "--model", str(model_dir), "--texts", str(text_file), "--eval-texts",
+            str(text_file), "--n-samples", "2", "--seq-len", "16", "--eval-samples", "2", "--throughput-rounds", "1",
+            *extra]
+
+
+def run_cli(argv, **kw):
+    return subprocess.run([sys.executable, "-m", "llmrank_graph", *argv], capture_output=True, text=True,
+                          timeout=300, env=PY_ENV, **kw)
+
+
+def test_cli_sweep_with_failed_runs_exits_1_and_keeps_the_good_ones(model_dir, text_file, tmp_path):
+    # min_keep=20 of 24 neurons: 0.1 locally keeps 22 (complete), 0.25 would keep 18 (refused: failed)
+    out = tmp_path / "res"
+    proc = run_cli(cli_argv(model_dir, text_file, out, "--methods", "activation", "--allocations", "local",
+                            "--amounts", "0.1", "0.25", "--param", "min_keep=20"))
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "2 runs: 2 computed now, 0 already done, 1 failed" in proc.stdout
+    assert f"error: 1 of 2 runs failed; see {out / 'runs'}/*.json" in proc.stderr
+    assert "This is a bug" not in proc.stderr
+    df = read_results(out)
+    assert sorted(df["status"]) == ["complete", "failed"] and len(list((out / "runs").glob("*.json"))) == 2
+    assert not list((out / "runs").glob("*.claim")) and not [p for p in out.rglob(".*")]
+
+
+def big_grid(model_dir, text_file, out, *extra, n=1001):
+    """``n`` runs: one random scorer per seed."""
+    seeds = ",".join(str(s) for s in range(n))
+    return cli_argv(model_dir, text_file, out, "--methods", "random", "--param", f"random.seed={seeds}",
+                    "--amounts", "0.5", "--allocations", "local", *extra)
+
+
+def test_large_grid_is_refused_without_yes_when_stdin_is_not_a_terminal(model_dir, text_file, tmp_path):
+    out = tmp_path / "res"
+    proc = run_cli(big_grid(model_dir, text_file, out), stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "grid: 1001 runs" in proc.stdout
+    assert "this grid has 1,001 runs to compute (0 already done), more than 1,000; ETA unknown" in proc.stdout
+    assert "starts only with --yes when stdin is not a terminal" in proc.stderr
+    assert not out.exists()
+
+
+def test_large_grid_eta_is_measured_on_the_finished_runs(swept, model_dir, text_file, monkeypatch, capsys):
+    _, out, _ = swept
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # not a terminal
+    # seeds 0 and 1 at 0.5, local, are runs of the swept grid too: done, so 1,001 are left of 1,003
+    assert main(big_grid(model_dir, text_file, out, n=1003)) == 2
+    text = capsys.readouterr().out
+    times = [sum(json.loads(p.read_text())["times"].values()) for p in (out / "runs").glob("*.json")]
+    assert "this grid has 1,001 runs to compute (2 already done)" in text
+    assert f"1,001 x {np.mean(times):.1f} s, the mean of the 16 finished run(s) in {out}" in text
+
+
+def test_large_grid_asks_on_a_terminal(model_dir, text_file, tmp_path):
+    out = tmp_path / "res"
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "llmrank_graph", *big_grid(model_dir, text_file, out)],
+                                stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=PY_ENV)
+        os.write(master, b"n\n")
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert proc.returncode == 1, stderr[-2000:]
+    assert "start 1,001 runs? [y/N]" in stdout and "not started" in stdout
+    assert not out.exists()
+
+
+def test_large_grid_with_yes_goes_on_to_the_next_check(text_file, tmp_path, capsys):
+    assert main(big_grid(tmp_path / "no-model", text_file, tmp_path / "res", "--yes")) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "--yes" not in err  # the size was accepted; the missing model was not
+
+
+WARM_MAIN = "import sys; from llmrank_graph.cli import main; sys.stdin.readline(); sys.exit(main(sys.argv[1:]))"
+
+
+def test_two_sweeps_on_one_directory_compute_each_run_once(model_dir, text_file, tmp_path):
+    """Sweep A starts; once it holds its first claim, sweep B starts on the same directory."""
+    out = tmp_path / "res"
+    argv = cli_argv(model_dir, text_file, out, "--methods", "activation", "random", "magnitude", "--param",
+                    "random.seed=0,1,2,3", "--amounts", "0.25", "0.5", "--allocations", "local", "global",
+                    "--throughput-rounds", "3")
+    # B is imported and ready before A starts, so that it joins while A has most of the grid left.
+    b = subprocess.Popen([sys.executable, "-c", WARM_MAIN, *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=PY_ENV)
+    a = subprocess.Popen([sys.executable, "-m", "llmrank_graph", *argv], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=PY_ENV)
+    try:
+        deadline = time.monotonic() + 240
+        while not list((out / "runs").glob("*.claim")):
+            assert a.poll() is None and time.monotonic() < deadline, "sweep A made no claim"
+            time.sleep(0.01)
+        b.stdin.write("go\n")
+        b.stdin.close()
+        a_out, a_err = a.communicate(timeout=300)
+        b_out, b_err = b.communicate(timeout=300)
+    finally:
+        for p in (a, b):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert a.returncode == 0 and b.returncode == 0, (a_err[-2000:], b_err[-2000:])
+    n = 6 * 2 * 2
+    counts = {name: [int(x) for x in SUMMARY.search(text).groups()] for name, text in (("a", a_out), ("b", b_out))}
+    assert counts["a"][0] == counts["b"][0] == n
+    assert counts["a"][1] + counts["b"][1] == n  # computed now, by A or by B: each run once
+    records = [json.loads(p.read_text()) for p in (out / "runs").glob("*.json")]
+    assert len(records) == n and all(r["status"] == "complete" for r in records)
+    by = [r["computed_by"]["pid"] for r in records]
+    assert by.count(a.pid) == counts["a"][1] and by.count(b.pid) == counts["b"][1]
+    assert counts["a"][1] > 0 and counts["b"][1] > 0  # they did overlap
+    # each met the other's claims, named them, and left those runs to it
+    claimed = re.findall(r"(\d+) runs? claimed by \S+:(\d+), skipped", a_out + b_out)
+    assert claimed and {int(pid) for _, pid in claimed} <= {a.pid, b.pid}
+    assert "completed meanwhile" not in a_err + b_err
+    assert not list((out / "runs").glob("*.claim")) and not [p for p in out.rglob(".*")]
+    assert len(read_results(out)) == n
+
+
+def write_claim(path, host="elsewhere", pid=4242, age=0.0):
+    """A claim file as another host's sweep leaves it, its heartbeat ``age`` seconds old."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"format": claims.CLAIM_FORMAT, "host": host, "machine": f"{host}/boot/ns",
+                                "pid": pid, "started_at": "2024-01-01T00:00:00+00:00", "token": "f" * 16}))
+    t = time.time() - age
+    os.utime(path, (t, t))
+
+
+def test_a_live_claim_of_another_host_is_left_to_it_and_a_stale_one_taken_over(model_dir, text_file, tmp_path):
+    grid = tiny_grid(model_dir, text_file, methods=["activation"], allocations=["local"], save_masks=False)
+    out = tmp_path / "r"
+    first, second = grid.runs()
+    run_sweep(grid, out)
+    (out / "runs" / f"{first.stem}.json").unlink()
+    claim = out / "runs" / f"{first.stem}{claims.CLAIM_SUFFIX}"
+    write_claim(claim, age=claims.LEASE_SECONDS - 60)  # a heartbeat within the lease
+    summary = run_sweep(grid, out)
+    assert summary.claimed == {first.run_id: "elsewhere:4242"} and summary.computed == []
+    assert claim.is_file() and not (out / "runs" / f"{first.stem}.json").exists()
+    os.utime(claim, (time.time() - claims.LEASE_SECONDS - 1,) * 2)  # its heartbeat stopped
+    summary = run_sweep(grid, out)
+    assert summary.computed == [first.run_id] and summary.claimed == {}
+    assert json.loads((out / "runs" / f"{first.stem}.json").read_text())["computed_by"]["pid"] == os.getpid()
+    assert not claim.exists() and not [p for p in out.rglob(".*")]
+
+
+HOLD_CLAIM = """
+import sys, time
+from llmrank_graph.experiments.claims import RunClaim
+claim = RunClaim(sys.argv[1])
+assert claim.acquire() is None
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_wait_takes_over_the_run_of_a_sweep_that_died(model_dir, text_file, tmp_path):
+    """A real holder process keeps a run; killed (-9), its claim is stale and a waiting sweep takes the run."""
+    grid = tiny_grid(model_dir, text_file, methods=["activation"], allocations=["local"], save_masks=False)
+    out = tmp_path / "r"
+    first, _ = grid.runs()
+    run_sweep(grid, out)
+    (out / "runs" / f"{first.stem}.json").unlink()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_CLAIM, str(out / "runs" / f"{first.stem}.claim")],
+                              stdout=subprocess.PIPE, text=True, env=PY_ENV)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        summary = run_sweep(grid, out)  # the holder is alive: its run is left to it
+        assert summary.claimed == {first.run_id: f"{socket.gethostname()}:{holder.pid}"} and not summary.computed
+
+        def die():
+            holder.kill()
+            holder.wait()  # reaped: a zombie's pid would still answer
+
+        killer = threading.Timer(1.0, die)
+        killer.start()
+        t = time.monotonic()
+        summary = run_sweep(grid, out, wait=True)
+        killer.join()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+    assert summary.computed == [first.run_id] and summary.claimed == {}
+    assert time.monotonic() - t >= 1.0  # it waited for the holder
+    assert not list((out / "runs").glob("*.claim")) and not [p for p in out.rglob(".*")]
+
+
+def test_one_taker_wins_a_stale_claim(tmp_path):
+    """Four takers race for one stale claim, fifty times: each time exactly one holds it after."""
+    path = tmp_path / "run.claim"
+    for _ in range(50):
+        write_claim(path, age=claims.LEASE_SECONDS + 1)
+        takers = [claims.RunClaim(path) for _ in range(4)]
+        barrier = threading.Barrier(len(takers))
+        found = [None] * len(takers)
+
+        def take(i, takers=takers, barrier=barrier, found=found):
+            barrier.wait()
+            found[i] = takers[i].acquire()
+
+        threads = [threading.Thread(target=take, args=(i,)) for i in range(len(takers))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        winners = [c for c, h in zip(takers, found) if h is None]
+        assert len(winners) == 1
+        assert json.loads(path.read_text())["token"] == winners[0].token
+        assert all(h.live for h in found if h is not None)
+        winners[0].release()
+        assert not path.exists() and not list(tmp_path.glob(".*"))
+
+
+def test_claim_heartbeat_and_release(tmp_path):
+    path = tmp_path / "run.claim"
+    claim = claims.RunClaim(path, heartbeat=0.05)
+    assert claim.acquire() is None
+    holder = json.loads(path.read_text())
+    assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname() and holder["started_at"]
+    with claim.held():
+        os.utime(path, (0, 0))
+        time.sleep(0.5)
+        assert time.time() - path.stat().st_mtime < 0.5  # refreshed by the heartbeat
+    assert not path.exists()
+    with pytest.raises(ValueError, match=r"`lease` must be a positive"):
+        claims.RunClaim(path, lease=0)

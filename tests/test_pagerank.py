@@ -135,3 +135,14 @@ def test_bad_backend_and_direction():
         lg.pagerank(g, backend="networkx")
     with pytest.raises(ValueError, match="`direction` must be one of 'forward', 'reverse'; got 'up'"):
         lg.pagerank(g, direction="up")
+
+
+@pytest.mark.parametrize("graph", ["dir", None, "model"])
+def test_a_graph_that_is_not_an_mlpgraph_is_a_type_error(graph):
+    from llmrank_graph.errors import InvalidArgumentTypeError
+
+    graph = tiny_llama() if graph == "model" else graph
+    with pytest.raises(TypeError, match=r"`graph` must be an MLPGraph \(lg\.export_graph\(model\) or "
+                                        r"lg\.read_graph\(directory\)\); got ") as e:
+        lg.pagerank(graph)
+    assert isinstance(e.value, InvalidArgumentTypeError)

@@ -164,6 +164,57 @@ def test_pickled_weights_are_refused_not_unpickled(tmp_path):
         load_model(tmp_path)
 
 
+def _edit_weights(directory, edit):
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(directory / "model.safetensors")
+    edit(state)
+    save_file(state, directory / "model.safetensors", metadata={"format": "pt"})
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_the_saved_per_layer_sizes_are_the_expected_shapes(tmp_path, family):
+    # GPT-2's Conv1D keeps its MLP transposed (in x out); its saved sizes are checked in that layout.
+    model = tiny_llama() if family == "llama" else tiny_gpt2(layers=3)
+    m = intermediate_sizes(model)[0]
+    keep = {l: torch.arange(m) % (l + 2) != 0 for l in range(3)}
+    apply_mask(model, NeuronMask(keep))
+    out = save_pruned(model, None, tmp_path / "m")
+    sizes = intermediate_sizes(model)
+    assert len(set(sizes)) == 3 and intermediate_sizes(load_model(out)[0]) == sizes
+
+    cfg = json.loads((out / "config.json").read_text())
+    cfg[PRUNED_CONFIG_KEY]["intermediate_sizes"][1] -= 1
+    (out / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(FileFormatError, match=rf"\(the \w+ \w+ of layer 1\), but .*'llmrank_graph.intermediate_sizes'"
+                                              rf"\[1\]={sizes[1] - 1}\) makes it"):
+        load_model(out)
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("transposed-down", r"'model.layers.0.mlp.down_proj.weight' has shape \((\d+), 8\) .*makes it \(8, \1\); it is "
+                        "transposed"),
+    ("missing-up", "lack 'model.layers.2.mlp.up_proj.weight' .*never fills a missing tensor with random values"),
+    ("int8-gate", "'model.layers.0.mlp.gate_proj.weight' is stored as I8"),
+])
+def test_a_damaged_pruned_model_is_refused_before_it_is_built(tmp_path, monkeypatch, damage, message):
+    import llmrank_graph.models.loading as loading
+
+    _, out = _pruned(tmp_path)
+    if damage == "transposed-down":
+        key = "model.layers.0.mlp.down_proj.weight"  # (8, 6): layer 0 keeps 6 of 12 neurons
+        _edit_weights(out, lambda t: t.__setitem__(key, t[key].t().contiguous()))
+    elif damage == "missing-up":
+        _edit_weights(out, lambda t: t.pop("model.layers.2.mlp.up_proj.weight"))
+    else:
+        key = "model.layers.0.mlp.gate_proj.weight"
+        _edit_weights(out, lambda t: t.__setitem__(key, t[key].to(torch.int8)))
+    monkeypatch.setattr(loading, "_build_pruned", lambda *a: pytest.fail("a model was built"))
+    for load in (load_model, load_pruned):
+        with pytest.raises(FileFormatError, match=message):
+            load(out)
+
+
 # ----------------------------------------------------------------------------- saving
 def test_save_pruned_writes_the_mask_inside(tmp_path):
     model = tiny_llama()

@@ -247,3 +247,214 @@ def test_to_cudf_partitioned_reads_parquet_with_dask_cudf(exported, monkeypatch)
     with pytest.raises(ImportError, match=r"dask_cudf is not installed; install it with `pip install "
                                           r"llmrank-graph\[gpu\]`"):
         h.to_cudf(partitioned=True)
+
+
+# ----------------------------------------------------------------------------- damaged edges (issue 16)
+def _rewrite_edges(path, change, *, declare_order=False, statistics=True):
+    """Rewrite edges.parquet as another tool would: row group by row group, each through ``change(block, frame)``.
+
+    The row groups stay as they were (so the block table still fits), the file loses its declared
+    row order unless ``declare_order`` (and its footer statistics without ``statistics``), and
+    meta.json's counts and sizes follow the new file.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    meta = json.loads((path / "meta.json").read_text())
+    pf = pq.ParquetFile(path / "edges.parquet")
+    schema = pf.schema_arrow
+    frames = [pf.read_row_group(i).to_pandas() for i in range(pf.metadata.num_row_groups)]
+    block_of = {rg: i for i, b in enumerate(meta["blocks"]) for rg in range(b[6], b[7])}
+    order = [pq.SortingColumn(schema.get_field_index(c)) for c in ("dst", "src")] if declare_order else None
+    tmp = path / "edges.rewritten"
+    with pq.ParquetWriter(tmp, schema, sorting_columns=order, write_statistics=statistics) as writer:
+        for rg, df in enumerate(frames):
+            new = change(block_of[rg], df.copy())
+            meta["blocks"][block_of[rg]][4] += len(new) - len(df)
+            writer.write_table(pa.Table.from_pandas(new, schema=schema, preserve_index=False))
+    tmp.replace(path / "edges.parquet")
+    meta["n_edges"] = sum(b[4] for b in meta["blocks"])
+    meta["files"]["edges.parquet"] = (path / "edges.parquet").stat().st_size
+    (path / "meta.json").write_text(json.dumps(meta))
+    return path
+
+
+def _set(column, row, value):
+    def change(df):
+        df.loc[row, column] = value
+        return df
+    return change
+
+
+def _in_block(block, change):
+    return lambda i, df: change(df) if i == block else df
+
+
+# Blocks of the `exported` graph, in file order: per layer H_l -> I_l (dense, 96 edges),
+# H_l -> H_l+1 (residual, coo, 8 edges), I_l -> H_l+1 (dense, 96 edges).
+DOWN0, RESIDUAL0 = 2, 1
+
+
+@pytest.mark.parametrize("bad, what", [(np.nan, "1 NaN"), (np.inf, "1 inf"), (-0.5, "1 negative")])
+@pytest.mark.parametrize("how", ["eager", "lazy", "rewritten"])
+def test_weights_that_are_not_finite_and_non_negative_are_refused(exported, tmp_path, bad, what, how):
+    g, _ = exported
+    path = _rewrite_edges(g.to_parquet(tmp_path / "g"), _in_block(DOWN0, _set("weight", 5, bad)),
+                          declare_order=how != "rewritten")  # rewritten: read by ids, not by position
+    message = (rf"edges.parquet, block I0 -> H1 \(layer 0, down\): column 'weight' holds 1 bad value \({what}; "
+               r"the first at row 109\); edge weights must be finite and non-negative")
+    if how == "lazy":
+        h = lg.read_graph(path, lazy=True)  # the footers only: each block is checked when it is read
+        with pytest.raises(GraphFormatError, match=message):
+            lg.pagerank(h)
+    else:
+        with pytest.raises(GraphFormatError, match=message):
+            lg.read_graph(path, lazy=False)
+
+
+@pytest.mark.parametrize("damage", ["nan", "inf", "negative", "duplicate", "outside"])
+@pytest.mark.parametrize("block", [RESIDUAL0, DOWN0])
+def test_from_edgelist_and_the_reader_refuse_the_same_edges(exported, tmp_path, damage, block):
+    g, _ = exported
+    row = 3
+    change = {"nan": _set("weight", row, np.nan), "inf": _set("weight", row, np.inf),
+              "negative": _set("weight", row, -1.0),
+              "duplicate": lambda df: df.assign(src=np.where(df.index == row, df.src[row - 1], df.src),
+                                                dst=np.where(df.index == row, df.dst[row - 1], df.dst)),
+              "outside": _set("dst", row, g.n_nodes + 5)}[damage]
+    # without the footer's statistics, which already show ids outside a block's partitions
+    path = _rewrite_edges(g.to_parquet(tmp_path / "g"), _in_block(block, change), statistics=False)
+    with pytest.raises(GraphFormatError) as from_file:
+        lg.read_graph(path)
+    first = {RESIDUAL0: 96, DOWN0: 104}[block]  # the block's first row in the file and in g.edges
+    edges = g.edges.copy()
+    edges.iloc[first:first + 8] = change(edges.iloc[first:first + 8].reset_index(drop=True)).to_numpy()
+    with pytest.raises(InvalidArgumentError) as from_table:
+        lg.MLPGraph.from_edgelist(g.nodes, edges)
+    read, built = str(from_file.value), str(from_table.value)
+    assert "edges.parquet, block " in read and built.startswith("`nodes`/`edges`: ")
+    if damage == "outside":  # a block's ids must lie in its partitions, a table's in the graph
+        assert "column 'dst' names vertices outside" in read and "column 'dst' names vertices outside" in built
+        with pytest.raises(GraphFormatError, match=r"\(block I0 -> H1: row group 2 has dst ids outside partition H1\)"
+                           if block == DOWN0 else "row group 1 has dst ids outside partition H1"):
+            lg.read_graph(_rewrite_edges(g.to_parquet(tmp_path / "stats"), _in_block(block, change)))
+    else:  # the same words, after the place
+        assert read.split("): ", 1)[1] == built.split(": ", 1)[1]
+        assert f"{first + row})" in read
+
+
+@pytest.mark.parametrize("block", [0, RESIDUAL0, DOWN0])
+@pytest.mark.parametrize("lazy", [False, True])
+def test_rows_sorted_by_another_tool_are_read_by_their_ids(exported, tmp_path, block, lazy):
+    g, _ = exported
+    path = _rewrite_edges(g.to_parquet(tmp_path / "g"),
+                          _in_block(block, lambda df: df.sort_values("weight", ignore_index=True)))
+    h = lg.read_graph(path, lazy=lazy)
+    assert not any(getattr(b, "row_order", False) for b in h.blocks)
+    pd.testing.assert_frame_equal(h.edges.reset_index(drop=True), g.edges)
+    for direction in ("forward", "reverse"):
+        np.testing.assert_array_equal(lg.pagerank(h, direction=direction).scores,
+                                      lg.pagerank(g, direction=direction).scores)
+
+
+def test_a_file_rewritten_whole_is_refused_naming_a_block(exported, tmp_path):
+    g, _ = exported
+    path = g.to_parquet(tmp_path / "g")
+    pd.read_parquet(path / "edges.parquet").sort_values("weight").to_parquet(path / "edges.parquet", index=False)
+    meta = json.loads((path / "meta.json").read_text())
+    meta["files"]["edges.parquet"] = (path / "edges.parquet").stat().st_size
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(GraphFormatError, match=r"does not match edges.parquet \(block H0 -> I0 has 600 edges in its "
+                                               r"row groups, the block table says 96\)"):
+        lg.read_graph(path)
+
+
+def test_duplicate_pairs_are_refused_naming_the_block(exported, tmp_path):
+    g, _ = exported
+    twice = lambda df: pd.concat([df, df.iloc[[2]]], ignore_index=True)  # noqa: E731
+    path = _rewrite_edges(g.to_parquet(tmp_path / "g"), _in_block(RESIDUAL0, twice))
+    with pytest.raises(GraphFormatError, match=r"block H0 -> H1 \(layer 0, residual\): the edge 2 -> 22 is given "
+                                               r"twice \(rows 98 and 104\); duplicate \(src, dst\) pairs are refused"):
+        lg.read_graph(path)
+    with pytest.raises(InvalidArgumentError, match="the edge 2 -> 22 is given twice"):
+        lg.MLPGraph.from_edgelist(g.nodes, pd.concat([g.edges, g.edges.iloc[[98]]], ignore_index=True))
+
+
+def test_written_files_declare_their_row_order(exported, tmp_path):
+    import pyarrow.parquet as pq
+
+    from llmrank_graph.graph.blocks import SparseBlock
+
+    g, path = exported
+    md = pq.ParquetFile(path / "edges.parquet").metadata
+    assert all([(c.column_index, c.descending) for c in md.row_group(i).sorting_columns] == [(1, False), (0, False)]
+               for i in range(md.num_row_groups))
+    h = lg.read_graph(path, lazy=True)
+    assert all(b.row_order for b in h.blocks)  # dense blocks are read from their weight column alone
+
+    class Shuffled(SparseBlock):  # a block whose edges come out of row order: written in order all the same
+        def coo(self):
+            s, d, w = super().coo()
+            return s[::-1], d[::-1], w[::-1]
+
+    sparse = lg.MLPGraph.from_edgelist(g.nodes, g.edges)
+    sparse.blocks = [Shuffled(b.src, b.dst, b.layer, b.role, b.csr.tocoo().row, b.csr.tocoo().col, b.csr.tocoo().data)
+                     for b in sparse.blocks]
+    again = lg.read_graph(sparse.to_parquet(tmp_path / "shuffled"))
+    pd.testing.assert_frame_equal(again.edges.reset_index(drop=True), g.edges)
+
+
+def test_an_empty_edge_table_gets_one_true_message(exported, tmp_path):
+    g, _ = exported
+    path = _rewrite_edges(g.to_parquet(tmp_path / "g"), lambda i, df: df.iloc[:0])
+    meta = json.loads((path / "meta.json").read_text())
+    assert meta["n_edges"] == 0 and all(b[4] == 0 for b in meta["blocks"])
+    with pytest.raises(GraphFormatError, match=r"meta.json key 'blocks\[0\]' says that block H0 -> I0 is dense, but "
+                                               r"it has 0 edges; a dense block has one per \(dst, src\) pair: "
+                                               r"12 x 8 = 96$"):
+        lg.read_graph(path)
+    # a graph without edges is written, and read back, as it is
+    empty = lg.MLPGraph.from_edgelist(g.nodes, g.edges.iloc[:0])
+    h = lg.read_graph(empty.to_parquet(tmp_path / "empty"))
+    assert (h.n_nodes, h.n_edges, h.blocks) == (g.n_nodes, 0, [])
+
+
+# ----------------------------------------------------------------------------- meta.json's fields (issue 16)
+@pytest.mark.parametrize("key, value, message", [
+    ("has_stats", "yes", "meta.json key 'has_stats' must be a bool; got 'yes'"),
+    ("n_nodes", "12", "meta.json key 'n_nodes' must be an int >= 0; got '12'"),
+    ("layers", 3, "meta.json key 'layers' must be a list of layer numbers (ints >= 0); got 3"),
+    ("residual", "0.25", "meta.json key 'residual' must be None or a finite float >= 0; got '0.25'"),
+    ("nodes_file", "../outside.parquet", "meta.json key 'nodes_file' must be a file name inside the graph directory "
+                                         "(no '/' or '..'); got '../outside.parquet'"),
+    ("nodes_file", "ABSOLUTE", "meta.json key 'nodes_file' must be a file name inside the graph directory"),
+    ("files", {"../outside.parquet": 1}, "meta.json key 'files['../outside.parquet']' must be a file name inside"),
+    ("blocks", [[0, 1, 0, "up", "96", "dense", 0, 1]], "meta.json key 'blocks[0]' must be [src partition, dst "
+                                                       "partition, layer, role, edges, 'dense' or 'coo', first row "
+                                                       "group, end row group] with ints >= 0; got"),
+])
+def test_meta_fields_of_the_wrong_type_are_refused_naming_the_field(exported, tmp_path, key, value, message):
+    g, _ = exported
+    path = g.to_parquet(tmp_path / "g")
+    outside = tmp_path / "outside.parquet"
+    outside.write_bytes((path / "nodes.parquet").read_bytes())  # there to be read, were the name followed
+    value = str(outside) if value == "ABSOLUTE" else value
+    meta = json.loads((path / "meta.json").read_text())
+    meta[key] = value
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(GraphFormatError) as info:
+        lg.read_graph(path)
+    assert message in str(info.value) and str(path) in str(info.value)
+
+
+def test_graphs_in_memory_hold_what_meta_json_may_hold(exported, tmp_path):
+    g, _ = exported
+    with pytest.raises(TypeError, match=r"^`meta` key 'has_stats' must be a bool; got 'yes'$"):
+        lg.MLPGraph.from_edgelist(g.nodes, g.edges, meta={"has_stats": "yes"})
+    h = lg.MLPGraph.from_edgelist(g.nodes, g.edges, meta={"note": ["anything", 1]})  # other keys are kept as given
+    h.meta["layers"] = "0,1"
+    with pytest.raises(TypeError, match=r"^`graph.meta` key 'layers' must be a list of layer numbers"):
+        h.to_parquet(tmp_path / "h")
+    assert not (tmp_path / "h").exists()
+    del h.meta["layers"]
+    assert lg.read_graph(h.to_parquet(tmp_path / "h")).meta["note"] == ["anything", 1]

@@ -31,8 +31,20 @@ of stale siblings live in :mod:`llmrank_graph.base.renames`).
 - A writer killed with SIGKILL leaves its temporary behind. The next write to the same path
   removes every temporary sibling whose owner process (same host, pid in the name) is gone, and
   puts back a moved-aside old directory whose replacement never arrived.
-- Permissions follow the umask (0o666 or 0o777 masked), not the 0o600/0o700 of
-  ``mkstemp``/``mkdtemp``. Files are flushed to disk (fsync) before the rename.
+- Permissions follow the umask (0o666 for a file, 0o777 for a directory, masked), not the
+  0o600/0o700 of ``mkstemp``/``mkdtemp`` nor the 0o600 that the safetensors library gives its
+  files: every file and directory of the output is set so just before the rename. Files are
+  flushed to disk (fsync) before the rename.
+
+When the system refuses
+-----------------------
+Disk full, a file-size limit (``ulimit -f``), a read-only target: every OSError raised while
+writing (the caller's own writes into the temporary included, and the I/O errors that the
+safetensors and tokenizers libraries report as plain exceptions) becomes one
+:class:`~llmrank_graph.errors.WriteFailedError`, ``could not write PATH: REASON``, where PATH
+is the output the caller named. By then the temporary is removed, the previous output is as it
+was, and the parent directories this write created are removed again. A writer nested in
+another's temporary (a mask saved inside a model directory) is reported under the outer output.
 
 This module sits below every stage: it imports only the errors, checks, paths and renames modules.
 """
@@ -44,12 +56,17 @@ import errno
 import json
 import logging
 import os
+import re
 import signal
+import stat
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
+
+from ..errors import LLMRankGraphError, WriteFailedError
 from .checks import fail_type
 from .paths import OUTPUT_KINDS, check_output_path, refuse_existing
 from .renames import appeared, new_sibling, publish_directory, remove, rename_noreplace, sweep_stale
@@ -61,6 +78,129 @@ __all__ = ["OUTPUT_KINDS", "check_output_path", "atomic_file", "atomic_directory
 
 #: Exit status after a SIGTERM during a write: 128 + 15, as a shell reports a SIGTERM death.
 SIGTERM_EXIT_STATUS = 128 + 15
+
+
+# ---------------------------------------------------------------------------- permissions
+def _read_umask() -> int | None:
+    """The process's umask from ``/proc/self/status`` (Linux >= 4.7), or None where it is not there."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _umask_by_setting() -> int:
+    # os.umask can only be read by setting it; done once, at import, so that no file another
+    # thread creates later gets the transient value.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: The umask at import, for systems without ``/proc/self/status``.
+_UMASK_AT_IMPORT = _read_umask()
+if _UMASK_AT_IMPORT is None:
+    _UMASK_AT_IMPORT = _umask_by_setting()
+
+
+def _umask() -> int:
+    """The umask now (``/proc`` follows a later ``os.umask``), else the one at import."""
+    mask = _read_umask()
+    return _UMASK_AT_IMPORT if mask is None else mask
+
+
+def _follow_umask(root: Path) -> None:
+    """Give ``root`` (a file, or a directory and all it holds) the umask's permissions.
+
+    Files written by other libraries into the temporary may be 0o600 (safetensors creates its
+    files so); what the user gets is 0o666 or 0o777 masked, as for any file they create.
+    Symbolic links are left alone; a filesystem without permissions (vfat) is left as it is.
+    """
+    mask = _umask()
+    file_mode, dir_mode = 0o666 & ~mask, 0o777 & ~mask
+
+    def settle(path: str) -> None:
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            return
+        mode = dir_mode if stat.S_ISDIR(st.st_mode) else file_mode
+        if stat.S_IMODE(st.st_mode) == mode:
+            return
+        try:
+            os.chmod(path, mode)
+        except OSError as e:
+            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise
+            logger.debug("could not set the permissions of %s (%s); left as they are", path, e)
+
+    settle(os.fspath(root))
+    if root.is_dir() and not root.is_symlink():
+        for dirpath, dirnames, filenames in os.walk(root):
+            for name in dirnames + filenames:
+                settle(os.path.join(dirpath, name))
+
+
+# ---------------------------------------------------------------------------- failures
+# The Rust libraries we write through (safetensors, tokenizers) report an I/O error as a plain
+# exception whose text ends with Rust's "(os error N)"; it is the only place they give the errno.
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def _system_refusal(e: BaseException) -> tuple[str, int | None] | None:
+    """(reason, errno) when ``e`` is the system refusing a write, else None (the error stays as it is)."""
+    if isinstance(e, WriteFailedError):  # a nested writer's: named again under the outer output
+        return e.reason, e.errno
+    if isinstance(e, LLMRankGraphError):  # the library's own (an output that appeared, ...)
+        return None
+    if isinstance(e, OSError):
+        if e.errno:
+            return os.strerror(e.errno), e.errno
+        return str(e) or type(e).__name__, None
+    if type(e) is Exception or isinstance(e, SafetensorError):
+        m = _RUST_OS_ERROR.search(str(e))
+        if m is not None:
+            code = int(m.group(1))
+            return os.strerror(code), code
+    return None
+
+
+def _make_parents(directory: Path, created: list[Path]) -> None:
+    """``mkdir -p directory``, appending each directory it creates to ``created`` (outermost first)."""
+    missing = []
+    while not os.path.lexists(directory) and directory != directory.parent:
+        missing.append(directory)
+        directory = directory.parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d)
+        except FileExistsError:
+            if not d.is_dir():
+                raise
+            continue  # made meanwhile by another writer: theirs, not ours to remove
+        created.append(d)
+
+
+@contextlib.contextmanager
+def _undone_on_failure(target: Path) -> Iterator[list[Path]]:
+    """On any exception, remove the parent directories listed (this write created them), then
+    raise the system's refusal as :class:`~llmrank_graph.errors.WriteFailedError` naming ``target``."""
+    created: list[Path] = []
+    try:
+        yield created
+    except BaseException as e:
+        for d in reversed(created):
+            try:
+                os.rmdir(d)
+            except OSError:
+                break  # not empty: another writer's output is there now
+        refusal = _system_refusal(e)
+        if refusal is None:
+            raise
+        raise WriteFailedError(str(target), *refusal) from e
 
 
 # ---------------------------------------------------------------------------- signals
@@ -159,9 +299,10 @@ def atomic_file(path: str | os.PathLike, *, overwrite: bool = False, arg: str = 
     """Write a file atomically: yield a temporary sibling path, rename it to ``path`` on success.
 
     The temporary file exists (empty, with the umask's permissions) when the block starts;
-    write it by name. On success it is flushed to disk and renamed to ``path``; on any
-    exception (KeyboardInterrupt and, in the main thread, SIGTERM included) it is removed and
-    ``path`` is left as it was. Parent directories are created.
+    write it by name. On success it gets the umask's permissions, is flushed to disk and
+    renamed to ``path``; on any exception (KeyboardInterrupt and, in the main thread, SIGTERM
+    included) it is removed, ``path`` is left as it was, and the parent directories that this
+    call created are removed again.
 
     Parameters
     ----------
@@ -185,6 +326,9 @@ def atomic_file(path: str | os.PathLike, *, overwrite: bool = False, arg: str = 
         is a directory.
     InvalidArgumentError, InvalidArgumentTypeError
         As :func:`check_output_path`.
+    WriteFailedError
+        The system refused the write (disk full, file too large, read-only): ``could not write
+        PATH: REASON``, raised for any OSError in the block or in the rename.
 
     Example
     -------
@@ -200,30 +344,43 @@ def atomic_file(path: str | os.PathLike, *, overwrite: bool = False, arg: str = 
     Traceback (most recent call last):
     ...
     llmrank_graph.errors.OutputExistsError: `path` '...scores.txt' already exists; pass overwrite=True to replace it
+
+    The system refusing the write (here a simulated full disk) is named under the output:
+
+    >>> import errno
+    >>> with atomic_file(Path(scratch.name) / "new" / "more.txt") as tmp:  # doctest: +ELLIPSIS
+    ...     raise OSError(errno.ENOSPC, "No space left on device")
+    Traceback (most recent call last):
+    ...
+    llmrank_graph.errors.WriteFailedError: could not write .../new/more.txt: No space left on device
+    >>> sorted(p.name for p in Path(scratch.name).iterdir())  # no temporary, no new parent
+    ['scores.txt']
     >>> scratch.cleanup()
     """
     target = check_output_path(path, kind="file", overwrite=overwrite, arg=arg)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    sweep_stale(target)
-    tmp = None
-    with _sigterm_raises():
-        try:
-            tmp = new_sibling(target, "tmp", directory=False)
-            yield tmp
-            _fsync(tmp)
-            with _signals_held():
-                if overwrite:
-                    refuse_existing(target, "file", True, arg)
-                    os.replace(tmp, target)
-                else:
-                    try:
-                        rename_noreplace(tmp, target)
-                    except FileExistsError:
-                        raise appeared(target, arg) from None
-            _fsync(target.parent, directory=True)
-        finally:
-            if tmp is not None and os.path.lexists(tmp):
-                remove(tmp)
+    with _undone_on_failure(target) as created:
+        _make_parents(target.parent, created)
+        sweep_stale(target)
+        tmp = None
+        with _sigterm_raises():
+            try:
+                tmp = new_sibling(target, "tmp", directory=False)
+                yield tmp
+                _follow_umask(tmp)
+                _fsync(tmp)
+                with _signals_held():
+                    if overwrite:
+                        refuse_existing(target, "file", True, arg)
+                        os.replace(tmp, target)
+                    else:
+                        try:
+                            rename_noreplace(tmp, target)
+                        except FileExistsError:
+                            raise appeared(target, arg) from None
+                _fsync(target.parent, directory=True)
+            finally:
+                if tmp is not None and os.path.lexists(tmp):
+                    remove(tmp)
 
 
 @contextlib.contextmanager
@@ -231,10 +388,11 @@ def atomic_directory(path: str | os.PathLike, *, overwrite: bool = False, arg: s
                      check_existing: Callable[[Path], None] | None = None) -> Iterator[Path]:
     """Write a directory atomically: yield a temporary sibling directory, rename it into place.
 
-    On success the files are flushed to disk and the directory is renamed to ``path``. On any
-    exception (KeyboardInterrupt and, in the main thread, SIGTERM included) it is removed and
-    ``path`` is left as it was. Parent directories are created; temporaries left by writers
-    that were killed are swept first (see the module docstring).
+    On success everything in it gets the umask's permissions, is flushed to disk, and the
+    directory is renamed to ``path``. On any exception (KeyboardInterrupt and, in the main
+    thread, SIGTERM included) it is removed, ``path`` is left as it was, and the parent
+    directories that this call created are removed again. Temporaries left by writers that were
+    killed are swept first (see the module docstring).
 
     Parameters
     ----------
@@ -263,6 +421,9 @@ def atomic_directory(path: str | os.PathLike, *, overwrite: bool = False, arg: s
         is a file (whatever ``overwrite`` says).
     InvalidArgumentError, InvalidArgumentTypeError
         As :func:`check_output_path`.
+    WriteFailedError
+        The system refused the write: ``could not write PATH: REASON``, naming ``path`` even
+        when a file inside the directory failed.
 
     Example
     -------
@@ -280,23 +441,25 @@ def atomic_directory(path: str | os.PathLike, *, overwrite: bool = False, arg: s
     target = check_output_path(path, kind="directory", overwrite=overwrite, arg=arg)
     if check_existing is not None and target.is_dir():
         check_existing(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    sweep_stale(target)
-    refuse_existing(target, "directory", overwrite, arg)  # a swept writer's output may be back
-    tmp = None
-    with _sigterm_raises():
-        try:
-            tmp = new_sibling(target, "tmp", directory=True)
-            yield tmp
-            _fsync_tree(tmp)
-            with _signals_held():
-                publish_directory(tmp, target, overwrite, arg, check_existing)
-            _fsync(target.parent, directory=True)
-        finally:
-            # After an exchange `tmp` holds the previous directory; otherwise the unfinished one.
-            with _signals_held():
-                if tmp is not None and os.path.lexists(tmp):
-                    remove(tmp)
+    with _undone_on_failure(target) as created:
+        _make_parents(target.parent, created)
+        sweep_stale(target)
+        refuse_existing(target, "directory", overwrite, arg)  # a swept writer's output may be back
+        tmp = None
+        with _sigterm_raises():
+            try:
+                tmp = new_sibling(target, "tmp", directory=True)
+                yield tmp
+                _follow_umask(tmp)
+                _fsync_tree(tmp)
+                with _signals_held():
+                    publish_directory(tmp, target, overwrite, arg, check_existing)
+                _fsync(target.parent, directory=True)
+            finally:
+                # After an exchange `tmp` holds the previous directory; otherwise the unfinished one.
+                with _signals_held():
+                    if tmp is not None and os.path.lexists(tmp):
+                        remove(tmp)
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, overwrite: bool = False,
@@ -333,6 +496,14 @@ def save_safetensors_atomic(tensors: Mapping, path: str | os.PathLike, metadata:
     """
     from safetensors.torch import save_file
 
+    target = Path(path).expanduser()
     with atomic_file(path, overwrite=overwrite, arg=arg) as tmp:
-        save_file(dict(tensors), str(tmp), metadata=metadata)
-    return Path(path).expanduser()
+        # safetensors writes its own temporary (.tmpXXXXXX) beside the file it is given and
+        # renames it; in a scratch directory of ours, that one is swept like ours after a kill.
+        scratch = new_sibling(target, "tmp", directory=True)
+        try:
+            save_file(dict(tensors), str(scratch / target.name), metadata=metadata)
+            os.replace(scratch / target.name, tmp)
+        finally:
+            remove(scratch)
+    return target

@@ -43,7 +43,7 @@ from ..base.result import CentralityResult
 from ..errors import InvalidArgumentError
 from .backends import run
 from .pagerank_alg import DIRECTIONS, node_vector
-from .registry import Centrality, centralities, get_centrality, register_centrality, signature_defaults
+from .registry import GRAPH, Centrality, centralities, get_centrality, register_centrality, signature_defaults
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,8 @@ _POSITIVE = Interval(float, 0, closed="neither")
 _ITERATION = {"tol": _POSITIVE, "max_iter": Interval(int, 1)}
 
 
-@validated({"alpha": _POSITIVE, "direction": OneOf(*DIRECTIONS), **_ITERATION, "normalized": Boolean()})
+@validated({"graph": GRAPH, "alpha": _POSITIVE, "direction": OneOf(*DIRECTIONS), **_ITERATION,
+            "normalized": Boolean()})
 def katz(graph, alpha: float = 0.1, beta=1.0, direction: str = "forward", backend: str = "auto",
          tol: float = 1e-6, max_iter: int = 1000, nstart=None, normalized: bool = True,
          device=None) -> CentralityResult:
@@ -127,7 +128,7 @@ def katz(graph, alpha: float = 0.1, beta=1.0, direction: str = "forward", backen
     return res.with_meta("katz", params)
 
 
-@validated({**_ITERATION, "normalized": Boolean()})
+@validated({"graph": GRAPH, **_ITERATION, "normalized": Boolean()})
 def hits_pair(graph, backend: str = "auto", tol: float = 1e-8, max_iter: int = 1000, nstart=None,
               normalized: bool = True) -> tuple[CentralityResult, CentralityResult]:
     """HITS hubs and authorities (``networkx.hits`` with weights), as two results.
@@ -165,7 +166,7 @@ def _hits_pair(graph, backend: str, tol: float, max_iter: int, nstart, normalize
     return h.with_meta("hubs", params), a.with_meta("authorities", params)
 
 
-@validated({"which": OneOf(*HITS_VECTORS), **_ITERATION, "normalized": Boolean()})
+@validated({"graph": GRAPH, "which": OneOf(*HITS_VECTORS), **_ITERATION, "normalized": Boolean()})
 def hits(graph, which: str = "authorities", backend: str = "auto", tol: float = 1e-8, max_iter: int = 1000,
          nstart=None, normalized: bool = True) -> CentralityResult:
     """One HITS vector: ``which='authorities'`` (fed by good hubs) or ``'hubs'``.
@@ -192,7 +193,7 @@ def hits(graph, which: str = "authorities", backend: str = "auto", tol: float = 
     return auth if which == "authorities" else hubs
 
 
-@validated({**_ITERATION, "directed": Boolean()})
+@validated({"graph": GRAPH, **_ITERATION, "directed": Boolean()})
 def eigenvector(graph, backend: str = "auto", tol: float = 1e-6, max_iter: int = 1000, nstart=None, *,
                 directed: bool = False) -> CentralityResult:
     """Eigenvector centrality, by default of the undirected graph (``networkx.eigenvector_centrality``).
@@ -272,7 +273,7 @@ def _in_out(graph, algorithm: str, direction: str, backend: str, device=None) ->
                             {"direction": direction}, exact=True)
 
 
-@validated({"direction": OneOf(*STRENGTH_DIRECTIONS)})
+@validated({"graph": GRAPH, "direction": OneOf(*STRENGTH_DIRECTIONS)})
 def strength(graph, direction: str = "in", backend: str = "auto", device=None) -> CentralityResult:
     """Weighted degree: sum of the weights of each node's in-edges, out-edges, or both.
 
@@ -302,7 +303,7 @@ def strength(graph, direction: str = "in", backend: str = "auto", device=None) -
     return _in_out(graph, "strength", direction, backend, device)
 
 
-@validated({"direction": OneOf(*STRENGTH_DIRECTIONS)})
+@validated({"graph": GRAPH, "direction": OneOf(*STRENGTH_DIRECTIONS)})
 def degree(graph, direction: str = "in", backend: str = "auto") -> CentralityResult:
     """Number of in-edges, out-edges, or both, of each node (networkx ``G.in_degree()``).
 

@@ -10,7 +10,7 @@ from ..base.checks import check_choice, check_finite_array, fail, fail_type
 from ..base.params import Interval, OneOf, validated
 from ..base.result import CentralityResult
 from .backends import run
-from .registry import Centrality, register_centrality
+from .registry import GRAPH, Centrality, register_centrality
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def node_vector(graph, value, arg: str, positive_sum: bool = True) -> np.ndarray
     return check_finite_array(arg, value, n, nonnegative=True, positive_sum=positive_sum)
 
 
-@validated({"alpha": Interval(float, 0, 1, closed="neither"), "direction": OneOf(*DIRECTIONS),
+@validated({"graph": GRAPH, "alpha": Interval(float, 0, 1, closed="neither"), "direction": OneOf(*DIRECTIONS),
             "tol": Interval(float, 0, closed="neither"), "max_iter": Interval(int, 1)})
 def pagerank(graph, alpha: float = 0.85, personalization="uniform", direction: str = "forward",
              backend: str = "auto", tol: float = 1e-10, max_iter: int = 1000, dangling=None,
@@ -88,6 +88,8 @@ def pagerank(graph, alpha: float = 0.85, personalization="uniform", direction: s
 
     Raises
     ------
+    InvalidArgumentTypeError
+        ``graph`` is not an MLPGraph, or an argument has the wrong type (a TypeError).
     ValueError
         Bad ``alpha``, ``direction``, ``tol``, ``max_iter``, vectors, ``backend`` or ``device``.
     BackendUnavailableError
@@ -106,6 +108,13 @@ def pagerank(graph, alpha: float = 0.85, personalization="uniform", direction: s
     >>> res = pagerank(g, direction="reverse")
     >>> res.scores.round(3), round(float(res.scores.sum()), 12)
     (array([0.471, 0.196, 0.196, 0.138]), 1.0)
+
+    A graph's directory is read first:
+
+    >>> pagerank("dir")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    llmrank_graph.errors.InvalidArgumentTypeError: `graph` must be an MLPGraph (...read_graph(directory)); got 'dir'
     """
     p = teleport_vector(graph, personalization, "personalization")
     q = p if dangling is None else teleport_vector(graph, dangling, "dangling")

@@ -42,11 +42,16 @@ import numpy as np
 from ..base.checks import check_choice
 from ..base.params import InstanceOf, validated
 from ..base.result import CentralityResult
+from ..graph.mlpgraph import MLPGraph
 from ..graph.storage import column_name
 from .backends import registered
 
 __all__ = ["Centrality", "register_centrality", "centrality_entry", "centrality_entries", "centrality_names",
            "get_centrality", "centralities", "node_scores", "signature_defaults"]
+
+#: The constraint on the ``graph`` argument of every centrality function, declared in each
+#: one's table (a name, a path or a model is refused with a TypeError that says how to get a graph).
+GRAPH = InstanceOf(MLPGraph, "an MLPGraph (lg.export_graph(model) or lg.read_graph(directory))")
 
 
 def _frozen(mapping: Mapping | None) -> Mapping:

@@ -10,22 +10,27 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 from ..base.checks import check_positive_int, format_allowed
 from ..base.files import check_output_path
+from ..centrality import get_backend
 from ..data.calibration import calibrate
 from ..errors import (
     FileFormatError,
     InvalidArgumentError,
-    InvalidArgumentTypeError,
     MissingInputError,
     OutputExistsError,
 )
 from ..graph.export import DEFAULT_EXPORT, GATES, MODES, WEIGHTINGS, ExportOptions
 from ..graph.meta import GRAPH_FORMAT, check_meta, read_format
+from ..models import loading
 from ..scoring.graph import PAGERANK_WITHOUT_STATS
+from ._inputs import check_default_cache
+from ._words import _relabel
 
 logger = logging.getLogger("llmrank_graph.cli")
 
@@ -92,23 +97,10 @@ def _given_export(args) -> dict:
 
 
 # ---------------------------------------------------------------------------- checks before any work
-def _relabel(options: dict[str, str], check: Callable, *args, **kwargs):
-    """Run the library's ``check(*args, **kwargs)``; its messages name the command-line options instead.
-
-    ``options`` maps parameter names to options (``{"amount": "--amount"}``). The rule stays in
-    one place, the library; the user reads the option they typed.
-    """
-    try:
-        return check(*args, **kwargs)
-    except (InvalidArgumentError, InvalidArgumentTypeError) as e:
-        text = str(e)
-        for name, option in options.items():
-            text = text.replace(f"`{name}`", f"`{option}`")
-        raise type(e)(text) from None
-
-
 #: The graph options' parameter names -> their options, for :func:`_relabel`.
 GRAPH_OPTIONS = {k: f"--{k}" for k in _EXPORT_FIELDS}
+#: The graph readers' parameter names -> ``--graph``, for :func:`_relabel`.
+GRAPH_INPUT_OPTIONS = {"path": "--graph", "directory": "--graph"}
 
 
 def _is_graph_directory(path: Path) -> bool:
@@ -141,19 +133,38 @@ def no_tokenizer_error(args, alternative: str) -> InvalidArgumentError:
                                 + (f", or {alternative}" if alternative else ""))
 
 
+@dataclass(frozen=True)
+class Checked:
+    """What :func:`preflight` checked: ``--out`` (``~`` expanded) and what ``--model`` names.
+
+    Attributes
+    ----------
+    out : pathlib.Path or None
+        None when the command writes no ``--out``.
+    source : ModelSource or None
+        :func:`llmrank_graph.models.loading.check_model_path`'s answer; None without a model.
+    """
+
+    out: Path | None
+    source: loading.ModelSource | None
+
+
 def preflight(args, *, out_kind: str | None = None, suffixes: tuple[str, ...] = (), owner: str | None = None,
-              model: bool = True, reads_text: bool = False, no_text: str = "") -> Path | None:
+              model: bool = True, reads_text: bool = False, no_text: str = "") -> Checked:
     """Check every argument of a command that can be checked without loading anything.
 
     Called first by each command's ``run``: a mistake costs a fraction of a second, not
-    minutes of loading and calibration. Reads only ``config.json`` and safetensors headers.
+    minutes of loading and calibration. Reads only ``config.json`` and safetensors headers
+    (no text either: :func:`read_texts` reads it, once the command has made its own checks).
 
     Parameters
     ----------
     args : argparse.Namespace
         The parsed arguments. Checked when present: ``--out`` (with ``--overwrite`` and
         ``--force``), ``--model``, ``--graph``, ``--texts``, ``--eval-texts``,
-        ``--n-samples``, ``--seq-len``, ``--batch-size``, ``--eval-samples``.
+        ``--n-samples``, ``--seq-len``, ``--batch-size``, ``--eval-samples``. The embedded
+        model's cache directory must be writable when the model is not in it yet
+        (:func:`check_default_cache`).
     out_kind : {'file', 'directory'}, optional
         What the command writes at ``--out``: its parent must be a writable directory, and it
         must not exist (unless ``--overwrite``) nor be of the other kind (even then).
@@ -171,8 +182,7 @@ def preflight(args, *, out_kind: str | None = None, suffixes: tuple[str, ...] = 
 
     Returns
     -------
-    pathlib.Path or None
-        ``--out`` with ``~`` expanded (None without ``out_kind``).
+    Checked
 
     Raises
     ------
@@ -180,10 +190,9 @@ def preflight(args, *, out_kind: str | None = None, suffixes: tuple[str, ...] = 
         A subclass naming the option; see :mod:`llmrank_graph.errors`.
     """
     from ..data.texts import check_text_source
-    from ..models.loading import check_model_path
 
     given = vars(args)
-    out = None
+    out = source = None
     if out_kind is not None:
         out = _check_output(args, out_kind, suffixes, owner)
     for name in ("n_samples", "seq_len", "batch_size", "eval_samples"):
@@ -196,10 +205,12 @@ def preflight(args, *, out_kind: str | None = None, suffixes: tuple[str, ...] = 
     if given.get("graph") is not None:
         _check_graph_input(given["graph"])
     if model:
-        source = check_model_path(given.get("model"), arg="--model")
+        source = loading.check_model_path(given.get("model"), arg="--model")
         if reads_text and not source.has_tokenizer:
             raise no_tokenizer_error(args, no_text)
-    return out
+        if source.kind == "default":
+            check_default_cache()
+    return Checked(out, source)
 
 
 def _check_graph_input(path) -> None:
@@ -234,22 +245,27 @@ def _check_output(args, kind: str, suffixes: tuple[str, ...], owner: str | None)
     return target
 
 
-def scorer_params(method: str, items: list[str], *, mode: str, prune_hidden: bool) -> dict:
+def scorer_params(method: str, items: list[str], *, mode: str, prune_hidden: bool,
+                  taken: Mapping[str, str] | None = None) -> dict:
     """``--param KEY=VALUE`` items as the keyword arguments of scorer ``method``, checked.
 
     Each item must be ``KEY=VALUE`` with a key the scorer has (not one of its own options,
-    such as ``--mode``), given once. Values are read as int, float, true/false/none or str,
-    and the scorer is built once with them, so that a bad value is refused now.
+    such as ``--mode``, nor one the command's library call takes for itself: ``taken``, name
+    -> what the key means there), given once. Values are read as int, float, true/false/none
+    or str, and checked against the scorer's declared constraints
+    (:meth:`~llmrank_graph.scoring.registry.Scorer.check_params`), so that a bad value is
+    refused now, in the option's words (``--param max_iter``).
 
     Raises
     ------
     InvalidArgumentError, InvalidArgumentTypeError
         Naming ``--param`` and the key; unknown keys list the scorer's parameters.
     """
-    from ..scoring.registry import get_scorer, scorer_class
+    from ..scoring.registry import scorer_class
 
     cls = _relabel({"method": "--method"}, scorer_class, method)
     options = {"mode": "--mode", "prune_hidden": "--prune-hidden", "graph": None}
+    taken = dict(taken or {})
     allowed = [k for k in cls.param_names() if k not in options]
     params: dict = {}
     for item in items:
@@ -263,15 +279,25 @@ def scorer_params(method: str, items: list[str], *, mode: str, prune_hidden: boo
         if key not in allowed:
             has = f"its parameters are {format_allowed(allowed)}" if allowed else "it has no parameters"
             raise InvalidArgumentError(f"`--param` {key!r} is not a parameter of scorer {method!r}; {has}")
+        if key in taken:
+            raise InvalidArgumentError(f"`--param` {key!r} of scorer {method!r} cannot be set from this command: "
+                                       f"{taken[key]}")
         if key in params:
             raise InvalidArgumentError(f"`--param` {key!r} is given twice")
         params[key] = param_value(value)
-    try:
-        get_scorer(method, mode=mode, prune_hidden=prune_hidden, **params)
-    except (InvalidArgumentError, InvalidArgumentTypeError) as e:
-        given = f" (--param {', '.join(f'{k}={v!r}' for k, v in params.items())})" if params else ""
-        raise type(e)(f"{e}{given}") from None
+    words = {"mode": "--mode", "prune_hidden": "--prune-hidden", **{k: f"--param {k}" for k in allowed}}
+    _relabel(words, cls.check_params, mode=mode, prune_hidden=prune_hidden, **params)
     return params
+
+
+def check_backend(name: str, option: str) -> None:
+    """Refuse, before any work, a centrality backend that cannot run here (``'auto'`` always can).
+
+    The backend's own answer (:meth:`~llmrank_graph.centrality.backends.Backend.require`): a
+    missing package is named with the extra that installs it.
+    """
+    if name != "auto":
+        _relabel({"backend": option}, get_backend, name).require()
 
 
 def param_value(text: str):
@@ -288,17 +314,21 @@ def param_value(text: str):
     return {"true": True, "false": False, "none": None}.get(text.lower(), text)
 
 
-def _load(args):
-    from ..models.loading import load_model
+#: The calibration options: the parameters of llmrank_graph.calibrate -> the options.
+CALIBRATION_OPTIONS: Mapping[str, str] = MappingProxyType(
+    {"texts": "--texts", "n_samples": "--n-samples", "seq_len": "--seq-len", "batch_size": "--batch-size"})
 
+
+def _load(args):
     t = time.perf_counter()
-    model, tok = load_model(args.model)
+    model, tok = _relabel({"path": "--model"}, loading.load_model, args.model)
     logger.info("loaded %s in %.1f s", args.model or "the embedded SmolLM2-135M-Instruct", time.perf_counter() - t)
     return model, tok, time.perf_counter() - t
 
 
-def _calibrate(args, model, tok, no_text: str = "", *, second_moments: bool = False):
+def _calibrate(args, model, tok, texts: list[str], no_text: str = "", *, second_moments: bool = False):
+    """Calibrate on ``texts`` (:func:`~llmrank_graph.cli._inputs.read_texts` has read ``--texts``)."""
     if tok is None:  # preflight refuses these; a loader may still come back without one
         raise no_tokenizer_error(args, no_text)
-    return calibrate(model, tok, texts=args.texts, n_samples=args.n_samples, seq_len=args.seq_len,
-                     batch_size=args.batch_size, progress=True, second_moments=second_moments)
+    return _relabel(CALIBRATION_OPTIONS, calibrate, model, tok, texts=texts, n_samples=args.n_samples,
+                    seq_len=args.seq_len, batch_size=args.batch_size, progress=True, second_moments=second_moments)

@@ -11,6 +11,7 @@ from ..graph.viewer import VIEW_EDGE_LIMIT, VIEW_FORMATS, to_networkx, write_vie
 from ..scoring.graph import PAGERANK_WITHOUT_STATS
 from ._common import (
     _EXPORT_FIELDS,
+    GRAPH_INPUT_OPTIONS,
     GRAPH_OPTIONS,
     _add_calibration,
     _add_graph_options,
@@ -21,6 +22,8 @@ from ._common import (
     _relabel,
     preflight,
 )
+from ._inputs import read_texts
+from ._words import OUTPUT_OPTIONS
 
 
 def add_parser(sub) -> None:
@@ -94,22 +97,23 @@ def run(args) -> int:
             raise InvalidArgumentError("--model, --calibrate and the graph options apply to a model only; a graph "
                                        "read with --graph keeps the options it was exported with")
         out = preflight(args, out_kind="file" if viewer else "directory", owner=None if viewer else "graph",
-                        suffixes=(f".{args.format}",) if viewer else (), model=False)
-        graph = read_graph(args.graph)
+                        suffixes=(f".{args.format}",) if viewer else (), model=False).out
+        graph = _relabel(GRAPH_INPUT_OPTIONS, read_graph, args.graph)
     else:
         reads_text = args.calibrate or options.needs_stats
         no_text = f"export without --calibrate and with --weighting {PAGERANK_WITHOUT_STATS['weighting']}"
         out = preflight(args, out_kind="file" if viewer else "directory", owner=None if viewer else "graph",
-                        suffixes=(f".{args.format}",) if viewer else (), reads_text=reads_text, no_text=no_text)
+                        suffixes=(f".{args.format}",) if viewer else (), reads_text=reads_text, no_text=no_text).out
+        texts = read_texts(args) if reads_text else None
         model, tok, _ = _load(args)
-        stats = _calibrate(args, model, tok, no_text) if reads_text else None
+        stats = _calibrate(args, model, tok, texts, no_text) if reads_text else None
         graph = export_graph(model, stats, **options.as_dict())
     t = time.perf_counter()
     if viewer:
-        _relabel(_VIEW_OPTIONS, write_viewer, graph, out, args.format, overwrite=args.overwrite, force=args.force,
-                 **view)
+        _relabel({**OUTPUT_OPTIONS, **_VIEW_OPTIONS}, write_viewer, graph, out, args.format,
+                 overwrite=args.overwrite, force=args.force, **view)
         print(f"{graph!r}\nwrote {out} ({args.format}) in {time.perf_counter() - t:.1f} s")
         return 0
-    graph.to_parquet(out, overwrite=args.overwrite, progress=True, force=args.force)
+    _relabel(OUTPUT_OPTIONS, graph.to_parquet, out, overwrite=args.overwrite, progress=True, force=args.force)
     print(f"{graph!r}\nwrote {out}/ (nodes.parquet, edges.parquet, meta.json) in {time.perf_counter() - t:.1f} s")
     return 0

@@ -17,6 +17,7 @@ from ..centrality import backend_names
 from ..errors import InvalidArgumentError
 from ..graph.mlpgraph import DEFAULT_EXPORT, export_graph, read_graph
 from ._common import (
+    GRAPH_INPUT_OPTIONS,
     GRAPH_OPTIONS,
     _add_calibration,
     _add_graph_options,
@@ -24,9 +25,12 @@ from ._common import (
     _given_export,
     _load,
     _relabel,
+    check_backend,
     logger,
     preflight,
 )
+from ._inputs import read_texts
+from ._words import OUTPUT_OPTIONS
 
 #: The library's parameter names -> this command's options, for the messages.
 _OPTIONS = {"centralities": "--centralities", "baselines": "--baselines", "stored": "--stored", "k": "--top",
@@ -94,15 +98,17 @@ def run(args) -> int:
                                        "a graph read with --graph keeps the options it was exported with")
     elif args.layers is not None:
         raise InvalidArgumentError("`--layers` applies to --graph only")
+    check_backend(args.backend, "--backend")
     out = preflight(args, out_kind="directory" if args.out else None, model=args.graph is None,
-                    reads_text=args.graph is None and args.calibrate)
+                    reads_text=args.graph is None and args.calibrate).out
     model = stats = None
     if args.graph is not None:
-        graph = _relabel(_OPTIONS, read_graph, args.graph, args.layers)
+        graph = _relabel({**_OPTIONS, **GRAPH_INPUT_OPTIONS}, read_graph, args.graph, args.layers)
     else:
         options = _relabel(GRAPH_OPTIONS, DEFAULT_EXPORT.replace, **given)
+        texts = read_texts(args) if args.calibrate or options.needs_stats else None
         model, tok, _ = _load(args)
-        stats = _calibrate(args, model, tok) if args.calibrate or options.needs_stats else None
+        stats = _calibrate(args, model, tok, texts) if texts is not None else None
         graph = export_graph(model, stats, options=options)
     logger.info("inspecting %r", graph)
     report = _relabel(_OPTIONS, inspect_graph, graph, centralities=args.centralities, stored=args.stored,
@@ -113,6 +119,6 @@ def run(args) -> int:
     else:
         print(report.to_text(), end="")
     if out is not None:
-        report.write(out, overwrite=args.overwrite)
+        _relabel(OUTPUT_OPTIONS, report.write, out, overwrite=args.overwrite)
         logger.info("wrote %s (report.json, one CSV per table, PNG plots)", out)
     return 0

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import time
+
+import torch
 
 from ..compensation.algebra import (
     COMPENSATIONS,
@@ -14,13 +17,29 @@ from ..compensation.algebra import (
     needs_second_moments,
 )
 from ..data.evaluation import compare_throughput, count_parameters, perplexity
-from ..data.texts import load_texts, token_blocks
+from ..data.texts import token_blocks
 from ..errors import InvalidArgumentError
 from ..graph.export import MODES
-from ..pruning.masks import ALLOCATIONS, check_amount
+from ..models.architectures import intermediate_sizes, mlp_layers
+from ..pruning.masks import ALLOCATIONS, allocate_checked, check_amount
 from ..pruning.surgery import HOWS, prune_model, save_pruned
-from ..scoring.registry import get_scorer, scorers
-from ._common import _add_calibration, _add_model, _calibrate, _default, _load, _relabel, preflight, scorer_params
+from ..scoring.registry import NeuronScores, get_scorer, scorer_class, scorers
+from ._common import (
+    CALIBRATION_OPTIONS,
+    Checked,
+    _add_calibration,
+    _add_model,
+    _calibrate,
+    _default,
+    _load,
+    _relabel,
+    check_backend,
+    no_tokenizer_error,
+    preflight,
+    scorer_params,
+)
+from ._inputs import model_layout, read_texts
+from ._words import OUTPUT_OPTIONS
 
 logger = logging.getLogger("llmrank_graph.cli")
 
@@ -81,8 +100,6 @@ def _fmt_bytes(n: int) -> str:
 
 def _log_second_moments(args, model, scorer) -> None:
     """Say, before calibrating, what the Gram matrices will cost and how to do without them."""
-    from ..models.architectures import intermediate_sizes
-
     by_compensate = needs_second_moments(args.compensate)
     if not (by_compensate or scorer.needs_second_moments()):
         return
@@ -95,7 +112,53 @@ def _log_second_moments(args, model, scorer) -> None:
                 "; --compensate none skips them" if by_compensate else "")
 
 
-def run(args) -> int:
+#: prune_model's parameters -> prune's options, for the allocation's messages (min_keep has none).
+_ALLOCATION_OPTIONS = {"amount": "--amount", "allocation": "--allocation", "min_keep": None}
+#: The evaluation's parameters (token_blocks') -> prune's options.
+_EVALUATION_OPTIONS = {"texts": "--eval-texts", "n_samples": "--eval-samples", "seq_len": "--seq-len"}
+
+
+def _taken(args) -> dict[str, str]:
+    """prune_model's own parameters, which a scorer parameter of the same name cannot reach through it."""
+    own = [p.name for p in inspect.signature(prune_model).parameters.values() if p.kind is not p.VAR_KEYWORD]
+    return {k: "llmrank_graph.prune_model, which `prune` runs, takes `{0}` for itself{1}".format(
+        k, f" (`prune` sets it with --{k.replace('_', '-')})" if hasattr(args, k) else "") for k in own}
+
+
+def _layer_scores(sizes: list[int]) -> dict[int, torch.Tensor]:
+    """Scores of every neuron 0, but 1 for each layer's last: any allocation keeps that one last.
+
+    What an allocation refuses on these, it refuses on every score vector: the counts of the local
+    and of the global allocations with a floor depend on the sizes alone, and the reference's
+    pooled global allocation empties a layer on these only when it must on any scores.
+    """
+    out = {}
+    for layer, n in enumerate(sizes):
+        s = torch.zeros(n, dtype=torch.float64)
+        s[-1] = 1.0
+        out[layer] = s
+    return out
+
+
+def check_allocation(args, inter: list[int], hidden: list[int]) -> None:
+    """Refuse an ``--amount`` that would empty a layer (or leave it below its floor), from the layer sizes.
+
+    The allocation of :func:`llmrank_graph.prune_model` (its rule, and its rounding for the
+    method) runs on stand-in scores (:func:`_layer_scores`), before the model loads.
+    """
+    scores = NeuronScores(_layer_scores(inter), _layer_scores(hidden) if args.prune_hidden else None,
+                          method=args.method)
+    # The rounding prune_model uses: the reference's in the paper mode, else the method's own.
+    rounding = "reference" if args.prune_hidden else scorer_class(args.method).rounding
+    _relabel(_ALLOCATION_OPTIONS, allocate_checked, scores, args.amount, args.allocation, None, rounding)
+
+
+def _checks(args) -> tuple[dict, Checked, bool]:
+    """Every check that needs no model: the options, the scorer's parameters, the model's config, the text.
+
+    Returns the scorer's parameters, what :func:`preflight` checked, and whether the allocation
+    was checked against the config (else it is checked once the model has loaded).
+    """
     _relabel({"amount": "--amount"}, check_amount, args.amount)
     _relabel({"ridge": "--ridge"}, check_ridge, args.ridge)
     if args.sequential and args.prune_hidden:
@@ -104,34 +167,54 @@ def run(args) -> int:
     if args.prune_hidden and args.how == "remove":
         raise InvalidArgumentError("`--prune-hidden` zeroes down_proj rows (hidden channels of the residual stream), "
                                    "which cannot be removed; pass --how zero")
-    params = scorer_params(args.method, args.param, mode=args.mode, prune_hidden=args.prune_hidden)
-    no_text = "prune with the library, which also takes token ids (llmrank_graph.calibrate(model, input_ids=...))"
-    out = preflight(args, out_kind="directory", owner="model", reads_text=True, no_text=no_text)
+    params = scorer_params(args.method, args.param, mode=args.mode, prune_hidden=args.prune_hidden,
+                           taken=_taken(args))
+    check_backend(params.get("backend", "auto"), "--param backend")
+    checked = preflight(args, out_kind="directory", owner="model", reads_text=True, no_text=_NO_TEXT)
+    layout = model_layout(checked.source)
+    if layout is not None:
+        check_allocation(args, *layout)
+    return params, checked, layout is not None
+
+
+_NO_TEXT = "prune with the library, which also takes token ids (llmrank_graph.calibrate(model, input_ids=...))"
+
+
+def run(args) -> int:
+    params, checked, allocation_checked = _checks(args)
+    texts, eval_texts = read_texts(args, "texts"), read_texts(args, "eval_texts")
     times = {}
     model, tok, times["load"] = _load(args)
+    if tok is None:  # preflight refuses these; a loader may still come back without one
+        raise no_tokenizer_error(args, _NO_TEXT)
+    if not allocation_checked:  # a family whose sizes the config alone does not give
+        layers = mlp_layers(model)
+        check_allocation(args, [m.intermediate_size for m in layers], [m.hidden_size for m in layers])
     _relabel({"compensate": "--compensate", "ridge": "--ridge"}, check_compensation_options, model, args.compensate,
              args.ridge)  # a family without an MLP bias is refused before calibrating
+    # Cut before the calibration: too little evaluation text is refused now, not after the pruning.
+    eval_ids = _relabel(_EVALUATION_OPTIONS, token_blocks, tok, eval_texts, args.eval_samples, args.seq_len)
     scorer = get_scorer(args.method, **params)
     _log_second_moments(args, model, scorer)
     t = time.perf_counter()
     if args.sequential:
         # The statistics are collected layer by layer inside prune_model, on the pruned inputs.
-        calib_ids = token_blocks(tok, load_texts(args.texts, split="calibration"), args.n_samples, args.seq_len)
+        calib_ids = _relabel(CALIBRATION_OPTIONS, token_blocks, tok, texts, args.n_samples, args.seq_len)
         stats, seq = None, {"sequential": True, "input_ids": list(calib_ids.split(args.batch_size))}
     else:
         moments = needs_second_moments(args.compensate) or scorer.needs_second_moments()
-        stats, seq = _calibrate(args, model, tok, no_text, second_moments=moments), {}
+        stats, seq = _calibrate(args, model, tok, texts, _NO_TEXT, second_moments=moments), {}
         times["calibrate"] = time.perf_counter() - t
     dense = copy.deepcopy(model)
     t = time.perf_counter()
-    res = prune_model(model, stats, method=args.method, amount=args.amount, allocation=args.allocation,
-                      how=args.how, mode=args.mode, prune_hidden=args.prune_hidden, compensate=args.compensate,
-                      ridge=args.ridge, **seq, **params)
+    words = {**_ALLOCATION_OPTIONS, **{k: f"--param {k}" for k in params}}
+    res = _relabel(words, prune_model, model, stats, method=args.method, amount=args.amount,
+                   allocation=args.allocation, how=args.how, mode=args.mode, prune_hidden=args.prune_hidden,
+                   compensate=args.compensate, ridge=args.ridge, **seq, **params)
     times["calibrate + score + prune, layer by layer" if args.sequential else "score + prune"] = (
         time.perf_counter() - t)
     pruned = res.model
     t = time.perf_counter()
-    eval_ids = token_blocks(tok, load_texts(args.eval_texts, split="evaluation"), args.eval_samples, args.seq_len)
     ppl_dense = perplexity(dense, input_ids=eval_ids, batch_size=args.batch_size, progress=True)
     ppl_pruned = perplexity(pruned, input_ids=eval_ids, batch_size=args.batch_size, progress=True)
     times["perplexity (both)"] = time.perf_counter() - t
@@ -139,9 +222,17 @@ def run(args) -> int:
     tp = compare_throughput(dense, pruned, eval_ids[:1], rounds=3)  # one window, both models alternately
     times["tokens/s (both)"] = time.perf_counter() - t
     t = time.perf_counter()
-    save_pruned(pruned, tok, out, overwrite=args.overwrite, mask=res.masks, force=args.force)  # the mask inside
+    _relabel(OUTPUT_OPTIONS, save_pruned, pruned, tok, checked.out, overwrite=args.overwrite, mask=res.masks,
+             force=args.force)  # the mask inside
     times["save"] = time.perf_counter() - t
+    _print_summary(args, res, dense, pruned, (ppl_dense, ppl_pruned), tp, times, checked.out)
+    return 0
+
+
+def _print_summary(args, res, dense, pruned, ppl: tuple[float, float], tp: dict, times: dict, out) -> None:
+    """The table of the dense and the pruned model, the stage times, and where the model is."""
     cd, cp = count_parameters(dense), count_parameters(pruned)
+    ppl_dense, ppl_pruned = ppl
     rows = [
         ("MLP parameters", _fmt_int(cd["mlp"]), _fmt_int(cp["mlp"]), f"{cp['mlp'] / cd['mlp']:.3f}"),
         ("total parameters", _fmt_int(cd["total"]), _fmt_int(cp["total"]), f"{cp['total'] / cd['total']:.3f}"),
@@ -156,5 +247,3 @@ def run(args) -> int:
         print(f"{r[0]:18}{r[1]:>12}{r[2]:>12}{r[3]:>9}")
     print("\nstage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()))
     print(f"saved the pruned model to {out}/ (load it with llmrank_graph.load_model({str(out)!r}))")
-    return 0
-

@@ -19,6 +19,7 @@ from ..scoring.graph import (
     PageRankScorer,
 )
 from ._common import (
+    GRAPH_INPUT_OPTIONS,
     GRAPH_OPTIONS,
     _add_calibration,
     _add_graph_options,
@@ -27,9 +28,11 @@ from ._common import (
     _given_export,
     _load,
     _relabel,
+    check_backend,
     logger,
     preflight,
 )
+from ._inputs import read_texts
 
 
 def add_parser(sub) -> None:
@@ -99,6 +102,7 @@ def run(args) -> int:
     # Everything is checked before the graph or the model is read.
     _relabel(_PAGERANK_OPTIONS, validate, pagerank.parameter_constraints,  # the rules of llmrank_graph.pagerank
              {k: getattr(args, k) for k in _PAGERANK_OPTIONS})
+    check_backend(args.backend, "--backend")
     if args.out is None and not args.add_to_graph:
         raise InvalidArgumentError("`--out` is required (a .parquet or .csv file) unless --add-to-graph stores the "
                                    "scores in the --graph directory")
@@ -111,17 +115,18 @@ def run(args) -> int:
                                        "a graph read with --graph keeps the options it was exported with (see its "
                                        "meta.json)")
         out = preflight(args, out_kind="file" if args.out is not None else None, suffixes=TABLE_SUFFIXES,
-                        model=False)
-        graph = read_graph(args.graph)
+                        model=False).out
+        graph = _relabel(GRAPH_INPUT_OPTIONS, read_graph, args.graph)
     else:
         options = _relabel(GRAPH_OPTIONS, PAGERANK_EXPORT.replace, **given)
         asked = ("weighting" in given and options.needs_stats) or args.personalization in ACTIVATION_PERSONALIZATIONS
         no_text = (f"rank without --calibrate, with --weighting {PAGERANK_WITHOUT_STATS['weighting']} and "
                    f"--personalization {PAGERANK_WITHOUT_STATS['personalization']}")
         out = preflight(args, out_kind="file", suffixes=TABLE_SUFFIXES, reads_text=args.calibrate or asked,
-                        no_text=no_text)
+                        no_text=no_text).out
+        texts = read_texts(args) if args.calibrate or asked else None
         model, tok, _ = _load(args)
-        stats = _calibrate(args, model, tok, no_text) if args.calibrate or asked else None
+        stats = _calibrate(args, model, tok, texts, no_text) if texts is not None else None
         if stats is None and options.needs_stats:  # the default weighting: it was not typed
             replaced["weighting"] = (options.weighting, PAGERANK_WITHOUT_STATS["weighting"])
             options = options.replace(weighting=PAGERANK_WITHOUT_STATS["weighting"])
@@ -144,8 +149,9 @@ def run(args) -> int:
         raise InvalidArgumentError(f"`--add-to-graph`: {args.graph!r} already stores {column!r}; pass --overwrite to "
                                    "replace it")
     t = time.perf_counter()
-    res = pagerank(graph, alpha=args.alpha, personalization=personalization, direction=args.direction,
-                   backend=args.backend, tol=args.tol, max_iter=args.max_iter)
+    res = _relabel({**_PAGERANK_OPTIONS, "backend": "--backend"}, pagerank, graph, alpha=args.alpha,
+                   personalization=personalization, direction=args.direction, backend=args.backend, tol=args.tol,
+                   max_iter=args.max_iter)
     dt = time.perf_counter() - t
     inter = graph.nodes.kind.to_numpy() == "intermediate"
     print(f"{graph!r}\npagerank: backend={res.backend} iterations={res.iterations} converged={res.converged} "
@@ -154,6 +160,7 @@ def run(args) -> int:
         _write_table(res.to_frame(graph), out, args.overwrite)
         print(f"wrote {out}")
     if args.add_to_graph:
-        add_scores(args.graph, {column: res}, overwrite=args.overwrite)
+        _relabel({**GRAPH_INPUT_OPTIONS, "scores": "--add-to-graph", "overwrite": "--overwrite"}, add_scores,
+                 args.graph, {column: res}, overwrite=args.overwrite)
         print(f"stored column {column!r} in {args.graph}")
     return 0

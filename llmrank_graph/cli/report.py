@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from ..errors import OutputExistsError
 from ..experiments.report import REPORT_HTML, write_report
 
 
@@ -17,6 +20,9 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    if args.out is not None and Path(args.out).expanduser().exists() and not Path(args.out).expanduser().is_dir():
+        # checked here, in the option's name; write_report names its parameter `out`
+        raise OutputExistsError(f"`--out` {args.out!r} exists and is not a directory")
     path = write_report(args.directory, args.out)
     print(f"wrote {path} (open it in a browser; it works offline) and the PNGs beside it")
     return 0

@@ -10,21 +10,29 @@ Examples::
 Lists are space-separated. A rerun skips every completed run; see
 :mod:`llmrank_graph.experiments.runner` for the directory layout. Every default and choice is the
 library's (:class:`~llmrank_graph.experiments.grid.Grid` and its settings).
+
+Exit status: 0 when every run of the grid is complete (or left to another sweep on the same
+directory, which is computing it); 1 when runs failed (the good ones are kept, the message
+counts the failed ones); 2 for a refused request, including a grid of more than
+:data:`CONFIRM_ABOVE` runs to compute without ``--yes`` when stdin is not a terminal (on a
+terminal the sweep asks; answering no exits 1).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import statistics
+import sys
 from dataclasses import fields
 from pathlib import Path
 
 from ..data.evaluation import LASTWORD_TASK
-from ..errors import InvalidArgumentError
+from ..errors import InvalidArgumentError, WorkFailedError
 from ..experiments.grid import Grid, load_grid
 from ..experiments.report import perplexity_table
-from ..experiments.results import RESULTS_CSV
-from ..experiments.runner import run_sweep
+from ..experiments.results import RESULTS_CSV, RUNS_DIR, scan_results
+from ..experiments.runner import pending_runs, run_sweep
 from ..experiments.settings import CalibrationSetting, EvaluationSetting
 from ..graph.mlpgraph import MODES
 from ..pruning.masks import ALLOCATIONS
@@ -33,6 +41,9 @@ from ..scoring.registry import scorers
 from ._common import param_value
 
 logger = logging.getLogger("llmrank_graph.cli")
+
+#: A grid with more runs than this to compute starts only with ``--yes`` (or a yes on a terminal).
+CONFIRM_ABOVE = 1000
 
 _GRID = {f.name: f.default for f in fields(Grid) if f.default is not f.default_factory}
 _CAL = CalibrationSetting()
@@ -102,6 +113,11 @@ def add_parser(sub) -> None:
     o.add_argument("--save-masks", action="store_true", default=None, help="save each run's neuron mask")
     o.add_argument("--extend", action="store_true", help="add this grid's runs to a directory written by another grid")
     o.add_argument("--retry-failed", action="store_true", help="redo runs recorded as failed")
+    o.add_argument("--wait", action="store_true",
+                   help="wait for the runs another sweep on DIR is computing (default: leave them to it); "
+                        "a run whose sweep died is taken over")
+    o.add_argument("--yes", action="store_true",
+                   help=f"start a grid of more than {CONFIRM_ABOVE:,} runs to compute without asking")
     o.add_argument("--device", default=None, help="e.g. cuda (default: cpu)")
     p.set_defaults(func=run)
 
@@ -155,23 +171,77 @@ def grid_from_args(args) -> Grid:
     return Grid.from_dict(d)
 
 
-def run(args) -> int:
-    grid = grid_from_args(args)
-    runs = grid.runs()
-    print(f"grid: {len(runs)} runs ({len(grid.models)} model(s) x {len(grid.methods)} method(s) with their "
-          f"parameters x {len(grid.amounts)} amount(s) x {len(grid.allocations)} allocation(s) x "
-          f"{len(grid.hows)} how x {len(grid.modes)} mode(s)) into {args.out}/", flush=True)
-    summary = run_sweep(grid, args.out, extend=args.extend, retry_failed=args.retry_failed, device=args.device,
-                        progress=True)
+def _duration(seconds: float) -> str:
+    """``3 h 05 min``, ``12 min``, ``40 s``."""
+    minutes = round(seconds / 60)
+    if minutes >= 60:
+        return f"{minutes // 60} h {minutes % 60:02d} min"
+    return f"{minutes} min" if minutes else f"{seconds:.0f} s"
+
+
+def _eta(found: dict, n_todo: int, directory: str) -> str:
+    """An estimate from the runs already timed in the directory, or "unknown" when there are none."""
+    seconds = [sum((rec.get("times") or {}).values()) for _, rec in found.values() if rec["status"] == "complete"]
+    seconds = [s for s in seconds if isinstance(s, (int, float)) and s > 0]
+    if not seconds:
+        return f"ETA unknown: no finished run in {directory} to time"
+    each = statistics.fmean(seconds)
+    return (f"ETA about {_duration(each * n_todo)}: {n_todo:,} x {each:.1f} s, the mean of the {len(seconds)} "
+            f"finished run(s) in {directory} on the device they ran on, plus loading and calibrating each model")
+
+
+def _confirm_size(runs: list, args) -> bool:
+    """A grid of more than CONFIRM_ABOVE runs to compute: its size and ETA, then --yes or a yes on a terminal."""
+    found, _ = scan_results(args.out) if Path(args.out).expanduser().is_dir() else ({}, [])
+    todo = pending_runs(runs, found, args.retry_failed)
+    if len(todo) <= CONFIRM_ABOVE or args.yes:
+        return True
+    print(f"this grid has {len(todo):,} runs to compute ({len(runs) - len(todo):,} already done), more than "
+          f"{CONFIRM_ABOVE:,}; {_eta(found, len(todo), args.out)}", flush=True)
+    if not sys.stdin.isatty():
+        raise InvalidArgumentError(f"a grid of {len(todo):,} runs to compute (more than {CONFIRM_ABOVE:,}) starts "
+                                   "only with --yes when stdin is not a terminal; pass --yes, or make the grid "
+                                   "smaller")
+    try:
+        answer = input(f"start {len(todo):,} runs? [y/N] ")
+    except EOFError:
+        answer = ""
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _report(summary, out: str) -> None:
+    """The counts, the runs left to other sweeps, the damaged files and the perplexity tables."""
     print(f"\n{len(summary.runs)} runs: {len(summary.computed)} computed now, {len(summary.skipped)} already done, "
           f"{len(summary.failed)} failed")
+    holders: dict[str, int] = {}
+    for holder in summary.claimed.values():
+        holders[holder] = holders.get(holder, 0) + 1
+    for holder, n in holders.items():
+        print(f"{n} run{'s' if n > 1 else ''} claimed by {holder}, skipped: another sweep on {out} is computing "
+              f"{'them' if n > 1 else 'it'}; rerun (or pass --wait) to pick up any it does not finish")
     if summary.damaged:
         print(f"{len(summary.damaged)} damaged result file(s) were redone where they belong to this grid: "
               + ", ".join(str(p) for p in summary.damaged))
     tables = perplexity_table(summary.directory, run_ids=summary.runs)
     for title, table in tables:
         print(f"\n{title}\n{table.to_string()}")
-    print(f"\nresults: {Path(args.out) / RESULTS_CSV} (and .parquet); plots and an HTML page: "
-          f"llmrank-graph report {args.out}")
-    return 0
+    print(f"\nresults: {Path(out) / RESULTS_CSV} (and .parquet); plots and an HTML page: "
+          f"llmrank-graph report {out}")
 
+
+def run(args) -> int:
+    grid = grid_from_args(args)
+    runs = grid.runs()
+    print(f"grid: {len(runs)} runs ({len(grid.models)} model(s) x {len(grid.methods)} method(s) with their "
+          f"parameters x {len(grid.amounts)} amount(s) x {len(grid.allocations)} allocation(s) x "
+          f"{len(grid.hows)} how x {len(grid.modes)} mode(s)) into {args.out}/", flush=True)
+    if len(runs) > CONFIRM_ABOVE and not _confirm_size(runs, args):
+        print("not started")
+        return 1
+    summary = run_sweep(grid, args.out, extend=args.extend, retry_failed=args.retry_failed, device=args.device,
+                        progress=True, wait=args.wait)
+    _report(summary, args.out)
+    if summary.failed:
+        raise WorkFailedError(f"{len(summary.failed)} of {len(summary.runs)} runs failed; see "
+                              f"{Path(args.out) / RUNS_DIR}/*.json (each failed run's `error`)")
+    return 0

@@ -32,9 +32,9 @@ from torch import nn
 
 from ..base.params import Boolean, Interval, validated
 from ..errors import InvalidArgumentError, LLMRankGraphError
-from ..models.architectures import MLPModules, mlp_layers
+from ..models.architectures import MODEL, MLPModules, mlp_layers
 from .stats import ActivationStats, ModuleStats
-from .texts import source_blocks
+from .texts import TEXTS, source_blocks
 
 logger = logging.getLogger(__name__)
 
@@ -235,6 +235,8 @@ def _batches(ids: torch.Tensor, batch_size: int) -> Iterable[torch.Tensor]:
 
 
 _CALIBRATE_PARAMS = {
+    "model": MODEL,
+    "texts": TEXTS,
     "n_samples": Interval(int, 1),
     "seq_len": Interval(int, 1),
     "batch_size": Interval(int, 1),
@@ -265,10 +267,12 @@ def calibrate(
     model : transformers model of a registered architecture.
     tokenizer : tokenizer, optional
         Needed unless ``input_ids`` is given.
-    texts : None, str path, dataset name, or list of str
+    texts : None, list of str, str path, or dataset name
         None: the embedded Wikipedia calibration articles (disjoint from the evaluation ones,
-        see :func:`llmrank_graph.data.texts.wikipedia_articles`). A str is a .txt/.jsonl path or a
-        ``datasets`` name (see :func:`llmrank_graph.data.texts.load_texts`).
+        see :func:`llmrank_graph.data.texts.wikipedia_articles`). A str is a path to a
+        .txt/.jsonl file or to a directory of them, or a ``datasets`` name (see
+        :func:`llmrank_graph.data.texts.load_texts`); one text goes in a list. A str that is
+        neither an existing path nor a dataset name is refused before any model work.
     input_ids : LongTensor (n, seq) or iterable of LongTensor (batch, seq), optional
         Pre-tokenised batches; then ``tokenizer``, ``texts``, ``n_samples`` and ``seq_len``
         are not used (giving ``texts`` as well is an error).
@@ -293,7 +297,10 @@ def calibrate(
         On bad sizes, on both ``texts`` and ``input_ids``, without any input, on empty
         sequences or token ids outside the model's vocabulary (a ValueError).
     InvalidArgumentTypeError
-        On arguments of the wrong type (a TypeError).
+        On arguments of the wrong type (a TypeError): ``model`` not an nn.Module, ``texts``
+        a str that is neither an existing path nor a dataset name (one long text, say).
+    UnsupportedArchitectureError
+        ``model`` is an nn.Module of no registered family (a ValueError).
 
     Example
     -------

@@ -53,7 +53,7 @@ from .figures import (
     _quality_figure,
     _scores_figure,
 )
-from .results import GRID_FILE, RESULTS_CSV, _scan
+from .results import GRID_FILE, RESULTS_CSV, _scan, read_grid_file
 from .results import _table as _results_table
 from .settings import _A_PATH, RunConfig
 
@@ -475,7 +475,9 @@ def write_report(directory: str | os.PathLike, out: str | os.PathLike | None = N
     Raises
     ------
     MissingInputError
-        ``directory`` is not a results directory, or holds no run result yet.
+        ``directory`` is not a directory, not a results directory, or holds no run result yet.
+    FileFormatError
+        Its ``grid.json`` is damaged (the message names the file).
     OutputExistsError
         ``out`` exists and is not a directory.
 
@@ -513,8 +515,12 @@ def write_report(directory: str | os.PathLike, out: str | os.PathLike | None = N
     """
     directory = Path(directory).expanduser()
     out = directory if out is None else Path(out).expanduser()
+    if directory.exists() and not directory.is_dir():
+        raise MissingInputError(f"{str(directory)!r} is not a directory; a sweep results directory is expected "
+                                "(made by `llmrank-graph sweep --out DIR`)")
     if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"`--out` {str(out)!r} exists and is not a directory")
+        raise OutputExistsError(f"`out` {str(out)!r} exists and is not a directory")
+    grids = read_grid_file(directory)["grids"] if (directory / GRID_FILE).is_file() else None
     df, records = _load(directory)
     if not len(df):
         raise MissingInputError(f"{str(directory)!r} holds no run results yet; run `llmrank-graph sweep --out "
@@ -531,17 +537,15 @@ def write_report(directory: str | os.PathLike, out: str | os.PathLike | None = N
         sections.append(_model_section(section, directory, df[df["model"] == model], mine, tasks))
     for name, data in images.items():
         write_bytes_atomic(out / name, data, overwrite=True)
-    path = write_text_atomic(out / REPORT_HTML, _page(directory, df, records, sections), overwrite=True)
+    path = write_text_atomic(out / REPORT_HTML, _page(directory, df, records, sections, len(grids)), overwrite=True)
     logger.info("wrote %s and %d images", path, len(images))
     return path
 
 
-def _page(directory: Path, df, records: dict, sections: list[str]) -> str:
+def _page(directory: Path, df, records: dict, sections: list[str], n_grids: int) -> str:
     first = next(iter(records.values()))
     env = first.get("environment") or {}
     cfg = first["config"]
-    grid_file = directory / GRID_FILE
-    grids = json.loads(grid_file.read_text(encoding="utf-8")).get("grids", [])
     n_done = int((df["status"] == "complete").sum())
     summary = _table(["", ""], [
         ["runs", f"{len(df)} ({n_done} complete, {len(df) - n_done} failed)"],
@@ -551,7 +555,7 @@ def _page(directory: Path, df, records: dict, sections: list[str]) -> str:
         ["calibration", _e(json.dumps(cfg["calibration"]))],
         ["evaluation", _e(json.dumps(cfg["evaluation"]))],
         ["versions", _e(", ".join(f"{k} {v}" for k, v in env.items()))],
-        ["grids in this directory", str(len(grids))],
+        ["grids in this directory", str(n_grids)],
     ], left=2)
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!DOCTYPE html>

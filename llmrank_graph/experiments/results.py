@@ -252,6 +252,38 @@ def _differences(new: dict, old: dict) -> str:
     return "; ".join(diffs) or "the same settings, other runs"
 
 
+def read_grid_file(directory: Path) -> dict:
+    """The ``grid.json`` of a results directory, checked; FileFormatError naming the file when it is damaged.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     _ = (Path(tmp) / GRID_FILE).write_text('{"format": "llmrank_graph.sweep", "grids": [')
+    ...     read_grid_file(Path(tmp))
+    Traceback (most recent call last):
+    ...
+    llmrank_graph.errors.FileFormatError: '.../grid.json' is not valid JSON: Expecting value: line 1 column 44 ...
+    """
+    path = directory / GRID_FILE
+    fix = "repair it or move the directory aside"
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise FileFormatError(f"{str(path)!r} is not valid JSON (not UTF-8 text: {e}); {fix}") from None
+    except json.JSONDecodeError as e:
+        raise FileFormatError(f"{str(path)!r} is not valid JSON: {e}; {fix}") from None
+    grids = stored.get("grids") if isinstance(stored, dict) else None
+    try:
+        if not isinstance(stored, dict) or stored.get("format") != SWEEP_FORMAT:
+            raise ValueError(f"its format is {stored.get('format') if isinstance(stored, dict) else None!r}, "
+                             f"not {SWEEP_FORMAT!r}")
+        if not isinstance(grids, list) or not all(isinstance(g, dict) and isinstance(g.get("runs"), list)
+                                                  and isinstance(g.get("grid"), dict) for g in grids):
+            raise ValueError("its `grids` is not a list of {grid, runs} entries")
+    except ValueError as e:
+        raise FileFormatError(f"{str(path)!r} is not a sweep grid file ({e}); {fix}") from None
+    return stored
+
+
 def _open_directory(directory: Path, grid: Grid, extend: bool) -> tuple[dict, bool]:
     """Check ``directory`` for this grid; return (grid.json content to write, whether it changed).
 
@@ -269,15 +301,9 @@ def _open_directory(directory: Path, grid: Grid, extend: bool) -> tuple[dict, bo
             raise OutputExistsError(f"results directory {str(directory)!r} is not empty and holds no {GRID_FILE}: "
                                     "it is not a sweep results directory; choose another directory")
         return fresh, True
-    try:
-        stored = json.loads(grid_file.read_text(encoding="utf-8"))
-        grids = stored["grids"]
-        if stored.get("format") != SWEEP_FORMAT or not isinstance(grids, list):
-            raise ValueError("not a sweep grid file")
-        run_sets = [set(g["runs"]) for g in grids]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise FileFormatError(f"{str(grid_file)!r} is damaged ({e}); move the directory aside or repair "
-                              "the file") from None
+    stored = read_grid_file(directory)
+    grids = stored["grids"]
+    run_sets = [set(g["runs"]) for g in grids]
     mine = set(entry["runs"])
     if any(mine == s for s in run_sets):
         return stored, False

@@ -38,6 +38,7 @@ import os
 import platform
 import random
 import re
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -49,7 +50,7 @@ import numpy as np
 import torch
 
 from .._version import __version__
-from ..base.files import save_safetensors_atomic, write_json_atomic
+from ..base.files import write_json_atomic
 from ..base.params import Boolean, InstanceOf, validated
 from ..data.calibration import ActivationStats, calibrate
 from ..data.evaluation import (
@@ -68,7 +69,10 @@ from ..data.texts import load_texts, token_blocks
 from ..errors import FileFormatError, InvalidArgumentError, LLMRankGraphError, MissingInputError, OutputExistsError
 from ..models.loading import default_model_file, load_model
 from ..pruning.surgery import prune_model
+from .claims import CLAIM_SUFFIX, RunClaim
 from .grid import Grid, load_grid
+from .outputs import SCORE_QUANTILES as SCORE_QUANTILES  # noqa: F401  (its name here before outputs.py)
+from .outputs import neuron_counts, save_outputs, score_quantiles
 from .results import (
     CALIBRATION_DIR,
     DENSE_DIR,
@@ -79,9 +83,9 @@ from .results import (
     RUN_FORMAT,
     RUN_STATUSES,
     RUNS_DIR,
-    SCORES_DIR,
     TASKS_DIR,
     _open_directory,
+    _read_record,
     _scan,
     _write_tables,
     flatten_record,
@@ -96,8 +100,8 @@ __all__ = ["CalibrationSetting", "EvaluationSetting", "RunConfig", "Grid", "Swee
            "method_parameters", "run_sweep", "scan_results", "read_results", "flatten_record",
            "GRID_FILE", "RESULTS_CSV", "RESULTS_PARQUET", "RUN_STATUSES"]
 
-#: Quantiles of each layer's scores kept in every run's JSON (for the score-distribution plot).
-SCORE_QUANTILES: tuple[float, ...] = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
+#: With ``wait=True``, how often a sweep looks again at the runs other sweeps are computing.
+CLAIM_POLL_SECONDS = 5.0
 
 
 @dataclass
@@ -117,6 +121,9 @@ class SweepSummary:
         Runs of the grid whose result is ``failed`` (computed now or before).
     damaged : list of pathlib.Path
         Result files that could not be read (each was named in a warning).
+    claimed : dict of str to str
+        Runs left to another sweep on the same directory, which was computing them (run id ->
+        its holder, ``host:pid``); not computed here.
     """
 
     directory: Path
@@ -125,6 +132,7 @@ class SweepSummary:
     skipped: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     damaged: list[Path] = field(default_factory=list)
+    claimed: dict[str, str] = field(default_factory=dict)
 
 
 def _model_key(model: str | None) -> str:
@@ -253,50 +261,6 @@ def _dense(ctx: _ModelContext, directory: Path, run: RunConfig, manager) -> dict
 
 
 # ---------------------------------------------------------------------------- one run
-def _quantiles(scores) -> dict[str, list]:
-    layers = {}
-    for layer, s in sorted(scores.intermediate.items()):
-        s = s.double()
-        scale = float(s.abs().mean())
-        v = s / scale if scale > 0 else s
-        layers[str(layer)] = torch.quantile(v, torch.tensor(SCORE_QUANTILES, dtype=torch.float64)).tolist()
-    return {"q": list(SCORE_QUANTILES), "normalised_by": "mean absolute score of the layer", "layers": layers}
-
-
-def _save_scores(scores, path: Path, run: RunConfig) -> None:
-    if path.is_file():
-        return
-    tensors = {f"intermediate.{l}": s.contiguous() for l, s in scores.intermediate.items()}
-    for l, s in (scores.hidden or {}).items():
-        tensors[f"hidden.{l}"] = s.contiguous()
-    meta = {"format": "llmrank_graph.NeuronScores", "method": run.method, "label": run.label,
-            "params": json.dumps(dict(run.params)), "mode": run.mode, "model": json.dumps(run.model)}
-    try:
-        save_safetensors_atomic(tensors, path, meta)
-    except OutputExistsError:  # written meanwhile by another sweep on this directory
-        pass
-
-
-def _save_outputs(res, run: RunConfig, directory: Path, grid: Grid) -> dict[str, str | None]:
-    """The scores and the mask, where the grid asks for them; their paths relative to ``directory``."""
-    files: dict[str, str | None] = {"scores": None, "mask": None}
-    if grid.save_scores:
-        rel = Path(SCORES_DIR) / f"{run.scorer_id}.safetensors"
-        _save_scores(res.scores, directory / rel, run)
-        files["scores"] = rel.as_posix()
-    if grid.save_masks:
-        rel = Path(RUNS_DIR) / f"{run.stem}.mask.safetensors"
-        res.masks.save(directory / rel, overwrite=True)
-        files["mask"] = rel.as_posix()
-    return files
-
-
-def _neurons(masks) -> dict:
-    return {"total": masks.n_total(), "pruned": masks.n_pruned(), "fraction": masks.fraction, "layers": masks.layers,
-            "layer_total": [int(k.numel()) for k in masks.intermediate.values()], "layer_kept": masks.sizes(),
-            "hidden_pruned": masks.n_hidden_pruned()}
-
-
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -332,14 +296,14 @@ def _execute(run: RunConfig, ctx: _ModelContext, directory: Path, grid: Grid, ma
     tp = compare_throughput(ctx.model, pruned, ctx.eval_ids[:ev.throughput_batch], rounds=ev.throughput_rounds)
     times["throughput"] = time.perf_counter() - t
     t = time.perf_counter()
-    files = _save_outputs(res, run, directory, grid)
+    files = save_outputs(res, run, directory, grid)
     times["save"] = time.perf_counter() - t
     record.update({
         "parameters": {"dense": ctx.dense["parameters"], "pruned": count_parameters(pruned)},
-        "neurons": _neurons(res.masks), "perplexity": ppl, "tasks": metrics,
+        "neurons": neuron_counts(res.masks), "perplexity": ppl, "tasks": metrics,
         "throughput": {**tp, "tokens": int(ctx.eval_ids[:ev.throughput_batch].numel()),
                        "rounds": ev.throughput_rounds},
-        "times": times, "score_quantiles": _quantiles(res.scores), "files": files, "finished_at": _now(),
+        "times": times, "score_quantiles": score_quantiles(res.scores), "files": files, "finished_at": _now(),
     })
     return record
 
@@ -378,6 +342,7 @@ class _Plan:
     todo: list
     manager: Any
     device: Any
+    wait: bool = False
 
 
 def _plan(grid: Grid, directory: Path, extend: bool, retry_failed: bool, device) -> _Plan:
@@ -386,25 +351,34 @@ def _plan(grid: Grid, directory: Path, extend: bool, retry_failed: bool, device)
     runs = grid.runs()
     found, damaged = _scan(directory)
     summary = SweepSummary(directory, [r.run_id for r in runs], damaged=damaged)
-
-    def done(r: RunConfig) -> bool:
-        rec = found.get(r.run_id)
-        return rec is not None and (rec[1]["status"] == "complete" or not retry_failed)
-
-    todo = [r for r in runs if not done(r)]
+    todo = pending_runs(runs, found, retry_failed)
     _check_inputs(grid, todo)
     manager = _tasks_manager(directory, grid) if todo and grid.evaluation.tasks else None
     if changed:
         write_json_atomic(directory / GRID_FILE, grid_json, overwrite=(directory / GRID_FILE).exists())
-    summary.skipped = [r.run_id for r in runs if done(r)]
+    left = {r.run_id for r in todo}
+    summary.skipped = [r.run_id for r in runs if r.run_id not in left]
     logger.info("%d runs in the grid: %d done, %d to run", len(runs), len(runs) - len(todo), len(todo))
     return _Plan(grid, directory, summary, found, {p.stem.rsplit("-", 1)[-1] for p in damaged}, todo, manager, device)
+
+
+def pending_runs(runs: Sequence[RunConfig], found: dict, retry_failed: bool = False) -> list[RunConfig]:
+    """The runs of ``runs`` still to compute, given the results ``found`` (:func:`scan_results`).
+
+    A run is done when its result is there, ``complete`` or (unless ``retry_failed``) ``failed``.
+    """
+    def done(r: RunConfig) -> bool:
+        rec = found.get(r.run_id)
+        return rec is not None and (rec[1]["status"] == "complete" or not retry_failed)
+
+    return [r for r in runs if not done(r)]
 
 
 def _run_one(plan: _Plan, run: RunConfig, ctx: _ModelContext) -> None:
     """One run: computed, its JSON written last, the tables updated."""
     t = time.perf_counter()
     record = _execute(run, ctx, plan.directory, plan.grid, plan.manager, plan.device)
+    record["computed_by"] = {"host": socket.gethostname(), "pid": os.getpid()}
     path = plan.directory / RUNS_DIR / f"{run.stem}.json"
     try:
         write_json_atomic(path, record, overwrite=run.run_id in plan.damaged_ids or run.run_id in plan.found)
@@ -418,21 +392,72 @@ def _run_one(plan: _Plan, run: RunConfig, ctx: _ModelContext) -> None:
     _write_tables(plan.directory)
 
 
+class _LazyContext:
+    """A model's shared context, loaded when its first run is claimed (never, if others hold them all)."""
+
+    def __init__(self, plan: _Plan, model_path: str | None):
+        self.plan, self.model_path, self.ctx = plan, model_path, None
+
+    def get(self, run: RunConfig) -> _ModelContext:
+        if self.ctx is None:
+            plan = self.plan
+            model, tok, load_s = _load_model(self.model_path, plan.device)
+            ctx = _ModelContext(model, tok, load_s)
+            logger.info("loaded %s in %.1f s", self.model_path or "the embedded default model", load_s)
+            ev = plan.grid.evaluation
+            ctx.eval_ids = token_blocks(tok, load_texts(ev.texts, split="evaluation"), ev.n_samples, ev.seq_len)
+            _calibration(ctx, plan.directory, run)
+            ctx.dense = _dense(ctx, plan.directory, run, plan.manager)
+            self.ctx = ctx
+        return self.ctx
+
+
+def _settled_elsewhere(plan: _Plan, run: RunConfig) -> bool:
+    """Whether another sweep wrote ``run``'s result since the plan read the directory."""
+    try:
+        record = _read_record(plan.directory / RUNS_DIR / f"{run.stem}.json")
+    except FileFormatError:  # absent or damaged: ours to compute
+        return False
+    seen = plan.found.get(run.run_id)
+    return seen is None or record != seen[1]  # the record the plan saw is a failed run to retry
+
+
+def _attempt(plan: _Plan, run: RunConfig, shared: _LazyContext) -> bool:
+    """Claim ``run`` and compute it, then release it; False when another sweep holds it."""
+    claim = RunClaim(plan.directory / RUNS_DIR / f"{run.stem}{CLAIM_SUFFIX}")
+    holder = claim.acquire()
+    if holder is not None:
+        plan.summary.claimed[run.run_id] = str(holder)
+        return False
+    plan.summary.claimed.pop(run.run_id, None)
+    with claim.held():
+        if _settled_elsewhere(plan, run):  # checked under the claim: no other sweep is writing it now
+            logger.info("run %s was finished meanwhile by another sweep on %s", run.run_id, plan.directory)
+            plan.summary.skipped.append(run.run_id)
+        else:
+            _run_one(plan, run, shared.get(run))
+    return True
+
+
 def _run_model(plan: _Plan, model_path: str | None, runs: list[RunConfig], bar) -> None:
-    """The runs of one model: loaded once, calibrated once, evaluated dense once."""
-    model, tok, load_s = _load_model(model_path, plan.device)
-    ctx = _ModelContext(model, tok, load_s)
-    logger.info("loaded %s in %.1f s", model_path or "the embedded default model", load_s)
-    ev = plan.grid.evaluation
-    ctx.eval_ids = token_blocks(tok, load_texts(ev.texts, split="evaluation"), ev.n_samples, ev.seq_len)
-    _calibration(ctx, plan.directory, runs[0])
-    ctx.dense = _dense(ctx, plan.directory, runs[0], plan.manager)
-    for run in runs:
-        if bar is not None:
-            bar.set_postfix_str(f"{run.label} {run.allocation} {run.amount:g}", refresh=True)
-        _run_one(plan, run, ctx)
-        if bar is not None:
-            bar.update(1)
+    """The runs of one model: loaded once, calibrated once, evaluated dense once; each run claimed first."""
+    shared = _LazyContext(plan, model_path)
+    pending = list(runs)
+    while pending:
+        left = []
+        for run in pending:
+            if bar is not None:
+                bar.set_postfix_str(f"{run.label} {run.allocation} {run.amount:g}", refresh=True)
+            if not _attempt(plan, run, shared):
+                left.append(run)
+            elif bar is not None:
+                bar.update(1)
+        pending = left
+        if not pending or not plan.wait:
+            break
+        logger.info("waiting for %d run(s) that other sweeps are computing: %s", len(pending),
+                    ", ".join(sorted(set(plan.summary.claimed[r.run_id] for r in pending))))
+        time.sleep(CLAIM_POLL_SECONDS)
 
 
 def _progress_bar(stack: contextlib.ExitStack, total: int, done: int):
@@ -444,9 +469,9 @@ def _progress_bar(stack: contextlib.ExitStack, total: int, done: int):
 
 
 @validated({"grid": InstanceOf(Grid, "a Grid"), "directory": _A_PATH, "extend": Boolean(),
-            "retry_failed": Boolean(), "progress": Boolean()})
+            "retry_failed": Boolean(), "progress": Boolean(), "wait": Boolean()})
 def run_sweep(grid: Grid, directory: str | os.PathLike, *, extend: bool = False, retry_failed: bool = False,
-              device: str | None = None, progress: bool = False) -> SweepSummary:
+              device: str | None = None, progress: bool = False, wait: bool = False) -> SweepSummary:
     """Run every missing run of ``grid`` into ``directory`` and update ``results.csv``/``.parquet``.
 
     Everything that can be checked is checked before any work: the directory (a different
@@ -455,6 +480,11 @@ def run_sweep(grid: Grid, directory: str | os.PathLike, *, extend: bool = False,
     calibration statistics are read from ``directory`` or computed once and saved there, the
     dense model is evaluated once, and each missing run prunes a copy, measures perplexity,
     the tasks, and tokens/s of dense and pruned side by side, and writes its JSON.
+
+    Sweeps may share a directory: each run is claimed before it is computed
+    (:mod:`~llmrank_graph.experiments.claims`), so it is computed once. A run that another
+    sweep is computing is left to it and listed in :attr:`SweepSummary.claimed`; with
+    ``wait`` the sweep waits for it instead, and computes it itself if its claim goes stale.
 
     Parameters
     ----------
@@ -469,6 +499,9 @@ def run_sweep(grid: Grid, directory: str | os.PathLike, *, extend: bool = False,
         Where the models run (e.g. ``"cuda"``); default CPU. Not part of a run's identity.
     progress : bool
         Show a progress bar over the grid, with the time left.
+    wait : bool
+        Wait for the runs that other sweeps on ``directory`` are computing (checking every
+        :data:`CLAIM_POLL_SECONDS`), rather than leave them to those sweeps.
 
     Returns
     -------
@@ -514,6 +547,7 @@ def run_sweep(grid: Grid, directory: str | os.PathLike, *, extend: bool = False,
     """
     directory = Path(directory).expanduser()
     plan = _plan(grid, directory, extend, retry_failed, device)
+    plan.wait = wait
     with contextlib.ExitStack() as stack:
         bar = _progress_bar(stack, len(plan.summary.runs), len(plan.summary.skipped)) if progress else None
         for model_path in grid.models:

@@ -25,12 +25,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..base.params import InstanceOf
-from ..errors import GraphFormatError
+from ..base.checks import check_float, check_keep, fail, fail_type
+from ..base.params import Boolean, Check, Constraint, InstanceOf, Interval, Optional
+from ..errors import GraphFormatError, InvalidArgumentError, InvalidArgumentTypeError
 
 __all__ = ["GRAPH_FORMAT", "FORMAT_VERSION", "EDGES_FILE", "NODES_FILE", "KINDS", "NODE_COLUMNS", "EDGE_COLUMNS",
-           "LAYOUTS", "REQUIRED_META", "LAYOUT_KEYS", "read_format", "read_meta", "check_meta", "check_files",
-           "read_node_table", "short_list", "GRAPH_PATH"]
+           "LAYOUTS", "REQUIRED_META", "LAYOUT_KEYS", "META_FIELDS", "read_format", "read_meta", "check_meta",
+           "check_fields", "check_files", "read_node_table", "short_list", "GRAPH_PATH"]
 
 #: ``meta.json``'s ``format``: what marks a directory as a graph written by llmrank_graph.
 GRAPH_FORMAT = "llmrank_graph.MLPGraph"
@@ -52,6 +53,79 @@ REQUIRED_META = ("format", "n_nodes", "n_edges", "n_layers", "partitions")
 LAYOUT_KEYS = ("files", "blocks", "nodes_file", "format_version", "row_group_rows")
 #: The declared constraint (:mod:`llmrank_graph.base.params`) of a graph directory argument.
 GRAPH_PATH = InstanceOf((str, os.PathLike), "a str or a path")
+
+
+# ---------------------------------------------------------------------------- meta.json's fields
+def _file_name(arg: str, value) -> str:
+    """A plain file name: the reader joins it to the graph directory, so it may not lead out of it."""
+    what = FILE_NAME.what
+    if not isinstance(value, str):
+        raise fail_type(arg, what, value)
+    if value in ("", ".", "..") or Path(value).name != value or "\\" in value or "\0" in value:
+        raise fail(arg, what, value)
+    return value
+
+
+def _int_list(arg: str, value) -> list[int]:
+    if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in value):
+        raise fail_type(arg, "a list of ints >= 0", value)
+    return value
+
+
+def _nonnegative_float(arg: str, value) -> float:
+    return check_float(arg, value, 0.0)
+
+
+def _keep(arg: str, value):
+    return check_keep(value)
+
+
+def _block_entry(arg: str, value) -> list:
+    """``[src partition, dst partition, layer, role, edges, layout, first row group, end row group]``."""
+    ints = (0, 1, 2, 4, 6, 7)
+    ok = (isinstance(value, list) and len(value) == 8 and isinstance(value[3], str) and value[5] in LAYOUTS
+          and all(isinstance(value[i], int) and not isinstance(value[i], bool) and value[i] >= 0 for i in ints))
+    if not ok:
+        raise fail(arg, BLOCK_ENTRY.what, value)
+    return value
+
+
+_STR = InstanceOf(str, "a str")
+#: A file name in meta.json (``nodes_file``, the keys of ``files``): inside the graph directory.
+FILE_NAME = Check(_file_name, "a file name inside the graph directory (no '/' or '..')")
+#: One row of the block table (``blocks``).
+BLOCK_ENTRY = Check(_block_entry, "[src partition, dst partition, layer, role, edges, 'dense' or 'coo', "
+                                  "first row group, end row group] with ints >= 0")
+#: The type of every meta.json field that a reader uses (:mod:`llmrank_graph.base.params` constraints).
+#: Other keys (facts recorded by ``from_edgelist(meta=...)``) are kept as they are. ``format`` is
+#: checked by value (:func:`read_meta`); ``partitions`` entry by entry (:func:`check_meta`).
+META_FIELDS: dict[str, Constraint] = {
+    "format_version": Interval(int, 1),
+    "library_version": _STR,
+    "n_nodes": Interval(int, 0),
+    "n_edges": Interval(int, 0),
+    "n_layers": Interval(int, 0),
+    "row_group_rows": Interval(int, 1),
+    "partitions": InstanceOf(list, "a non-empty list of [name, layer, kind, offset, size]"),
+    "blocks": InstanceOf(list, "a list of block table rows"),
+    "nodes_file": FILE_NAME,
+    "files": InstanceOf(dict, "a mapping of file name -> size in bytes"),
+    "scores": InstanceOf(dict, "a mapping of column name -> what produced it"),
+    "has_stats": Boolean(),
+    "model": Optional(_STR),
+    "model_type": Optional(_STR),
+    "source": Optional(_STR),
+    "mode": Optional(_STR),
+    "gate": Optional(_STR),
+    "weighting": Optional(_STR),
+    "residual": Optional(Check(_nonnegative_float, "a finite float >= 0")),
+    "keep": Optional(Check(_keep, "an int >= 1 or a float in (0, 1]")),
+    "hidden_size": Optional(Interval(int, 1)),
+    "intermediate_sizes": Optional(Check(_int_list, "a list of ints >= 0")),
+    "layers": Check(_int_list, "a list of layer numbers (ints >= 0)"),
+}
+#: Constraints of the entries of meta.json's collections.
+_FILE_SIZE = Interval(int, 0)
 
 
 def short_list(x):
@@ -110,10 +184,53 @@ def check_files(path: Path, meta: dict, where: str) -> None:
             raise GraphFormatError(f"{where} is damaged: {f} has {p.stat().st_size} bytes, meta.json says {size}")
 
 
-def _bad(where: str, key: str, what: str, got) -> GraphFormatError:
+def _bad(where: str, key: str, what: str, got, error=GraphFormatError, source: str = "meta.json") -> Exception:
     text = repr(got)
-    return GraphFormatError(f"{where}: meta.json key '{key}' must be {what}; got "
-                            f"{text if len(text) <= 80 else text[:77] + '...'}")
+    return error(f"{f'{where}: ' if where else ''}{source} key '{key}' must be {what}; got "
+                 f"{text if len(text) <= 80 else text[:77] + '...'}")
+
+
+def _check_field(where: str, key: str, constraint: Constraint, value, error, source: str) -> None:
+    try:
+        constraint.check(key, value)
+    except (InvalidArgumentError, InvalidArgumentTypeError) as exc:
+        raise _bad(where, key, constraint.what, value, error or type(exc), source) from None
+
+
+def check_fields(meta: dict, where: str, error=GraphFormatError, source: str = "meta.json") -> None:
+    """Check the type of every :data:`META_FIELDS` key that ``meta`` has, and the entries of ``files`` and ``blocks``.
+
+    The readers call this before they use any field (a ``nodes_file`` is checked before it is
+    opened); :meth:`~llmrank_graph.MLPGraph.from_edgelist` and the writer call it on a graph's
+    ``meta`` (``where=""``, ``source`` naming the argument and ``error=None``: the
+    constraint's own TypeError or ValueError), so that nothing is written that the reader
+    would refuse.
+
+    Raises
+    ------
+    GraphFormatError (or ``error``)
+        Naming ``where``, the key and what it must be.
+
+    Example
+    -------
+    >>> check_fields({"has_stats": "yes"}, "here")
+    Traceback (most recent call last):
+    ...
+    llmrank_graph.errors.GraphFormatError: here: meta.json key 'has_stats' must be a bool; got 'yes'
+    >>> check_fields({"nodes_file": "../../etc/passwd"}, "here")
+    Traceback (most recent call last):
+    ...
+    llmrank_graph.errors.GraphFormatError: here: meta.json key 'nodes_file' must be a file name inside the graph \
+directory (no '/' or '..'); got '../../etc/passwd'
+    """
+    for key, constraint in META_FIELDS.items():
+        if key in meta:
+            _check_field(where, key, constraint, meta[key], error, source)
+    for name, size in meta.get("files", {}).items():
+        _check_field(where, f"files[{name!r}]", FILE_NAME, name, error, source)
+        _check_field(where, f"files[{name!r}]", _FILE_SIZE, size, error, source)
+    for i, entry in enumerate(meta.get("blocks", [])):
+        _check_field(where, f"blocks[{i}]", BLOCK_ENTRY, entry, error, source)
 
 
 def _check_partitions(meta: dict, where: str) -> None:
@@ -160,10 +277,7 @@ def check_meta(meta, where: str, activation: np.ndarray | None = None) -> None:
     missing = [k for k in REQUIRED_META if k not in meta]
     if missing:
         raise GraphFormatError(f"{where}: meta.json lacks the required key(s) {', '.join(map(repr, missing))}")
-    for key in ("n_nodes", "n_edges", "n_layers"):
-        value = meta[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise _bad(where, key, "an int >= 0", value)
+    check_fields(meta, where)
     _check_partitions(meta, where)
     if meta.get("has_stats") is True and activation is not None:
         act = np.asarray(activation, dtype=np.float64)
@@ -188,6 +302,7 @@ def read_node_table(path: Path, where: str, attempts: int = 2) -> tuple[dict, pd
 
     for attempt in range(attempts):
         meta = read_meta(path, where)
+        check_fields(meta, where)  # before any file it names is opened
         try:
             check_files(path, meta, where)
             nodes = pq.read_table(path / meta.get("nodes_file", NODES_FILE)).to_pandas()

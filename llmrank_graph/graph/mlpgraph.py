@@ -43,9 +43,9 @@ import pandas as pd
 import torch
 
 from ..base.optional import require_cudf, require_dask_cudf
-from ..base.params import Boolean, Check, InstanceOf, OneOf, validated
+from ..base.params import Boolean, Check, InstanceOf, OneOf, Optional, validated
 from ..errors import GraphFormatError, InvalidArgumentError
-from ..models.architectures import check_finite_weights, mlp_layers
+from ..models.architectures import MODEL, check_finite_weights, mlp_layers
 from .blocks import Block, Partition
 from .export import (
     DEFAULT_EXPORT,
@@ -57,7 +57,7 @@ from .export import (
     export_options,
     export_parts,
 )
-from .meta import EDGE_COLUMNS, EDGES_FILE, KINDS, short_list
+from .meta import EDGE_COLUMNS, EDGES_FILE, KINDS, check_fields, short_list
 from .parts import GraphParts, parts_from_tables
 from .scores import check_score_name, check_score_values, score_info
 from .storage import READ_PARAMETERS, WRITE_PARAMETERS, read_parts, with_progress, write_graph
@@ -122,7 +122,7 @@ class MLPGraph:
         return g
 
     @classmethod
-    @validated({"nodes": _TABLE, "edges": _TABLE})
+    @validated({"nodes": _TABLE, "edges": _TABLE, "meta": Optional(InstanceOf(dict, "a dict"))})
     def from_edgelist(cls, nodes: pd.DataFrame, edges: pd.DataFrame, meta: dict | None = None) -> MLPGraph:
         """A graph built elsewhere, from a node table and an edge list.
 
@@ -134,10 +134,14 @@ class MLPGraph:
             (consecutive runs of equal ``(layer, kind)`` form a partition otherwise) and
             ``activation``.
         edges : pandas.DataFrame
-            Columns ``src, dst, weight`` (finite, non-negative). Edges may join any two
-            partitions; the exact sweep needs them to go from earlier to later ones.
+            Columns ``src, dst, weight`` (finite, non-negative), each ``(src, dst)`` pair at
+            most once (sum duplicates first: ``edges.groupby(["src", "dst"], as_index=False).sum()``).
+            Edges may join any two partitions; the exact sweep needs them to go from earlier
+            to later ones. These are the checks :func:`read_graph` makes on every block it
+            reads (:func:`llmrank_graph.graph.parts.check_edges`).
         meta : dict, optional
-            Extra facts to record (``model``, ``mode``, ...).
+            Extra facts to record (``model``, ``mode``, ...). The keys that ``meta.json`` gives a
+            meaning to must have its types (:data:`llmrank_graph.graph.meta.META_FIELDS`).
 
         Returns
         -------
@@ -146,8 +150,9 @@ class MLPGraph:
         Raises
         ------
         ValueError
-            Missing columns, ids that are not contiguous, edges naming unknown vertices, or
-            weights that are negative or not finite.
+            Missing columns, ids that are not contiguous, edges naming unknown vertices, a
+            ``(src, dst)`` pair given twice, weights that are negative or not finite, or a
+            ``meta`` key of the wrong type.
 
         Example
         -------
@@ -158,8 +163,9 @@ class MLPGraph:
         >>> h.n_edges, h.is_dag_by_partition()
         (1, True)
         """
-        return cls.from_parts(parts_from_tables(nodes, edges, dict(meta or {}), "`nodes`/`edges`",
-                                                InvalidArgumentError))
+        meta = dict(meta or {})
+        check_fields(meta, "", None, source="`meta`")  # what a graph directory's meta.json may hold
+        return cls.from_parts(parts_from_tables(nodes, edges, meta, "`nodes`/`edges`", InvalidArgumentError))
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -438,7 +444,7 @@ class MLPGraph:
 
 
 # ---------------------------------------------------------------------- entry points
-@validated({"options": InstanceOf((ExportOptions, type(None)), "an ExportOptions or None")})
+@validated({"model": MODEL, "options": InstanceOf((ExportOptions, type(None)), "an ExportOptions or None")})
 def export_graph(model, stats=None, mode: str | None = None, gate: str | None = None, residual: float | None = None,
                  weighting: str | None = None, keep: int | float | None = None, *,
                  options: ExportOptions | None = None) -> MLPGraph:

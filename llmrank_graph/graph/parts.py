@@ -19,7 +19,10 @@ import pandas as pd
 from .blocks import Block, Partition, SparseBlock
 from .meta import EDGE_COLUMNS, KINDS
 
-__all__ = ["GraphParts", "parts_from_tables"]
+__all__ = ["GraphParts", "parts_from_tables", "check_weights", "check_edges"]
+
+#: Float32 bit patterns at or above this (as uint32) are inf, NaN or carry the sign bit.
+_FINITE_NONNEGATIVE_BITS = 0x7F800000
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,111 @@ def _partitions_from_nodes(nodes: pd.DataFrame, where: str, error) -> list[Parti
     if len({p.name for p in parts}) != len(parts):  # isolated-style graphs repeat H_l: name them by position
         parts = [Partition(p.position, f"{p.name}_{p.position}", p.layer, p.kind, p.offset, p.size) for p in parts]
     return parts
+
+
+# ---------------------------------------------------------------------------- the one check of edges
+def check_weights(weight: np.ndarray, where: str, error, first_row: int = 0, rows: np.ndarray | None = None) -> None:
+    """Refuse NaN, inf and negative edge weights, naming the column and the first bad row.
+
+    One pass over the float32 bits when every weight is sound (the common case, on every block
+    read from Parquet): a finite non-negative float32 has its sign bit clear and an exponent
+    below all ones, so its bits as a uint32 are below ``0x7F800000``. Only when that fails are
+    the bad values counted (``-0.0`` fails the fast test and is accepted there).
+
+    Parameters
+    ----------
+    weight : numpy.ndarray, float32
+    where : str
+        What holds the weights, for the message (a table, a block of a file).
+    error : type
+        The exception to raise.
+    first_row, rows : int, numpy.ndarray, optional
+        Row numbers for the message: ``rows[i]`` (or ``first_row + i``) is the row of ``weight[i]``.
+
+    Example
+    -------
+    >>> from llmrank_graph.errors import InvalidArgumentError
+    >>> check_weights(np.array([0.5, 0.0, -0.0], np.float32), "`edges`", InvalidArgumentError)
+    >>> check_weights(np.array([0.5, np.nan, -1.0], np.float32), "`edges`", InvalidArgumentError)
+    Traceback (most recent call last):
+    ...
+    llmrank_graph.errors.InvalidArgumentError: `edges`: column 'weight' holds 2 bad values (1 NaN, 1 negative; the \
+first at row 1); edge weights must be finite and non-negative
+    """
+    w = np.ascontiguousarray(weight, dtype=np.float32)
+    if not w.size or w.view(np.uint32).max() < _FINITE_NONNEGATIVE_BITS:
+        return
+    kinds = {"NaN": np.isnan(w), "inf": np.isinf(w), "negative": w < 0}
+    bad = kinds["NaN"] | kinds["inf"] | kinds["negative"]
+    if not bad.any():  # only -0.0
+        return
+    counts = [f"{int(m.sum())} {name}" for name, m in kinds.items() if m.any()]
+    i = int(np.flatnonzero(bad)[0])
+    row = int(rows[i]) if rows is not None else first_row + i
+    n_bad = int(bad.sum())
+    raise error(f"{where}: column 'weight' holds {n_bad} bad value{'s' if n_bad > 1 else ''} ({', '.join(counts)}; "
+                f"the first at row {row}); edge weights must be finite and non-negative")
+
+
+def check_edges(src: np.ndarray, dst: np.ndarray, weight: np.ndarray, shape: tuple[int, int], where: str, error, *,
+                offsets: tuple[int, int] = (0, 0), first_row: int = 0,
+                rows: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
+    """The one check of a set of edges, for :meth:`~llmrank_graph.MLPGraph.from_edgelist` and the Parquet reader.
+
+    Refuses weights that are NaN, inf or negative (:func:`check_weights`), ids outside the
+    ``(rows, cols)`` block, and a ``(src, dst)`` pair given twice.
+
+    Parameters
+    ----------
+    src, dst : numpy.ndarray, int64
+        Positions inside the block: columns (``0 <= src < cols``) and rows (``0 <= dst < rows``).
+    weight : numpy.ndarray, float32
+    shape : (int, int)
+        ``(rows, cols)``: the sizes of the destination and source partitions.
+    where, error
+        What the edges are, for messages, and the exception to raise.
+    offsets : (int, int)
+        The vertex ids of position 0 in the source and destination partitions (messages name
+        vertex ids).
+    first_row, rows
+        Row numbers for messages, as in :func:`check_weights`.
+
+    Returns
+    -------
+    (numpy.ndarray, bool)
+        The row-major position ``dst * cols + src`` of every edge, and whether they already
+        increase (edges in ``(dst, src)`` order, as llmrank_graph writes them).
+
+    Example
+    -------
+    >>> from llmrank_graph.errors import InvalidArgumentError
+    >>> src, dst = np.array([0, 1, 0]), np.array([0, 0, 1])
+    >>> check_edges(src, dst, np.ones(3, np.float32), (2, 2), "`edges`", InvalidArgumentError)
+    (array([0, 1, 2]), True)
+    >>> check_edges(src, np.array([1, 0, 1]), np.ones(3, np.float32), (2, 2), "`edges`", InvalidArgumentError)
+    Traceback (most recent call last):
+    ...
+    llmrank_graph.errors.InvalidArgumentError: `edges`: the edge 0 -> 1 is given twice (rows 0 and 2); duplicate \
+(src, dst) pairs are refused: sum their weights first
+    """
+    check_weights(weight, where, error, first_row, rows)
+    n_rows, n_cols = shape
+    for name, ids, size, off in (("src", src, n_cols, offsets[0]), ("dst", dst, n_rows, offsets[1])):
+        if len(ids) and (ids.min() < 0 or ids.max() >= size):
+            i = int(np.flatnonzero((ids < 0) | (ids >= size))[0])
+            raise error(f"{where}: column '{name}' names vertices outside {off}..{off + size - 1} (first: "
+                        f"{int(ids[i]) + off} at row {int(rows[i]) if rows is not None else first_row + i})")
+    pos = dst.astype(np.int64, copy=False) * n_cols + src
+    ordered = bool((pos[1:] > pos[:-1]).all())
+    if not ordered:
+        order = np.argsort(pos, kind="stable")
+        twice = np.flatnonzero(pos[order[1:]] == pos[order[:-1]])
+        if twice.size:
+            a, b = (int(order[twice[0]]), int(order[twice[0] + 1]))
+            ra, rb = (int(rows[a]), int(rows[b])) if rows is not None else (first_row + a, first_row + b)
+            raise error(f"{where}: the edge {int(src[a]) + offsets[0]} -> {int(dst[a]) + offsets[1]} is given twice "
+                        f"(rows {ra} and {rb}); duplicate (src, dst) pairs are refused: sum their weights first")
+    return pos, ordered
 
 
 def _check_tables(nodes: pd.DataFrame, edges: pd.DataFrame, where: str, error) -> None:
@@ -135,11 +243,8 @@ def parts_from_tables(nodes: pd.DataFrame, edges: pd.DataFrame, meta: dict, wher
         raise error(f"{where}: partitions are not contiguous or do not cover the {n} nodes")
     src = edges["src"].to_numpy(np.int64)
     dst = edges["dst"].to_numpy(np.int64)
-    if len(src) and (src.min() < 0 or dst.min() < 0 or src.max() >= n or dst.max() >= n):
-        raise error(f"{where}: edges name vertices outside 0..{n - 1}")
     w = edges["weight"].to_numpy(np.float32)
-    if not np.isfinite(w).all() or (w < 0).any():
-        raise error(f"{where}: edge weights must be finite and non-negative")
+    check_edges(src, dst, w, (n, n), where, error)  # what the Parquet reader checks in every block
     blocks = _blocks_from_edges(parts, src, dst, w)
     act = nodes["activation"].to_numpy(np.float64) if "activation" in nodes.columns else np.full(n, np.nan)
     meta = dict(meta)

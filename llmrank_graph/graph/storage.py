@@ -63,14 +63,14 @@ from .meta import (
     GRAPH_PATH,
     KINDS,
     LAYOUT_KEYS,
-    LAYOUTS,
     NODE_COLUMNS,
     NODES_FILE,
+    check_fields,
     check_meta,
     read_format,
     read_node_table,
 )
-from .parts import GraphParts, parts_from_tables
+from .parts import GraphParts, check_edges, check_weights, parts_from_tables
 from .scores import add_scores, column_name, score_column_name, scores_from_nodes, stored_scores
 
 logger = logging.getLogger(__name__)
@@ -84,6 +84,9 @@ __all__ = ["ParquetBlock", "GraphParts", "write_graph", "read_parts", "add_score
 ROW_GROUP_ROWS = 1 << 20
 #: ``read_graph(lazy=None)`` reads blocks on demand when ``edges.parquet`` is larger than this.
 LAZY_READ_BYTES = 1 << 30
+#: The order of the rows in every row group of ``edges.parquet``, declared in the file's metadata
+#: (Parquet's ``sorting_columns``): a dense block so declared is read by position.
+ROW_ORDER = ("dst", "src")
 
 
 def with_progress(items, progress: bool, desc: str, unit: str = "block"):
@@ -109,13 +112,14 @@ def _write_edges(file: Path, blocks: list[Block], progress: bool) -> tuple[list[
     import pyarrow.parquet as pq
 
     schema = pa.schema([("src", pa.int64()), ("dst", pa.int64()), ("weight", pa.float32()), ("layer", pa.int16())])
+    order = [pq.SortingColumn(schema.get_field_index(c)) for c in ROW_ORDER]
     table: list[list] = []
     n_edges = 0
     rg = 0
-    with pq.ParquetWriter(file, schema) as writer:
+    with pq.ParquetWriter(file, schema, sorting_columns=order) as writer:
         for b in with_progress(blocks, progress, EDGES_FILE):
             with b.loaded() as blk:
-                s, d, w = blk.coo()
+                s, d, w = _in_row_order(*blk.coo(), b)
             k = len(s)
             rows, cols = b.shape
             dense = k == rows * cols and k > 0 and _row_major(s, d, b)
@@ -151,12 +155,13 @@ def write_graph(graph, path: str | os.PathLike, *, overwrite: bool = False, prog
                                        "llmrank_graph (no meta.json saying so); refusing to replace it "
                                        "without force=True")
 
+    meta = {k: v for k, v in graph.meta.items() if k not in LAYOUT_KEYS}
+    check_fields(meta, "", None, source="`graph.meta`")  # never write what read_graph refuses
     with atomic_directory(path, overwrite=overwrite, arg="path", check_existing=only_graphs) as tmp:
         nodes = graph.nodes
         nodes = nodes.assign(kind=nodes["kind"].astype(str))
         pq.write_table(pa.Table.from_pandas(nodes, preserve_index=False), tmp / NODES_FILE)
         table, n_edges = _write_edges(tmp / EDGES_FILE, graph.blocks, progress)
-        meta = {k: v for k, v in graph.meta.items() if k not in LAYOUT_KEYS}
         meta.update(format=GRAPH_FORMAT, format_version=FORMAT_VERSION, library_version=__version__,
                     n_nodes=graph.n_nodes, n_edges=n_edges, row_group_rows=ROW_GROUP_ROWS,
                     partitions=[[p.name, p.layer, p.kind, p.offset, p.size] for p in graph.partitions],
@@ -165,6 +170,15 @@ def write_graph(graph, path: str | os.PathLike, *, overwrite: bool = False, prog
                     files={f: (tmp / f).stat().st_size for f in (NODES_FILE, EDGES_FILE)})
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
     return Path(path)
+
+
+def _in_row_order(src: np.ndarray, dst: np.ndarray, w: np.ndarray, b: Block):
+    """A block's edges sorted by (dst, src), the order the file declares (blocks give it already: no copy)."""
+    pos = (dst - b.dst.offset) * b.shape[1] + (src - b.src.offset)
+    if (pos[1:] >= pos[:-1]).all():
+        return src, dst, w
+    order = np.argsort(pos, kind="stable")
+    return src[order], dst[order], w[order]
 
 
 def _row_major(src: np.ndarray, dst: np.ndarray, b: Block) -> bool:
@@ -180,10 +194,18 @@ class ParquetBlock(Block):
     """A block read from its row groups of ``edges.parquet`` when an operation needs it.
 
     Nothing is kept in memory: every protocol call reads the row groups again, and
-    :meth:`loaded` reads them once for several calls (as the sweep does). A dense block reads
-    only its ``weight`` column and becomes a :class:`~llmrank_graph.graph.blocks.WeightBlock` over
-    that (dst, src) matrix; a sparse one reads ``src, dst, weight`` and becomes a
-    :class:`~llmrank_graph.graph.blocks.SparseBlock`.
+    :meth:`loaded` reads them once for several calls (as the sweep does). A dense block becomes
+    a :class:`~llmrank_graph.graph.blocks.WeightBlock` over its (dst, src) matrix, a sparse one
+    a :class:`~llmrank_graph.graph.blocks.SparseBlock`.
+
+    Every read is checked before the block is used, as :meth:`MLPGraph.from_edgelist
+    <llmrank_graph.MLPGraph.from_edgelist>` checks a table (:func:`~llmrank_graph.graph.parts.check_edges`):
+    weights finite and non-negative, ids inside the block's partitions, no ``(src, dst)`` pair
+    twice. Rows are placed by their ids, except in a dense block whose row groups declare
+    (Parquet ``sorting_columns``, as :func:`write_graph` writes them) the row-major
+    :data:`ROW_ORDER`: that block is read by position, from its ``weight`` column alone. A
+    file that another tool has rewritten does not carry the declaration, so its rows are read
+    by their ids, in whatever order it holds them.
 
     Parameters
     ----------
@@ -200,49 +222,74 @@ class ParquetBlock(Block):
     layout : {'dense', 'coo'}
     file_offsets : (int, int)
         Offsets of the source and destination partitions in the file's vertex ids.
+    row_order : bool
+        The row groups declare :data:`ROW_ORDER` (a dense block is then read by position).
+
+    Raises
+    ------
+    GraphFormatError
+        From every read of a damaged block, naming the file, the block and the column.
     """
 
     resident = False
 
     def __init__(self, src: Partition, dst: Partition, layer: int, role: str, file: Path, row_groups: tuple[int, int],
-                 nnz: int, layout: str, file_offsets: tuple[int, int]):
+                 nnz: int, layout: str, file_offsets: tuple[int, int], row_order: bool = False):
         super().__init__(src, dst, layer, role)
         self.file = Path(file)
         self.row_groups = (int(row_groups[0]), int(row_groups[1]))
         self._nnz = int(nnz)
         self.layout = layout
         self.file_offsets = (int(file_offsets[0]), int(file_offsets[1]))
+        self.row_order = bool(row_order)
 
     @property
     def nnz(self) -> int:
         return self._nnz
 
-    def read(self) -> Block:
-        """The block with its edges in memory (a WeightBlock when dense, else a SparseBlock)."""
+    @property
+    def where(self) -> str:
+        """The file and the block, for messages."""
+        return f"{self.file}, block {self.src.name} -> {self.dst.name} (layer {self.layer}, {self.role})"
+
+    def _columns(self, columns: list[str]):
+        """The block's rows of ``columns`` (a pyarrow Table, None when it has no row groups) and its first row."""
         import pyarrow.parquet as pq
 
-        rows, cols = self.shape
         groups = list(range(*self.row_groups))
-        columns = ["weight"] if self.layout == "dense" else ["src", "dst", "weight"]
         try:
             pf = pq.ParquetFile(self.file)
+            first_row = sum(pf.metadata.row_group(i).num_rows for i in range(self.row_groups[0]))
             t = pf.read_row_groups(groups, columns=columns) if groups else None
         except Exception as e:  # pyarrow raises several types on damaged files
-            raise GraphFormatError(f"{self.file}: cannot read the edges of layer {self.layer} "
-                                   f"({self.src.name} -> {self.dst.name}): {e}") from None
+            raise GraphFormatError(f"{self.where}: cannot read the edges: {e}") from None
         n = 0 if t is None else t.num_rows
         if n != self._nnz:
-            raise GraphFormatError(f"{self.file}: the block {self.src.name} -> {self.dst.name} has {n} edges, "
-                                   f"meta.json says {self._nnz}")
-        w = np.zeros(0, np.float32) if t is None else t.column("weight").to_numpy()
-        w = np.require(w.astype(np.float32, copy=False), requirements="W")  # torch wants writable memory
-        if self.layout == "dense":
+            raise GraphFormatError(f"{self.where}: {n} edges in its row groups, meta.json says {self._nnz}")
+        return t, first_row
+
+    def read(self) -> Block:
+        """The block with its edges in memory (a WeightBlock when dense, else a SparseBlock), checked."""
+        rows, cols = self.shape
+        by_position = self.layout == "dense" and self.row_order
+        t, first_row = self._columns(["weight"] if by_position else ["src", "dst", "weight"])
+        w = np.zeros(0, np.float32) if t is None else t.column("weight").to_numpy().astype(np.float32, copy=False)
+        if by_position:
+            check_weights(w, self.where, GraphFormatError, first_row)
+            w = np.require(w, requirements="W")  # torch wants writable memory
             return WeightBlock(self.src, self.dst, self.layer, self.role, [torch.from_numpy(w.reshape(rows, cols))])
-        s = t.column("src").to_numpy() - self.file_offsets[0]
-        d = t.column("dst").to_numpy() - self.file_offsets[1]
-        if n and (s.min() < 0 or s.max() >= cols or d.min() < 0 or d.max() >= rows):
-            raise GraphFormatError(f"{self.file}: the block {self.src.name} -> {self.dst.name} has edges outside "
-                                   "its partitions")
+        s = np.zeros(0, np.int64) if t is None else t.column("src").to_numpy() - self.file_offsets[0]
+        d = np.zeros(0, np.int64) if t is None else t.column("dst").to_numpy() - self.file_offsets[1]
+        pos, ordered = check_edges(s, d, w, (rows, cols), self.where, GraphFormatError, offsets=self.file_offsets,
+                                   first_row=first_row)
+        if self.layout == "dense":  # every (dst, src) once (nnz = rows * cols, no pair twice): place them by id
+            if ordered:
+                w = np.require(w, requirements="W")
+            else:
+                placed = np.empty(rows * cols, np.float32)
+                placed[pos] = w
+                w = placed
+            return WeightBlock(self.src, self.dst, self.layer, self.role, [torch.from_numpy(w.reshape(rows, cols))])
         return SparseBlock(self.src, self.dst, self.layer, self.role, d, s, w)
 
     @contextlib.contextmanager
@@ -396,7 +443,7 @@ def _check_node_table(nodes: pd.DataFrame, parts: list[Partition], n: int, where
 
 
 def _block_table(path: Path, meta: dict, parts: list[Partition], e: int, where: str) -> list[ParquetBlock]:
-    """ParquetBlocks from meta.json's block table, checked against the file footer."""
+    """ParquetBlocks from meta.json's block table (its types checked by check_fields), checked against the footer."""
     import pyarrow.parquet as pq
 
     file = path / EDGES_FILE
@@ -410,33 +457,48 @@ def _block_table(path: Path, meta: dict, parts: list[Partition], e: int, where: 
         raise GraphFormatError(f"{where}: edges.parquet lacks columns {lacking}")
     if md.num_rows != e:
         raise GraphFormatError(f"{where}: expected {e} edges (meta.json), found {md.num_rows}")
-    col = {c: names.index(c) for c in ("src", "dst")}
+    order = [(names.index(c), False) for c in ROW_ORDER]
     blocks: list[ParquetBlock] = []
     rg = 0
-    try:
-        for a, b, layer, role, nnz, layout, r0, r1 in meta["blocks"]:
-            src, dst = parts[int(a)], parts[int(b)]
-            if layout not in LAYOUTS or int(r0) != rg or int(r1) < int(r0) or int(r1) > md.num_row_groups:
-                raise ValueError(f"block {src.name} -> {dst.name}: row groups [{r0}, {r1}) or layout {layout!r}")
-            rows = sum(md.row_group(i).num_rows for i in range(int(r0), int(r1)))
-            if rows != int(nnz) or (layout == "dense" and int(nnz) != src.size * dst.size):
-                raise ValueError(f"block {src.name} -> {dst.name} has {rows} edges in its row groups, "
-                                 f"the block table says {nnz}")
-            for i in range(int(r0), int(r1)):  # the footer's statistics: every id inside the block's partitions
-                for c, p in (("src", src), ("dst", dst)):
-                    st = md.row_group(i).column(col[c]).statistics
-                    if st is not None and st.has_min_max and (st.min < p.offset or st.max >= p.stop):
-                        raise ValueError(f"row group {i} has {c} ids outside partition {p.name}")
-            blocks.append(ParquetBlock(src, dst, int(layer), str(role), file, (int(r0), int(r1)), int(nnz), layout,
-                                       (src.offset, dst.offset)))
-            rg = int(r1)
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise GraphFormatError(f"{where}: the block table of meta.json does not match edges.parquet "
-                               f"({exc})") from None
-    if rg != md.num_row_groups:
+    for i, (a, b, layer, role, nnz, layout, r0, r1) in enumerate(meta["blocks"]):
+        if max(a, b) >= len(parts):
+            raise GraphFormatError(f"{where}: meta.json key 'blocks[{i}]' names partition {max(a, b)}; the graph has "
+                                   f"{len(parts)} partitions")
+        src, dst = parts[a], parts[b]
+        name = f"block {src.name} -> {dst.name}"
+        if r0 != rg or r1 < r0 or r1 > md.num_row_groups:
+            raise GraphFormatError(f"{where}: the block table of meta.json does not match edges.parquet ({name} "
+                                   f"spans row groups [{r0}, {r1}); the previous block ends at row group {rg} and "
+                                   f"edges.parquet has {md.num_row_groups})")
+        rows = sum(md.row_group(j).num_rows for j in range(r0, r1))
+        if rows != nnz:
+            raise GraphFormatError(f"{where}: the block table of meta.json does not match edges.parquet ({name} has "
+                                   f"{rows} edges in its row groups, the block table says {nnz})")
+        if layout == "dense" and nnz != src.size * dst.size:
+            raise GraphFormatError(f"{where}: meta.json key 'blocks[{i}]' says that {name} is dense, but it has {nnz} "
+                                   f"edges; a dense block has one per (dst, src) pair: {dst.size} x {src.size} = "
+                                   f"{dst.size * src.size}")
+        _check_statistics(md, names, range(r0, r1), src, dst, where, name)
+        declared = all([(c.column_index, c.descending) for c in md.row_group(j).sorting_columns] == order
+                       for j in range(r0, r1))
+        blocks.append(ParquetBlock(src, dst, layer, role, file, (r0, r1), nnz, layout, (src.offset, dst.offset),
+                                   row_order=declared))
+        rg = r1
+    if any(md.row_group(j).num_rows for j in range(rg, md.num_row_groups)):  # empty row groups hold no edges
         raise GraphFormatError(f"{where}: edges.parquet has {md.num_row_groups} row groups, the block table "
                                f"covers {rg}")
     return blocks
+
+
+def _check_statistics(md, names: list[str], groups: range, src: Partition, dst: Partition, where: str,
+                      name: str) -> None:
+    """The footer's statistics, where the writer left them: every id of the row groups inside the block's partitions."""
+    for j in groups:
+        for c, p in (("src", src), ("dst", dst)):
+            st = md.row_group(j).column(names.index(c)).statistics
+            if st is not None and st.has_min_max and (st.min < p.offset or st.max >= p.stop):
+                raise GraphFormatError(f"{where}: the block table of meta.json does not match edges.parquet ({name}: "
+                                       f"row group {j} has {c} ids outside partition {p.name})")
 
 
 def _subset(parts: list[Partition], blocks: list[ParquetBlock], layers: list[int]):
@@ -455,5 +517,5 @@ def _subset(parts: list[Partition], blocks: list[ParquetBlock], layers: list[int
         off += p.size
     keep = np.concatenate([np.arange(parts[pos].offset, parts[pos].stop) for pos in used])
     out = [ParquetBlock(new[b.src.position], new[b.dst.position], b.layer, b.role, b.file, b.row_groups, b.nnz,
-                        b.layout, b.file_offsets) for b in chosen]
+                        b.layout, b.file_offsets, b.row_order) for b in chosen]
     return [new[pos] for pos in used], out, keep

@@ -37,11 +37,18 @@ __all__ = [
     "intermediate_sizes",
     "check_finite_weights",
     "UnsupportedArchitectureError",
+    "MODEL",
 ]
 
 
 class UnsupportedArchitectureError(LLMRankGraphError, ValueError):
     """The model's family is not in the architecture registry, or not laid out as registered."""
+
+
+#: The constraint of every ``model`` argument: a torch module (whose family :func:`mlp_layers`
+#: then checks); a path or a name is refused with a TypeError that says what is accepted.
+MODEL = InstanceOf(nn.Module, "a torch.nn.Module (a causal language model of a supported family; load one "
+                              "with llmrank_graph.load_model)")
 
 
 @dataclass(frozen=True)

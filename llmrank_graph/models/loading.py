@@ -36,8 +36,9 @@ from ..errors import (
     MissingInputError,
     OutputExistsError,
 )
-from .architectures import ArchitectureSpec, get_architecture, mlp_layers
-from .saved_format import PRUNED_CONFIG_KEY, PrunedEntry, has_tokenizer, is_pruned, read_config, record_sizes
+from .architectures import get_architecture, mlp_layers
+from .checks import check_checkpoint
+from .saved_format import PrunedEntry, has_tokenizer, is_pruned, read_config, record_sizes
 from .weights import DTYPE, checked_dtype, dtype_kwargs, read_safetensors, safetensors_files
 
 logger = logging.getLogger(__name__)
@@ -145,8 +146,10 @@ def check_model_path(path: str | os.PathLike | None, *, arg: str = "path") -> Mo
     """Check what :func:`load_model` would load from ``path``, without loading any weights.
 
     Reads only ``config.json`` and the headers of the safetensors files, so a wrong path, a
-    damaged config, an unsupported family or pickle-only weights are refused in well under a
-    second, before minutes of loading and calibration.
+    damaged config, an unsupported family, pickle-only weights, or a config that the weights
+    contradict (:func:`~llmrank_graph.models.checks.check_checkpoint`: a layer count, size or
+    head count the tensors do not have, a tensor of another shape, a missing tensor, integer
+    weights) are refused in about a second, before minutes of loading and calibration.
 
     Parameters
     ----------
@@ -204,12 +207,10 @@ def check_model_path(path: str | os.PathLike | None, *, arg: str = "path") -> Mo
             )
         return ModelSource("gguf", p, ggufs[0], True)
     config = read_config(config_file)
-    pruned = is_pruned(config)
-    if pruned:
-        PrunedEntry.from_config(config, config_file)
+    entry = PrunedEntry.from_config(config, config_file) if is_pruned(config) else None
     get_architecture(config.get("model_type"))  # checked on the config, before any weight is read
-    safetensors_files(p)
-    return ModelSource("pruned" if pruned else "directory", p, None, has_tokenizer(p))
+    check_checkpoint(p, config, safetensors_files(p), entry)
+    return ModelSource("directory" if entry is None else "pruned", p, None, has_tokenizer(p))
 
 
 @validated({"dtype": DTYPE, "trust_remote_code": Boolean()})
@@ -353,10 +354,11 @@ def load_pruned(path: str | os.PathLike, dtype: torch.dtype | str | None = None,
         raise MissingInputError(f"`path` {str(p)!r} must be a directory written by save_pruned; it has no config.json")
     config_dict = read_config(config_file)
     entry = PrunedEntry.from_config(config_dict, config_file)
-    spec = get_architecture(config_dict.get("model_type"))
+    get_architecture(config_dict.get("model_type"))
     config_dtype = _config_dtype(config_dict, config_file)
     files = safetensors_files(p)
-    model = _build_pruned(config_dict, entry, spec, dtype or config_dtype, config_file)
+    config = check_checkpoint(p, config_dict, files, entry)
+    model = _build_pruned(config, entry, dtype or config_dtype)
     _load_weights(model, files, p, list(entry.intermediate_sizes))
     if device is not None:
         model = model.to(device)
@@ -373,28 +375,16 @@ def load_pruned(path: str | os.PathLike, dtype: torch.dtype | str | None = None,
     return model, tokenizer
 
 
-def _build_pruned(config_dict: dict, entry: PrunedEntry, spec: ArchitectureSpec, dtype: torch.dtype,
-                  config_file: Path) -> nn.Module:
-    """A random model at the saved per-layer MLP sizes, ready for the saved weights."""
-    from transformers import CONFIG_MAPPING, AutoModelForCausalLM
+def _build_pruned(config, entry: PrunedEntry, dtype: torch.dtype) -> nn.Module:
+    """A random model at the saved per-layer MLP sizes, ready for the saved weights.
 
-    sizes = list(entry.intermediate_sizes)
-    # Build at the largest size (a valid int for the config), then shrink each layer.
-    config_dict = dict(config_dict)
-    config_dict[spec.intermediate_attr] = max(sizes)
-    try:
-        config = CONFIG_MAPPING[config_dict["model_type"]].from_dict(config_dict)
-    except (TypeError, ValueError) as e:
-        raise FileFormatError(f"{str(config_file)!r} is not a valid {config_dict['model_type']} config: {e}") from e
-    n_layers = config.num_hidden_layers
-    if len(sizes) != n_layers:
-        raise FileFormatError(f"{str(config_file)!r} does not match the model: '{PRUNED_CONFIG_KEY}' has "
-                              f"{len(sizes)} intermediate sizes but the config has {n_layers} layers")
+    ``config`` is the one :func:`check_checkpoint` read, at the largest saved size, whose
+    sizes it has checked against the weights.
+    """
+    from transformers import AutoModelForCausalLM
+
     model = AutoModelForCausalLM.from_config(config, **dtype_kwargs(dtype))
-    for mlp, size in zip(mlp_layers(model), sizes):
-        if size > mlp.intermediate_size:
-            raise FileFormatError(f"{str(config_file)!r}: layer {mlp.layer} has {size} intermediate neurons, more "
-                                  f"than the model's {mlp.intermediate_size}")
+    for mlp, size in zip(mlp_layers(model), entry.intermediate_sizes):
         if size != mlp.intermediate_size:
             mlp.keep_neurons(torch.arange(size))
     record_sizes(model, entry.original_intermediate_size)
@@ -442,14 +432,21 @@ def _load_hf_dir(directory: Path, dtype: torch.dtype, trust_remote_code: bool):
     config = AutoConfig.from_pretrained(
         directory, local_files_only=True, trust_remote_code=trust_remote_code
     )
-    model = AutoModelForCausalLM.from_pretrained(
+    model, info = AutoModelForCausalLM.from_pretrained(
         directory,
         config=config,
         local_files_only=True,
         trust_remote_code=trust_remote_code,
         use_safetensors=True,
+        output_loading_info=True,
         **dtype_kwargs(dtype),
     )
+    if info.get("missing_keys"):
+        # check_checkpoint refuses these first; should transformers still find a tensor missing,
+        # it has filled it with random values: never hand that model out.
+        missing = sorted(info["missing_keys"])
+        raise FileFormatError(f"the weights in {str(directory)!r} lack {', '.join(map(repr, missing[:5]))}; "
+                              "llmrank_graph never fills a missing tensor with random values")
     tokenizer = None
     if has_tokenizer(directory):
         tokenizer = AutoTokenizer.from_pretrained(

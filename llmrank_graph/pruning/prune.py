@@ -23,6 +23,7 @@ from ..compensation.algebra import (
     uses_bias,
 )
 from ..errors import InvalidArgumentError
+from ..models.architectures import MODEL
 from ..scoring import registry
 from .allocation import ALLOCATIONS
 from .core import HOWS, STATS, PruneResult, apply_checked, check_model_and_stats
@@ -34,7 +35,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["prune_model"]
 
 #: The parameter constraints of :func:`prune_model`, checked once at its entry (in this order).
-PRUNE_CONSTRAINTS = {"amount": AMOUNT, "allocation": OneOf(*ALLOCATIONS), "how": OneOf(*HOWS),
+PRUNE_CONSTRAINTS = {"model": MODEL, "amount": AMOUNT, "allocation": OneOf(*ALLOCATIONS), "how": OneOf(*HOWS),
                      "prune_hidden": Boolean(), "sequential": Boolean(), "stats": STATS, "min_keep": MIN_KEEP,
                      **COMPENSATION_CONSTRAINTS}
 
@@ -97,6 +98,11 @@ def prune_model(model: nn.Module, stats, method: str = "pagerank", amount: float
 
     Raises
     ------
+    InvalidArgumentTypeError
+        ``model`` is not an nn.Module (a model's name is loaded with
+        :func:`llmrank_graph.load_model` first), or an argument of the wrong type (a TypeError).
+    UnsupportedArchitectureError
+        ``model`` is an nn.Module of no registered family (a ValueError).
     ValueError
         Bad ``amount``/``allocation``/``how``; unknown ``method`` (listing the registry); stats
         from another model (naming the module and both shapes); NaN or inf in weights or stats;
@@ -123,7 +129,7 @@ def prune_model(model: nn.Module, stats, method: str = "pagerank", amount: float
     >>> result.masks.fraction, llmrank_graph.pruning.intermediate_sizes(model)
     (0.3, [14, 14])
     """
-    v = validate(PRUNE_CONSTRAINTS, {"amount": amount, "allocation": allocation, "how": how,
+    v = validate(PRUNE_CONSTRAINTS, {"model": model, "amount": amount, "allocation": allocation, "how": how,
                                      "prune_hidden": prune_hidden, "sequential": sequential, "stats": stats,
                                      "min_keep": min_keep, "compensate": compensate, "ridge": ridge})
     amount, allocation, how, prune_hidden, sequential, min_keep, compensate, ridge = (

@@ -30,7 +30,7 @@ from ..compensation.algebra import (
 )
 from ..data.calibration import ActivationStats
 from ..errors import InvalidArgumentError
-from ..models.architectures import intermediate_sizes
+from ..models.architectures import MODEL, intermediate_sizes
 from ..models.loading import load_pruned
 from ..models.saved_format import PRUNED_CONFIG_KEY
 from .core import HOWS, STATS, PruneResult, apply_checked
@@ -42,8 +42,8 @@ __all__ = ["HOWS", "COMPENSATIONS", "DEFAULT_RIDGE", "PruneResult", "apply_mask"
            "load_pruned", "intermediate_sizes", "PRUNED_CONFIG_KEY"]
 
 #: The parameter constraints of :func:`apply_mask`, checked once at its entry.
-APPLY_CONSTRAINTS = {"how": OneOf(*HOWS), "mask": InstanceOf(NeuronMask, "a NeuronMask"), **COMPENSATION_CONSTRAINTS,
-                     "stats": STATS}
+APPLY_CONSTRAINTS = {"model": MODEL, "how": OneOf(*HOWS), "mask": InstanceOf(NeuronMask, "a NeuronMask"),
+                     **COMPENSATION_CONSTRAINTS, "stats": STATS}
 
 
 def apply_mask(model: nn.Module, mask: NeuronMask, how: str = "remove", *, compensate: str = "none",
@@ -77,6 +77,11 @@ def apply_mask(model: nn.Module, mask: NeuronMask, how: str = "remove", *, compe
 
     Raises
     ------
+    InvalidArgumentTypeError
+        ``model`` is not an nn.Module (a model's name is loaded with
+        :func:`llmrank_graph.load_model` first), or ``mask`` not a NeuronMask (a TypeError).
+    UnsupportedArchitectureError
+        ``model`` is an nn.Module of no registered family (a ValueError).
     ValueError
         Unknown ``how`` or ``compensate``; a mask that does not fit the model (naming the layer
         and both sizes); ``how='remove'`` with a mask that prunes hidden channels
@@ -104,8 +109,8 @@ def apply_mask(model: nn.Module, mask: NeuronMask, how: str = "remove", *, compe
     >>> intermediate_sizes(model)
     [6, 6]
     """
-    v = validate(APPLY_CONSTRAINTS, {"how": how, "mask": mask, "compensate": compensate, "ridge": ridge,
-                                     "stats": stats})
+    v = validate(APPLY_CONSTRAINTS, {"model": model, "how": how, "mask": mask, "compensate": compensate,
+                                     "ridge": ridge, "stats": stats})
     how, compensate, ridge = v["how"], v["compensate"], v["ridge"]
     mask.check_model(model)
     if how == "remove" and mask.n_hidden_pruned():
