@@ -79,6 +79,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     lg.export_graph(tiny_llama(vocab=64, m=16)).to_parquet(f["graph"])
     f["scores_dir"] = root / "scores.parquet"  # a directory where rank writes a file
     f["scores_dir"].mkdir()
+    f.update(_lying_models(root, f["model"]))
     return f
 
 
@@ -149,6 +150,29 @@ BAD_ARGUMENTS = [
      "model_type='bert'"),
     ("model-file-not-gguf", lambda f: ["export", "--model", str(f["text"]), "--out", _out(f)],
      "`--model` must be a model directory or a .gguf file"),
+    # a model whose config.json lies about it, or whose tensors disagree with it (refused from the headers)
+    ("model-layers-1e9", lambda f: ["prune", "--model", str(f["lying_layers_1e9"]), "--out", _out(f)],
+     "config.json' says num_hidden_layers=1000000000 but"),
+    ("model-hidden-size-mismatch", lambda f: ["export", "--model", str(f["lying_hidden_size"]), "--out", _out(f)],
+     "(hidden_size=16, intermediate_size=16) makes it (16, 16)"),
+    ("model-intermediate-size-0",
+     lambda f: ["rank", "--model", str(f["lying_intermediate_0"]), "--out", _out(f, "s.csv")],
+     "field 'intermediate_size' must be a positive int (the weights have 16: 'model.layers.0.mlp.up_proj.weight' "
+     "has shape (16, 8)); got 0"),
+    ("model-intermediate-size-negative", lambda f: ["inspect", "--model", str(f["lying_intermediate_negative"])],
+     "field 'intermediate_size' must be a positive int"),
+    ("model-intermediate-size-string", lambda f: ["prune", "--model", str(f["lying_intermediate_string"]),
+                                                  "--out", _out(f)],
+     "field 'intermediate_size' must be a positive int"),
+    ("model-transposed-down-proj",
+     lambda f: ["export", "--model", str(f["lying_transposed_down"]), "--out", _out(f)],
+     "(the down weight of layer 1), but"),
+    ("model-missing-up-proj", lambda f: ["rank", "--model", str(f["lying_missing_up"]), "--out", _out(f, "s.csv")],
+     "lack 'model.layers.1.mlp.up_proj.weight' (the up weight of layer 1, of shape (16, 8)"),
+    ("model-int8-weights", lambda f: ["inspect", "--model", str(f["lying_int8_weights"])],
+     "'model.layers.1.mlp.up_proj.weight' is stored as I8"),
+    ("model-head-count-mismatch", lambda f: ["prune", "--model", str(f["lying_heads"]), "--out", _out(f)],
+     "num_attention_heads=4, num_key_value_heads=2, head_dim=4, vocab_size=64) makes it (16, 8)"),
     # calibration and evaluation text
     ("texts-unsupported-format",
      lambda f: ["export", "--model", str(f["model"]), "--out", _out(f), "--calibrate", "--texts", str(f["markdown"])],
@@ -349,6 +373,11 @@ def test_convergence_failure_exits_1(files, tmp_path, capsys):
     ("n-layers", "'n_layers' is 7 but the partitions hold 3 intermediate partitions"),
     ("stats-without-activations", "node activations are NaN or inf"),
     ("bad-count", "key 'n_edges' must be an int >= 0"),
+    ("has-stats-not-a-bool", "meta.json key 'has_stats' must be a bool; got 'yes'"),
+    ("n-nodes-a-string", "meta.json key 'n_nodes' must be an int >= 0; got '80'"),
+    ("layers-not-a-list", "meta.json key 'layers' must be a list of layer numbers (ints >= 0); got '0,1'"),
+    ("nodes-file-outside", "meta.json key 'nodes_file' must be a file name inside the graph directory (no '/' or "
+                           "'..'); got '../graph/nodes.parquet'"),
 ])
 def test_read_graph_checks_the_whole_meta_json(files, tmp_path, capsys, how, message):
     g = _graph_copy(files, tmp_path)
@@ -369,6 +398,14 @@ def test_read_graph_checks_the_whole_meta_json(files, tmp_path, capsys, how, mes
         meta["has_stats"] = True  # exported without statistics: activations are NaN
     elif how == "bad-count":
         meta["n_edges"] = "many"
+    elif how == "has-stats-not-a-bool":
+        meta["has_stats"] = "yes"
+    elif how == "n-nodes-a-string":
+        meta["n_nodes"] = str(meta["n_nodes"])
+    elif how == "layers-not-a-list":
+        meta["layers"] = "0,1"
+    elif how == "nodes-file-outside":
+        meta["nodes_file"] = "../graph/nodes.parquet"  # a readable node table: refused all the same
     (g / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(lg.GraphFormatError) as info:
         lg.read_graph(g)
@@ -593,3 +630,113 @@ def test_a_directory_as_texts_is_refused_before_the_model_loads(files, tmp_path,
     assert _error(proc.stderr).startswith(f"error: `{option}` directory {str(texts)!r} {message}")
     assert "Traceback" not in proc.stderr and "the model was loaded" not in proc.stderr
     assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- models whose config lies
+def _lying_models(root: Path, source: Path) -> dict[str, Path]:
+    """Copies of a good tiny model (3 layers, d=8, m=16) whose config lies, or whose tensors disagree with it."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    up, down = "model.layers.1.mlp.up_proj.weight", "model.layers.1.mlp.down_proj.weight"
+    cases = {
+        "layers_1e9": ({"num_hidden_layers": 10**9}, None),
+        "hidden_size": ({"hidden_size": 16}, None),
+        "intermediate_0": ({"intermediate_size": 0}, None),
+        "intermediate_negative": ({"intermediate_size": -1}, None),
+        "intermediate_string": ({"intermediate_size": "32"}, None),
+        "transposed_down": (None, lambda t: t.__setitem__(down, t[down].t().contiguous())),
+        "missing_up": (None, lambda t: t.pop(up)),
+        "int8_weights": (None, lambda t: t.__setitem__(up, t[up].to(torch.int8))),
+        "heads": ({"num_attention_heads": 4}, None),
+    }
+    out = {}
+    for name, (config, tensors) in cases.items():
+        directory = out[f"lying_{name}"] = root / "lying" / name
+        shutil.copytree(source, directory)
+        if config:
+            (directory / "config.json").write_text(json.dumps({**json.loads((source / "config.json").read_text()),
+                                                               **config}))
+        if tensors:
+            state = load_file(directory / "model.safetensors")
+            tensors(state)
+            save_file(state, directory / "model.safetensors", metadata={"format": "pt"})
+    return out
+
+
+@pytest.mark.parametrize("command", [["prune", "--out", "OUT"], ["rank", "--out", "OUT.csv"],
+                                     ["export", "--out", "OUT"], ["inspect"],
+                                     ["sweep", "--out", "OUT", "--methods", "magnitude", "--amounts", "0.5"]])
+def test_a_real_process_refuses_a_model_whose_config_says_a_billion_layers(files, tmp_path, command):
+    # Before the header check, the loader grew memory without end here, printing nothing.
+    argv = [a.replace("OUT", str(tmp_path / "out")) for a in command]
+    start = time.monotonic()
+    proc = subprocess.run([*_cli(), *argv, "--model", str(files["lying_layers_1e9"])], capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert proc.returncode == 2, proc.stderr
+    assert "says num_hidden_layers=1000000000 but" in _error(proc.stderr) and "Traceback" not in proc.stderr
+    assert time.monotonic() - start < 120  # the start of Python, torch and transformers; the check is milliseconds
+
+
+# ----------------------------------------------------------------------------- damaged edges (issue 16)
+def _damaged_edges(files, tmp_path, change) -> Path:
+    """A copy of the graph, its edges.parquet passed through ``change(row_group, table)`` (row groups kept)."""
+    import pyarrow.parquet as pq
+
+    g = _graph_copy(files, tmp_path)
+    pf = pq.ParquetFile(g / "edges.parquet")
+    tables = [change(i, pf.read_row_group(i)) for i in range(pf.metadata.num_row_groups)]
+    with pq.ParquetWriter(g / "edges.new", pf.schema_arrow) as writer:
+        for t in tables:
+            writer.write_table(t)
+    (g / "edges.new").replace(g / "edges.parquet")
+    meta = json.loads((g / "meta.json").read_text())
+    meta["files"]["edges.parquet"] = (g / "edges.parquet").stat().st_size
+    (g / "meta.json").write_text(json.dumps(meta))
+    return g
+
+
+def _nan_in_block_1(i, table):
+    import pyarrow as pa
+
+    if i != 1:  # row group 1 is block I0 -> H1 (layer 0, down), rows 128..255 of the file
+        return table
+    w = table.column("weight").to_numpy().copy()
+    w[5] = np.nan
+    return table.set_column(table.schema.get_field_index("weight"), "weight", pa.array(w, pa.float32()))
+
+
+@pytest.mark.parametrize("argv, out", [
+    (["rank", "--out", "{out}/scores.csv"], "scores.csv"),
+    (["export", "--format", "gexf", "--out", "{out}/view.gexf"], "view.gexf"),
+    (["export", "--out", "{out}/copy"], "copy"),
+    (["inspect", "--out", "{out}/report"], "report"),
+])
+def test_a_graph_with_a_nan_weight_is_refused_before_any_output(files, tmp_path, argv, out):
+    g = _damaged_edges(files, tmp_path, _nan_in_block_1)
+    outputs = tmp_path / "outputs"
+    outputs.mkdir()
+    argv = [a.replace("{out}", str(outputs)) for a in argv]
+    proc = subprocess.run([*_cli(), *argv, "--graph", str(g)], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert proc.returncode == 2, proc.stderr
+    err = _error(proc.stderr)
+    assert ("edges.parquet, block I0 -> H1 (layer 0, down): column 'weight' holds 1 bad value (1 NaN; the first at "
+            "row 133); edge weights must be finite and non-negative") in err, err
+    assert "Traceback" not in proc.stderr
+    assert not (outputs / out).exists() and list(outputs.iterdir()) == []
+
+
+def test_a_graph_with_an_empty_edge_table_gets_one_true_message(files, tmp_path, capsys):
+    g = _damaged_edges(files, tmp_path, lambda i, table: table.slice(0, 0))
+    meta = json.loads((g / "meta.json").read_text())
+    meta["n_edges"] = 0
+    for block in meta["blocks"]:
+        block[4] = 0  # the block table agrees with the empty file: only 'dense' cannot be true
+    (g / "meta.json").write_text(json.dumps(meta))
+    assert main(["rank", "--graph", str(g), "--out", str(tmp_path / "s.csv")]) == 2
+    err = _error(capsys.readouterr().err)
+    assert err.endswith("meta.json key 'blocks[0]' says that block H0 -> I0 is dense, but it has 0 edges; a dense "
+                        "block has one per (dst, src) pair: 16 x 8 = 128\n"), err
+    assert not (tmp_path / "s.csv").exists()

@@ -8,6 +8,7 @@ each other and the suite stays fast.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -31,7 +32,14 @@ from llmrank_graph.base.files import (
     write_json_atomic,
     write_text_atomic,
 )
-from llmrank_graph.errors import InvalidArgumentError, InvalidArgumentTypeError, LLMRankGraphError, OutputExistsError
+from llmrank_graph.errors import (
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    LLMRankGraphError,
+    OutputExistsError,
+    WorkFailedError,
+    WriteFailedError,
+)
 
 PACKAGE_DIR = Path(_io.__file__).parents[1]  # llmrank_graph/
 POSIX = pytest.mark.skipif(os.name != "posix", reason="POSIX signals and pids")
@@ -506,3 +514,139 @@ def test_interrupts_during_the_final_renames_wait_for_them():
             done.append(True)  # reached: the interrupt waited
     assert done == [True]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+# ----------------------------------------------------------------------------- the system refusing a write
+DISK_FULL = OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("kind", ["file", "directory"])
+def test_a_refused_write_is_named_and_undone(tmp_path, kind):
+    target = tmp_path / "new" / "deeper" / "out"
+    writer = atomic_file if kind == "file" else atomic_directory
+    with pytest.raises(WriteFailedError) as info:
+        with writer(target) as tmp:
+            (tmp / "half" if kind == "directory" else tmp).write_bytes(b"half")
+            raise DISK_FULL
+    e = info.value
+    assert str(e) == f"could not write {target}: No space left on device"
+    assert (e.path, e.reason, e.errno) == (str(target), "No space left on device", errno.ENOSPC)
+    assert isinstance(e.__cause__, OSError) and e.__cause__.errno == errno.ENOSPC
+    assert _entries(tmp_path) == []  # no temporary, and the parents it made are gone
+
+
+@pytest.mark.parametrize("kind", ["file", "directory"])
+def test_a_refused_overwrite_keeps_the_old_output_and_existing_parents(tmp_path, kind):
+    target = tmp_path / "kept" / "out"
+    target.parent.mkdir()
+    if kind == "file":
+        target.write_text("old")
+    else:
+        target.mkdir()
+        (target / "old.txt").write_text("old")
+    writer = atomic_file if kind == "file" else atomic_directory
+    with pytest.raises(WriteFailedError, match="could not write .*out: File too large"):
+        with writer(target, overwrite=True):
+            raise OSError(errno.EFBIG, "File too large")
+    assert _entries(tmp_path) == ["kept"] and _entries(target.parent) == ["out"]
+    assert (target.read_text() if kind == "file" else (target / "old.txt").read_text()) == "old"
+
+
+def test_the_reason_is_the_system_s_not_a_library_s_wording(tmp_path):
+    # pyarrow: OSError(27, "Error writing bytes to file. Detail: [errno 27] File too large")
+    with pytest.raises(WriteFailedError, match=r"could not write .*t\.parquet: File too large$"):
+        with atomic_file(tmp_path / "t.parquet"):
+            raise OSError(errno.EFBIG, "Error writing bytes to file. Detail: [errno 27] File too large")
+    with pytest.raises(WriteFailedError, match=r": waited 30 s for the lock$"):  # an OSError without errno
+        with atomic_file(tmp_path / "t.parquet"):
+            raise TimeoutError("waited 30 s for the lock")
+
+
+@pytest.mark.parametrize("library", ["tokenizers", "safetensors"])
+def test_io_errors_of_the_rust_libraries_are_refusals_too(tmp_path, library):
+    # tokenizers raises a plain Exception, safetensors its SafetensorError; both end with Rust's "(os error N)".
+    from safetensors import SafetensorError
+
+    error = (Exception("No space left on device (os error 28)") if library == "tokenizers" else
+             SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)"))
+    with pytest.raises(WriteFailedError, match=r"could not write .*model: No space left on device$") as info:
+        with atomic_directory(tmp_path / "model"):
+            raise error
+    assert info.value.errno == errno.ENOSPC and _entries(tmp_path) == []
+
+
+@pytest.mark.parametrize("error", [ValueError("not a write failure (os error 28)"), RuntimeError("boom"),
+                                   KeyboardInterrupt()])
+def test_other_errors_pass_unchanged_and_still_undo(tmp_path, error):
+    with pytest.raises(type(error)) as info:
+        with atomic_file(tmp_path / "a" / "b.txt") as tmp:
+            tmp.write_text("half")
+            raise error
+    assert info.value is error and _entries(tmp_path) == []
+
+
+def test_an_output_that_appeared_is_not_a_refused_write(tmp_path):
+    target = tmp_path / "d" / "f.txt"
+    with pytest.raises(OutputExistsError, match="created while this write was in progress"):
+        with atomic_file(target) as tmp:
+            tmp.write_text("mine")
+            target.write_text("theirs")
+    assert target.read_text() == "theirs"
+
+
+def test_a_nested_write_is_named_under_the_outer_output(tmp_path):
+    target = tmp_path / "pruned-model"
+    with pytest.raises(WriteFailedError) as info:
+        with atomic_directory(target) as tmp:
+            with atomic_file(tmp / "llmrank_graph" / "neuron_mask.safetensors"):
+                raise DISK_FULL
+    assert str(info.value) == f"could not write {target}: No space left on device"
+    assert _entries(tmp_path) == []
+
+
+def test_a_failed_safetensors_write_leaves_nothing(tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    import safetensors.torch
+
+    def full(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half")  # what safetensors had written when the disk filled up
+        raise safetensors.SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    with pytest.raises(WriteFailedError, match=r"could not write .*m\.safetensors: No space left on device"):
+        save_safetensors_atomic({"x": torch.zeros(2)}, tmp_path / "new" / "m.safetensors", {})
+    assert _entries(tmp_path) == []
+
+
+def test_write_failed_error_is_an_os_error_and_a_work_failure():
+    import pickle
+
+    e = WriteFailedError("out", "No space left on device", errno.ENOSPC)
+    assert isinstance(e, OSError) and isinstance(e, WorkFailedError) and e.exit_status == 1
+    again = pickle.loads(pickle.dumps(e))
+    assert (str(again), again.errno) == ("could not write out: No space left on device", errno.ENOSPC)
+
+
+# ----------------------------------------------------------------------------- permissions
+@POSIX
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_files_that_other_libraries_create_0600_follow_the_umask(tmp_path, umask):
+    torch = pytest.importorskip("torch")
+    old = os.umask(umask)
+    try:
+        path = save_safetensors_atomic({"x": torch.zeros(2)}, tmp_path / "a.safetensors", {})
+        with atomic_directory(tmp_path / "d") as tmp:
+            os.close(os.open(tmp / "private", os.O_WRONLY | os.O_CREAT, 0o600))  # as safetensors creates its files
+            os.mkdir(tmp / "sub", 0o700)
+            (tmp / "sub" / "f").write_text("x")
+    finally:
+        os.umask(old)
+    files, dirs = 0o666 & ~umask, 0o777 & ~umask
+    modes = {p.relative_to(tmp_path).as_posix(): p.stat().st_mode & 0o777 for p in [path, *tmp_path.rglob("*")]}
+    assert modes == {"a.safetensors": files, "d": dirs, "d/private": files, "d/sub": dirs, "d/sub/f": files}
+
+
+def test_safetensors_leaves_no_temporary_of_its_own_beside_the_file(tmp_path):
+    torch = pytest.importorskip("torch")
+    save_safetensors_atomic({"x": torch.zeros(2)}, tmp_path / "a.safetensors", {})
+    assert _entries(tmp_path) == ["a.safetensors"]

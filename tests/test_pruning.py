@@ -544,30 +544,31 @@ def test_prune_model_checks_stats_and_scans_weights_once(monkeypatch, method, op
 
 # ----------------------------------------------------------------------------- the model argument
 def _entries_taking_a_model():
-    """Entry point -> (a call with a tiny mask or input, its declared constraints)."""
+    """Entry point -> (a call with a tiny mask or input, a getter of its declared constraints)."""
     import llmrank_graph as lg
     from llmrank_graph.pruning.prune import PRUNE_CONSTRAINTS
     from llmrank_graph.pruning.surgery import APPLY_CONSTRAINTS
 
     mask = allocate({0: torch.arange(24.0), 1: torch.arange(24.0), 2: torch.arange(24.0)}, 0.25)
     ids = torch.zeros(1, 4, dtype=torch.long)
-    return {"export_graph": (lambda model: lg.export_graph(model), lg.export_graph.parameter_constraints),
-            "apply_mask": (lambda model: lg.apply_mask(model, mask), APPLY_CONSTRAINTS),
-            "prune_model": (lambda model: lg.prune_model(model, None, "magnitude"), PRUNE_CONSTRAINTS),
+    return {"export_graph": (lambda model: lg.export_graph(model), lambda: lg.export_graph.parameter_constraints),
+            "apply_mask": (lambda model: lg.apply_mask(model, mask), lambda: APPLY_CONSTRAINTS),
+            "prune_model": (lambda model: lg.prune_model(model, None, "magnitude"), lambda: PRUNE_CONSTRAINTS),
             "score_neurons": (lambda model: lg.score_neurons(model, None, "magnitude"),
-                              lg.score_neurons.parameter_constraints),
-            "calibrate": (lambda model: lg.calibrate(model, input_ids=ids), lg.calibrate.parameter_constraints)}
+                              lambda: lg.score_neurons.parameter_constraints),
+            "calibrate": (lambda model: lg.calibrate(model, input_ids=ids),
+                          lambda: lg.calibrate.parameter_constraints)}
 
 
-@pytest.mark.parametrize("entry", list(_entries_taking_a_model()))
+@pytest.mark.parametrize("entry", ["export_graph", "apply_mask", "prune_model", "score_neurons", "calibrate"])
 def test_a_model_name_is_a_type_error_and_another_family_unsupported(entry):
     from llmrank_graph.errors import InvalidArgumentTypeError
     from llmrank_graph.models.architectures import MODEL, UnsupportedArchitectureError
 
     call, constraints = _entries_taking_a_model()[entry]
-    assert constraints["model"] is MODEL  # declared in its table: one constraint for every entry
-    with pytest.raises(TypeError, match=r"`model` must be an nn.Module of a supported architecture \(load one with "
-                                        r"`model, tokenizer = lg.load_model\(name\)`\); got 'name'") as e:
+    assert constraints()["model"] is MODEL  # declared in its table: one constraint for every entry
+    with pytest.raises(TypeError, match=r"`model` must be a torch.nn.Module \(a causal language model of a supported "
+                                        r"family; load one with llmrank_graph.load_model\); got 'name'") as e:
         call("name")
     assert isinstance(e.value, InvalidArgumentTypeError)
     with pytest.raises(UnsupportedArchitectureError, match="`model` has an unsupported architecture"):

@@ -2,7 +2,11 @@
 
 import base64
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -108,11 +112,40 @@ def test_report_into_another_directory_leaves_results_alone(reported, tmp_path):
     assert page.parent == tmp_path / "elsewhere" and {p.name for p in out.iterdir()} == before
     with pytest.raises(FileExistsError, match="not a directory"):
         write_report(out, page)
+    with pytest.raises(FileNotFoundError, match=r"'.*report.html' is not a directory; a sweep results directory"):
+        write_report(page)
 
 
 def test_report_of_an_empty_sweep_directory(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a sweep results directory"):
         write_report(tmp_path)
+
+
+def _corrupt(out, text):
+    (out / "grid.json").write_text(text)
+
+
+@pytest.mark.parametrize("case, args, status, message", [
+    ("a file as DIR", lambda d, f: [str(f)], 2, "'{f}' is not a directory; a sweep results directory is expected"),
+    ("grid.json not JSON", lambda d, f: _corrupt(d, '{"format": "llmrank_graph.sweep", "grids": [') or [str(d)], 2,
+     "'{d}/grid.json' is not valid JSON: Expecting value: line 1"),
+    ("grid.json not a grid", lambda d, f: _corrupt(d, "[]") or [str(d)], 2,
+     "'{d}/grid.json' is not a sweep grid file (its format is None, not 'llmrank_graph.sweep')"),
+    ("a file as --out", lambda d, f: [str(d), "--out", str(f)], 2, "`--out` '{f}' exists and is not a directory"),
+])
+def test_cli_report_refusals_name_the_file(reported, tmp_path, case, args, status, message):
+    """`llmrank-graph report` as a process: each refusal names the path or option at fault, and writes nothing."""
+    out = tmp_path / "results"
+    shutil.copytree(reported[0], out)  # a real results directory, with runs
+    for p in out.glob("*.png"):
+        p.unlink()
+    (tmp_path / "note.txt").write_text("not a directory")
+    proc = subprocess.run([sys.executable, "-m", "llmrank_graph", "report", *args(out, tmp_path / "note.txt")],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert proc.returncode == status, proc.stderr[-2000:]
+    assert proc.stderr.startswith("error: " + message.format(d=out, f=tmp_path / "note.txt")), proc.stderr
+    assert "This is a bug" not in proc.stderr and not list(out.glob("*.png"))
 
 
 @pytest.mark.browser

@@ -257,57 +257,53 @@ def test_a_read_only_directory_to_write_into_is_refused_before_any_work(inputs, 
 
 
 # ----------------------------------------------------------------------------- permissions
-# One child per umask runs every command through llmrank_graph.cli.main and reports the mode of
-# everything written, as {command: {path relative to the base: [mode, is a directory]}}.
+# One child runs every command through llmrank_graph.cli.main under each umask in turn and
+# reports the mode of everything written: {umask: {command: {path: [mode, is a directory]}}}.
 _WRITE_ALL = """
 import json, os, stat, sys
 from pathlib import Path
 from llmrank_graph.cli import main
 
-os.umask(int(sys.argv[1], 8))
-f = json.loads(sys.argv[2])
-base = Path(sys.argv[3])
+f = json.loads(sys.argv[1])
 small = {small}
-runs = {{
-    "export": ["export", "--model", f["model"], "--out", str(base / "graph")],
-    "graphml": ["export", "--model", f["model"], "--format", "graphml", "--out", str(base / "graph.graphml")],
-    "rank": ["rank", "--model", f["model"], "--out", str(base / "scores.csv")],
-    "prune": ["prune", "--model", f["model"], "--texts", f["text"], "--eval-texts", f["text"], *small,
-              "--amount", "0.25", "--out", str(base / "pruned")],
-    "inspect": ["inspect", "--model", f["model"], "--out", str(base / "inspected")],
-    "sweep": ["sweep", "--out", str(base / "results"), "--model", f["model"], "--methods", "magnitude",
-              "--amounts", "0.25", "--allocations", "local", "--texts", f["text"], "--eval-texts", f["text"],
-              *small, "--throughput-rounds", "1", "--save-scores", "--save-masks"],
-    "report": ["report", str(base / "results"), "--out", str(base / "report")],
-}}
-modes = {{}}
-for name, argv in runs.items():
-    assert main(argv) == 0, name
-    out = Path(argv[argv.index("--out") + 1])
-    paths = [out] if out.is_file() else [out, *out.rglob("*")]
-    modes[name] = {{p.relative_to(base).as_posix(): [stat.S_IMODE(p.stat().st_mode), p.is_dir()] for p in paths}}
-print("MODES " + json.dumps(modes))
+report = {{}}
+for umask in ({umasks}):
+    os.umask(umask)
+    base = Path(sys.argv[2]) / oct(umask)
+    runs = {{
+        "export": ["export", "--model", f["model"], "--out", str(base / "graph")],
+        "graphml": ["export", "--model", f["model"], "--format", "graphml", "--out", str(base / "graph.graphml")],
+        "rank": ["rank", "--model", f["model"], "--out", str(base / "scores.csv")],
+        "prune": ["prune", "--model", f["model"], "--texts", f["text"], "--eval-texts", f["text"], *small,
+                  "--amount", "0.25", "--out", str(base / "pruned")],
+        "inspect": ["inspect", "--model", f["model"], "--out", str(base / "inspected")],
+        "sweep": ["sweep", "--out", str(base / "results"), "--model", f["model"], "--methods", "magnitude",
+                  "--amounts", "0.25", "--allocations", "local", "--texts", f["text"], "--eval-texts", f["text"],
+                  *small, "--throughput-rounds", "1", "--save-scores", "--save-masks"],
+        "report": ["report", str(base / "results"), "--out", str(base / "report")],
+    }}
+    modes = report[umask] = {{}}
+    for name, argv in runs.items():
+        assert main(argv) == 0, name
+        out = Path(argv[argv.index("--out") + 1])
+        paths = [out] if out.is_file() else [out, *out.rglob("*")]
+        modes[name] = {{p.relative_to(base).as_posix(): [stat.S_IMODE(p.stat().st_mode), p.is_dir()] for p in paths}}
+print("MODES " + json.dumps(report))
 """
+UMASKS = (0o022, 0o077)
 
 
 @pytest.fixture(scope="module")
-def modes(inputs, tmp_path_factory) -> Callable[[int], dict[str, dict[str, list]]]:
-    """``modes(umask)``: ``{command: {path: [mode, is a directory]}}`` for everything each command wrote
-    under that umask (one child per umask)."""
-    seen: dict[int, dict] = {}
-
-    def under(umask: int) -> dict[str, dict[str, list]]:
-        if umask not in seen:
-            base = tmp_path_factory.mktemp(f"umask{umask:03o}")
-            script = textwrap.dedent(_WRITE_ALL.format(small=SMALL))
-            f = {"model": str(inputs["model"]), "text": str(inputs["text"])}
-            proc = subprocess.run([sys.executable, "-c", script, f"{umask:o}", json.dumps(f), str(base)], env=ENV,
-                                  capture_output=True, text=True, timeout=600)
-            assert proc.returncode == 0, proc.stderr[-3000:]
-            line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("MODES "))
-            seen[umask] = json.loads(line[len("MODES "):])
-        return seen[umask]
-    return under
+def modes(inputs, tmp_path_factory) -> dict[int, dict[str, dict[str, list]]]:
+    """``{umask: {command: {path: [mode, is a directory]}}}`` for everything each command wrote under
+    each umask, in one child process."""
+    script = textwrap.dedent(_WRITE_ALL.format(small=SMALL, umasks=", ".join(map(str, UMASKS))))
+    f = {"model": str(inputs["model"]), "text": str(inputs["text"])}
+    proc = subprocess.run([sys.executable, "-c", script, json.dumps(f), str(tmp_path_factory.mktemp("umask"))],
+                          env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("MODES "))
+    return {int(k): v for k, v in json.loads(line[len("MODES "):]).items()}
 
 
 #: What each command writes, and the file kinds that must be among it.
@@ -320,10 +316,10 @@ KINDS = {"export": ["graph/edges.parquet", "graph/meta.json"], "graphml": ["grap
          "report": ["report/report.html"]}
 
 
-@pytest.mark.parametrize("umask", [0o022, 0o077], ids=["022", "077"])
+@pytest.mark.parametrize("umask", UMASKS, ids=[f"{u:03o}" for u in UMASKS])
 @pytest.mark.parametrize("command", list(KINDS))
 def test_everything_written_follows_the_umask(modes, umask, command):
-    written = modes(umask)[command]
+    written = modes[umask][command]
     for kind in KINDS[command]:
         assert any(p == kind or p.startswith(kind + "/") for p in written), (kind, sorted(written))
     if command == "sweep":  # the safetensors that the library writes itself are among them

@@ -46,6 +46,18 @@ is the output the caller named. By then the temporary is removed, the previous o
 was, and the parent directories this write created are removed again. A writer nested in
 another's temporary (a mask saved inside a model directory) is reported under the outer output.
 
+>>> import errno, tempfile
+>>> scratch = tempfile.TemporaryDirectory()
+>>> with atomic_directory(Path(scratch.name) / "new" / "graph") as tmp:  # doctest: +ELLIPSIS
+...     _ = (tmp / "meta.json").write_text("{}")
+...     raise OSError(errno.ENOSPC, "No space left on device")  # as a full disk would
+Traceback (most recent call last):
+...
+llmrank_graph.errors.WriteFailedError: could not write .../new/graph: No space left on device
+>>> list(Path(scratch.name).iterdir())  # no temporary, no new parent
+[]
+>>> scratch.cleanup()
+
 This module sits below every stage: it imports only the errors, checks, paths and renames modules.
 """
 
@@ -344,17 +356,6 @@ def atomic_file(path: str | os.PathLike, *, overwrite: bool = False, arg: str = 
     Traceback (most recent call last):
     ...
     llmrank_graph.errors.OutputExistsError: `path` '...scores.txt' already exists; pass overwrite=True to replace it
-
-    The system refusing the write (here a simulated full disk) is named under the output:
-
-    >>> import errno
-    >>> with atomic_file(Path(scratch.name) / "new" / "more.txt") as tmp:  # doctest: +ELLIPSIS
-    ...     raise OSError(errno.ENOSPC, "No space left on device")
-    Traceback (most recent call last):
-    ...
-    llmrank_graph.errors.WriteFailedError: could not write .../new/more.txt: No space left on device
-    >>> sorted(p.name for p in Path(scratch.name).iterdir())  # no temporary, no new parent
-    ['scores.txt']
     >>> scratch.cleanup()
     """
     target = check_output_path(path, kind="file", overwrite=overwrite, arg=arg)

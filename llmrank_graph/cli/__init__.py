@@ -54,10 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     One error surface: every error the library raises on purpose
     (:class:`~llmrank_graph.errors.LLMRankGraphError`) is printed as ``error: ...``, and the
     status is its ``exit_status``: 2 for a usage or input error (as argparse's own), 1 for a
-    failure during the work (:class:`~llmrank_graph.errors.WorkFailedError`). The system
-    refusing (disk full, permission denied) and running out of memory print ``error: ...``
-    and exit 1; Ctrl-C exits 130, a SIGTERM during a write 143. Anything else is a bug: its
-    traceback is printed and the status is 1. ``-vv`` prints the traceback of every error.
+    failure during the work (:class:`~llmrank_graph.errors.WorkFailedError`). A write that
+    the system refuses midway (disk full, ``ulimit -f``, a read-only target) reaches here as
+    :class:`~llmrank_graph.errors.WriteFailedError` from the atomic writers, already undone, and
+    prints ``error: could not write OUT: REASON`` (OUT as given to ``--out``); any other
+    refusal of the system (permission denied on a read) and running out of memory print
+    ``error: ...`` and exit 1; Ctrl-C exits 130, a SIGTERM during a write 143. Anything else is
+    a bug: its traceback is printed and the status is 1. ``-vv`` prints the traceback of every
+    error.
     """
     parser = build_parser()
     try:

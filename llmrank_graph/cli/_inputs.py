@@ -10,6 +10,7 @@ that an empty file is refused before the model loads.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -18,7 +19,7 @@ import torch
 
 from ..data.texts import load_texts
 from ..errors import InvalidArgumentError
-from ..models.architectures import mlp_layers
+from ..models.architectures import get_architecture, mlp_layers
 from ..models.loading import DEFAULT_MODEL_NAME, ModelSource, cache_dir
 from ..models.saved_format import PrunedEntry, read_config
 from ._words import _relabel
@@ -82,26 +83,45 @@ def check_default_cache() -> None:
         f"{CACHE_VARIABLE} to a writable directory, or pass --model")
 
 
+def _config_file(source: ModelSource) -> Path | None:
+    """The ``config.json`` that describes ``source``: its own, or a conversion's of the embedded model."""
+    if source.kind == "default":
+        converted = _converted_configs(cache_dir())
+        return converted[0] if converted else None  # every conversion of the embedded model has its sizes
+    return None if source.kind == "gguf" else source.path / "config.json"
+
+
 def _hf_config(source: ModelSource):
     """The transformers config of ``source``, read without any weight."""
     from transformers import AutoConfig
 
-    if source.kind == "default":
-        converted = _converted_configs(cache_dir())
-        if converted:  # every conversion of the embedded model has its sizes
-            return AutoConfig.from_pretrained(converted[0].parent, local_files_only=True)
-    if source.kind in ("default", "gguf"):
-        # The GGUF metadata, read as the loader reads it (a few seconds: the vocabulary is in it).
-        return AutoConfig.from_pretrained(source.file.parent, gguf_file=source.file.name, local_files_only=True)
-    return AutoConfig.from_pretrained(source.path, local_files_only=True)
+    config_file = _config_file(source)
+    if config_file is not None:
+        return AutoConfig.from_pretrained(config_file.parent, local_files_only=True)
+    # The GGUF metadata, read as the loader reads it (seconds: the vocabulary is in it).
+    return AutoConfig.from_pretrained(source.file.parent, gguf_file=source.file.name, local_files_only=True)
+
+
+def _sizes(config) -> tuple[int, int, int] | None:
+    """(layers, intermediate size, hidden size) of a config (dict or transformers config), if it states all three.
+
+    The family's spec names the field of the intermediate size; the layer count and the hidden
+    size have transformers' common names.
+    """
+    get = config.get if isinstance(config, dict) else functools.partial(getattr, config)
+    intermediate_attr = get_architecture(get("model_type", None)).intermediate_attr
+    found = (get("num_hidden_layers", None), get(intermediate_attr, None), get("hidden_size", None))
+    return found if all(isinstance(v, int) and not isinstance(v, bool) for v in found) else None
 
 
 def model_layout(source: ModelSource) -> tuple[list[int], list[int]] | None:
     """The MLP sizes of the model ``source`` names, from its config alone (no weight is read).
 
-    The model is built on the ``meta`` device (shapes, no storage), so that the sizes are the
-    ones :func:`llmrank_graph.models.architectures.mlp_layers` will find in the loaded model;
-    a pruned model's sizes are its saved ones.
+    The family's :class:`~llmrank_graph.models.architectures.ArchitectureSpec` names the config
+    field of the intermediate size. ``config.json`` is read as it is when it states the sizes
+    (milliseconds); otherwise transformers reads the config (a GGUF file's metadata), and a
+    size that transformers derives (GPT-2's ``n_inner`` of None) is read from the model built
+    on the ``meta`` device (shapes, no storage). A pruned model's sizes are its saved ones.
 
     Returns
     -------
@@ -122,20 +142,34 @@ def model_layout(source: ModelSource) -> tuple[list[int], list[int]] | None:
     ([12, 12], [8, 8])
     >>> scratch.cleanup()
     """
-    from transformers import AutoModelForCausalLM
+    config_file = _config_file(source)
+    sizes = _sizes(read_config(config_file)) if config_file is not None else None
+    if sizes is None:
+        sizes = _transformers_sizes(source)
+        if sizes is None:
+            return None
+    n_layers, size, hidden = sizes
+    inter = [size] * n_layers
+    if source.kind == "pruned":
+        inter = list(PrunedEntry.from_config(read_config(config_file), config_file).intermediate_sizes)
+    return inter, [hidden] * n_layers
 
+
+def _transformers_sizes(source: ModelSource) -> tuple[int, int, int] | None:
+    """:func:`_sizes` of the config as transformers reads it (None for a family it has no class for)."""
     try:
         config = _hf_config(source)
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config)
     except (ValueError, KeyError) as e:  # a family transformers does not know: it is loaded with its own code
         logger.debug("the MLP sizes of %s are checked once it is loaded: %s", source.path, e)
         return None
-    layers = mlp_layers(model)
-    inter = [m.intermediate_size for m in layers]
-    if source.kind == "pruned":
-        inter = list(PrunedEntry.from_config(read_config(source.path / "config.json")).intermediate_sizes)
-    return inter, [m.hidden_size for m in layers]
+    sizes = _sizes(config)
+    if sizes is None:  # a size the model class derives: build it, without storage
+        from transformers import AutoModelForCausalLM
+
+        with torch.device("meta"):
+            layers = mlp_layers(AutoModelForCausalLM.from_config(config))
+        sizes = (len(layers), layers[0].intermediate_size, layers[0].hidden_size)
+    return sizes
 
 
 def read_texts(args, name: str = "texts") -> list[str]:

@@ -38,7 +38,7 @@ from ._common import (
     preflight,
     scorer_params,
 )
-from ._inputs import model_layout, read_texts
+from ._inputs import TEXT_SPLITS, model_layout, read_texts
 from ._words import OUTPUT_OPTIONS
 
 logger = logging.getLogger("llmrank_graph.cli")
@@ -182,7 +182,9 @@ _NO_TEXT = "prune with the library, which also takes token ids (llmrank_graph.ca
 
 def run(args) -> int:
     params, checked, allocation_checked = _checks(args)
-    texts, eval_texts = read_texts(args, "texts"), read_texts(args, "eval_texts")
+    # The files given first: the embedded corpus, read in seconds, always has text.
+    read = {name: read_texts(args, name) for name in sorted(TEXT_SPLITS, key=lambda n: getattr(args, n) is None)}
+    texts, eval_texts = read["texts"], read["eval_texts"]
     times = {}
     model, tok, times["load"] = _load(args)
     if tok is None:  # preflight refuses these; a loader may still come back without one

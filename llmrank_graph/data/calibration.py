@@ -271,8 +271,7 @@ def calibrate(
         None: the embedded Wikipedia calibration articles (disjoint from the evaluation ones,
         see :func:`llmrank_graph.data.texts.wikipedia_articles`). A str is a path to a
         .txt/.jsonl file or to a directory of them, or a ``datasets`` name (see
-        :func:`llmrank_graph.data.texts.load_texts`); one text goes in a list. A str that is
-        neither an existing path nor a dataset name is refused before any model work.
+        :func:`llmrank_graph.data.texts.load_texts`); one text goes in a list.
     input_ids : LongTensor (n, seq) or iterable of LongTensor (batch, seq), optional
         Pre-tokenised batches; then ``tokenizer``, ``texts``, ``n_samples`` and ``seq_len``
         are not used (giving ``texts`` as well is an error).
@@ -299,8 +298,6 @@ def calibrate(
     InvalidArgumentTypeError
         On arguments of the wrong type (a TypeError): ``model`` not an nn.Module, ``texts``
         a str that is neither an existing path nor a dataset name (one long text, say).
-    UnsupportedArchitectureError
-        ``model`` is an nn.Module of no registered family (a ValueError).
 
     Example
     -------

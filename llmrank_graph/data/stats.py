@@ -210,6 +210,9 @@ class ActivationStats(Mapping):
         ------
         OutputExistsError
             If ``path`` exists and ``overwrite`` is False, or is a directory.
+        WriteFailedError
+            The system refused the write (disk full, file too large): nothing is left at
+            ``path`` but what was there before.
         """
         tensors, counts = {}, {}
         for name, s in self._modules.items():

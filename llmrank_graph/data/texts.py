@@ -1,17 +1,13 @@
 """Text sources: the embedded Wikipedia corpus, local files, directories of them and ``datasets`` datasets.
 
-The embedded default corpus is the shortened English Wikipedia dump that ships in the gensim
-wheel (``gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-
-shortened.bz2``): 106 articles, about 690k words, licensed CC BY-SA 3.0 by the Wikipedia
-contributors. It needs no download. :func:`wikipedia_articles` splits it into calibration
-and evaluation articles that never overlap; :func:`token_blocks` turns texts into fixed-size
-token blocks for calibration or perplexity.
+:func:`load_texts` reads a source (None is the embedded corpus of :mod:`.wikipedia`, re-exported
+here); :func:`check_text_source` decides, without reading any text, whether a source can be
+read, so that the command line refuses a bad one before it loads a model; :func:`token_blocks`
+turns texts into fixed-size token blocks for calibration or perplexity.
 """
 
 from __future__ import annotations
 
-import bz2
-import functools
 import importlib.util
 import json
 import logging
@@ -26,14 +22,13 @@ import torch
 from ..base.checks import check_int, fail_type
 from ..base.params import Check, OneOf, validated
 from ..errors import FileFormatError, InvalidArgumentError, MissingDependencyError, MissingInputError
+from .wikipedia import SPLITS, _articles, wikipedia_articles, wikipedia_dump_file
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["wikipedia_articles", "load_texts", "check_text_source", "token_blocks", "source_blocks",
            "wikipedia_dump_file", "SPLITS", "TEXT_SUFFIXES"]
 
-#: Allowed values of ``split`` in :func:`wikipedia_articles` and :func:`load_texts`.
-SPLITS = ("calibration", "evaluation", "all")
 #: Local file formats :func:`load_texts` reads.
 TEXT_SUFFIXES = (".txt", ".jsonl")
 # What a text source given by name may be, and what `texts` of calibration and evaluation
@@ -48,134 +43,6 @@ _TEXTS_WHAT = f"None, a list of str, or {_SOURCE} ({_WHY}; one text goes in a li
 _NAME_MAX = 255
 # Most names listed in a refusal of a directory's entries.
 _LISTED = 5
-
-_DUMP_NAME = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
-# Every EVAL_EVERY-th article (index i with i % EVAL_EVERY == EVAL_EVERY - 1) is evaluation.
-_EVAL_EVERY = 4
-# Articles shorter than this many whitespace-separated words after cleaning are skipped.
-_MIN_WORDS = 50
-# Trailing sections that are lists of links and citations rather than prose.
-_TAIL_SECTIONS = ("see also", "references", "notes", "external links", "further reading",
-                  "bibliography", "sources", "footnotes", "citations")
-_TAIL_RE = re.compile(
-    r"^==\s*(?:" + "|".join(re.escape(s) for s in _TAIL_SECTIONS) + r")\s*==\s*$",
-    re.IGNORECASE | re.MULTILINE,
-)
-_HEADING_RE = re.compile(r"^(={2,6})\s*(.*?)\s*\1\s*$", re.MULTILINE)
-_EMPTY_BULLET_RE = re.compile(r"^[*#:;]+\s*$", re.MULTILINE)
-_BLANK_RUN_RE = re.compile(r"\n[ \t]*(?:\n[ \t]*){2,}")
-
-
-def wikipedia_dump_file() -> Path:
-    """Path of the Wikipedia dump shipped in the gensim wheel.
-
-    Found from gensim's module spec, without importing gensim.
-
-    Raises
-    ------
-    MissingDependencyError
-        If gensim is not installed (an ImportError).
-    MissingInputError
-        If this gensim build does not ship its test data (a FileNotFoundError).
-    """
-    spec = importlib.util.find_spec("gensim")
-    if spec is None or spec.origin is None:
-        raise MissingDependencyError("The embedded Wikipedia corpus ships with gensim; install it with "
-                                     "`pip install gensim`")
-    path = Path(spec.origin).parent / "test" / "test_data" / _DUMP_NAME
-    if not path.is_file():
-        raise MissingInputError(f"gensim is installed but its test data {path} is missing; reinstall gensim")
-    return path
-
-
-def _clean(wikitext: str) -> str:
-    """Readable text from raw wikitext: markup removed, case and punctuation kept."""
-    from gensim.corpora.wikicorpus import filter_wiki
-
-    text = filter_wiki(wikitext)
-    tail = _TAIL_RE.search(text)
-    if tail is not None:
-        text = text[: tail.start()]
-    text = text.replace("'''", "").replace("''", "")
-    text = _HEADING_RE.sub(lambda m: m.group(2), text)
-    text = _EMPTY_BULLET_RE.sub("", text)
-    text = "\n".join(line.rstrip() for line in text.splitlines())
-    text = _BLANK_RUN_RE.sub("\n\n", text)
-    return text.strip()
-
-
-@functools.lru_cache(maxsize=1)
-def _all_articles() -> tuple[tuple[str, str], ...]:
-    """(title, text) of every usable article, in dump order. Memoised in-process."""
-    from gensim.corpora.wikicorpus import extract_pages
-
-    out = []
-    skipped = 0
-    with bz2.open(wikipedia_dump_file(), "rb") as f:
-        # Namespace 0 holds the articles (no talk, user or template pages).
-        for title, raw, _pageid in extract_pages(f, filter_namespaces=("0",)):
-            if raw.lstrip()[:9].lower() == "#redirect":
-                skipped += 1
-                continue
-            text = _clean(raw)
-            if len(text.split()) < _MIN_WORDS:
-                skipped += 1
-                continue
-            out.append((title, text))
-    logger.debug("Extracted %d Wikipedia articles (%d redirects or short pages skipped)", len(out), skipped)
-    return tuple(out)
-
-
-@validated({"split": OneOf(*SPLITS)})
-def wikipedia_articles(split: str = "calibration") -> list[str]:
-    """Articles of the embedded Wikipedia corpus, split into calibration and evaluation.
-
-    Redirect pages and articles of fewer than 50 words are skipped; the others are kept in
-    dump order (by page id) with wiki markup removed but case and punctuation kept, and
-    their trailing "See also"/"References"/"External links"... sections cut off.
-
-    The split rule: numbering the kept articles ``i = 0, 1, 2, ...`` in dump order, article
-    ``i`` goes to ``"evaluation"`` when ``i % 4 == 3`` and to ``"calibration"`` otherwise.
-    The two sets never overlap and the rule is deterministic. With the shipped dump that is
-    about 3/4 of the articles for calibration and 1/4 (well over 16 x 512 tokens) for
-    evaluation.
-
-    Parameters
-    ----------
-    split : {"calibration", "evaluation", "all"}
-        Which articles to return; ``"all"`` returns every article in dump order.
-
-    Returns
-    -------
-    list of str
-        One string per article. A new list each call (the extraction itself is memoised).
-
-    Raises
-    ------
-    ValueError
-        If `split` is not one of the allowed values.
-
-    Example
-    -------
-    >>> calib = wikipedia_articles("calibration")
-    >>> evaluation = wikipedia_articles("evaluation")
-    >>> set(calib).isdisjoint(evaluation)
-    True
-    """
-    return _articles(split)
-
-
-def _articles(split: str) -> list[str]:
-    """:func:`wikipedia_articles` for a checked ``split``."""
-    articles = _all_articles()
-    if split == "all":
-        return [text for _, text in articles]
-    want_eval = split == "evaluation"
-    return [
-        text
-        for i, (_, text) in enumerate(articles)
-        if (i % _EVAL_EVERY == _EVAL_EVERY - 1) == want_eval
-    ]
 
 
 def check_text_source(source: str | os.PathLike | None, *, arg: str = "texts") -> str:

@@ -1,5 +1,6 @@
 """Models: where the MLPs are in each family (`architectures`), the saved format of pruned
-models (`saved_format`), safe weight files and dtypes (`weights`) and loading (`loading`).
+models (`saved_format`), safe weight files and dtypes (`weights`), a config checked against its
+weights' headers (`checks`) and loading (`loading`).
 Imports only `base` and `errors`.
 
 `llmrank_graph.models.architectures` is the module; its function of the same name is
@@ -15,6 +16,7 @@ from .architectures import (
     mlp_layers,
     register_architecture,
 )
+from .checks import check_checkpoint
 from .loading import (
     DEFAULT_MODEL_NAME,
     MODEL_KINDS,
@@ -46,4 +48,4 @@ __all__ = ["ArchitectureSpec", "MLPModules", "register_architecture", "get_archi
            "FORMAT_VERSION", "TOKENIZER_FILES", "MASK_FILE", "PrunedEntry", "is_pruned", "is_saved_pruned",
            "read_config", "nonuniform_hint", "has_tokenizer", "original_intermediate_size", "record_sizes",
            "disk_config", "default_model_file", "cache_dir", "load_model", "load_pruned", "check_model_path",
-           "ModelSource", "MODEL_KINDS", "DEFAULT_MODEL_NAME"]
+           "ModelSource", "MODEL_KINDS", "DEFAULT_MODEL_NAME", "check_checkpoint"]

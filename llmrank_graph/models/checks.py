@@ -114,20 +114,20 @@ def check_checkpoint(directory: str | Path, config: Mapping, files: list[Path],
     Example
     -------
     >>> import json, tempfile
-    >>> from pathlib import Path
     >>> from transformers import LlamaConfig, LlamaForCausalLM
-    >>> scratch = Path(tempfile.mkdtemp())
+    >>> scratch = tempfile.TemporaryDirectory()
     >>> LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=8, intermediate_size=12, num_hidden_layers=2,
-    ...                              num_attention_heads=2, num_key_value_heads=2)).save_pretrained(scratch)
-    >>> config = json.loads((scratch / "config.json").read_text())
-    >>> check_checkpoint(scratch, config, [scratch / "model.safetensors"]).num_hidden_layers
+    ...                              num_attention_heads=2, num_key_value_heads=2)).save_pretrained(scratch.name)
+    >>> config = json.loads(Path(scratch.name, "config.json").read_text())
+    >>> files = [Path(scratch.name, "model.safetensors")]
+    >>> check_checkpoint(scratch.name, config, files).num_hidden_layers
     2
-    >>> check_checkpoint(scratch, dict(config, num_hidden_layers=10**9),
-    ...                  [scratch / "model.safetensors"])  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    llmrank_graph.errors.FileFormatError: '.../config.json' says num_hidden_layers=1000000000 but \
-'.../model.safetensors' holds layers 0..1 ('model.layers.1.mlp.up_proj.weight' is the last)
+    >>> try:
+    ...     check_checkpoint(scratch.name, dict(config, num_hidden_layers=10**9), files)
+    ... except ValueError as e:
+    ...     print(str(e).replace(scratch.name, "DIR"))  # doctest: +ELLIPSIS
+    'DIR/config.json' says num_hidden_layers=1000000000 but 'DIR/model.safetensors' holds layers 0..1 (...)
+    >>> scratch.cleanup()
     """
     directory = Path(directory)
     spec = get_architecture(config.get("model_type"))
@@ -243,7 +243,7 @@ def _check_fields(ck: _Checkpoint) -> None:
             continue
         what = "a positive int" + (" or null" if field in ck.nullable else "")
         raise FileFormatError(f"{ck.cfg()}: field {field!r} must be {what}{_evidence(ck, common)}; got {value!r}")
-    heads, kv = (ck.raw.get(ck.fields.get(c, c)) for c in ("num_attention_heads", "num_key_value_heads"))
+    heads, kv = (ck.raw.get(ck.fields[c]) for c in ("num_attention_heads", "num_key_value_heads"))
     if _is_int(heads) and _is_int(kv) and heads % kv:
         raise FileFormatError(f"{ck.cfg()}: {ck.says('num_attention_heads', heads)} must be a multiple of "
                               f"{ck.says('num_key_value_heads', kv)} (each key/value head serves a group of "

@@ -291,6 +291,9 @@ class NeuronMask:
         ------
         OutputExistsError
             If ``path`` exists and ``overwrite`` is False, or is a directory.
+        WriteFailedError
+            The system refused the write (disk full, file too large): nothing is left at
+            ``path`` but what was there before.
 
         Example
         -------

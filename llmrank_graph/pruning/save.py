@@ -47,8 +47,10 @@ def save_pruned(model: nn.Module, tokenizer, directory: str | os.PathLike, overw
 
     The directory is written under a temporary name next to ``directory`` and renamed at the
     end (:func:`llmrank_graph.base.files.atomic_directory`): an interrupted save (exception, Ctrl-C,
-    SIGTERM) leaves nothing at ``directory``, an interrupted overwrite leaves the previous
-    directory, and of concurrent saves to one new path exactly one succeeds.
+    SIGTERM, a full disk) leaves nothing at ``directory``, an interrupted overwrite leaves the
+    previous directory, and of concurrent saves to one new path exactly one succeeds. Every file
+    gets the umask's permissions (``model.safetensors`` too, which the safetensors library
+    creates 0o600).
 
     Parameters
     ----------
@@ -81,6 +83,10 @@ def save_pruned(model: nn.Module, tokenizer, directory: str | os.PathLike, overw
         ``overwrite`` would replace a directory that ``save_pruned`` did not write, without ``force``.
     InvalidArgumentTypeError
         A ``directory``, ``overwrite``, ``force`` or ``mask`` of the wrong type.
+    WriteFailedError
+        The system refused a write (disk full, file too large, a read-only target), in any file
+        of the directory: ``could not write DIRECTORY: REASON``. The temporary directory and the
+        parent directories this call created are removed; a previous directory is kept.
 
     Example
     -------

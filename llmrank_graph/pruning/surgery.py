@@ -78,12 +78,11 @@ def apply_mask(model: nn.Module, mask: NeuronMask, how: str = "remove", *, compe
     Raises
     ------
     InvalidArgumentTypeError
-        ``model`` is not an nn.Module (a model's name is loaded with
-        :func:`llmrank_graph.load_model` first), or ``mask`` not a NeuronMask (a TypeError).
-    UnsupportedArchitectureError
-        ``model`` is an nn.Module of no registered family (a ValueError).
+        ``model`` is not an nn.Module (load a name with :func:`llmrank_graph.load_model`), or
+        ``mask`` not a NeuronMask (a TypeError).
     ValueError
-        Unknown ``how`` or ``compensate``; a mask that does not fit the model (naming the layer
+        ``model`` of no registered family (UnsupportedArchitectureError); unknown ``how`` or
+        ``compensate``; a mask that does not fit the model (naming the layer
         and both sizes); ``how='remove'`` with a mask that prunes hidden channels
         (residual-stream channels cannot be removed from one MLP: use ``how='zero'``); stats
         without the second moments ``compensate`` needs (saying how to collect them);
