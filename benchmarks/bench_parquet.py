@@ -156,7 +156,7 @@ def main(argv=None) -> None:
     before = reads["unchecked (before)"]
     print("\nevery block of edges.parquet read once (each block's best of 7):")
     for name, dt in reads.items():
-        print(f"  {name:24}{dt:>8.2f} s{dt / before:>8.3f} x unchecked")
+        print(f"  {name:24}{dt:>8.3f} s{dt / before:>8.3f} x unchecked")
     print(f"checks' cost on the read: {reads['checked (now)'] / before - 1:+.1%} end to end, "
           f"{reads['the weight check alone'] / before:+.1%} for the check alone (budget +10%)")
 

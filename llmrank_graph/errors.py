@@ -95,15 +95,20 @@ class WriteFailedError(WorkFailedError, OSError):
     reason : str
         What the system said (``No space left on device``).
     errno : int or None
-        The system's error number (``errno.ENOSPC``), where there is one.
+        The system's error number (``errno.ENOSPC``), where there is one. As for any OSError,
+        ``filename`` is ``path`` and ``strerror`` is ``reason``.
     """
 
     def __init__(self, path: str, reason: str, errno: int | None = None):
         super().__init__(f"could not write {path}: {reason}")
+        # Built from parts, which stay the arguments: the message names a path, not a parameter,
+        # so whoever rewords the library's messages leaves it alone.
+        self.args = (path, reason, errno)
         self.path, self.reason, self.errno = path, reason, errno
+        self.filename, self.strerror = path, reason  # as any OSError says them
 
     def __str__(self) -> str:
         return f"could not write {self.path}: {self.reason}"
 
     def __reduce__(self):
-        return type(self), (self.path, self.reason, self.errno)
+        return type(self), self.args

@@ -266,3 +266,88 @@ def test_defaults_and_choices_are_the_library_constants():
     assert inspect.signature(lg.prune_model).parameters["compensate"].default == "none"
     assert prune["--ridge"].default == DEFAULT_RIDGE
     assert prune["--sequential"].default is False
+
+
+# ----------------------------------------------------------------------------- before the work, in the options' words
+def test_model_layout_reads_the_sizes_from_the_config(tmp_path):
+    """The sizes `prune --amount` is checked against, before the load, are those of the loaded model."""
+    from _tiny import tiny_gpt2, tiny_llama
+
+    from llmrank_graph.cli._inputs import model_layout
+    from llmrank_graph.models.architectures import mlp_layers
+    from llmrank_graph.models.loading import check_model_path
+
+    tiny_llama(m=12).save_pretrained(tmp_path / "llama")
+    tiny_gpt2().save_pretrained(tmp_path / "gpt2")  # n_inner is None: the model class derives it
+    model = tiny_llama(m=16)
+    stats = lg.calibrate(model, input_ids=torch.randint(0, 64, (2, 8)))
+    lg.save_pruned(lg.prune_model(model, stats, "magnitude", 0.3, allocation="global").model, None,
+                   tmp_path / "pruned")
+    for name in ("llama", "gpt2", "pruned"):
+        loaded, _ = lg.load_model(tmp_path / name)
+        layers = mlp_layers(loaded)
+        want = ([m.intermediate_size for m in layers], [m.hidden_size for m in layers])
+        assert model_layout(check_model_path(tmp_path / name)) == want, name
+    assert len(set(model_layout(check_model_path(tmp_path / "pruned"))[0])) > 1  # per-layer sizes
+
+
+def test_too_little_evaluation_text_is_refused_before_calibrating(model_dir, text_file, tmp_path, capsys,
+                                                                   monkeypatch):
+    import functools
+
+    import llmrank_graph.cli._common as common
+
+    @functools.wraps(common.calibrate)  # the parser reads calibrate's defaults from its signature
+    def forbidden(*args, **kwargs):
+        raise AssertionError("calibrated before the evaluation text was cut")
+
+    monkeypatch.setattr(common, "calibrate", forbidden)
+    assert main(["prune", "--model", str(model_dir), "--out", str(tmp_path / "p"), "--texts", str(text_file),
+                 "--eval-texts", str(text_file), "--eval-samples", "10000", *CALIB]) == 2
+    err = capsys.readouterr().err
+    assert "error: `--eval-texts` must hold at least --eval-samples * --seq-len = 10000 * 16" in err, err
+    assert not (tmp_path / "p").exists()
+
+
+def test_an_out_that_appears_during_the_work_is_named_as_the_option(model_dir, text_file, tmp_path, capsys,
+                                                                    monkeypatch):
+    import functools
+
+    import llmrank_graph.cli.prune as prune_command
+
+    out, real = tmp_path / "p", prune_command.prune_model
+
+    @functools.wraps(real)  # the parser reads prune_model's defaults from its signature
+    def another_process_writes_out(*args, **kwargs):
+        out.mkdir()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(prune_command, "prune_model", another_process_writes_out)
+    assert main(["prune", "--model", str(model_dir), "--out", str(out), "--texts", str(text_file),
+                 "--eval-texts", str(text_file), "--eval-samples", "1", "--method", "magnitude", *CALIB]) == 2
+    err = capsys.readouterr().err
+    assert f"error: `--out` '{out}' already exists; pass --overwrite to replace it" in err, err
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("text, options, want", [
+    ("`path` exists; pass overwrite=True", {"path": "--out", "overwrite": "--overwrite"},
+     "`--out` exists; pass --overwrite"),
+    ("`prune_hidden=True` needs", {"prune_hidden": "--prune-hidden"}, "`--prune-hidden` needs"),
+    ("use directed=False, not `directed=True`", {"directed": "--param directed"},
+     "use --param directed=False, not `--param directed=true`"),
+    ("`max_iter`=5 iterations; raise max_iter", {"max_iter": "--max-iter"},
+     "`--max-iter`=5 iterations; raise --max-iter"),
+    ("n_samples * seq_len = 2 * 8", {"n_samples": "--eval-samples", "seq_len": "--seq-len"},
+     "--eval-samples * --seq-len = 2 * 8"),
+    ("allocation='global' (rounding='reference'); lower `amount` or raise `min_keep`",
+     {"allocation": "--allocation", "amount": "--amount", "min_keep": None},
+     "--allocation global (rounding='reference'); lower `--amount` (`min_keep` is not an option of this command: "
+     "it keeps the library's default)"),
+    ("a graph directory written by export; `directory_name` stays", {"directory": "--out"},
+     "a graph directory written by export; `directory_name` stays"),
+], ids=["flag", "backticked-flag", "param", "bare-code-name", "product", "no-such-option", "prose-untouched"])
+def test_in_options_rewords_parameters_as_options(text, options, want):
+    from llmrank_graph.cli._words import in_options
+
+    assert in_options(text, options) == want

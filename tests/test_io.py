@@ -618,6 +618,18 @@ def test_a_failed_safetensors_write_leaves_nothing(tmp_path, monkeypatch):
     assert _entries(tmp_path) == []
 
 
+def test_a_writer_of_its_own_names_its_failures_the_same_way(tmp_path):
+    claim = tmp_path / "runs" / "a.claim"
+    with pytest.raises(WriteFailedError, match=r"could not write .*a\.claim: Disk quota exceeded$"):
+        with _io.write_failures_named(claim):
+            raise OSError(errno.EDQUOT, "Disk quota exceeded")
+    error = ValueError("not the system's refusal")
+    with pytest.raises(ValueError) as info:
+        with _io.write_failures_named(claim):
+            raise error
+    assert info.value is error
+
+
 def test_write_failed_error_is_an_os_error_and_a_work_failure():
     import pickle
 

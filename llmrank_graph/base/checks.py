@@ -41,9 +41,12 @@ def fail_type(arg: str, what: str, value) -> InvalidArgumentTypeError:
 
 
 def _show(value) -> str:
-    if isinstance(value, (np.ndarray,)) or type(value).__name__ == "Tensor":
-        return f"an array of shape {tuple(value.shape)}"
+    """The value as a message shows it: arrays by shape, objects with a long repr by their class."""
+    if isinstance(value, np.ndarray) or (hasattr(value, "shape") and hasattr(value, "dtype")):
+        return f"an array of shape {tuple(value.shape)}"  # numpy, torch, cupy alike
     text = repr(value)
+    if "\n" in text:  # a model or another object whose repr spans lines
+        return f"a {type(value).__name__}"
     return text if len(text) <= 80 else text[:77] + "..."
 
 

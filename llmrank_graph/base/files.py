@@ -86,7 +86,7 @@ from .renames import appeared, new_sibling, publish_directory, remove, rename_no
 logger = logging.getLogger(__name__)
 
 __all__ = ["OUTPUT_KINDS", "check_output_path", "atomic_file", "atomic_directory", "write_bytes_atomic",
-           "write_text_atomic", "write_json_atomic", "save_safetensors_atomic"]
+           "write_text_atomic", "write_json_atomic", "save_safetensors_atomic", "write_failures_named"]
 
 #: Exit status after a SIGTERM during a write: 128 + 15, as a shell reports a SIGTERM death.
 SIGTERM_EXIT_STATUS = 128 + 15
@@ -197,22 +197,44 @@ def _make_parents(directory: Path, created: list[Path]) -> None:
 
 
 @contextlib.contextmanager
-def _undone_on_failure(target: Path) -> Iterator[list[Path]]:
-    """On any exception, remove the parent directories listed (this write created them), then
-    raise the system's refusal as :class:`~llmrank_graph.errors.WriteFailedError` naming ``target``."""
-    created: list[Path] = []
+def write_failures_named(path: str | os.PathLike) -> Iterator[None]:
+    """Raise the system's refusal of a write in the block as :class:`~llmrank_graph.errors.WriteFailedError`.
+
+    The atomic writers use it; so may a writer that cannot be one (an ``O_EXCL`` claim file, a
+    lock), so that its failures read as theirs: ``could not write PATH: REASON``. Nothing is
+    undone here; every other exception passes unchanged.
+
+    >>> import errno
+    >>> with write_failures_named("results/runs/a.claim"):
+    ...     raise OSError(errno.EDQUOT, "Disk quota exceeded")
+    Traceback (most recent call last):
+    ...
+    llmrank_graph.errors.WriteFailedError: could not write results/runs/a.claim: Disk quota exceeded
+    """
     try:
-        yield created
-    except BaseException as e:
-        for d in reversed(created):
-            try:
-                os.rmdir(d)
-            except OSError:
-                break  # not empty: another writer's output is there now
+        yield
+    except Exception as e:
         refusal = _system_refusal(e)
         if refusal is None:
             raise
-        raise WriteFailedError(str(target), *refusal) from e
+        raise WriteFailedError(os.fspath(path), *refusal) from e
+
+
+@contextlib.contextmanager
+def _undone_on_failure(target: Path) -> Iterator[list[Path]]:
+    """On any exception, remove the parent directories listed (this write created them); a
+    refusal of the system is raised as :class:`~llmrank_graph.errors.WriteFailedError` naming ``target``."""
+    created: list[Path] = []
+    with write_failures_named(target):
+        try:
+            yield created
+        except BaseException:
+            for d in reversed(created):
+                try:
+                    os.rmdir(d)
+                except OSError:
+                    break  # not empty: another writer's output is there now
+            raise
 
 
 # ---------------------------------------------------------------------------- signals

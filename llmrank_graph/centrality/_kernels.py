@@ -20,7 +20,7 @@ class ConvergenceError(WorkFailedError, RuntimeError):
 
 def _fail(name: str, max_iter: int, err: float, n: int, tol: float):
     raise ConvergenceError(f"{name} power iteration did not converge in `max_iter`={max_iter} iterations "
-                           f"(last L1 change {err:.3g}, needed < n * tol = {n * tol:.3g}); raise max_iter or tol")
+                           f"(last L1 change {err:.3g}, needed < n * tol = {n * tol:.3g}); raise `max_iter` or `tol`")
 
 
 def adjacency(src: np.ndarray, dst: np.ndarray, weight: np.ndarray, n: int) -> sp.csr_matrix:
@@ -133,7 +133,7 @@ def perron_vector(S, tol: float, max_iter: int, nstart=None, xp=np):
             w, v = eigsh(S, k=1, which="LA", tol=tol, maxiter=max_iter, v0=v0)
         except ArpackNoConvergence as e:
             raise ConvergenceError(f"eigenvector centrality (Lanczos, scipy eigsh) did not converge in `max_iter`="
-                                   f"{max_iter} iterations ({e}); raise max_iter or tol") from None
+                                   f"{max_iter} iterations ({e}); raise `max_iter` or `tol`") from None
         lam, x = float(w[0]), v[:, 0]
     else:
         import cupyx.scipy.sparse.linalg as csl
@@ -179,7 +179,7 @@ def directed_perron_vector(A, tol: float, max_iter: int, nstart=None):
             w, v = eigs(AT, k=1, which="LR", tol=tol, maxiter=max_iter, v0=v0)
     except ArpackNoConvergence as e:
         raise ConvergenceError(f"directed eigenvector centrality (Arnoldi, scipy eigs) did not converge in "
-                               f"`max_iter`={max_iter} iterations ({e}); raise max_iter or tol") from None
+                               f"`max_iter`={max_iter} iterations ({e}); raise `max_iter` or `tol`") from None
     x = v[:, 0].real
     x = x if x.sum() >= 0 else -x
     x = np.abs(x)

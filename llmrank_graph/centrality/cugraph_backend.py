@@ -107,7 +107,7 @@ def _map_error(exc: BaseException, algorithm: str, backend: str) -> BaseExceptio
     c_api_no_convergence = type(exc) is RuntimeError and "failed to converge" in str(exc).lower()
     if isinstance(exc, FailedToConvergeError) or c_api_no_convergence:
         return ConvergenceError(f"{algorithm} on backend {backend!r} did not converge ({exc or 'no message'}); "
-                                "raise max_iter or tol")
+                                "raise `max_iter` or `tol`")
     if isinstance(exc, MemoryError):
         return GPUMemoryError(f"{algorithm} on backend {backend!r} ran out of GPU memory ({exc}); use "
                               "backend='cugraph-dask' (several GPUs), 'sweep' (PageRank/Katz, one layer at a time) "
@@ -212,7 +212,7 @@ class CugraphBackend(Backend):
             raise _map_error(e, "PageRank", self.name) from e
         if not converged:
             raise ConvergenceError(f"PageRank on backend {self.name!r} did not converge in `max_iter`={max_iter} "
-                                   f"iterations (L1 change >= n * tol = {n * tol:.3g}); raise max_iter or tol")
+                                   f"iterations (L1 change >= n * tol = {n * tol:.3g}); raise `max_iter` or `tol`")
         x = _scatter(df, "pagerank", n)
         return iterated_result(x / x.sum(), None, self.name, "pagerank")  # cuGraph reports no iteration count
 

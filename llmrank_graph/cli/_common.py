@@ -285,9 +285,21 @@ def scorer_params(method: str, items: list[str], *, mode: str, prune_hidden: boo
         if key in params:
             raise InvalidArgumentError(f"`--param` {key!r} is given twice")
         params[key] = param_value(value)
-    words = {"mode": "--mode", "prune_hidden": "--prune-hidden", **{k: f"--param {k}" for k in allowed}}
-    _relabel(words, cls.check_params, mode=mode, prune_hidden=prune_hidden, **params)
+    _relabel(scorer_words(method), cls.check_params, mode=mode, prune_hidden=prune_hidden, **params)
     return params
+
+
+def scorer_words(method: str) -> dict[str, str]:
+    """The parameters of scorer ``method`` -> how the command line sets them (``--param max_iter``, ``--mode``).
+
+    >>> scorer_words("wpr")
+    {'gamma': '--param gamma', 'theta': '--param theta', 'mode': '--mode', 'prune_hidden': '--prune-hidden'}
+    """
+    from ..scoring.registry import scorer_class
+
+    options = {"mode": "--mode", "prune_hidden": "--prune-hidden"}
+    names = _relabel({"method": "--method"}, scorer_class, method).param_names()
+    return {k: options.get(k, f"--param {k}") for k in names if k != "graph"}
 
 
 def check_backend(name: str, option: str) -> None:

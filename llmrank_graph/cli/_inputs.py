@@ -55,14 +55,12 @@ def check_default_cache() -> None:
     Example
     -------
     >>> import os, tempfile
-    >>> with tempfile.NamedTemporaryFile() as f:
-    ...     os.environ[CACHE_VARIABLE] = f.name
-    ...     try:
-    ...         check_default_cache()
-    ...     except InvalidArgumentError as e:
-    ...         print(str(e).split(":")[0])
-    `LLMRANK_GRAPH_CACHE` must be a writable directory
-    >>> del os.environ[CACHE_VARIABLE]
+    >>> from unittest import mock
+    >>> with tempfile.NamedTemporaryFile() as f, mock.patch.dict(os.environ, {CACHE_VARIABLE: f.name}):
+    ...     check_default_cache()  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    llmrank_graph.errors.InvalidArgumentError: `LLMRANK_GRAPH_CACHE` must be a writable directory: ... is a file; ...
     """
     cache = cache_dir()
     if _converted_configs(cache):
@@ -91,13 +89,12 @@ def _config_file(source: ModelSource) -> Path | None:
     return None if source.kind == "gguf" else source.path / "config.json"
 
 
-def _hf_config(source: ModelSource):
-    """The transformers config of ``source``, read without any weight."""
+def _hf_config(source: ModelSource, raw: dict | None):
+    """The transformers config of ``source`` (of ``raw``, its config.json when it has one), read without any weight."""
     from transformers import AutoConfig
 
-    config_file = _config_file(source)
-    if config_file is not None:
-        return AutoConfig.from_pretrained(config_file.parent, local_files_only=True)
+    if raw is not None:
+        return AutoConfig.for_model(**raw)
     # The GGUF metadata, read as the loader reads it (seconds: the vocabulary is in it).
     return AutoConfig.from_pretrained(source.file.parent, gguf_file=source.file.name, local_files_only=True)
 
@@ -143,22 +140,22 @@ def model_layout(source: ModelSource) -> tuple[list[int], list[int]] | None:
     >>> scratch.cleanup()
     """
     config_file = _config_file(source)
-    sizes = _sizes(read_config(config_file)) if config_file is not None else None
+    raw = read_config(config_file) if config_file is not None else None
+    entry = PrunedEntry.from_config(raw, config_file) if source.kind == "pruned" else None
+    if entry is not None:  # its config.json holds no single size: built at the largest, as the loader does
+        raw = {**raw, get_architecture(raw.get("model_type")).intermediate_attr: max(entry.intermediate_sizes)}
+    sizes = (_sizes(raw) if raw is not None else None) or _transformers_sizes(source, raw)
     if sizes is None:
-        sizes = _transformers_sizes(source)
-        if sizes is None:
-            return None
+        return None
     n_layers, size, hidden = sizes
-    inter = [size] * n_layers
-    if source.kind == "pruned":
-        inter = list(PrunedEntry.from_config(read_config(config_file), config_file).intermediate_sizes)
+    inter = list(entry.intermediate_sizes) if entry is not None else [size] * n_layers
     return inter, [hidden] * n_layers
 
 
-def _transformers_sizes(source: ModelSource) -> tuple[int, int, int] | None:
+def _transformers_sizes(source: ModelSource, raw: dict | None) -> tuple[int, int, int] | None:
     """:func:`_sizes` of the config as transformers reads it (None for a family it has no class for)."""
     try:
-        config = _hf_config(source)
+        config = _hf_config(source, raw)
     except (ValueError, KeyError) as e:  # a family transformers does not know: it is loaded with its own code
         logger.debug("the MLP sizes of %s are checked once it is loaded: %s", source.path, e)
         return None

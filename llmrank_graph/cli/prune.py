@@ -37,6 +37,7 @@ from ._common import (
     no_tokenizer_error,
     preflight,
     scorer_params,
+    scorer_words,
 )
 from ._inputs import TEXT_SPLITS, model_layout, read_texts
 from ._words import OUTPUT_OPTIONS
@@ -114,15 +115,29 @@ def _log_second_moments(args, model, scorer) -> None:
 
 #: prune_model's parameters -> prune's options, for the allocation's messages (min_keep has none).
 _ALLOCATION_OPTIONS = {"amount": "--amount", "allocation": "--allocation", "min_keep": None}
+#: prune_model's parameters -> prune's options (its `ridge` is the compensation's, whatever a scorer's is).
+_PRUNE_OPTIONS = {**_ALLOCATION_OPTIONS, "method": "--method", "how": "--how", "mode": "--mode",
+                  "prune_hidden": "--prune-hidden", "compensate": "--compensate", "ridge": "--ridge",
+                  "sequential": "--sequential"}
 #: The evaluation's parameters (token_blocks') -> prune's options.
 _EVALUATION_OPTIONS = {"texts": "--eval-texts", "n_samples": "--eval-samples", "seq_len": "--seq-len"}
 
 
+_NO_TEXT = "prune with the library, which also takes token ids (llmrank_graph.calibrate(model, input_ids=...))"
+
+
 def _taken(args) -> dict[str, str]:
-    """prune_model's own parameters, which a scorer parameter of the same name cannot reach through it."""
-    own = [p.name for p in inspect.signature(prune_model).parameters.values() if p.kind is not p.VAR_KEYWORD]
-    return {k: "llmrank_graph.prune_model, which `prune` runs, takes `{0}` for itself{1}".format(
-        k, f" (`prune` sets it with --{k.replace('_', '-')})" if hasattr(args, k) else "") for k in own}
+    """prune_model's own parameters -> why a scorer parameter of the same name cannot be set through `prune`.
+
+    ``prune_model(..., **scorer_params)`` takes these names for itself (a scorer's ``device``,
+    ``obs``'s ``ridge``): passed as ``--param``, they would never reach the scorer.
+    """
+    taken = {}
+    for p in inspect.signature(prune_model).parameters.values():
+        if p.kind is not p.VAR_KEYWORD:
+            option = f" (`prune` sets it with --{p.name.replace('_', '-')})" if hasattr(args, p.name) else ""
+            taken[p.name] = f"llmrank_graph.prune_model, which `prune` runs, takes `{p.name}` for itself{option}"
+    return taken
 
 
 def _layer_scores(sizes: list[int]) -> dict[int, torch.Tensor]:
@@ -177,9 +192,6 @@ def _checks(args) -> tuple[dict, Checked, bool]:
     return params, checked, layout is not None
 
 
-_NO_TEXT = "prune with the library, which also takes token ids (llmrank_graph.calibrate(model, input_ids=...))"
-
-
 def run(args) -> int:
     params, checked, allocation_checked = _checks(args)
     # The files given first: the embedded corpus, read in seconds, always has text.
@@ -209,10 +221,9 @@ def run(args) -> int:
         times["calibrate"] = time.perf_counter() - t
     dense = copy.deepcopy(model)
     t = time.perf_counter()
-    words = {**_ALLOCATION_OPTIONS, **{k: f"--param {k}" for k in params}}
-    res = _relabel(words, prune_model, model, stats, method=args.method, amount=args.amount,
-                   allocation=args.allocation, how=args.how, mode=args.mode, prune_hidden=args.prune_hidden,
-                   compensate=args.compensate, ridge=args.ridge, **seq, **params)
+    res = _relabel({**scorer_words(args.method), **_PRUNE_OPTIONS}, prune_model, model, stats, method=args.method,
+                   amount=args.amount, allocation=args.allocation, how=args.how, mode=args.mode,
+                   prune_hidden=args.prune_hidden, compensate=args.compensate, ridge=args.ridge, **seq, **params)
     times["calibrate + score + prune, layer by layer" if args.sequential else "score + prune"] = (
         time.perf_counter() - t)
     pruned = res.model

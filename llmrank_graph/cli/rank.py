@@ -69,6 +69,9 @@ def add_parser(sub) -> None:
 
 #: The options checked against :func:`llmrank_graph.pagerank`'s declared constraints.
 _PAGERANK_OPTIONS = {"alpha": "--alpha", "tol": "--tol", "max_iter": "--max-iter"}
+#: All of :func:`llmrank_graph.pagerank`'s parameters that are options, for the messages of the run.
+_PAGERANK_WORDS = {**_PAGERANK_OPTIONS, "backend": "--backend", "direction": "--direction",
+                   "personalization": "--personalization"}
 
 #: What ``rank --out`` writes: the score table as Parquet or CSV.
 TABLE_SUFFIXES = (".parquet", ".csv")
@@ -149,7 +152,7 @@ def run(args) -> int:
         raise InvalidArgumentError(f"`--add-to-graph`: {args.graph!r} already stores {column!r}; pass --overwrite to "
                                    "replace it")
     t = time.perf_counter()
-    res = _relabel({**_PAGERANK_OPTIONS, "backend": "--backend"}, pagerank, graph, alpha=args.alpha,
+    res = _relabel(_PAGERANK_WORDS, pagerank, graph, alpha=args.alpha,
                    personalization=personalization, direction=args.direction, backend=args.backend, tol=args.tol,
                    max_iter=args.max_iter)
     dt = time.perf_counter() - t

@@ -35,6 +35,7 @@ from ..experiments.results import RESULTS_CSV, RUNS_DIR, scan_results
 from ..experiments.runner import pending_runs, run_sweep
 from ..experiments.settings import CalibrationSetting, EvaluationSetting
 from ..graph.mlpgraph import MODES
+from ..models.loading import check_model_path
 from ..pruning.masks import ALLOCATIONS
 from ..pruning.surgery import HOWS
 from ..scoring.registry import scorers
@@ -231,6 +232,8 @@ def _report(summary, out: str) -> None:
 
 def run(args) -> int:
     grid = grid_from_args(args)
+    for model in args.models or ():  # in the option's words; run_sweep checks every model of the grid again
+        check_model_path(model, arg="--model")
     runs = grid.runs()
     print(f"grid: {len(runs)} runs ({len(grid.models)} model(s) x {len(grid.methods)} method(s) with their "
           f"parameters x {len(grid.amounts)} amount(s) x {len(grid.allocations)} allocation(s) x "

@@ -1,8 +1,9 @@
 """Experiments: resumable grids of pruning runs and their report.
 
 ``settings`` (what one run is) -> ``grid`` (the axes of a sweep) -> ``results`` (the results
-directory read back) -> ``runner`` (:func:`run_sweep`) -> ``figures`` -> ``report``
-(:func:`write_report`). Imports `analysis` and everything below it.
+directory read back) -> ``claims`` (one sweep per run, however many share a directory) and
+``outputs`` (a run's score and mask files) -> ``runner`` (:func:`run_sweep`) -> ``figures`` ->
+``report`` (:func:`write_report`). Imports `analysis` and everything below it.
 """
 from .grid import Grid, load_grid
 from .report import REPORT_HTML, perplexity_table, rank_correlations, write_report

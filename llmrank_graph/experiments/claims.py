@@ -51,6 +51,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..base.files import write_failures_named
 from ..base.params import InstanceOf, Interval, validated
 
 logger = logging.getLogger(__name__)
@@ -92,11 +93,13 @@ def _pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # alive, another user's
+    except OSError:  # PermissionError: alive, another user's; anything else: cannot tell, so alive
         return True
-    except OSError:
-        return True  # cannot tell: never take over a claim that may be live
-    return True
+    try:  # a killed process that its parent has not yet reaped (a zombie) still answers
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,8 @@ class Holder:
         False when the claim is stale (and may be taken over).
     reason : str
         Why it is stale, or ``""``.
+    token : str or None
+        The claim's random token: tells two claims of one holder apart.
     """
 
     host: str
@@ -141,6 +146,8 @@ def _read_holder(path: Path, lease: float) -> tuple[Holder, os.stat_result]:
             raise ValueError("not a claim")
         host, pid, machine = str(d["host"]), int(d["pid"]), str(d["machine"])
         started, token = d.get("started_at"), d.get("token")
+        if pid <= 0:  # os.kill(0 or -1, 0) would ask about whole process groups
+            raise ValueError("not a process id")
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         # Being written (created, not yet filled) or damaged: only the heartbeat can tell.
         host, pid, machine, started, token = "?", None, None, None, None
@@ -148,9 +155,11 @@ def _read_holder(path: Path, lease: float) -> tuple[Holder, os.stat_result]:
     reason = ""
     if age > lease:
         reason = f"no heartbeat for {age:.0f} s (lease {lease:g} s)"
-    elif machine == _machine() and pid is not None and (
-            not _pid_alive(pid) or pid == os.getpid() and token not in _held_tokens):
-        reason = f"process {pid} is gone"
+    elif machine == _machine() and pid is not None:
+        if pid == os.getpid() and token not in _held_tokens:
+            reason = f"left by an earlier process {pid} (this process has its pid now)"
+        elif pid != os.getpid() and not _pid_alive(pid):
+            reason = f"process {pid} is gone"
     return Holder(host, pid, started, age, not reason, reason, token), st
 
 
@@ -182,21 +191,22 @@ class RunClaim:
         A stale claim is taken over (see the module's notes). When other sweeps race for the
         same stale claim, one of them takes it and the others find it held.
         """
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        holder = None
-        for _ in range(100):  # a contested takeover resolves within microseconds; a try sleeps 20 ms
-            if self._create():
-                self._acquired = True
-                _held_tokens.add(self.token)
-                return None
-            try:
-                holder, st = _read_holder(self.path, self.lease)
-            except FileNotFoundError:  # released meanwhile: try again
-                continue
-            if holder.live:
-                return holder
-            self._take_over(holder, st)
-        return holder
+        with write_failures_named(self.path):  # a full disk reads as every other failed write
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            holder = None
+            for _ in range(100):  # a contested takeover resolves within microseconds; a try sleeps 20 ms
+                if self._create():
+                    self._acquired = True
+                    _held_tokens.add(self.token)
+                    return None
+                try:
+                    holder, st = _read_holder(self.path, self.lease)
+                except FileNotFoundError:  # released meanwhile: try again
+                    continue
+                if holder.live:
+                    return holder
+                self._take_over(holder, st)
+            return holder
 
     def _create(self) -> bool:
         try:

@@ -456,6 +456,16 @@ def _model_section(s: _Section, directory: Path, dm, records: dict, tasks: list[
 
 
 @validated({"directory": _A_PATH, "out": Optional(_A_PATH)})
+def _check_paths(directory: Path, out: Path) -> list | None:
+    """``directory`` and ``out`` before anything is read or written; the grids of ``grid.json``, if it is there."""
+    if directory.exists() and not directory.is_dir():
+        raise MissingInputError(f"{str(directory)!r} is not a directory; a sweep results directory is expected "
+                                "(made by `llmrank-graph sweep --out DIR`)")
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"`out` {str(out)!r} exists and is not a directory")
+    return read_grid_file(directory)["grids"] if (directory / GRID_FILE).is_file() else None
+
+
 def write_report(directory: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
     """Write the PNGs and ``report.html`` for a sweep results directory.
 
@@ -515,17 +525,11 @@ def write_report(directory: str | os.PathLike, out: str | os.PathLike | None = N
     """
     directory = Path(directory).expanduser()
     out = directory if out is None else Path(out).expanduser()
-    if directory.exists() and not directory.is_dir():
-        raise MissingInputError(f"{str(directory)!r} is not a directory; a sweep results directory is expected "
-                                "(made by `llmrank-graph sweep --out DIR`)")
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"`out` {str(out)!r} exists and is not a directory")
-    grids = read_grid_file(directory)["grids"] if (directory / GRID_FILE).is_file() else None
+    grids = _check_paths(directory, out)
     df, records = _load(directory)
     if not len(df):
         raise MissingInputError(f"{str(directory)!r} holds no run results yet; run `llmrank-graph sweep --out "
                                 f"{directory}` first")
-    out.mkdir(parents=True, exist_ok=True)
     images: dict[str, bytes] = {}
     colors = _colors(df["label"].unique())
     models = list(dict.fromkeys(df["model"]))

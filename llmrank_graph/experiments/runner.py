@@ -9,6 +9,7 @@ directory::
       calibration/<model>-<key>.safetensors   one per model and calibration setting
       dense/<model>-<key>.json        the dense model's evaluation, one per model and setting
       runs/<stem>-<run_id>.json       one result per run (written last: its presence = done)
+      runs/<stem>-<run_id>.claim      only while a sweep computes the run (see "Sharing a directory")
       runs/<...>.mask.safetensors     optional (``save_masks``)
       scores/<scorer>.safetensors     optional (``save_scores``), one per scorer configuration
       tasks/<key>/                    the offline lm-eval task, when asked for
@@ -22,6 +23,16 @@ whose JSON is there and redoes only the rest; the model is not even loaded when 
 are done. Calibration is read back from its safetensors file. A damaged or truncated result
 file is named in a warning and its run is redone. A directory written by a different grid is
 refused unless ``extend=True``, which adds the new grid's runs to it.
+
+Sharing a directory
+-------------------
+Sweeps may run at once on one directory (several GPUs or hosts, or a sweep started twice).
+Each run is claimed before it is computed (:mod:`~llmrank_graph.experiments.claims`: one
+exclusive file per run with a heartbeat, taken over when its holder is gone), so each run is
+computed once. A run that another sweep is computing is left to it and listed in
+:attr:`SweepSummary.claimed`; with ``wait=True`` the sweep waits for it instead (looking every
+:data:`CLAIM_POLL_SECONDS`) and computes it itself if its claim goes stale. A model is loaded
+only when one of its runs is claimed.
 
 This module also gives the grid's and the results' names (:class:`Grid`, :func:`load_grid`,
 :func:`read_results`...), so that one import serves a sweep.
@@ -67,7 +78,7 @@ from ..data.evaluation import (
 )
 from ..data.texts import load_texts, token_blocks
 from ..errors import FileFormatError, InvalidArgumentError, LLMRankGraphError, MissingInputError, OutputExistsError
-from ..models.loading import default_model_file, load_model
+from ..models.loading import check_model_path, load_model
 from ..pruning.surgery import prune_model
 from .claims import CLAIM_SUFFIX, RunClaim
 from .grid import Grid, load_grid
@@ -319,12 +330,10 @@ def _load_model(model_path: str | None, device):
 
 
 def _check_inputs(grid: Grid, todo: Sequence[RunConfig]) -> None:
-    """Models and texts exist: checked before any work."""
-    for m in {r.model for r in todo}:
-        if m is not None and not Path(m).expanduser().exists():
-            raise MissingInputError(f"model {m!r} does not exist")
-    if any(r.model is None for r in todo):
-        default_model_file()
+    """Models (config against the weights' headers, a tokenizer) and texts: checked before any work."""
+    for m in dict.fromkeys(r.model for r in todo):
+        if not check_model_path(m, arg="models").has_tokenizer:
+            raise MissingInputError(f"model {m!r} has no tokenizer; a sweep needs one to read text")
     if todo:
         load_texts(grid.calibration.texts, split="calibration")
         load_texts(grid.evaluation.texts, split="evaluation")
@@ -345,7 +354,7 @@ class _Plan:
     wait: bool = False
 
 
-def _plan(grid: Grid, directory: Path, extend: bool, retry_failed: bool, device) -> _Plan:
+def _plan(grid: Grid, directory: Path, extend: bool, retry_failed: bool, device, wait: bool) -> _Plan:
     """Check everything that can be checked before any work, then write ``grid.json``."""
     grid_json, changed = _open_directory(directory, grid, extend)
     runs = grid.runs()
@@ -359,7 +368,8 @@ def _plan(grid: Grid, directory: Path, extend: bool, retry_failed: bool, device)
     left = {r.run_id for r in todo}
     summary.skipped = [r.run_id for r in runs if r.run_id not in left]
     logger.info("%d runs in the grid: %d done, %d to run", len(runs), len(runs) - len(todo), len(todo))
-    return _Plan(grid, directory, summary, found, {p.stem.rsplit("-", 1)[-1] for p in damaged}, todo, manager, device)
+    return _Plan(grid, directory, summary, found, {p.stem.rsplit("-", 1)[-1] for p in damaged}, todo, manager, device,
+                 wait)
 
 
 def pending_runs(runs: Sequence[RunConfig], found: dict, retry_failed: bool = False) -> list[RunConfig]:
@@ -460,6 +470,15 @@ def _run_model(plan: _Plan, model_path: str | None, runs: list[RunConfig], bar) 
         time.sleep(CLAIM_POLL_SECONDS)
 
 
+def _finish(plan: _Plan) -> SweepSummary:
+    """The tables rewritten once more, and the summary's failed runs: computed now, before, or by other sweeps."""
+    _write_tables(plan.directory)
+    found, _ = _scan(plan.directory)
+    summary = plan.summary
+    summary.failed = [r for r in summary.runs if r in found and found[r][1]["status"] == "failed"]
+    return summary
+
+
 def _progress_bar(stack: contextlib.ExitStack, total: int, done: int):
     from tqdm.auto import tqdm  # only with progress=True
     from tqdm.contrib.logging import logging_redirect_tqdm
@@ -479,12 +498,8 @@ def run_sweep(grid: Grid, directory: str | os.PathLike, *, extend: bool = False,
     Then, model by model: the model is loaded once (not at all if all its runs are done), the
     calibration statistics are read from ``directory`` or computed once and saved there, the
     dense model is evaluated once, and each missing run prunes a copy, measures perplexity,
-    the tasks, and tokens/s of dense and pruned side by side, and writes its JSON.
-
-    Sweeps may share a directory: each run is claimed before it is computed
-    (:mod:`~llmrank_graph.experiments.claims`), so it is computed once. A run that another
-    sweep is computing is left to it and listed in :attr:`SweepSummary.claimed`; with
-    ``wait`` the sweep waits for it instead, and computes it itself if its claim goes stale.
+    the tasks, and tokens/s of dense and pruned side by side, and writes its JSON. Sweeps may
+    share a directory: each run is computed once (see "Sharing a directory" above).
 
     Parameters
     ----------
@@ -500,8 +515,7 @@ def run_sweep(grid: Grid, directory: str | os.PathLike, *, extend: bool = False,
     progress : bool
         Show a progress bar over the grid, with the time left.
     wait : bool
-        Wait for the runs that other sweeps on ``directory`` are computing (checking every
-        :data:`CLAIM_POLL_SECONDS`), rather than leave them to those sweeps.
+        Wait for the runs other sweeps on ``directory`` are computing, rather than leave them.
 
     Returns
     -------
@@ -546,16 +560,11 @@ def run_sweep(grid: Grid, directory: str | os.PathLike, *, extend: bool = False,
     >>> import shutil; shutil.rmtree(tmp)
     """
     directory = Path(directory).expanduser()
-    plan = _plan(grid, directory, extend, retry_failed, device)
-    plan.wait = wait
+    plan = _plan(grid, directory, extend, retry_failed, device, wait)
     with contextlib.ExitStack() as stack:
         bar = _progress_bar(stack, len(plan.summary.runs), len(plan.summary.skipped)) if progress else None
         for model_path in grid.models:
             mine = [r for r in plan.todo if r.model == model_path]
             if mine:
                 _run_model(plan, model_path, mine, bar)
-    _write_tables(directory)
-    found, _ = _scan(directory)
-    summary = plan.summary
-    summary.failed = [r for r in summary.runs if r in found and found[r][1]["status"] == "failed"]
-    return summary
+    return _finish(plan)

@@ -3,7 +3,9 @@
 ``meta.json`` is what marks a directory as a graph written by llmrank_graph (its ``format`` is
 :data:`GRAPH_FORMAT`) and what every reader trusts: the partitions, the block table, the
 stored score columns and the size of every file. This module says what a sound ``meta.json``
-is (:func:`check_meta`) and reads it with the node table it names (:func:`read_node_table`);
+is (:func:`check_meta`; the type of every field is declared once, in :data:`META_FIELDS`, with
+the constraints of :mod:`llmrank_graph.base.params`, and a file name may not lead out of the
+directory) and reads it with the node table it names (:func:`read_node_table`);
 :mod:`llmrank_graph.graph.storage` writes and reads the rest of the directory, and the command
 line checks ``--graph`` with the same functions before it loads anything.
 
@@ -110,7 +112,7 @@ META_FIELDS: dict[str, Constraint] = {
     "blocks": InstanceOf(list, "a list of block table rows"),
     "nodes_file": FILE_NAME,
     "files": InstanceOf(dict, "a mapping of file name -> size in bytes"),
-    "scores": InstanceOf(dict, "a mapping of column name -> what produced it"),
+    "scores": Optional(InstanceOf(dict, "a mapping of column name -> what produced it")),
     "has_stats": Boolean(),
     "model": Optional(_STR),
     "model_type": Optional(_STR),
@@ -262,7 +264,8 @@ def _check_partitions(meta: dict, where: str) -> None:
 def check_meta(meta, where: str, activation: np.ndarray | None = None) -> None:
     """Check a graph directory's whole ``meta.json`` (and the activations it vouches for).
 
-    ``meta`` must be an object with the :data:`REQUIRED_META` keys; its partitions must be
+    ``meta`` must be an object with the :data:`REQUIRED_META` keys and the types of
+    :data:`META_FIELDS` (:func:`check_fields`); its partitions must be
     ``[name, layer, kind, offset, size]`` entries, contiguous from 0, summing to ``n_nodes``;
     ``n_layers`` must be the number of intermediate partitions; with ``has_stats`` true the
     ``activation`` column (when given) must be finite.

@@ -75,7 +75,7 @@ def _partitions_from_nodes(nodes: pd.DataFrame, where: str, error) -> list[Parti
 
 
 # ---------------------------------------------------------------------------- the one check of edges
-def check_weights(weight: np.ndarray, where: str, error, first_row: int = 0, rows: np.ndarray | None = None) -> None:
+def check_weights(weight: np.ndarray, where: str, error, first_row: int = 0) -> None:
     """Refuse NaN, inf and negative edge weights, naming the column and the first bad row.
 
     One pass over the float32 bits when every weight is sound (the common case, on every block
@@ -90,8 +90,8 @@ def check_weights(weight: np.ndarray, where: str, error, first_row: int = 0, row
         What holds the weights, for the message (a table, a block of a file).
     error : type
         The exception to raise.
-    first_row, rows : int, numpy.ndarray, optional
-        Row numbers for the message: ``rows[i]`` (or ``first_row + i``) is the row of ``weight[i]``.
+    first_row : int
+        The row of ``weight[0]`` (messages name rows: of a file, of a table).
 
     Example
     -------
@@ -112,15 +112,13 @@ first at row 1); edge weights must be finite and non-negative
         return
     counts = [f"{int(m.sum())} {name}" for name, m in kinds.items() if m.any()]
     i = int(np.flatnonzero(bad)[0])
-    row = int(rows[i]) if rows is not None else first_row + i
     n_bad = int(bad.sum())
     raise error(f"{where}: column 'weight' holds {n_bad} bad value{'s' if n_bad > 1 else ''} ({', '.join(counts)}; "
-                f"the first at row {row}); edge weights must be finite and non-negative")
+                f"the first at row {first_row + i}); edge weights must be finite and non-negative")
 
 
 def check_edges(src: np.ndarray, dst: np.ndarray, weight: np.ndarray, shape: tuple[int, int], where: str, error, *,
-                offsets: tuple[int, int] = (0, 0), first_row: int = 0,
-                rows: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
+                offsets: tuple[int, int] = (0, 0), first_row: int = 0) -> tuple[np.ndarray, bool]:
     """The one check of a set of edges, for :meth:`~llmrank_graph.MLPGraph.from_edgelist` and the Parquet reader.
 
     Refuses weights that are NaN, inf or negative (:func:`check_weights`), ids outside the
@@ -138,8 +136,8 @@ def check_edges(src: np.ndarray, dst: np.ndarray, weight: np.ndarray, shape: tup
     offsets : (int, int)
         The vertex ids of position 0 in the source and destination partitions (messages name
         vertex ids).
-    first_row, rows
-        Row numbers for messages, as in :func:`check_weights`.
+    first_row : int
+        The row of the first edge, for messages, as in :func:`check_weights`.
 
     Returns
     -------
@@ -159,23 +157,23 @@ def check_edges(src: np.ndarray, dst: np.ndarray, weight: np.ndarray, shape: tup
     llmrank_graph.errors.InvalidArgumentError: `edges`: the edge 0 -> 1 is given twice (rows 0 and 2); duplicate \
 (src, dst) pairs are refused: sum their weights first
     """
-    check_weights(weight, where, error, first_row, rows)
+    check_weights(weight, where, error, first_row)
     n_rows, n_cols = shape
     for name, ids, size, off in (("src", src, n_cols, offsets[0]), ("dst", dst, n_rows, offsets[1])):
         if len(ids) and (ids.min() < 0 or ids.max() >= size):
             i = int(np.flatnonzero((ids < 0) | (ids >= size))[0])
             raise error(f"{where}: column '{name}' names vertices outside {off}..{off + size - 1} (first: "
-                        f"{int(ids[i]) + off} at row {int(rows[i]) if rows is not None else first_row + i})")
+                        f"{int(ids[i]) + off} at row {first_row + i})")
     pos = dst.astype(np.int64, copy=False) * n_cols + src
     ordered = bool((pos[1:] > pos[:-1]).all())
     if not ordered:
         order = np.argsort(pos, kind="stable")
         twice = np.flatnonzero(pos[order[1:]] == pos[order[:-1]])
         if twice.size:
-            a, b = (int(order[twice[0]]), int(order[twice[0] + 1]))
-            ra, rb = (int(rows[a]), int(rows[b])) if rows is not None else (first_row + a, first_row + b)
+            a, b = int(order[twice[0]]), int(order[twice[0] + 1])
             raise error(f"{where}: the edge {int(src[a]) + offsets[0]} -> {int(dst[a]) + offsets[1]} is given twice "
-                        f"(rows {ra} and {rb}); duplicate (src, dst) pairs are refused: sum their weights first")
+                        f"(rows {first_row + a} and {first_row + b}); duplicate (src, dst) pairs are refused: sum "
+                        "their weights first")
     return pos, ordered
 
 

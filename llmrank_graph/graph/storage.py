@@ -7,8 +7,9 @@ holds three files:
     Columns ``src`` (int64), ``dst`` (int64), ``weight`` (float32), ``layer`` (int16). The
     edges of one block (one weight matrix: ``H_l -> I_l``, ``I_l -> H_{l+1}`` or a residual
     block) fill consecutive row groups of at most :data:`ROW_GROUP_ROWS` rows, and no row
-    group holds edges of two blocks. A dense block is written in row-major ``(dst, src)``
-    order, so that reading it back needs only its ``weight`` column.
+    group holds edges of two blocks. Every block is written in row-major ``(dst, src)``
+    order, which each row group declares (Parquet's ``sorting_columns``, :data:`ROW_ORDER`),
+    so that reading a dense block back needs only its ``weight`` column.
 the node table (``meta.json``'s ``nodes_file``; ``nodes.parquet`` when written)
     ``vertex, layer, kind, index, activation, partition``, then one typed column per stored
     score (:func:`add_scores`).
@@ -21,6 +22,15 @@ Writing keeps about one block in memory; so does reading, because :func:`read_pa
 only the file footers and the node table up front. Each block is read from its row groups
 when an operation needs it (:class:`ParquetBlock`, like the safetensors blocks of
 :mod:`llmrank_graph.graph.streaming`), and ``layers=`` reads a subset of the layers.
+
+A directory is checked as a model's weights are, before anything is computed from it:
+``meta.json`` field by field (:func:`~llmrank_graph.graph.meta.check_fields`), the block table
+against the file footers when the directory is read, and each block when it is read: weights
+finite and non-negative, ids inside the block's partitions, no ``(src, dst)`` pair twice
+(:func:`~llmrank_graph.graph.parts.check_edges`, which
+:meth:`~llmrank_graph.MLPGraph.from_edgelist` uses too). A file rewritten by another tool (rows
+sorted by weight, say) loses the declared row order, and its rows are then placed by their
+ids: the same graph, read more slowly.
 
 Graph directories written before the block table existed (no ``blocks`` key in
 ``meta.json``) are still read, whole and into memory.
@@ -78,7 +88,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["ParquetBlock", "GraphParts", "write_graph", "read_parts", "add_scores", "stored_scores",
            "score_column_name", "column_name", "ROW_GROUP_ROWS", "LAZY_READ_BYTES", "FORMAT_VERSION", "EDGES_FILE",
            "NODES_FILE", "KINDS", "NODE_COLUMNS", "EDGE_COLUMNS", "WRITE_PARAMETERS", "READ_PARAMETERS",
-           "with_progress"]
+           "with_progress", "ROW_ORDER"]
 
 #: Most rows in one row group of ``edges.parquet`` (a block spans several row groups).
 ROW_GROUP_ROWS = 1 << 20
@@ -174,7 +184,10 @@ def write_graph(graph, path: str | os.PathLike, *, overwrite: bool = False, prog
 
 def _in_row_order(src: np.ndarray, dst: np.ndarray, w: np.ndarray, b: Block):
     """A block's edges sorted by (dst, src), the order the file declares (blocks give it already: no copy)."""
-    pos = (dst - b.dst.offset) * b.shape[1] + (src - b.src.offset)
+    pos = dst - b.dst.offset  # one temporary of the block's size: (dst - offset) * cols + (src - offset)
+    pos *= b.shape[1]
+    pos += src
+    pos -= b.src.offset
     if (pos[1:] >= pos[:-1]).all():
         return src, dst, w
     order = np.argsort(pos, kind="stable")
@@ -224,6 +237,8 @@ class ParquetBlock(Block):
         Offsets of the source and destination partitions in the file's vertex ids.
     row_order : bool
         The row groups declare :data:`ROW_ORDER` (a dense block is then read by position).
+    first_row : int
+        The block's first row in the file (messages name rows of the file).
 
     Raises
     ------
@@ -234,7 +249,7 @@ class ParquetBlock(Block):
     resident = False
 
     def __init__(self, src: Partition, dst: Partition, layer: int, role: str, file: Path, row_groups: tuple[int, int],
-                 nnz: int, layout: str, file_offsets: tuple[int, int], row_order: bool = False):
+                 nnz: int, layout: str, file_offsets: tuple[int, int], row_order: bool = False, first_row: int = 0):
         super().__init__(src, dst, layer, role)
         self.file = Path(file)
         self.row_groups = (int(row_groups[0]), int(row_groups[1]))
@@ -242,6 +257,7 @@ class ParquetBlock(Block):
         self.layout = layout
         self.file_offsets = (int(file_offsets[0]), int(file_offsets[1]))
         self.row_order = bool(row_order)
+        self.first_row = int(first_row)
 
     @property
     def nnz(self) -> int:
@@ -253,35 +269,33 @@ class ParquetBlock(Block):
         return f"{self.file}, block {self.src.name} -> {self.dst.name} (layer {self.layer}, {self.role})"
 
     def _columns(self, columns: list[str]):
-        """The block's rows of ``columns`` (a pyarrow Table, None when it has no row groups) and its first row."""
+        """The block's rows of ``columns``: a pyarrow Table, None when it has no row groups."""
         import pyarrow.parquet as pq
 
         groups = list(range(*self.row_groups))
         try:
-            pf = pq.ParquetFile(self.file)
-            first_row = sum(pf.metadata.row_group(i).num_rows for i in range(self.row_groups[0]))
-            t = pf.read_row_groups(groups, columns=columns) if groups else None
+            t = pq.ParquetFile(self.file).read_row_groups(groups, columns=columns) if groups else None
         except Exception as e:  # pyarrow raises several types on damaged files
             raise GraphFormatError(f"{self.where}: cannot read the edges: {e}") from None
         n = 0 if t is None else t.num_rows
         if n != self._nnz:
             raise GraphFormatError(f"{self.where}: {n} edges in its row groups, meta.json says {self._nnz}")
-        return t, first_row
+        return t
 
     def read(self) -> Block:
         """The block with its edges in memory (a WeightBlock when dense, else a SparseBlock), checked."""
         rows, cols = self.shape
         by_position = self.layout == "dense" and self.row_order
-        t, first_row = self._columns(["weight"] if by_position else ["src", "dst", "weight"])
+        t = self._columns(["weight"] if by_position else ["src", "dst", "weight"])
         w = np.zeros(0, np.float32) if t is None else t.column("weight").to_numpy().astype(np.float32, copy=False)
         if by_position:
-            check_weights(w, self.where, GraphFormatError, first_row)
+            check_weights(w, self.where, GraphFormatError, self.first_row)
             w = np.require(w, requirements="W")  # torch wants writable memory
             return WeightBlock(self.src, self.dst, self.layer, self.role, [torch.from_numpy(w.reshape(rows, cols))])
         s = np.zeros(0, np.int64) if t is None else t.column("src").to_numpy() - self.file_offsets[0]
         d = np.zeros(0, np.int64) if t is None else t.column("dst").to_numpy() - self.file_offsets[1]
         pos, ordered = check_edges(s, d, w, (rows, cols), self.where, GraphFormatError, offsets=self.file_offsets,
-                                   first_row=first_row)
+                                   first_row=self.first_row)
         if self.layout == "dense":  # every (dst, src) once (nnz = rows * cols, no pair twice): place them by id
             if ordered:
                 w = np.require(w, requirements="W")
@@ -459,7 +473,7 @@ def _block_table(path: Path, meta: dict, parts: list[Partition], e: int, where: 
         raise GraphFormatError(f"{where}: expected {e} edges (meta.json), found {md.num_rows}")
     order = [(names.index(c), False) for c in ROW_ORDER]
     blocks: list[ParquetBlock] = []
-    rg = 0
+    rg = first_row = 0
     for i, (a, b, layer, role, nnz, layout, r0, r1) in enumerate(meta["blocks"]):
         if max(a, b) >= len(parts):
             raise GraphFormatError(f"{where}: meta.json key 'blocks[{i}]' names partition {max(a, b)}; the graph has "
@@ -482,11 +496,15 @@ def _block_table(path: Path, meta: dict, parts: list[Partition], e: int, where: 
         declared = all([(c.column_index, c.descending) for c in md.row_group(j).sorting_columns] == order
                        for j in range(r0, r1))
         blocks.append(ParquetBlock(src, dst, layer, role, file, (r0, r1), nnz, layout, (src.offset, dst.offset),
-                                   row_order=declared))
-        rg = r1
+                                   row_order=declared, first_row=first_row))
+        rg, first_row = r1, first_row + nnz
     if any(md.row_group(j).num_rows for j in range(rg, md.num_row_groups)):  # empty row groups hold no edges
         raise GraphFormatError(f"{where}: edges.parquet has {md.num_row_groups} row groups, the block table "
                                f"covers {rg}")
+    if any(b.layout == "dense" and not b.row_order for b in blocks):
+        logger.info("%s: edges.parquet does not declare the row order of its dense blocks (written by another tool, "
+                    "or before llmrank_graph declared it): their rows are placed by their ids, which reads several "
+                    "times slower; write the graph again with to_parquet to read them by position", where)
     return blocks
 
 
@@ -517,5 +535,5 @@ def _subset(parts: list[Partition], blocks: list[ParquetBlock], layers: list[int
         off += p.size
     keep = np.concatenate([np.arange(parts[pos].offset, parts[pos].stop) for pos in used])
     out = [ParquetBlock(new[b.src.position], new[b.dst.position], b.layer, b.role, b.file, b.row_groups, b.nnz,
-                        b.layout, b.file_offsets, b.row_order) for b in chosen]
+                        b.layout, b.file_offsets, b.row_order, b.first_row) for b in chosen]
     return [new[pos] for pos in used], out, keep

@@ -274,7 +274,7 @@ def _read_config(ck: _Checkpoint, config_class):
 
 def _check_layer_count(ck: _Checkpoint, n_layers: int) -> None:
     """The weights hold layers 0..n-1, as the config says (before a model of n layers is built)."""
-    field = ck.fields.get("num_hidden_layers", "num_hidden_layers")
+    field = ck.fields["num_hidden_layers"]
     said = (f"says {field}={n_layers}" if field in ck.raw
             else f"leaves {field} unset (transformers' default: {n_layers})")
     layers = _layer_tensors(ck)

@@ -252,8 +252,10 @@ def load_model(
         If `path` does not exist, or a directory has neither ``config.json`` nor one
         ``.gguf`` file (a FileNotFoundError).
     FileFormatError
-        A damaged ``config.json`` or safetensors file, or weights only in pickle formats
-        (``pytorch_model.bin``), which are never unpickled; the message names the file.
+        A damaged ``config.json`` or safetensors file, weights only in pickle formats (never
+        unpickled), or a config that the weights' headers contradict (a size, a shape, a missing
+        tensor, integer weights: :func:`~llmrank_graph.models.checks.check_checkpoint`), refused
+        before a model is built; the message names the file, the field and the tensor.
     UnsupportedArchitectureError
         If the model family is not registered in :mod:`llmrank_graph.models.architectures`
         (checked on the config, before the weights are loaded).
@@ -328,7 +330,8 @@ def load_pruned(path: str | os.PathLike, dtype: torch.dtype | str | None = None,
         A damaged ``config.json`` or safetensors file; a missing or invalid ``"llmrank_graph"``
         entry (naming the file and the field); sizes that do not match the number of layers;
         weights whose shapes do not match the sizes (naming the tensor and both shapes);
-        missing or unexpected weights.
+        missing, unexpected or integer weights. All but unexpected weights are found in the
+        headers, before a model is built.
 
     Example
     -------

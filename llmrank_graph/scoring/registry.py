@@ -37,11 +37,11 @@ import numpy as np
 import torch
 
 from ..base.checks import check_choice, fail, fail_type, format_allowed
-from ..base.params import Boolean, Constraint, OneOf, validate
+from ..base.params import Boolean, Constraint, OneOf, validate, validated
 from ..data.calibration import ActivationStats
 from ..errors import InvalidArgumentError, InvalidArgumentTypeError
 from ..graph import MODES
-from ..models.architectures import MLPModules, check_finite_weights, mlp_layers
+from ..models.architectures import MODEL, MLPModules, check_finite_weights, mlp_layers
 
 logger = logging.getLogger(__name__)
 
@@ -199,6 +199,7 @@ def get_scorer(name: str, **params) -> Scorer:
     return cls(**params)
 
 
+@validated({"model": MODEL})
 def score_neurons(model, stats: ActivationStats | None, method: str = "pagerank", *, mode: str = "chained",
                   prune_hidden: bool = False, check_input: bool = True, **params) -> NeuronScores:
     """Score every intermediate neuron of ``model`` with a registered method.
@@ -232,9 +233,11 @@ def score_neurons(model, stats: ActivationStats | None, method: str = "pagerank"
     ------
     ValueError
         Unknown ``method``, bad parameter values, ``stats`` missing or from another model,
-        NaN/inf in the weights or stats, ``prune_hidden=True`` with a method without hidden scores.
+        NaN/inf in the weights or stats, ``prune_hidden=True`` with a method without hidden scores;
+        ``model`` of no registered family (UnsupportedArchitectureError).
     TypeError
-        A parameter the scorer does not have.
+        A parameter the scorer does not have; ``model`` not an nn.Module (a name is loaded with
+        :func:`llmrank_graph.load_model` first).
 
     Example
     -------
