@@ -48,7 +48,8 @@ def test_exit_status_is_1_for_failures_during_the_work_and_2_for_everything_else
     assert (USAGE_EXIT_STATUS, FAILURE_EXIT_STATUS) == (2, 1)
     failures = {name for name, cls in _exception_classes().items() if cls.exit_status == FAILURE_EXIT_STATUS}
     assert failures == {"llmrank_graph.errors.WorkFailedError", "llmrank_graph.centrality._kernels.ConvergenceError",
-                        "llmrank_graph.centrality.cugraph_backend.GPUMemoryError"}
+                        "llmrank_graph.centrality.cugraph_backend.GPUMemoryError",
+                        "llmrank_graph.errors.WriteFailedError"}
     assert all(cls.exit_status == USAGE_EXIT_STATUS for cls in _exception_classes().values()
                if not issubclass(cls, WorkFailedError))
     # and the built-in each one also is, so that `except RuntimeError` keeps working

@@ -31,7 +31,7 @@ DEPRECATED = {"architectures": "models.architectures", "saved_format": "models.s
               "storage": "graph.storage", "streaming": "graph.streaming", "viewer": "graph.viewer",
               "masks": "pruning.masks", "sequential": "pruning.sequential", "report": "experiments.report"}
 MAX_MODULE_LINES = 600
-MAX_FUNCTION_LINES = 80
+MAX_FUNCTION_LINES = 80  # lines of code: signature and body, the docstring not counted
 LONG_MARK = "# long:"
 
 
@@ -162,6 +162,10 @@ def test_modules_and_functions_stay_small(module):
     for node in ast.walk(ast.parse(src)):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             length = node.end_lineno - node.lineno + 1
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
+                    and isinstance(body[0].value.value, str):  # the docstring is documentation, not code
+                length -= body[0].end_lineno - body[0].lineno + 1
             if length <= MAX_FUNCTION_LINES:
                 continue
             first = min([node.lineno] + [d.lineno for d in node.decorator_list])

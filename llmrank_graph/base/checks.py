@@ -182,6 +182,12 @@ def check_keep(keep):
     return float(keep)
 
 
-def check_residual(residual) -> float:
-    """Weight of the residual edges: a finite float >= 0."""
-    return check_float("residual", residual, 0.0)
+#: The largest residual edge weight: edge weights are stored as float32.
+RESIDUAL_MAX = float(np.finfo(np.float32).max)
+
+
+def check_residual(residual, arg: str = "residual") -> float:
+    """Weight of the residual edges: a float >= 0 that float32 edge weights can hold."""
+    if is_real(residual) and math.isfinite(float(residual)) and float(residual) > RESIDUAL_MAX:
+        raise fail(arg, f"a float in [0, {RESIDUAL_MAX:.4g}] (edge weights are float32)", residual)
+    return check_float(arg, residual, 0.0)

@@ -40,7 +40,6 @@ PRUNE_CONSTRAINTS = {"model": MODEL, "amount": AMOUNT, "allocation": OneOf(*ALLO
                      **COMPENSATION_CONSTRAINTS}
 
 
-# long: the docstring documents sixteen parameters; the body is the entry's checks and two short paths.
 def prune_model(model: nn.Module, stats, method: str = "pagerank", amount: float = 0.3, allocation: str = "local",
                 how: str = "remove", mode: str = "chained", prune_hidden: bool = False, graph=None, *,
                 min_keep: int | float | None = None, compensate: str = "none", ridge: float = DEFAULT_RIDGE,

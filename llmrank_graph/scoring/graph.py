@@ -34,7 +34,17 @@ import numpy as np
 import torch
 
 from .. import centrality as _centrality
-from ..base.checks import check_choice, check_float, check_keep
+from ..base.checks import (
+    check_bool,
+    check_choice,
+    check_finite_array,
+    check_float,
+    check_keep,
+    check_residual,
+    fail,
+    fail_type,
+    format_allowed,
+)
 from ..base.params import Boolean, Check, Constraint, InstanceOf, Interval, OneOf
 from ..centrality import (
     DIRECTIONS,
@@ -44,7 +54,9 @@ from ..centrality import (
     CentralityResult,
     backend_names,
     centrality_entry,
+    get_backend,
 )
+from ..centrality.sweep import resolve_device
 from ..data.calibration import ActivationStats
 from ..errors import InvalidArgumentError
 from ..graph import DEFAULT_EXPORT, GATES, MODES, WEIGHTINGS, ExportOptions, MLPGraph
@@ -103,40 +115,78 @@ _DEGREE_FN = _defaults_of(_centrality.degree)
 
 
 # ----------------------------------------------------------------------------- constraints
+# Every parameter is decided here, before any model work (the command line checks `--param`
+# values with these tables before it loads a model). Only what needs the graph waits for it: the
+# length of a per-node array.
 def _backend(arg: str, value) -> str:
     # Read when checked, not at import: a backend may be registered after this module loads.
     return check_choice(arg, value, ("auto", *backend_names()))
+
+
+def _backend_for(algorithm: str) -> Check:
+    """'auto' or a registered backend that implements ``algorithm``."""
+    def check(arg: str, value) -> str:
+        name = _backend(arg, value)
+        if name != "auto" and not get_backend(name).implements(algorithm):
+            able = [b for b in backend_names() if get_backend(b).implements(algorithm)]
+            raise fail(arg, f"'auto' or a backend that implements {algorithm} ({format_allowed(able)})", value)
+        return name
+
+    return Check(check, f"'auto' or a backend that implements {algorithm}")
 
 
 def _keep(arg: str, value):
     return check_keep(value)
 
 
+def _node_array(arg: str, value, what: str, *, positive: bool = False) -> np.ndarray:
+    """A 1-D array of finite values (>= 0, or > 0 when ``positive``); its length is checked on the graph."""
+    if isinstance(value, (str, bytes, dict)) or np.ndim(value) != 1:
+        raise fail_type(arg, what, value)
+    arr = check_finite_array(arg, value, nonnegative=True, what=what)
+    if positive and not (arr > 0).all():
+        raise fail(arg, what, value)
+    return arr
+
+
 def _teleport(arg: str, value):
-    # A named teleport is checked here; an array needs the graph's size, so it is checked when it runs.
-    return check_choice(arg, value, PERSONALIZATIONS) if isinstance(value, str) else value
+    if isinstance(value, str):
+        return check_choice(arg, value, PERSONALIZATIONS)
+    return _node_array(arg, value, f"one of {format_allowed(PERSONALIZATIONS)} or an array of one value per node")
 
 
 def _positive_or_per_node(arg: str, value):
-    # As katz's beta: a positive scalar here, one value per node when it runs on the graph.
-    if np.ndim(value) == 0 and not isinstance(value, (str, dict)):
+    # As katz's beta: a positive scalar, or one positive value per node.
+    if np.ndim(value) == 0 and not isinstance(value, (str, bytes, dict)):
         return check_float(arg, value, 0.0, min_open=True)
+    return _node_array(arg, value, "a positive float or an array of one positive value per node", positive=True)
+
+
+def _start_vector(arg: str, value):
+    return None if value is None else _node_array(arg, value, "None or an array of one value per node")
+
+
+def _device(arg: str, value):
+    resolve_device(value)  # None, 'cpu', 'cuda' or 'cuda:N' that this machine has
     return value
 
 
-def _per_node(arg: str, value):
-    return value
+def _undirected_only(arg: str, value) -> bool:
+    if check_bool(arg, value):
+        raise fail(arg, "False: the whole-MLP graph is a DAG, whose directed eigenvector centrality is undefined "
+                        "(every eigenvalue of a nilpotent adjacency is 0)", value)
+    return False
 
 
 _POSITIVE = Interval(float, 0, closed="neither")
-#: Node vectors (``nstart``, ``beta`` arrays) and devices: checked by the centrality when it runs.
-_WHEN_IT_RUNS = Check(_per_node, "a value checked by the centrality when the scorer runs")
+_DEVICE = Check(_device, "None, 'cpu', 'cuda' or 'cuda:N' (a torch device this machine has)")
+_START = Check(_start_vector, "None or an array of one value per node")
 
 #: The parameters every graph scorer shares.
 _GRAPH_CONSTRAINTS: Mapping[str, Constraint] = MappingProxyType({
     "mode": OneOf(*MODES),
     "gate": OneOf(*GATES),
-    "residual": Interval(float, 0),
+    "residual": Check(lambda arg, value: check_residual(value, arg), "a float >= 0 that float32 holds"),
     "weighting": OneOf(*WEIGHTINGS),
     "keep": Check(_keep, "None, an int >= 1 (top-k in-edges per node) or a float in (0, 1] (fraction of edges "
                          "kept)"),
@@ -144,7 +194,7 @@ _GRAPH_CONSTRAINTS: Mapping[str, Constraint] = MappingProxyType({
     "graph": InstanceOf((MLPGraph, type(None)), "an MLPGraph (llmrank_graph.export_graph / read_graph) or None"),
     "prune_hidden": Boolean(),
 })
-_ITERATIONS: Mapping[str, Constraint] = {"tol": _POSITIVE, "max_iter": Interval(int, 1), "nstart": _WHEN_IT_RUNS}
+_ITERATIONS: Mapping[str, Constraint] = {"tol": _POSITIVE, "max_iter": Interval(int, 1), "nstart": _START}
 
 
 def _intermediate_slices(graph: MLPGraph, scores: np.ndarray) -> dict[int, torch.Tensor]:
@@ -256,6 +306,7 @@ class PageRankScorer(_GraphScorer):
     description = "global PageRank of the intermediate nodes of the whole-MLP graph"
     _parameter_constraints = MappingProxyType({
         **_GRAPH_CONSTRAINTS,
+        "backend": _backend_for("pagerank"),
         "direction": OneOf(*DIRECTIONS),
         "personalization": Check(_teleport, f"one of {', '.join(map(repr, PERSONALIZATIONS))} or an array of "
                                             "one value per node"),
@@ -320,10 +371,11 @@ class KatzScorer(_GraphScorer):
     _parameter_constraints = MappingProxyType({
         **_GRAPH_CONSTRAINTS, **_ITERATIONS,
         "alpha": _POSITIVE,
+        "backend": _backend_for("katz"),
         "beta": Check(_positive_or_per_node, "a positive float or an array of one value per node"),
         "direction": OneOf(*DIRECTIONS),
         "normalized": Boolean(),
-        "device": _WHEN_IT_RUNS,
+        "device": _DEVICE,
     })
 
     def __init__(self, *, mode: str = DEFAULT_EXPORT.mode, gate: str = DEFAULT_EXPORT.gate,
@@ -376,6 +428,7 @@ class HitsScorer(_GraphScorer):
     description = "hits centrality of the intermediate nodes of the whole-MLP graph"
     _parameter_constraints = MappingProxyType({
         **_GRAPH_CONSTRAINTS, **_ITERATIONS,
+        "backend": _backend_for("hits"),
         "which": OneOf(*HITS_VECTORS),
         "normalized": Boolean(),
     })
@@ -424,7 +477,9 @@ class EigenvectorScorer(_GraphScorer):
 
     name = "eigenvector"
     description = "eigenvector centrality of the intermediate nodes of the whole-MLP graph"
-    _parameter_constraints = MappingProxyType({**_GRAPH_CONSTRAINTS, **_ITERATIONS, "directed": Boolean()})
+    _parameter_constraints = MappingProxyType({
+        **_GRAPH_CONSTRAINTS, **_ITERATIONS, "backend": _backend_for("eigenvector"),
+        "directed": Check(_undirected_only, "False (the whole-MLP graph is a DAG)")})
 
     def __init__(self, *, mode: str = DEFAULT_EXPORT.mode, gate: str = DEFAULT_EXPORT.gate,
                  residual: float = DEFAULT_EXPORT.residual, weighting: str = DEFAULT_EXPORT.weighting,
@@ -469,7 +524,8 @@ class StrengthScorer(_GraphScorer):
     name = "strength"
     description = "strength centrality of the intermediate nodes of the whole-MLP graph"
     _parameter_constraints = MappingProxyType({
-        **_GRAPH_CONSTRAINTS, "direction": OneOf(*STRENGTH_DIRECTIONS), "device": _WHEN_IT_RUNS})
+        **_GRAPH_CONSTRAINTS, "backend": _backend_for("strength"), "direction": OneOf(*STRENGTH_DIRECTIONS),
+        "device": _DEVICE})
 
     def __init__(self, *, mode: str = DEFAULT_EXPORT.mode, gate: str = DEFAULT_EXPORT.gate,
                  residual: float = DEFAULT_EXPORT.residual, weighting: str = DEFAULT_EXPORT.weighting,
@@ -508,7 +564,8 @@ class DegreeScorer(_GraphScorer):
 
     name = "degree"
     description = "degree centrality of the intermediate nodes of the whole-MLP graph"
-    _parameter_constraints = MappingProxyType({**_GRAPH_CONSTRAINTS, "direction": OneOf(*STRENGTH_DIRECTIONS)})
+    _parameter_constraints = MappingProxyType({**_GRAPH_CONSTRAINTS, "backend": _backend_for("degree"),
+                                               "direction": OneOf(*STRENGTH_DIRECTIONS)})
 
     def __init__(self, *, mode: str = DEFAULT_EXPORT.mode, gate: str = DEFAULT_EXPORT.gate,
                  residual: float = DEFAULT_EXPORT.residual, weighting: str = DEFAULT_EXPORT.weighting,
