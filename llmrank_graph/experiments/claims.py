@@ -14,11 +14,12 @@ A claim is *stale*, and is taken over, when
   another host that stopped, or a pid that was reused. A claim left empty by a holder killed
   between creating and writing it can only go stale this way.
 
-Taking over is atomic: the taker renames the stale file to a name of its own (of two takers
-only one rename succeeds), checks that what it renamed is the claim it judged stale (the same
-token), deletes it and claims anew with ``O_EXCL``. Takers go one at a time, under a takeover
-lock (an ``O_EXCL`` file beside the claim); a taker that finds the claim already replaced by a
-fresh one leaves it alone.
+Every change to a claim file (creating it, taking a stale one over, releasing it) is made
+under the claim's lock, an ``O_EXCL`` file beside it held for microseconds: a sweep creates the
+claim, or reads the holder and, when it is stale, deletes it and creates its own, all before
+the next sweep may look. So of several sweeps racing for one run, or for one stale claim,
+exactly one holds it after. A lock older than a minute was left by a sweep that died holding
+it and is removed.
 
 >>> import pathlib, tempfile
 >>> tmp = pathlib.Path(tempfile.mkdtemp())
@@ -70,7 +71,7 @@ CLAIM_FORMAT = "llmrank_graph.sweep.claim"
 # Tokens of the claims this process holds now: a claim with this process's pid and another
 # token was left by an earlier process that had the same pid, and is stale.
 _held_tokens: set[str] = set()
-# A takeover lock older than this was left by a taker that died while holding it.
+# A claim lock older than this was left by a sweep that died while holding it.
 _TAKEOVER_LOCK_SECONDS = 60.0
 
 
@@ -188,25 +189,51 @@ class RunClaim:
     def acquire(self) -> Holder | None:
         """Claim the run: None when this sweep now holds it, else the live holder.
 
-        A stale claim is taken over (see the module's notes). When other sweeps race for the
-        same stale claim, one of them takes it and the others find it held.
+        A stale claim is taken over (see the module's notes). Every change to the claim file
+        (create, take over, release) is made under the claim's lock, so when several sweeps race
+        for one stale claim exactly one of them takes it and the others find it held.
         """
-        with write_failures_named(self.path):  # a full disk reads as every other failed write
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            holder = None
-            for _ in range(100):  # a contested takeover resolves within microseconds; a try sleeps 20 ms
-                if self._create():
-                    self._acquired = True
-                    _held_tokens.add(self.token)
-                    return None
+        with write_failures_named(self.path), self._locked():  # a full disk reads as any failed write
+            if not self._create():
                 try:
-                    holder, st = _read_holder(self.path, self.lease)
-                except FileNotFoundError:  # released meanwhile: try again
-                    continue
-                if holder.live:
+                    holder, _ = _read_holder(self.path, self.lease)
+                except FileNotFoundError:  # removed by hand meanwhile
+                    holder = None
+                if holder is not None and holder.live:
                     return holder
-                self._take_over(holder, st)
-            return holder
+                if holder is not None:
+                    logger.info("took over the stale claim %s of %s (%s)", self.path, holder, holder.reason)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path)
+                if not self._create():  # only a process ignoring the lock gets here
+                    return _read_holder(self.path, self.lease)[0]
+            self._acquired = True
+            _held_tokens.add(self.token)
+            return None
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the claim's lock: an ``O_EXCL`` file beside it, held for microseconds.
+
+        A lock older than a minute was left by a sweep that died holding it, and is removed.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock = self.path.with_name(f".{self.path.name}.lock")
+        while True:
+            try:
+                os.close(os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+                break
+            except FileExistsError:
+                with contextlib.suppress(FileNotFoundError):
+                    if time.time() - os.stat(lock).st_mtime > _TAKEOVER_LOCK_SECONDS:
+                        os.unlink(lock)
+                        continue
+                time.sleep(0.002)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(lock)
 
     def _create(self) -> bool:
         try:
@@ -225,51 +252,6 @@ class RunClaim:
             raise
         os.close(fd)
         return True
-
-    def _take_over(self, holder: Holder, st: os.stat_result) -> None:
-        """Remove the stale claim ``holder``, unless another taker or a new holder came first.
-
-        One taker at a time: the takeover lock is itself an ``O_EXCL`` file. Under it, the
-        claim is renamed aside and checked to be the one judged stale before it is deleted.
-        """
-        lock = self.path.with_name(f".{self.path.name}.takeover")
-        try:
-            os.close(os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        except FileExistsError:  # another sweep is taking it over: look again in a moment
-            with contextlib.suppress(FileNotFoundError):
-                if time.time() - os.stat(lock).st_mtime > _TAKEOVER_LOCK_SECONDS:
-                    os.unlink(lock)  # left by a taker that died within its few microseconds
-            time.sleep(0.02)
-            return
-        try:
-            self._move_aside(holder, st)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(lock)
-
-    def _move_aside(self, holder: Holder, st: os.stat_result) -> None:
-        aside = self.path.with_name(f".{self.path.name}.{self.token}.stale")
-        try:
-            os.rename(self.path, aside)
-        except FileNotFoundError:  # released meanwhile
-            return
-        try:
-            moved, moved_st = _read_holder(aside, self.lease)
-            same = (moved.token == holder.token if holder.token is not None
-                    else (moved_st.st_ino, moved_st.st_mtime_ns) == (st.st_ino, st.st_mtime_ns))
-            if same:
-                logger.info("took over the stale claim %s of %s (%s)", self.path, holder, holder.reason)
-                return
-            # Another taker replaced it before this one got the lock: put the fresh claim back,
-            # never over a newer one (a link, unlike a rename, does not replace).
-            try:
-                os.link(aside, self.path)
-            except OSError as e:
-                logger.warning("claim %s of %s could not be put back (%s); the run may be computed twice",
-                               self.path, moved, e)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(aside)
 
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:
@@ -300,13 +282,14 @@ class RunClaim:
             return
         self._acquired = False
         _held_tokens.discard(self.token)
-        try:
-            holder, _ = _read_holder(self.path, self.lease)
-        except FileNotFoundError:
-            return
-        if holder.token != self.token:
-            logger.warning("the claim %s was taken over by %s while this sweep held it; that run may be computed "
-                           "twice", self.path, holder)
-            return
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+        with self._locked():
+            try:
+                holder, _ = _read_holder(self.path, self.lease)
+            except FileNotFoundError:
+                return
+            if holder.token != self.token:
+                logger.warning("the claim %s was taken over by %s while this sweep held it; that run may be "
+                               "computed twice", self.path, holder)
+                return
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
