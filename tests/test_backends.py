@@ -283,7 +283,10 @@ def test_auto_prefers_cupy_for_edge_list_algorithms(fake_cupy, tiny_llama, monke
 
 class FakeCugraph:
     """Stand-ins for ``cudf`` and ``cugraph`` that record every call and compute with cuGraph's
-    documented conventions (absolute L1 tolerance, dangling mass along the personalization)."""
+    documented conventions (absolute L1 tolerance, dangling mass along the personalization).
+
+    Their signatures were compared with the RAPIDS 26.10 documentation, one page per call, listed
+    in docs/gpu.md ("RAPIDS release targeted"); none of the keywords used here changed."""
 
     def __init__(self):
         self.calls = []

@@ -8,6 +8,7 @@ from the held-out Wikipedia articles (:func:`lastword_examples`, :func:`write_la
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import logging
@@ -146,9 +147,21 @@ class Throughput:
     tokens: int
 
 
-@validated({"repeats": Interval(int, 1), "warmup": Interval(int, 0)})
-def tokens_per_second(model: nn.Module, input_ids: torch.Tensor, repeats: int = 3, warmup: int = 1) -> Throughput:
+def _pass_bar(progress: bool, total: int, desc: str):
+    """A tqdm bar over ``total`` forward passes when ``progress`` (the CLI asks for one), else a null context."""
+    if not progress:
+        return contextlib.nullcontext()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="pass")
+
+
+@validated({"repeats": Interval(int, 1), "warmup": Interval(int, 0), "progress": Boolean()})
+def tokens_per_second(model: nn.Module, input_ids: torch.Tensor, repeats: int = 3, warmup: int = 1,
+                      progress: bool = False) -> Throughput:
     """Forward-pass throughput on ``input_ids`` (best of ``repeats`` after ``warmup`` runs).
+
+    ``progress`` shows a bar over the forward passes.
 
     Example
     -------
@@ -159,12 +172,16 @@ def tokens_per_second(model: nn.Module, input_ids: torch.Tensor, repeats: int = 
     >>> t.tokens, t.tokens_per_second > 0
     (16, True)
     """
-    best = _best_seconds(model, input_ids, repeats, warmup)
+    with _pass_bar(progress, warmup + repeats, "tokens/s") as bar:
+        best = _best_seconds(model, input_ids, repeats, warmup, bar)
     return Throughput(input_ids.numel() / best, best, input_ids.numel())
 
 
-def _best_seconds(model: nn.Module, input_ids: torch.Tensor, repeats: int, warmup: int) -> float:
-    """Seconds of the fastest of ``repeats`` forward passes, after ``warmup`` untimed ones."""
+def _best_seconds(model: nn.Module, input_ids: torch.Tensor, repeats: int, warmup: int, bar=None) -> float:
+    """Seconds of the fastest of ``repeats`` forward passes, after ``warmup`` untimed ones.
+
+    ``bar`` (a tqdm bar or None) advances after each pass, outside the timed interval.
+    """
     device = next(model.parameters()).device
     ids = input_ids.to(device)
     best = math.inf
@@ -178,24 +195,39 @@ def _best_seconds(model: nn.Module, input_ids: torch.Tensor, repeats: int, warmu
                 torch.cuda.synchronize()
             if i >= warmup:
                 best = min(best, time.perf_counter() - t)
+            if bar is not None:
+                bar.update(1)
     return best
 
 
-@validated({"rounds": Interval(int, 1)})
-def compare_throughput(dense: nn.Module, pruned: nn.Module, input_ids: torch.Tensor, rounds: int = 3) -> dict:
+@validated({"rounds": Interval(int, 1), "progress": Boolean()})
+def compare_throughput(dense: nn.Module, pruned: nn.Module, input_ids: torch.Tensor, rounds: int = 3,
+                       progress: bool = False) -> dict:
     """Tokens/s of two models on the same input, measured alternately in one run.
 
     Alternating the two models in each round keeps both under the same machine load.
+    ``progress`` shows a bar over the forward passes (four a round: a warm-up and a timed
+    pass of each model).
 
     Returns
     -------
     dict
         ``dense_tokens_per_s``, ``pruned_tokens_per_s`` and ``speedup`` (pruned over dense).
+
+    Example
+    -------
+    >>> from transformers import LlamaConfig, LlamaForCausalLM
+    >>> model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=8, intermediate_size=12, num_hidden_layers=2,
+    ...                                      num_attention_heads=2, num_key_value_heads=2)).eval()
+    >>> tp = compare_throughput(model, model, torch.zeros(1, 8, dtype=torch.long), rounds=1)
+    >>> sorted(tp), tp["speedup"] > 0
+    (['dense_tokens_per_s', 'pruned_tokens_per_s', 'speedup'], True)
     """
     d, p = [], []
-    for _ in range(rounds):
-        d.append(_best_seconds(dense, input_ids, 1, 1))
-        p.append(_best_seconds(pruned, input_ids, 1, 1))
+    with _pass_bar(progress, 4 * rounds, "tokens/s") as bar:
+        for _ in range(rounds):
+            d.append(_best_seconds(dense, input_ids, 1, 1, bar))
+            p.append(_best_seconds(pruned, input_ids, 1, 1, bar))
     n = input_ids.numel()
     dense_tps, pruned_tps = n / min(d), n / min(p)
     return {"dense_tokens_per_s": dense_tps, "pruned_tokens_per_s": pruned_tps, "speedup": pruned_tps / dense_tps}

@@ -23,7 +23,7 @@ from ..models.architectures import MLPModules, mlp_layers
 from .blocks import Block, DiagonalBlock, Partition, SparseBlock, WeightBlock
 from .parts import GraphParts
 
-__all__ = ["ExportOptions", "DEFAULT_EXPORT", "MODES", "GATES", "WEIGHTINGS", "ACTIVATION_WEIGHTINGS",
+__all__ = ["ExportOptions", "DEFAULT_EXPORT", "CALIBRATED_EXPORT", "default_export", "MODES", "GATES", "WEIGHTINGS", "ACTIVATION_WEIGHTINGS",
            "EXPORT_FORMATS", "export_options", "mlp_partitions", "export_parts"]
 
 MODES = ("chained", "isolated")
@@ -96,6 +96,22 @@ class ExportOptions:
 
 #: The options of a plain export (``export_graph(model)``): the paper's graph.
 DEFAULT_EXPORT = ExportOptions()
+#: The options of an export with calibration statistics (``export_graph(model, stats)``,
+#: ``llmrank-graph export --calibrate``): the graph the ``pagerank`` scorer ranks, whose edges
+#: carry activation shares, so that every command ranks a calibrated graph as ``prune`` does.
+#: :data:`llmrank_graph.scoring.PAGERANK_EXPORT` is built from it (the one place of that default).
+CALIBRATED_EXPORT = DEFAULT_EXPORT.replace(weighting="activation_share")
+
+
+def default_export(has_stats: bool) -> ExportOptions:
+    """The default graph options: :data:`CALIBRATED_EXPORT` with calibration statistics, else :data:`DEFAULT_EXPORT`.
+
+    The activation weightings need statistics, so a graph without them keeps plain ``|W|`` edges.
+
+    >>> default_export(True).weighting, default_export(False).weighting
+    ('activation_share', 'abs')
+    """
+    return CALIBRATED_EXPORT if has_stats else DEFAULT_EXPORT
 
 
 def export_options(graph) -> ExportOptions | None:

@@ -54,6 +54,7 @@ from .export import (
     MODES,
     WEIGHTINGS,
     ExportOptions,
+    default_export,
     export_options,
     export_parts,
 )
@@ -462,17 +463,20 @@ def export_graph(model, stats=None, mode: str | None = None, gate: str | None = 
         Input edges of a gated MLP: ``|W_up|`` (the paper), ``|W_gate|``, their sum or max.
     residual : float, default 0
         Weight of the skip edges ``H_l,i -> H_{l+1},i`` (0: none).
-    weighting : {'abs', 'abs_x_input', 'activation_share'}, default 'abs'
+    weighting : {'abs', 'abs_x_input', 'activation_share'}, optional
         ``|W|``; ``|W|`` times the source node's calibration activation norm (Wanda-like, the
         signal an edge carries); or ``activation_share``: the source's activation norm split
         over its out-edges in the block in proportion to ``|W|``
         (``a_u * |W_vu| / sum_v' |W_v'u|``), so every node sends exactly its activation.
+        Default: ``'activation_share'`` with ``stats`` (the ``pagerank`` scorer's graph), else
+        ``'abs'``.
     keep : int or float, optional
         Sparsify: an int k keeps the k largest in-edges of every node in each weight block; a
         float q in (0, 1] keeps the edges at or above the global (1 - q) weight quantile.
     options : ExportOptions, optional
-        All of the above in one value (the keywords given explicitly override it). Defaults:
-        :data:`DEFAULT_EXPORT`.
+        All of the above in one value (the keywords given explicitly override it). Default:
+        :func:`~llmrank_graph.graph.export.default_export` (:data:`~llmrank_graph.graph.export.CALIBRATED_EXPORT` with
+        ``stats``, :data:`DEFAULT_EXPORT` without).
 
     Returns
     -------
@@ -494,10 +498,14 @@ def export_graph(model, stats=None, mode: str | None = None, gate: str | None = 
     (56, 512)
     >>> [p.name for p in graph.partitions]
     ['H0', 'I0', 'H1', 'I1', 'H2']
+    >>> import torch, llmrank_graph as lg     # with calibration statistics: the pagerank scorer's edges
+    >>> stats = lg.calibrate(model, input_ids=torch.randint(0, 32, (2, 8)))
+    >>> export_graph(model, stats).meta["weighting"], export_graph(model, stats, weighting="abs").meta["weighting"]
+    ('activation_share', 'abs')
     """
     given = {k: v for k, v in dict(mode=mode, gate=gate, residual=residual, weighting=weighting, keep=keep).items()
              if v is not None}
-    opts = options or DEFAULT_EXPORT
+    opts = options or default_export(stats is not None)
     if given:
         opts = opts.replace(**given)  # the one check of the graph options
     if opts.needs_stats and stats is None:
