@@ -255,7 +255,7 @@ def test_top_neurons_and_mass(scored):
 
 def test_graph_baselines_equal_score_neurons(small):
     model, stats = small
-    g = lg.export_graph(model, stats)
+    g = lg.export_graph(model, stats, weighting="abs")  # plain |W| edges keep the weight-only baselines
     got = A.baseline_scores(g)
     for name in A.BASELINES:
         want = lg.score_neurons(model, stats, name)
@@ -285,7 +285,7 @@ def test_stored_names_and_bad_scores(scored):
 # ----------------------------------------------------------------------------- inspect
 def test_inspect_report_text_json_and_files(small, tmp_path):
     model, stats = small
-    g = lg.export_graph(model, stats)
+    g = lg.export_graph(model, stats, weighting="abs")  # plain |W| edges keep the weight-only baselines
     rep = A.inspect_graph(g, centralities=["pagerank", "katz", "strength", "eigenvector"], paths=3, k=2)
     assert set(rep.sources) == {"pagerank_reverse_a0.85_activation", "katz_forward_a0.1", "strength_in",
                                 "eigenvector_undirected", "magnitude", "activation", "wanda-sp"}
@@ -347,3 +347,19 @@ def test_inspect_bad_input(small):
     rep = A.inspect_graph(g, centralities=["strength"])  # no stats: the activation baselines are left out
     assert set(rep.sources) == {"strength_in", "magnitude"}
     assert any("activation" in n for n in rep.notes)
+
+
+def test_inspect_pagerank_is_the_scorers(small):
+    """On a calibrated export, inspect's PageRank is `score_neurons(..., "pagerank")`; elsewhere a note says why not."""
+    model, stats = small
+    g = lg.export_graph(model, stats)
+    rep = A.inspect_graph(g, centralities=["pagerank"], k=g.meta["intermediate_sizes"][0])
+    want = lg.score_neurons(model, stats, "pagerank")
+    top = rep.top_neurons[rep.top_neurons.score == "pagerank_reverse_a0.85_activation"]
+    for layer, s in want.intermediate.items():
+        got = top[top.layer == layer].sort_values("index").value.to_numpy()
+        assert_allclose(got, s.numpy(), rtol=1e-10)
+    assert not any("PageRank" in n for n in rep.notes) and S.pagerank_departures(g) == {}
+    rep = A.inspect_graph(lg.export_graph(model, stats, weighting="abs"), centralities=["pagerank"])
+    assert ("PageRank is not the pagerank scorer's here: the graph was exported with weighting 'abs', not the "
+            "pagerank scorer's 'activation_share'; ranking it as exported") in rep.notes

@@ -196,6 +196,37 @@ def test_rank_calibrated_ranks_as_prune_pagerank(model_dir, text_file, tmp_path)
     assert mask.n_pruned() == 12
 
 
+def test_rank_graph_of_a_calibrated_export_ranks_as_rank_calibrate(model_dir, text_file, tmp_path, caplog):
+    """`export --calibrate` writes the pagerank scorer's graph: `rank --graph` of it is `rank --calibrate`."""
+    g = tmp_path / "graph"
+    assert main(["export", "--model", str(model_dir), "--calibrate", "--out", str(g), "--texts", str(text_file),
+                 *CALIB]) == 0
+    from_graph, from_model = tmp_path / "g.parquet", tmp_path / "m.parquet"
+    with caplog.at_level(logging.WARNING, logger="llmrank_graph.cli"):
+        assert main(["rank", "--graph", str(g), "--out", str(from_graph)]) == 0
+    assert "pagerank" not in caplog.text  # nothing replaced: the graph gives every default
+    assert main(["rank", "--model", str(model_dir), "--calibrate", "--out", str(from_model), "--texts",
+                 str(text_file), *CALIB]) == 0
+    got, want = _rank_scores(from_graph), _rank_scores(from_model)
+    assert sorted(got) == sorted(want)
+    for layer in want:
+        torch.testing.assert_close(got[layer], want[layer], rtol=1e-5, atol=0)  # Parquet keeps float32 weights
+        assert torch.equal(torch.argsort(got[layer], descending=True, stable=True),
+                           torch.argsort(want[layer], descending=True, stable=True))
+
+
+def test_rank_graph_with_other_options_says_so(model_dir, text_file, tmp_path, caplog):
+    g = tmp_path / "graph"
+    assert main(["export", "--model", str(model_dir), "--calibrate", "--weighting", "abs", "--out", str(g),
+                 "--texts", str(text_file), *CALIB]) == 0
+    with caplog.at_level(logging.WARNING, logger="llmrank_graph.cli"):
+        assert main(["rank", "--graph", str(g), "--out", str(tmp_path / "s.parquet")]) == 0
+    assert ("the graph was exported with weighting 'abs', not the pagerank scorer's 'activation_share'; ranking it "
+            "as exported (export the graph with --calibrate and the default graph options") in caplog.text
+    ref = lg.pagerank(lg.read_graph(g), direction="reverse", personalization="activation")
+    assert pd.read_parquet(tmp_path / "s.parquet")["pagerank"].to_numpy() == pytest.approx(ref.scores, abs=1e-12)
+
+
 def test_rank_without_stats_says_what_it_uses(model_dir, tmp_path, caplog):
     from llmrank_graph.scoring.graph import PAGERANK_WITHOUT_STATS
 
@@ -219,7 +250,8 @@ def test_rank_graph_without_activations_falls_back_and_refuses_graph_options(mod
     out = tmp_path / "scores.parquet"
     with caplog.at_level(logging.WARNING, logger="llmrank_graph.cli"):
         assert main(["rank", "--graph", str(g), "--out", str(out)]) == 0
-    assert "personalization 'activation' need them; using personalization 'uniform'" in caplog.text
+    assert ("weighting 'activation_share' and personalization 'activation' need them; using weighting 'abs' and "
+            "personalization 'uniform' instead (export the graph with --calibrate") in caplog.text
     ref = lg.pagerank(lg.read_graph(g), direction="reverse", personalization="uniform")
     assert pd.read_parquet(out)["pagerank"].to_numpy() == pytest.approx(ref.scores, abs=1e-12)
     assert main(["rank", "--graph", str(g), "--out", str(tmp_path / "s2.parquet"), "--weighting", "abs"]) == 2
@@ -247,7 +279,9 @@ def test_defaults_and_choices_are_the_library_constants():
         assert tuple(opts["--mode"].choices) == MODES
         assert tuple(opts["--gate"].choices) == GATES
         assert tuple(opts["--weighting"].choices) == WEIGHTINGS
-    assert {k: export[f"--{k}"].default for k in DEFAULT_EXPORT.as_dict()} == DEFAULT_EXPORT.as_dict()
+    # --weighting's default depends on --calibrate (llmrank_graph.graph.export.default_export)
+    assert {k: export[f"--{k}"].default for k in DEFAULT_EXPORT.as_dict()} == {**DEFAULT_EXPORT.as_dict(),
+                                                                               "weighting": None}
     for k in ("direction", "alpha", "backend"):
         assert rank[f"--{k}"].default == PAGERANK_CENTRALITY[k] == PAGERANK_DEFAULTS[k]
     assert tuple(rank["--direction"].choices) == DIRECTIONS

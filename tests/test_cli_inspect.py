@@ -44,12 +44,14 @@ def test_inspect_json_equals_the_api(graph_dir, capsys):
     g = lg.read_graph(graph_dir)
     api = A.inspect_graph(g, paths=2, k=3)
     assert rep["scores"] == api.sources
+    # the calibrated export has the pagerank scorer's activation-share edges: no weight-only baselines from it
     assert set(rep["scores"]) == {"pagerank_reverse_a0.85_activation", "katz_forward_a0.1", "strength_in",
-                                  "magnitude", "activation", "wanda-sp"}
+                                  "activation"}
+    assert any("'magnitude' left out" in n for n in rep["notes"])
     got = pd.DataFrame(rep["correlations"])
     np.testing.assert_allclose(got.spearman.to_numpy(float), api.correlations.spearman.to_numpy(float), rtol=1e-12)
     assert [r["vertices"] for r in rep["paths"]] == [list(v) for v in api.paths.vertices]
-    assert len(rep["top_neurons"]) == len(api.top_neurons) == 6 * 3 * 3
+    assert len(rep["top_neurons"]) == len(api.top_neurons) == 4 * 3 * 3  # 4 scores, 3 layers, top 3
 
 
 def test_inspect_text_and_out_dir(graph_dir, tmp_path, capsys):
@@ -74,6 +76,34 @@ def test_inspect_a_model_and_a_subset(model_dir, text_file, graph_dir, capsys):
     assert main(["inspect", "--graph", str(graph_dir), "--layers", "1", "--centralities", "strength", "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["graph"]["layers"] == [1] and rep["graph"]["n_nodes"] == 8 + 16 + 8
+
+
+def test_inspect_pagerank_is_the_scorers(model_dir, text_file, graph_dir, capsys, caplog):
+    """`inspect --calibrate` and `inspect --graph` of a calibrated export: PageRank is score_neurons' pagerank."""
+    model, tok = lg.load_model(model_dir)
+    stats = lg.calibrate(model, tok, texts=str(text_file), n_samples=2, seq_len=16)
+    want = lg.score_neurons(model, stats, "pagerank")
+    for source in (["--model", str(model_dir), "--calibrate", "--texts", str(text_file), "--n-samples", "2",
+                    "--seq-len", "16"], ["--graph", str(graph_dir)]):
+        with caplog.at_level("WARNING", logger="llmrank_graph.cli"):
+            assert main(["inspect", *source, "--centralities", "pagerank", "--top", "16", "--json"]) == 0
+        assert "pagerank scorer" not in caplog.text
+        rep = json.loads(capsys.readouterr().out)
+        top = pd.DataFrame(rep["top_neurons"])
+        top = top[top.score == "pagerank_reverse_a0.85_activation"]
+        for layer, s in want.intermediate.items():
+            got = top[top.layer == layer].sort_values("index").value.to_numpy()
+            np.testing.assert_allclose(got, s.numpy(), rtol=1e-5)
+
+
+def test_inspect_without_stats_says_its_pagerank_is_not_the_scorers(model_dir, capsys, caplog):
+    with caplog.at_level("WARNING", logger="llmrank_graph.cli"):
+        assert main(["inspect", "--model", str(model_dir), "--centralities", "pagerank", "--json"]) == 0
+    assert ("no calibration statistics: the pagerank defaults weighting 'activation_share' and personalization "
+            "'activation' need them; using weighting 'abs' and personalization 'uniform' instead (pass --calibrate"
+            ) in caplog.text
+    rep = json.loads(capsys.readouterr().out)
+    assert any(n.startswith("PageRank is not the pagerank scorer's here") for n in rep["notes"])
 
 
 def test_rank_add_to_graph_then_inspect_uses_it(graph_dir, tmp_path, capsys):

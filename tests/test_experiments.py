@@ -45,7 +45,7 @@ def text_file(tmp_path_factory):
 
 def tiny_grid(model_dir, text_file, **kw):
     base = dict(models=[str(model_dir)], methods=["activation", "random", "magnitude"], amounts=[0.25, 0.5],
-                allocations=["local", "global"], params={"seed": [0, 1]},
+                allocations=["local", "global"], compensates=["none"], params={"seed": [0, 1]},
                 calibration={"texts": str(text_file), "n_samples": 2, "seq_len": 16},
                 evaluation={"texts": str(text_file), "n_samples": 2, "seq_len": 16, "throughput_rounds": 1},
                 save_scores=True, save_masks=True)
@@ -392,7 +392,7 @@ def test_cli_sweep_then_report(model_dir, text_file, tmp_path, capsys):
     argv = ["sweep", "--out", str(out), "--model", str(model_dir), "--methods", "activation", "random",
             "--amounts", "0.25", "0.5", "--allocations", "local", "global", "--param", "random.seed=0,3",
             "--texts", str(text_file), "--eval-texts", str(text_file), "--n-samples", "2", "--seq-len", "16",
-            "--eval-samples", "2", "--throughput-rounds", "1", "--save-scores"]
+            "--eval-samples", "2", "--throughput-rounds", "1", "--save-scores", "--compensate", "none"]
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "12 runs: 12 computed now, 0 already done, 0 failed" in text and "random seed=3" in text
@@ -448,8 +448,10 @@ def test_cli_report_of_a_non_sweep_directory(tmp_path, capsys):
 
 
 def test_prune_model_options_are_axes_too(model_dir, text_file, tmp_path):
+    declined = {"texts": str(text_file), "n_samples": 2, "seq_len": 16, "second_moments": False}
     with pytest.raises(ValueError, match=r"compensate='lstsq' needs the Gram matrices.*--second-moments"):
-        tiny_grid(model_dir, text_file, methods=["activation"], params={"compensate": ["none", "lstsq"]})
+        tiny_grid(model_dir, text_file, methods=["activation"], params={"compensate": ["none", "lstsq"]},
+                  calibration=declined)
     with pytest.raises(ValueError, match=r"`compensate` must be one of 'none', 'bias'"):
         tiny_grid(model_dir, text_file, methods=["activation"], params={"compensate": ["refit"]})
     cal = {"texts": str(text_file), "n_samples": 2, "seq_len": 16, "second_moments": True}
@@ -475,7 +477,7 @@ SUMMARY = re.compile(r"(\d+) runs: (\d+) computed now, (\d+) already done, (\d+)
 def cli_argv(model_dir, text_file, out, *extra):
     return ["sweep", "--out", str(out), "--model", str(model_dir), "--texts", str(text_file), "--eval-texts",
             str(text_file), "--n-samples", "2", "--seq-len", "16", "--eval-samples", "2", "--throughput-rounds", "1",
-            *extra]
+            "--compensate", "none", *extra]
 
 
 def run_cli(argv, **kw):
@@ -712,3 +714,130 @@ def test_claim_heartbeat_and_release(tmp_path):
     assert not path.exists()
     with pytest.raises(ValueError, match=r"`lease` must be a positive"):
         claims.RunClaim(path, lease=0)
+
+
+def test_sweep_progress_shows_calibration_and_dense_evaluation(model_dir, text_file, tmp_path, monkeypatch):
+    """With ``progress``, the calibration and the dense evaluation, which run while the sweep's bar
+    still reads 0 runs, draw bars of their own that count every batch; a sweep that reuses both
+    (another run of the same model in the same directory) draws neither."""
+    import tqdm.auto
+    import tqdm.std
+
+    opened = []
+
+    class Recording(tqdm.std.tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "file": io.StringIO()})
+            self.sweep_at_open = [b.n for b in opened if b.desc == "sweep"]  # the sweep's count when this opens
+            opened.append(self)
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recording)  # the library imports it when it draws a bar
+    settings = dict(methods=["activation"], allocations=["local"],
+                    calibration={"texts": str(text_file), "n_samples": 3, "seq_len": 16, "batch_size": 1},
+                    evaluation={"texts": str(text_file), "n_samples": 2, "seq_len": 16, "batch_size": 1,
+                                "throughput_rounds": 1})
+    grid = tiny_grid(model_dir, text_file, amounts=[0.25], **settings)
+    ours = {"sweep", "calibrating", "perplexity"}  # not transformers' own bars (loading weights)
+    run_sweep(grid, tmp_path / "results", progress=True)
+    assert [(b.desc, b.total, b.n, b.sweep_at_open) for b in opened if b.desc in ours] == [
+        ("sweep", 1, 1, []), ("calibrating", 3, 3, [0]), ("perplexity", 2, 2, [0])]
+    opened.clear()
+    summary = run_sweep(tiny_grid(model_dir, text_file, amounts=[0.5], **settings), tmp_path / "results",
+                        extend=True, progress=True)
+    assert len(summary.computed) == 1
+    assert [b.desc for b in opened if b.desc in ours] == ["sweep"]
+
+
+# ---------------------------------------------------------------------------- compensation: prune's default, an axis
+def test_sweep_default_run_is_prunes_default(model_dir, text_file, tmp_path, monkeypatch):
+    """The default run of a sweep prunes the model as `llmrank-graph prune` with its defaults does:
+    the same kept neurons and the same refitted down_proj weights."""
+    from llmrank_graph import NeuronMask, load_model
+    from llmrank_graph.compensation import RECOMMENDED_COMPENSATION
+    from llmrank_graph.models.saved_format import MASK_FILE
+
+    pruned = []
+    real = ex.prune_model
+    monkeypatch.setattr(ex, "prune_model", lambda *a, **k: pruned.append(real(*a, **k)) or pruned[-1])
+    small = {"texts": str(text_file), "n_samples": 2, "seq_len": 16}
+    grid = Grid(models=[str(model_dir)], calibration=small, evaluation={**small, "throughput_rounds": 1},
+                save_masks=True)
+    [run] = grid.runs()
+    assert (run.compensate, run.calibration.second_moments) == (RECOMMENDED_COMPENSATION, True)
+    run_sweep(grid, tmp_path / "sweep")
+    proc = run_cli(["prune", "--model", str(model_dir), "--texts", str(text_file), "--eval-texts", str(text_file),
+                    "--n-samples", "2", "--seq-len", "16", "--eval-samples", "2", "--out", str(tmp_path / "pruned")])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"compensate={RECOMMENDED_COMPENSATION}" in proc.stdout
+    [mask_file] = (tmp_path / "sweep" / "runs").glob("*.mask.safetensors")
+    swept, cli = NeuronMask.load(mask_file), NeuronMask.load(tmp_path / "pruned" / MASK_FILE)
+    assert swept.layers == cli.layers
+    for layer in swept.layers:
+        assert torch.equal(swept.intermediate[layer], cli.intermediate[layer])
+    model, _ = load_model(tmp_path / "pruned")
+    for ours, theirs in zip(pruned[0].model.model.layers, model.model.layers):
+        torch.testing.assert_close(ours.mlp.down_proj.weight, theirs.mlp.down_proj.weight, rtol=1e-5, atol=1e-6)
+
+
+def test_grid_collects_second_moments_only_when_a_run_needs_them(model_dir, text_file):
+    def moments(**kw):
+        runs = Grid(amounts=[0.25, 0.5], **kw).runs()
+        assert len({r.calibration for r in runs}) == 1  # one calibration per model, shared by every run
+        return runs[0].calibration.second_moments
+
+    assert moments() is True  # prune's default: the lstsq refit
+    assert moments(compensates=["none"]) is False
+    assert moments(compensates=["bias"]) is False
+    assert moments(compensates=["none", "lstsq+bias"]) is True
+    assert moments(methods=["obs"], compensates=["none"]) is True
+    assert moments(params={"sequential": [True]}) is False  # the sequential refit collects its own, layer by layer
+    assert moments(compensates=["none"], calibration={"second_moments": True}) is True  # asked for: kept
+    with pytest.raises(ValueError, match=r"compensate='lstsq' needs the Gram matrices.*--second-moments"):
+        Grid(calibration={"second_moments": False})
+
+
+def test_compensation_axis_from_toml_and_cli(model_dir, text_file, tmp_path):
+    from llmrank_graph.cli import build_parser
+    from llmrank_graph.cli.sweep import grid_from_args
+
+    path = tmp_path / "g.toml"
+    path.write_text('methods = ["activation"]\ncompensate = ["none", "lstsq"]\n')
+    grid = load_grid(path)
+    assert grid.compensates == ("none", "lstsq")
+    assert [r.label for r in grid.runs()] == ["activation", "activation compensate=lstsq"]
+    assert Grid.from_dict(grid.to_dict()) == grid
+    args = build_parser().parse_args(["sweep", "--out", str(tmp_path / "r"), "--grid", str(path),
+                                      "--compensate", "none"])
+    # The option replaces the file's axis, and the Gram matrices follow the runs left.
+    assert grid_from_args(args).runs()[0].calibration.second_moments is False
+    with pytest.raises(ValueError, match=r"`compensates` must be one of 'none', 'bias'"):
+        Grid(compensates=["refit"])
+
+
+def test_a_run_without_compensation_keeps_the_id_it_had_before_the_axis():
+    small = {"texts": "corpus.txt", "n_samples": 2, "seq_len": 16}
+    [run] = Grid(models=["model"], methods=["activation"], amounts=[0.5], compensates=["none"], calibration=small,
+                 evaluation={**small, "throughput_rounds": 1}).runs()
+    assert run.params == () and run.compensate == "none"
+    assert run.run_id == "9d33bd185e73"  # the id a sweep gave this run before `compensates` existed
+
+
+def test_directory_of_a_sweep_before_the_axis_resumes(model_dir, text_file, tmp_path):
+    out = tmp_path / "res"
+    old = tiny_grid(model_dir, text_file, methods=["activation"], amounts=[0.5], allocations=["local"])
+    run_sweep(old, out)
+    stored = json.loads((out / "grid.json").read_text())
+    for entry in stored["grids"]:  # as written before `compensates` existed
+        del entry["grid"]["compensates"]
+    (out / "grid.json").write_text(json.dumps(stored))
+    summary = run_sweep(old, out)  # its runs did not compensate: `compensates=["none"]` resumes them
+    assert (summary.computed, summary.damaged) == ([], [])
+    new = tiny_grid(model_dir, text_file, methods=["activation"], amounts=[0.5], allocations=["local"],
+                    compensates=["lstsq"])
+    with pytest.raises(ValueError, match=r"compensates: \['lstsq'\] here, \['none'\] there \(its grid predates "):
+        run_sweep(new, out)
+    summary = run_sweep(new, out, extend=True)
+    assert len(summary.computed) == 1
+    df = read_results(out)
+    assert sorted(df["label"]) == ["activation", "activation compensate=lstsq"]
+    assert df["perplexity"].notna().all()

@@ -275,6 +275,22 @@ def test_activation_share_weighting():
         lg.export_graph(model, weighting="activation_share")
 
 
+def test_default_weighting_is_the_pagerank_scorers_with_stats():
+    """With calibration statistics the default graph is the pagerank scorer's (one place: CALIBRATED_EXPORT)."""
+    from llmrank_graph.graph.export import CALIBRATED_EXPORT, DEFAULT_EXPORT
+    from llmrank_graph.scoring import PAGERANK_EXPORT
+
+    assert PAGERANK_EXPORT == CALIBRATED_EXPORT and CALIBRATED_EXPORT.weighting == "activation_share"
+    model = tiny_llama(seed=6)
+    stats = _stats(model)
+    calibrated = lg.export_graph(model, stats)
+    assert calibrated.meta["weighting"] == "activation_share" and calibrated.has_activation
+    assert calibrated.edges.equals(lg.export_graph(model, stats, weighting="activation_share").edges)
+    assert lg.export_graph(model).meta["weighting"] == DEFAULT_EXPORT.weighting == "abs"  # needs no stats
+    assert lg.export_graph(model, stats, mode="isolated").meta["weighting"] == "activation_share"
+    assert lg.export_graph(model, stats, options=DEFAULT_EXPORT).meta["weighting"] == "abs"
+
+
 def test_overwrite_replaces_only_graph_directories(tmp_path):
     g = lg.export_graph(tiny_llama())
     (tmp_path / "file").write_text("x")

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 def real_graph(real_model):
     model, tok = real_model
     stats = lg.calibrate(model, tok, n_samples=2, seq_len=128, batch_size=2)
-    return model, stats, lg.export_graph(model, stats)
+    return model, stats, lg.export_graph(model, stats, weighting="abs")
 
 
 def test_inspect_real_model(real_graph, tmp_path):

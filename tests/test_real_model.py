@@ -20,7 +20,7 @@ def real_stats(real_model):
 
 def test_real_graph_and_pagerank(real_model, real_stats):
     model, _ = real_model
-    g = lg.export_graph(model, real_stats)
+    g = lg.export_graph(model, real_stats, weighting="abs")
     assert (g.n_nodes, g.n_edges) == (63_936, 53_084_160)
     sweep = lg.pagerank(g, backend="sweep", personalization="activation", direction="reverse")
     scipy = lg.pagerank(g, backend="scipy", personalization="activation", direction="reverse", tol=1e-13)

@@ -278,7 +278,7 @@ def test_pagerank_with_given_graph(model, stats, tmp_path):
     _assert_scores(from_disk.intermediate, {l: t.numpy() for l, t in fresh.intermediate.items()}, rtol=1e-5)
     with pytest.raises(ValueError, match=r"`graph` was exported with weighting='abs' but scorer 'pagerank' has "
                                          r"weighting='activation_share'"):
-        score_neurons(model, st, "pagerank", graph=export_graph(model, st))
+        score_neurons(model, st, "pagerank", graph=export_graph(model, st, weighting="abs"))
     with pytest.raises(ValueError, match="`graph` does not match `model`"):
         score_neurons(model, st, "pagerank", graph=export_graph(_tiny_llama(m=20), weighting="abs"), weighting="abs")
     with pytest.raises(TypeError, match="`graph` must be an MLPGraph"):
@@ -314,7 +314,7 @@ def test_centrality_scorers_are_intermediate_slices(model, stats, algo, kw):
         pytest.skip(f"llmrank_graph.centrality has no {algo}")
     st, _ = stats
     graph_kw = {k: kw[k] for k in ("weighting", "keep") if k in kw}
-    g = export_graph(model, st, **graph_kw)
+    g = export_graph(model, st, **{"weighting": "abs", **graph_kw})  # the other centralities' graph
     want = getattr(centrality, algo)(g, **{k: v for k, v in kw.items() if k not in graph_kw}).scores
     res = score_neurons(model, st, algo, **kw)
     assert res.method == algo

@@ -29,7 +29,7 @@ def _stats(model, seed=0):
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     model = tiny_llama(seed=7)
-    g = lg.export_graph(model, _stats(model), residual=0.25)
+    g = lg.export_graph(model, _stats(model), residual=0.25, weighting="abs")
     path = g.to_parquet(tmp_path_factory.mktemp("g") / "graph")
     return g, path
 

@@ -27,7 +27,9 @@ from .scores import (
     baseline_reasons,
     baseline_unavailable,
     compute_centralities,
+    describe_departures,
     graph_baselines,
+    pagerank_departures,
     scores_from_model,
 )
 from .stats import collect_info, compute_layer_stats, partition_table
@@ -159,7 +161,11 @@ def inspect_graph(graph: MLPGraph, *, centralities: Iterable[str] = DEFAULT_CENT
     graph : MLPGraph
     centralities : iterable of str
         Centralities of :data:`CENTRALITIES`, with the library's defaults; a stored column of
-        the same name is used instead of computing it.
+        the same name is used instead of computing it. PageRank's are the ``pagerank``
+        scorer's: on a graph exported with calibration statistics and the scorer's options
+        (``export_graph(model, stats)``) it equals :func:`llmrank_graph.score_neurons`'s
+        ``pagerank`` on the intermediate nodes; elsewhere a note says what differs
+        (:func:`~llmrank_graph.analysis.scores.pagerank_departures`).
     stored : iterable of str, optional
         Further stored score columns to include (an error names the ones stored).
     baselines : iterable of str, optional
@@ -202,6 +208,10 @@ def inspect_graph(graph: MLPGraph, *, centralities: Iterable[str] = DEFAULT_CENT
      'strength_in': 'computed (scipy)', 'magnitude': 'baseline (graph)'}
     >>> rep.notes[0]
     "baseline 'activation' left out: the graph has no node activations (export it with calibration stats)"
+    >>> print(rep.notes[-1])
+    PageRank is not the pagerank scorer's here: no calibration statistics: the pagerank defaults weighting \
+'activation_share' and personalization 'activation' need them; using weighting 'abs' and personalization \
+'uniform' instead
     >>> print(rep.to_text().splitlines()[0])
     graph: LlamaForCausalLM (mode='chained', gate='up', residual=0.0, weighting='abs', keep=None)
     """
@@ -215,6 +225,9 @@ def inspect_graph(graph: MLPGraph, *, centralities: Iterable[str] = DEFAULT_CENT
     stats_df = compute_layer_stats(graph, progress=progress)
     cs, cs_sources = compute_centralities(graph, centralities, backend, True, progress)
     bs, bs_sources = _baselines(graph, model, stats, baselines, notes, progress)
+    departures = pagerank_departures(graph) if "pagerank" in centralities else {}
+    if departures:  # PageRank by name is the pruning scorer's only on the scorer's graph
+        notes.append(f"PageRank is not the pagerank scorer's here: {describe_departures(departures)}")
     table.update(cs)
     table.update(bs)
     sources.update(cs_sources)

@@ -28,12 +28,14 @@ from ..graph.export import export_options
 from ..graph.mlpgraph import MLPGraph
 from ..graph.scores import stored_scores
 from ..scoring import score_neurons
+from ..scoring.graph import PAGERANK_EXPORT
 from .common import GRAPH, names_in, progress_bar
 
 __all__ = ["CENTRALITIES", "DEFAULT_CENTRALITIES", "BASELINES", "score_table", "layer_values",
            "intermediate_by_layer", "available_baselines", "baseline_scores", "baseline_reasons",
            "baseline_unavailable", "graph_baselines",
-           "centrality_scores", "compute_centralities", "scores_from_model"]
+           "centrality_scores", "compute_centralities", "scores_from_model", "pagerank_departures",
+           "describe_departures"]
 
 #: Centralities :func:`inspect_graph` can compute (the registry of :mod:`llmrank_graph.centrality`).
 CENTRALITIES: tuple[str, ...] = centrality_names()
@@ -279,3 +281,69 @@ def compute_centralities(graph: MLPGraph, names: list[str], backend: str, use_st
         scores[col] = values
         sources[col] = source
     return scores, sources
+
+
+# ---------------------------------------------------------------------------- PageRank by name vs the scorer's
+def pagerank_departures(graph: MLPGraph) -> dict[str, tuple[Any, Any, bool]]:
+    """Where PageRank by name on ``graph`` is not the ``pagerank`` scorer's: option -> (the scorer's, used, why).
+
+    PageRank by name (:func:`centrality_scores`, ``rank --graph``) takes the scorer's
+    centrality defaults (:func:`~llmrank_graph.centrality.registry.centrality_entry`) on the
+    graph as it was exported. It is the scorer's ranking only on a graph exported with the
+    scorer's options (:data:`~llmrank_graph.scoring.PAGERANK_EXPORT`) and node activations.
+    The flag is True where the departure comes from the graph having no calibration
+    statistics (the activation weightings and teleport need them), False where the graph was
+    exported with other options. A graph that records no export options (not exported from a
+    model) is compared on its teleport only.
+
+    >>> import torch, transformers, llmrank_graph as lg
+    >>> cfg = transformers.LlamaConfig(vocab_size=32, hidden_size=4, intermediate_size=6, num_hidden_layers=2,
+    ...                                num_attention_heads=2, num_key_value_heads=2)
+    >>> model = transformers.LlamaForCausalLM(cfg)
+    >>> pagerank_departures(lg.export_graph(model))
+    {'weighting': ('activation_share', 'abs', True), 'personalization': ('activation', 'uniform', True)}
+    >>> stats = lg.calibrate(model, input_ids=torch.randint(0, 32, (2, 8)))
+    >>> pagerank_departures(lg.export_graph(model, stats))
+    {}
+    >>> pagerank_departures(lg.export_graph(model, stats, weighting="abs"))
+    {'weighting': ('activation_share', 'abs', False)}
+    """
+    out: dict[str, tuple[Any, Any, bool]] = {}
+    no_stats = not graph.has_activation
+    opts = export_options(graph)
+    if opts is not None:
+        for k, want in PAGERANK_EXPORT.as_dict().items():
+            have = getattr(opts, k)
+            if have != want:
+                out[k] = (want, have, no_stats and k == "weighting" and PAGERANK_EXPORT.needs_stats)
+    entry = centrality_entry("pagerank")
+    used = entry.arguments(graph.has_activation)
+    for k, want in entry.defaults.items():
+        if used[k] != want:
+            out[k] = (want, used[k], True)  # only without_stats replaces a default
+    return out
+
+
+def describe_departures(departures: Mapping[str, tuple[Any, Any, bool]]) -> str:
+    """:func:`pagerank_departures` in words, for a warning or a note ('' when there are none).
+
+    >>> describe_departures({"weighting": ("activation_share", "abs", True),
+    ...                      "personalization": ("activation", "uniform", True)})
+    "no calibration statistics: the pagerank defaults weighting 'activation_share' and personalization \
+'activation' need them; using weighting 'abs' and personalization 'uniform' instead"
+    >>> describe_departures({"residual": (0.0, 0.3, False)})
+    "the graph was exported with residual 0.3, not the pagerank scorer's 0.0; ranking it as exported"
+    """
+    def words(items, i):
+        return " and ".join(f"{k} {v[i]!r}" for k, v in items)
+
+    stats = [(k, v) for k, v in departures.items() if v[2]]
+    other = [(k, v) for k, v in departures.items() if not v[2]]
+    parts = []
+    if stats:
+        parts.append(f"no calibration statistics: the pagerank defaults {words(stats, 0)} need them; using "
+                     f"{words(stats, 1)} instead")
+    if other:
+        parts.append(f"the graph was exported with {words(other, 1)}, not the pagerank scorer's "
+                     f"{' and '.join(repr(v[0]) for _, v in other)}; ranking it as exported")
+    return "; ".join(parts)

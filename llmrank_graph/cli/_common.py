@@ -25,7 +25,7 @@ from ..errors import (
     MissingInputError,
     OutputExistsError,
 )
-from ..graph.export import DEFAULT_EXPORT, GATES, MODES, WEIGHTINGS, ExportOptions
+from ..graph.export import CALIBRATED_EXPORT, DEFAULT_EXPORT, GATES, MODES, WEIGHTINGS, ExportOptions
 from ..graph.meta import GRAPH_FORMAT, check_meta, read_format
 from ..models import loading
 from ..scoring.graph import PAGERANK_WITHOUT_STATS
@@ -61,14 +61,19 @@ def _add_calibration(p: argparse.ArgumentParser) -> None:
                    help="(default %(default)s)")
 
 
-def _add_graph_options(p: argparse.ArgumentParser, defaults: ExportOptions, *, given_only: bool = False) -> None:
+def _add_graph_options(p: argparse.ArgumentParser, defaults: ExportOptions, *, given_only: bool = False,
+                       weighting_by_stats: bool = False) -> None:
     """``--mode`` ... ``--keep`` with the defaults of ``defaults``.
 
     With ``given_only`` every option defaults to None, so the command can tell which ones were
     typed (:func:`_given_export`); the help still shows ``defaults``, and what a default that
-    needs calibration statistics falls back to.
+    needs calibration statistics falls back to. With ``weighting_by_stats`` only ``--weighting``
+    does: its default is :func:`~llmrank_graph.graph.export.default_export`'s, which depends on
+    ``--calibrate``.
     """
     d = {k: (None if given_only else v) for k, v in defaults.as_dict().items()}
+    if weighting_by_stats:
+        d["weighting"] = None
     g = p.add_argument_group("graph", "how the whole-MLP graph is exported (llmrank_graph.ExportOptions)")
     g.add_argument("--mode", choices=MODES, default=d["mode"], help=f"(default: {defaults.mode})")
     g.add_argument("--gate", choices=GATES, default=d["gate"],
@@ -77,8 +82,11 @@ def _add_graph_options(p: argparse.ArgumentParser, defaults: ExportOptions, *, g
                    help=f"weight of skip edges H_l -> H_l+1, 0 for none (default: {defaults.residual:g})")
     fallback = (f"; {PAGERANK_WITHOUT_STATS['weighting']} without calibration statistics"
                 if given_only and defaults.needs_stats else "")
-    g.add_argument("--weighting", choices=WEIGHTINGS, default=d["weighting"],
-                   help=f"edge weights (default: {defaults.weighting}{fallback})")
+    default = f"{defaults.weighting}{fallback}"
+    if weighting_by_stats:
+        default = (f"{CALIBRATED_EXPORT.weighting} with --calibrate, the pagerank scorer's; "
+                   f"{DEFAULT_EXPORT.weighting} without")
+    g.add_argument("--weighting", choices=WEIGHTINGS, default=d["weighting"], help=f"edge weights (default: {default})")
     g.add_argument("--keep", type=_keep, default=d["keep"],
                    help="sparsify: int k = top-k in-edges per node, float q = fraction kept "
                         f"(default: {'keep every edge' if defaults.keep is None else defaults.keep})")
@@ -94,6 +102,22 @@ def _keep(s: str):
 def _given_export(args) -> dict:
     """The graph options typed on the command line (those whose argparse default is None)."""
     return {k: getattr(args, k) for k in _EXPORT_FIELDS if getattr(args, k) is not None}
+
+
+def warn_pagerank_departures(graph, how: str, typed=()) -> None:
+    """Say, as a warning, where PageRank by name on ``graph`` is not the ``pagerank`` scorer's, and what is used.
+
+    ``rank`` and ``inspect`` take the scorer's defaults; a graph without calibration
+    statistics, or exported with other options, cannot give them all
+    (:func:`~llmrank_graph.analysis.scores.pagerank_departures`). Options in ``typed`` were
+    chosen on the command line and are not reported. ``how`` says how to get the scorer's
+    ranking.
+    """
+    from ..analysis.scores import describe_departures, pagerank_departures
+
+    departures = {k: v for k, v in pagerank_departures(graph).items() if k not in typed}
+    if departures:
+        logger.warning("%s (%s to rank as `prune --method pagerank` does)", describe_departures(departures), how)
 
 
 # ---------------------------------------------------------------------------- checks before any work

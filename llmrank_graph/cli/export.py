@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from ..errors import InvalidArgumentError
-from ..graph.export import DEFAULT_EXPORT, EXPORT_FORMATS, ExportOptions
+from ..graph.export import DEFAULT_EXPORT, EXPORT_FORMATS, default_export
 from ..graph.viewer import VIEW_EDGE_LIMIT, VIEW_FORMATS, to_networkx, write_viewer
 from ..scoring.graph import PAGERANK_WITHOUT_STATS
 from ._common import (
@@ -54,7 +54,7 @@ def add_parser(sub) -> None:
     g.add_argument("--min-weight", type=float, default=None, metavar="W", help="keep edges of at least this weight")
     g.add_argument("--score", default=None, metavar="NAME",
                    help="ranks nodes for --top-nodes: a stored score column or a centrality (default: total strength)")
-    _add_graph_options(p, DEFAULT_EXPORT)
+    _add_graph_options(p, DEFAULT_EXPORT, weighting_by_stats=True)
     _add_calibration(p)
     p.set_defaults(func=run)
 
@@ -91,7 +91,9 @@ def run(args) -> int:
         typed = ", ".join(_VIEW_OPTIONS[k] for k in view)
         raise InvalidArgumentError(f"{typed} appl{'ies' if len(view) == 1 else 'y'} to --format "
                                    f"{' or '.join(VIEW_FORMATS)} only")
-    options = _relabel(GRAPH_OPTIONS, ExportOptions, **{k: getattr(args, k) for k in _EXPORT_FIELDS})
+    # --weighting's default is the pagerank scorer's with --calibrate, plain |W| without (default_export)
+    typed = {k: getattr(args, k) for k in _EXPORT_FIELDS if getattr(args, k) is not None}
+    options = _relabel(GRAPH_OPTIONS, default_export(args.calibrate).replace, **typed)
     if args.graph is not None:
         if args.model is not None or args.calibrate or options != DEFAULT_EXPORT:
             raise InvalidArgumentError("--model, --calibrate and the graph options apply to a model only; a graph "

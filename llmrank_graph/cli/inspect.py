@@ -15,7 +15,8 @@ from ..analysis.inspect import INSPECT_CONSTRAINTS
 from ..base.params import validate
 from ..centrality import backend_names
 from ..errors import InvalidArgumentError
-from ..graph.mlpgraph import DEFAULT_EXPORT, export_graph, read_graph
+from ..graph.export import CALIBRATED_EXPORT, default_export
+from ..graph.mlpgraph import export_graph, read_graph
 from ._common import (
     GRAPH_INPUT_OPTIONS,
     GRAPH_OPTIONS,
@@ -28,6 +29,7 @@ from ._common import (
     check_backend,
     logger,
     preflight,
+    warn_pagerank_departures,
 )
 from ._inputs import read_texts
 from ._words import OUTPUT_OPTIONS
@@ -81,7 +83,7 @@ def add_parser(sub) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--out", metavar="DIR", default=None, help="also write CSV/JSON tables and PNG plots here")
     p.add_argument("--overwrite", action="store_true", help="replace --out")
-    _add_graph_options(p, DEFAULT_EXPORT, given_only=True)
+    _add_graph_options(p, CALIBRATED_EXPORT, given_only=True)
     _add_calibration(p)
     p.set_defaults(func=run)
 
@@ -105,12 +107,17 @@ def run(args) -> int:
     if args.graph is not None:
         graph = _relabel({**_OPTIONS, **GRAPH_INPUT_OPTIONS}, read_graph, args.graph, args.layers)
     else:
-        options = _relabel(GRAPH_OPTIONS, DEFAULT_EXPORT.replace, **given)
+        # With --calibrate, the graph that the pagerank scorer ranks; without, plain |W| edges.
+        options = _relabel(GRAPH_OPTIONS, default_export(args.calibrate).replace, **given)
         texts = read_texts(args) if args.calibrate or options.needs_stats else None
         model, tok, _ = _load(args)
         stats = _calibrate(args, model, tok, texts) if texts is not None else None
         graph = export_graph(model, stats, options=options)
     logger.info("inspecting %r", graph)
+    if "pagerank" in args.centralities:
+        how = ("export the graph with --calibrate and the default graph options" if args.graph is not None
+               else "pass --calibrate")
+        warn_pagerank_departures(graph, how, typed=given)
     report = _relabel(_OPTIONS, inspect_graph, graph, centralities=args.centralities, stored=args.stored,
                       baselines=args.baselines, model=model, stats=stats, k=args.top, amount=args.amount,
                       paths=args.paths, backend=args.backend, progress=True)

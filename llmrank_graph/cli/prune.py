@@ -223,7 +223,8 @@ def run(args) -> int:
     t = time.perf_counter()
     res = _relabel({**scorer_words(args.method), **_PRUNE_OPTIONS}, prune_model, model, stats, method=args.method,
                    amount=args.amount, allocation=args.allocation, how=args.how, mode=args.mode,
-                   prune_hidden=args.prune_hidden, compensate=args.compensate, ridge=args.ridge, **seq, **params)
+                   prune_hidden=args.prune_hidden, compensate=args.compensate, ridge=args.ridge, progress=True, **seq,
+                   **params)
     times["calibrate + score + prune, layer by layer" if args.sequential else "score + prune"] = (
         time.perf_counter() - t)
     pruned = res.model
@@ -232,7 +233,7 @@ def run(args) -> int:
     ppl_pruned = perplexity(pruned, input_ids=eval_ids, batch_size=args.batch_size, progress=True)
     times["perplexity (both)"] = time.perf_counter() - t
     t = time.perf_counter()
-    tp = compare_throughput(dense, pruned, eval_ids[:1], rounds=3)  # one window, both models alternately
+    tp = compare_throughput(dense, pruned, eval_ids[:1], rounds=3, progress=True)  # one window, both alternately
     times["tokens/s (both)"] = time.perf_counter() - t
     t = time.perf_counter()
     _relabel(OUTPUT_OPTIONS, save_pruned, pruned, tok, checked.out, overwrite=args.overwrite, mask=res.masks,

@@ -29,8 +29,8 @@ from ._common import (
     _load,
     _relabel,
     check_backend,
-    logger,
     preflight,
+    warn_pagerank_departures,
 )
 from ._inputs import read_texts
 
@@ -94,14 +94,15 @@ def run(args) -> int:
 
     Defaults that need calibration statistics (the activation-share weighting, the activation
     teleport) fall back to :data:`~llmrank_graph.scoring.graph.PAGERANK_WITHOUT_STATS` when there are
-    none (no ``--calibrate``, or a ``--graph`` exported without), with a warning. Options typed
-    on the command line are never replaced: one that needs statistics makes ``rank --model``
-    calibrate.
+    none (no ``--calibrate``, or a ``--graph`` exported without), with a warning. A ``--graph``
+    exported with calibration (``export --calibrate``) has the scorer's edges by default and
+    ranks as ``rank --calibrate`` does; one exported with other graph options is ranked as
+    exported, with a warning that names them. Options typed on the command line are never
+    replaced: one that needs statistics makes ``rank --model`` calibrate.
     """
     from ..graph.mlpgraph import export_graph, read_graph
 
     given = _given_export(args)
-    replaced: dict[str, tuple[str, str]] = {}  # option -> (its default, what is used instead)
     # Everything is checked before the graph or the model is read.
     _relabel(_PAGERANK_OPTIONS, validate, pagerank.parameter_constraints,  # the rules of llmrank_graph.pagerank
              {k: getattr(args, k) for k in _PAGERANK_OPTIONS})
@@ -131,21 +132,17 @@ def run(args) -> int:
         model, tok, _ = _load(args)
         stats = _calibrate(args, model, tok, texts, no_text) if texts is not None else None
         if stats is None and options.needs_stats:  # the default weighting: it was not typed
-            replaced["weighting"] = (options.weighting, PAGERANK_WITHOUT_STATS["weighting"])
             options = options.replace(weighting=PAGERANK_WITHOUT_STATS["weighting"])
         graph = export_graph(model, stats, **options.as_dict())
     personalization = args.personalization
     if personalization is None:
         personalization = PAGERANK_CENTRALITY["personalization"]
         if personalization in ACTIVATION_PERSONALIZATIONS and not graph.has_activation:
-            replaced["personalization"] = (personalization, PAGERANK_WITHOUT_STATS["personalization"])
             personalization = PAGERANK_WITHOUT_STATS["personalization"]
-    if replaced:
-        how = ("export the graph with --calibrate" if args.graph is not None else "pass --calibrate")
-        logger.warning("no calibration statistics: the pagerank defaults %s need them; using %s instead "
-                       "(%s to rank as `prune --method pagerank` does)",
-                       " and ".join(f"{k} {v[0]!r}" for k, v in replaced.items()),
-                       " and ".join(f"{k} {v[1]!r}" for k, v in replaced.items()), how)
+    # What the graph cannot give of the scorer's defaults, and what is used instead (typed options aside).
+    how = ("export the graph with --calibrate and the default graph options" if args.graph is not None
+           else "pass --calibrate")
+    warn_pagerank_departures(graph, how, typed={*given, *(["personalization"] if args.personalization else [])})
     column = column_name("pagerank", {"direction": args.direction, "alpha": args.alpha,
                                       "personalization": personalization})
     if args.add_to_graph and column in graph.scores and not args.overwrite:

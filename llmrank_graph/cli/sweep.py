@@ -6,6 +6,7 @@ Examples::
     llmrank-graph sweep --out results --methods pagerank --param alpha=0.5,0.85 --allocations local global
     llmrank-graph sweep --out results --grid grid.toml --tasks wikipedia_lastword
     llmrank-graph sweep --out results --methods katz --extend      # add runs to an existing directory
+    llmrank-graph sweep --out results --compensate none lstsq       # with and without the refit
 
 Lists are space-separated. A rerun skips every completed run; see
 :mod:`llmrank_graph.experiments.runner` for the directory layout. Every default and choice is the
@@ -27,6 +28,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from ..compensation.algebra import COMPENSATIONS
 from ..data.evaluation import LASTWORD_TASK
 from ..errors import InvalidArgumentError, WorkFailedError
 from ..experiments.grid import Grid, load_grid
@@ -80,6 +82,9 @@ def add_parser(sub) -> None:
     g.add_argument("--how", dest="hows", nargs="+", choices=HOWS, default=None,
                    help=f"remove neurons or zero them (default: {_listed(_GRID['hows'])})")
     g.add_argument("--modes", nargs="+", choices=MODES, default=None, help=f"(default: {_listed(_GRID['modes'])})")
+    g.add_argument("--compensate", dest="compensates", nargs="+", choices=COMPENSATIONS, default=None,
+                   help="repair down_proj after the removal (default: "
+                        f"{_listed(_GRID['compensates'])}, as `llmrank-graph prune`)")
     g.add_argument("--param", action="append", default=[], metavar="KEY=V1,V2",
                    help="a parameter axis, repeatable: applies to every method that has KEY; METHOD.KEY=... to one "
                         "method. Values: numbers, true/false/none, or text")
@@ -94,8 +99,8 @@ def add_parser(sub) -> None:
     c.add_argument("--batch-size", type=int, default=None,
                    help=f"blocks per forward pass (default {_CAL.batch_size} and {_EV.batch_size})")
     c.add_argument("--second-moments", action="store_true", default=None,
-                   help="also collect the Gram matrices of the down_proj inputs (needed by --param "
-                        "compensate=lstsq and the flap/obs methods)")
+                   help="also collect the Gram matrices of the down_proj inputs (default: when a run needs "
+                        "them: --compensate lstsq or lstsq+bias, the obs method)")
     e = p.add_argument_group("evaluation")
     e.add_argument("--eval-texts", metavar="SOURCE", default=None,
                    help="perplexity text (default: held-out Wikipedia articles)")
@@ -143,7 +148,8 @@ def grid_from_args(args) -> Grid:
     d: dict = {}
     if args.grid is not None:
         d = load_grid(args.grid).to_dict()  # the file is validated on its own first
-    for name in ("models", "methods", "amounts", "allocations", "hows", "modes", "seed", "save_scores", "save_masks"):
+    for name in ("models", "methods", "amounts", "allocations", "hows", "modes", "compensates", "seed", "save_scores",
+                 "save_masks"):
         value = getattr(args, name)
         if value is not None:
             d[name] = value
@@ -237,7 +243,8 @@ def run(args) -> int:
     runs = grid.runs()
     print(f"grid: {len(runs)} runs ({len(grid.models)} model(s) x {len(grid.methods)} method(s) with their "
           f"parameters x {len(grid.amounts)} amount(s) x {len(grid.allocations)} allocation(s) x "
-          f"{len(grid.hows)} how x {len(grid.modes)} mode(s)) into {args.out}/", flush=True)
+          f"{len(grid.hows)} how x {len(grid.modes)} mode(s) x {len(grid.compensates)} compensation(s)) into "
+          f"{args.out}/", flush=True)
     if len(runs) > CONFIRM_ABOVE and not _confirm_size(runs, args):
         print("not started")
         return 1

@@ -1,7 +1,7 @@
 """Benchmark grids: the axes of a sweep, its settings, and the runs they expand into.
 
 A :class:`Grid` names the axes (models, scorers, amounts, allocations, ways of applying the
-mask, graph modes, scorer parameters) and the calibration and evaluation settings;
+mask, graph modes, compensations, scorer parameters) and the calibration and evaluation settings;
 :meth:`Grid.runs` expands it into :class:`RunConfig` objects, each with a stable
 :attr:`~RunConfig.run_id` (a hash of everything that determines its result). :func:`load_grid`
 reads a grid from a TOML file. A grid is checked whole when it is made, before any work;
@@ -16,7 +16,17 @@ applies to one method only. A parameter that no method of the grid has is an err
 
 >>> grid = Grid(methods=["pagerank", "activation"], amounts=[0.5], method_params={"pagerank": {"alpha": [0.5, 0.85]}})
 >>> [run.label for run in grid.runs()]
-['pagerank alpha=0.5', 'pagerank alpha=0.85', 'activation']
+['pagerank alpha=0.5 compensate=lstsq', 'pagerank alpha=0.85 compensate=lstsq', 'activation compensate=lstsq']
+
+Compensation
+------------
+``compensates`` is an axis of every method, with ``llmrank-graph prune``'s default
+(:data:`~llmrank_graph.compensation.RECOMMENDED_COMPENSATION`, a least-squares refit): a
+sweep's default run is ``prune``'s. A ``compensate`` in ``params`` or ``method_params`` (how
+grids set it before it was an axis) takes the axis's place for the methods it applies to. The
+calibration collects the Gram matrices that a refit needs when a run of the grid needs them,
+and not otherwise (``calibration.second_moments``, None by default). A run of ``'none'`` has
+no ``compensate`` among its params, as runs of sweeps made before the axis: theirs keep their ids.
 """
 
 from __future__ import annotations
@@ -25,13 +35,13 @@ import itertools
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from ..base.checks import check_bool, check_choice, fail, fail_type, format_allowed
 from ..base.params import Boolean, Check, Interval, validated
-from ..compensation.algebra import COMPENSATIONS, check_ridge, needs_second_moments
+from ..compensation.algebra import COMPENSATIONS, RECOMMENDED_COMPENSATION, check_ridge
 from ..errors import (
     FileFormatError,
     InvalidArgumentError,
@@ -42,18 +52,19 @@ from ..errors import (
 from ..graph.mlpgraph import MODES
 from ..pruning.masks import ALLOCATIONS, check_amount
 from ..pruning.surgery import HOWS, prune_model
-from ..scoring.registry import get_scorer, scorers
+from ..scoring.registry import scorers
 from .settings import (
     _A_PATH,
     _NOT_PARAMS,
+    NO_COMPENSATION,
     CalibrationSetting,
     EvaluationSetting,
     RunConfig,
     _as_texts,
     _default,
-    _scorer_only,
     _store_checked,
     method_parameters,
+    second_moments_reason,
 )
 
 __all__ = ["Grid", "load_grid"]
@@ -159,6 +170,7 @@ _GRID_CONSTRAINTS = {
     "models": Check(_check_models, "a list of model paths (None: the embedded default)"),
     "methods": _choices(scorers), "amounts": Check(_check_amounts, "a list of floats in [0, 1)"),
     "allocations": _choices(ALLOCATIONS), "hows": _choices(HOWS), "modes": _choices(MODES),
+    "compensates": _choices(COMPENSATIONS),
     "params": Check(_check_params, "a mapping of parameter -> list of values"),
     "method_params": Check(_check_method_params, "a mapping of method -> {parameter: values}"),
     "calibration": _setting(CalibrationSetting), "evaluation": _setting(EvaluationSetting),
@@ -216,11 +228,17 @@ class Grid:
         Fractions of intermediate neurons to prune, each in [0, 1).
     allocations, hows, modes : tuple of str
         Axes of :func:`~llmrank_graph.prune_model` (defaults: its defaults).
+    compensates : tuple of str
+        Its ``compensate`` (default: ``llmrank-graph prune``'s,
+        :data:`~llmrank_graph.compensation.RECOMMENDED_COMPENSATION`); see the module's
+        "Compensation".
     params : dict of str -> tuple
         Parameter -> values, for every method that has the parameter.
     method_params : dict of str -> dict of str -> tuple
         Method -> parameter -> values, for that method only.
     calibration : CalibrationSetting
+        Its ``second_moments`` None (the default): collected when a run needs them
+        (:meth:`runs` gives every run the grid's choice).
     evaluation : EvaluationSetting
     seed : int
     save_scores : bool
@@ -234,6 +252,11 @@ class Grid:
     >>> grid = Grid(methods=["pagerank", "activation"], amounts=[0.1, 0.3], params={"alpha": [0.5, 0.85]})
     >>> len(grid.runs())        # pagerank: 2 alphas x 2 amounts; activation has no alpha: 2 amounts
     6
+    >>> run = grid.runs()[0]    # prune's defaults: a least-squares refit, on second moments
+    >>> run.compensate, run.calibration.second_moments
+    ('lstsq', True)
+    >>> Grid(compensates=["none"]).runs()[0].calibration.second_moments
+    False
     >>> Grid(methods=["activation"], params={"alpha": [0.5]})
     Traceback (most recent call last):
     ...
@@ -246,6 +269,7 @@ class Grid:
     allocations: tuple[str, ...] = (_default(prune_model, "allocation"),)
     hows: tuple[str, ...] = (_default(prune_model, "how"),)
     modes: tuple[str, ...] = (_default(prune_model, "mode"),)
+    compensates: tuple[str, ...] = (RECOMMENDED_COMPENSATION,)
     params: Mapping[str, tuple] = field(default_factory=dict)
     method_params: Mapping[str, Mapping[str, tuple]] = field(default_factory=dict)
     calibration: CalibrationSetting = field(default_factory=CalibrationSetting)
@@ -257,10 +281,20 @@ class Grid:
     def __post_init__(self):
         _store_checked(self, _GRID_CONSTRAINTS, "")
         _check_parameter_names(self.methods, self.params, self.method_params)
-        self._check_configurations()
+        needed = self._check_configurations()
+        # The runs' one calibration setting: with the Gram matrices when a run needs them. The
+        # grid keeps the setting as given (None: as needed), so that options laid over a grid
+        # file later decide afresh.
+        cal = self.calibration
+        object.__setattr__(self, "_run_calibration",
+                           replace(cal, second_moments=needed) if cal.second_moments is None else cal)
 
-    def _check_configurations(self) -> None:
-        """Build every scorer configuration once, so that a bad value fails now, not in the middle of a sweep."""
+    def _check_configurations(self) -> bool:
+        """Build every scorer configuration once, so that a bad value fails now, not in the middle of a sweep.
+
+        Returns whether a run needs the Gram matrices of the down_proj inputs.
+        """
+        needed = False
         for method in self.methods:
             for combo in self._combos(method):
                 _check_prune_options(combo)
@@ -268,26 +302,36 @@ class Grid:
                     raise InvalidArgumentError(
                         f"method {method!r} with prune_hidden=True needs how='zero' (hidden channels cannot be "
                         f"removed); the grid has hows {format_allowed(self.hows)}")
-                compensate = combo.get("compensate", "none")
                 for mode in self.modes:
-                    scorer = get_scorer(method, mode=mode, **_scorer_only(method, combo))
-                    if (scorer.needs_second_moments() or needs_second_moments(compensate)) \
-                            and not self.calibration.second_moments:
-                        what = (f"compensate={compensate!r}" if needs_second_moments(compensate)
-                                else f"method {method!r}")
+                    why = second_moments_reason(method, mode, combo)  # builds the scorer: checks its parameters
+                    if why is not None and self.calibration.second_moments is False:
                         raise InvalidArgumentError(
-                            f"{what} needs the Gram matrices of the down_proj inputs: set calibration.second_moments "
+                            f"{why} needs the Gram matrices of the down_proj inputs: set calibration.second_moments "
                             "to true (--second-moments)")
+                    needed = needed or why is not None
+        return needed
 
     def _combos(self, method: str) -> list[dict[str, Any]]:
         allowed = method_parameters(method)
         axes = {k: v for k, v in self.params.items() if k in allowed}
         axes.update(self.method_params.get(method, {}))
+        by_axis = "compensate" not in axes  # else params set it, as grids did before `compensates`
+        if by_axis:
+            axes["compensate"] = self.compensates
         keys = sorted(axes)
-        return [dict(zip(keys, combo)) for combo in itertools.product(*(axes[k] for k in keys))]
+        combos = [dict(zip(keys, combo)) for combo in itertools.product(*(axes[k] for k in keys))]
+        if by_axis:  # recorded as runs without compensation always were: their ids stay
+            for combo in combos:
+                if combo["compensate"] == NO_COMPENSATION:
+                    del combo["compensate"]
+        return combos
 
     def runs(self) -> list[RunConfig]:
-        """Every run of the grid, models outermost and amounts innermost."""
+        """Every run of the grid, models outermost and amounts innermost.
+
+        Every run has the same calibration setting; a ``second_moments`` left None is true when
+        a run of the grid needs the Gram matrices, false otherwise.
+        """
         out = []
         for model in self.models:
             for method in self.methods:
@@ -295,7 +339,7 @@ class Grid:
                     for mode, how, allocation, amount in itertools.product(self.modes, self.hows, self.allocations,
                                                                             self.amounts):
                         out.append(RunConfig(model, method, amount, allocation, how, mode,
-                                             tuple(sorted(combo.items())), self.calibration, self.evaluation,
+                                             tuple(sorted(combo.items())), self._run_calibration, self.evaluation,
                                              self.seed))
         return out
 
@@ -313,7 +357,8 @@ class Grid:
     def from_dict(cls, d: Mapping) -> Grid:
         """A grid from a mapping (a parsed TOML file, ``grid.json``).
 
-        Keys: the fields of :class:`Grid` (``how`` is accepted for ``hows``). In ``params``, a
+        Keys: the fields of :class:`Grid` (``how`` is accepted for ``hows``, ``compensate`` for
+        ``compensates``). In ``params``, a
         value that is itself a table is a method's own parameters (``params.pagerank.alpha``).
 
         Raises
@@ -329,10 +374,11 @@ class Grid:
         if not isinstance(d, Mapping):
             raise fail_type("grid", "a mapping", d)
         d = dict(d)
-        if "how" in d:
-            if "hows" in d:
-                raise InvalidArgumentError("the grid gives both `how` and `hows`; give one")
-            d["hows"] = d.pop("how")
+        for one, axis in (("how", "hows"), ("compensate", "compensates")):  # the CLI's option names
+            if one in d:
+                if axis in d:
+                    raise InvalidArgumentError(f"the grid gives both `{one}` and `{axis}`; give one")
+                d[axis] = d.pop(one)
         unknown = [k for k in d if k not in _GRID_KEYS]
         if unknown:
             raise InvalidArgumentError(f"unknown grid key(s) {format_allowed(unknown)}; allowed: "

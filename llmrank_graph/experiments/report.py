@@ -520,7 +520,7 @@ def write_report(directory: str | os.PathLike, out: str | os.PathLike | None = N
     ['correlations.png', 'layers.png', 'quality.png', 'scores.png']
     >>> [corr] = rank_correlations(tmp / "results").values()
     >>> corr["labels"], corr["spearman"].shape
-    (['activation', 'magnitude'], (2, 2))
+    (['activation compensate=lstsq', 'magnitude compensate=lstsq'], (2, 2))
     >>> import shutil; shutil.rmtree(tmp)
     """
     directory = Path(directory).expanduser()

@@ -246,9 +246,20 @@ def _grid_entry(grid: Grid) -> dict:
     return {"grid": grid.to_dict(), "runs": [r.run_id for r in grid.runs()]}
 
 
+#: What a grid of ``grid.json`` that lacks a key had: a grid written before ``compensates``
+#: existed ran without compensation, and its runs are those of ``compensates=["none"]``.
+_BEFORE_THE_KEY: dict[str, Any] = {"compensates": ["none"]}
+
+
 def _differences(new: dict, old: dict) -> str:
-    diffs = [f"{k}: {new.get(k)!r} here, {old.get(k)!r} there" for k in _GRID_KEYS
-             if k not in ("save_scores", "save_masks") and new.get(k) != old.get(k)]
+    """The settings in which the grid ``new`` differs from ``old`` (``grid.json`` entries), in words."""
+    diffs = []
+    for k in _GRID_KEYS:
+        older = k not in old and k in _BEFORE_THE_KEY
+        was = _BEFORE_THE_KEY[k] if older else old.get(k)
+        if k not in ("save_scores", "save_masks") and new.get(k) != was:
+            note = f" (its grid predates `{k}`)" if older else ""
+            diffs.append(f"{k}: {new.get(k)!r} here, {was!r} there{note}")
     return "; ".join(diffs) or "the same settings, other runs"
 
 

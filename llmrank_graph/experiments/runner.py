@@ -189,7 +189,7 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _calibration(ctx: _ModelContext, directory: Path, run: RunConfig) -> None:
+def _calibration(ctx: _ModelContext, directory: Path, run: RunConfig, progress: bool) -> None:
     cal = run.calibration
     path = directory / CALIBRATION_DIR / f"{_model_key(run.model)}-{cal.key}.safetensors"
     if path.is_file():
@@ -205,7 +205,7 @@ def _calibration(ctx: _ModelContext, directory: Path, run: RunConfig) -> None:
             return
     t = time.perf_counter()
     stats = calibrate(ctx.model, ctx.tokenizer, texts=cal.texts, n_samples=cal.n_samples, seq_len=cal.seq_len,
-                      batch_size=cal.batch_size, second_moments=cal.second_moments)
+                      batch_size=cal.batch_size, second_moments=cal.second_moments, progress=progress)
     seconds = time.perf_counter() - t
     stats.meta.update({"model": run.model, "setting": asdict(cal), "seconds": seconds})
     try:
@@ -237,10 +237,11 @@ def _tasks_manager(directory: Path, grid: Grid):
     return prepare_tasks(ev.tasks, include)
 
 
-def _evaluate(model, ctx: _ModelContext, ev: EvaluationSetting, manager) -> tuple[float, dict, float, float]:
+def _evaluate(model, ctx: _ModelContext, ev: EvaluationSetting, manager,
+              progress: bool = False) -> tuple[float, dict, float, float]:
     """(perplexity, task metrics, seconds of perplexity, seconds of tasks)."""
     t = time.perf_counter()
-    ppl = perplexity(model, input_ids=ctx.eval_ids, batch_size=ev.batch_size)
+    ppl = perplexity(model, input_ids=ctx.eval_ids, batch_size=ev.batch_size, progress=progress)
     t_ppl = time.perf_counter() - t
     metrics: dict = {}
     t = time.perf_counter()
@@ -251,7 +252,7 @@ def _evaluate(model, ctx: _ModelContext, ev: EvaluationSetting, manager) -> tupl
     return ppl, metrics, t_ppl, time.perf_counter() - t
 
 
-def _dense(ctx: _ModelContext, directory: Path, run: RunConfig, manager) -> dict:
+def _dense(ctx: _ModelContext, directory: Path, run: RunConfig, manager, progress: bool) -> dict:
     ev = run.evaluation
     path = directory / DENSE_DIR / f"{_model_key(run.model)}-{ev.key}.json"
     if path.is_file():
@@ -262,7 +263,7 @@ def _dense(ctx: _ModelContext, directory: Path, run: RunConfig, manager) -> dict
             return record
         except (OSError, ValueError) as e:
             logger.warning("dense evaluation file %s is damaged (%s); evaluating the dense model again", path, e)
-    ppl, metrics, t_ppl, t_tasks = _evaluate(ctx.model, ctx, ev, manager)
+    ppl, metrics, t_ppl, t_tasks = _evaluate(ctx.model, ctx, ev, manager, progress)
     record = {"format": DENSE_FORMAT, "model": run.model, "evaluation": run.to_dict()["evaluation"],
               "perplexity": ppl, "tasks": metrics, "parameters": count_parameters(ctx.model),
               "seconds": t_ppl + t_tasks}
@@ -352,9 +353,11 @@ class _Plan:
     manager: Any
     device: Any
     wait: bool = False
+    progress: bool = False  # bars for the shared stages (calibration, dense evaluation) under the sweep's
 
 
-def _plan(grid: Grid, directory: Path, extend: bool, retry_failed: bool, device, wait: bool) -> _Plan:
+def _plan(grid: Grid, directory: Path, extend: bool, retry_failed: bool, device, wait: bool,
+          progress: bool = False) -> _Plan:
     """Check everything that can be checked before any work, then write ``grid.json``."""
     grid_json, changed = _open_directory(directory, grid, extend)
     runs = grid.runs()
@@ -369,7 +372,7 @@ def _plan(grid: Grid, directory: Path, extend: bool, retry_failed: bool, device,
     summary.skipped = [r.run_id for r in runs if r.run_id not in left]
     logger.info("%d runs in the grid: %d done, %d to run", len(runs), len(runs) - len(todo), len(todo))
     return _Plan(grid, directory, summary, found, {p.stem.rsplit("-", 1)[-1] for p in damaged}, todo, manager, device,
-                 wait)
+                 wait, progress)
 
 
 def pending_runs(runs: Sequence[RunConfig], found: dict, retry_failed: bool = False) -> list[RunConfig]:
@@ -416,8 +419,8 @@ class _LazyContext:
             logger.info("loaded %s in %.1f s", self.model_path or "the embedded default model", load_s)
             ev = plan.grid.evaluation
             ctx.eval_ids = token_blocks(tok, load_texts(ev.texts, split="evaluation"), ev.n_samples, ev.seq_len)
-            _calibration(ctx, plan.directory, run)
-            ctx.dense = _dense(ctx, plan.directory, run, plan.manager)
+            _calibration(ctx, plan.directory, run, plan.progress)
+            ctx.dense = _dense(ctx, plan.directory, run, plan.manager, plan.progress)
             self.ctx = ctx
         return self.ctx
 
@@ -513,7 +516,8 @@ def run_sweep(grid: Grid, directory: str | os.PathLike, *, extend: bool = False,
     device : str, optional
         Where the models run (e.g. ``"cuda"``); default CPU. Not part of a run's identity.
     progress : bool
-        Show a progress bar over the grid, with the time left.
+        Show a progress bar over the grid, with the time left, and bars for the calibration
+        and the dense evaluation that the runs of a model share.
     wait : bool
         Wait for the runs other sweeps on ``directory`` are computing, rather than leave them.
 
@@ -560,7 +564,7 @@ def run_sweep(grid: Grid, directory: str | os.PathLike, *, extend: bool = False,
     >>> import shutil; shutil.rmtree(tmp)
     """
     directory = Path(directory).expanduser()
-    plan = _plan(grid, directory, extend, retry_failed, device, wait)
+    plan = _plan(grid, directory, extend, retry_failed, device, wait, progress)
     with contextlib.ExitStack() as stack:
         bar = _progress_bar(stack, len(plan.summary.runs), len(plan.summary.skipped)) if progress else None
         for model_path in grid.models:

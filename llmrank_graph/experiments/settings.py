@@ -14,17 +14,19 @@ import inspect
 import json
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from ..base.checks import fail, fail_type
 from ..base.params import Boolean, Check, InstanceOf, Interval, Optional, validate
+from ..compensation.algebra import needs_second_moments
 from ..data.calibration import calibrate
 from ..data.evaluation import compare_throughput, lm_eval, perplexity
 from ..pruning.surgery import prune_model
-from ..scoring.registry import scorer_class
+from ..scoring.registry import get_scorer, scorer_class
 
-__all__ = ["CalibrationSetting", "EvaluationSetting", "RunConfig", "method_parameters"]
+__all__ = ["CalibrationSetting", "EvaluationSetting", "RunConfig", "NO_COMPENSATION", "method_parameters",
+           "second_moments_reason"]
 
 # prune_model arguments that are grid axes or inputs, never ``params``. The sweep passes the
 # calibration tokens as ``input_ids`` to runs with ``sequential=True``, and its own ``device``.
@@ -76,6 +78,33 @@ def _scorer_only(method: str, params: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if k in names}
 
 
+#: What a run without ``compensate`` among its params ran: prune_model's default (``'none'``).
+#: Sweeps made before compensation was a grid axis recorded no ``compensate``, and their runs
+#: keep their ids because a run of the axis's value ``'none'`` is recorded the same way.
+NO_COMPENSATION: str = _default(prune_model, "compensate")
+
+
+def second_moments_reason(method: str, mode: str, params: Mapping[str, Any]) -> str | None:
+    """Why a run needs the Gram matrices of the down_proj inputs in its calibration, or None.
+
+    A least-squares ``compensate`` needs them, and so does a scorer that scores with them
+    (``obs``). A ``sequential`` run collects its own for its refit, layer by layer; its scorer's
+    need still counts (a global allocation scores on the calibration's statistics).
+
+    Example
+    -------
+    >>> second_moments_reason("pagerank", "chained", {"compensate": "lstsq"})
+    "compensate='lstsq'"
+    >>> second_moments_reason("pagerank", "chained", {"compensate": "lstsq", "sequential": True}) is None
+    True
+    """
+    scorer = get_scorer(method, mode=mode, **_scorer_only(method, params))
+    compensate = params.get("compensate", NO_COMPENSATION)
+    if needs_second_moments(compensate) and not params.get("sequential"):
+        return f"compensate={compensate!r}"
+    return f"method {method!r}" if scorer.needs_second_moments() else None
+
+
 # ---------------------------------------------------------------------------- settings
 def _as_texts(arg: str, value) -> str | None:
     if value is None:
@@ -103,7 +132,7 @@ def _store_checked(obj, constraints: Mapping, prefix: str) -> None:
 
 _TEXTS = Check(_as_texts, "None (the embedded corpus), a file path or a datasets name")
 _CALIBRATION_CONSTRAINTS = {"texts": _TEXTS, "n_samples": Interval(int, 1), "seq_len": Interval(int, 1),
-                            "batch_size": Interval(int, 1), "second_moments": Boolean()}
+                            "batch_size": Interval(int, 1), "second_moments": Optional(Boolean())}
 _EVALUATION_CONSTRAINTS = {"texts": _TEXTS, "n_samples": Interval(int, 1), "seq_len": Interval(int, 1),
                            "batch_size": Interval(int, 1), "throughput_batch": Interval(int, 1),
                            "throughput_rounds": Interval(int, 1), "tasks": Check(_as_tasks, "a list of task names"),
@@ -116,7 +145,9 @@ class CalibrationSetting:
 
     Defaults are :func:`~llmrank_graph.calibrate`'s. ``texts`` None means the embedded
     Wikipedia calibration articles. ``second_moments`` also collects the Gram matrices of the
-    down_proj inputs, which least-squares compensation and the ``flap``/``obs`` scorers need.
+    down_proj inputs, which least-squares compensation and the ``obs`` scorer need;
+    None (the default) collects them when a run needs them (a grid's runs share one setting,
+    true when any of them needs them: :meth:`Grid.runs <llmrank_graph.experiments.grid.Grid.runs>`).
 
     Example
     -------
@@ -132,7 +163,7 @@ class CalibrationSetting:
     n_samples: int = _default(calibrate, "n_samples")
     seq_len: int = _default(calibrate, "seq_len")
     batch_size: int = _default(calibrate, "batch_size")
-    second_moments: bool = _default(calibrate, "second_moments")
+    second_moments: bool | None = None
 
     def __post_init__(self):
         _store_checked(self, _CALIBRATION_CONSTRAINTS, "calibration.")
@@ -206,8 +237,12 @@ class RunConfig:
     method, amount, allocation, how, mode
         As in :func:`llmrank_graph.prune_model`.
     params : tuple of (str, value)
-        Further keyword arguments of ``prune_model`` (scorer parameters, ``min_keep``...), sorted.
+        Further keyword arguments of ``prune_model`` (scorer parameters, ``min_keep``,
+        ``compensate``...), sorted. Without ``compensate`` the run does not compensate
+        (:attr:`compensate`).
     calibration : CalibrationSetting
+        Its ``second_moments`` None becomes whether this run needs them
+        (:func:`second_moments_reason`).
     evaluation : EvaluationSetting
     seed : int
         Seeds Python's, numpy's and torch's global generators before the run.
@@ -217,6 +252,8 @@ class RunConfig:
     >>> run = RunConfig(None, "random", 0.5, "local", "remove", "chained", params=(("seed", 1),))
     >>> run.label, RunConfig.from_dict(run.to_dict()).run_id == run.run_id
     ('random seed=1', True)
+    >>> run.compensate, run.calibration.second_moments
+    ('none', False)
     """
 
     model: str | None
@@ -229,6 +266,16 @@ class RunConfig:
     calibration: CalibrationSetting = field(default_factory=CalibrationSetting)
     evaluation: EvaluationSetting = field(default_factory=EvaluationSetting)
     seed: int = 0
+
+    def __post_init__(self):
+        if self.calibration.second_moments is None:
+            needed = second_moments_reason(self.method, self.mode, dict(self.params)) is not None
+            object.__setattr__(self, "calibration", replace(self.calibration, second_moments=needed))
+
+    @property
+    def compensate(self) -> str:
+        """How the run repairs down_proj: its ``compensate`` parameter, else :data:`NO_COMPENSATION`."""
+        return dict(self.params).get("compensate", NO_COMPENSATION)
 
     def to_dict(self) -> dict:
         """JSON-able dict; :meth:`from_dict` inverts it."""

@@ -23,8 +23,8 @@ from ..models.architectures import MLPModules, mlp_layers
 from .blocks import Block, DiagonalBlock, Partition, SparseBlock, WeightBlock
 from .parts import GraphParts
 
-__all__ = ["ExportOptions", "DEFAULT_EXPORT", "CALIBRATED_EXPORT", "default_export", "MODES", "GATES", "WEIGHTINGS", "ACTIVATION_WEIGHTINGS",
-           "EXPORT_FORMATS", "export_options", "mlp_partitions", "export_parts"]
+__all__ = ["ExportOptions", "DEFAULT_EXPORT", "CALIBRATED_EXPORT", "default_export", "MODES", "GATES", "WEIGHTINGS",
+           "ACTIVATION_WEIGHTINGS", "EXPORT_FORMATS", "export_options", "mlp_partitions", "export_parts"]
 
 MODES = ("chained", "isolated")
 GATES = ("up", "gate", "sum", "max")

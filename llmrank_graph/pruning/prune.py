@@ -37,13 +37,14 @@ __all__ = ["prune_model"]
 #: The parameter constraints of :func:`prune_model`, checked once at its entry (in this order).
 PRUNE_CONSTRAINTS = {"model": MODEL, "amount": AMOUNT, "allocation": OneOf(*ALLOCATIONS), "how": OneOf(*HOWS),
                      "prune_hidden": Boolean(), "sequential": Boolean(), "stats": STATS, "min_keep": MIN_KEEP,
-                     **COMPENSATION_CONSTRAINTS}
+                     **COMPENSATION_CONSTRAINTS, "progress": Boolean()}
 
 
 def prune_model(model: nn.Module, stats, method: str = "pagerank", amount: float = 0.3, allocation: str = "local",
                 how: str = "remove", mode: str = "chained", prune_hidden: bool = False, graph=None, *,
                 min_keep: int | float | None = None, compensate: str = "none", ridge: float = DEFAULT_RIDGE,
-                sequential: bool = False, input_ids=None, device=None, **method_params) -> PruneResult:
+                sequential: bool = False, input_ids=None, device=None, progress: bool = False,
+                **method_params) -> PruneResult:
     """Score the MLP neurons of ``model``, choose the lowest-scored ones and prune them in place.
 
     Parameters
@@ -86,6 +87,9 @@ def prune_model(model: nn.Module, stats, method: str = "pagerank", amount: float
     device : str or torch.device, optional
         Sequential mode: where each layer and the hidden states are processed (default: the
         model's device), so that a model larger than the device can be pruned from CPU memory.
+    progress : bool
+        Show a progress bar: over the steps (check, score, allocate, prune), or over the layers
+        in the sequential mode.
     **method_params
         Further parameters of the scorer.
 
@@ -130,35 +134,80 @@ def prune_model(model: nn.Module, stats, method: str = "pagerank", amount: float
     """
     v = validate(PRUNE_CONSTRAINTS, {"model": model, "amount": amount, "allocation": allocation, "how": how,
                                      "prune_hidden": prune_hidden, "sequential": sequential, "stats": stats,
-                                     "min_keep": min_keep, "compensate": compensate, "ridge": ridge})
-    amount, allocation, how, prune_hidden, sequential, min_keep, compensate, ridge = (
-        v[k] for k in ("amount", "allocation", "how", "prune_hidden", "sequential", "min_keep", "compensate", "ridge"))
+                                     "min_keep": min_keep, "compensate": compensate, "ridge": ridge,
+                                     "progress": progress})
+    amount, allocation, how, prune_hidden, sequential, min_keep, compensate, ridge, progress = (
+        v[k] for k in ("amount", "allocation", "how", "prune_hidden", "sequential", "min_keep", "compensate", "ridge",
+                       "progress"))
     _check_modes(how, prune_hidden, sequential, input_ids, device)
-    check_model_and_stats(model, stats)
-    if uses_bias(compensate):
-        check_bias_possible(model)
-    if graph is not None:
-        method_params["graph"] = graph
-    if sequential:
-        plan = plan_sequential(model, input_ids, method, mode, method_params, amount, allocation, min_keep)
-        result = prune_sequential_checked(model, plan, amount, allocation, how, stats=stats, compensate=compensate,
-                                          ridge=ridge, min_keep=min_keep, device=device)
-        result.masks.meta.update({"how": how, "mode": mode, "prune_hidden": False, "compensate": compensate,
-                                  "sequential": True})
-        return result
-    check_compensation_stats(model, stats, compensate)
-    rounding = "reference" if prune_hidden else registry.scorer_class(method).rounding
-    check_reference_floor(rounding, min_keep)
-    # The model and the statistics were checked above: the scorer does not check them again.
-    scores = registry.score_neurons(model, stats, method, mode=mode, prune_hidden=prune_hidden, check_input=False,
-                                    **method_params)
-    masks = allocate_checked(scores, amount, allocation, min_keep, rounding)
-    masks.meta.update({"method": method, "how": how, "mode": mode, "prune_hidden": prune_hidden,
-                       "compensate": compensate})
-    apply_checked(model, masks, how, compensate, stats, ridge)
+    # The sequential mode counts its layers on a bar of its own.
+    with _Steps(progress and not sequential, 4) as steps:
+        steps.start("checking")  # a scan of the weights and statistics: seconds on a real model
+        check_model_and_stats(model, stats)
+        if uses_bias(compensate):
+            check_bias_possible(model)
+        if graph is not None:
+            method_params["graph"] = graph
+        if sequential:
+            plan = plan_sequential(model, input_ids, method, mode, method_params, amount, allocation, min_keep)
+            result = prune_sequential_checked(model, plan, amount, allocation, how, stats=stats,
+                                              compensate=compensate, ridge=ridge, min_keep=min_keep, device=device,
+                                              progress=progress)
+            result.masks.meta.update({"how": how, "mode": mode, "prune_hidden": False, "compensate": compensate,
+                                      "sequential": True})
+            return result
+        check_compensation_stats(model, stats, compensate)
+        rounding = "reference" if prune_hidden else registry.scorer_class(method).rounding
+        check_reference_floor(rounding, min_keep)
+        steps.start("scoring")
+        # The model and the statistics were checked above: the scorer does not check them again.
+        scores = registry.score_neurons(model, stats, method, mode=mode, prune_hidden=prune_hidden,
+                                        check_input=False, **method_params)
+        steps.start("allocating")
+        masks = allocate_checked(scores, amount, allocation, min_keep, rounding)
+        masks.meta.update({"method": method, "how": how, "mode": mode, "prune_hidden": prune_hidden,
+                           "compensate": compensate})
+        steps.start("pruning" if compensate == "none" else f"pruning, compensate={compensate}")
+        apply_checked(model, masks, how, compensate, stats, ridge)
     logger.info("pruned %d of %d intermediate neurons (%s, %s, %s, compensate=%s)", masks.n_pruned(),
                 masks.n_total(), method, allocation, how, compensate)
     return PruneResult(model, masks, scores)
+
+
+class _Steps:
+    """The steps of :func:`prune_model`, each debug-logged, and counted by a tqdm bar with ``progress``.
+
+    A context manager: leaving it ends the last step and closes the bar.
+    """
+
+    def __init__(self, progress: bool, total: int):
+        self.bar, self.running = None, False
+        if progress:  # the CLI asks for a bar
+            from tqdm.auto import tqdm  # loaded only for a progress bar
+
+            self.bar = tqdm(total=total, desc="score + prune", unit="step")
+
+    def start(self, name: str) -> None:
+        """End the running step, if any, and start ``name``."""
+        self._end()
+        logger.debug("prune_model: %s", name)
+        if self.bar is not None:
+            self.bar.set_postfix_str(name, refresh=True)
+        self.running = True
+
+    def _end(self) -> None:
+        if self.running and self.bar is not None:
+            self.bar.update(1)
+        self.running = False
+
+    def __enter__(self) -> _Steps:
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        if exc_type is None:  # a failed step is not counted as done
+            self._end()
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _check_modes(how: str, prune_hidden: bool, sequential: bool, input_ids, device) -> None:

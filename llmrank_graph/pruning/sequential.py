@@ -350,17 +350,12 @@ def prune_sequential_checked(model: nn.Module, plan: SequentialPlan, amount: flo
         dense_mask, dense_scores = None, None
         if allocation != "local" or not scorer.layerwise:
             if stats is None:
-                stats = _dense_pass(model, inputs, layers, device, scorer.needs_second_moments())
+                stats = _dense_pass(model, inputs, layers, device, scorer.needs_second_moments(), progress)
             # The entry checked the model and the statistics given; the dense pass's own are fresh.
             dense_scores = scorer.score(model, stats, check_input=False)
             dense_mask = allocate_checked(dense_scores, amount, allocation, min_keep, scorer.rounding)
         keep_all, scores_all, stats_all = {}, {}, {}
-        iterator = range(len(layers))
-        if progress:
-            from tqdm.auto import tqdm  # loaded only for a progress bar
-
-            iterator = tqdm(iterator, desc="pruning layer by layer", unit="layer")
-        for l in iterator:
+        for l in _layer_bar(len(layers), progress, "pruning layer by layer"):
             layer = layers[l]
             home = next(layer.parameters()).device
             layer.to(device)
@@ -434,11 +429,22 @@ def check_tokens(input_ids, batch_size: int, model: nn.Module) -> list[torch.Ten
     return batches
 
 
-def _dense_pass(model, inputs: LayerInputs, layers, device, second_moments: bool) -> ActivationStats:
+def _layer_bar(n: int, progress: bool, desc: str):
+    """``range(n)``, behind a tqdm bar over layers when ``progress`` (the CLI asks for one)."""
+    if not progress:
+        return range(n)
+    from tqdm.auto import tqdm  # loaded only for a progress bar
+
+    return tqdm(range(n), desc=desc, unit="layer")
+
+
+def _dense_pass(model, inputs: LayerInputs, layers, device, second_moments: bool,
+                progress: bool = False) -> ActivationStats:
     """Statistics of the unpruned model, one layer at a time over the captured hidden states."""
     inputs = LayerInputs(list(inputs.hidden), inputs.args, inputs.kwargs, inputs.returns_tuple)  # a copy to advance
     out = {}
-    for l, layer in enumerate(layers):
+    for l in _layer_bar(len(layers), progress, "dense pass"):
+        layer = layers[l]
         home = next(layer.parameters()).device
         layer.to(device)
         mlp = mlp_layers(model)[l]

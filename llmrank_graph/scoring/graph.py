@@ -60,7 +60,7 @@ from ..centrality.sweep import resolve_device
 from ..data.calibration import ActivationStats
 from ..errors import InvalidArgumentError
 from ..graph import DEFAULT_EXPORT, GATES, MODES, WEIGHTINGS, ExportOptions, MLPGraph
-from ..graph.export import export_parts
+from ..graph.export import CALIBRATED_EXPORT, export_parts
 from .registry import Scorer
 
 logger = logging.getLogger(__name__)
@@ -86,8 +86,10 @@ ACTIVATION_PERSONALIZATIONS: tuple[str, ...] = ("activation",)
 
 _PAGERANK = centrality_entry("pagerank")
 
-#: Graph the ``pagerank`` scorer exports by default.
-PAGERANK_EXPORT = ExportOptions(weighting="activation_share")
+#: Graph the ``pagerank`` scorer exports by default: the graph export's own default when
+#: calibration statistics are given (:data:`llmrank_graph.graph.export.CALIBRATED_EXPORT`), so
+#: that a calibrated export, ``rank --graph`` and this scorer rank alike.
+PAGERANK_EXPORT = CALIBRATED_EXPORT
 #: Centrality options of the ``pagerank`` scorer (read-only): the library's PageRank defaults,
 #: kept in the centrality registry (:func:`llmrank_graph.centrality.centrality_entry`), and the
 #: automatic choice of backend.
