@@ -91,7 +91,8 @@ def main(argv=None) -> int:
     out = args.out
     if args.quick and out == ap.get_default("out"):
         out = out + "-quick"
-    common = ["--out", out] + (["--model", args.model] if args.model else []) + (
+    # The README's table is removal alone: no refit (sweep, like prune, refits by default).
+    common = ["--out", out, "--compensate", "none"] + (["--model", args.model] if args.model else []) + (
         ["--device", args.device] if args.device else [])
     # Calibration and evaluation sizes: the library's defaults (32 x 512 and 16 x 512), or small ones.
     settings = (["--n-samples", "4", "--seq-len", "128", "--eval-samples", "4", "--throughput-rounds", "1"]

@@ -154,8 +154,10 @@ def run(args) -> int:
                    max_iter=args.max_iter)
     dt = time.perf_counter() - t
     inter = graph.nodes.kind.to_numpy() == "intermediate"
-    print(f"{graph!r}\npagerank: backend={res.backend} iterations={res.iterations} converged={res.converged} "
-          f"time={dt:.3f} s; intermediate nodes hold {res.scores[inter].sum():.3f} of the mass")
+    how = ("exact (one sweep of the DAG)" if res.exact
+           else f"{res.iterations} iterations, converged" if res.converged else f"{res.iterations} iterations")
+    print(f"{graph!r}\npagerank: backend={res.backend}, {how}, time={dt:.3f} s; intermediate nodes hold "
+          f"{res.scores[inter].sum():.3f} of the mass")
     if out is not None:
         _write_table(res.to_frame(graph), out, args.overwrite)
         print(f"wrote {out}")

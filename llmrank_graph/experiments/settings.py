@@ -31,7 +31,7 @@ __all__ = ["CalibrationSetting", "EvaluationSetting", "RunConfig", "NO_COMPENSAT
 # prune_model arguments that are grid axes or inputs, never ``params``. The sweep passes the
 # calibration tokens as ``input_ids`` to runs with ``sequential=True``, and its own ``device``.
 _NOT_PARAMS = frozenset({"model", "stats", "method", "amount", "allocation", "how", "mode", "graph", "input_ids",
-                         "device"})
+                         "progress", "device"})
 # A file or directory argument, as every entry point of the experiments takes it.
 _A_PATH = InstanceOf((str, os.PathLike), "a str or a path")
 
