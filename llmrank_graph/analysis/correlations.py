@@ -111,12 +111,8 @@ def top_neurons(graph: MLPGraph, scores, k: int = TOP_K, kind: str = "intermedia
 
     Example
     -------
-    >>> import pandas as pd
     >>> import llmrank_graph as lg
-    >>> nodes = pd.DataFrame({"vertex": range(4), "layer": [0, 0, 0, 1],
-    ...                       "kind": ["hidden", "intermediate", "intermediate", "hidden"]})
-    >>> g = lg.MLPGraph.from_edgelist(nodes, pd.DataFrame({"src": [0, 0, 1, 2], "dst": [1, 2, 3, 3],
-    ...                                                    "weight": [1.0, 2.0, 1.0, 1.0]}))
+    >>> g = lg.graph.toy_graph()             # H0 -> I0 (2 neurons) -> H1
     >>> top_neurons(g, {"in": lg.strength(g)}, k=1)[["partition", "index", "value"]].values.tolist()
     [['I0', 1, 2.0]]
     """

@@ -26,12 +26,8 @@ def mass_by_layer(graph: MLPGraph, scores) -> pd.DataFrame:
 
     Example
     -------
-    >>> import pandas as pd
     >>> import llmrank_graph as lg
-    >>> nodes = pd.DataFrame({"vertex": range(4), "layer": [0, 0, 0, 1],
-    ...                       "kind": ["hidden", "intermediate", "intermediate", "hidden"]})
-    >>> g = lg.MLPGraph.from_edgelist(nodes, pd.DataFrame({"src": [0, 0, 1, 2], "dst": [1, 2, 3, 3],
-    ...                                                    "weight": [1.0, 2.0, 1.0, 1.0]}))
+    >>> g = lg.graph.toy_graph()             # H0 -> I0 (2 neurons) -> H1
     >>> m = mass_by_layer(g, {"in": lg.strength(g)})
     >>> m[["name", "mass", "share", "ratio"]].values.tolist()
     [['H0', 0.0, 0.0, 0.0], ['I0', 3.0, 0.6, 1.2], ['H1', 2.0, 0.4, 1.6]]

@@ -61,12 +61,8 @@ def node_ids(graph: MLPGraph, value, arg: str) -> np.ndarray:
 
     Errors name the argument ``arg``; the ids come back sorted, without repeats.
 
-    >>> import pandas as pd
     >>> import llmrank_graph as lg
-    >>> nodes = pd.DataFrame({"vertex": range(4), "layer": [0, 0, 0, 1],
-    ...                       "kind": ["hidden", "intermediate", "intermediate", "hidden"]})
-    >>> g = lg.MLPGraph.from_edgelist(nodes, pd.DataFrame({"src": [0, 0, 1, 2], "dst": [1, 2, 3, 3],
-    ...                                                    "weight": [1.0, 2.0, 1.0, 1.0]}))
+    >>> g = lg.graph.toy_graph()             # H0 -> I0 (2 neurons) -> H1
     >>> node_ids(g, [(0, "intermediate", 1), ("H1", 0), 0], "source").tolist()
     [0, 2, 3]
     """

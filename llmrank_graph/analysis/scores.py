@@ -88,12 +88,8 @@ def to_node_array(graph: MLPGraph, name: str, values) -> np.ndarray:
 def score_table(graph: MLPGraph, scores) -> dict[str, np.ndarray]:
     """Scores as ``name -> float64 array (n_nodes,)``, from a mapping or names of stored columns.
 
-    >>> import pandas as pd
     >>> import llmrank_graph as lg
-    >>> nodes = pd.DataFrame({"vertex": range(4), "layer": [0, 0, 0, 1],
-    ...                       "kind": ["hidden", "intermediate", "intermediate", "hidden"]})
-    >>> g = lg.MLPGraph.from_edgelist(nodes, pd.DataFrame({"src": [0, 0, 1, 2], "dst": [1, 2, 3, 3],
-    ...                                                    "weight": [1.0, 2.0, 1.0, 1.0]}))
+    >>> g = lg.graph.toy_graph()             # H0 -> I0 (2 neurons) -> H1
     >>> score_table(g, {"in": lg.strength(g)})["in"]
     array([0., 1., 2., 2.])
     """
@@ -258,12 +254,8 @@ def centrality_scores(graph: MLPGraph, names: Iterable[str] = DEFAULT_CENTRALITI
 
     Example
     -------
-    >>> import pandas as pd
     >>> import llmrank_graph as lg
-    >>> nodes = pd.DataFrame({"vertex": range(4), "layer": [0, 0, 0, 1],
-    ...                       "kind": ["hidden", "intermediate", "intermediate", "hidden"]})
-    >>> g = lg.MLPGraph.from_edgelist(nodes, pd.DataFrame({"src": [0, 0, 1, 2], "dst": [1, 2, 3, 3],
-    ...                                                    "weight": [1.0, 2.0, 1.0, 1.0]}))
+    >>> g = lg.graph.toy_graph()             # H0 -> I0 (2 neurons) -> H1
     >>> scores, sources = centrality_scores(g, ["pagerank", "strength"], backend="scipy")
     >>> sources
     {'pagerank_reverse_a0.85': 'computed (scipy)', 'strength_in': 'computed (scipy)'}

@@ -81,12 +81,8 @@ def summary(graph: MLPGraph) -> pd.DataFrame:
 
     Example
     -------
-    >>> import pandas as pd
     >>> import llmrank_graph as lg
-    >>> nodes = pd.DataFrame({"vertex": range(4), "layer": [0, 0, 0, 1],
-    ...                       "kind": ["hidden", "intermediate", "intermediate", "hidden"]})
-    >>> g = lg.MLPGraph.from_edgelist(nodes, pd.DataFrame({"src": [0, 0, 1, 2], "dst": [1, 2, 3, 3],
-    ...                                                    "weight": [1.0, 2.0, 1.0, 1.0]}))
+    >>> g = lg.graph.toy_graph()             # H0 -> I0 (2 neurons) -> H1
     >>> s = summary(g)
     >>> s[["name", "size", "in_edges", "out_edges"]].values.tolist()
     [['H0', 1, 0, 2], ['I0', 2, 2, 2], ['H1', 1, 2, 0]]
@@ -196,12 +192,8 @@ def layer_stats(graph: MLPGraph, quantiles: Sequence[float] = QUANTILES, *, prog
 
     Example
     -------
-    >>> import pandas as pd
     >>> import llmrank_graph as lg
-    >>> nodes = pd.DataFrame({"vertex": range(4), "layer": [0, 0, 0, 1],
-    ...                       "kind": ["hidden", "intermediate", "intermediate", "hidden"]})
-    >>> g = lg.MLPGraph.from_edgelist(nodes, pd.DataFrame({"src": [0, 0, 1, 2], "dst": [1, 2, 3, 3],
-    ...                                                    "weight": [1.0, 2.0, 1.0, 1.0]}))
+    >>> g = lg.graph.toy_graph()             # H0 -> I0 (2 neurons) -> H1
     >>> st = layer_stats(g, quantiles=(0.0, 0.5, 1.0))
     >>> st[["quantity", "of", "count", "q0", "q0.5", "q1"]].values.tolist()[:2]
     [['weight', 'H0->I0', 2, 1.0, 1.5, 2.0], ['weight', 'I0->H1', 2, 1.0, 1.0, 1.0]]

@@ -22,12 +22,8 @@ Eigenvector centrality is computed on the undirected graph because the adjacency
 nilpotent (its only eigenvalue is 0): ``directed=True`` on a DAG is an error that says so.
 cuGraph's HITS ignores edge weights, so it is not offered for HITS.
 
->>> import pandas as pd
 >>> import llmrank_graph as lg
->>> nodes = pd.DataFrame({"vertex": range(4), "layer": [0, 0, 0, 1],
-...                       "kind": ["hidden", "intermediate", "intermediate", "hidden"]})
->>> g = lg.MLPGraph.from_edgelist(nodes, pd.DataFrame({"src": [0, 0, 1, 2], "dst": [1, 2, 3, 3],
-...                                                    "weight": [1.0, 2.0, 1.0, 1.0]}))
+>>> g = lg.graph.toy_graph()             # H0 -> I0 (2 neurons) -> H1
 >>> {c["name"]: "sweep" in c["backends"] for c in centralities()}
 {'pagerank': True, 'katz': True, 'hits': False, 'eigenvector': True, 'strength': True, 'degree': True}
 """
@@ -105,12 +101,8 @@ def katz(graph, alpha: float = 0.1, beta=1.0, direction: str = "forward", backen
 
     Example
     -------
-    >>> import pandas as pd
     >>> import llmrank_graph as lg
-    >>> nodes = pd.DataFrame({"vertex": range(4), "layer": [0, 0, 0, 1],
-    ...                       "kind": ["hidden", "intermediate", "intermediate", "hidden"]})
-    >>> g = lg.MLPGraph.from_edgelist(nodes, pd.DataFrame({"src": [0, 0, 1, 2], "dst": [1, 2, 3, 3],
-    ...                                                    "weight": [1.0, 2.0, 1.0, 1.0]}))
+    >>> g = lg.graph.toy_graph()             # H0 -> I0 (2 neurons) -> H1
     >>> res = katz(g, alpha=0.05)
     >>> res.scores.round(3), round(float((res.scores ** 2).sum()), 12)
     (array([0.469, 0.493, 0.516, 0.52 ]), 1.0)
@@ -145,12 +137,8 @@ def hits_pair(graph, backend: str = "auto", tol: float = 1e-8, max_iter: int = 1
 
     Example
     -------
-    >>> import pandas as pd
     >>> import llmrank_graph as lg
-    >>> nodes = pd.DataFrame({"vertex": range(4), "layer": [0, 0, 0, 1],
-    ...                       "kind": ["hidden", "intermediate", "intermediate", "hidden"]})
-    >>> g = lg.MLPGraph.from_edgelist(nodes, pd.DataFrame({"src": [0, 0, 1, 2], "dst": [1, 2, 3, 3],
-    ...                                                    "weight": [1.0, 2.0, 1.0, 1.0]}))
+    >>> g = lg.graph.toy_graph()             # H0 -> I0 (2 neurons) -> H1
     >>> hubs, auth = hits_pair(g)
     >>> hubs.scores.round(3), auth.scores.round(3)
     (array([1., 0., 0., 0.]), array([0.   , 0.333, 0.667, 0.   ]))
@@ -180,12 +168,8 @@ def hits(graph, which: str = "authorities", backend: str = "auto", tol: float = 
 
     Example
     -------
-    >>> import pandas as pd
     >>> import llmrank_graph as lg
-    >>> nodes = pd.DataFrame({"vertex": range(4), "layer": [0, 0, 0, 1],
-    ...                       "kind": ["hidden", "intermediate", "intermediate", "hidden"]})
-    >>> g = lg.MLPGraph.from_edgelist(nodes, pd.DataFrame({"src": [0, 0, 1, 2], "dst": [1, 2, 3, 3],
-    ...                                                    "weight": [1.0, 2.0, 1.0, 1.0]}))
+    >>> g = lg.graph.toy_graph()             # H0 -> I0 (2 neurons) -> H1
     >>> hits(g, "hubs").scores.round(3)
     array([1., 0., 0., 0.])
     """
@@ -239,12 +223,8 @@ def eigenvector(graph, backend: str = "auto", tol: float = 1e-6, max_iter: int =
 
     Example
     -------
-    >>> import pandas as pd
     >>> import llmrank_graph as lg
-    >>> nodes = pd.DataFrame({"vertex": range(4), "layer": [0, 0, 0, 1],
-    ...                       "kind": ["hidden", "intermediate", "intermediate", "hidden"]})
-    >>> g = lg.MLPGraph.from_edgelist(nodes, pd.DataFrame({"src": [0, 0, 1, 2], "dst": [1, 2, 3, 3],
-    ...                                                    "weight": [1.0, 2.0, 1.0, 1.0]}))
+    >>> g = lg.graph.toy_graph()             # H0 -> I0 (2 neurons) -> H1
     >>> eigenvector(g).scores.round(3)
     array([0.602, 0.372, 0.602, 0.372])
     >>> eigenvector(g, directed=True)
@@ -291,12 +271,8 @@ def strength(graph, direction: str = "in", backend: str = "auto", device=None) -
 
     Example
     -------
-    >>> import pandas as pd
     >>> import llmrank_graph as lg
-    >>> nodes = pd.DataFrame({"vertex": range(4), "layer": [0, 0, 0, 1],
-    ...                       "kind": ["hidden", "intermediate", "intermediate", "hidden"]})
-    >>> g = lg.MLPGraph.from_edgelist(nodes, pd.DataFrame({"src": [0, 0, 1, 2], "dst": [1, 2, 3, 3],
-    ...                                                    "weight": [1.0, 2.0, 1.0, 1.0]}))
+    >>> g = lg.graph.toy_graph()             # H0 -> I0 (2 neurons) -> H1
     >>> strength(g, "total").scores
     array([3., 2., 3., 2.])
     """
@@ -317,12 +293,8 @@ def degree(graph, direction: str = "in", backend: str = "auto") -> CentralityRes
 
     Example
     -------
-    >>> import pandas as pd
     >>> import llmrank_graph as lg
-    >>> nodes = pd.DataFrame({"vertex": range(4), "layer": [0, 0, 0, 1],
-    ...                       "kind": ["hidden", "intermediate", "intermediate", "hidden"]})
-    >>> g = lg.MLPGraph.from_edgelist(nodes, pd.DataFrame({"src": [0, 0, 1, 2], "dst": [1, 2, 3, 3],
-    ...                                                    "weight": [1.0, 2.0, 1.0, 1.0]}))
+    >>> g = lg.graph.toy_graph()             # H0 -> I0 (2 neurons) -> H1
     >>> degree(g, "in").scores
     array([0., 1., 1., 2.])
     """

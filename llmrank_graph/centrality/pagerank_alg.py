@@ -99,12 +99,8 @@ def pagerank(graph, alpha: float = 0.85, personalization="uniform", direction: s
 
     Example
     -------
-    >>> import pandas as pd
     >>> import llmrank_graph as lg
-    >>> nodes = pd.DataFrame({"vertex": range(4), "layer": [0, 0, 0, 1],
-    ...                       "kind": ["hidden", "intermediate", "intermediate", "hidden"]})
-    >>> g = lg.MLPGraph.from_edgelist(nodes, pd.DataFrame({"src": [0, 0, 1, 2], "dst": [1, 2, 3, 3],
-    ...                                                    "weight": [1.0, 2.0, 1.0, 1.0]}))
+    >>> g = lg.graph.toy_graph()             # H0 -> I0 (2 neurons) -> H1
     >>> res = pagerank(g, direction="reverse")
     >>> res.scores.round(3), round(float(res.scores.sum()), 12)
     (array([0.471, 0.196, 0.196, 0.138]), 1.0)

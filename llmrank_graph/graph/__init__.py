@@ -12,6 +12,7 @@
 Imports ``kernels``, ``models`` and ``base`` only.
 """
 from .blocks import COMBINES, Block, DiagonalBlock, Partition, SparseBlock, WeightBlock
+from .examples import toy_graph
 from .mlpgraph import (
     DEFAULT_EXPORT,
     EXPORT_FORMATS,
@@ -54,7 +55,7 @@ from .viewer import (
     write_viewer,
 )
 
-__all__ = ["Partition", "Block", "WeightBlock", "DiagonalBlock", "SparseBlock", "COMBINES", "ParquetBlock",
+__all__ = ["toy_graph", "Partition", "Block", "WeightBlock", "DiagonalBlock", "SparseBlock", "COMBINES", "ParquetBlock",
            "GraphParts", "write_graph", "read_parts", "add_scores", "stored_scores", "score_column_name",
            "column_name", "ROW_GROUP_ROWS", "LAZY_READ_BYTES", "FORMAT_VERSION", "EDGES_FILE", "NODES_FILE", "KINDS",
            "NODE_COLUMNS", "EDGE_COLUMNS", "to_networkx", "select", "write_viewer", "VIEW_FORMATS", "VIEW_TOP_NODES",

@@ -301,12 +301,8 @@ def to_networkx(graph, *, top_nodes: int | None = VIEW_TOP_NODES, top_edges: int
 
     Example
     -------
-    >>> import pandas as pd
     >>> import llmrank_graph as lg
-    >>> nodes = pd.DataFrame({"vertex": range(4), "layer": [0, 0, 0, 1],
-    ...                       "kind": ["hidden", "intermediate", "intermediate", "hidden"]})
-    >>> g = lg.MLPGraph.from_edgelist(nodes, pd.DataFrame({"src": [0, 0, 1, 2], "dst": [1, 2, 3, 3],
-    ...                                                    "weight": [1.0, 2.0, 1.0, 1.0]}))
+    >>> g = lg.graph.toy_graph()             # H0 -> I0 (2 neurons) -> H1
     >>> G = to_networkx(g, top_nodes=1, score="pagerank")  # a centrality, through register_score_source
     >>> sorted(G.nodes), list(G.edges(data="weight"))
     ([0, 1, 3], [(0, 1, 1.0), (1, 3, 1.0)])
@@ -356,12 +352,8 @@ def write_viewer(graph, path: str | os.PathLike, format: str | None = None, *, o
     -------
     >>> import tempfile
     >>> import networkx
-    >>> import pandas as pd
     >>> import llmrank_graph as lg
-    >>> nodes = pd.DataFrame({"vertex": range(4), "layer": [0, 0, 0, 1],
-    ...                       "kind": ["hidden", "intermediate", "intermediate", "hidden"]})
-    >>> g = lg.MLPGraph.from_edgelist(nodes, pd.DataFrame({"src": [0, 0, 1, 2], "dst": [1, 2, 3, 3],
-    ...                                                    "weight": [1.0, 2.0, 1.0, 1.0]}))
+    >>> g = lg.graph.toy_graph()             # H0 -> I0 (2 neurons) -> H1
     >>> with tempfile.TemporaryDirectory() as d:
     ...     path = write_viewer(g, f"{d}/g.gexf", top_nodes=1, score="strength")
     ...     sorted(networkx.read_gexf(path).nodes)
