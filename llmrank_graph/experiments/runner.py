@@ -536,20 +536,13 @@ def run_sweep(grid: Grid, directory: str | os.PathLike, *, extend: bool = False,
 
     Example
     -------
-    A random two-layer Llama with a six-word tokenizer, saved as a Hugging Face directory:
+    A random two-layer Llama with a word-level tokenizer, saved as a Hugging Face directory:
 
     >>> import pathlib, tempfile
-    >>> from tokenizers import Tokenizer, models, pre_tokenizers
-    >>> from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
     >>> tmp = pathlib.Path(tempfile.mkdtemp())
-    >>> words = ["[UNK]", "</s>", "the", "cat", "sat", "on", "a", "mat"]
-    >>> tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
-    >>> tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    >>> fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="</s>")
-    >>> _ = fast.save_pretrained(tmp / "model")
-    >>> LlamaForCausalLM(LlamaConfig(vocab_size=8, hidden_size=8, intermediate_size=12, num_hidden_layers=2,
-    ...                              num_attention_heads=2)).save_pretrained(tmp / "model")
-    >>> _ = (tmp / "text.txt").write_text(" ".join(words[2:] * 100))
+    >>> from llmrank_graph.models import TOY_WORDS, toy_model_directory
+    >>> _ = toy_model_directory(tmp / "model")    # a random 2-layer Llama and an 8-word tokenizer
+    >>> _ = (tmp / "text.txt").write_text(" ".join(TOY_WORDS[2:] * 100))
     >>> small = {"texts": str(tmp / "text.txt"), "n_samples": 2, "seq_len": 8}
     >>> grid = Grid(models=[str(tmp / "model")], methods=["activation", "magnitude"], amounts=[0.25],
     ...             calibration=small, evaluation={**small, "throughput_rounds": 1})

@@ -17,6 +17,7 @@ from .architectures import (
     register_architecture,
 )
 from .checks import check_checkpoint
+from .examples import TOY_WORDS, toy_model_directory
 from .loading import (
     DEFAULT_MODEL_NAME,
     MODEL_KINDS,
@@ -43,7 +44,8 @@ from .saved_format import (
     record_sizes,
 )
 
-__all__ = ["ArchitectureSpec", "MLPModules", "register_architecture", "get_architecture", "mlp_layers",
+__all__ = ["TOY_WORDS", "toy_model_directory",
+           "ArchitectureSpec", "MLPModules", "register_architecture", "get_architecture", "mlp_layers",
            "intermediate_sizes", "check_finite_weights", "UnsupportedArchitectureError", "PRUNED_CONFIG_KEY",
            "FORMAT_VERSION", "TOKENIZER_FILES", "MASK_FILE", "PrunedEntry", "is_pruned", "is_saved_pruned",
            "read_config", "nonuniform_hint", "has_tokenizer", "original_intermediate_size", "record_sizes",
