@@ -47,3 +47,12 @@ def save_tiny_model(directory, **sizes):
     tiny_llama(**{"vocab": 64, **sizes}).save_pretrained(directory)
     word_tokenizer().save_pretrained(directory)
     return directory
+
+
+def write_corpus(path, n_words=3000, seed=0):
+    """A text file of ``n_words`` words of WORDS drawn with a fixed seed (the tiny tokenizer knows them all)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    path.write_text(" ".join(WORDS[i] for i in torch.randint(0, len(WORDS), (n_words,), generator=g)))
+    return path

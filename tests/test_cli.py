@@ -5,7 +5,7 @@ import logging
 import pandas as pd
 import pytest
 import torch
-from _tiny import WORDS, save_tiny_model
+from _tiny import save_tiny_model, write_corpus
 
 import llmrank_graph as lg
 from llmrank_graph.cli import main
@@ -19,11 +19,7 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def text_file(tmp_path_factory):
-    g = torch.Generator().manual_seed(0)
-    words = [WORDS[i] for i in torch.randint(0, len(WORDS), (3000,), generator=g)]
-    p = tmp_path_factory.mktemp("text") / "corpus.txt"
-    p.write_text(" ".join(words))
-    return p
+    return write_corpus(tmp_path_factory.mktemp("text") / "corpus.txt")
 
 
 def test_export_then_rank(model_dir, tmp_path, capsys):

@@ -8,8 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from _tiny import WORDS, save_tiny_model
+from _tiny import save_tiny_model, write_corpus
 
 import llmrank_graph as lg
 from llmrank_graph import analysis as A
@@ -24,10 +23,7 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def text_file(tmp_path_factory):
-    g = torch.Generator().manual_seed(0)
-    p = tmp_path_factory.mktemp("text") / "corpus.txt"
-    p.write_text(" ".join(WORDS[i] for i in torch.randint(0, len(WORDS), (2000,), generator=g)))
-    return p
+    return write_corpus(tmp_path_factory.mktemp("text") / "corpus.txt", 2000)
 
 
 @pytest.fixture(scope="module")

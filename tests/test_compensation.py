@@ -13,7 +13,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from _tiny import WORDS, save_tiny_model
+from _tiny import save_tiny_model, write_corpus
 
 import llmrank_graph as lg
 from llmrank_graph.compensation.algebra import DEFAULT_RIDGE, check_compensation, obs_greedy, relative_damp, ridge_refit
@@ -514,10 +514,7 @@ def model_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def text_file(tmp_path_factory):
     """A corpus of the tokenizer's words (as test_cli's)."""
-    g = torch.Generator().manual_seed(0)
-    p = tmp_path_factory.mktemp("text") / "corpus.txt"
-    p.write_text(" ".join(WORDS[i] for i in torch.randint(0, len(WORDS), (3000,), generator=g)))
-    return p
+    return write_corpus(tmp_path_factory.mktemp("text") / "corpus.txt")
 
 
 def _prune_args(model_dir, text_file, out, *extra):

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from _tiny import WORDS, save_tiny_model
+from _tiny import save_tiny_model, write_corpus
 
 import llmrank_graph.experiments.claims as claims
 import llmrank_graph.experiments.runner as ex
@@ -36,11 +36,7 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def text_file(tmp_path_factory):
-    g = torch.Generator().manual_seed(0)
-    words = [WORDS[i] for i in torch.randint(0, len(WORDS), (3000,), generator=g)]
-    p = tmp_path_factory.mktemp("text") / "corpus.txt"
-    p.write_text(" ".join(words))
-    return p
+    return write_corpus(tmp_path_factory.mktemp("text") / "corpus.txt")
 
 
 def tiny_grid(model_dir, text_file, **kw):
