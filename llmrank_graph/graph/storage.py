@@ -258,6 +258,7 @@ class ParquetBlock(Block):
         self.file_offsets = (int(file_offsets[0]), int(file_offsets[1]))
         self.row_order = bool(row_order)
         self.first_row = int(first_row)
+        self._checked = None  # the file version whose weights passed the check (read again, not checked again)
 
     @property
     def nnz(self) -> int:
@@ -289,7 +290,10 @@ class ParquetBlock(Block):
         t = self._columns(["weight"] if by_position else ["src", "dst", "weight"])
         w = np.zeros(0, np.float32) if t is None else t.column("weight").to_numpy().astype(np.float32, copy=False)
         if by_position:
-            check_weights(w, self.where, GraphFormatError, self.first_row)
+            version = self.version()
+            if version != self._checked:  # a file changed on disk since is checked again
+                check_weights(w, self.where, GraphFormatError, self.first_row)
+                self._checked = version
             w = np.require(w, requirements="W")  # torch wants writable memory
             return WeightBlock(self.src, self.dst, self.layer, self.role, [torch.from_numpy(w.reshape(rows, cols))])
         s = np.zeros(0, np.int64) if t is None else t.column("src").to_numpy() - self.file_offsets[0]
