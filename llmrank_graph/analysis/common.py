@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from tqdm.auto import tqdm
-
 from ..base.checks import check_choice, fail_type, format_allowed
 from ..base.params import Check, InstanceOf
+from ..base.progress import progress as base_progress
 from ..graph.mlpgraph import MLPGraph
 
 __all__ = ["GRAPH", "names_in", "progress_bar"]
@@ -50,6 +49,4 @@ def names_in(allowed: Callable[[], Iterable[str]], label: str | None = None) -> 
 
 def progress_bar(items, progress: bool, desc: str, unit: str = "block", total: int | None = None):
     """``items``, wrapped in a tqdm progress bar when ``progress`` (the CLI asks for one)."""
-    if not progress:
-        return items
-    return tqdm(items, desc=desc, unit=unit, total=total)
+    return base_progress(items, progress, desc, unit, total)

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from ..base.params import Boolean, Interval, validated
+from ..base.progress import progress as base_progress
 from ..errors import InvalidArgumentError, LLMRankGraphError
 from ..models.architectures import MODEL, MLPModules, mlp_layers
 from .stats import ActivationStats, ModuleStats
@@ -345,11 +346,8 @@ def _run(model: nn.Module, batches: Iterable, second_moments: bool, progress: bo
     """
     device = next(model.parameters()).device
     vocab = vocab_size(model)
-    if progress:
-        from tqdm.auto import tqdm
-
-        total = len(batches) if isinstance(batches, Sized) else None
-        batches = tqdm(batches, total=total, desc="calibrating", unit="batch")
+    batches = base_progress(batches, progress, "calibrating", "batch",
+                            total=len(batches) if isinstance(batches, Sized) else None)
     n = 0
     mlps = mlp_layers(model)
     with torch.inference_mode(), _hooked(mlps, second_moments) as recs:

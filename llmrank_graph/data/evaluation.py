@@ -8,7 +8,6 @@ from the held-out Wikipedia articles (:func:`lastword_examples`, :func:`write_la
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import json
 import logging
@@ -27,6 +26,8 @@ from torch import nn
 from ..base.checks import check_int, fail, fail_type
 from ..base.files import atomic_directory
 from ..base.params import Boolean, Interval, Optional, validated
+from ..base.progress import counter
+from ..base.progress import progress as base_progress
 from ..errors import InvalidArgumentError, MissingDependencyError, MissingInputError
 from ..models.architectures import mlp_layers
 from .texts import load_texts, source_blocks
@@ -105,11 +106,7 @@ def perplexity(model: nn.Module, tokenizer=None, texts=None, seq_len: int = 512,
         raise InvalidArgumentError(f"`input_ids` must be (n, seq) with seq >= 2; got {tuple(input_ids.shape)}")
     device = next(model.parameters()).device
     nll, count = 0.0, 0
-    batches = range(0, input_ids.shape[0], batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        batches = tqdm(batches, desc="perplexity", unit="batch")
+    batches = base_progress(range(0, input_ids.shape[0], batch_size), progress, "perplexity", "batch")
     with torch.inference_mode():
         for i in batches:
             ids = input_ids[i:i + batch_size].to(device)
@@ -149,11 +146,7 @@ class Throughput:
 
 def _pass_bar(progress: bool, total: int, desc: str):
     """A tqdm bar over ``total`` forward passes when ``progress`` (the CLI asks for one), else a null context."""
-    if not progress:
-        return contextlib.nullcontext()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="pass")
+    return counter(progress, total, desc, "pass")
 
 
 @validated({"repeats": Interval(int, 1), "warmup": Interval(int, 0), "progress": Boolean()})

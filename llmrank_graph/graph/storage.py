@@ -63,6 +63,7 @@ from .._version import __version__
 from ..base.checks import fail, fail_type
 from ..base.files import atomic_directory
 from ..base.params import Boolean, Check, Optional, validated
+from ..base.progress import progress as base_progress
 from ..errors import GraphFormatError, InvalidArgumentError, MissingInputError
 from .blocks import Block, Partition, SparseBlock, WeightBlock
 from .meta import (
@@ -105,11 +106,7 @@ def with_progress(items, progress: bool, desc: str, unit: str = "block"):
     >>> with_progress([1, 2], False, "blocks")
     [1, 2]
     """
-    if not progress:
-        return items
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc=desc, unit=unit)
+    return base_progress(items, progress, desc, unit)
 
 
 # ---------------------------------------------------------------------------- write

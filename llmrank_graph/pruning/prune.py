@@ -15,6 +15,7 @@ import logging
 from torch import nn
 
 from ..base.params import Boolean, OneOf, validate
+from ..base.progress import counter
 from ..compensation.algebra import (
     COMPENSATION_CONSTRAINTS,
     DEFAULT_RIDGE,
@@ -183,9 +184,7 @@ class _Steps:
     def __init__(self, progress: bool, total: int):
         self.bar, self.running = None, False
         if progress:  # the CLI asks for a bar
-            from tqdm.auto import tqdm  # loaded only for a progress bar
-
-            self.bar = tqdm(total=total, desc="score + prune", unit="step")
+            self.bar = counter(True, total, "score + prune", "step")
 
     def start(self, name: str) -> None:
         """End the running step, if any, and start ``name``."""

@@ -52,6 +52,7 @@ import torch
 from torch import nn
 
 from ..base.params import Boolean, Interval, OneOf, validate
+from ..base.progress import progress as base_progress
 from ..compensation.algebra import (
     COMPENSATION_CONSTRAINTS,
     DEFAULT_RIDGE,
@@ -431,11 +432,7 @@ def check_tokens(input_ids, batch_size: int, model: nn.Module) -> list[torch.Ten
 
 def _layer_bar(n: int, progress: bool, desc: str):
     """``range(n)``, behind a tqdm bar over layers when ``progress`` (the CLI asks for one)."""
-    if not progress:
-        return range(n)
-    from tqdm.auto import tqdm  # loaded only for a progress bar
-
-    return tqdm(range(n), desc=desc, unit="layer")
+    return base_progress(range(n), progress, desc, "layer")
 
 
 def _dense_pass(model, inputs: LayerInputs, layers, device, second_moments: bool,
