@@ -5,7 +5,8 @@ import math
 
 import pytest
 import torch
-from test_experiments import WORDS, model_dir  # noqa: F401  (fixture)
+from _tiny import WORDS
+from test_experiments import model_dir  # noqa: F401  (fixture)
 
 from llmrank_graph.data.evaluation import (
     LASTWORD_TASK,
