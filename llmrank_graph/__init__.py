@@ -34,7 +34,17 @@ from .graph import (
     read_graph,
 )
 from .models import ArchitectureSpec, UnsupportedArchitectureError, load_model, register_architecture
-from .pruning import NeuronMask, PruneResult, allocate, apply_mask, load_pruned, prune_model, save_pruned
+from .pruning import (
+    HeadMask,
+    NeuronMask,
+    PruneResult,
+    allocate,
+    apply_mask,
+    load_pruned,
+    prune_model,
+    remove_heads,
+    save_pruned,
+)
 from .scoring import NeuronScores, score_neurons, scorers
 
 __all__ = [
@@ -44,6 +54,7 @@ __all__ = [
     "read_graph", "load_model", "NeuronMask", "allocate", "PruneResult", "apply_mask", "load_pruned", "prune_model",
     "save_pruned", "NeuronScores", "score_neurons", "scorers", "perplexity", "count_parameters", "GPUMemoryError",
     "centralities", "degree", "eigenvector", "hits", "hits_pair", "katz", "strength", "export_graph_from_safetensors",
+    "HeadMask", "remove_heads",
 ]
 
 # Modules that moved into the stage subpackages: ``lg.calibration`` and the like still resolve,

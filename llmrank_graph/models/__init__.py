@@ -1,6 +1,6 @@
 """Models: where the MLPs are in each family (`architectures`), the saved format of pruned
 models (`saved_format`), safe weight files and dtypes (`weights`), a config checked against its
-weights' headers (`checks`) and loading (`loading`).
+weights' headers (`checks`), loading (`loading`) and the attention heads of each layer (`attention`).
 Imports only `base` and `errors`.
 
 `llmrank_graph.models.architectures` is the module; its function of the same name is
@@ -8,6 +8,7 @@ Imports only `base` and `errors`.
 """
 from .architectures import (
     ArchitectureSpec,
+    AttentionSpec,
     MLPModules,
     UnsupportedArchitectureError,
     check_finite_weights,
@@ -15,6 +16,13 @@ from .architectures import (
     intermediate_sizes,
     mlp_layers,
     register_architecture,
+)
+from .attention import (
+    AttentionModules,
+    attention_layers,
+    attention_spec,
+    head_counts,
+    set_head_counts,
 )
 from .checks import check_checkpoint
 from .examples import TOY_WORDS, toy_model_directory
@@ -30,12 +38,16 @@ from .loading import (
 )
 from .saved_format import (
     FORMAT_VERSION,
+    HEAD_MASK_FILE,
     MASK_FILE,
     PRUNED_CONFIG_KEY,
     TOKENIZER_FILES,
+    HeadEntry,
     PrunedEntry,
+    buildable_config,
     disk_config,
     has_tokenizer,
+    heads_hint,
     is_pruned,
     is_saved_pruned,
     nonuniform_hint,
@@ -50,4 +62,6 @@ __all__ = ["TOY_WORDS", "toy_model_directory",
            "FORMAT_VERSION", "TOKENIZER_FILES", "MASK_FILE", "PrunedEntry", "is_pruned", "is_saved_pruned",
            "read_config", "nonuniform_hint", "has_tokenizer", "original_intermediate_size", "record_sizes",
            "disk_config", "default_model_file", "cache_dir", "load_model", "load_pruned", "check_model_path",
-           "ModelSource", "MODEL_KINDS", "DEFAULT_MODEL_NAME", "check_checkpoint"]
+           "ModelSource", "MODEL_KINDS", "DEFAULT_MODEL_NAME", "check_checkpoint",
+           "AttentionSpec", "AttentionModules", "attention_spec", "attention_layers", "head_counts",
+           "set_head_counts", "HeadEntry", "HEAD_MASK_FILE", "heads_hint", "buildable_config"]

@@ -1,8 +1,11 @@
-"""Where the MLPs are in each supported model family.
+"""Where the MLPs (and the attention heads) are in each supported model family.
 
 An :class:`ArchitectureSpec` names the attribute path of the decoder layers and the
 Linear modules of each layer's MLP. :func:`mlp_layers` resolves it on a model and returns
-one :class:`MLPModules` per decoder layer, in order.
+one :class:`MLPModules` per decoder layer, in order. Its ``attention`` field, an
+:class:`AttentionSpec`, says where each layer's attention projections are and how the config
+counts heads; :mod:`llmrank_graph.models.attention` resolves it (None: the family's heads
+cannot be pruned).
 
 To support a new family, describe it and register it::
 
@@ -29,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "ArchitectureSpec",
+    "AttentionSpec",
     "MLPModules",
     "register_architecture",
     "architectures",
@@ -49,6 +53,52 @@ class UnsupportedArchitectureError(LLMRankGraphError, ValueError):
 #: then checks); a path or a name is refused with a TypeError that says what is accepted.
 MODEL = InstanceOf(nn.Module, "a torch.nn.Module (a causal language model of a supported family; load one "
                               "with llmrank_graph.load_model)")
+
+
+@dataclass(frozen=True)
+class AttentionSpec:
+    """Where the attention projections of one model family live, and how its config counts heads.
+
+    Query head ``h`` owns rows ``h * head_dim : (h + 1) * head_dim`` of the query projection
+    and the same columns of the output projection; key/value head ``g`` owns those rows of the
+    key and value projections and serves the query heads ``g * G : (g + 1) * G``, where
+    ``G = num_heads // num_key_value_heads`` (transformers' ``repeat_kv``).
+
+    Parameters
+    ----------
+    module : str
+        Dotted path, relative to a decoder layer, of the attention module (``self_attn``,
+        ``attn``).
+    o : str
+        Path, relative to the attention module, of the output projection (``o_proj``,
+        ``out_proj``, ``c_proj``).
+    q, k, v : str or None
+        Paths of the separate query/key/value projections; None when they are fused.
+    qkv : str or None
+        Path of a fused projection whose output features are the query, key and value
+        features in that order (GPT-2's ``c_attn``).
+    conv1d : bool
+        True when the modules are GPT-2 style ``Conv1D`` (weight stored as in x out).
+    heads_attr : str
+        ``config.json`` field of the number of query heads (GPT-2: ``n_head``).
+    kv_heads_attr : str or None
+        ``config.json`` field of the number of key/value heads; None for a family whose
+        attention has one key/value head per query head (GPT-2, OPT).
+    head_dim_attr : str or None
+        ``config.json`` field of the head size; None where transformers derives it as
+        ``hidden_size // num_heads`` (GPT-2, OPT).
+    """
+
+    module: str
+    o: str
+    q: str | None = None
+    k: str | None = None
+    v: str | None = None
+    qkv: str | None = None
+    conv1d: bool = False
+    heads_attr: str = "num_attention_heads"
+    kv_heads_attr: str | None = "num_key_value_heads"
+    head_dim_attr: str | None = "head_dim"
 
 
 @dataclass(frozen=True)
@@ -78,6 +128,9 @@ class ArchitectureSpec:
         Config flag that gives the MLP's Linear modules a bias (Llama's ``mlp_bias``), which
         ``compensate='bias'`` turns on; None when the family's config has no such flag (its
         down projection then needs a bias of its own, as GPT-2's and OPT's have).
+    attention : AttentionSpec or None
+        Where the attention heads are (:mod:`llmrank_graph.models.attention`); None for a
+        family whose heads are not supported.
     """
 
     name: str
@@ -89,6 +142,7 @@ class ArchitectureSpec:
     conv1d: bool = False
     intermediate_attr: str = "intermediate_size"
     mlp_bias: str | None = None
+    attention: AttentionSpec | None = None
 
     @property
     def gated(self) -> bool:
@@ -110,7 +164,8 @@ def architectures() -> dict[str, ArchitectureSpec]:
     return dict(_REGISTRY)
 
 
-_LLAMA_LIKE = dict(layers="model.layers", gate="mlp.gate_proj", up="mlp.up_proj", down="mlp.down_proj")
+_LLAMA_LIKE = dict(layers="model.layers", gate="mlp.gate_proj", up="mlp.up_proj", down="mlp.down_proj",
+                   attention=AttentionSpec(module="self_attn", q="q_proj", k="k_proj", v="v_proj", o="o_proj"))
 for _name, _types, _bias in [
     ("llama", ("llama",), "mlp_bias"),
     ("mistral", ("mistral",), None),
@@ -122,11 +177,15 @@ register_architecture(
     ArchitectureSpec(
         name="gpt2", model_types=("gpt2",), layers="transformer.h", up="mlp.c_fc", down="mlp.c_proj",
         conv1d=True, intermediate_attr="n_inner",
+        attention=AttentionSpec(module="attn", qkv="c_attn", o="c_proj", conv1d=True, heads_attr="n_head",
+                                kv_heads_attr=None, head_dim_attr=None),
     )
 )
 register_architecture(
     ArchitectureSpec(name="opt", model_types=("opt",), layers="model.decoder.layers", up="fc1", down="fc2",
-                     intermediate_attr="ffn_dim")
+                     intermediate_attr="ffn_dim",
+                     attention=AttentionSpec(module="self_attn", q="q_proj", k="k_proj", v="v_proj", o="out_proj",
+                                             kv_heads_attr=None, head_dim_attr=None))
 )
 
 

@@ -35,6 +35,7 @@ from .architectures import (
     get_architecture,
     mlp_layers,
 )
+from .attention import set_head_counts
 from .saved_format import PRUNED_CONFIG_KEY, PrunedEntry, _is_int
 from .weights import TensorHeader, checkpoint_headers
 
@@ -146,6 +147,8 @@ def check_checkpoint(directory: str | Path, config: Mapping, files: list[Path],
     hf_config = _read_config(ck, config_class)
     _check_layer_count(ck, hf_config.num_hidden_layers)
     model = _meta_model(ck, model_class, hf_config)
+    if entry is not None and entry.heads is not None:
+        set_head_counts(model, entry.heads.counts)
     layers = mlp_layers(model)
     sizes = list(entry.intermediate_sizes) if entry is not None else [m.intermediate_size for m in layers]
     expected = {key: tuple(t.shape) for key, t in model.state_dict().items()}

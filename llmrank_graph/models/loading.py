@@ -37,8 +37,9 @@ from ..errors import (
     OutputExistsError,
 )
 from .architectures import get_architecture, mlp_layers
+from .attention import set_head_counts
 from .checks import check_checkpoint
-from .saved_format import PrunedEntry, has_tokenizer, is_pruned, read_config, record_sizes
+from .saved_format import PrunedEntry, buildable_config, has_tokenizer, is_pruned, read_config, record_sizes
 from .weights import DTYPE, checked_dtype, dtype_kwargs, read_safetensors, safetensors_files
 
 logger = logging.getLogger(__name__)
@@ -209,7 +210,7 @@ def check_model_path(path: str | os.PathLike | None, *, arg: str = "path") -> Mo
     config = read_config(config_file)
     entry = PrunedEntry.from_config(config, config_file) if is_pruned(config) else None
     get_architecture(config.get("model_type"))  # checked on the config, before any weight is read
-    check_checkpoint(p, config, safetensors_files(p), entry)
+    check_checkpoint(p, buildable_config(config, entry), safetensors_files(p), entry)
     return ModelSource("directory" if entry is None else "pruned", p, None, has_tokenizer(p))
 
 
@@ -299,10 +300,12 @@ def load_model(
 @validated({"path": InstanceOf((str, os.PathLike), "a str or a path"), "dtype": DTYPE})
 def load_pruned(path: str | os.PathLike, dtype: torch.dtype | str | None = None,
                 device: str | torch.device | None = None) -> tuple[nn.Module, Any]:
-    """Load a directory written by :func:`llmrank_graph.save_pruned`, with its per-layer MLP sizes.
+    """Load a directory written by :func:`llmrank_graph.save_pruned`, with its per-layer MLP sizes and heads.
 
-    The model is built from the config at the largest saved size, each layer's MLP is shrunk
-    to its saved size (:meth:`~llmrank_graph.models.architectures.MLPModules.keep_neurons`), and then
+    The model is built from the config at the largest saved size (and, for a head-pruned
+    model, at its original head counts), each layer's MLP is shrunk to its saved size
+    (:meth:`~llmrank_graph.models.architectures.MLPModules.keep_neurons`) and its attention to
+    its saved head counts (:func:`~llmrank_graph.models.attention.set_head_counts`), and then
     the safetensors weights are loaded strictly. Never runs code shipped with a model, and
     never unpickles. Also available as :func:`llmrank_graph.load_pruned`.
 
@@ -360,9 +363,9 @@ def load_pruned(path: str | os.PathLike, dtype: torch.dtype | str | None = None,
     get_architecture(config_dict.get("model_type"))
     config_dtype = _config_dtype(config_dict, config_file)
     files = safetensors_files(p)
-    config = check_checkpoint(p, config_dict, files, entry)
+    config = check_checkpoint(p, buildable_config(config_dict, entry), files, entry)
     model = _build_pruned(config, entry, dtype or config_dtype)
-    _load_weights(model, files, p, list(entry.intermediate_sizes))
+    _load_weights(model, files, p, _layout(entry))
     if device is not None:
         model = model.to(device)
     model.eval()
@@ -374,15 +377,23 @@ def load_pruned(path: str | os.PathLike, dtype: torch.dtype | str | None = None,
         # Pass the config: its on-disk intermediate size may be the hint string, which
         # AutoTokenizer's own AutoConfig.from_pretrained would reject.
         tokenizer = AutoTokenizer.from_pretrained(p, config=model.config, local_files_only=True)
-    logger.info("loaded pruned model from %s (MLP sizes %s)", p, list(entry.intermediate_sizes))
+    logger.info("loaded pruned model from %s (%s)", p, _layout(entry))
     return model, tokenizer
 
 
-def _build_pruned(config, entry: PrunedEntry, dtype: torch.dtype) -> nn.Module:
-    """A random model at the saved per-layer MLP sizes, ready for the saved weights.
+def _layout(entry: PrunedEntry) -> str:
+    """``MLP sizes [...]`` and, for a head-pruned model, ``, heads [...] (key/value [...])``."""
+    text = f"MLP sizes {list(entry.intermediate_sizes)}"
+    if entry.heads is not None:
+        text += f", heads {list(entry.heads.num_heads)} (key/value {list(entry.heads.num_key_value_heads)})"
+    return text
 
-    ``config`` is the one :func:`check_checkpoint` read, at the largest saved size, whose
-    sizes it has checked against the weights.
+
+def _build_pruned(config, entry: PrunedEntry, dtype: torch.dtype) -> nn.Module:
+    """A random model at the saved per-layer MLP sizes and head counts, ready for the saved weights.
+
+    ``config`` is the one :func:`check_checkpoint` read, at the largest saved size and the
+    original head counts, whose sizes it has checked against the weights.
     """
     from transformers import AutoModelForCausalLM
 
@@ -390,11 +401,13 @@ def _build_pruned(config, entry: PrunedEntry, dtype: torch.dtype) -> nn.Module:
     for mlp, size in zip(mlp_layers(model), entry.intermediate_sizes):
         if size != mlp.intermediate_size:
             mlp.keep_neurons(torch.arange(size))
+    if entry.heads is not None:
+        set_head_counts(model, entry.heads.counts)
     record_sizes(model, entry.original_intermediate_size)
     return model
 
 
-def _load_weights(model: nn.Module, files: list[Path], directory: Path, sizes: list[int]) -> None:
+def _load_weights(model: nn.Module, files: list[Path], directory: Path, layout: str) -> None:
     """Load the safetensors ``files`` into ``model`` strictly: every tensor present, of the model's shape."""
     state = {}
     for f in files:
@@ -403,7 +416,7 @@ def _load_weights(model: nn.Module, files: list[Path], directory: Path, sizes: l
     for key, tensor in state.items():
         if key in expected and tuple(expected[key].shape) != tuple(tensor.shape):
             raise FileFormatError(
-                f"the weights in {str(directory)!r} do not match the saved MLP sizes {sizes}: {key!r} has shape "
+                f"the weights in {str(directory)!r} do not match the saved {layout}: {key!r} has shape "
                 f"{tuple(tensor.shape)} in the file but {tuple(expected[key].shape)} in the model")
     result = model.load_state_dict(state, strict=False)
     # A tied parameter (lm_head = embeddings) is saved once; it is loaded with its twin.

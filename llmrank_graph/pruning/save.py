@@ -1,11 +1,12 @@
 """Saving a pruned model: an ordinary Hugging Face directory, written atomically.
 
 :func:`save_pruned` writes ``config.json``, safetensors weights, the tokenizer and optionally
-the neuron mask, in the format described in :mod:`llmrank_graph.models.saved_format`.
+the neuron and head masks, in the format described in :mod:`llmrank_graph.models.saved_format`.
 :func:`llmrank_graph.load_model` sees the format's entry in ``config.json`` and loads the
 directory with :func:`~llmrank_graph.models.loading.load_pruned` (which lives with the loader):
-it builds the model, shrinks every layer's MLP to its saved size and then loads the weights
-strictly. A plain ``transformers`` load works too when every layer has the same size.
+it builds the model, shrinks every layer's MLP to its saved size (and its attention to its saved
+head counts) and then loads the weights strictly. A plain ``transformers`` load works too when
+every layer has the same size (and the same head counts, in a family whose config can say so).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ..base.params import Boolean, InstanceOf, Optional, validate
 from ..errors import InvalidArgumentError
 from ..models.architectures import get_architecture
 from ..models.saved_format import (
+    HEAD_MASK_FILE,
     MASK_FILE,
     PRUNED_CONFIG_KEY,
     PrunedEntry,
@@ -30,6 +32,7 @@ from ..models.saved_format import (
     original_intermediate_size,
     read_config,
 )
+from .heads import HeadMask
 from .masks import NeuronMask
 
 logger = logging.getLogger(__name__)
@@ -38,11 +41,12 @@ __all__ = ["save_pruned"]
 
 #: The parameter constraints of :func:`save_pruned`, checked once at its entry.
 SAVE_CONSTRAINTS = {"directory": InstanceOf((str, os.PathLike), "a str or a path"), "overwrite": Boolean(),
-                    "force": Boolean(), "mask": Optional(InstanceOf(NeuronMask, "a NeuronMask or None"))}
+                    "force": Boolean(), "mask": Optional(InstanceOf(NeuronMask, "a NeuronMask or None")),
+                    "head_mask": Optional(InstanceOf(HeadMask, "a HeadMask or None"))}
 
 
 def save_pruned(model: nn.Module, tokenizer, directory: str | os.PathLike, overwrite: bool = False, *,
-                mask: NeuronMask | None = None, force: bool = False) -> Path:
+                mask: NeuronMask | None = None, force: bool = False, head_mask: HeadMask | None = None) -> Path:
     """Save a (pruned) model, and its tokenizer, so that :func:`llmrank_graph.load_model` restores it.
 
     The directory is written under a temporary name next to ``directory`` and renamed at the
@@ -65,6 +69,9 @@ def save_pruned(model: nn.Module, tokenizer, directory: str | os.PathLike, overw
         The mask that produced the model, saved inside the directory (at
         :data:`llmrank_graph.models.saved_format.MASK_FILE`) before the directory is renamed into
         place, so a saved model never lacks its mask.
+    head_mask : HeadMask, optional
+        The head mask that produced the model (:func:`llmrank_graph.pruning.heads.remove_heads`),
+        saved likewise, at :data:`llmrank_graph.models.saved_format.HEAD_MASK_FILE`.
     force : bool
         With ``overwrite``, also replace a directory that ``save_pruned`` did not write (its
         ``config.json`` has no ``"llmrank_graph"`` entry), such as the original model.
@@ -82,7 +89,7 @@ def save_pruned(model: nn.Module, tokenizer, directory: str | os.PathLike, overw
     InvalidArgumentError
         ``overwrite`` would replace a directory that ``save_pruned`` did not write, without ``force``.
     InvalidArgumentTypeError
-        A ``directory``, ``overwrite``, ``force`` or ``mask`` of the wrong type.
+        A ``directory``, ``overwrite``, ``force``, ``mask`` or ``head_mask`` of the wrong type.
     WriteFailedError
         The system refused a write (disk full, file too large, a read-only target), in any file
         of the directory: ``could not write DIRECTORY: REASON``. The temporary directory and the
@@ -102,7 +109,8 @@ def save_pruned(model: nn.Module, tokenizer, directory: str | os.PathLike, overw
     >>> llmrank_graph.pruning.intermediate_sizes(loaded), tokenizer
     ([9, 6], None)
     """
-    validate(SAVE_CONSTRAINTS, {"directory": directory, "overwrite": overwrite, "force": force, "mask": mask})
+    validate(SAVE_CONSTRAINTS, {"directory": directory, "overwrite": overwrite, "force": force, "mask": mask,
+                                "head_mask": head_mask})
     spec = get_architecture(model)
     entry = PrunedEntry.for_model(model, original_intermediate_size(model))
 
@@ -121,6 +129,9 @@ def save_pruned(model: nn.Module, tokenizer, directory: str | os.PathLike, overw
         config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         if mask is not None:
             mask.save(tmp / MASK_FILE)
+        if head_mask is not None:
+            head_mask.save(tmp / HEAD_MASK_FILE)
     target = Path(directory).expanduser()
-    logger.info("saved the pruned model (MLP sizes %s) to %s", list(entry.intermediate_sizes), target)
+    heads = "" if entry.heads is None else f", heads {list(entry.heads.num_heads)}"
+    logger.info("saved the pruned model (MLP sizes %s%s) to %s", list(entry.intermediate_sizes), heads, target)
     return target
