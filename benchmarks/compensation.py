@@ -20,8 +20,9 @@ Modes:
     python benchmarks/compensation.py --ridge-sweep 1e-4,1e-3,1e-2,1e-1,1 --scorers activation
         # the ridge, measured on validation windows of the *calibration* articles that the fit
         # never saw (blocks --n-samples.. of that stream), not on the evaluation text
-    python benchmarks/compensation.py --memory one-shot     # peak RSS above the loaded model, one
-    python benchmarks/compensation.py --memory sequential   # process each
+    python benchmarks/compensation.py --memory one-shot|sequential  # peak RSS, one process each
+    python benchmarks/compensation.py --token-counts 512,2048,16384 --seq-len 128 --eval-seq-len 512
+        --ridge-rules none,fixed,add=1 --name compensation_tokens   # refit rules per calibration size
     python benchmarks/compensation.py --variants            # graph variants under --compensations
     python benchmarks/compensation.py --tables              # rewrite the .md from the CSV only
 
@@ -83,18 +84,24 @@ class Runner:
         self.model, self.tok = lg.load_model(args.model)
         self.model.requires_grad_(False)
         calib_texts = load_texts(args.calib_texts, split="calibration")
-        n_val = args.val_samples if args.ridge_sweep else 0
-        blocks = token_blocks(self.tok, calib_texts, args.n_samples + n_val, args.seq_len)
-        self.calib_ids = blocks[:args.n_samples]
-        self.val_ids = blocks[args.n_samples:]
+        eval_len = args.eval_seq_len or args.seq_len
+        if args.token_counts:  # calibration blocks for the largest count, then validation windows of eval_len
+            n_cal, per = max(token_counts(args)) // args.seq_len, eval_len // args.seq_len
+            blocks = token_blocks(self.tok, calib_texts, n_cal + args.val_samples * per, args.seq_len)
+            self.calib_ids, self.val_ids = blocks[:n_cal], blocks[n_cal:].reshape(args.val_samples, eval_len)
+        else:
+            n_val = args.val_samples if args.ridge_sweep else 0
+            blocks = token_blocks(self.tok, calib_texts, args.n_samples + n_val, args.seq_len)
+            self.calib_ids = blocks[:args.n_samples]
+            self.val_ids = blocks[args.n_samples:]
         self.eval_ids = token_blocks(self.tok, load_texts(args.eval_texts, split="evaluation"), args.eval_samples,
-                                     args.seq_len)
+                                     eval_len)
         self.stats = None
-        if not args.memory:
+        if not (args.memory or args.token_counts):
             self.stats = lg.calibrate(self.model, input_ids=self.calib_ids, batch_size=args.batch_size,
                                       second_moments=True, progress=False)
-        print(f"loaded + calibrated ({self.calib_ids.shape[0]} x {self.calib_ids.shape[1]} tokens, second moments) "
-              f"in {time.perf_counter() - t:.1f} s", flush=True)
+        print(f"loaded{'' if self.stats is None else ' + calibrated'} ({self.calib_ids.shape[0]} x "
+              f"{self.calib_ids.shape[1]} calibration tokens) in {time.perf_counter() - t:.1f} s", flush=True)
         self.out = Path(args.out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.csv_path = self.out / f"{args.name}.csv"
@@ -103,6 +110,10 @@ class Runner:
             with open(self.csv_path, newline="") as f:
                 for row in csv.DictReader(f):
                     self.done[self._key(row)] = row
+
+    def is_done(self, table, scorer, params, allocation, amount, compensation, ridge, which) -> bool:
+        return self._key({"table": table, "scorer": scorer, "params": params, "allocation": allocation,
+                          "amount": amount, "compensation": compensation, "ridge": ridge, "eval": which}) in self.done
 
     @staticmethod
     def _key(row) -> tuple:
@@ -289,6 +300,127 @@ def ridge_sweep(r: Runner, args) -> None:
                               which="validation")
 
 
+# ----------------------------------------------------------------------------- calibration token counts
+def token_counts(args) -> list[int]:
+    counts = [int(x) for x in args.token_counts.split(",")]
+    bad = [n for n in counts if n % args.seq_len]
+    if bad or (args.eval_seq_len or args.seq_len) % args.seq_len:
+        raise SystemExit(f"--token-counts {bad} and --eval-seq-len must be multiples of --seq-len {args.seq_len}")
+    return counts
+
+
+def parse_rule(spec: str):
+    """A refit rule: ``(ridge, n_tokens, n_kept) -> relative ridge``, None for no refit, or 'library'.
+
+    none: no refit; fixed: the base ridge whatever the token count (before issue 17); fixed=R: the
+    ridge R; pow=P: ridge * max(1, k / n)^P; add=C: ridge + C k / n; skip=C: no refit where n < C k,
+    else the base ridge; library: apply_mask(compensate='lstsq', ridge=--ridge), the library's own.
+    """
+    name, _, value = spec.partition("=")
+    c = float(value) if value else None
+    rules = {
+        "none": lambda ridge, n, k: None,
+        "fixed": lambda ridge, n, k: ridge if c is None else c,
+        "pow": lambda ridge, n, k: ridge * max(1.0, k / n) ** c,
+        "add": lambda ridge, n, k: ridge + c * k / n,
+        "skip": lambda ridge, n, k: None if n < c * k else ridge,
+    }
+    if name == "library":
+        return "library"
+    if name not in rules or (c is None and name not in ("none", "fixed")):
+        raise SystemExit(f"--ridge-rules: unknown rule {spec!r}; see parse_rule's docstring")
+    return rules[name]
+
+
+def refit_with_rule(model, mask, stats, rule, ridge: float):
+    """A pruned copy of ``model``, its kept down_proj columns refitted by the library's kernels with the ridge
+    that ``rule`` gives each layer from its token count and kept-neuron count."""
+    from llmrank_graph.compensation.algebra import DownUpdate, apply_updates, relative_damp, ridge_refit
+    from llmrank_graph.models.architectures import mlp_layers
+
+    if rule == "library":
+        return apply_mask(copy.deepcopy(model), mask, "remove", compensate="lstsq", stats=stats, ridge=ridge)
+    updates = {}
+    for mlp in mlp_layers(model):
+        keep = mask.intermediate[mlp.layer]
+        s = stats[mlp.down_name]
+        eff = rule(ridge, s.n_tokens, int(keep.sum()))
+        if keep.all() or eff is None:
+            continue
+        w, g = mlp.weight("down").detach().double(), s.input_second_moment
+        damp = relative_damp(g[keep][:, keep], eff)
+        updates[mlp.layer] = DownUpdate(mlp.layer, ridge_refit(w, g, keep, damp), None)
+    pruned = apply_mask(copy.deepcopy(model), mask, "remove")
+    apply_updates(pruned, updates)
+    return pruned
+
+
+def _token_stats(r: Runner, args, n: int):
+    """Calibration statistics (with the second moments) of the first ``n`` calibration tokens, cached on disk
+    under --stats-dir if given."""
+    from llmrank_graph.data.calibration import ActivationStats
+
+    path = Path(args.stats_dir) / f"stats_{n}x{args.seq_len}.safetensors" if args.stats_dir else None
+    if path is not None and path.exists():
+        return ActivationStats.load(path)
+    t = time.perf_counter()
+    stats = lg.calibrate(r.model, input_ids=r.calib_ids[:n // args.seq_len], batch_size=args.batch_size,
+                         second_moments=True, progress=False)
+    print(f"calibrated {n} tokens ({n // args.seq_len} x {args.seq_len}, second moments) in "
+          f"{time.perf_counter() - t:.0f} s, load {os.getloadavg()[0]:.1f}", flush=True)
+    if path is not None:
+        stats.save(path, overwrite=True)
+    return stats
+
+
+def token_sweep(r: Runner, args) -> None:
+    """Every rule of --ridge-rules at every calibration token count and amount: perplexity on --token-evals."""
+    specs, evals, amounts = args.ridge_rules.split(","), args.token_evals.split(","), args.amounts.split(",")
+    rules = {spec: parse_rule(spec) for spec in specs}
+    for which in evals:
+        r.run("tokens", "dense", "-", "-", 0.0, "none", 0.0, lambda: r.model, which=which)
+    method, _, ptext = args.scorers.split(",")[0].partition(":")
+    allocation = args.allocations.split(",")[0]
+    for n in token_counts(args):
+        params = f"{n} tokens"
+        todo = [(float(a), spec, which) for a in amounts for spec in specs for which in evals
+                if not r.is_done("tokens", method, params, allocation, float(a), spec, args.ridge, which)]
+        if todo:
+            stats = _token_stats(r, args, n)
+            scores = score_neurons(r.model, stats, method, **_parse_params(ptext))
+        for amount, spec, which in todo:
+            mask = allocate(scores, amount, allocation, rounding=scorer_class(method).rounding)
+            r.run("tokens", method, params, allocation, amount, spec, args.ridge,
+                  lambda mask=mask, rule=rules[spec], stats=stats: refit_with_rule(r.model, mask, stats, rule,
+                                                                                    args.ridge), which=which)
+
+
+def token_table(rows: list[dict]) -> list[str]:
+    """One table per evaluation text: rows (tokens, amount), a column per rule, the lowest in bold."""
+    out = []
+    sel = [r for r in rows if r["table"] == "tokens"]
+    for which in dict.fromkeys(r["eval"] for r in sel):
+        here = [r for r in sel if r["eval"] == which]
+        dense = next((float(r["perplexity"]) for r in here if r["scorer"] == "dense"), None)
+        here = [r for r in here if r["scorer"] != "dense"]
+        if not here:
+            continue
+        rules = list(dict.fromkeys(r["compensation"] for r in here))
+        cells = {(int(r["params"].split()[0]), float(r["amount"]), r["compensation"]): float(r["perplexity"])
+                 for r in here}
+        out.append(f"### calibration tokens ({which} text, {here[0]['scorer']}, {here[0]['allocation']}, "
+                   f"base ridge {here[0]['ridge']}; dense {fmt(dense)})\n")
+        out.append("| tokens | amount | " + " | ".join(rules) + " |")
+        out.append("|---|---|" + "---|" * len(rules))
+        for n, amount in sorted({k[:2] for k in cells}):
+            vals = {c: cells.get((n, amount, c)) for c in rules}
+            best = min((v for v in vals.values() if v is not None and math.isfinite(v)), default=None)
+            out.append(f"| {n} | {amount:.0%} | " + " | ".join(
+                "" if v is None else f"**{fmt(v)}**" if v == best else fmt(v) for v in vals.values()) + " |")
+        out.append("")
+    return out
+
+
 def memory(r: Runner, args) -> None:
     """Peak RSS above the loaded model: one-shot (calibrate with second moments + lstsq) or sequential.
 
@@ -387,6 +519,7 @@ def markdown(csv_path: Path, dense: float | None) -> str:
                      for c in comps]
             out.append(f"| {scorer} | {params} | {alloc} | {int(float(amount) * 100)}% | " + " | ".join(cells) + " |")
         out.append("")
+    out += token_table(rows)
     out += goals(rows, dense)
     return "\n".join(out)
 
@@ -408,6 +541,17 @@ def main(argv=None) -> int:
     ap.add_argument("--allocations", default="local")
     ap.add_argument("--ridge", type=float, default=DEFAULT_RIDGE)
     ap.add_argument("--ridge-sweep", default=None, help="comma-separated ridges, measured on validation windows")
+    ap.add_argument("--eval-seq-len", type=int, default=None,
+                    help="tokens per evaluation/validation window (default: --seq-len)")
+    ap.add_argument("--token-counts", default=None,
+                    help="comma-separated calibration token counts (multiples of --seq-len): each calibrated once, "
+                         "with the first --scorers scorer and --allocations allocation, every --ridge-rules rule")
+    ap.add_argument("--ridge-rules", default="none,fixed,library",
+                    help="with --token-counts: comma-separated refit rules (see parse_rule)")
+    ap.add_argument("--token-evals", default="validation,evaluation",
+                    help="with --token-counts: where perplexity is measured (validation: --val-samples windows of "
+                         "the calibration articles after the largest count; evaluation: the held-out articles)")
+    ap.add_argument("--stats-dir", default=None, help="with --token-counts: cache the statistics here")
     ap.add_argument("--memory", choices=("one-shot", "sequential"), default=None,
                     help="peak memory of a one-shot or a sequential lstsq pruning (run each in its own process)")
     ap.add_argument("--variants", action="store_true", help="graph variants and budget hybrids")
@@ -434,8 +578,9 @@ def main(argv=None) -> int:
     if args.memory:
         memory(r, args)
         return 0
-    dense = None
-    if args.ridge_sweep:
+    if args.token_counts:
+        token_sweep(r, args)
+    elif args.ridge_sweep:
         r.run("ridge", "dense", "-", "-", 0.0, "none", 0.0, lambda: r.model, which="validation")
         ridge_sweep(r, args)
     else:

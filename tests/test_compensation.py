@@ -16,7 +16,14 @@ import torch
 from _tiny import save_tiny_model, write_corpus
 
 import llmrank_graph as lg
-from llmrank_graph.compensation.algebra import DEFAULT_RIDGE, check_compensation, obs_greedy, relative_damp, ridge_refit
+from llmrank_graph.compensation.algebra import (
+    DEFAULT_RIDGE,
+    TOKEN_RIDGE,
+    check_compensation,
+    obs_greedy,
+    relative_damp,
+    ridge_refit,
+)
 from llmrank_graph.models.architectures import mlp_layers
 from llmrank_graph.pruning.masks import NeuronMask, allocate
 from llmrank_graph.pruning.surgery import apply_mask, intermediate_sizes, prune_model, save_pruned
@@ -218,7 +225,7 @@ def _numpy_refit(w, h, keep, ridge, with_bias):
     if with_bias:
         a = a - np.outer(mu, mu)
     kk = a[np.ix_(keep, keep)]
-    lam = ridge * np.mean(np.diag(kk))
+    lam = (ridge + TOKEN_RIDGE * keep.sum() / n) * np.mean(np.diag(kk))  # token_ridge: the base + k / n
     rk = a[np.ix_(~keep, keep)]
     w_keep = w[:, keep] + w[:, ~keep] @ rk @ np.linalg.inv(kk + lam * np.eye(kk.shape[0]))
     bias = w @ mu - w_keep @ mu[keep] if with_bias else None

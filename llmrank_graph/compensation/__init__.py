@@ -7,6 +7,7 @@ from .algebra import (
     COMPENSATIONS,
     DEFAULT_RIDGE,
     RECOMMENDED_COMPENSATION,
+    TOKEN_RIDGE,
     DownUpdate,
     ObsResult,
     apply_updates,
@@ -23,10 +24,12 @@ from .algebra import (
     obs_greedy,
     relative_damp,
     ridge_refit,
+    token_ridge,
     uses_bias,
 )
 
 __all__ = ["COMPENSATIONS", "DEFAULT_RIDGE", "RECOMMENDED_COMPENSATION", "COMPENSATION_CONSTRAINTS", "DownUpdate",
-           "ObsResult", "bias_term", "ridge_refit", "obs_greedy", "fluctuation", "relative_damp", "check_ridge",
-           "check_compensation", "check_compensation_options", "check_compensation_stats", "check_bias_possible",
+           "ObsResult", "TOKEN_RIDGE", "bias_term", "ridge_refit", "obs_greedy", "fluctuation", "relative_damp",
+           "token_ridge", "check_ridge", "check_compensation", "check_compensation_options", "check_compensation_stats",
+           "check_bias_possible",
            "needs_second_moments", "uses_bias", "down_updates", "apply_updates", "enable_down_bias"]

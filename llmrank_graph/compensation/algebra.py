@@ -11,8 +11,9 @@ second moment ``G = E[h h^T]`` (:func:`llmrank_graph.calibrate` with ``second_mo
     mean contribution. Needs only the means.
 ``compensate='lstsq'``
     a ridge least-squares refit of the kept columns,
-    ``W_K <- W_K + W_R G_RK (G_KK + lambda I)^-1``, with ``lambda = ridge * mean(diag G_KK)``,
-    solved by a Cholesky factorisation.
+    ``W_K <- W_K + W_R G_RK (G_KK + lambda I)^-1``, with
+    ``lambda = (ridge + TOKEN_RIDGE * k / n) * mean(diag G_KK)`` (:func:`token_ridge`: k kept
+    neurons, n calibration tokens), solved by a Cholesky factorisation.
 ``compensate='lstsq+bias'``
     the same fit on the covariance ``C`` instead of ``G``, then ``b = W mu - W'_K mu_K``.
 
@@ -46,8 +47,9 @@ from ..models.architectures import MLPModules, get_architecture, mlp_layers
 logger = logging.getLogger(__name__)
 
 __all__ = ["COMPENSATIONS", "DEFAULT_RIDGE", "RECOMMENDED_COMPENSATION", "COMPENSATION_CONSTRAINTS", "DownUpdate",
-           "ObsResult", "bias_term", "ridge_refit", "obs_greedy", "fluctuation", "relative_damp", "check_ridge",
-           "check_compensation", "check_compensation_options", "check_compensation_stats", "check_bias_possible",
+           "ObsResult", "TOKEN_RIDGE", "bias_term", "ridge_refit", "obs_greedy", "fluctuation", "relative_damp",
+           "token_ridge", "check_ridge", "check_compensation", "check_compensation_options", "check_compensation_stats",
+           "check_bias_possible",
            "needs_second_moments", "uses_bias", "down_updates", "apply_updates", "enable_down_bias"]
 
 #: Values of ``compensate=``.
@@ -55,6 +57,12 @@ COMPENSATIONS: tuple[str, ...] = ("none", "bias", "lstsq", "lstsq+bias")
 #: Ridge of the least-squares refit, relative to ``mean(diag G_KK)``. Chosen by measurement on
 #: SmolLM2-135M (``benchmarks/compensation.py --ridge-sweep``, docs/compensation.md).
 DEFAULT_RIDGE = 1e-2
+#: Coefficient of the token-count term of the refit's ridge, ``ridge + TOKEN_RIDGE * k / n``
+#: (:func:`token_ridge`). Chosen by measurement on SmolLM2-135M at 512, 2048 and 16384
+#: calibration tokens and 10, 30 and 50% (``benchmarks/compensation.py --token-counts``,
+#: docs/compensation.md): with the base ridge alone, a Gram matrix of fewer tokens than kept
+#: neurons is rank-deficient and the refit worsens perplexity.
+TOKEN_RIDGE = 1.0
 #: What ``llmrank-graph prune`` uses unless told otherwise: the best configuration measured
 #: without a layer-by-layer pass. On SmolLM2-135M (held-out perplexity, dense 22.2,
 #: pagerank, local allocation; benchmarks/results/compensation.md) ``lstsq`` gives 38.2 at 30%
@@ -73,6 +81,26 @@ def relative_damp(moment: torch.Tensor, ridge: float) -> float:
     """``ridge * mean(diag moment)``, or ``ridge`` itself where that mean is 0 (all-dead neurons)."""
     scale = float(moment.diagonal().mean()) if moment.numel() else 0.0
     return ridge * scale if scale > 0 else ridge
+
+
+def token_ridge(ridge: float, n_tokens: int, n_kept: int) -> float:
+    """The relative ridge of a refit of ``n_kept`` columns from ``n_tokens`` calibration tokens.
+
+    ``ridge + TOKEN_RIDGE * n_kept / n_tokens``: the base ``ridge`` (:data:`DEFAULT_RIDGE`)
+    plus a term that grows as the tokens become few against the unknowns. With ``n_tokens``
+    below ``n_kept`` the Gram matrix ``G_KK`` is singular and a small ridge fits the
+    calibration tokens' noise; a large one shrinks the refit towards the unrefitted columns
+    (``W_K``). At 16k tokens the term is small (0.07 for SmolLM2's 1075 kept neurons at 30%),
+    at 512 it dominates (2.1). Stats without a token count (``n_tokens`` 0) get ``ridge``.
+
+    Example
+    -------
+    >>> token_ridge(1e-2, n_tokens=512, n_kept=1024)
+    2.01
+    >>> token_ridge(1e-2, n_tokens=0, n_kept=1024)
+    0.01
+    """
+    return ridge + TOKEN_RIDGE * n_kept / n_tokens if n_tokens > 0 else ridge
 
 
 def _cholesky(a: torch.Tensor) -> torch.Tensor:
@@ -429,7 +457,7 @@ def _layer_update(mlp: MLPModules, stats, keep: torch.Tensor, compensate: str, r
     moment = s.input_second_moment.to(device)
     if compensate == "lstsq+bias":
         moment = moment - torch.outer(mean, mean)  # covariance C
-    damp = relative_damp(moment[keep][:, keep], ridge)
+    damp = relative_damp(moment[keep][:, keep], token_ridge(ridge, s.n_tokens, int(keep.sum())))
     w_keep = ridge_refit(w, moment, keep, damp)
     bias = (w @ mean - w_keep @ mean[keep]) if compensate == "lstsq+bias" else None
     return DownUpdate(mlp.layer, w_keep, bias)
@@ -449,6 +477,8 @@ def down_updates(model: nn.Module, keep, stats, compensate: str, ridge: float = 
     compensate : str
         One of :data:`COMPENSATIONS` other than ``'none'``.
     ridge : float
+        The base relative ridge; each layer's refit uses :func:`token_ridge` of it, of the
+        statistics' token count and of the layer's kept neurons.
     layers : list of MLPModules, optional
         Only these layers (the sequential mode passes one at a time).
 
