@@ -529,7 +529,8 @@ def test_numba_named_where_it_is_not_installed(monkeypatch, caplog):
     monkeypatch.delattr(kernels, "numba_jit", raising=False)
     monkeypatch.setitem(sys.modules, "numba", None)  # `import numba` now fails, as where it is not installed
     w = [torch.tensor([[1.0, -2.0]])]
-    with pytest.raises(MissingDependencyError, match=r"`kernel` is 'numba', but numba is not installed .*'fast' extra"):
+    with pytest.raises(MissingDependencyError,
+                       match=r"`kernel` is 'numba', but numba is not installed .*reinstall llmrank_graph"):
         kernels.abs_sums(w, "single", None, kernel="numba")
     with kernels.options(kernel="numba"), pytest.raises(MissingDependencyError, match="numba is not installed"):
         kernels.prepare_matmul(w, "single", None)

@@ -4,7 +4,7 @@ The kernels themselves are in :mod:`~llmrank_graph.kernels.numba_jit`; this modu
 block's storage, scale and thread count once (:func:`prepare`, :func:`sums`) and runs
 :func:`~llmrank_graph.kernels.numba_jit.job` on this thread and ``threads - 1`` daemon worker
 threads. Importing it imports numba, so :mod:`~llmrank_graph.kernels.products` imports it
-only when a CPU kernel is first used (a missing numba: ``ImportError``, the 'fast' extra).
+only when a CPU kernel is first used (a missing numba, a dependency of the package: ``ImportError``).
 
 >>> import numpy as np, torch
 >>> add = prepare([torch.tensor([[1.0, -2.0]])], "single", None, transpose=False, threads=1)
@@ -208,12 +208,20 @@ def prepare(ws: list[torch.Tensor], combine: str, col_scale: torch.Tensor | None
         if not work:
             return True
         if by_row:
-            res = np.empty((k, rows), np.float64)
-            run(0, nt, s0, s1, comb, scale, smode, vn, res, _NO_PART)
-        else:
-            part = np.empty((nt, k, cols), np.float64)
-            run(1, nt, s0, s1, comb, scale, smode, vn, _NO_OUT, part)
-            res = part.sum(axis=0) if nt > 1 else part[0]
+            # The kernel adds alpha * (M @ v) into out itself (out + alpha * dot, rounded as
+            # numpy would): into the sweep's own rows when they are contiguous (and not v's),
+            # else into a temporary of zeros (0 + x is exact) added after.
+            if (out.dtype == np.float64 and out.flags.c_contiguous and out.flags.writeable
+                    and not np.may_share_memory(out, vn)):
+                run(0, nt, s0, s1, comb, scale, smode, vn, float(alpha), out, _NO_PART)
+            else:
+                res = np.zeros((k, rows), np.float64)
+                run(0, nt, s0, s1, comb, scale, smode, vn, float(alpha), res, _NO_PART)
+                out += res
+            return True
+        part = np.empty((nt, k, cols), np.float64)
+        run(1, nt, s0, s1, comb, scale, smode, vn, 0.0, _NO_OUT, part)
+        res = part.sum(axis=0) if nt > 1 else part[0]
         res *= alpha
         out += res
         return True
@@ -231,7 +239,7 @@ def sums(ws: list[torch.Tensor], combine: str, col_scale: torch.Tensor | None,
     rowsum = np.empty((1, rows), np.float64) if work else np.zeros((1, rows), np.float64)
     part = np.empty((nt, 1, cols), np.float64) if work else np.zeros((1, 1, cols), np.float64)
     if work:
-        run(2, nt, s0, s1, COMBINE_CODE[combine], scale, smode, _NO_V, rowsum, part)
+        run(2, nt, s0, s1, COMBINE_CODE[combine], scale, smode, _NO_V, 0.0, rowsum, part)
     colsum = part.sum(axis=0)[0] if part.shape[0] > 1 else part[0, 0]
     colsum, rowsum = torch.from_numpy(colsum), torch.from_numpy(rowsum[0])
     # Storage rows are M's columns when the storage is W.T.

@@ -12,7 +12,8 @@ Three paths, one semantics, chosen per call by the ``kernel`` option
 (:mod:`~llmrank_graph.kernels.choice`):
 
 * ``'numba'``: CPU tensors, on a few Python threads (:mod:`~llmrank_graph.kernels.numba_cpu`;
-  the optional extra ``fast = ["numba>=0.60"]``), imported on first use;
+  numba is a dependency of the package, so a default install takes this path), imported on
+  first use;
 * ``'triton'``: CUDA tensors, when triton imports (:mod:`~llmrank_graph.kernels.triton_cuda`);
 * ``'torch'``: anything, on any device (:mod:`~llmrank_graph.kernels.torch_path`).
 
@@ -70,7 +71,7 @@ def _backend(name: str) -> tuple[ModuleType | None, str | None]:
     try:
         from . import numba_cpu
     except ImportError as e:
-        return None, f"numba is not installed ({e}); install the 'fast' extra"
+        return None, f"numba is not installed ({e}); reinstall llmrank_graph, which depends on it"
     return numba_cpu, None
 
 
