@@ -133,7 +133,7 @@ def test_heaviest_paths_bad_input(small):
 def test_layer_stats_quantiles_equal_numpy(small):
     model, stats = small
     g = lg.export_graph(model, stats, residual=0.2, weighting="abs_x_input")
-    st = A.layer_stats(g)
+    st = A.layer_stats(g, exact=True)  # the sketch: tests/test_layer_stats_sketch.py
     e, n = g.edges, g.nodes
     part = n.partition.to_numpy()
     qs = list(A.QUANTILES)

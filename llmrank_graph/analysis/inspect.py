@@ -32,6 +32,7 @@ from .scores import (
     pagerank_departures,
     scores_from_model,
 )
+from .sketch import describe_error
 from .stats import collect_info, compute_layer_stats, partition_table
 from .text import render_text
 
@@ -145,6 +146,7 @@ INSPECT_CONSTRAINTS = {
     "k": Interval(int, 1),
     "amount": AMOUNT,
     "paths": Optional(Interval(int, 1)),
+    "exact_quantiles": Boolean(),
     "progress": Boolean(),
 }
 
@@ -153,7 +155,7 @@ INSPECT_CONSTRAINTS = {
 def inspect_graph(graph: MLPGraph, *, centralities: Iterable[str] = DEFAULT_CENTRALITIES,
                   stored: Iterable[str] | None = None, baselines: Iterable[str] | None = None, model=None,
                   stats=None, k: int = TOP_K, amount: float = DEFAULT_AMOUNT, paths: int | None = None,
-                  backend: str = "auto", progress: bool = False) -> InspectReport:
+                  backend: str = "auto", exact_quantiles: bool = False, progress: bool = False) -> InspectReport:
     """Everything ``llmrank-graph inspect`` reports, in one call.
 
     Parameters
@@ -183,6 +185,10 @@ def inspect_graph(graph: MLPGraph, *, centralities: Iterable[str] = DEFAULT_CENT
         Number of heaviest paths (none when None).
     backend : str
         Backend of the centralities.
+    exact_quantiles : bool
+        Exact quantiles of the edge weights in ``layer_stats``; by default they come from a
+        sketch, each within 0.39% relative error (:func:`~llmrank_graph.analysis.layer_stats`),
+        and a note says so.
     progress : bool
         Progress bars on the long steps.
 
@@ -206,7 +212,10 @@ def inspect_graph(graph: MLPGraph, *, centralities: Iterable[str] = DEFAULT_CENT
     >>> rep.sources
     {'pagerank_reverse_a0.85': 'computed (scipy)', 'katz_forward_a0.1': 'computed (scipy)',
      'strength_in': 'computed (scipy)', 'magnitude': 'baseline (graph)'}
-    >>> rep.notes[0]
+    >>> print(rep.notes[0])
+    edge-weight quantiles within 0.39% relative error (a log-bucket sketch; exact_quantiles=True, \
+--exact-quantiles for exact ones)
+    >>> rep.notes[1]
     "baseline 'activation' left out: the graph has no node activations (export it with calibration stats)"
     >>> print(rep.notes[-1])
     PageRank is not the pagerank scorer's here: no calibration statistics: the pagerank defaults weighting \
@@ -222,7 +231,9 @@ def inspect_graph(graph: MLPGraph, *, centralities: Iterable[str] = DEFAULT_CENT
         for name, v in stored_scores(graph, list(stored)).items():
             table[name] = np.asarray(v, dtype=np.float64)
             sources[name] = "stored"
-    stats_df = compute_layer_stats(graph, progress=progress)
+    stats_df = compute_layer_stats(graph, progress=progress, exact=exact_quantiles)
+    if not exact_quantiles:
+        notes.append(f"edge-weight {describe_error('exact_quantiles=True, --exact-quantiles')}")
     cs, cs_sources = compute_centralities(graph, centralities, backend, True, progress)
     bs, bs_sources = _baselines(graph, model, stats, baselines, notes, progress)
     departures = pagerank_departures(graph) if "pagerank" in centralities else {}

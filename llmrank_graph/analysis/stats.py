@@ -1,8 +1,9 @@
 """Sizes and distributions: the graph's facts, partition sizes, and per-layer quantiles.
 
-:func:`layer_stats` reads the graph one block (one weight matrix) at a time and selects the
-quantiles in place, so it runs on graphs streamed from safetensors shards or read lazily from
-Parquet with about one layer in memory.
+:func:`layer_stats` reads each block (one weight matrix) once, a chunk of rows at a time, into a
+log-bucket quantile sketch (:mod:`~llmrank_graph.analysis.sketch`: quantiles within 0.39%
+relative error; exact ones with ``exact=True``), so it runs on graphs streamed from safetensors
+shards or read lazily from Parquet with about one chunk in memory (one block with ``exact``).
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from ..base.params import Boolean, Check, validated
 from ..graph.export import export_options
 from ..graph.mlpgraph import MLPGraph
 from .common import GRAPH, progress_bar
+from .sketch import RELATIVE_ERROR, QuantileSketch
 
 __all__ = ["QUANTILES", "graph_info", "summary", "layer_stats", "collect_info", "partition_table",
-           "compute_layer_stats",
-           "quantile_column"]
+           "compute_layer_stats", "scan_block", "quantile_column"]
 
 #: Quantiles of :func:`layer_stats`.
 QUANTILES: tuple[float, ...] = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
@@ -124,61 +125,73 @@ def _check_quantiles(arg: str, quantiles) -> tuple[float, ...]:
     return tuple(float(q) for q in qs)
 
 
-def _quantiles(v: np.ndarray, qs: tuple[float, ...]) -> list[float]:
-    """``np.quantile(v.astype(float64), qs)`` (linear method) without a float64 copy; ``v`` is reordered.
+def _weight_row(sk: QuantileSketch, values: np.ndarray | None, qs: tuple[float, ...]) -> dict:
+    """The exact count, sum, mean, min and max of a block's weights, and their quantiles.
 
-    The order statistics are selected in place (``np.partition``) in ``v``'s own dtype, which
-    keeps their values exact, and interpolated in float64 as numpy does (``_lerp``).
+    Exact quantiles when ``values`` (the weights, float32) are given, else the sketch's.
     """
-    n = v.size
-    pos = np.asarray(qs, dtype=np.float64) * (n - 1)
-    lo = np.floor(pos).astype(np.int64)
-    hi = np.minimum(lo + 1, n - 1)
-    v.partition(np.unique(np.r_[lo, hi]))
-    a, b = v[lo].astype(np.float64), v[hi].astype(np.float64)
-    t = pos - lo
-    diff = b - a
-    out = np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
-    return out.tolist()
+    n = sk.count
+    qv = sk.exact_quantiles(values, qs) if values is not None else sk.quantiles(qs)
+    return {"count": n, "sum": sk.total, "mean": sk.total / n if n else np.nan, "min": sk.minimum,
+            "max": sk.maximum, "quantile_error": 0.0 if values is not None else RELATIVE_ERROR,
+            **dict(zip(map(quantile_column, qs), qv.tolist()))}
 
 
-def _stats_row(values: np.ndarray, total: float, qs: tuple[float, ...]) -> dict:
-    """count, mean (from an exact float64 ``total``) and quantiles; reorders ``values``."""
-    if values.size == 0:
-        return {"count": 0, "mean": np.nan, **{quantile_column(q): np.nan for q in qs}}
-    return {"count": int(values.size), "mean": float(total) / values.size,
-            **dict(zip(map(quantile_column, qs), _quantiles(values, qs)))}
+def _strength_row(x: np.ndarray, qs: tuple[float, ...]) -> dict:
+    """The same columns for node strengths (float64, in memory): quantiles always exact."""
+    total = float(x.sum())
+    return {"count": int(x.size), "sum": total, "mean": total / x.size, "min": float(x.min()),
+            "max": float(x.max()), "quantile_error": 0.0,
+            **dict(zip(map(quantile_column, qs), np.quantile(x, qs).tolist()))}
 
 
-def _block_values(block) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The weights of every stored edge of a loaded block (float32, a fresh array) and its strengths.
+def scan_block(block, keep: bool = False) -> tuple[QuantileSketch, np.ndarray | None, np.ndarray, np.ndarray]:
+    """One read of a loaded block: the sketch of its edge weights and its strengths.
 
-    Returns ``(values, out_strength (src,), in_strength (dst,))``, strengths in float64. A dense
-    block is read once (its chunks); its strengths are sums of those float32 values.
+    Returns ``(sketch, values, out_strength (src,), in_strength (dst,))``: strengths in float64
+    (sums of the float32 weights), ``values`` the weights as a fresh float32 array when
+    ``keep`` (for exact quantiles), else None. A dense block is read chunk by chunk, each chunk
+    once, by the sketch's kernel, which sums its rows and columns in the same pass; with
+    ``keep`` the chunks are also copied into one array of the block's size.
     """
     rows, cols = block.shape
     if block.nnz == rows * cols:  # dense: the chunks hold exactly the edges
-        out = np.empty((rows, cols), dtype=np.float32)
+        sk = QuantileSketch()
+        s_out, s_in = np.zeros(cols), np.empty(rows)
+        values = np.empty((rows, cols), dtype=np.float32) if keep else None
         for r0, r1, c in block.chunks(torch.float32, "cpu"):
-            out[r0:r1] = c.numpy()
-        return out.reshape(-1), out.sum(axis=0, dtype=np.float64), out.sum(axis=1, dtype=np.float64)
-    return (np.array(block.coo()[2], dtype=np.float32), block.out_strength(torch.float64).cpu().numpy(),
+            a = c.numpy()
+            s_in[r0:r1] = sk.add(a, s_out)
+            if values is not None:
+                values[r0:r1] = a
+        return sk, (values.reshape(-1) if keep else None), s_out, s_in
+    w = np.asarray(block.coo()[2], dtype=np.float32)
+    return (QuantileSketch.of(w), w if keep else None, block.out_strength(torch.float64).cpu().numpy(),
             block.in_strength(torch.float64).cpu().numpy())
 
 
 @validated({"graph": GRAPH, "quantiles": Check(_check_quantiles, "a non-empty sequence of floats in [0, 1]"),
-            "progress": Boolean()})
-def layer_stats(graph: MLPGraph, quantiles: Sequence[float] = QUANTILES, *, progress: bool = False) -> pd.DataFrame:
-    """Quantiles of the edge weights of every block and of the node strengths of every partition.
+            "exact": Boolean(), "progress": Boolean()})
+def layer_stats(graph: MLPGraph, quantiles: Sequence[float] = QUANTILES, *, exact: bool = False,
+                progress: bool = False) -> pd.DataFrame:
+    """Count, sum, mean, min, max and quantiles of the edge weights of every block and of the node strengths.
 
-    One pass over the blocks, one block in memory at a time. Quantiles are numpy's
-    (``np.quantile``, linear interpolation) of the float32 weights taken as float64; they are
-    selected in place, without a float64 copy of the block.
+    One read of each block, one chunk of it in memory at a time (with ``exact``, one block).
+    Counts, sums, means, minima and maxima are exact. The quantiles of the edge weights are
+    numpy's (``np.quantile``, linear interpolation, of the float32 weights taken as float64):
+    by default estimated by a log-bucket sketch (:class:`~llmrank_graph.analysis.sketch.QuantileSketch`)
+    within a relative error of :data:`~llmrank_graph.analysis.sketch.RELATIVE_ERROR` = 1/257
+    (0.39%) each (2^-134 absolute for weights below 1.2e-38), exact with ``exact=True``. The
+    quantiles of the node strengths (one number per node, in memory) are always exact.
 
     Parameters
     ----------
     graph : MLPGraph
     quantiles : sequence of float in [0, 1]
+    exact : bool
+        Exact quantiles of the edge weights: each block's weights are kept in memory as
+        float32 and the order statistics selected from them (about one block of memory more,
+        and a few more passes over it).
     progress : bool
         Show a progress bar over the blocks.
 
@@ -187,21 +200,26 @@ def layer_stats(graph: MLPGraph, quantiles: Sequence[float] = QUANTILES, *, prog
     pandas.DataFrame
         One row per block (``quantity='weight'``, ``of`` = ``'H0->I0'``, ``role`` = its weight)
         and per partition with in-edges (``quantity='in_strength'``) or out-edges
-        (``'out_strength'``), with ``layer, kind, count, mean`` and one column per
-        quantile (``q0``, ``q0.5``, ``q1`` ...).
+        (``'out_strength'``), with ``layer, kind, count, sum, mean, min, max``,
+        ``quantile_error`` (the bound on the relative error of the row's quantiles: 0 when
+        exact) and one column per quantile (``q0``, ``q0.5``, ``q1`` ...).
 
     Example
     -------
     >>> import llmrank_graph as lg
     >>> g = lg.graph.toy_graph()             # H0 -> I0 (2 neurons) -> H1
-    >>> st = layer_stats(g, quantiles=(0.0, 0.5, 1.0))
+    >>> st = layer_stats(g, quantiles=(0.0, 0.5, 1.0), exact=True)
     >>> st[["quantity", "of", "count", "q0", "q0.5", "q1"]].values.tolist()[:2]
     [['weight', 'H0->I0', 2, 1.0, 1.5, 2.0], ['weight', 'I0->H1', 2, 1.0, 1.0, 1.0]]
+    >>> sk = layer_stats(g, quantiles=(0.0, 0.5, 1.0))   # the sketch: within 1/257 of those
+    >>> sk[["q0", "q0.5", "q1", "quantile_error"]].round(4).values.tolist()[0]
+    [1.0, 1.5, 2.0, 0.0039]
     """
-    return compute_layer_stats(graph, quantiles, progress)
+    return compute_layer_stats(graph, quantiles, progress, exact)
 
 
-def compute_layer_stats(graph: MLPGraph, qs: tuple[float, ...] = QUANTILES, progress: bool = False) -> pd.DataFrame:
+def compute_layer_stats(graph: MLPGraph, qs: tuple[float, ...] = QUANTILES, progress: bool = False,
+                        exact: bool = False) -> pd.DataFrame:
     """:func:`layer_stats` on checked arguments."""
     n = graph.n_nodes
     s_out, s_in = np.zeros(n), np.zeros(n)
@@ -209,19 +227,17 @@ def compute_layer_stats(graph: MLPGraph, qs: tuple[float, ...] = QUANTILES, prog
     rows = []
     for b in progress_bar(graph.blocks, progress, "layer statistics"):
         with b.loaded() as blk:
-            values, so, si = _block_values(blk)
+            sk, values, so, si = scan_block(blk, keep=exact)
         s_out[b.src.offset:b.src.stop] += so
         s_in[b.dst.offset:b.dst.stop] += si
         has_out.add(b.src.position)
         has_in.add(b.dst.position)
         rows.append({"quantity": "weight", "layer": b.layer, "of": f"{b.src.name}->{b.dst.name}", "role": b.role,
-                     "kind": None, **_stats_row(values, float(so.sum()), qs)})
+                     "kind": None, **_weight_row(sk, values, qs)})
         del values
     for p in graph.partitions:
         for quantity, s, have in (("in_strength", s_in, has_in), ("out_strength", s_out, has_out)):
             if p.position in have:
-                x = s[p.offset:p.stop].copy()
                 rows.append({"quantity": quantity, "layer": p.layer, "of": p.name, "role": None, "kind": p.kind,
-                             **_stats_row(x, float(x.sum()), qs)})
+                             **_strength_row(s[p.offset:p.stop], qs)})
     return pd.DataFrame(rows)
-

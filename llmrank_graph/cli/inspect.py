@@ -12,6 +12,7 @@ import json
 
 from ..analysis import BASELINES, CENTRALITIES, DEFAULT_AMOUNT, DEFAULT_CENTRALITIES, TOP_K, inspect_graph
 from ..analysis.inspect import INSPECT_CONSTRAINTS
+from ..analysis.sketch import RELATIVE_ERROR
 from ..base.params import validate
 from ..centrality import backend_names
 from ..errors import InvalidArgumentError
@@ -36,7 +37,8 @@ from ._words import OUTPUT_OPTIONS
 
 #: The library's parameter names -> this command's options, for the messages.
 _OPTIONS = {"centralities": "--centralities", "baselines": "--baselines", "stored": "--stored", "k": "--top",
-            "amount": "--amount", "paths": "--paths", "layers": "--layers", **GRAPH_OPTIONS}
+            "amount": "--amount", "paths": "--paths", "layers": "--layers", "exact_quantiles": "--exact-quantiles",
+            **GRAPH_OPTIONS}
 
 
 def _names(text: str) -> list[str]:
@@ -78,6 +80,9 @@ def add_parser(sub) -> None:
     p.add_argument("--amount", type=float, default=DEFAULT_AMOUNT,
                    help="fraction pruned for the overlap of pruned sets (default %(default)s)")
     p.add_argument("--paths", type=int, default=None, metavar="K", help="also print the K heaviest paths")
+    p.add_argument("--exact-quantiles", action="store_true",
+                   help="exact quantiles of the edge weights (each block in memory); by default they come from a "
+                        f"sketch, each within {100 * RELATIVE_ERROR:.2f}%% relative error")
     p.add_argument("--backend", default="auto", choices=["auto", *backend_names()],
                    help="backend of the centralities (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -90,7 +95,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     early = {"centralities": args.centralities, "baselines": args.baselines, "k": args.top, "amount": args.amount,
-             "paths": args.paths}
+             "paths": args.paths, "exact_quantiles": args.exact_quantiles}
     _relabel(_OPTIONS, validate, INSPECT_CONSTRAINTS, early)  # before anything is loaded
     given = _given_export(args)
     if args.graph is not None:
@@ -120,7 +125,7 @@ def run(args) -> int:
         warn_pagerank_departures(graph, how, typed=given)
     report = _relabel(_OPTIONS, inspect_graph, graph, centralities=args.centralities, stored=args.stored,
                       baselines=args.baselines, model=model, stats=stats, k=args.top, amount=args.amount,
-                      paths=args.paths, backend=args.backend, progress=True)
+                      paths=args.paths, backend=args.backend, exact_quantiles=args.exact_quantiles, progress=True)
     if args.json:
         print(json.dumps(report.to_dict(), indent=1))
     else:
