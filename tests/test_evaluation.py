@@ -38,7 +38,8 @@ def test_throughput_reports_tokens():
     t = tokens_per_second(model, ids, repeats=1)
     assert t.tokens == 16 and t.tokens_per_second > 0
     c = compare_throughput(model, model, ids, rounds=1)
-    assert set(c) == {"dense_tokens_per_s", "pruned_tokens_per_s", "speedup"}
+    assert set(c) == {"dense_tokens_per_s", "pruned_tokens_per_s", "speedup", "ratios"}
+    assert len(c["ratios"]) == 1 and c["ratios"][0] > 0
 
 
 def test_lm_eval_adapter_calls_harness(monkeypatch):
@@ -116,11 +117,11 @@ def test_tokens_per_second_progress_counts_every_pass(bars):
 
 
 def test_compare_throughput_progress_counts_every_pass(bars):
-    """Four passes a round (a warm-up and a timed pass of each model); no bar without ``progress``."""
+    """A warm-up pass of each model, then two timed passes a round (one of each); no bar without ``progress``."""
     model, ids = tiny_llama(), torch.zeros(1, 8, dtype=torch.long)
     compare_throughput(model, model, ids, rounds=2)
     assert bars == []
-    compare_throughput(model, model, ids, rounds=2, progress=True)
+    compare_throughput(model, model, ids, rounds=3, progress=True)
     assert [(b.desc, b.total, b.n) for b in bars] == [("tokens/s", 8, 8)]
 
 

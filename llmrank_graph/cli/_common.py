@@ -5,12 +5,14 @@ every command runs before it loads anything (:func:`preflight`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import json
 import logging
+import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -186,7 +188,7 @@ def preflight(args, *, out_kind: str | None = None, suffixes: tuple[str, ...] = 
     args : argparse.Namespace
         The parsed arguments. Checked when present: ``--out`` (with ``--overwrite`` and
         ``--force``), ``--model``, ``--graph``, ``--texts``, ``--eval-texts``,
-        ``--n-samples``, ``--seq-len``, ``--batch-size``, ``--eval-samples``. The embedded
+        ``--n-samples``, ``--seq-len``, ``--batch-size``, ``--eval-samples``, ``--threads``. The embedded
         model's cache directory must be writable when the model is not in it yet
         (:func:`check_default_cache`).
     out_kind : {'file', 'directory'}, optional
@@ -219,7 +221,7 @@ def preflight(args, *, out_kind: str | None = None, suffixes: tuple[str, ...] = 
     out = source = None
     if out_kind is not None:
         out = _check_output(args, out_kind, suffixes, owner)
-    for name in ("n_samples", "seq_len", "batch_size", "eval_samples"):
+    for name in ("n_samples", "seq_len", "batch_size", "eval_samples", "threads"):
         if given.get(name) is not None:
             check_positive_int("--" + name.replace("_", "-"), given[name])
     if given.get("texts") is not None or reads_text:
@@ -368,3 +370,135 @@ def _calibrate(args, model, tok, texts: list[str], no_text: str = "", *, second_
         raise no_tokenizer_error(args, no_text)
     return _relabel(CALIBRATION_OPTIONS, calibrate, model, tok, texts=texts, n_samples=args.n_samples,
                     seq_len=args.seq_len, batch_size=args.batch_size, progress=True, second_moments=second_moments)
+
+
+# ---------------------------------------------------------------------------- threads
+def _add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="threads of torch and of the numba kernels in this process (default: $OMP_NUM_THREADS "
+                        "when set, else the physical cores this process may use: its CPU affinity, one thread a "
+                        "core, at most the cgroup CPU quota)")
+
+
+def _cpu_topology(cpus: set[int]) -> set[tuple[str, str]] | None:
+    """(package, core) of each CPU in ``cpus``: from /sys, else /proc/cpuinfo; None when neither says."""
+    cores = set()
+    for cpu in cpus:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(((topology / "physical_package_id").read_text().strip(),
+                       (topology / "core_id").read_text().strip()))
+        except OSError:
+            break
+    else:
+        return cores or None
+    try:
+        blocks = Path("/proc/cpuinfo").read_text().split("\n\n")
+    except OSError:
+        return None
+    cores = set()
+    for block in blocks:
+        fields = dict((k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in block.splitlines()))
+        if "processor" in fields and "core id" in fields and int(fields["processor"]) in cpus:
+            cores.add((fields.get("physical id", "0"), fields["core id"]))
+    return cores or None
+
+
+def _quota_v2(directory: Path) -> float | None:
+    quota, period = (directory / "cpu.max").read_text().split()  # "max 100000" or "200000 100000"
+    return None if quota == "max" else int(quota) / int(period)
+
+
+def _quota_v1(directory: Path) -> float | None:
+    quota = int((directory / "cpu.cfs_quota_us").read_text())
+    return quota / int((directory / "cpu.cfs_period_us").read_text()) if quota > 0 else None
+
+
+def _cgroup_cpus() -> float | None:
+    """CPUs the cgroup quota of this process allows (quota / period, v2 or v1); None without a quota."""
+    try:
+        groups = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in groups:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            root, read = Path("/sys/fs/cgroup"), _quota_v2
+        elif "cpu" in controllers.split(","):
+            root, read = Path("/sys/fs/cgroup") / controllers, _quota_v1
+        else:
+            continue
+        for directory in (root / path.lstrip("/"), root):
+            try:
+                cpus = read(directory)
+            except (OSError, ValueError):
+                continue
+            if cpus is not None and cpus > 0:
+                return cpus
+    return None
+
+
+def physical_cores() -> int:
+    """The physical cores this process may use: one thread a core, never oversubscribed.
+
+    The CPUs of the process's affinity (``os.sched_getaffinity``), counted once per physical
+    core (the distinct (package, core id) pairs of ``/sys/devices/system/cpu/cpuN/topology``, or
+    of ``/proc/cpuinfo``), at most the cgroup CPU quota rounded up (``cpu.max``, or
+    ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``). Where none of these exists (not Linux):
+    ``psutil.cpu_count(logical=False)`` if psutil is installed, else ``os.cpu_count()``.
+    """
+    try:
+        cpus = set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = None
+    cores = _cpu_topology(cpus) if cpus else None
+    if cores is not None:
+        n = len(cores)
+    elif cpus:
+        n = len(cpus)
+    else:
+        try:
+            import psutil
+
+            n = psutil.cpu_count(logical=False) or os.cpu_count() or 1
+        except ImportError:
+            n = os.cpu_count() or 1
+    quota = _cgroup_cpus()
+    if quota is not None:
+        n = min(n, math.ceil(quota))
+    return max(1, n)
+
+
+def default_threads() -> tuple[int, str]:
+    """The thread count a command runs with when ``--threads`` is not given, and where it comes from."""
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) >= 1:
+        return int(env), "OMP_NUM_THREADS"
+    return physical_cores(), "physical cores"
+
+
+@contextlib.contextmanager
+def process_threads(threads: int | None) -> Iterator[tuple[int, str]]:
+    """Run the block on ``threads`` threads (None: :func:`default_threads`): torch's and the numba kernels'.
+
+    The command line alone sets torch's process-wide count (the library never does); the
+    kernels take it through :func:`llmrank_graph.kernels.options`. Torch's previous count is
+    put back at the end, so a command run in-process (the tests) leaves it as it was.
+
+    Yields
+    ------
+    (int, str)
+        The count, and where it comes from (``--threads``, ``OMP_NUM_THREADS`` or ``physical cores``).
+    """
+    import torch
+
+    from ..kernels import options
+
+    n, origin = (threads, "--threads") if threads is not None else default_threads()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        with options(threads=n):
+            yield n, origin
+    finally:
+        torch.set_num_threads(previous)

@@ -16,7 +16,8 @@ from ..compensation.algebra import (
     check_ridge,
     needs_second_moments,
 )
-from ..data.evaluation import compare_throughput, count_parameters, perplexity
+from ..data.cache import cached_perplexity, model_fingerprint
+from ..data.evaluation import compare_throughput, count_parameters, perplexity, summarize_ratios
 from ..data.texts import token_blocks
 from ..errors import InvalidArgumentError
 from ..graph.export import MODES
@@ -29,6 +30,7 @@ from ._common import (
     Checked,
     _add_calibration,
     _add_model,
+    _add_threads,
     _calibrate,
     _default,
     _load,
@@ -36,6 +38,7 @@ from ._common import (
     check_backend,
     no_tokenizer_error,
     preflight,
+    process_threads,
     scorer_params,
     scorer_words,
 )
@@ -84,6 +87,11 @@ def add_parser(sub) -> None:
                    help="evaluation text (default: held-out Wikipedia articles)")
     p.add_argument("--eval-samples", type=int, default=_default(perplexity, "n_samples"),
                    help="evaluation windows of --seq-len tokens (default %(default)s)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="compute the dense model's perplexity afresh, and neither read nor write it in the cache "
+                        "(by default it is computed once per model, evaluation text and settings, and kept in "
+                        "evaluations/ under the model cache directory, $LLMRANK_GRAPH_CACHE)")
+    _add_threads(p)
     _add_calibration(p)
     p.set_defaults(func=run)
 
@@ -119,6 +127,9 @@ _ALLOCATION_OPTIONS = {"amount": "--amount", "allocation": "--allocation", "min_
 _PRUNE_OPTIONS = {**_ALLOCATION_OPTIONS, "method": "--method", "how": "--how", "mode": "--mode",
                   "prune_hidden": "--prune-hidden", "compensate": "--compensate", "ridge": "--ridge",
                   "sequential": "--sequential"}
+#: Rounds of the tokens/s comparison: each times one pass of each model over one evaluation window,
+#: back to back (:func:`~llmrank_graph.data.evaluation.compare_throughput`), after one warm-up pass of each.
+THROUGHPUT_ROUNDS = 7
 #: The evaluation's parameters (token_blocks') -> prune's options.
 _EVALUATION_OPTIONS = {"texts": "--eval-texts", "n_samples": "--eval-samples", "seq_len": "--seq-len"}
 
@@ -194,6 +205,11 @@ def _checks(args) -> tuple[dict, Checked, bool]:
 
 def run(args) -> int:
     params, checked, allocation_checked = _checks(args)
+    with process_threads(args.threads) as threads:
+        return _run(args, params, checked, allocation_checked, threads)
+
+
+def _run(args, params: dict, checked: Checked, allocation_checked: bool, threads: tuple[int, str]) -> int:
     # The files given first: the embedded corpus, read in seconds, always has text.
     read = {name: read_texts(args, name) for name in sorted(TEXT_SPLITS, key=lambda n: getattr(args, n) is None)}
     texts, eval_texts = read["texts"], read["eval_texts"]
@@ -228,36 +244,72 @@ def run(args) -> int:
     times["calibrate + score + prune, layer by layer" if args.sequential else "score + prune"] = (
         time.perf_counter() - t)
     pruned = res.model
-    t = time.perf_counter()
-    ppl_dense = perplexity(dense, input_ids=eval_ids, batch_size=args.batch_size, progress=True)
-    ppl_pruned = perplexity(pruned, input_ids=eval_ids, batch_size=args.batch_size, progress=True)
-    times["perplexity (both)"] = time.perf_counter() - t
-    t = time.perf_counter()
-    tp = compare_throughput(dense, pruned, eval_ids[:1], rounds=3, progress=True)  # one window, both alternately
-    times["tokens/s (both)"] = time.perf_counter() - t
+    ppl, tp = _evaluate(args, checked, dense, pruned, eval_ids, times)
     t = time.perf_counter()
     _relabel(OUTPUT_OPTIONS, save_pruned, pruned, tok, checked.out, overwrite=args.overwrite, mask=res.masks,
              force=args.force)  # the mask inside
     times["save"] = time.perf_counter() - t
-    _print_summary(args, res, dense, pruned, (ppl_dense, ppl_pruned), tp, times, checked.out)
+    _print_summary(args, res, dense, pruned, ppl, tp, times, checked.out, threads)
     return 0
 
 
-def _print_summary(args, res, dense, pruned, ppl: tuple[float, float], tp: dict, times: dict, out) -> None:
+def _evaluate(args, checked: Checked, dense, pruned, eval_ids, times: dict) -> tuple[tuple, dict]:
+    """Perplexity of both models (the dense one from the cache when there), then tokens/s of both, alternately.
+
+    Returns ``((dense, pruned, dense_cached), throughput)``; adds the stage times to ``times``.
+    """
+    t = time.perf_counter()
+    ppl_dense, cached = cached_perplexity(dense, eval_ids, fingerprint=model_fingerprint(checked.source),
+                                          batch_size=args.batch_size, use_cache=not args.no_cache, progress=True)
+    times["perplexity dense (cached)" if cached else "perplexity dense"] = time.perf_counter() - t
+    t = time.perf_counter()
+    ppl_pruned = perplexity(pruned, input_ids=eval_ids, batch_size=args.batch_size, progress=True)
+    times["perplexity pruned"] = time.perf_counter() - t
+    t = time.perf_counter()
+    # One evaluation window, both models alternately.
+    tp = compare_throughput(dense, pruned, eval_ids[:1], rounds=THROUGHPUT_ROUNDS, progress=True)
+    tp["tokens"] = int(eval_ids[:1].numel())
+    times["tokens/s (both)"] = time.perf_counter() - t
+    return (ppl_dense, ppl_pruned, cached), tp
+
+
+def _speed_lines(tp: dict, threads: tuple[int, str]) -> list[str]:
+    """What the tokens/s row measured, and whether its ratio says anything."""
+    summary = summarize_ratios(tp["ratios"])
+    n = summary.rounds
+    plural = "s" if threads[0] > 1 else ""
+    lines = [f"tokens/s: the fastest of {n} rounds, each timing both models back to back on {tp['tokens']} tokens, "
+             f"{threads[0]} thread{plural} ({threads[1]});",
+             "  ratio: the median of the rounds' ratios ± half their interquartile range"]
+    if summary.within_noise:
+        lines.append(f"the difference is within the noise of {n} round{'s' if n > 1 else ''}: "
+                     "no speed-up can be claimed")
+    elif summary.median < 1:
+        lines.append(f"the pruned model ran slower than the dense one in this measurement ({summary})")
+    return lines
+
+
+def _print_summary(args, res, dense, pruned, ppl: tuple[float, float, bool], tp: dict, times: dict, out,
+                   threads: tuple[int, str]) -> None:
     """The table of the dense and the pruned model, the stage times, and where the model is."""
     cd, cp = count_parameters(dense), count_parameters(pruned)
-    ppl_dense, ppl_pruned = ppl
+    ppl_dense, ppl_pruned, cached = ppl
     rows = [
         ("MLP parameters", _fmt_int(cd["mlp"]), _fmt_int(cp["mlp"]), f"{cp['mlp'] / cd['mlp']:.3f}"),
         ("total parameters", _fmt_int(cd["total"]), _fmt_int(cp["total"]), f"{cp['total'] / cd['total']:.3f}"),
-        ("perplexity", f"{ppl_dense:.2f}", f"{ppl_pruned:.2f}", f"{ppl_pruned / ppl_dense:.3f}"),
-        ("tokens/s", f"{tp['dense_tokens_per_s']:.0f}", f"{tp['pruned_tokens_per_s']:.0f}", f"{tp['speedup']:.3f}"),
+        ("perplexity", f"{ppl_dense:.2f}{' (cached)' if cached else ''}", f"{ppl_pruned:.2f}",
+         f"{ppl_pruned / ppl_dense:.3f}"),
+        ("tokens/s", f"{tp['dense_tokens_per_s']:.0f}", f"{tp['pruned_tokens_per_s']:.0f}",
+         str(summarize_ratios(tp["ratios"]))),
     ]
+    wide, ratio = (max(w, *(len(r[i]) + 2 for r in rows)) for i, w in ((1, 12), (3, 9)))
     print(f"\nmethod={args.method} amount={args.amount} allocation={args.allocation} how={args.how} "
-          f"compensate={args.compensate}{' sequential' if args.sequential else ''} "
+          f"compensate={args.compensate}{' sequential' if args.sequential else ''} threads={threads[0]} "
           f"(pruned {res.masks.n_pruned()} of {res.masks.n_total()} intermediate neurons)")
-    print(f"{'':18}{'dense':>12}{'pruned':>12}{'ratio':>9}")
+    print(f"{'':18}{'dense':>{wide}}{'pruned':>12}{'ratio':>{ratio}}")
     for r in rows:
-        print(f"{r[0]:18}{r[1]:>12}{r[2]:>12}{r[3]:>9}")
+        print(f"{r[0]:18}{r[1]:>{wide}}{r[2]:>12}{r[3]:>{ratio}}")
+    for line in _speed_lines(tp, threads):
+        print(line)
     print("\nstage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()))
     print(f"saved the pruned model to {out}/ (load it with llmrank_graph.load_model({str(out)!r}))")

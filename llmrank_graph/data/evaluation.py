@@ -34,7 +34,8 @@ from .texts import load_texts, source_blocks
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["perplexity", "count_parameters", "tokens_per_second", "compare_throughput", "lm_eval",
+__all__ = ["perplexity", "count_parameters", "tokens_per_second", "compare_throughput", "RatioSummary",
+           "summarize_ratios", "lm_eval",
            "LASTWORD_TASK", "lastword_examples", "write_lastword_task", "lastword_accuracy", "check_lm_eval",
            "prepare_tasks", "task_metrics"]
 
@@ -144,11 +145,6 @@ class Throughput:
     tokens: int
 
 
-def _pass_bar(progress: bool, total: int, desc: str):
-    """A tqdm bar over ``total`` forward passes when ``progress`` (the CLI asks for one), else a null context."""
-    return counter(progress, total, desc, "pass")
-
-
 @validated({"repeats": Interval(int, 1), "warmup": Interval(int, 0), "progress": Boolean()})
 def tokens_per_second(model: nn.Module, input_ids: torch.Tensor, repeats: int = 3, warmup: int = 1,
                       progress: bool = False) -> Throughput:
@@ -165,19 +161,19 @@ def tokens_per_second(model: nn.Module, input_ids: torch.Tensor, repeats: int = 
     >>> t.tokens, t.tokens_per_second > 0
     (16, True)
     """
-    with _pass_bar(progress, warmup + repeats, "tokens/s") as bar:
-        best = _best_seconds(model, input_ids, repeats, warmup, bar)
+    with counter(progress, warmup + repeats, "tokens/s", "pass") as bar:
+        best = min(_timed_passes(model, input_ids, repeats, bar, warmup=warmup))
     return Throughput(input_ids.numel() / best, best, input_ids.numel())
 
 
-def _best_seconds(model: nn.Module, input_ids: torch.Tensor, repeats: int, warmup: int, bar=None) -> float:
-    """Seconds of the fastest of ``repeats`` forward passes, after ``warmup`` untimed ones.
+def _timed_passes(model: nn.Module, input_ids: torch.Tensor, repeats: int, bar=None, *, warmup: int = 0) -> list[float]:
+    """Seconds of each of ``repeats`` forward passes, after ``warmup`` untimed ones.
 
     ``bar`` (a tqdm bar or None) advances after each pass, outside the timed interval.
     """
     device = next(model.parameters()).device
     ids = input_ids.to(device)
-    best = math.inf
+    seconds = []
     with torch.inference_mode():
         for i in range(warmup + repeats):
             if device.type == "cuda":
@@ -187,43 +183,88 @@ def _best_seconds(model: nn.Module, input_ids: torch.Tensor, repeats: int, warmu
             if device.type == "cuda":
                 torch.cuda.synchronize()
             if i >= warmup:
-                best = min(best, time.perf_counter() - t)
+                seconds.append(time.perf_counter() - t)
             if bar is not None:
                 bar.update(1)
-    return best
+    return seconds
 
 
-@validated({"rounds": Interval(int, 1), "progress": Boolean()})
+@validated({"rounds": Interval(int, 1), "warmup": Interval(int, 0), "progress": Boolean()})
 def compare_throughput(dense: nn.Module, pruned: nn.Module, input_ids: torch.Tensor, rounds: int = 3,
-                       progress: bool = False) -> dict:
+                       progress: bool = False, warmup: int = 1) -> dict:
     """Tokens/s of two models on the same input, measured alternately in one run.
 
-    Alternating the two models in each round keeps both under the same machine load.
-    ``progress`` shows a bar over the forward passes (four a round: a warm-up and a timed
-    pass of each model).
+    After ``warmup`` untimed passes of each model, every round times one pass of each, the
+    two back to back (dense first in even rounds, pruned first in odd ones), so that both
+    see the same machine load and a slow drift of the load cancels. ``progress`` shows a bar
+    over the forward passes (``2 * warmup + 2 * rounds``).
 
     Returns
     -------
     dict
-        ``dense_tokens_per_s``, ``pruned_tokens_per_s`` and ``speedup`` (pruned over dense).
+        ``dense_tokens_per_s`` and ``pruned_tokens_per_s`` (each model's fastest round),
+        ``speedup`` (pruned over dense, of those), and ``ratios``: each round's pruned over
+        dense tokens/s, in order, for :func:`summarize_ratios`.
 
     Example
     -------
     >>> from transformers import LlamaConfig, LlamaForCausalLM
     >>> model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=8, intermediate_size=12, num_hidden_layers=2,
     ...                                      num_attention_heads=2, num_key_value_heads=2)).eval()
-    >>> tp = compare_throughput(model, model, torch.zeros(1, 8, dtype=torch.long), rounds=1)
-    >>> sorted(tp), tp["speedup"] > 0
-    (['dense_tokens_per_s', 'pruned_tokens_per_s', 'speedup'], True)
+    >>> tp = compare_throughput(model, model, torch.zeros(1, 8, dtype=torch.long), rounds=2)
+    >>> sorted(tp), len(tp["ratios"]), tp["speedup"] > 0
+    (['dense_tokens_per_s', 'pruned_tokens_per_s', 'ratios', 'speedup'], 2, True)
     """
     d, p = [], []
-    with _pass_bar(progress, 4 * rounds, "tokens/s") as bar:
-        for _ in range(rounds):
-            d.append(_best_seconds(dense, input_ids, 1, 1, bar))
-            p.append(_best_seconds(pruned, input_ids, 1, 1, bar))
+    with counter(progress, 2 * (warmup + rounds), "tokens/s", "pass") as bar:
+        for model in (dense, pruned):
+            _timed_passes(model, input_ids, 0, bar, warmup=warmup)
+        for i in range(rounds):
+            order = ((dense, d), (pruned, p)) if i % 2 == 0 else ((pruned, p), (dense, d))
+            for model, seconds in order:
+                seconds += _timed_passes(model, input_ids, 1, bar)
     n = input_ids.numel()
     dense_tps, pruned_tps = n / min(d), n / min(p)
-    return {"dense_tokens_per_s": dense_tps, "pruned_tokens_per_s": pruned_tps, "speedup": pruned_tps / dense_tps}
+    return {"dense_tokens_per_s": dense_tps, "pruned_tokens_per_s": pruned_tps, "speedup": pruned_tps / dense_tps,
+            "ratios": [a / b for a, b in zip(d, p)]}
+
+
+@dataclass(frozen=True)
+class RatioSummary:
+    """Per-round ratios summed up (:func:`summarize_ratios`): ``median``, ``spread`` and ``rounds``.
+
+    ``spread`` is half the interquartile range (quartiles interpolated linearly between the
+    sorted ratios, numpy's default): half the width of the middle half of the rounds, about
+    0.67 standard deviations for normally distributed ratios; 0 for one round.
+    """
+
+    median: float
+    spread: float
+    rounds: int
+
+    @property
+    def within_noise(self) -> bool:
+        """Whether the spread is at least the distance of the median from 1 (or there is one round only)."""
+        return self.rounds < 2 or self.spread >= abs(self.median - 1.0)
+
+    def __str__(self) -> str:
+        return f"{self.median:.2f}x ± {self.spread:.2f}"
+
+
+def summarize_ratios(ratios: Sequence[float]) -> RatioSummary:
+    """Median and half the interquartile range of per-round ratios (:func:`compare_throughput`'s ``ratios``).
+
+    >>> s = summarize_ratios([1.08, 1.10, 1.12, 1.11, 1.09])
+    >>> str(s), s.within_noise
+    ('1.10x ± 0.01', False)
+    >>> summarize_ratios([0.9, 1.2, 1.0, 1.1]).within_noise
+    True
+    """
+    if not ratios:
+        raise InvalidArgumentError("`ratios` must hold at least one ratio; got none")
+    x = torch.tensor([float(r) for r in ratios], dtype=torch.float64)
+    q1, med, q3 = torch.quantile(x, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)).tolist()
+    return RatioSummary(med, (q3 - q1) / 2, len(ratios))
 
 
 def lm_eval(model: nn.Module, tokenizer, tasks: list[str], batch_size: int = 8, num_fewshot: int = 0,
