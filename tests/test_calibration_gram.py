@@ -114,8 +114,8 @@ def test_full_precision_whatever_the_matmul_setting(precision):
 
 def test_column_sums_match_a_float64_reference():
     x = torch.randn(600, 9, generator=torch.Generator().manual_seed(8))  # two full chunks of 256 and a rest
-    sq, lin = cal._column_sums(x)
+    sq, lin = cal.column_sums(x)
     assert torch.allclose(sq, x.double().square().sum(0), rtol=1e-6)
     assert torch.allclose(lin, x.double().sum(0), rtol=1e-5, atol=1e-5)
-    sq2, none = cal._column_sums(x, linear=False)
+    sq2, none = cal.column_sums(x, linear=False)
     assert none is None and torch.equal(sq, sq2)

@@ -364,12 +364,17 @@ def _load(args):
     return model, tok, time.perf_counter() - t
 
 
-def _calibrate(args, model, tok, texts: list[str], no_text: str = "", *, second_moments: bool = False):
-    """Calibrate on ``texts`` (:func:`~llmrank_graph.cli._inputs.read_texts` has read ``--texts``)."""
+def _calibrate(args, model, tok, texts: list[str], no_text: str = "", *, second_moments: bool = False,
+               attention: bool = False):
+    """Calibrate on ``texts`` (:func:`~llmrank_graph.cli._inputs.read_texts` has read ``--texts``).
+
+    ``attention``: also the attention output projections (``calibrate(..., attention=True)``).
+    """
     if tok is None:  # preflight refuses these; a loader may still come back without one
         raise no_tokenizer_error(args, no_text)
     return _relabel(CALIBRATION_OPTIONS, calibrate, model, tok, texts=texts, n_samples=args.n_samples,
-                    seq_len=args.seq_len, batch_size=args.batch_size, progress=True, second_moments=second_moments)
+                    seq_len=args.seq_len, batch_size=args.batch_size, progress=True, second_moments=second_moments,
+                    attention=attention)
 
 
 # ---------------------------------------------------------------------------- threads

@@ -1,4 +1,11 @@
-"""``llmrank-graph prune``: score, prune, evaluate and save a model (the main job)."""
+"""``llmrank-graph prune``: score, prune, evaluate and save a model (the main job).
+
+``--target attention`` prunes attention heads (``--amount`` is then the fraction of query heads)
+and ``--target both`` MLP neurons and heads together (the fraction of the MLP + attention
+parameters), as :func:`llmrank_graph.prune_model`'s ``target`` does; what can be checked
+without the model (the options, the head scorer, the family's head support, a local amount that
+would remove every head of a layer) is checked before it loads.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,7 @@ import copy
 import inspect
 import logging
 import time
+from types import SimpleNamespace
 
 import torch
 
@@ -15,15 +23,22 @@ from ..compensation.algebra import (
     check_compensation_options,
     check_ridge,
     needs_second_moments,
+    uses_bias,
 )
+from ..compensation.heads import check_o_bias_possible
 from ..data.cache import cached_perplexity, model_fingerprint
 from ..data.evaluation import compare_throughput, count_parameters, perplexity, summarize_ratios
 from ..data.texts import token_blocks
 from ..errors import InvalidArgumentError
 from ..graph.export import MODES
-from ..models.architectures import intermediate_sizes, mlp_layers
+from ..models.architectures import UnsupportedArchitectureError, intermediate_sizes, mlp_layers
+from ..models.attention import attention_layers, attention_spec
+from ..models.saved_format import PrunedEntry, read_config
+from ..pruning.head_allocation import allocate_both_checked, allocate_heads_checked, layer_parameters
 from ..pruning.masks import ALLOCATIONS, allocate_checked, check_amount
+from ..pruning.prune import TARGETS, check_target_options
 from ..pruning.surgery import HOWS, prune_model, save_pruned
+from ..scoring.heads import head_scorer_class
 from ..scoring.registry import NeuronScores, get_scorer, scorer_class, scorers
 from ._common import (
     CALIBRATION_OPTIONS,
@@ -37,12 +52,13 @@ from ._common import (
     _relabel,
     check_backend,
     no_tokenizer_error,
+    param_value,
     preflight,
     process_threads,
     scorer_params,
     scorer_words,
 )
-from ._inputs import TEXT_SPLITS, model_layout, read_texts
+from ._inputs import TEXT_SPLITS, _config_file, model_layout, read_texts
 from ._words import OUTPUT_OPTIONS
 
 logger = logging.getLogger("llmrank_graph.cli")
@@ -55,8 +71,13 @@ def add_parser(sub) -> None:
     names = scorers()
     p.add_argument("--method", default=_default(prune_model, "method"), choices=names, metavar="NAME",
                    help=f"scorer, one of {', '.join(names)} (default: %(default)s)")
+    p.add_argument("--target", default=_default(prune_model, "target"), choices=TARGETS,
+                   help="what to prune: MLP neurons, attention heads (under the grouped-query rule: the same number "
+                        "of heads in every key/value group a layer keeps), or both (default: %(default)s); heads are "
+                        "scored by magnitude, activation, flap or random")
     p.add_argument("--amount", type=float, default=_default(prune_model, "amount"),
-                   help="fraction of intermediate neurons to remove (default %(default)s)")
+                   help="fraction of intermediate neurons to remove; with --target attention, of query heads; with "
+                        "--target both, of the MLP + attention parameters (default %(default)s)")
     p.add_argument("--allocation", default=_default(prune_model, "allocation"), choices=ALLOCATIONS,
                    help="(default: %(default)s)")
     p.add_argument("--how", default=_default(prune_model, "how"), choices=HOWS, help="(default: %(default)s)")
@@ -110,7 +131,12 @@ def _fmt_bytes(n: int) -> str:
 def _log_second_moments(args, model, scorer) -> None:
     """Say, before calibrating, what the Gram matrices will cost and how to do without them."""
     by_compensate = needs_second_moments(args.compensate)
-    if not (by_compensate or scorer.needs_second_moments()):
+    if by_compensate and args.target != "mlp":
+        widths = [a.num_heads * a.head_dim for a in attention_layers(model)]
+        logger.info("--compensate %s needs the second moments of the attention output projections' inputs: %d Gram "
+                    "matrices of (heads x head_dim)^2 float64, %s in memory in all", args.compensate, len(widths),
+                    _fmt_bytes(sum(w * w * 8 for w in widths)))
+    if not (by_compensate or (scorer is not None and scorer.needs_second_moments())):
         return
     sizes = intermediate_sizes(model)
     held = max(sizes) ** 2 * 8 if args.sequential else sum(m * m * 8 for m in sizes)  # float64, (m, m) per layer
@@ -126,7 +152,7 @@ _ALLOCATION_OPTIONS = {"amount": "--amount", "allocation": "--allocation", "min_
 #: prune_model's parameters -> prune's options (its `ridge` is the compensation's, whatever a scorer's is).
 _PRUNE_OPTIONS = {**_ALLOCATION_OPTIONS, "method": "--method", "how": "--how", "mode": "--mode",
                   "prune_hidden": "--prune-hidden", "compensate": "--compensate", "ridge": "--ridge",
-                  "sequential": "--sequential"}
+                  "sequential": "--sequential", "target": "--target"}
 #: Rounds of the tokens/s comparison: each times one pass of each model over one evaluation window,
 #: back to back (:func:`~llmrank_graph.data.evaluation.compare_throughput`), after one warm-up pass of each.
 THROUGHPUT_ROUNDS = 7
@@ -193,14 +219,98 @@ def _checks(args) -> tuple[dict, Checked, bool]:
     if args.prune_hidden and args.how == "remove":
         raise InvalidArgumentError("`--prune-hidden` zeroes down_proj rows (hidden channels of the residual stream), "
                                    "which cannot be removed; pass --how zero")
-    params = scorer_params(args.method, args.param, mode=args.mode, prune_hidden=args.prune_hidden,
-                           taken=_taken(args))
+    if args.target != "mlp":
+        _relabel(_PRUNE_OPTIONS, check_target_options, args.target, args.prune_hidden, args.sequential)
+        params = _head_target_params(args)
+    else:
+        params = scorer_params(args.method, args.param, mode=args.mode, prune_hidden=args.prune_hidden,
+                               taken=_taken(args))
     check_backend(params.get("backend", "auto"), "--param backend")
     checked = preflight(args, out_kind="directory", owner="model", reads_text=True, no_text=_NO_TEXT)
     layout = model_layout(checked.source)
+    if args.target != "mlp":
+        heads = _head_layout(args, checked.source, layout)
+        if heads is not None and args.target == "attention":
+            _check_head_allocation(args, heads)
+        return params, checked, heads is not None and args.target == "attention"
     if layout is not None:
         check_allocation(args, *layout)
     return params, checked, layout is not None
+
+
+def _head_target_params(args) -> dict:
+    """``--param`` items for the head scorer of ``--method`` (with ``--target both``, for the neuron scorer too).
+
+    With ``both`` each item goes to the scorer that declares it, as in prune_model; the items are
+    checked against the neuron scorer, and those the head scorer declares against it as well.
+    """
+    head = _relabel({"method": "--method"}, head_scorer_class, args.method)
+    words = {k: f"--param {k}" for k in head.param_names()}
+    if args.target == "both":
+        params = scorer_params(args.method, args.param, mode=args.mode, prune_hidden=False, taken=_taken(args))
+        _relabel(words, head.check_params, **{k: v for k, v in params.items() if k in words})
+        return params
+    params: dict = {}
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise InvalidArgumentError(f"`--param` must be KEY=VALUE; got {item!r}")
+        if key not in words:
+            has = f"its parameters are {', '.join(map(repr, words))}" if words else "it has no parameters"
+            raise InvalidArgumentError(f"`--param` {key!r} is not a parameter of head scorer {args.method!r}; {has}")
+        if key in params:
+            raise InvalidArgumentError(f"`--param` {key!r} is given twice")
+        params[key] = param_value(value)
+    _relabel(words, head.check_params, **params)
+    return params
+
+
+def _head_layout(args, source, layout) -> list[tuple[int, int]] | None:
+    """(query heads, key/value heads) of every layer, from the config alone; refuses a family without heads.
+
+    None where the config does not say (a GGUF file; checked once the model has loaded).
+    """
+    config_file = _config_file(source)
+    if config_file is None:
+        return None
+    raw = read_config(config_file)
+    try:
+        _, att = attention_spec(raw.get("model_type"))
+    except UnsupportedArchitectureError as e:
+        raise UnsupportedArchitectureError(f"`--target {args.target}` prunes attention heads, but {e}") from None
+    entry = PrunedEntry.from_config(raw, config_file) if source.kind == "pruned" else None
+    if entry is not None and entry.heads is not None:
+        return list(zip(entry.heads.num_heads, entry.heads.num_key_value_heads))
+    n = raw.get(att.heads_attr)
+    kv = (raw.get(att.kv_heads_attr) if att.kv_heads_attr is not None else None) or n
+    if layout is None or not isinstance(n, int) or not isinstance(kv, int):
+        return None
+    return [(n, kv)] * len(layout[0])
+
+
+def _check_head_allocation(args, heads: list[tuple[int, int]]) -> None:
+    """Refuse an ``--amount`` of heads that the allocation would refuse, on stand-in scores of these head counts."""
+    layers = [SimpleNamespace(layer=i, num_heads=n, num_key_value_heads=kv) for i, (n, kv) in enumerate(heads)]
+    scores = {a.layer: torch.zeros(a.num_heads, dtype=torch.float64) for a in layers}
+    _relabel(_ALLOCATION_OPTIONS, allocate_heads_checked, scores, layers, args.amount, args.allocation, None)
+
+
+def _check_loaded_heads(args, model) -> None:
+    """The head checks that need the model: its family, the allocation of ``both``, where a bias would live."""
+    layers = attention_layers(model)
+    if args.target == "both":
+        mlps = mlp_layers(model)
+        neurons = _layer_scores([m.intermediate_size for m in mlps])
+        heads = {a.layer: torch.zeros(a.num_heads, dtype=torch.float64) for a in layers}
+        _relabel(_ALLOCATION_OPTIONS, allocate_both_checked, neurons, mlps, heads, layers, args.amount,
+                 args.allocation, None)
+        _relabel({"compensate": "--compensate", "ridge": "--ridge"}, check_compensation_options, model,
+                 args.compensate, args.ridge)
+    else:
+        _check_head_allocation(args, [(a.num_heads, a.num_key_value_heads) for a in layers])
+    if uses_bias(args.compensate):
+        _relabel({"compensate": "--compensate"}, check_o_bias_possible, model)
 
 
 def run(args) -> int:
@@ -217,14 +327,18 @@ def _run(args, params: dict, checked: Checked, allocation_checked: bool, threads
     model, tok, times["load"] = _load(args)
     if tok is None:  # preflight refuses these; a loader may still come back without one
         raise no_tokenizer_error(args, _NO_TEXT)
-    if not allocation_checked:  # a family whose sizes the config alone does not give
+    if args.target != "mlp":
+        _check_loaded_heads(args, model)  # before calibrating
+    elif not allocation_checked:  # a family whose sizes the config alone does not give
         layers = mlp_layers(model)
         check_allocation(args, [m.intermediate_size for m in layers], [m.hidden_size for m in layers])
-    _relabel({"compensate": "--compensate", "ridge": "--ridge"}, check_compensation_options, model, args.compensate,
-             args.ridge)  # a family without an MLP bias is refused before calibrating
+    if args.target == "mlp":
+        _relabel({"compensate": "--compensate", "ridge": "--ridge"}, check_compensation_options, model,
+                 args.compensate, args.ridge)  # a family without an MLP bias is refused before calibrating
     # Cut before the calibration: too little evaluation text is refused now, not after the pruning.
     eval_ids = _relabel(_EVALUATION_OPTIONS, token_blocks, tok, eval_texts, args.eval_samples, args.seq_len)
-    scorer = get_scorer(args.method, **params)
+    scorer = None if args.target == "attention" else get_scorer(
+        args.method, **{k: v for k, v in params.items() if k in scorer_class(args.method).param_names()})
     _log_second_moments(args, model, scorer)
     t = time.perf_counter()
     if args.sequential:
@@ -232,22 +346,23 @@ def _run(args, params: dict, checked: Checked, allocation_checked: bool, threads
         calib_ids = _relabel(CALIBRATION_OPTIONS, token_blocks, tok, texts, args.n_samples, args.seq_len)
         stats, seq = None, {"sequential": True, "input_ids": list(calib_ids.split(args.batch_size))}
     else:
-        moments = needs_second_moments(args.compensate) or scorer.needs_second_moments()
-        stats, seq = _calibrate(args, model, tok, texts, _NO_TEXT, second_moments=moments), {}
+        moments = needs_second_moments(args.compensate) or (scorer is not None and scorer.needs_second_moments())
+        stats, seq = _calibrate(args, model, tok, texts, _NO_TEXT, second_moments=moments,
+                                attention=args.target != "mlp"), {}
         times["calibrate"] = time.perf_counter() - t
     dense = copy.deepcopy(model)
     t = time.perf_counter()
     res = _relabel({**scorer_words(args.method), **_PRUNE_OPTIONS}, prune_model, model, stats, method=args.method,
                    amount=args.amount, allocation=args.allocation, how=args.how, mode=args.mode,
                    prune_hidden=args.prune_hidden, compensate=args.compensate, ridge=args.ridge, progress=True, **seq,
-                   **params)
+                   target=args.target, **params)
     times["calibrate + score + prune, layer by layer" if args.sequential else "score + prune"] = (
         time.perf_counter() - t)
     pruned = res.model
     ppl, tp = _evaluate(args, checked, dense, pruned, eval_ids, times)
     t = time.perf_counter()
     _relabel(OUTPUT_OPTIONS, save_pruned, pruned, tok, checked.out, overwrite=args.overwrite, mask=res.masks,
-             force=args.force)  # the mask inside
+             force=args.force, head_mask=res.head_mask)  # the masks inside
     times["save"] = time.perf_counter() - t
     _print_summary(args, res, dense, pruned, ppl, tp, times, checked.out, threads)
     return 0
@@ -294,8 +409,11 @@ def _print_summary(args, res, dense, pruned, ppl: tuple[float, float, bool], tp:
     """The table of the dense and the pruned model, the stage times, and where the model is."""
     cd, cp = count_parameters(dense), count_parameters(pruned)
     ppl_dense, ppl_pruned, cached = ppl
-    rows = [
-        ("MLP parameters", _fmt_int(cd["mlp"]), _fmt_int(cp["mlp"]), f"{cp['mlp'] / cd['mlp']:.3f}"),
+    rows = [("MLP parameters", _fmt_int(cd["mlp"]), _fmt_int(cp["mlp"]), f"{cp['mlp'] / cd['mlp']:.3f}")]
+    if res.head_mask is not None:
+        ad, ap = _attention_parameters(dense), _attention_parameters(pruned)
+        rows.append(("attention parameters", _fmt_int(ad), _fmt_int(ap), f"{ap / ad:.3f}"))
+    rows += [
         ("total parameters", _fmt_int(cd["total"]), _fmt_int(cp["total"]), f"{cp['total'] / cd['total']:.3f}"),
         ("perplexity", f"{ppl_dense:.2f}{' (cached)' if cached else ''}", f"{ppl_pruned:.2f}",
          f"{ppl_pruned / ppl_dense:.3f}"),
@@ -304,8 +422,8 @@ def _print_summary(args, res, dense, pruned, ppl: tuple[float, float, bool], tp:
     ]
     wide, ratio = (max(w, *(len(r[i]) + 2 for r in rows)) for i, w in ((1, 12), (3, 9)))
     print(f"\nmethod={args.method} amount={args.amount} allocation={args.allocation} how={args.how} "
-          f"compensate={args.compensate}{' sequential' if args.sequential else ''} threads={threads[0]} "
-          f"(pruned {res.masks.n_pruned()} of {res.masks.n_total()} intermediate neurons)")
+          f"compensate={args.compensate}{' sequential' if args.sequential else ''}"
+          f"{'' if args.target == 'mlp' else f' target={args.target}'} threads={threads[0]} ({_what_went(res)})")
     print(f"{'':18}{'dense':>{wide}}{'pruned':>12}{'ratio':>{ratio}}")
     for r in rows:
         print(f"{r[0]:18}{r[1]:>{wide}}{r[2]:>12}{r[3]:>{ratio}}")
@@ -313,3 +431,23 @@ def _print_summary(args, res, dense, pruned, ppl: tuple[float, float, bool], tp:
         print(line)
     print("\nstage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()))
     print(f"saved the pruned model to {out}/ (load it with llmrank_graph.load_model({str(out)!r}))")
+
+
+def _attention_parameters(model) -> int:
+    """Parameters of every attention projection of ``model``."""
+    return sum(layer_parameters(m, a)[1] for m, a in zip(mlp_layers(model), attention_layers(model)))
+
+
+def _what_went(res) -> str:
+    """What the summary says was removed: neurons, heads (and the exact fraction), parameters of both."""
+    parts = []
+    if res.masks is not None:
+        parts.append(f"pruned {res.masks.n_pruned()} of {res.masks.n_total()} intermediate neurons")
+    heads = res.head_mask
+    if heads is not None:
+        parts.append(f"removed {heads.n_pruned()} of {heads.n_total()} attention heads ({heads.fraction:.1%})")
+        acct = heads.meta.get("parameters")
+        if acct is not None:
+            parts.append(f"{acct['removed']} of the {acct['total_parameters']} MLP + attention parameters "
+                         f"({acct['fraction']:.1%})")
+    return "; ".join(parts)

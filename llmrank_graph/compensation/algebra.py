@@ -50,7 +50,7 @@ __all__ = ["COMPENSATIONS", "DEFAULT_RIDGE", "RECOMMENDED_COMPENSATION", "COMPEN
            "ObsResult", "TOKEN_RIDGE", "bias_term", "ridge_refit", "obs_greedy", "fluctuation", "relative_damp",
            "token_ridge", "check_ridge", "check_compensation", "check_compensation_options", "check_compensation_stats",
            "check_bias_possible",
-           "needs_second_moments", "uses_bias", "down_updates", "apply_updates", "enable_down_bias"]
+           "needs_second_moments", "uses_bias", "column_update", "down_updates", "apply_updates", "enable_down_bias"]
 
 #: Values of ``compensate=``.
 COMPENSATIONS: tuple[str, ...] = ("none", "bias", "lstsq", "lstsq+bias")
@@ -446,21 +446,31 @@ class DownUpdate:
     bias: torch.Tensor | None
 
 
-def _layer_update(mlp: MLPModules, stats, keep: torch.Tensor, compensate: str, ridge: float) -> DownUpdate:
-    s = stats[mlp.down_name]
-    w = mlp.weight("down").detach().to(torch.float64)  # (d, m)
+def column_update(layer: int, weight: torch.Tensor, s, keep: torch.Tensor, compensate: str,
+                  ridge: float) -> DownUpdate:
+    """The compensation of one projection that loses input columns: down_proj, or o_proj after head pruning.
+
+    ``weight`` is the (out, in) weight, ``s`` the :class:`~llmrank_graph.data.stats.ModuleStats`
+    of its input (the means, and the second moment for the refits), ``keep`` the bool mask of the
+    kept input columns; ``ridge`` the base of :func:`token_ridge`.
+    """
+    w = weight.detach().to(torch.float64)
     device = w.device
     keep = keep.to(device)
     mean = s.input_mean.to(device)
     if compensate == "bias":
-        return DownUpdate(mlp.layer, None, bias_term(w, mean, keep))
+        return DownUpdate(layer, None, bias_term(w, mean, keep))
     moment = s.input_second_moment.to(device)
     if compensate == "lstsq+bias":
         moment = moment - torch.outer(mean, mean)  # covariance C
     damp = relative_damp(moment[keep][:, keep], token_ridge(ridge, s.n_tokens, int(keep.sum())))
     w_keep = ridge_refit(w, moment, keep, damp)
     bias = (w @ mean - w_keep @ mean[keep]) if compensate == "lstsq+bias" else None
-    return DownUpdate(mlp.layer, w_keep, bias)
+    return DownUpdate(layer, w_keep, bias)
+
+
+def _layer_update(mlp: MLPModules, stats, keep: torch.Tensor, compensate: str, ridge: float) -> DownUpdate:
+    return column_update(mlp.layer, mlp.weight("down"), stats[mlp.down_name], keep, compensate, ridge)
 
 
 def down_updates(model: nn.Module, keep, stats, compensate: str, ridge: float = DEFAULT_RIDGE,

@@ -16,6 +16,8 @@ from .evaluation import (
     tokens_per_second,
     write_lastword_task,
 )
+from .stats import head_norms
+from .sums import column_sums
 from .texts import (
     SPLITS,
     TEXT_SUFFIXES,
@@ -30,4 +32,4 @@ __all__ = ["wikipedia_articles", "load_texts", "check_text_source", "token_block
            "TEXT_SUFFIXES", "ModuleStats", "ActivationStats", "calibrate", "record_activations", "perplexity",
            "count_parameters", "tokens_per_second", "compare_throughput", "lm_eval", "LASTWORD_TASK",
            "lastword_examples", "write_lastword_task", "lastword_accuracy", "check_lm_eval", "prepare_tasks",
-           "task_metrics"]
+           "task_metrics", "head_norms", "column_sums"]

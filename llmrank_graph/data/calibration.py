@@ -1,4 +1,4 @@
-"""Activation statistics of every MLP Linear module, from one calibration pass.
+"""Activation statistics of every MLP Linear module (and attention output projection), from one calibration pass.
 
 For each module (keyed by its qualified name) :class:`~llmrank_graph.data.stats.ActivationStats`
 keeps the sum of squares of each input and output feature over all calibration tokens, the sum of the
@@ -8,8 +8,20 @@ projection, the Gram matrix ``sum_t h_t h_t^T`` of its input (the intermediate a
 which compensation after pruning needs (:mod:`llmrank_graph.compensation.algebra`). Hooks live in a
 context manager and are removed even when the forward pass fails.
 
+With ``attention=True`` the same pass also records every layer's attention output projection
+(:attr:`~llmrank_graph.models.attention.AttentionModules.o`: ``o_proj``, ``out_proj``, GPT-2's
+``Conv1D`` ``c_proj``), under its qualified name ``AttentionModules.names['o']``, with exactly the
+statistics of a down projection: its input is the concatenation of the heads' outputs, so query
+head ``h`` owns input features ``h * head_dim : (h + 1) * head_dim``
+(:func:`~llmrank_graph.data.stats.head_norms`). With ``second_moments=True`` it gets its input's
+Gram matrix too (``(H hd)^2 * 8`` bytes per layer: 2.7 MB for SmolLM2-135M's 576), which the
+least-squares refit of the kept output columns needs after head pruning. Every layer's
+attention runs before its MLP, so stopping after the last MLP loses nothing.
+
 Calibration stops after the last decoder layer's MLP: the final norm and the LM head (a fifth
-of SmolLM2-135M's compute) are never run, since no statistic needs them.
+of SmolLM2-135M's compute) are never run, since no statistic needs them. The hooks' per-column
+sums read each activation once (:func:`~llmrank_graph.data.sums.column_sums`, a numba kernel on
+the CPU).
 
 Cost of the second moments
 --------------------------
@@ -41,41 +53,15 @@ from ..base.params import Boolean, Interval, validated
 from ..base.progress import progress as base_progress
 from ..errors import InvalidArgumentError, LLMRankGraphError
 from ..models.architectures import MODEL, MLPModules, mlp_layers
+from ..models.attention import AttentionModules, attention_layers
 from .stats import ActivationStats, ModuleStats
+from .sums import column_sums
 from .texts import TEXTS, source_blocks
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["ModuleStats", "ActivationStats", "calibrate", "record_activations", "StopForward", "hook_mlps",
            "check_batch", "vocab_size"]
-
-#: Rows summed in the activations' own float32 before the float64 accumulation: a chunk's
-#: rounding error stays near 1e-7 relative, and the hooks avoid a float64 copy of every
-#: activation (which made calibration 1.3-1.45x a plain forward pass).
-_CHUNK = 256
-
-
-def _column_sums(x: torch.Tensor, linear: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Per-column sum of squares and (if ``linear``) sum of a (tokens, features) tensor, both float64.
-
-    The squares are one product ``x * x`` summed by chunks (``torch.linalg.vecdot``, which
-    makes the same product inside, took 1.35x as long with its sums); outputs skip the plain sum,
-    which no statistic reads.
-    """
-    if x.dtype not in (torch.float32, torch.float64):
-        x = x.float()
-    n, f = x.shape
-    full = n - n % _CHUNK
-
-    def sums(t: torch.Tensor) -> torch.Tensor:
-        total = t[:full].reshape(-1, _CHUNK, f).sum(1).sum(0, dtype=torch.float64) if full else None
-        if full < n:
-            rest = t[full:].sum(0, dtype=torch.float64)
-            total = rest if total is None else total + rest
-        return total
-
-    return sums(x * x), sums(x) if linear else None
-
 
 #: Tokens per float32 Gram product, added to the float64 total after each: the float32 sum of
 #: 8192 activation rows stays near 1e-7 relative (measured 2e-8 to 1e-7 Frobenius, 4e-7 on the
@@ -166,7 +152,7 @@ class _SharedInput:
 
     def sums_of(self, x: torch.Tensor, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.tensor is not x:
-            self.tensor, self.sums = x, _column_sums(flat)
+            self.tensor, self.sums = x, column_sums(flat)
         return self.sums
 
 
@@ -192,7 +178,7 @@ class _Recorder:
         y = output.detach() if isinstance(output, torch.Tensor) else output[0].detach()
         flat = x.reshape(-1, x.shape[-1])  # (tokens, in)
         xs, xl = self.shared.sums_of(inputs[0], flat)  # the hook's own object: detach() makes a new one
-        ys, _ = _column_sums(y.reshape(-1, y.shape[-1]), linear=False)  # (out,)
+        ys, _ = column_sums(y.reshape(-1, y.shape[-1]), linear=False)  # (out,)
         new = {"input_sumsq": xs, "output_sumsq": ys, "input_batch_norm_sum": xs.sqrt(),
                "output_batch_norm_sum": ys.sqrt(), "input_sum": xl}
         if self._acc is None:
@@ -239,7 +225,8 @@ def _stop_after(module: nn.Module):
     return module.register_forward_hook(stop)
 
 
-def hook_mlps(mlps, second_moments: bool) -> tuple[dict[str, _Recorder], list]:
+def hook_mlps(mlps, second_moments: bool, attention: list[AttentionModules] | None = None,
+              ) -> tuple[dict[str, _Recorder], list]:
     """Put a statistics recorder on every Linear of ``mlps``.
 
     The caller owns the hooks: remove every handle in a ``finally`` (or use
@@ -250,7 +237,11 @@ def hook_mlps(mlps, second_moments: bool) -> tuple[dict[str, _Recorder], list]:
     mlps : iterable of MLPModules
         The MLPs to hook (from :func:`llmrank_graph.models.architectures.mlp_layers`).
     second_moments : bool
-        Also accumulate the Gram matrix of each down projection's input.
+        Also accumulate the Gram matrix of each down projection's input (and of each hooked
+        attention output projection's).
+    attention : list of AttentionModules, optional
+        Also record the output projection of these attention layers
+        (:func:`llmrank_graph.models.attention.attention_layers`), under ``names['o']``.
 
     Returns
     -------
@@ -268,6 +259,9 @@ def hook_mlps(mlps, second_moments: bool) -> tuple[dict[str, _Recorder], list]:
             gram = second_moments and name == mlp.down_name
             rec = recorders[name] = _Recorder(gram, shared if name != mlp.down_name else None, scratch)
             handles.append(mod.register_forward_hook(rec))
+    for att in attention or ():
+        rec = recorders[att.names["o"]] = _Recorder(second_moments, None, scratch)
+        handles.append(att.o.register_forward_hook(rec))
     return recorders, handles
 
 
@@ -311,11 +305,12 @@ def record_activations(model: nn.Module, *, second_moments: bool = False,
 
 
 @contextlib.contextmanager
-def _hooked(mlps: list[MLPModules], second_moments: bool) -> Iterator[dict[str, _Recorder]]:
+def _hooked(mlps: list[MLPModules], second_moments: bool,
+            attention: list[AttentionModules] | None = None) -> Iterator[dict[str, _Recorder]]:
     """:func:`hook_mlps` as a context manager: every hook is removed on exit, even on error."""
     handles = []
     try:
-        recorders, handles = hook_mlps(mlps, second_moments)
+        recorders, handles = hook_mlps(mlps, second_moments, attention)
         yield recorders
     finally:
         for h in handles:
@@ -335,6 +330,7 @@ _CALIBRATE_PARAMS = {
     "batch_size": Interval(int, 1),
     "progress": Boolean(),
     "second_moments": Boolean(),
+    "attention": Boolean(),
 }
 
 
@@ -349,6 +345,7 @@ def calibrate(
     batch_size: int = 4,
     progress: bool = False,
     second_moments: bool = False,
+    attention: bool = False,
 ) -> ActivationStats:
     """Run calibration text through ``model`` and collect MLP activation statistics.
 
@@ -377,7 +374,12 @@ def calibrate(
     second_moments : bool
         Also accumulate, in float64, the Gram matrix of every down projection's input (m x m
         per layer; see the module docstring for the cost), which ``compensate='lstsq'`` and the
-        ``obs`` scorer need.
+        ``obs`` scorer need (and, with ``attention``, that of every attention output projection).
+    attention : bool
+        Also record every layer's attention output projection, under its qualified name
+        (``AttentionModules.names['o']``), in the same pass: what the head scorers and head
+        pruning read (:func:`~llmrank_graph.data.stats.head_norms`). Refused, before any forward
+        pass, for a family without attention support (UnsupportedArchitectureError).
 
     Returns
     -------
@@ -405,16 +407,21 @@ def calibrate(
     ActivationStats(6 modules, n_tokens=64)
     >>> stats["model.layers.0.mlp.down_proj"].input_gram.shape
     torch.Size([12, 12])
+    >>> heads = calibrate(model, input_ids=torch.randint(0, 32, (2, 8)), attention=True)
+    >>> heads["model.layers.1.self_attn.o_proj"].input_sumsq.shape  # 2 heads of head_dim 4
+    torch.Size([8])
     """
     if input_ids is not None and texts is not None:
         raise InvalidArgumentError("give either `texts` or `input_ids`, not both")
+    heads = attention_layers(model) if attention else None  # a family without heads is refused first
     if input_ids is None:
         ids = source_blocks(tokenizer, texts, n_samples, seq_len, split="calibration")
         batches, source = list(_batches(ids, batch_size)), "texts"
     else:
         batches, source = _given_batches(input_ids, batch_size), "input_ids"
-    recorded, n = _run(model, batches, second_moments, progress)
+    recorded, n = _run(model, batches, second_moments, progress, heads)
     stats = ActivationStats(recorded, meta={"source": source, "n_batches": n, "second_moments": second_moments,
+                                            "attention": attention,
                                             "model": getattr(getattr(model, "config", None), "_name_or_path", "")})
     _check_finite_stats(stats)
     logger.info("calibrated %d modules on %d tokens", len(stats), stats.n_tokens)
@@ -431,8 +438,10 @@ def _given_batches(input_ids, batch_size: int) -> Iterable[torch.Tensor]:
     return list(_batches(input_ids, batch_size))
 
 
-def _run(model: nn.Module, batches: Iterable, second_moments: bool, progress: bool) -> tuple[dict, int]:
-    """Forward every batch with recorders on every MLP; returns ``(name -> ModuleStats, batches run)``.
+def _run(model: nn.Module, batches: Iterable, second_moments: bool, progress: bool,
+         attention: list[AttentionModules] | None = None) -> tuple[dict, int]:
+    """Forward every batch with recorders on every MLP (and ``attention``'s output projections);
+    returns ``(name -> ModuleStats, batches run)``.
 
     Each pass stops after the last layer's down projection (:class:`StopForward`).
     """
@@ -442,7 +451,7 @@ def _run(model: nn.Module, batches: Iterable, second_moments: bool, progress: bo
                             total=len(batches) if isinstance(batches, Sized) else None)
     n = 0
     mlps = mlp_layers(model)
-    with torch.inference_mode(), _hooked(mlps, second_moments) as recs:
+    with torch.inference_mode(), _hooked(mlps, second_moments, attention) as recs:
         stop = _stop_after(mlps[-1].down)  # registered after the recorder: it records, then stops
         try:
             for b in batches:

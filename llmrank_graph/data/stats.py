@@ -1,4 +1,4 @@
-"""Activation statistics of MLP Linear modules, and their file format.
+"""Activation statistics of MLP Linear modules (and attention output projections), and their file format.
 
 :class:`ActivationStats` maps each module's qualified name to its :class:`ModuleStats`: the
 sum of squares of each input and output feature over all calibration tokens, the sum of the
@@ -6,6 +6,11 @@ per-batch L2 norms (what the LLM-Rank reference code averages), the sum of each 
 and, for down projections calibrated with ``second_moments=True``, the Gram matrix of the
 input. :func:`llmrank_graph.data.calibration.calibrate` fills them; they are saved as
 safetensors with JSON metadata (no pickle).
+
+Calibrated with ``attention=True``, the stats also hold every attention output projection,
+keyed by its qualified name (``AttentionModules.names['o']``), with the same statistics as a
+down projection; :func:`head_norms` reads each query head's output norm from them and
+:meth:`ActivationStats.check_attention` checks that they are there.
 """
 
 from __future__ import annotations
@@ -24,8 +29,14 @@ from ..base.checks import fail_type
 from ..base.files import save_safetensors_atomic
 from ..errors import FileFormatError, InvalidArgumentError, InvalidArgumentTypeError, MissingInputError
 from ..models.architectures import mlp_layers
+from ..models.attention import AttentionModules, attention_layers
 
-__all__ = ["ModuleStats", "ActivationStats"]
+__all__ = ["ModuleStats", "ActivationStats", "head_norms"]
+
+def _attention_hint(second_moments: bool = False) -> str:
+    """How to collect the statistics of the attention output projections."""
+    return ("calibrate with llmrank_graph.calibrate(model, ..., attention=True"
+            + (", second_moments=True)" if second_moments else ")"))
 
 _FORMAT = "llmrank_graph.ActivationStats"
 
@@ -190,6 +201,53 @@ class ActivationStats(Mapping):
                 out_f, in_f = mlp.weight(roles[name]).shape
                 _check_module_stats(name, self._modules[name], in_f, out_f)
 
+    def check_attention(self, model_or_layers, *, means: bool = False, second_moments: bool = False,
+                        why: str = "attention-head pruning") -> list[AttentionModules]:
+        """Raise InvalidArgumentError unless these stats hold every attention output projection of the model.
+
+        Each layer's output projection (``AttentionModules.names['o']``) must have statistics of
+        its current input features (``num_heads * head_dim``) and output features, finite, and,
+        if asked, the input means (``means``) and the input Gram matrix (``second_moments``).
+
+        Parameters
+        ----------
+        model_or_layers : transformers model or list of AttentionModules
+        means, second_moments : bool
+            Also require the input sums, and the finite input Gram matrices.
+        why : str
+            What needs them, for the message.
+
+        Returns
+        -------
+        list of AttentionModules
+            The model's attention layers.
+
+        Raises
+        ------
+        InvalidArgumentError
+            Naming the module and saying how to collect what is missing (a ValueError).
+        UnsupportedArchitectureError
+            The family has no attention support.
+        """
+        layers = attention_layers(model_or_layers) if isinstance(model_or_layers, nn.Module) else model_or_layers
+        for att in layers:
+            name = att.names["o"]
+            s = self._modules.get(name)
+            if s is None:
+                raise InvalidArgumentError(f"{why} needs the statistics of the attention output projections, which "
+                                           f"`stats` lack ({name!r}); {_attention_hint(second_moments)}")
+            _check_module_stats(name, s, att.num_heads * att.head_dim, att.hidden_size)
+            if (means or second_moments) and s.input_sum is None:
+                raise InvalidArgumentError(f"{why} needs the mean of every attention output projection's input, "
+                                           f"which `stats` lack ({name!r}); {_attention_hint()}")
+            if second_moments and s.input_gram is None:
+                raise InvalidArgumentError(f"{why} needs the second moments (Gram matrices) of the attention output "
+                                           f"projections' inputs, which `stats` lack ({name!r}); "
+                                           f"{_attention_hint(True)}")
+            if second_moments and not torch.isfinite(s.input_gram).all():
+                raise InvalidArgumentError(f"`stats` for module {name!r} contain NaN or inf in the Gram matrix")
+        return layers
+
     # Persistence: safetensors + JSON metadata, no pickle.
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write to a ``.safetensors`` file, atomically (:func:`llmrank_graph.base.files.atomic_file`).
@@ -290,3 +348,50 @@ def _check_module_stats(name: str, s: ModuleStats, in_f: int, out_f: int) -> Non
     if s.input_gram is not None and s.input_gram.shape != (in_f, in_f):
         raise InvalidArgumentError(f"`stats` do not match the model: module {name!r} has {in_f} input "
                                    f"features but a Gram matrix of shape {tuple(s.input_gram.shape)}")
+
+
+def head_norms(stats: ActivationStats, attn: AttentionModules) -> torch.Tensor:
+    """Output norm of each query head of one layer over the calibration tokens, float64, (num_heads,).
+
+    Head ``h`` writes input features ``h * head_dim : (h + 1) * head_dim`` of the attention output
+    projection, so its norm is ``sqrt(sum_t sum_j x_tj^2)`` over those features: the square root of
+    the summed ``input_sumsq``, **not divided by the number of tokens**, as
+    :attr:`ModuleStats.input_norm` (an intermediate neuron's activation norm) is defined. It is what
+    the ``activation`` head scorer returns, and the head's part in activation-weighted graphs.
+
+    Parameters
+    ----------
+    stats : ActivationStats
+        Calibrated with ``attention=True``.
+    attn : AttentionModules
+        The layer (:func:`llmrank_graph.models.attention.attention_layers`).
+
+    Raises
+    ------
+    InvalidArgumentError
+        The stats lack the layer's output projection (saying how to collect it), or have another
+        number of input features than the layer's heads (a ValueError).
+
+    Example
+    -------
+    >>> import torch
+    >>> from transformers import LlamaConfig, LlamaForCausalLM
+    >>> from llmrank_graph import calibrate
+    >>> model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=8, intermediate_size=12,
+    ...                                      num_hidden_layers=1, num_attention_heads=2)).eval()
+    >>> stats = calibrate(model, input_ids=torch.randint(0, 32, (2, 8)), attention=True)
+    >>> att = attention_layers(model)[0]
+    >>> norms = head_norms(stats, att)
+    >>> norms.shape, bool(torch.allclose(norms ** 2, stats[att.names["o"]].input_sumsq.view(2, 4).sum(1)))
+    (torch.Size([2]), True)
+    """
+    name = attn.names["o"]
+    if name not in stats:
+        raise InvalidArgumentError(f"head norms need the statistics of the attention output projection {name!r}, "
+                                   f"which `stats` lack; {_attention_hint()}")
+    sumsq = stats[name].input_sumsq.to(torch.float64)
+    n, hd = attn.num_heads, attn.head_dim
+    if sumsq.numel() != n * hd:
+        raise InvalidArgumentError(f"`stats` do not match the model: {name!r} has {n} heads of {hd} features in the "
+                                   f"model but {sumsq.numel()} input features in the stats")
+    return sumsq.view(n, hd).sum(1).sqrt()

@@ -134,17 +134,24 @@ class PruneResult:
     ----------
     model : torch.nn.Module
         The pruned model (the same object that was passed in, pruned in place).
-    masks : NeuronMask
-        The neurons kept.
-    scores : NeuronScores
-        The scores the masks came from.
+    masks : NeuronMask or None
+        The neurons kept; None with ``target='attention'``, which prunes heads only.
+    scores : NeuronScores or None
+        The scores the masks came from (None with ``target='attention'``).
     stats : ActivationStats or None
         In the sequential mode, the statistics each layer was pruned with (collected on the
         outputs of the already-pruned layers; without the Gram matrices, freed layer by
         layer). None otherwise.
+    head_mask : HeadMask or None
+        The attention heads kept (``target='attention'`` or ``'both'``); None with
+        ``target='mlp'``. Its ``meta['fraction']`` is the exact fraction of heads removed.
+    head_scores : HeadScores or None
+        The head scores the head mask came from.
     """
 
     model: nn.Module
-    masks: NeuronMask
+    masks: NeuronMask | None
     scores: Any
     stats: ActivationStats | None = None
+    head_mask: Any = None  # a HeadMask (pruning.heads imports this module)
+    head_scores: Any = None

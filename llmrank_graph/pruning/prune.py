@@ -6,6 +6,12 @@ parameter table, the model, the statistics and one scan of the weights. It then 
 (:func:`~llmrank_graph.pruning.core.apply_checked`) without checking again; with
 ``sequential=True`` it hands the checked arguments to the layer-by-layer mode
 (:mod:`llmrank_graph.pruning.sequential`).
+
+``target='attention'`` and ``target='both'`` prune attention heads (alone, or with the MLP
+neurons): the head scorers of :mod:`llmrank_graph.scoring.heads`, the allocation under the
+grouped-query rule of :mod:`llmrank_graph.pruning.head_allocation`, head removal
+(:func:`~llmrank_graph.pruning.heads.remove_heads`) and the compensation of the output
+projection (:mod:`llmrank_graph.compensation.heads`), all checked at the entry as well.
 """
 
 from __future__ import annotations
@@ -23,30 +29,37 @@ from ..compensation.algebra import (
     check_compensation_stats,
     uses_bias,
 )
-from ..errors import InvalidArgumentError
+from ..compensation.heads import apply_o_updates, check_head_compensation, o_updates
+from ..errors import InvalidArgumentError, InvalidArgumentTypeError
 from ..models.architectures import MODEL
 from ..scoring import registry
+from ..scoring.heads import head_scorer_class
 from .allocation import ALLOCATIONS
 from .core import HOWS, STATS, PruneResult, apply_checked, check_model_and_stats
+from .head_allocation import allocate_both_checked, allocate_heads_checked
+from .heads import remove_heads
 from .masks import AMOUNT, MIN_KEEP, allocate_checked, check_reference_floor
 from .sequential import plan_sequential, prune_sequential_checked
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["prune_model"]
+__all__ = ["prune_model", "TARGETS", "check_target_options"]
+
+#: What :func:`prune_model` prunes: MLP neurons, attention heads, or both.
+TARGETS: tuple[str, ...] = ("mlp", "attention", "both")
 
 #: The parameter constraints of :func:`prune_model`, checked once at its entry (in this order).
 PRUNE_CONSTRAINTS = {"model": MODEL, "amount": AMOUNT, "allocation": OneOf(*ALLOCATIONS), "how": OneOf(*HOWS),
                      "prune_hidden": Boolean(), "sequential": Boolean(), "stats": STATS, "min_keep": MIN_KEEP,
-                     **COMPENSATION_CONSTRAINTS, "progress": Boolean()}
+                     **COMPENSATION_CONSTRAINTS, "progress": Boolean(), "target": OneOf(*TARGETS)}
 
 
 def prune_model(model: nn.Module, stats, method: str = "pagerank", amount: float = 0.3, allocation: str = "local",
                 how: str = "remove", mode: str = "chained", prune_hidden: bool = False, graph=None, *,
                 min_keep: int | float | None = None, compensate: str = "none", ridge: float = DEFAULT_RIDGE,
                 sequential: bool = False, input_ids=None, device=None, progress: bool = False,
-                **method_params) -> PruneResult:
-    """Score the MLP neurons of ``model``, choose the lowest-scored ones and prune them in place.
+                target: str = "mlp", **method_params) -> PruneResult:
+    """Score the MLP neurons (or attention heads) of ``model``, choose the lowest-scored ones and prune them in place.
 
     Parameters
     ----------
@@ -55,9 +68,13 @@ def prune_model(model: nn.Module, stats, method: str = "pagerank", amount: float
         Calibration statistics of ``model`` (:func:`llmrank_graph.calibrate`); ``None`` only for
         weight-only scorers.
     method : str
-        A scorer of :func:`llmrank_graph.scoring.registry`.
+        A scorer of :func:`llmrank_graph.scoring.registry`; with ``target='attention'`` or
+        ``'both'``, also one of :func:`llmrank_graph.scoring.heads.head_scorers` (``magnitude``,
+        ``activation``, ``flap``, ``random``), which scores the heads.
     amount : float
-        Fraction of intermediate neurons to prune, in [0, 1).
+        Fraction of intermediate neurons to prune, in [0, 1); with ``target='attention'`` the
+        fraction of query heads, with ``target='both'`` the fraction of the MLP + attention
+        parameters (reached as closely as the steps of the head counts allow).
     allocation : {'local', 'global', 'standardized'}
         See :func:`llmrank_graph.pruning.masks.allocate`.
     how : {'remove', 'zero'}
@@ -91,14 +108,34 @@ def prune_model(model: nn.Module, stats, method: str = "pagerank", amount: float
     progress : bool
         Show a progress bar: over the steps (check, score, allocate, prune), or over the layers
         in the sequential mode.
+    target : {'mlp', 'attention', 'both'}
+        What to prune. ``'mlp'``: intermediate neurons, as always. ``'attention'``: query heads,
+        under the grouped-query rule (every layer keeps the same number of heads in each
+        key/value group it keeps; :mod:`llmrank_graph.pruning.head_allocation`), each allocation
+        reaching ``amount`` as closely as the steps allow; ``how='zero'`` zeroes the heads'
+        output columns (the same logits). ``'both'``: neurons and heads together. The rule:
+        each layer's neuron scores and head scores are normalised separately as the global
+        allocation normalises layers (divided by their mean absolute value; standardised with
+        ``allocation='standardized'``), pooled, and taken lowest first, each unit costing its
+        parameters (a neuron ``~3 d``, a query head ``2 d head_dim`` plus its share of its
+        key/value group), up to ``amount`` of the MLP + attention parameters; ``local`` makes
+        each layer its own pool with its own budget, ``global`` and ``standardized`` pool all
+        layers. ``compensate`` repairs the attention output projection as it repairs down_proj
+        (the stats must then be calibrated with ``attention=True``). ``sequential=True`` and the
+        paper mode are refused with heads. ``min_keep`` is each layer's floor of heads (and,
+        with ``'both'``, of neurons too).
     **method_params
-        Further parameters of the scorer.
+        Further parameters of the scorer. With ``target='both'`` each goes to the neuron scorer
+        or the head scorer that declares it (to both if both do).
 
     Returns
     -------
     PruneResult
         ``.model`` (pruned in place), ``.masks``, ``.scores`` (and ``.stats`` in the
-        sequential mode).
+        sequential mode); ``.head_mask`` and ``.head_scores`` with heads (``.masks`` and
+        ``.scores`` are None with ``target='attention'``). The head mask's ``meta`` holds the
+        exact fraction of heads removed, and with ``'both'`` the parameter accounting
+        (``meta['parameters']``).
 
     Raises
     ------
@@ -132,15 +169,25 @@ def prune_model(model: nn.Module, stats, method: str = "pagerank", amount: float
     >>> result = llmrank_graph.prune_model(model, stats, "pagerank", amount=0.3)
     >>> result.masks.fraction, llmrank_graph.pruning.intermediate_sizes(model)
     (0.3, [14, 14])
+    >>> stats = llmrank_graph.calibrate(model, input_ids=torch.randint(0, 32, (2, 16)), attention=True)
+    >>> heads = llmrank_graph.prune_model(model, stats, "activation", amount=0.5, target="attention")
+    >>> heads.head_mask.sizes(), heads.masks is None
+    ([1, 1], True)
     """
     v = validate(PRUNE_CONSTRAINTS, {"model": model, "amount": amount, "allocation": allocation, "how": how,
                                      "prune_hidden": prune_hidden, "sequential": sequential, "stats": stats,
                                      "min_keep": min_keep, "compensate": compensate, "ridge": ridge,
-                                     "progress": progress})
+                                     "progress": progress, "target": target})
     amount, allocation, how, prune_hidden, sequential, min_keep, compensate, ridge, progress = (
         v[k] for k in ("amount", "allocation", "how", "prune_hidden", "sequential", "min_keep", "compensate", "ridge",
                        "progress"))
     _check_modes(how, prune_hidden, sequential, input_ids, device)
+    if target != "mlp":
+        check_target_options(target, prune_hidden, sequential)
+        if graph is not None:
+            method_params["graph"] = graph
+        return _prune_heads(model, stats, method, amount, allocation, how, mode, target, min_keep, compensate, ridge,
+                            progress, method_params)
     # The sequential mode counts its layers on a bar of its own.
     with _Steps(progress and not sequential, 4) as steps:
         steps.start("checking")  # a scan of the weights and statistics: seconds on a real model
@@ -221,3 +268,81 @@ def _check_modes(how: str, prune_hidden: bool, sequential: bool, input_ids, devi
     if not sequential and (input_ids is not None or device is not None):
         raise InvalidArgumentError("`input_ids` and `device` are used by the sequential mode only; pass "
                                    "sequential=True, or calibrate the model and pass `stats`")
+
+
+def check_target_options(target: str, prune_hidden: bool, sequential: bool) -> None:
+    """Refuse the options that heads cannot honour, on a checked ``target`` other than 'mlp' (before anything is read).
+
+    Raises
+    ------
+    InvalidArgumentError
+        ``sequential=True`` or ``prune_hidden=True``, naming the option.
+    """
+    if sequential:
+        raise InvalidArgumentError(f"`sequential=True` prunes MLP neurons layer by layer and cannot prune attention "
+                                   f"heads (target={target!r}); drop `sequential`, or prune with target='mlp'")
+    if prune_hidden:
+        raise InvalidArgumentError(f"`prune_hidden=True` (the reference's paper mode) prunes MLP neurons and hidden "
+                                   f"channels only; it cannot be combined with target={target!r}")
+
+
+def _split_params(method: str, target: str, params: dict) -> tuple[dict, dict]:
+    """(head scorer's, neuron scorer's) parameters: each goes to the scorer that declares it."""
+    head_names = head_scorer_class(method).param_names()
+    if target == "attention":
+        return dict(params), {}
+    neuron_names = registry.scorer_class(method).param_names()
+    unknown = [k for k in params if k not in head_names and k not in neuron_names]
+    if unknown:
+        raise InvalidArgumentTypeError(f"scorer {method!r} got unknown parameter(s) {', '.join(map(repr, unknown))}; "
+                                       f"its neuron scorer takes {', '.join(map(repr, neuron_names))} and its head "
+                                       f"scorer {', '.join(map(repr, head_names)) or 'none'}")
+    return ({k: v for k, v in params.items() if k in head_names},
+            {k: v for k, v in params.items() if k in neuron_names})
+
+
+def _prune_heads(model: nn.Module, stats, method: str, amount: float, allocation: str, how: str, mode: str,
+                 target: str, min_keep, compensate: str, ridge: float, progress: bool,
+                 method_params: dict) -> PruneResult:
+    """:func:`prune_model` with ``target='attention'`` or ``'both'``, on checked options.
+
+    Every check (scorers, statistics, compensation) and every compensation is made before the
+    first weight changes.
+    """
+    with _Steps(progress, 4) as steps:
+        steps.start("checking")
+        mlps = check_model_and_stats(model, stats)
+        head_params, neuron_params = _split_params(method, target, method_params)
+        head_scorer = head_scorer_class(method)(**head_scorer_class(method).check_params(**head_params))
+        layers = check_head_compensation(model, stats, compensate)  # the family's heads, or its refusal
+        if target == "both":
+            registry.scorer_class(method).check_params(mode=mode, **neuron_params)
+            if uses_bias(compensate):
+                check_bias_possible(model)
+            check_compensation_stats(model, stats, compensate)
+        steps.start("scoring")
+        head_scores = head_scorer.score(model, stats, check_input=False)
+        scores = None if target == "attention" else registry.score_neurons(
+            model, stats, method, mode=mode, check_input=False, **neuron_params)
+        steps.start("allocating")
+        if target == "attention":
+            masks, head_mask = None, allocate_heads_checked(head_scores.heads, layers, amount, allocation, min_keep,
+                                                            method)
+        else:
+            masks, head_mask, _ = allocate_both_checked(scores.intermediate, mlps, head_scores.heads, layers, amount,
+                                                        allocation, min_keep, method)
+        for mask in (masks, head_mask):
+            if mask is not None:
+                mask.meta.update({"method": method, "how": how, "mode": mode, "compensate": compensate,
+                                  "target": target})
+        steps.start("pruning" if compensate == "none" else f"pruning, compensate={compensate}")
+        o_new = o_updates(layers, head_mask.heads, stats, compensate, ridge) if compensate != "none" else {}
+        if masks is not None:
+            apply_checked(model, masks, how, compensate, stats, ridge)  # its own updates first, then its removal
+        remove_heads(model, head_mask, how)
+        apply_o_updates(model, o_new, keep=head_mask.heads if how == "zero" else None)
+    logger.info("pruned %d of %d attention heads (%.1f%%)%s (%s, %s, %s, compensate=%s)", head_mask.n_pruned(),
+                head_mask.n_total(), 100 * head_mask.fraction,
+                "" if masks is None else f" and {masks.n_pruned()} of {masks.n_total()} intermediate neurons",
+                method, allocation, how, compensate)
+    return PruneResult(model, masks, scores, head_mask=head_mask, head_scores=head_scores)

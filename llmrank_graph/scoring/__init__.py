@@ -23,6 +23,14 @@ from .graph import (
     PageRankScorer,
     StrengthScorer,
 )
+from .heads import (
+    HeadScorer,
+    HeadScores,
+    get_head_scorer,
+    head_scorers,
+    register_head_scorer,
+    score_heads,
+)
 from .reference import ChannelWandaScorer, ModifiedPageRankScorer, NormScorer, WeightedPageRankScorer
 from .registry import (
     NeuronScores,
@@ -48,5 +56,6 @@ __all__ = [
     'PERSONALIZATIONS', 'ACTIVATION_PERSONALIZATIONS', 'PageRankScorer', 'KatzScorer', 'HitsScorer',
     'EigenvectorScorer', 'StrengthScorer', 'DegreeScorer', 'WeightedPageRankScorer', 'ModifiedPageRankScorer',
     'ChannelWandaScorer', 'NormScorer', 'MagnitudeScorer', 'ActivationScorer', 'WandaSPScorer', 'RandomScorer',
-    'FlapScorer', 'OBSScorer',
+    'FlapScorer', 'OBSScorer', 'HeadScores', 'HeadScorer', 'register_head_scorer', 'head_scorers',
+    'get_head_scorer', 'score_heads',
 ]
