@@ -88,7 +88,8 @@ def test_calibration_records_the_output_projection_as_an_independent_float64_hoo
     # the MLP statistics are those of a calibration without attention (one pass, nothing else changed)
     for name in plain:
         assert torch.equal(stats[name].input_sumsq, plain[name].input_sumsq)
-    assert set(stats) - set(plain) == {a.names["o"] for a in attention_layers(model)}
+    added = {a.names[k] for a in attention_layers(model) for k in ("o", "v" if a.v is not None else "qkv")}
+    assert set(stats) - set(plain) == added  # o_proj, and the value projection (the attention's input)
     # save/load round trip, the Gram matrices included
     loaded = ActivationStats.load(stats.save(tmp_path / "stats.safetensors"))
     for att in attention_layers(model):
@@ -254,3 +255,40 @@ def test_floors_and_refusals():
         allocate_heads({**scores, 1: torch.full((6,), float("nan"))}, model, 0.5)
     with pytest.raises(InvalidArgumentError, match="`allocation` must be one of"):
         allocate_heads(scores, model, 0.5, "nope")
+
+
+# ----------------------------------------------------------------------------- pagerank over head nodes
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_pagerank_head_scores_are_networkx_pagerank_of_the_head_nodes(family):
+    """The scorer's head scores against networkx's PageRank of the whole network's edge list (reverse:
+    the transposed graph), with the activation teleport, read at the head nodes."""
+    nx = pytest.importorskip("networkx")
+    model = _model(family, seed=3)
+    stats = lg.calibrate(model, input_ids=_ids(), batch_size=2, attention=True)
+    got = score_heads(model, stats, "pagerank")
+    g = lg.export_graph(model, stats, attention=True, weighting="activation_share", gate="up", residual=0.0)
+    e = g.edges
+    G = nx.DiGraph()
+    G.add_nodes_from(range(g.n_nodes))
+    G.add_weighted_edges_from(zip(e.dst.to_numpy(), e.src.to_numpy(), e.weight.to_numpy().astype(float)))
+    act = np.asarray(g.activation, dtype=float)
+    pr = nx.pagerank(G, alpha=0.85, personalization=dict(enumerate(act / act.sum())), tol=1e-13, max_iter=1000)
+    want = np.array([pr[i] for i in range(g.n_nodes)])
+    parts = g.head_partitions()
+    assert got.layers == [p.layer for p in parts]
+    for p in parts:
+        np.testing.assert_allclose(got.heads[p.layer].numpy(), want[p.offset:p.stop], rtol=1e-6, atol=1e-12)
+
+
+def test_pagerank_heads_prune_and_need_the_attention_statistics():
+    model = _model("llama", seed=4)
+    plain = lg.calibrate(model, input_ids=_ids(), batch_size=2)
+    with pytest.raises(InvalidArgumentError, match="attention=True"):
+        score_heads(model, plain, "pagerank")
+    stats = lg.calibrate(model, input_ids=_ids(), batch_size=2, attention=True)
+    zero = lg.prune_model(_model("llama", seed=4), stats, method="pagerank", amount=0.5, target="attention", how="zero")
+    removed = lg.prune_model(_model("llama", seed=4), stats, method="pagerank", amount=0.5, target="attention")
+    assert removed.head_mask.meta["fraction"] == 0.5
+    ids = _ids(seed=9)
+    with torch.no_grad():
+        torch.testing.assert_close(removed.model(ids).logits, zero.model(ids).logits, rtol=1e-4, atol=1e-5)

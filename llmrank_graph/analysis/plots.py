@@ -96,7 +96,7 @@ def _mass_plot(plt, mass: pd.DataFrame, out: Path) -> Path:
         per = g.groupby(["layer", "kind"]).share.sum().unstack(fill_value=0.0)
         x = per.index.to_numpy() + i * width
         bottom = np.zeros(len(per))
-        for kind in [c for c in ("intermediate", "hidden") if c in per.columns]:
+        for kind in [c for c in ("intermediate", "head", "hidden") if c in per.columns]:
             ax.bar(x, per[kind], width, bottom=bottom, label=f"{name}: {kind}")
             bottom += per[kind].to_numpy()
     ax.set_xlabel("layer")

@@ -47,7 +47,8 @@ def _wrap(items: list[str], width: int, pad: str) -> list[str]:
 
 def _graph_lines(rep) -> list[str]:
     info = rep.info
-    opts = ", ".join(f"{k}={info[k]!r}" for k in ("mode", "gate", "residual", "weighting", "keep") if k in info)
+    opts = ", ".join(f"{k}={info[k]!r}" for k in ("mode", "gate", "residual", "weighting", "keep", "attention")
+                     if k in info)
     out = [f"graph: {info.get('model')} ({opts or 'built from an edge list'})",
            f"  {info['n_nodes']:,} nodes, {info['n_edges']:,} edges, {info['n_partitions']} partitions, "
            f"{info['n_blocks']} blocks, {info['n_layers']} layers; block density {info['block_density']:.3g}, "
@@ -141,17 +142,15 @@ def _mass_lines(rep, width: int) -> list[str]:
         return []
     out = []
     for name, g in rep.mass.groupby("score", sort=False):
-        out.append(f"{name}: share of the mass per layer (intermediate / hidden partitions)")
-        inter = g[g.kind == "intermediate"]
-        hid = g[g.kind == "hidden"]
+        kinds = ["intermediate", "head", "hidden"] if (g.kind == "head").any() else ["intermediate", "hidden"]
+        out.append(f"{name}: share of the mass per layer ({' / '.join(kinds)} partitions)")
         top = g.sort_values("share", ascending=False).head(5).itertuples()
-        out.append(f"  intermediate {inter.share.sum():.3f}, hidden {hid.share.sum():.3f} of the mass; "
-                   f"top partitions: " + ", ".join(f"{r.name} {r.share:.3f}" for r in top))
+        out.append("  " + ", ".join(f"{k} {g[g.kind == k].share.sum():.3f}" for k in kinds) + " of the mass; "
+                   "top partitions: " + ", ".join(f"{r.name} {r.share:.3f}" for r in top))
         lines = []
         for layer, gl in g.groupby("layer"):
-            i, h = gl[gl.kind == "intermediate"], gl[gl.kind == "hidden"]
-            lines.append(f"L{layer} {f'{i.share.sum():.3f}' if len(i) else '-'}/"
-                         f"{f'{h.share.sum():.3f}' if len(h) else '-'}")
+            shares = [gl[gl.kind == k].share for k in kinds]
+            lines.append(f"L{layer} " + "/".join(f"{s.sum():.3f}" if len(s) else "-" for s in shares))
         out += _wrap(lines, width, "  ") + [""]
     return out
 
@@ -160,8 +159,15 @@ def _path_lines(rep) -> list[str]:
     if rep.paths is None:
         return []
     out = ["heaviest paths (product of w(u,v)/s(u)):"]
+    parts = rep.partitions
+    # A graph with heads has two hidden partitions per layer (R{l}, H{l}): name hops by their partition.
+    stops = np.cumsum(parts["size"].to_numpy()) if (parts.kind == "head").any() else None
     for r in rep.paths.itertuples(index=False):
-        hops = " -> ".join(f"{'H' if kind == 'hidden' else 'I'}{layer}:{idx}" for layer, kind, idx in r.path)
+        if stops is None:
+            hops = " -> ".join(f"{'H' if kind == 'hidden' else 'I'}{layer}:{idx}" for layer, kind, idx in r.path)
+        else:
+            at = np.searchsorted(stops, r.vertices, side="right")
+            hops = " -> ".join(f"{parts.name.iat[i]}:{idx}" for i, (_, _, idx) in zip(at, r.path))
         out.append(f"  #{r.rank} score {r.score:.4g} ({r.length} edges): {hops}")
     if rep.paths.empty:
         out.append("  (no path with a positive score)")

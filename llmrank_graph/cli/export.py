@@ -1,10 +1,14 @@
 """``llmrank-graph export``: the whole MLP stack as a Parquet graph directory, or a thresholded
-subgraph as GraphML/GEXF for viewers (``--format``, :mod:`llmrank_graph.graph.viewer`)."""
+subgraph as GraphML/GEXF for viewers (``--format``, :mod:`llmrank_graph.graph.viewer`);
+``--attention`` adds the attention heads (:mod:`llmrank_graph.graph.heads`)."""
 
 from __future__ import annotations
 
+import inspect
+import json
 import time
 
+from ..data.calibration import calibrate
 from ..errors import InvalidArgumentError
 from ..graph.export import DEFAULT_EXPORT, EXPORT_FORMATS, default_export
 from ..graph.viewer import VIEW_EDGE_LIMIT, VIEW_FORMATS, to_networkx, write_viewer
@@ -55,6 +59,9 @@ def add_parser(sub) -> None:
     g.add_argument("--score", default=None, metavar="NAME",
                    help="ranks nodes for --top-nodes: a stored score column or a centrality (default: total strength)")
     _add_graph_options(p, DEFAULT_EXPORT, weighting_by_stats=True)
+    p.add_argument("--attention", action="store_true",
+                   help="add one node per attention head between the residual stream and each MLP (--mode chained; "
+                        "with --calibrate, calibrates the attention too)")
     _add_calibration(p)
     p.set_defaults(func=run)
 
@@ -82,6 +89,21 @@ def _viewer_args(args) -> dict:
     return out
 
 
+def _check_attention(args, source) -> None:
+    """``--attention``: refused before anything is loaded where it cannot be honoured."""
+    from ..models.attention import attention_spec
+
+    if args.calibrate and "attention" not in inspect.signature(calibrate).parameters:
+        raise InvalidArgumentError("--attention with --calibrate needs calibration statistics of the attention heads, "
+                                   "which this version of llmrank_graph.calibrate does not record; export without "
+                                   "--calibrate (and with --weighting abs)")
+    config = source.path / "config.json" if source is not None and source.path is not None else None
+    if config is not None and config.is_file():
+        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+        if model_type is not None:
+            attention_spec(model_type)  # UnsupportedArchitectureError naming the families with heads
+
+
 def run(args) -> int:
     from ..graph.mlpgraph import export_graph, read_graph
 
@@ -93,22 +115,27 @@ def run(args) -> int:
                                    f"{' or '.join(VIEW_FORMATS)} only")
     # --weighting's default is the pagerank scorer's with --calibrate, plain |W| without (default_export)
     typed = {k: getattr(args, k) for k in _EXPORT_FIELDS if getattr(args, k) is not None}
-    options = _relabel(GRAPH_OPTIONS, default_export(args.calibrate).replace, **typed)
+    if args.attention:
+        typed["attention"] = True
+    options = _relabel({**GRAPH_OPTIONS, "attention": "--attention"}, default_export(args.calibrate).replace, **typed)
     if args.graph is not None:
         if args.model is not None or args.calibrate or options != DEFAULT_EXPORT:
-            raise InvalidArgumentError("--model, --calibrate and the graph options apply to a model only; a graph "
-                                       "read with --graph keeps the options it was exported with")
+            raise InvalidArgumentError("--model, --calibrate, --attention and the graph options apply to a model only; "
+                                       "a graph read with --graph keeps the options it was exported with")
         out = preflight(args, out_kind="file" if viewer else "directory", owner=None if viewer else "graph",
                         suffixes=(f".{args.format}",) if viewer else (), model=False).out
         graph = _relabel(GRAPH_INPUT_OPTIONS, read_graph, args.graph)
     else:
         reads_text = args.calibrate or options.needs_stats
         no_text = f"export without --calibrate and with --weighting {PAGERANK_WITHOUT_STATS['weighting']}"
-        out = preflight(args, out_kind="file" if viewer else "directory", owner=None if viewer else "graph",
-                        suffixes=(f".{args.format}",) if viewer else (), reads_text=reads_text, no_text=no_text).out
+        checked = preflight(args, out_kind="file" if viewer else "directory", owner=None if viewer else "graph",
+                            suffixes=(f".{args.format}",) if viewer else (), reads_text=reads_text, no_text=no_text)
+        out = checked.out
+        if args.attention:
+            _check_attention(args, checked.source)
         texts = read_texts(args) if reads_text else None
         model, tok, _ = _load(args)
-        stats = _calibrate(args, model, tok, texts, no_text) if reads_text else None
+        stats = _calibrate(args, model, tok, texts, no_text, attention=args.attention) if reads_text else None
         graph = export_graph(model, stats, **options.as_dict())
     t = time.perf_counter()
     if viewer:

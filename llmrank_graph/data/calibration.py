@@ -15,7 +15,9 @@ statistics of a down projection: its input is the concatenation of the heads' ou
 head ``h`` owns input features ``h * head_dim : (h + 1) * head_dim``
 (:func:`~llmrank_graph.data.stats.head_norms`). With ``second_moments=True`` it gets its input's
 Gram matrix too (``(H hd)^2 * 8`` bytes per layer: 2.7 MB for SmolLM2-135M's 576), which the
-least-squares refit of the kept output columns needs after head pruning. Every layer's
+least-squares refit of the kept output columns needs after head pruning. The value projection
+(GPT-2's fused ``c_attn``) is recorded too, under ``names['v']`` (``names['qkv']``): its input
+is the attention's input, which an exported graph with heads needs. Every layer's
 attention runs before its MLP, so stopping after the last MLP loses nothing.
 
 Calibration stops after the last decoder layer's MLP: the final norm and the LM head (a fifth
@@ -241,7 +243,9 @@ def hook_mlps(mlps, second_moments: bool, attention: list[AttentionModules] | No
         attention output projection's).
     attention : list of AttentionModules, optional
         Also record the output projection of these attention layers
-        (:func:`llmrank_graph.models.attention.attention_layers`), under ``names['o']``.
+        (:func:`llmrank_graph.models.attention.attention_layers`), under ``names['o']``, and
+        their value projection (GPT-2: the fused ``c_attn``), under ``names['v']`` (``'qkv'``),
+        whose input is the attention's.
 
     Returns
     -------
@@ -262,6 +266,11 @@ def hook_mlps(mlps, second_moments: bool, attention: list[AttentionModules] | No
     for att in attention or ():
         rec = recorders[att.names["o"]] = _Recorder(second_moments, None, scratch)
         handles.append(att.o.register_forward_hook(rec))
+        # The attention's input (what the graph's residual nodes before the heads carry): the
+        # value projection's, or the fused projection's in GPT-2.
+        fused = att.v is None
+        rec = recorders[att.names["qkv" if fused else "v"]] = _Recorder(False, None, scratch)
+        handles.append((att.qkv if fused else att.v).register_forward_hook(rec))
     return recorders, handles
 
 

@@ -2,6 +2,7 @@
 
 - ``blocks``: the Block protocol, one non-negative matrix per pair of connected partitions;
 - ``export``: the graph options (:class:`ExportOptions`) and the export of a model's weights;
+- ``heads``: attention heads as nodes (their blocks, activations, and :func:`head_scores`);
 - ``parts``: the pieces a graph is built from, and building them from a node table and edge list;
 - ``meta``, ``scores``, ``storage``: the graph directory (its ``meta.json``, its stored score
   columns, the Parquet files written block by block and read lazily);
@@ -13,6 +14,7 @@ Imports ``kernels``, ``models`` and ``base`` only.
 """
 from .blocks import COMBINES, Block, DiagonalBlock, Partition, SparseBlock, WeightBlock
 from .examples import toy_graph
+from .heads import HeadBlock, head_scores
 from .mlpgraph import (
     DEFAULT_EXPORT,
     EXPORT_FORMATS,
@@ -43,7 +45,7 @@ from .storage import (
     stored_scores,
     write_graph,
 )
-from .streaming import SafetensorsBlock, export_graph_from_safetensors, safetensors_index
+from .streaming import SafetensorsBlock, SafetensorsHeadBlock, export_graph_from_safetensors, safetensors_index
 from .viewer import (
     VIEW_EDGE_BUDGET,
     VIEW_EDGE_LIMIT,
@@ -61,4 +63,5 @@ __all__ = ["toy_graph", "Partition", "Block", "WeightBlock", "DiagonalBlock", "S
            "NODE_COLUMNS", "EDGE_COLUMNS", "to_networkx", "select", "write_viewer", "VIEW_FORMATS", "VIEW_TOP_NODES",
            "VIEW_EDGE_BUDGET", "VIEW_EDGE_LIMIT", "VIEW_EXTRA", "MLPGraph", "ExportOptions", "DEFAULT_EXPORT",
            "export_graph", "read_graph", "GraphFormatError", "MODES", "GATES", "WEIGHTINGS", "EXPORT_FORMATS",
-           "export_graph_from_safetensors", "SafetensorsBlock", "safetensors_index"]
+           "export_graph_from_safetensors", "SafetensorsBlock", "SafetensorsHeadBlock", "safetensors_index",
+           "HeadBlock", "head_scores"]

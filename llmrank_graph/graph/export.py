@@ -1,14 +1,18 @@
 """From a model to the parts of its whole-MLP graph: the graph options and the export itself.
 
 :class:`ExportOptions` is the one value that says how a graph is built (mode, gate, residual,
-weighting, keep) and the one place that checks those options; :func:`export_parts` reads a
-model's MLP weights into the partitions and blocks of the graph (docs/design.md section 1),
+weighting, keep, attention) and the one place that checks those options; :func:`export_parts`
+reads a model's MLP weights (and, with ``attention=True``, its attention's value and output
+weights: :mod:`llmrank_graph.graph.heads`) into the partitions and blocks of the graph
+(docs/design.md section 1),
 and :func:`llmrank_graph.export_graph` builds the :class:`~llmrank_graph.MLPGraph` from them.
 :func:`mlp_partitions` is the partition layout shared with the safetensors export
 (:mod:`llmrank_graph.graph.streaming`).
 
 >>> [p.name for p in mlp_partitions(2, 4, [8, 8], "chained")]
 ['H0', 'I0', 'H1', 'I1', 'H2']
+>>> [p.name for p in mlp_partitions(2, 4, [8, 8], "chained", heads=[2, 2])]
+['R0', 'A0', 'H0', 'I0', 'R1', 'A1', 'H1', 'I1', 'R2']
 """
 
 from __future__ import annotations
@@ -18,13 +22,17 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 import torch
 
-from ..base.checks import check_choice, check_keep, check_residual
+from ..base.checks import check_bool, check_choice, check_keep, check_residual
+from ..errors import InvalidArgumentError
 from ..models.architectures import MLPModules, mlp_layers
+from ..models.attention import AttentionModules, attention_layers
 from .blocks import Block, DiagonalBlock, Partition, SparseBlock, WeightBlock
+from .heads import HeadBlock, attention_activations, head_weights
 from .parts import GraphParts
 
 __all__ = ["ExportOptions", "DEFAULT_EXPORT", "CALIBRATED_EXPORT", "default_export", "MODES", "GATES", "WEIGHTINGS",
-           "ACTIVATION_WEIGHTINGS", "EXPORT_FORMATS", "export_options", "mlp_partitions", "export_parts"]
+           "ACTIVATION_WEIGHTINGS", "EXPORT_FORMATS", "export_options", "mlp_partitions", "layer_partitions",
+           "export_parts"]
 
 MODES = ("chained", "isolated")
 GATES = ("up", "gate", "sum", "max")
@@ -56,6 +64,11 @@ class ExportOptions:
         See :func:`~llmrank_graph.export_graph`.
     keep : None, int >= 1 or float in (0, 1]
         Sparsification: top-k in-edges per node, or a global weight quantile.
+    attention : bool
+        Add the attention heads: one node per query head of every layer, between the residual
+        stream as the attention reads it and as the MLP reads it (``mode='chained'`` only;
+        docs/design.md section 1, "Attention heads in the graph"). Recorded in ``meta.json``
+        (and in :meth:`as_dict`) only when true, so a graph without heads is exactly as before.
 
     Example
     -------
@@ -72,6 +85,7 @@ class ExportOptions:
     residual: float = 0.0
     weighting: str = "abs"
     keep: int | float | None = None
+    attention: bool = False
 
     def __post_init__(self):
         check_choice("mode", self.mode, MODES)
@@ -79,6 +93,10 @@ class ExportOptions:
         object.__setattr__(self, "residual", check_residual(self.residual))
         check_choice("weighting", self.weighting, WEIGHTINGS)
         object.__setattr__(self, "keep", check_keep(self.keep))
+        object.__setattr__(self, "attention", check_bool("attention", self.attention))
+        if self.attention and self.mode != "chained":
+            raise InvalidArgumentError(f"`attention=True` needs mode='chained' (heads sit between the residual stream "
+                                       f"as the attention reads it and as the MLP reads it); got mode={self.mode!r}")
 
     @property
     def needs_stats(self) -> bool:
@@ -86,8 +104,15 @@ class ExportOptions:
         return self.weighting in ACTIVATION_WEIGHTINGS
 
     def as_dict(self) -> dict:
-        """The options as a plain dict (the keys of ``meta.json``)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """The options as a plain dict (the keys of ``meta.json``); ``attention`` only when true.
+
+        >>> list(ExportOptions().as_dict()), ExportOptions(attention=True).as_dict()["attention"]
+        (['mode', 'gate', 'residual', 'weighting', 'keep'], True)
+        """
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        if not self.attention:
+            del out["attention"]
+        return out
 
     def replace(self, **changes) -> ExportOptions:
         """A copy with some options changed (validated again)."""
@@ -124,16 +149,21 @@ def export_options(graph) -> ExportOptions | None:
     True
     """
     try:
-        return ExportOptions(**{f.name: graph.meta[f.name] for f in fields(ExportOptions)})
+        given = {f.name: graph.meta[f.name] for f in fields(ExportOptions) if f.name != "attention"}
+        return ExportOptions(**given, attention=graph.meta.get("attention", False))
     except (KeyError, ValueError, TypeError):
         return None
 
 
-def mlp_partitions(n_layers: int, hidden_size: int, intermediate_sizes: list[int], mode: str) -> list[Partition]:
+def mlp_partitions(n_layers: int, hidden_size: int, intermediate_sizes: list[int], mode: str,
+                   heads: list[int] | None = None) -> list[Partition]:
     """The partitions of the whole-MLP graph, in topological order, with their vertex offsets.
 
     ``mode="chained"``: ``H0, I0, H1, ..., I{L-1}, HL``; ``"isolated"``: ``H{l}_in, I{l},
-    H{l}_out`` for every layer. ``mode`` is trusted (checked by :class:`ExportOptions`).
+    H{l}_out`` for every layer. ``mode`` is trusted (checked by :class:`ExportOptions`). With
+    ``heads`` (query heads per layer; chained only) every layer starts with ``R{l}`` (the
+    residual stream as the attention reads it) and ``A{l}`` (its heads, kind ``'head'``), and
+    the last partition is ``R{L}``.
 
     >>> [(p.name, p.offset, p.size) for p in mlp_partitions(1, 2, [3], "isolated")]
     [('H0_in', 0, 2), ('I0', 2, 3), ('H0_out', 5, 2)]
@@ -148,9 +178,12 @@ def mlp_partitions(n_layers: int, hidden_size: int, intermediate_sizes: list[int
 
     if mode == "chained":
         for l in range(n_layers):
+            if heads is not None:
+                add(f"R{l}", l, "hidden", hidden_size)
+                add(f"A{l}", l, "head", heads[l])
             add(f"H{l}", l, "hidden", hidden_size)
             add(f"I{l}", l, "intermediate", intermediate_sizes[l])
-        add(f"H{n_layers}", n_layers, "hidden", hidden_size)
+        add(f"{'H' if heads is None else 'R'}{n_layers}", n_layers, "hidden", hidden_size)
     else:
         for l in range(n_layers):
             add(f"H{l}_in", l, "hidden", hidden_size)
@@ -212,17 +245,40 @@ def _layer_blocks(l: int, m: MLPModules, h_in: Partition, inter: Partition, h_ou
         up = WeightBlock(h_in, inter, l, f"gate_{opts.gate}_up",
                          [m.weight("up").detach(), m.weight("gate").detach()], opts.gate, scale_in)
     down = WeightBlock(inter, h_out, l, "down", [m.weight("down").detach()], "single", scale_mid)
-    if opts.weighting == "activation_share":
-        # Each source sends its activation norm, split over its out-edges in proportion to
-        # |W|: scale column u by a_u / sum_v |W_vu| (one read of the block, at export).
-        for b in (up, down):
-            col = b.col_scale
-            b.col_scale = None
-            total = b.out_strength(torch.float64)
-            b.col_scale = torch.where(total > 0, col / total, torch.zeros_like(col))
+    _share(opts, [up, down])
     blocks: list[Block] = [up, down]
     if opts.residual > 0:
         blocks.append(DiagonalBlock(h_in, h_out, l, opts.residual, scale_in))
+    return blocks
+
+
+def _share(opts: ExportOptions, blocks: list) -> None:
+    """Under ``activation_share``, turn each block's column scale ``a_u`` into ``a_u / sum_v |W_vu|``.
+
+    Each source sends its activation norm, split over its out-edges in proportion to |W| (one
+    read of the block, at export).
+    """
+    if opts.weighting != "activation_share":
+        return
+    for b in blocks:
+        col = b.col_scale
+        b.col_scale = None
+        total = b.out_strength(torch.float64)
+        b.col_scale = torch.where(total > 0, col / total, torch.zeros_like(col))
+
+
+def _attention_blocks(att: AttentionModules, r_in: Partition, heads: Partition, h_mlp: Partition,
+                      opts: ExportOptions, a_r: torch.Tensor | None, a_h: torch.Tensor | None) -> list[Block]:
+    """The value, output and residual blocks of layer ``att.layer``'s attention (``R -> A -> H``, ``R -> H``)."""
+    l = att.layer
+    scale_r = a_r if opts.needs_stats else None
+    w_v, w_o = head_weights(att)
+    value = HeadBlock(r_in, heads, l, "value", w_v, att.head_dim, att.group_size, scale_r)
+    output = HeadBlock(heads, h_mlp, l, "output", w_o, att.head_dim, 1, a_h if opts.needs_stats else None)
+    _share(opts, [value, output])
+    blocks: list[Block] = [value, output]
+    if opts.residual > 0:
+        blocks.append(DiagonalBlock(r_in, h_mlp, l, opts.residual, scale_r))
     return blocks
 
 
@@ -238,17 +294,24 @@ def export_parts(model, stats, options: ExportOptions) -> GraphParts:
     L = len(layers)
     d = layers[0].hidden_size
     sizes = [m.intermediate_size for m in layers]
-    parts = mlp_partitions(L, d, sizes, options.mode)
-    per_layer = 3 if options.mode == "isolated" else 2
+    atts = attention_layers(model) if options.attention else None
+    att_act = attention_activations(atts, stats, options.weighting) if atts and stats is not None else None
+    parts = mlp_partitions(L, d, sizes, options.mode, [a.num_heads for a in atts] if atts else None)
     act = np.full(parts[-1].stop, np.nan)
     blocks: list[Block] = []
     for l, m in enumerate(layers):
-        h_in, inter, h_out = parts[per_layer * l], parts[per_layer * l + 1], parts[per_layer * l + 2]
+        h_in, inter, h_out = layer_partitions(parts, l, options.mode, atts is not None)
         a_in = a_mid = None
         if stats is not None:
             a_in, a_mid = _layer_activation(act, stats, m, h_in, inter, h_out,
                                             options.mode == "isolated" or l == L - 1)
         blocks += _layer_blocks(l, m, h_in, inter, h_out, options, a_in, a_mid)
+        if atts:
+            r_in, heads = parts[4 * l], parts[4 * l + 1]
+            a_r, a_h = att_act[l] if att_act else (None, None)
+            if att_act:
+                act[r_in.offset:r_in.stop], act[heads.offset:heads.stop] = a_r.numpy(), a_h.numpy()
+            blocks += _attention_blocks(atts[l], r_in, heads, h_in, options, a_r, a_h)
     if options.keep is not None:
         blocks = _sparsify(blocks, options.keep)
     cfg = getattr(model, "config", None)
@@ -258,4 +321,18 @@ def export_parts(model, stats, options: ExportOptions) -> GraphParts:
         **options.as_dict(), "n_layers": L, "hidden_size": d, "intermediate_sizes": sizes,
         "has_stats": stats is not None,
     }
+    if atts:
+        meta.update(num_heads=[a.num_heads for a in atts], num_key_value_heads=[a.num_key_value_heads for a in atts],
+                    head_dim=atts[0].head_dim)
     return GraphParts(parts, blocks, act, meta)
+
+
+def layer_partitions(parts: list[Partition], layer: int, mode: str, heads: bool) -> tuple[Partition, ...]:
+    """MLP ``layer``'s input, intermediate and output partitions in the layout of :func:`mlp_partitions`.
+
+    >>> [p.name for p in layer_partitions(mlp_partitions(2, 4, [8, 8], "chained", [2, 2]), 1, "chained", True)]
+    ['H1', 'I1', 'R2']
+    """
+    per_layer, first = (3, 0) if mode == "isolated" else (4, 2) if heads else (2, 0)
+    i = per_layer * layer + first
+    return parts[i], parts[i + 1], parts[i + 2]

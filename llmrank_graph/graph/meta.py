@@ -32,8 +32,8 @@ from ..base.params import Boolean, Check, Constraint, InstanceOf, Interval, Opti
 from ..errors import GraphFormatError, InvalidArgumentError, InvalidArgumentTypeError
 
 __all__ = ["GRAPH_FORMAT", "FORMAT_VERSION", "EDGES_FILE", "NODES_FILE", "KINDS", "NODE_COLUMNS", "EDGE_COLUMNS",
-           "LAYOUTS", "REQUIRED_META", "LAYOUT_KEYS", "META_FIELDS", "read_format", "read_meta", "check_meta",
-           "check_fields", "check_files", "read_node_table", "short_list", "GRAPH_PATH"]
+           "LAYOUTS", "REQUIRED_META", "MLP_KINDS", "LAYOUT_KEYS", "META_FIELDS", "read_format", "read_meta",
+           "check_meta", "check_fields", "check_files", "read_node_table", "short_list", "GRAPH_PATH"]
 
 #: ``meta.json``'s ``format``: what marks a directory as a graph written by llmrank_graph.
 GRAPH_FORMAT = "llmrank_graph.MLPGraph"
@@ -41,8 +41,11 @@ GRAPH_FORMAT = "llmrank_graph.MLPGraph"
 FORMAT_VERSION = 2
 EDGES_FILE = "edges.parquet"
 NODES_FILE = "nodes.parquet"
-#: Node kinds: the residual-stream features and the MLP's intermediate neurons.
-KINDS = ("hidden", "intermediate")
+#: Node kinds: the residual-stream features, the MLP's intermediate neurons and (in graphs
+#: exported with ``attention=True``) the attention heads.
+KINDS = ("hidden", "intermediate", "head")
+#: The node kinds of a graph without heads (the categories of its node table's ``kind``).
+MLP_KINDS = KINDS[:2]
 #: Columns of the node table (stored score columns follow them).
 NODE_COLUMNS = ("vertex", "layer", "kind", "index", "activation", "partition")
 #: Columns of an edge list.
@@ -125,6 +128,10 @@ META_FIELDS: dict[str, Constraint] = {
     "hidden_size": Optional(Interval(int, 1)),
     "intermediate_sizes": Optional(Check(_int_list, "a list of ints >= 0")),
     "layers": Check(_int_list, "a list of layer numbers (ints >= 0)"),
+    "attention": Boolean(),
+    "num_heads": Optional(Check(_int_list, "a list of ints >= 0")),
+    "num_key_value_heads": Optional(Check(_int_list, "a list of ints >= 0")),
+    "head_dim": Optional(Interval(int, 1)),
 }
 #: Constraints of the entries of meta.json's collections.
 _FILE_SIZE = Interval(int, 0)
@@ -246,8 +253,8 @@ def _check_partitions(meta: dict, where: str) -> None:
         ok = (isinstance(p, list) and len(p) == 5 and isinstance(p[0], str) and p[2] in KINDS
               and all(isinstance(v, int) and not isinstance(v, bool) for v in p[1:2] + p[3:]))
         if not ok or p[1] < 0 or p[4] < 1:
-            raise _bad(where, f"partitions[{i}]", "[name, layer >= 0, 'hidden' or 'intermediate', offset, size >= 1]",
-                       p)
+            raise _bad(where, f"partitions[{i}]", "[name, layer >= 0, 'hidden', 'intermediate' or 'head', offset, "
+                       "size >= 1]", p)
         if p[3] != offset:
             raise _bad(where, f"partitions[{i}]", f"contiguous with the previous ones (offset {offset})", p)
         offset += p[4]

@@ -46,6 +46,7 @@ from ..base.optional import require_cudf, require_dask_cudf
 from ..base.params import Boolean, Check, InstanceOf, OneOf, Optional, validated
 from ..errors import GraphFormatError, InvalidArgumentError
 from ..models.architectures import MODEL, check_finite_weights, mlp_layers
+from ..models.attention import attention_layers, head_counts
 from .blocks import Block, Partition
 from .export import (
     DEFAULT_EXPORT,
@@ -58,7 +59,8 @@ from .export import (
     export_options,
     export_parts,
 )
-from .meta import EDGE_COLUMNS, EDGES_FILE, KINDS, check_fields, short_list
+from .heads import check_finite_attention
+from .meta import EDGE_COLUMNS, EDGES_FILE, KINDS, MLP_KINDS, check_fields, short_list
 from .parts import GraphParts, parts_from_tables
 from .scores import check_score_name, check_score_values, score_info
 from .storage import READ_PARAMETERS, WRITE_PARAMETERS, read_parts, with_progress, write_graph
@@ -193,6 +195,15 @@ class MLPGraph:
     def intermediate_partitions(self) -> list[Partition]:
         return [p for p in self.partitions if p.kind == "intermediate"]
 
+    def head_partitions(self) -> list[Partition]:
+        """The partitions of attention heads (``A{l}``), empty for a graph without them."""
+        return [p for p in self.partitions if p.kind == "head"]
+
+    @property
+    def has_heads(self) -> bool:
+        """True for a graph with attention-head nodes (``export_graph(..., attention=True)``)."""
+        return any(p.kind == "head" for p in self.partitions)
+
     def is_dag_by_partition(self) -> bool:
         """True when every edge goes from an earlier partition to a later one."""
         return all(b.src.position < b.dst.position for b in self.blocks)
@@ -266,7 +277,8 @@ class MLPGraph:
         return pd.DataFrame({
             "vertex": np.arange(self.n_nodes, dtype=np.int64),
             "layer": np.repeat([p.layer for p in parts], sizes).astype(np.int32),
-            "kind": pd.Categorical(np.repeat([p.kind for p in parts], sizes), categories=list(KINDS)),
+            "kind": pd.Categorical(np.repeat([p.kind for p in parts], sizes),
+                                   categories=list(KINDS if self.has_heads else MLP_KINDS)),
             "index": np.concatenate([np.arange(p.size, dtype=np.int64) for p in parts]) if parts else
             np.zeros(0, dtype=np.int64),
             "activation": self.activation.astype(np.float64),
@@ -402,6 +414,9 @@ class MLPGraph:
         d = layers[0].hidden_size if layers else 0
         want = (self.meta.get("n_layers"), self.meta.get("hidden_size"), self.meta.get("intermediate_sizes"))
         got = (len(layers), d, sizes)
+        if self.has_heads and tuple(want) == got and self.meta.get("num_heads") != [n for n, _ in head_counts(model)]:
+            raise InvalidArgumentError(f"`graph` does not match `model`: the graph has {self.meta.get('num_heads')} "
+                                       f"heads per layer but the model has {[n for n, _ in head_counts(model)]}")
         if tuple(want) != got:
             raise InvalidArgumentError(
                 "`graph` does not match `model`: the graph has (layers, hidden, intermediate sizes) = "
@@ -448,8 +463,8 @@ class MLPGraph:
 @validated({"model": MODEL, "options": InstanceOf((ExportOptions, type(None)), "an ExportOptions or None")})
 def export_graph(model, stats=None, mode: str | None = None, gate: str | None = None, residual: float | None = None,
                  weighting: str | None = None, keep: int | float | None = None, *,
-                 options: ExportOptions | None = None) -> MLPGraph:
-    """Export the MLP stack of ``model`` as one weighted multipartite DAG.
+                 options: ExportOptions | None = None, attention: bool | None = None) -> MLPGraph:
+    """Export the MLP stack of ``model`` (and with ``attention=True`` its heads) as one weighted multipartite DAG.
 
     Parameters
     ----------
@@ -473,6 +488,12 @@ def export_graph(model, stats=None, mode: str | None = None, gate: str | None = 
     keep : int or float, optional
         Sparsify: an int k keeps the k largest in-edges of every node in each weight block; a
         float q in (0, 1] keeps the edges at or above the global (1 - q) weight quantile.
+    attention : bool, default False
+        Add one node per attention head (kind ``'head'``): each layer becomes
+        ``R{l} -> A{l} -> H{l} -> I{l} -> R{l+1}``, with value and output edges from the heads'
+        OV path (:mod:`llmrank_graph.graph.heads`; docs/design.md section 1). Chained mode
+        only; with ``stats`` they must hold the attention's statistics
+        (``calibrate(..., attention=True)``).
     options : ExportOptions, optional
         All of the above in one value (the keywords given explicitly override it). Default:
         :func:`~llmrank_graph.graph.export.default_export` (:data:`~llmrank_graph.graph.export.CALIBRATED_EXPORT` with
@@ -503,8 +524,8 @@ def export_graph(model, stats=None, mode: str | None = None, gate: str | None = 
     >>> export_graph(model, stats).meta["weighting"], export_graph(model, stats, weighting="abs").meta["weighting"]
     ('activation_share', 'abs')
     """
-    given = {k: v for k, v in dict(mode=mode, gate=gate, residual=residual, weighting=weighting, keep=keep).items()
-             if v is not None}
+    given = {k: v for k, v in dict(mode=mode, gate=gate, residual=residual, weighting=weighting, keep=keep,
+                                   attention=attention).items() if v is not None}
     opts = options or default_export(stats is not None)
     if given:
         opts = opts.replace(**given)  # the one check of the graph options
@@ -514,6 +535,8 @@ def export_graph(model, stats=None, mode: str | None = None, gate: str | None = 
     if stats is not None:
         stats.check_model(model)
     check_finite_weights(mlp_layers(model))  # the one scan of this call
+    if opts.attention:
+        check_finite_attention(attention_layers(model))
     g = MLPGraph.from_parts(export_parts(model, stats, opts))
     logger.debug("exported %r", g)
     return g

@@ -21,6 +21,8 @@ from .meta import EDGE_COLUMNS, KINDS
 
 __all__ = ["GraphParts", "parts_from_tables", "check_weights", "check_edges"]
 
+#: The letter of a partition's name, by node kind (``R{l}`` partitions read back from a table are ``H``).
+_PREFIX = {"hidden": "H", "intermediate": "I", "head": "A"}
 #: Float32 bit patterns at or above this (as uint32) are inf, NaN or carry the sign bit.
 _FINITE_NONNEGATIVE_BITS = 0x7F800000
 
@@ -67,7 +69,7 @@ def _partitions_from_nodes(nodes: pd.DataFrame, where: str, error) -> list[Parti
         layer, kind = int(nodes["layer"].iat[a]), str(nodes["kind"].iat[a])
         if kind not in KINDS:
             raise error(f"{where}: node kind must be one of {', '.join(map(repr, KINDS))}; got {kind!r}")
-        name = f"{'H' if kind == 'hidden' else 'I'}{layer}"
+        name = f"{_PREFIX[kind]}{layer}"
         parts.append(Partition(pos, name, layer, kind, int(a), int(b - a)))
     if len({p.name for p in parts}) != len(parts):  # isolated-style graphs repeat H_l: name them by position
         parts = [Partition(p.position, f"{p.name}_{p.position}", p.layer, p.kind, p.offset, p.size) for p in parts]
@@ -197,8 +199,9 @@ def _blocks_from_edges(parts: list[Partition], src: np.ndarray, dst: np.ndarray,
     blocks: list[Block] = []
     for grp in np.split(order, bounds) if len(order) else []:
         a, b = parts[ps[grp[0]]], parts[pd_[grp[0]]]
-        layer = a.layer  # H_l -> I_l, I_l -> H_{l+1} and H_l -> H_{l+1} all belong to MLP l
-        role = "up" if b.kind == "intermediate" else ("down" if a.kind == "intermediate" else "residual")
+        layer = a.layer  # H_l -> I_l, I_l -> H_{l+1} and H_l -> H_{l+1} all belong to MLP l (R_l -> A_l to layer l)
+        role = ("value" if b.kind == "head" else "output" if a.kind == "head" else "up" if b.kind == "intermediate"
+                else "down" if a.kind == "intermediate" else "residual")
         blocks.append(SparseBlock(a, b, layer, role, dst[grp] - b.offset, src[grp] - a.offset, w[grp]))
     return blocks
 

@@ -430,12 +430,20 @@ def read_parts(path: str | os.PathLike, layers: Iterable[int] | None = None, *,
                     n_edges=sum(b.nnz for b in blocks), n_layers=len({p.layer for p in parts
                                                                      if p.kind == "intermediate"}),
                     intermediate_sizes=[p.size for p in parts if p.kind == "intermediate"])
+        _subset_heads(meta)
     if lazy is None:
         lazy = (path / EDGES_FILE).stat().st_size > LAZY_READ_BYTES
     if not lazy:
         blocks = [b.read() for b in blocks]
     logger.debug("read %s (%s)", path, "blocks on demand" if lazy else "in memory")
     return GraphParts(parts, blocks, act, meta, scores, info, path)
+
+
+def _subset_heads(meta: dict) -> None:
+    """The per-layer head counts of ``meta`` cut to its ``layers`` (a graph read with ``layers=``)."""
+    for key in ("num_heads", "num_key_value_heads"):
+        if isinstance(meta.get(key), list):
+            meta[key] = [meta[key][l] for l in meta["layers"] if l < len(meta[key])]
 
 
 def _check_node_table(nodes: pd.DataFrame, parts: list[Partition], n: int, where: str) -> None:

@@ -10,7 +10,9 @@ larger than RAM or GPU memory can be ranked on one GPU or a CPU::
     graph = export_graph_from_safetensors("path/to/Llama-2-70b-hf")
     res = pagerank(graph, backend="sweep", device="cuda")
 
-Only the file headers are read up front (to find the tensors and their shapes).
+Only the file headers are read up front (to find the tensors and their shapes). With
+``attention=True`` the value and output projections of every layer are read the same way, into
+the head blocks of :mod:`llmrank_graph.graph.heads`.
 """
 
 from __future__ import annotations
@@ -27,13 +29,15 @@ import torch
 from ..base.params import InstanceOf, Optional, validated
 from ..errors import FileFormatError, MissingInputError
 from ..models.architectures import get_architecture
+from ..models.attention import attention_spec
 from .blocks import Block, DiagonalBlock, WeightBlock
-from .export import ExportOptions, mlp_partitions
+from .export import ExportOptions, layer_partitions, mlp_partitions
+from .heads import HeadBlock
 from .mlpgraph import MLPGraph
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["export_graph_from_safetensors", "SafetensorsBlock", "safetensors_index"]
+__all__ = ["export_graph_from_safetensors", "SafetensorsBlock", "SafetensorsHeadBlock", "safetensors_index"]
 
 
 def safetensors_index(path: str | os.PathLike) -> dict[str, Path]:
@@ -125,6 +129,43 @@ class SafetensorsBlock(WeightBlock):
         yield WeightBlock(self.src, self.dst, self.layer, self.role, self.raw_weights(device), self.combine, None)
 
 
+class SafetensorsHeadBlock(HeadBlock):
+    """A head block (:class:`~llmrank_graph.graph.heads.HeadBlock`) whose weight is read from safetensors on demand.
+
+    ``entry`` is ``(file, tensor name, transpose)`` as in :class:`SafetensorsBlock`; ``rows``
+    the (start, stop) rows of the (out, in) weight that belong to the value projection (GPT-2's
+    fused ``c_attn``), None for the whole tensor.
+    """
+
+    resident = False
+
+    def __init__(self, src, dst, layer, role, entry: tuple[Path, str, bool], rows: tuple[int, int] | None,
+                 head_dim: int, group_size: int = 1):
+        super().__init__(src, dst, layer, role, None, head_dim, group_size)
+        self.entry, self.rows = entry, rows
+
+    def raw_weight(self, device=None) -> torch.Tensor:
+        from safetensors import safe_open
+
+        file, name, transpose = self.entry
+        with safe_open(str(file), framework="pt", device=_device_arg(device)) as h:
+            t = h.get_tensor(name)
+        t = t.t() if transpose else t
+        t = t if self.rows is None else t[self.rows[0]:self.rows[1]]
+        if not torch.isfinite(t).all():
+            raise FileFormatError(f"layer {self.layer}: tensor {name!r} in {file.name} has NaN or inf")
+        return t
+
+    def _weight_version(self):
+        file = self.entry[0]
+        return (str(file), file.stat().st_mtime_ns, file.stat().st_size)
+
+    @contextlib.contextmanager
+    def loaded(self, device=None):
+        yield WeightBlock(self.src, self.dst, self.layer, self.role, [self.reduced(self.raw_weight(device))], "single",
+                          None)
+
+
 def _layer_prefix(index: dict, spec) -> str:
     """The tensor-name prefix of the decoder layers (``model.layers``; ``h`` for bare GPT-2 files)."""
     parts = spec.layers.split(".")
@@ -182,13 +223,55 @@ class _Checkpoint:
             raise FileFormatError(f"`path` {str(path)!r} has no MLP layers")
         return d, sizes
 
-    def blocks(self, parts: list, n_layers: int, options: ExportOptions) -> list[Block]:
-        """The blocks of every layer, as :func:`~llmrank_graph.export_graph` lays them out."""
+    def attention(self):
+        """The family's AttentionSpec (UnsupportedArchitectureError, naming the supported ones, if none)."""
+        return attention_spec(self.spec.model_types[0])[1]
+
+    def heads(self, n_layers: int, cfg: dict, d: int) -> tuple[int, list[tuple[int, int]]]:
+        """The head size and every layer's (query heads, key/value heads), from config.json and the headers."""
+        att = self.attention()
+        n_cfg = cfg.get(att.heads_attr)
+        hd = cfg.get(att.head_dim_attr) if att.head_dim_attr else None
+        hd = hd or (d // n_cfg if isinstance(n_cfg, int) and n_cfg > 0 else None)
+        if not isinstance(hd, int) or hd < 1:
+            raise MissingInputError(f"attention=True needs the head size: config.json has no {att.heads_attr!r}"
+                                    + (f" or {att.head_dim_attr!r}" if att.head_dim_attr else ""))
+        counts = []
+        for l in range(n_layers):
+            f, name, tr = self.entry(l, f"{att.module}.{att.o}")
+            shp = _shape(f, name)
+            n = (shp[0] if tr else shp[1]) // hd
+            f, name, tr = self.entry(l, f"{att.module}.{att.qkv or att.v}")
+            shp = _shape(f, name)
+            out = shp[1] if tr else shp[0]
+            counts.append((n, (out - n * hd) // (2 * hd) if att.qkv else out // hd))
+        return hd, counts
+
+    def attention_blocks(self, l: int, r_in, heads, h_mlp, hd: int, kv: int, residual: float) -> list[Block]:
+        """Layer ``l``'s value, output and residual blocks, as :func:`~llmrank_graph.export_graph` lays them out."""
+        att = self.attention()
+        n = heads.size
+        v_entry = self.entry(l, f"{att.module}.{att.qkv or att.v}")
+        rows = ((n + kv) * hd, (n + 2 * kv) * hd) if att.qkv else None
+        blocks: list[Block] = [
+            SafetensorsHeadBlock(r_in, heads, l, "value", v_entry, rows, hd, n // kv),
+            SafetensorsHeadBlock(heads, h_mlp, l, "output", self.entry(l, f"{att.module}.{att.o}"), None, hd)]
+        if residual > 0:
+            blocks.append(DiagonalBlock(r_in, h_mlp, l, residual))
+        return blocks
+
+    def blocks(self, parts: list, n_layers: int, options: ExportOptions, heads=None) -> list[Block]:
+        """The blocks of every layer, as :func:`~llmrank_graph.export_graph` lays them out.
+
+        ``heads`` is :meth:`heads`' answer with ``options.attention``.
+        """
         spec, entry = self.spec, self.entry
-        per_layer = 3 if options.mode == "isolated" else 2
         blocks: list[Block] = []
         for l in range(n_layers):
-            h_in, inter, h_out = parts[per_layer * l], parts[per_layer * l + 1], parts[per_layer * l + 2]
+            h_in, inter, h_out = layer_partitions(parts, l, options.mode, options.attention)
+            if options.attention:
+                blocks += self.attention_blocks(l, parts[4 * l], parts[4 * l + 1], h_in, heads[0], heads[1][l][1],
+                                                options.residual)
             if not spec.gated or options.gate == "up":
                 blocks.append(SafetensorsBlock(h_in, inter, l, "up", [entry(l, spec.up)]))
             elif options.gate == "gate":
@@ -205,11 +288,13 @@ class _Checkpoint:
 @validated({"path": InstanceOf((str, os.PathLike), "a str or a path"),
             "model_type": Optional(InstanceOf(str, "a model type such as 'llama'"))})
 def export_graph_from_safetensors(path: str | os.PathLike, mode: str = "chained", gate: str = "up",
-                                  residual: float = 0.0, model_type: str | None = None) -> MLPGraph:
+                                  residual: float = 0.0, model_type: str | None = None, *,
+                                  attention: bool = False) -> MLPGraph:
     """The whole-MLP graph of a model directory, read lazily from its safetensors shards.
 
-    Same graph as ``export_graph(model, mode=mode, gate=gate, residual=residual)`` for the
-    model saved in ``path`` (no calibration statistics: ``weighting='abs'``, no ``keep``).
+    Same graph as ``export_graph(model, mode=mode, gate=gate, residual=residual,
+    attention=attention)`` for the model saved in ``path`` (no calibration statistics:
+    ``weighting='abs'``, no ``keep``).
 
     Parameters
     ----------
@@ -221,6 +306,9 @@ def export_graph_from_safetensors(path: str | os.PathLike, mode: str = "chained"
         Weight of the skip edges ``H_l,i -> H_{l+1},i``.
     model_type : str, optional
         ``config.model_type`` when ``path`` has no ``config.json``.
+    attention : bool
+        Add the attention heads (their value and output projections are read lazily too);
+        needs the head count (or size) in ``config.json``.
 
     Returns
     -------
@@ -249,16 +337,20 @@ def export_graph_from_safetensors(path: str | os.PathLike, mode: str = "chained"
     ...     print(graph.n_nodes, graph.resident, pagerank(graph, backend="sweep").converged)
     56 False True
     """
-    options = ExportOptions(mode=mode, gate=gate, residual=residual)  # the one check of the graph options
+    options = ExportOptions(mode=mode, gate=gate, residual=residual, attention=attention)  # the one check of them
     path = Path(path)
     cfg, model_type = _read_config(path, model_type)
     checkpoint = _Checkpoint(path, get_architecture(model_type))
     d, sizes = checkpoint.sizes(path)
-    parts = mlp_partitions(len(sizes), d, sizes, options.mode)
-    blocks = checkpoint.blocks(parts, len(sizes), options)
+    heads = checkpoint.heads(len(sizes), cfg, d) if options.attention else None
+    parts = mlp_partitions(len(sizes), d, sizes, options.mode, [n for n, _ in heads[1]] if heads else None)
+    blocks = checkpoint.blocks(parts, len(sizes), options, heads)
     meta = {"model": cfg.get("_name_or_path") or str(path), "model_type": model_type, **options.as_dict(),
             "n_layers": len(sizes), "hidden_size": d, "intermediate_sizes": sizes, "has_stats": False,
             "source": "safetensors"}
+    if heads:
+        meta.update(num_heads=[n for n, _ in heads[1]], num_key_value_heads=[kv for _, kv in heads[1]],
+                    head_dim=heads[0])
     g = MLPGraph(parts, blocks, np.full(parts[-1].stop, np.nan), meta)
     logger.debug("streamed %r from %s", g, path)
     return g

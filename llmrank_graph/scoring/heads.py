@@ -22,8 +22,9 @@ Built in:
 ``random``
     uniform random scores from one seeded generator over all layers.
 
-The graph centralities over head nodes (``pagerank`` on the whole network) come with the
-attention graph: they register here with :func:`register_head_scorer`.
+``pagerank``
+    the head's PageRank on the graph of the whole network, MLPs and attention heads
+    (``export_graph(..., attention=True)``), with the neuron scorer's defaults.
 
 Scores depend on the output projection only: in every supported family the query heads' output
 features are its input columns ``h * head_dim : (h + 1) * head_dim``
@@ -45,7 +46,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import ClassVar
 
@@ -57,16 +58,19 @@ from ..compensation.algebra import fluctuation
 from ..compensation.heads import o_weight
 from ..data.stats import ActivationStats, head_norms
 from ..errors import InvalidArgumentError
+from ..graph.heads import head_scores as graph_head_scores
+from ..graph.mlpgraph import export_graph
 from ..models.architectures import MODEL
 from ..models.attention import AttentionModules, attention_layers
 from .baselines import _seed
+from .graph import _PAGERANK_FN, PAGERANK_CENTRALITY, PAGERANK_EXPORT, PageRankScorer
 from .registry import Scorer
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["HeadScores", "HeadScorer", "register_head_scorer", "head_scorers", "head_scorer_class",
            "get_head_scorer", "score_heads", "HeadMagnitudeScorer", "HeadActivationScorer",
-           "HeadFlapScorer", "HeadRandomScorer"]
+           "HeadFlapScorer", "HeadRandomScorer", "HeadPageRankScorer"]
 
 
 @dataclass
@@ -238,13 +242,17 @@ class HeadScorer(Scorer):
             if check_input and not isinstance(stats, ActivationStats):
                 raise fail_type("stats", "an ActivationStats (llmrank_graph.calibrate) or None", stats)
             stats.check_attention(layers, means=self.needs_means(), why=f"head scorer {self.name!r}")
-        scores = {l: s.detach().to("cpu", torch.float64) for l, s in self._score_heads(layers, stats).items()}
+        scores = {l: s.detach().to("cpu", torch.float64) for l, s in self._score_model(model, layers, stats).items()}
         for layer, s in scores.items():
             if not torch.isfinite(s).all():
                 raise InvalidArgumentError(f"head scorer {self.name!r} produced NaN or inf scores in layer {layer}; "
                                            "check the weights and stats")
         logger.debug("head scorer %r scored %d layers in %.3fs", self.name, len(scores), time.perf_counter() - t0)
         return HeadScores(scores, self.name, self.get_params())
+
+    def _score_model(self, model, layers: list[AttentionModules], stats) -> dict[int, torch.Tensor]:
+        """All layers' scores; the scorers that read the whole model (a graph of it) override this."""
+        return self._score_heads(layers, stats)
 
     def _score_heads(self, layers: list[AttentionModules], stats) -> dict[int, torch.Tensor]:
         return {att.layer: self._head(att, stats) for att in layers}
@@ -354,6 +362,51 @@ class HeadRandomScorer(HeadScorer):
         return {att.layer: torch.rand(att.num_heads, generator=g, dtype=torch.float64) for att in layers}
 
 
-for _cls in (HeadMagnitudeScorer, HeadActivationScorer, HeadFlapScorer, HeadRandomScorer):
+class HeadPageRankScorer(HeadScorer):
+    """Global PageRank of the head nodes on the graph of the whole network, MLPs and attention.
+
+    The graph is ``export_graph(model, stats, attention=True, gate=, residual=, weighting=,
+    keep=)`` (chained: docs/design.md, "Attention heads in the graph"), the centrality
+    ``pagerank(graph, alpha=, personalization=, direction=, backend=, tol=, max_iter=)``, both with
+    the defaults of the neuron scorer ``pagerank``
+    (:data:`~llmrank_graph.scoring.graph.PAGERANK_DEFAULTS`); a head's score is its node's
+    (:func:`llmrank_graph.graph.heads.head_scores`). With the default activation weighting the
+    statistics must come from ``calibrate(..., attention=True)``.
+
+    Example
+    -------
+    >>> HeadPageRankScorer().needs_stats(), HeadPageRankScorer(weighting="abs", personalization="uniform").needs_stats()
+    (True, False)
+    """
+
+    name = "pagerank"
+    description = "global PageRank of the head nodes of the whole network's graph (MLPs and attention)"
+    _parameter_constraints: ClassVar[Mapping[str, Constraint]] = MappingProxyType({
+        k: c for k, c in PageRankScorer._parameter_constraints.items() if k not in ("mode", "graph", "prune_hidden")})
+
+    def __init__(self, *, gate: str = PAGERANK_EXPORT.gate, residual: float = PAGERANK_EXPORT.residual,
+                 weighting: str = PAGERANK_EXPORT.weighting, keep: int | float | None = PAGERANK_EXPORT.keep,
+                 direction: str = PAGERANK_CENTRALITY["direction"],
+                 personalization=PAGERANK_CENTRALITY["personalization"],
+                 alpha: float = PAGERANK_CENTRALITY["alpha"], backend: str = PAGERANK_CENTRALITY["backend"],
+                 tol: float = _PAGERANK_FN["tol"], max_iter: int = _PAGERANK_FN["max_iter"]):
+        self.gate, self.residual, self.weighting, self.keep = gate, residual, weighting, keep
+        self.direction, self.personalization, self.alpha = direction, personalization, alpha
+        self.backend, self.tol, self.max_iter = backend, tol, max_iter
+
+    def _neuron_scorer(self) -> PageRankScorer:
+        """The neuron scorer of the same parameters: its options, its centrality call."""
+        return PageRankScorer(mode="chained", **self.get_params())
+
+    def needs_stats(self) -> bool:
+        return self._neuron_scorer().needs_stats()
+
+    def _score_model(self, model, layers, stats):
+        inner = self._neuron_scorer()
+        graph = export_graph(model, stats, options=replace(inner.export_options, attention=True))
+        return graph_head_scores(graph, inner._centrality(graph).scores)
+
+
+for _cls in (HeadMagnitudeScorer, HeadActivationScorer, HeadFlapScorer, HeadRandomScorer, HeadPageRankScorer):
     register_head_scorer(_cls)
 del _cls
