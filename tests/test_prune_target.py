@@ -184,7 +184,7 @@ def test_both_splits_parameters_by_name_and_refuses_unknown_ones(calibrated):
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(target="nope"), "`target` must be one of 'mlp', 'attention', 'both'"),
-    (dict(target="attention", method="pagerank"), "'pagerank' has no head scorer"),
+    (dict(target="attention", method="wanda-sp"), "'wanda-sp' has no head scorer"),
     (dict(target="attention", sequential=True, input_ids=torch.zeros(1, 4, dtype=torch.long)),
      "`sequential=True` .* cannot prune attention heads"),
     (dict(target="both", prune_hidden=True, how="zero"), "`prune_hidden=True`.*target='both'"),
@@ -257,7 +257,7 @@ def test_cli_target_mlp_is_the_default(model_dir, text_file, tmp_path, capsys):
 
 @pytest.mark.parametrize("extra, message", [
     (["--target", "nope"], "invalid choice: 'nope'"),
-    (["--target", "attention"], "`--method` 'pagerank' has no head scorer"),
+    (["--target", "attention", "--method", "katz"], "`--method` 'katz' has no head scorer"),
     (["--target", "attention", "--method", "flap", "--sequential"], "`--sequential`"),
     (["--target", "attention", "--method", "flap", "--prune-hidden", "--how", "zero"], "`--prune-hidden`"),
     (["--target", "attention", "--method", "magnitude", "--param", "which=up"], "`--param` 'which'"),

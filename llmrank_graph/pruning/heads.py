@@ -17,35 +17,28 @@ head.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from .._version import __version__
 from ..base.checks import fail, fail_type
-from ..base.files import save_safetensors_atomic
 from ..base.params import InstanceOf, OneOf, validate
-from ..errors import FileFormatError, InvalidArgumentError, InvalidArgumentTypeError, MissingInputError
+from ..errors import InvalidArgumentError
 from ..models.architectures import MODEL
 from ..models.attention import AttentionModules, attention_layers
 from ..models.saved_format import original_intermediate_size, record_sizes
 from .core import HOWS
-from .masks import _as_keep, _as_layer, _same
+from .keeps import LayerKeeps, _same, keep_tensors
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["HeadMask", "remove_heads", "removed_parameters"]
 
-_FORMAT = "llmrank_graph.HeadMask"
-
-
-class HeadMask:
+class HeadMask(LayerKeeps):
     """Which query heads of each attention layer to keep.
 
     Parameters
@@ -73,20 +66,17 @@ class HeadMask:
     [1, 3]
     """
 
+    _KEEPS = "heads"
+    _FORMAT = "llmrank_graph.HeadMask"
+    _KINDS = ("heads",)
+
     def __init__(self, heads: Mapping[int, torch.Tensor], meta: dict | None = None):
         what = "a non-empty mapping of layer -> bool keep-tensor over the query heads"
         if not isinstance(heads, Mapping):
             raise fail_type("heads", what, heads)
         if not heads:
             raise fail("heads", what, heads)
-        self.heads: dict[int, torch.Tensor] = {}
-        for key in sorted(heads, key=lambda k: _as_layer(k, "`heads`")):
-            layer = _as_layer(key, "`heads`")
-            keep = _as_keep(heads[key], f"`heads[{layer}]`")
-            if not keep.any():
-                raise InvalidArgumentError(f"`heads[{layer}]` keeps no head of layer {layer} (all {keep.numel()} "
-                                           "pruned); a layer must keep at least one")
-            self.heads[layer] = keep
+        self.heads: dict[int, torch.Tensor] = keep_tensors("heads", heads, "head")
         self.meta: dict = dict(meta or {})
 
     @classmethod
@@ -94,48 +84,7 @@ class HeadMask:
         """The mask that keeps every head of ``model`` (one entry per layer, of its current head count)."""
         return cls({a.layer: torch.ones(a.num_heads, dtype=torch.bool) for a in attention_layers(model)}, meta)
 
-    # ------------------------------------------------------------------ summaries
-    @property
-    def layers(self) -> list[int]:
-        """Layer indices, in order."""
-        return list(self.heads)
-
-    def sizes(self) -> list[int]:
-        """Query heads kept in each layer, in layer order."""
-        return [int(k.sum()) for k in self.heads.values()]
-
-    def n_total(self, layer: int | None = None) -> int:
-        """Query heads (kept or not), in one layer or in all."""
-        return int(sum(k.numel() for k in self._select(layer)))
-
-    def n_kept(self, layer: int | None = None) -> int:
-        """Query heads kept, in one layer or in all."""
-        return int(sum(int(k.sum()) for k in self._select(layer)))
-
-    def n_pruned(self, layer: int | None = None) -> int:
-        """Query heads pruned, in one layer or in all."""
-        return self.n_total(layer) - self.n_kept(layer)
-
-    @property
-    def fraction(self) -> float:
-        """Fraction of all query heads that are pruned."""
-        return self.n_pruned() / self.n_total()
-
-    def kept_indices(self, layer: int) -> torch.Tensor:
-        """Indices of the kept query heads of ``layer``, ascending (int64)."""
-        return self._select(layer)[0].nonzero().flatten()
-
-    def pruned_indices(self, layer: int) -> torch.Tensor:
-        """Indices of the pruned query heads of ``layer``, ascending (int64)."""
-        return (~self._select(layer)[0]).nonzero().flatten()
-
-    def _select(self, layer: int | None) -> list[torch.Tensor]:
-        if layer is None:
-            return list(self.heads.values())
-        if layer not in self.heads:
-            raise KeyError(f"`layer` must be one of {self.layers}; got {layer!r}")
-        return [self.heads[layer]]
-
+    # ------------------------------------------------------------------ summaries (counts: LayerKeeps)
     def __repr__(self) -> str:
         return (f"HeadMask({len(self.heads)} layers, kept {self.n_kept()}/{self.n_total()} query heads "
                 f"({self.fraction:.1%} pruned))")
@@ -144,8 +93,6 @@ class HeadMask:
         if not isinstance(other, HeadMask):
             return NotImplemented
         return _same(self.heads, other.heads) and self.meta == other.meta
-
-    __hash__ = None  # mutable container of tensors
 
     # ------------------------------------------------------------------ model check
     def check_model(self, model_or_layers: nn.Module | list[AttentionModules]) -> None:
@@ -211,9 +158,7 @@ class HeadMask:
         ...     HeadMask.load(mask.save(f"{d}/heads.safetensors")) == mask
         True
         """
-        tensors = {f"heads.{l}": k.contiguous() for l, k in self.heads.items()}
-        metadata = {"format": _FORMAT, "version": __version__, "meta": json.dumps(self.meta)}
-        return save_safetensors_atomic(tensors, path, metadata, overwrite=overwrite)
+        return self._save({f"heads.{l}": k.contiguous() for l, k in self.heads.items()}, {}, path, overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "HeadMask":
@@ -226,31 +171,11 @@ class HeadMask:
         FileFormatError
             Not a HeadMask file, or damaged or truncated (naming the file).
         """
-        if not isinstance(path, (str, os.PathLike)):
-            raise fail_type("path", "a str or a path", path)
-        path = Path(path).expanduser()
-        if not path.is_file():
-            raise MissingInputError(f"`path` {str(path)!r} does not exist")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                metadata = f.metadata() or {}
-                if metadata.get("format") != _FORMAT:
-                    raise FileFormatError(f"`path` {str(path)!r} is not an llmrank_graph HeadMask file")
-                heads = {}
-                for key in f.keys():
-                    kind, _, layer = key.partition(".")
-                    if kind != "heads" or not layer.isdigit():
-                        raise FileFormatError(f"`path` {str(path)!r} has an unexpected tensor {key!r}; a HeadMask "
-                                              "file holds 'heads.<layer>'")
-                    heads[int(layer)] = f.get_tensor(key)
-            return cls(heads, json.loads(metadata.get("meta", "{}")))
-        except FileFormatError:
-            raise
-        except (SafetensorError, OSError, json.JSONDecodeError) as e:
-            raise FileFormatError(f"`path` {str(path)!r} is not a readable HeadMask file (truncated or "
-                                  f"damaged?): {e}") from None
-        except (InvalidArgumentError, InvalidArgumentTypeError) as e:
-            raise FileFormatError(f"`path` {str(path)!r} holds an invalid HeadMask: {e}") from None
+        return cls._load(path)
+
+    @classmethod
+    def _from_file(cls, groups, metadata, meta):
+        return cls(groups["heads"], meta)
 
 
 def removed_parameters(model: nn.Module, mask: HeadMask) -> int:

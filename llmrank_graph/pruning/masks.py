@@ -45,16 +45,14 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from .._version import __version__
 from ..base.checks import fail, fail_type, is_real
-from ..base.files import save_safetensors_atomic
 from ..base.params import Check, Interval, OneOf, validate
-from ..errors import FileFormatError, InvalidArgumentError, InvalidArgumentTypeError, MissingInputError
+from ..errors import InvalidArgumentError
 from ..models.architectures import mlp_layers
 from .allocation import ALLOCATIONS, ROUNDINGS, choose, prune_lowest
+from .keeps import LayerKeeps, _as_keep, _as_layer, _same, keep_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -62,33 +60,8 @@ logger = logging.getLogger(__name__)
 # are re-exported here, where users found them.
 __all__ = ["NeuronMask", "allocate", "ALLOCATIONS", "ROUNDINGS", "check_amount", "prune_lowest"]
 
-_FORMAT = "llmrank_graph.NeuronMask"
 
-
-def _as_keep(t, what: str) -> torch.Tensor:
-    try:
-        t = torch.as_tensor(t)
-    except (TypeError, ValueError, RuntimeError):
-        raise InvalidArgumentTypeError(f"{what} must be a bool tensor (True = kept); got {type(t).__name__}") from None
-    if t.dtype != torch.bool:
-        raise InvalidArgumentTypeError(f"{what} must be a bool tensor (True = kept); got dtype {t.dtype}")
-    if t.dim() != 1 or t.numel() == 0:
-        raise InvalidArgumentError(f"{what} must be a non-empty 1-D bool tensor; got shape {tuple(t.shape)}")
-    return t.detach().to("cpu").clone()
-
-
-def _as_layer(key, what: str) -> int:
-    if isinstance(key, str) and key.lstrip("-").isdigit():
-        key = int(key)
-    message = f"{what} keys must be non-negative layer indices; got {key!r}"
-    if isinstance(key, bool) or not isinstance(key, numbers.Integral):
-        raise InvalidArgumentTypeError(message)
-    if int(key) < 0:
-        raise InvalidArgumentError(message)
-    return int(key)
-
-
-class NeuronMask:
+class NeuronMask(LayerKeeps):
     """Which neurons of each MLP layer to keep.
 
     Parameters
@@ -122,6 +95,10 @@ class NeuronMask:
     [2, 2]
     """
 
+    _KEEPS = "intermediate"
+    _FORMAT = "llmrank_graph.NeuronMask"
+    _KINDS = ("intermediate", "hidden")
+
     def __init__(self, intermediate: Mapping[int, torch.Tensor], hidden: Mapping[int, torch.Tensor] | None = None,
                  meta: dict | None = None):
         what = "a non-empty mapping of layer -> bool keep-tensor"
@@ -129,14 +106,7 @@ class NeuronMask:
             raise fail_type("intermediate", what, intermediate)
         if not intermediate:
             raise fail("intermediate", what, intermediate)
-        self.intermediate: dict[int, torch.Tensor] = {}
-        for key in sorted(intermediate, key=lambda k: _as_layer(k, "`intermediate`")):
-            layer = _as_layer(key, "`intermediate`")
-            keep = _as_keep(intermediate[key], f"`intermediate[{layer}]`")
-            if not keep.any():
-                raise InvalidArgumentError(f"`intermediate[{layer}]` keeps no neuron of layer {layer} "
-                                           f"(all {keep.numel()} pruned); a layer must keep at least one")
-            self.intermediate[layer] = keep
+        self.intermediate: dict[int, torch.Tensor] = keep_tensors("intermediate", intermediate, "neuron")
         self.hidden: dict[int, torch.Tensor] | None = None
         if hidden is not None:
             if not isinstance(hidden, Mapping):
@@ -150,51 +120,10 @@ class NeuronMask:
                 self.hidden[layer] = _as_keep(hidden[key], f"`hidden[{layer}]`")
         self.meta: dict = dict(meta or {})
 
-    # ------------------------------------------------------------------ summaries
-    @property
-    def layers(self) -> list[int]:
-        """Layer indices, in order."""
-        return list(self.intermediate)
-
-    def sizes(self) -> list[int]:
-        """Number of intermediate neurons kept in each layer, in layer order."""
-        return [int(k.sum()) for k in self.intermediate.values()]
-
-    def n_total(self, layer: int | None = None) -> int:
-        """Number of intermediate neurons (kept or not), in one layer or in all."""
-        return int(sum(k.numel() for k in self._select(layer)))
-
-    def n_kept(self, layer: int | None = None) -> int:
-        """Number of intermediate neurons kept, in one layer or in all."""
-        return int(sum(int(k.sum()) for k in self._select(layer)))
-
-    def n_pruned(self, layer: int | None = None) -> int:
-        """Number of intermediate neurons pruned, in one layer or in all."""
-        return self.n_total(layer) - self.n_kept(layer)
-
-    @property
-    def fraction(self) -> float:
-        """Fraction of all intermediate neurons that are pruned."""
-        return self.n_pruned() / self.n_total()
-
-    def kept_indices(self, layer: int) -> torch.Tensor:
-        """Indices of the kept intermediate neurons of ``layer``, ascending (int64)."""
-        return self._select(layer)[0].nonzero().flatten()
-
-    def pruned_indices(self, layer: int) -> torch.Tensor:
-        """Indices of the pruned intermediate neurons of ``layer``, ascending (int64)."""
-        return (~self._select(layer)[0]).nonzero().flatten()
-
+    # ------------------------------------------------------------------ summaries (counts: LayerKeeps)
     def n_hidden_pruned(self) -> int:
         """Number of hidden channels (down_proj rows) pruned over all layers (0 without ``hidden``)."""
         return int(sum(int((~k).sum()) for k in (self.hidden or {}).values()))
-
-    def _select(self, layer: int | None) -> list[torch.Tensor]:
-        if layer is None:
-            return list(self.intermediate.values())
-        if layer not in self.intermediate:
-            raise KeyError(f"`layer` must be one of {self.layers}; got {layer!r}")
-        return [self.intermediate[layer]]
 
     def __repr__(self) -> str:
         extra = f", hidden pruned={self.n_hidden_pruned()}" if self.hidden is not None else ""
@@ -206,8 +135,6 @@ class NeuronMask:
             return NotImplemented
         return (_same(self.intermediate, other.intermediate) and _same(self.hidden, other.hidden)
                 and self.meta == other.meta)
-
-    __hash__ = None  # mutable container of tensors
 
     # ------------------------------------------------------------------ model check
     def check_model(self, model: nn.Module) -> None:
@@ -306,9 +233,7 @@ class NeuronMask:
         tensors = {f"intermediate.{l}": k.contiguous() for l, k in self.intermediate.items()}
         for l, k in (self.hidden or {}).items():
             tensors[f"hidden.{l}"] = k.contiguous()
-        metadata = {"format": _FORMAT, "version": __version__, "has_hidden": json.dumps(self.hidden is not None),
-                    "meta": json.dumps(self.meta)}
-        return save_safetensors_atomic(tensors, path, metadata, overwrite=overwrite)
+        return self._save(tensors, {"has_hidden": json.dumps(self.hidden is not None)}, path, overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "NeuronMask":
@@ -322,39 +247,12 @@ class NeuronMask:
             If the file is not a NeuronMask file, or is damaged or truncated (a ValueError
             naming the file).
         """
-        if not isinstance(path, (str, os.PathLike)):
-            raise fail_type("path", "a str or a path", path)
-        path = Path(path).expanduser()
-        if not path.is_file():
-            raise MissingInputError(f"`path` {str(path)!r} does not exist")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                metadata = f.metadata() or {}
-                if metadata.get("format") != _FORMAT:
-                    raise FileFormatError(f"`path` {str(path)!r} is not an llmrank_graph NeuronMask file")
-                inter, hidden = {}, {}
-                for key in f.keys():
-                    kind, _, layer = key.partition(".")
-                    if kind not in ("intermediate", "hidden") or not layer.isdigit():
-                        raise FileFormatError(f"`path` {str(path)!r} has an unexpected tensor {key!r}; a NeuronMask "
-                                              "file holds 'intermediate.<layer>' and 'hidden.<layer>'")
-                    (inter if kind == "intermediate" else hidden)[int(layer)] = f.get_tensor(key)
-            has_hidden = json.loads(metadata.get("has_hidden", "false"))
-            meta = json.loads(metadata.get("meta", "{}"))
-            return cls(inter, hidden if has_hidden else None, meta)
-        except FileFormatError:
-            raise
-        except (SafetensorError, OSError, json.JSONDecodeError) as e:
-            raise FileFormatError(f"`path` {str(path)!r} is not a readable NeuronMask file (truncated or "
-                                  f"damaged?): {e}") from None
-        except (InvalidArgumentError, InvalidArgumentTypeError) as e:
-            raise FileFormatError(f"`path` {str(path)!r} holds an invalid NeuronMask: {e}") from None
+        return cls._load(path)
 
-
-def _same(a: dict | None, b: dict | None) -> bool:
-    if a is None or b is None:
-        return a is None and b is None
-    return list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+    @classmethod
+    def _from_file(cls, groups, metadata, meta):
+        has_hidden = json.loads(metadata.get("has_hidden", "false"))
+        return cls(groups["intermediate"], groups["hidden"] if has_hidden else None, meta)
 
 
 # ---------------------------------------------------------------------------- allocation
