@@ -24,6 +24,19 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "browser: drives headless Chromium with Playwright (skipped without them)")
 
 
+@pytest.fixture(autouse=True)
+def _evaluation_cache_in_tmp(tmp_path_factory, monkeypatch):
+    """Keep the tests' cached dense perplexities out of the user's cache directory.
+
+    The models stay where they are (the real model's converted weights are reused), but the
+    evaluation cache of ``prune`` (:mod:`llmrank_graph.data.cache`) is a fresh directory per test.
+    """
+    from llmrank_graph.data import cache
+
+    evaluations = tmp_path_factory.mktemp("evaluations")
+    monkeypatch.setattr(cache, "cache_dir", lambda: evaluations)
+
+
 def chromium_executable() -> str | None:
     """The system Chromium: $LLMRANK_GRAPH_CHROMIUM, else `chromium` or `chromium-browser` on PATH."""
     import os

@@ -24,6 +24,7 @@ from llmrank_graph.data.cache import (
     write_cached,
 )
 from llmrank_graph.data.evaluation import perplexity
+from llmrank_graph.models.loading import cache_dir as models_cache_dir
 from llmrank_graph.models.loading import check_model_path
 
 
@@ -31,6 +32,7 @@ from llmrank_graph.models.loading import check_model_path
 def cache_home(tmp_path, monkeypatch):
     home = tmp_path / "cache"
     monkeypatch.setenv("LLMRANK_GRAPH_CACHE", str(home))
+    monkeypatch.setattr(cache, "cache_dir", models_cache_dir)  # the conftest moved it aside; here it is the real one
     return home
 
 

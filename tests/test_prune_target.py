@@ -284,3 +284,25 @@ def test_cli_refuses_a_family_without_heads_before_loading(model_dir, text_file,
     monkeypatch.setitem(arch._REGISTRY, "llama", dataclasses.replace(spec, attention=None))
     assert _prune(model_dir, text_file, tmp_path / "p", "--target", "attention", "--method", "flap") == 2
     assert "no attention-head support" in capsys.readouterr().err
+
+
+def test_cli_min_keep_is_each_layers_floor_of_heads_and_neurons(model_dir, text_file, tmp_path, capsys):
+    # Without a floor the local allocation refuses to empty the layers (above); with one it keeps it.
+    assert _prune(model_dir, text_file, tmp_path / "h", "--target", "attention", "--method", "flap", "--amount",
+                  "0.99", "--allocation", "local", "--min-keep", "1") == 0
+    mask = HeadMask.load(tmp_path / "h" / "llmrank_graph" / "head_mask.safetensors")
+    assert min(mask.sizes()) >= 1 and mask.n_pruned() > 0
+    capsys.readouterr()
+    assert _prune(model_dir, text_file, tmp_path / "n", "--method", "activation", "--amount", "0.4",
+                  "--allocation", "global", "--min-keep", "0.5") == 0
+    neurons = lg.pruning.NeuronMask.load(tmp_path / "n" / "llmrank_graph" / "neuron_mask.safetensors")
+    assert all(neurons.n_kept(layer) >= 0.5 * neurons.n_total(layer) for layer in neurons.layers)
+
+
+@pytest.mark.parametrize("value, message", [("-1", "`--min-keep` must be None, an int >= 0 or a float in [0, 1)"),
+                                            ("1.5", "`--min-keep` must be None, an int >= 0 or a float in [0, 1)"),
+                                            ("lots", "expected an int >= 0 or a float in [0, 1)")])
+def test_cli_min_keep_refuses_bad_values(model_dir, text_file, tmp_path, capsys, value, message):
+    assert _prune(model_dir, text_file, tmp_path / "p", "--min-keep", value) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()

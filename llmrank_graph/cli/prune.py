@@ -9,6 +9,7 @@ would remove every head of a layer) is checked before it loads.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import inspect
 import logging
@@ -35,7 +36,7 @@ from ..models.architectures import UnsupportedArchitectureError, intermediate_si
 from ..models.attention import attention_layers, attention_spec
 from ..models.saved_format import PrunedEntry, read_config
 from ..pruning.head_allocation import allocate_both_checked, allocate_heads_checked, layer_parameters
-from ..pruning.masks import ALLOCATIONS, allocate_checked, check_amount
+from ..pruning.masks import ALLOCATIONS, allocate_checked, check_amount, check_min_keep
 from ..pruning.prune import TARGETS, check_target_options
 from ..pruning.surgery import HOWS, prune_model, save_pruned
 from ..scoring.heads import head_scorer_class
@@ -80,6 +81,10 @@ def add_parser(sub) -> None:
                         "--target both, of the MLP + attention parameters (default %(default)s)")
     p.add_argument("--allocation", default=_default(prune_model, "allocation"), choices=ALLOCATIONS,
                    help="(default: %(default)s)")
+    p.add_argument("--min-keep", type=_min_keep, default=None, metavar="K",
+                   help="per-layer floor: an int keeps at least K neurons (heads, with --target attention or both) "
+                        "in every layer, a float in [0, 1) that fraction (default: the allocation's own, 5%% for "
+                        "global)")
     p.add_argument("--how", default=_default(prune_model, "how"), choices=HOWS, help="(default: %(default)s)")
     p.add_argument("--mode", default=_default(prune_model, "mode"), choices=MODES, help="(default: %(default)s)")
     p.add_argument("--prune-hidden", action="store_true",
@@ -117,6 +122,17 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _min_keep(text: str) -> int | float:
+    """``--min-keep``: an int (a count) or a float (a fraction), as written; checked by the allocation."""
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an int >= 0 or a float in [0, 1), got {text!r}") from None
+
+
 def _fmt_int(n: int) -> str:
     return f"{n / 1e6:.2f}M"
 
@@ -147,8 +163,8 @@ def _log_second_moments(args, model, scorer) -> None:
                 "; --compensate none skips them" if by_compensate else "")
 
 
-#: prune_model's parameters -> prune's options, for the allocation's messages (min_keep has none).
-_ALLOCATION_OPTIONS = {"amount": "--amount", "allocation": "--allocation", "min_keep": None}
+#: prune_model's parameters -> prune's options, for the allocation's messages.
+_ALLOCATION_OPTIONS = {"amount": "--amount", "allocation": "--allocation", "min_keep": "--min-keep"}
 #: prune_model's parameters -> prune's options (its `ridge` is the compensation's, whatever a scorer's is).
 _PRUNE_OPTIONS = {**_ALLOCATION_OPTIONS, "method": "--method", "how": "--how", "mode": "--mode",
                   "prune_hidden": "--prune-hidden", "compensate": "--compensate", "ridge": "--ridge",
@@ -202,7 +218,7 @@ def check_allocation(args, inter: list[int], hidden: list[int]) -> None:
                           method=args.method)
     # The rounding prune_model uses: the reference's in the paper mode, else the method's own.
     rounding = "reference" if args.prune_hidden else scorer_class(args.method).rounding
-    _relabel(_ALLOCATION_OPTIONS, allocate_checked, scores, args.amount, args.allocation, None, rounding)
+    _relabel(_ALLOCATION_OPTIONS, allocate_checked, scores, args.amount, args.allocation, args.min_keep, rounding)
 
 
 def _checks(args) -> tuple[dict, Checked, bool]:
@@ -213,6 +229,7 @@ def _checks(args) -> tuple[dict, Checked, bool]:
     """
     _relabel({"amount": "--amount"}, check_amount, args.amount)
     _relabel({"ridge": "--ridge"}, check_ridge, args.ridge)
+    check_min_keep("--min-keep", args.min_keep)
     if args.sequential and args.prune_hidden:
         raise InvalidArgumentError("`--sequential` cannot honour `--prune-hidden`: the paper mode allocates hidden "
                                    "channels over all layers at once")
@@ -293,7 +310,8 @@ def _check_head_allocation(args, heads: list[tuple[int, int]]) -> None:
     """Refuse an ``--amount`` of heads that the allocation would refuse, on stand-in scores of these head counts."""
     layers = [SimpleNamespace(layer=i, num_heads=n, num_key_value_heads=kv) for i, (n, kv) in enumerate(heads)]
     scores = {a.layer: torch.zeros(a.num_heads, dtype=torch.float64) for a in layers}
-    _relabel(_ALLOCATION_OPTIONS, allocate_heads_checked, scores, layers, args.amount, args.allocation, None)
+    _relabel(_ALLOCATION_OPTIONS, allocate_heads_checked, scores, layers, args.amount, args.allocation,
+             args.min_keep)
 
 
 def _check_loaded_heads(args, model) -> None:
@@ -304,7 +322,7 @@ def _check_loaded_heads(args, model) -> None:
         neurons = _layer_scores([m.intermediate_size for m in mlps])
         heads = {a.layer: torch.zeros(a.num_heads, dtype=torch.float64) for a in layers}
         _relabel(_ALLOCATION_OPTIONS, allocate_both_checked, neurons, mlps, heads, layers, args.amount,
-                 args.allocation, None)
+                 args.allocation, args.min_keep)
         _relabel({"compensate": "--compensate", "ridge": "--ridge"}, check_compensation_options, model,
                  args.compensate, args.ridge)
     else:
@@ -355,7 +373,7 @@ def _run(args, params: dict, checked: Checked, allocation_checked: bool, threads
     res = _relabel({**scorer_words(args.method), **_PRUNE_OPTIONS}, prune_model, model, stats, method=args.method,
                    amount=args.amount, allocation=args.allocation, how=args.how, mode=args.mode,
                    prune_hidden=args.prune_hidden, compensate=args.compensate, ridge=args.ridge, progress=True, **seq,
-                   target=args.target, **params)
+                   target=args.target, min_keep=args.min_keep, **params)
     times["calibrate + score + prune, layer by layer" if args.sequential else "score + prune"] = (
         time.perf_counter() - t)
     pruned = res.model
