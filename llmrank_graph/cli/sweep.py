@@ -7,6 +7,7 @@ Examples::
     llmrank-graph sweep --out results --grid grid.toml --tasks wikipedia_lastword
     llmrank-graph sweep --out results --methods katz --extend      # add runs to an existing directory
     llmrank-graph sweep --out results --compensate none lstsq       # with and without the refit
+    llmrank-graph sweep --out results --methods activation magnitude --target attention both   # heads
 
 Lists are space-separated. A rerun skips every completed run; see
 :mod:`llmrank_graph.experiments.runner` for the directory layout. Every default and choice is the
@@ -39,6 +40,7 @@ from ..experiments.settings import CalibrationSetting, EvaluationSetting
 from ..graph.mlpgraph import MODES
 from ..models.loading import check_model_path
 from ..pruning.masks import ALLOCATIONS
+from ..pruning.prune import TARGETS
 from ..pruning.surgery import HOWS
 from ..scoring.registry import scorers
 from ._common import param_value
@@ -75,7 +77,8 @@ def add_parser(sub) -> None:
     g.add_argument("--methods", nargs="+", choices=names, metavar="NAME", default=None,
                    help=f"scorers, of {', '.join(names)} (default: {_listed(_GRID['methods'])})")
     g.add_argument("--amounts", nargs="+", type=float, metavar="A", default=None,
-                   help="fractions of intermediate neurons to remove, in [0, 1) "
+                   help="fractions of intermediate neurons to remove, in [0, 1); with --target attention of query "
+                        "heads, with --target both of the MLP + attention parameters "
                         f"(default: {_listed(_GRID['amounts'])})")
     g.add_argument("--allocations", nargs="+", choices=ALLOCATIONS, default=None,
                    help=f"(default: {_listed(_GRID['allocations'])})")
@@ -85,6 +88,9 @@ def add_parser(sub) -> None:
     g.add_argument("--compensate", dest="compensates", nargs="+", choices=COMPENSATIONS, default=None,
                    help="repair down_proj after the removal (default: "
                         f"{_listed(_GRID['compensates'])}, as `llmrank-graph prune`)")
+    g.add_argument("--target", dest="targets", nargs="+", choices=TARGETS, default=None,
+                   help="what to prune: MLP neurons, attention heads (methods with a head scorer), or both "
+                        f"(default: {_listed(_GRID['targets'])}, as `llmrank-graph prune`)")
     g.add_argument("--param", action="append", default=[], metavar="KEY=V1,V2",
                    help="a parameter axis, repeatable: applies to every method that has KEY; METHOD.KEY=... to one "
                         "method. Values: numbers, true/false/none, or text")
@@ -148,8 +154,8 @@ def grid_from_args(args) -> Grid:
     d: dict = {}
     if args.grid is not None:
         d = load_grid(args.grid).to_dict()  # the file is validated on its own first
-    for name in ("models", "methods", "amounts", "allocations", "hows", "modes", "compensates", "seed", "save_scores",
-                 "save_masks"):
+    for name in ("models", "methods", "amounts", "allocations", "hows", "modes", "compensates", "targets", "seed",
+                 "save_scores", "save_masks"):
         value = getattr(args, name)
         if value is not None:
             d[name] = value
@@ -243,8 +249,8 @@ def run(args) -> int:
     runs = grid.runs()
     print(f"grid: {len(runs)} runs ({len(grid.models)} model(s) x {len(grid.methods)} method(s) with their "
           f"parameters x {len(grid.amounts)} amount(s) x {len(grid.allocations)} allocation(s) x "
-          f"{len(grid.hows)} how x {len(grid.modes)} mode(s) x {len(grid.compensates)} compensation(s)) into "
-          f"{args.out}/", flush=True)
+          f"{len(grid.hows)} how x {len(grid.modes)} mode(s) x {len(grid.compensates)} compensation(s) x "
+          f"{len(grid.targets)} target(s)) into {args.out}/", flush=True)
     if len(runs) > CONFIRM_ABOVE and not _confirm_size(runs, args):
         print("not started")
         return 1

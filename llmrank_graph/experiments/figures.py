@@ -5,6 +5,12 @@ or the run records, and returns a :class:`matplotlib.figure.Figure`; :func:`_png
 that :func:`~llmrank_graph.experiments.report.write_report` writes and embeds. matplotlib is
 imported inside the functions: ``llmrank-graph sweep`` loads this package and draws nothing.
 
+A figure has one panel per (allocation, how, mode, target). The x-axis of a panel of MLP runs
+is the fraction of intermediate neurons asked for (``amount``); of a panel of runs of
+``target='attention'``, the exact fraction of the query heads removed (the head counts move in
+steps); of a panel of ``target='both'``, the exact fraction of the MLP + attention parameters
+removed (:data:`X_AXES`).
+
 >>> import pandas as pd
 >>> rows = pd.DataFrame({"label": ["activation"] * 2, "amount": [0.1, 0.5], "status": ["complete"] * 2,
 ...                      "perplexity": [21.0, 40.0], "dense_perplexity": [20.0] * 2, "allocation": ["local"] * 2,
@@ -28,17 +34,37 @@ from .settings import RunConfig
 
 # Values spanning more than this ratio get a log axis.
 _LOG_SPAN = 10.0
-_PANEL_KEYS = ("allocation", "how", "mode")
+_PANEL_KEYS = ("allocation", "how", "mode", "target")
+_MLP = "mlp"
+
+#: target -> (the column of ``results.csv`` on a quality figure's x-axis, the axis label, what a
+#: table's column of amounts means).
+X_AXES: dict[str, tuple[str, str, str]] = {
+    "mlp": ("amount", "intermediate neurons removed (%)", "fraction removed"),
+    "attention": ("fraction_heads_pruned", "attention heads removed (%, exact: the head counts move in steps)",
+                  "fraction of the query heads asked; the exact fraction removed is in results.csv"),
+    "both": ("fraction_mlp_attention_pruned", "MLP + attention parameters removed (%, exact)",
+             "fraction of the MLP + attention parameters asked; the exact fraction removed is in results.csv"),
+}
 
 
 def _panels(df) -> list[tuple[tuple, Any]]:
-    """The rows of each (allocation, how, mode): one panel of a figure, one table of the page."""
+    """The rows of each (allocation, how, mode, target): one panel of a figure, one table of the page."""
+    if "target" not in df.columns:  # rows of runs made before the targets: MLP neurons
+        df = df.assign(target=_MLP)
     return [(k if isinstance(k, tuple) else (k,), g) for k, g in df.groupby(list(_PANEL_KEYS), sort=True)]
 
 
 def _panel_title(key: tuple) -> str:
-    allocation, how, mode = key
-    return f"{allocation} allocation, {how}, {mode}"
+    allocation, how, mode, target = (*key, _MLP)[:4]
+    return f"{allocation} allocation, {how}, {mode}" + ("" if target == _MLP else f", target {target}")
+
+
+def _x(rows, target: str) -> np.ndarray:
+    """The x values (percent) of ``rows`` on a panel of ``target``: :data:`X_AXES`' column, else the amount."""
+    col = X_AXES.get(target, X_AXES[_MLP])[0]
+    x = rows[col].astype(float).to_numpy() if col in rows.columns else np.full(len(rows), np.nan)
+    return np.where(np.isfinite(x), x, rows["amount"].astype(float).to_numpy()) * 100
 
 
 def _figure(nplots: int, width: float = 5.2, height: float = 3.8, ncols: int | None = None):
@@ -77,11 +103,12 @@ def _quality_figure(dm, metric: str, dense_col: str, ylabel: str, colors: dict, 
     fig, axes = _figure(len(panels))
     for ax, (key, g) in zip(axes, panels):
         g = g[g["status"] == "complete"]
+        target = (*key, _MLP)[3]
         values = []
         for label, gl in g.groupby("label", sort=True):
             gl = gl.sort_values("amount")
             y = gl[metric].astype(float).to_numpy()
-            ax.plot(gl["amount"] * 100, y, marker="o", label=label, color=colors[label])
+            ax.plot(_x(gl, target), y, marker="o", label=label, color=colors[label])
             values.extend(y[np.isfinite(y)])
         dense = g[dense_col].dropna()
         if len(dense):
@@ -91,7 +118,7 @@ def _quality_figure(dm, metric: str, dense_col: str, ylabel: str, colors: dict, 
         if pos and max(pos) / min(pos) > _LOG_SPAN:
             ax.set_yscale("log")
         ax.set_title(_panel_title(key))
-        ax.set_xlabel("intermediate neurons removed (%)")
+        ax.set_xlabel(X_AXES.get(target, X_AXES[_MLP])[1])
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")
@@ -99,23 +126,33 @@ def _quality_figure(dm, metric: str, dense_col: str, ylabel: str, colors: dict, 
     return fig
 
 
-def _layers_figure(runs: list[dict], colors: dict, title: str):
+def _layers_figure(runs: list[dict], colors: dict, title: str, entry: str = "neurons"):
+    """The fraction of each layer's neurons (``entry='neurons'``) or heads (``'heads'``) kept, per run.
+
+    One panel per (target, allocation, amount); the dashed line of a local allocation where the
+    amount is a fraction of these units (neurons of MLP runs, heads of runs of ``'attention'``).
+    """
     from matplotlib.ticker import MaxNLocator
 
-    panels = sorted({(r["config"]["allocation"], r["config"]["amount"]) for r in runs})
+    def where(r):
+        return RunConfig.from_dict(r["config"]).target, r["config"]["allocation"], r["config"]["amount"]
+
+    panels = sorted({where(r) for r in runs})
     fig, axes = _figure(len(panels))
-    for ax, (allocation, amount) in zip(axes, panels):
-        mine = [r for r in runs if (r["config"]["allocation"], r["config"]["amount"]) == (allocation, amount)]
+    for ax, (target, allocation, amount) in zip(axes, panels):
+        mine = [r for r in runs if where(r) == (target, allocation, amount)]
         for rec in sorted(mine, key=lambda r: RunConfig.from_dict(r["config"]).label):
-            n = rec["neurons"]
+            n = rec[entry]
             label = RunConfig.from_dict(rec["config"]).label
             kept = np.asarray(n["layer_kept"], dtype=float) / np.asarray(n["layer_total"], dtype=float)
             ax.plot(n["layers"], kept, marker=".", label=label, color=colors.get(label))
-        ax.axhline(1 - amount, color="black", linestyle="--", linewidth=1, label="local (same in every layer)")
+        if target == {"neurons": _MLP, "heads": "attention"}[entry]:
+            ax.axhline(1 - amount, color="black", linestyle="--", linewidth=1, label="local (same in every layer)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(f"{amount:.0%} removed, {allocation} allocation")
+        ax.set_title(f"{amount:.0%} removed, {allocation} allocation" if target == _MLP
+                     else f"{amount:.0%} asked, {allocation} allocation, target {target}")
         ax.set_xlabel("layer")
-        ax.set_ylabel("fraction of neurons kept")
+        ax.set_ylabel(f"fraction of {entry} kept")
         ax.set_ylim(0, 1.05)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")

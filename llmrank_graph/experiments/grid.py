@@ -27,6 +27,22 @@ grids set it before it was an axis) takes the axis's place for the methods it ap
 calibration collects the Gram matrices that a refit needs when a run of the grid needs them,
 and not otherwise (``calibration.second_moments``, None by default). A run of ``'none'`` has
 no ``compensate`` among its params, as runs of sweeps made before the axis: theirs keep their ids.
+
+Targets
+-------
+``targets`` is an axis of every method, with :func:`~llmrank_graph.prune_model`'s default
+``'mlp'``: MLP neurons; ``'attention'``: attention heads, each run's ``amount`` the fraction of
+the query heads; ``'both'``: neurons and heads together, ``amount`` the fraction of the MLP +
+attention parameters. A run of ``'mlp'`` has no ``target`` among its params, as runs of sweeps
+made before the axis: theirs keep their ids. A run of heads is scored by its method's head
+scorer (:func:`~llmrank_graph.scoring.heads.head_scorers`; a method without one is refused with
+the list), and a parameter axis applies to it when its scorers have the parameter. The
+calibration records the attention output projections when a run of the grid prunes heads
+(``calibration.attention``, None by default), and not otherwise. ``mode`` does not change a
+run of ``'attention'``.
+
+>>> [run.label for run in Grid(methods=["activation"], targets=["mlp", "attention"], compensates=["none"]).runs()]
+['activation', 'activation target=attention']
 """
 
 from __future__ import annotations
@@ -51,11 +67,14 @@ from ..errors import (
 )
 from ..graph.mlpgraph import MODES
 from ..pruning.masks import ALLOCATIONS, check_amount
+from ..pruning.prune import TARGETS, check_target_options
 from ..pruning.surgery import HOWS, prune_model
+from ..scoring.heads import head_scorers
 from ..scoring.registry import scorers
 from .settings import (
     _A_PATH,
     _NOT_PARAMS,
+    DEFAULT_TARGET,
     NO_COMPENSATION,
     CalibrationSetting,
     EvaluationSetting,
@@ -170,7 +189,7 @@ _GRID_CONSTRAINTS = {
     "models": Check(_check_models, "a list of model paths (None: the embedded default)"),
     "methods": _choices(scorers), "amounts": Check(_check_amounts, "a list of floats in [0, 1)"),
     "allocations": _choices(ALLOCATIONS), "hows": _choices(HOWS), "modes": _choices(MODES),
-    "compensates": _choices(COMPENSATIONS),
+    "compensates": _choices(COMPENSATIONS), "targets": _choices(TARGETS),
     "params": Check(_check_params, "a mapping of parameter -> list of values"),
     "method_params": Check(_check_method_params, "a mapping of method -> {parameter: values}"),
     "calibration": _setting(CalibrationSetting), "evaluation": _setting(EvaluationSetting),
@@ -178,28 +197,48 @@ _GRID_CONSTRAINTS = {
 }
 
 
-def _check_parameter_names(methods: tuple, params: Mapping, method_params: Mapping) -> None:
+def _check_head_scorers(methods: tuple, targets: tuple) -> None:
+    """Every method has a head scorer when a target of the grid prunes heads."""
+    heads = [t for t in targets if t != DEFAULT_TARGET]
+    missing = [m for m in methods if m not in head_scorers()]
+    if heads and missing:
+        raise InvalidArgumentError(
+            f"the grid's target(s) {format_allowed(heads)} prune attention heads, but method(s) "
+            f"{format_allowed(missing)} have no head scorer; heads can be scored by {format_allowed(head_scorers())}: "
+            "drop those methods, or keep targets=['mlp'] for them in a grid of their own")
+
+
+def _parameters(method: str, targets: tuple) -> list[str]:
+    """The parameters of ``method`` under any of ``targets``, in order."""
+    return list(dict.fromkeys(p for t in targets for p in method_parameters(method, t)))
+
+
+def _check_parameter_names(methods: tuple, params: Mapping, method_params: Mapping, targets: tuple) -> None:
     """Every parameter belongs to a method of the grid (the messages list the methods' parameters)."""
+    under = "" if targets == (DEFAULT_TARGET,) else f" under the target(s) {format_allowed(targets)}"
     for method, own in method_params.items():
         if method not in methods:
             raise fail("method_params", f"keyed by methods of the grid ({format_allowed(methods)})", method)
-        allowed = method_parameters(method)
+        allowed = _parameters(method, targets)
         unknown = [k for k in own if k not in allowed]
         if unknown:
             raise InvalidArgumentTypeError(
-                f"method {method!r} has no parameter(s) {format_allowed(unknown)}; its parameters are "
+                f"method {method!r}{under} has no parameter(s) {format_allowed(unknown)}; its parameters are "
                 f"{format_allowed(allowed)}")
     if params:
-        allowed = sorted({p for m in methods for p in method_parameters(m)})
+        allowed = sorted({p for m in methods for p in _parameters(m, targets)})
         unknown = [k for k in params if k not in allowed]
         if unknown:
             raise InvalidArgumentTypeError(
-                f"no method of the grid ({format_allowed(methods)}) has the parameter(s) "
+                f"no method of the grid ({format_allowed(methods)}){under} has the parameter(s) "
                 f"{format_allowed(unknown)}; their parameters are {format_allowed(allowed)}")
 
 
 def _check_prune_options(combo: Mapping[str, Any]) -> None:
     """The prune_model options of a grid point that can be checked without a model."""
+    target = combo.get("target", DEFAULT_TARGET)
+    if target != DEFAULT_TARGET:  # sequential and the paper mode cannot prune heads: refused by name
+        check_target_options(target, bool(combo.get("prune_hidden")), bool(combo.get("sequential")))
     if "compensate" in combo:
         check_choice("compensate", combo["compensate"], COMPENSATIONS)
     if "ridge" in combo:
@@ -232,13 +271,17 @@ class Grid:
         Its ``compensate`` (default: ``llmrank-graph prune``'s,
         :data:`~llmrank_graph.compensation.RECOMMENDED_COMPENSATION`); see the module's
         "Compensation".
+    targets : tuple of str
+        Its ``target``: ``'mlp'`` (the default), ``'attention'``, ``'both'``; see the module's
+        "Targets".
     params : dict of str -> tuple
         Parameter -> values, for every method that has the parameter.
     method_params : dict of str -> dict of str -> tuple
         Method -> parameter -> values, for that method only.
     calibration : CalibrationSetting
-        Its ``second_moments`` None (the default): collected when a run needs them
-        (:meth:`runs` gives every run the grid's choice).
+        Its ``second_moments`` None (the default): collected when a run needs them; its
+        ``attention`` None: recorded when a run prunes heads (:meth:`runs` gives every run the
+        grid's choice).
     evaluation : EvaluationSetting
     seed : int
     save_scores : bool
@@ -270,6 +313,7 @@ class Grid:
     hows: tuple[str, ...] = (_default(prune_model, "how"),)
     modes: tuple[str, ...] = (_default(prune_model, "mode"),)
     compensates: tuple[str, ...] = (RECOMMENDED_COMPENSATION,)
+    targets: tuple[str, ...] = (DEFAULT_TARGET,)
     params: Mapping[str, tuple] = field(default_factory=dict)
     method_params: Mapping[str, Mapping[str, tuple]] = field(default_factory=dict)
     calibration: CalibrationSetting = field(default_factory=CalibrationSetting)
@@ -280,14 +324,20 @@ class Grid:
 
     def __post_init__(self):
         _store_checked(self, _GRID_CONSTRAINTS, "")
-        _check_parameter_names(self.methods, self.params, self.method_params)
+        _check_head_scorers(self.methods, self.targets)
+        _check_parameter_names(self.methods, self.params, self.method_params, self.targets)
         needed = self._check_configurations()
-        # The runs' one calibration setting: with the Gram matrices when a run needs them. The
-        # grid keeps the setting as given (None: as needed), so that options laid over a grid
-        # file later decide afresh.
+        heads = any(t != DEFAULT_TARGET for t in self.targets)
+        if heads and self.calibration.attention is False:
+            raise InvalidArgumentError(f"the grid's targets {format_allowed(self.targets)} prune attention heads, "
+                                       "which needs the attention statistics: calibration.attention must not be false")
+        # The runs' one calibration setting: with the Gram matrices when a run needs them, with the
+        # attention statistics when a run prunes heads. The grid keeps the setting as given (None:
+        # as needed), so that options laid over a grid file later decide afresh.
         cal = self.calibration
+        cal = replace(cal, second_moments=needed) if cal.second_moments is None else cal
         object.__setattr__(self, "_run_calibration",
-                           replace(cal, second_moments=needed) if cal.second_moments is None else cal)
+                           replace(cal, attention=heads) if cal.attention is None else cal)
 
     def _check_configurations(self) -> bool:
         """Build every scorer configuration once, so that a bad value fails now, not in the middle of a sweep.
@@ -295,15 +345,15 @@ class Grid:
         Returns whether a run needs the Gram matrices of the down_proj inputs.
         """
         needed = False
-        for method in self.methods:
-            for combo in self._combos(method):
+        for method, target in itertools.product(self.methods, self.targets):
+            for combo in self._combos(method, target):
                 _check_prune_options(combo)
                 if combo.get("prune_hidden") and "remove" in self.hows:
                     raise InvalidArgumentError(
                         f"method {method!r} with prune_hidden=True needs how='zero' (hidden channels cannot be "
                         f"removed); the grid has hows {format_allowed(self.hows)}")
                 for mode in self.modes:
-                    why = second_moments_reason(method, mode, combo)  # builds the scorer: checks its parameters
+                    why = second_moments_reason(method, mode, combo)  # builds the scorers: checks their parameters
                     if why is not None and self.calibration.second_moments is False:
                         raise InvalidArgumentError(
                             f"{why} needs the Gram matrices of the down_proj inputs: set calibration.second_moments "
@@ -311,19 +361,21 @@ class Grid:
                     needed = needed or why is not None
         return needed
 
-    def _combos(self, method: str) -> list[dict[str, Any]]:
-        allowed = method_parameters(method)
+    def _combos(self, method: str, target: str = DEFAULT_TARGET) -> list[dict[str, Any]]:
+        """The params of every run of ``method`` and ``target``: the product of the axes its scorers have."""
+        allowed = method_parameters(method, target)
         axes = {k: v for k, v in self.params.items() if k in allowed}
-        axes.update(self.method_params.get(method, {}))
+        axes.update({k: v for k, v in self.method_params.get(method, {}).items() if k in allowed})
         by_axis = "compensate" not in axes  # else params set it, as grids did before `compensates`
         if by_axis:
             axes["compensate"] = self.compensates
         keys = sorted(axes)
         combos = [dict(zip(keys, combo)) for combo in itertools.product(*(axes[k] for k in keys))]
-        if by_axis:  # recorded as runs without compensation always were: their ids stay
-            for combo in combos:
-                if combo["compensate"] == NO_COMPENSATION:
-                    del combo["compensate"]
+        for combo in combos:
+            if by_axis and combo["compensate"] == NO_COMPENSATION:
+                del combo["compensate"]  # recorded as runs without compensation always were: their ids stay
+            if target != DEFAULT_TARGET:  # and runs of MLP neurons as before the targets
+                combo["target"] = target
         return combos
 
     def runs(self) -> list[RunConfig]:
@@ -334,8 +386,8 @@ class Grid:
         """
         out = []
         for model in self.models:
-            for method in self.methods:
-                for combo in self._combos(method):
+            for method, target in itertools.product(self.methods, self.targets):
+                for combo in self._combos(method, target):
                     for mode, how, allocation, amount in itertools.product(self.modes, self.hows, self.allocations,
                                                                             self.amounts):
                         out.append(RunConfig(model, method, amount, allocation, how, mode,
@@ -349,7 +401,7 @@ class Grid:
         d.update({k: list(v) for k, v in d.items() if isinstance(v, tuple)})
         d["params"] = {k: list(v) for k, v in self.params.items()}
         d["method_params"] = {m: {k: list(v) for k, v in p.items()} for m, p in self.method_params.items()}
-        d["calibration"] = asdict(self.calibration)
+        d["calibration"] = self.calibration.to_dict()
         d["evaluation"] = {**asdict(self.evaluation), "tasks": list(self.evaluation.tasks)}
         return d
 
@@ -358,7 +410,7 @@ class Grid:
         """A grid from a mapping (a parsed TOML file, ``grid.json``).
 
         Keys: the fields of :class:`Grid` (``how`` is accepted for ``hows``, ``compensate`` for
-        ``compensates``). In ``params``, a
+        ``compensates``, ``target`` for ``targets``). In ``params``, a
         value that is itself a table is a method's own parameters (``params.pagerank.alpha``).
 
         Raises
@@ -374,7 +426,7 @@ class Grid:
         if not isinstance(d, Mapping):
             raise fail_type("grid", "a mapping", d)
         d = dict(d)
-        for one, axis in (("how", "hows"), ("compensate", "compensates")):  # the CLI's option names
+        for one, axis in (("how", "hows"), ("compensate", "compensates"), ("target", "targets")):  # the CLI's names
             if one in d:
                 if axis in d:
                     raise InvalidArgumentError(f"the grid gives both `{one}` and `{axis}`; give one")

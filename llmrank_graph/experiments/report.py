@@ -5,9 +5,11 @@
 
 - ``quality*.png``: perplexity (and each task's accuracy) against the fraction of neurons
   removed, one line per method, the dense model as a dashed reference line, on a log axis
-  where the values span more than a decade;
+  where the values span more than a decade; for runs of attention heads against the exact
+  fraction of heads removed, and for ``target='both'`` against the exact fraction of the MLP +
+  attention parameters removed (one panel per target);
 - ``layers*.png``: the fraction of each layer kept, per method, under global allocation (and
-  any other allocation that is not ``local``);
+  any other allocation that is not ``local``); ``layers-heads*.png`` the same for heads;
 - ``scores*.png``: the distribution of each method's scores in every layer (from the
   quantiles every run records);
 - ``correlations*.png``: rank correlations between the methods' scores (the statistics of
@@ -44,6 +46,7 @@ from ..base.files import write_bytes_atomic, write_text_atomic
 from ..base.params import Check, InstanceOf, Optional, validated
 from ..errors import MissingInputError, OutputExistsError
 from .figures import (
+    X_AXES,
     _colors,
     _correlation_figure,
     _layers_figure,
@@ -154,8 +157,8 @@ def perplexity_table(directory: str | os.PathLike, run_ids: Sequence[str] | None
             t = pd.DataFrame(table).T
             t = t[sorted(t.columns)]
             t.columns = [f"{a:g}" for a in t.columns]
-            out.append((f"perplexity, {_model_name(model)}, {_panel_title(key)} (columns: fraction removed)",
-                        t.fillna("")))
+            words = X_AXES.get((*key, "mlp")[3], X_AXES["mlp"])[2]
+            out.append((f"perplexity, {_model_name(model)}, {_panel_title(key)} (columns: {words})", t.fillna("")))
     return out
 
 
@@ -165,9 +168,9 @@ def _saved_scores(records: Mapping) -> dict[str, dict[str, str]]:
     by_model: dict[str, dict[str, str]] = {}
     for rec in records.values():
         f = (rec.get("files") or {}).get("scores")
-        if rec["status"] != "complete" or not f:
-            continue
         run = RunConfig.from_dict(rec["config"])
+        if rec["status"] != "complete" or not f or run.target == "attention":  # no neuron scores
+            continue
         label = f"{run.label} ({run.mode})" if several_modes else run.label
         by_model.setdefault(rec["config"]["model"] or "default", {}).setdefault(label, f)
     return by_model
@@ -323,20 +326,26 @@ def _task_metrics(df) -> list[tuple[str, str]]:
 def _speed_table(g) -> str:
     rows = []
     done = g[g["status"] == "complete"].sort_values(["label", "allocation", "how", "mode", "amount"])
+    # runs of heads: the exact fractions of the heads and of the MLP + attention parameters removed
+    exact = [c for c in ("fraction_heads_pruned", "fraction_mlp_attention_pruned")
+             if c in done.columns and done[c].notna().any()]
     for r in done.itertuples():
         d = r._asdict()
 
         def ratio(a, b):
             return f"{b / a:.3f}" if a and b and np.isfinite(a) and np.isfinite(b) else "n/a"
 
-        rows.append([_e(r.label), _e(r.allocation), _e(r.how), _e(r.mode), f"{r.amount:.0%}",
+        rows.append([_e(r.label), _e(r.allocation), _e(r.how), _e(r.mode), f"{r.amount:.0%}"]
+                    + ["" if pd.isna(d[c]) else f"{d[c]:.1%}" for c in exact] + [
                      f"{d['params_mlp_dense'] / 1e6:.3f}M", f"{d['params_mlp_pruned'] / 1e6:.3f}M",
                      f"{d['params_total_dense'] / 1e6:.3f}M", f"{d['params_total_pruned'] / 1e6:.3f}M",
                      ratio(d["params_total_dense"], d["params_total_pruned"]),
                      f"{r.dense_tokens_per_s:.0f}", f"{r.pruned_tokens_per_s:.0f}", f"{r.speedup:.2f}",
                      _e(_fmt(r.dense_perplexity)), _e(_fmt(r.perplexity))])
     return '<div class="wide">' + _table(
-        ["method", "allocation", "how", "mode", "removed", "MLP params dense", "MLP params pruned", "total dense",
+        ["method", "allocation", "how", "mode", "removed"]
+        + [{"fraction_heads_pruned": "heads removed", "fraction_mlp_attention_pruned": "MLP + attention removed"}[c]
+           for c in exact] + ["MLP params dense", "MLP params pruned", "total dense",
          "total pruned", "total ratio", "tokens/s dense", "tokens/s pruned", "speedup", "perplexity dense",
          "perplexity pruned"], rows, left=4) + "</div>"
 
@@ -394,12 +403,15 @@ def _best_part(s: _Section, dm, tasks: list[tuple[str, str]]) -> None:
 
 
 def _layers_part(s: _Section, recs: list[dict]) -> None:
-    glob = [r for r in recs if r["config"]["allocation"] != "local"]
     s.parts.append("<h3>Fraction of each layer kept under global allocation</h3>")
-    if glob:
-        s.parts.append(s.image("layers", _layers_figure(glob, s.colors, f"Layers kept: {s.name}"),
-                               f"fraction of each layer kept, global allocation, {s.name}"))
-    else:
+    shown = False
+    for entry, stem, title in (("neurons", "layers", "Layers kept"), ("heads", "layers-heads", "Heads kept")):
+        glob = [r for r in recs if r["config"]["allocation"] != "local" and r.get(entry)]
+        if glob:
+            s.parts.append(s.image(stem, _layers_figure(glob, s.colors, f"{title}: {s.name}", entry),
+                                   f"fraction of each layer's {entry} kept, global allocation, {s.name}"))
+            shown = True
+    if not shown:
         s.parts.append('<p class="note">No run used global allocation (<code>--allocations global</code>).</p>')
 
 
@@ -539,6 +551,19 @@ def write_report(directory: str | os.PathLike, out: str | os.PathLike | None = N
     return path
 
 
+def _heads_note(records: dict) -> str:
+    """What runs of heads remove, and the parameters of one head (its cost), for the page's note."""
+    heads = [r["heads"] for r in records.values() if r.get("heads")]
+    if not heads:
+        return ""
+    costs = {k: sorted({c for h in heads for c in h["head_cost"][k]}) for k in ("query_head", "kv_group")}
+    return (", or attention heads (<code>target</code> attention: <code>amount</code> is the fraction of the "
+            "query heads; both: of the MLP + attention parameters). A query head holds "
+            f"{'/'.join(f'{c:,}' for c in costs['query_head'])} parameters (its query rows and output-projection "
+            f"columns), a key/value group {'/'.join(f'{c:,}' for c in costs['kv_group'])} (its key and value rows), "
+            "removed with the last of its query heads")
+
+
 def _page(directory: Path, df, records: dict, sections: list[str], n_grids: int) -> str:
     first = next(iter(records.values()))
     env = first.get("environment") or {}
@@ -564,7 +589,7 @@ def _page(directory: Path, df, records: dict, sections: list[str], n_grids: int)
 <h1>Sweep report: <code>{_e(directory)}</code></h1>
 <p class="note">Generated {now} by <code>llmrank-graph report</code> from the run results in
 <code>{_e(directory)}</code> (table: <code>{RESULTS_CSV}</code>). Perplexity is on held-out text;
-pruned runs remove (or zero) MLP intermediate neurons.</p>
+pruned runs remove (or zero) MLP intermediate neurons{_heads_note(records)}.</p>
 {summary}
 {''.join(sections)}
 </body></html>

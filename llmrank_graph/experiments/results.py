@@ -37,7 +37,7 @@ from ..base.files import atomic_file, write_text_atomic
 from ..base.params import InstanceOf, validated
 from ..errors import FileFormatError, InvalidArgumentError, MissingInputError, OutputExistsError
 from .grid import _GRID_KEYS, Grid
-from .settings import _A_PATH, RunConfig
+from .settings import _A_PATH, DEFAULT_TARGET, RunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -118,10 +118,15 @@ def scan_results(directory: str | os.PathLike) -> tuple[dict[str, tuple[Path, di
 def flatten_record(record: Mapping) -> dict[str, Any]:
     """One row of ``results.csv`` from a run's JSON.
 
-    Columns: ``run_id, status, model, method, label, amount, allocation, how, mode, seed,
+    Columns: ``run_id, status, model, method, label, amount, allocation, how, mode, target, seed,
     params`` (JSON), ``param.<name>`` per parameter, ``perplexity, dense_perplexity,
     perplexity_ratio``, ``params_total_dense/pruned``, ``params_mlp_dense/pruned``,
-    ``neurons_total, neurons_pruned, fraction_pruned``, ``dense_tokens_per_s,
+    ``neurons_total, neurons_pruned, fraction_pruned`` (of the intermediate neurons; empty for a
+    run of ``target='attention'``); for a run of heads ``heads_total, heads_pruned,
+    fraction_heads_pruned`` (the exact fraction of query heads removed),
+    ``params_attention_removed``, and for ``target='both'`` ``params_mlp_attention_total,
+    params_mlp_attention_removed, fraction_mlp_attention_pruned`` (the exact fraction of the MLP +
+    attention parameters removed); ``dense_tokens_per_s,
     pruned_tokens_per_s, speedup``, ``<task>.<metric>`` and ``dense.<task>.<metric>``,
     ``time.<stage>``, ``calibration.<field>``, ``evaluation.<field>``, ``version.<package>``,
     ``error``.
@@ -143,7 +148,8 @@ def _row(record: Mapping) -> dict[str, Any]:
     row: dict[str, Any] = {
         "run_id": record["run_id"], "status": record["status"], "model": cfg["model"] or "default",
         "method": cfg["method"], "label": RunConfig.from_dict(cfg).label, "amount": cfg["amount"],
-        "allocation": cfg["allocation"], "how": cfg["how"], "mode": cfg["mode"], "seed": cfg["seed"],
+        "allocation": cfg["allocation"], "how": cfg["how"], "mode": cfg["mode"],
+        "target": cfg["params"].get("target", DEFAULT_TARGET), "seed": cfg["seed"],
         "params": json.dumps(cfg["params"], sort_keys=True),
     }
     for k, v in sorted(cfg["params"].items()):
@@ -177,6 +183,16 @@ def _measurement_columns(row: dict, record: Mapping) -> None:
     row["neurons_total"] = neurons.get("total")
     row["neurons_pruned"] = neurons.get("pruned")
     row["fraction_pruned"] = neurons.get("fraction")
+    heads = record.get("heads")
+    if heads:
+        row.update({"heads_total": heads["total"], "heads_pruned": heads["pruned"],
+                    "fraction_heads_pruned": heads["fraction"],
+                    "params_attention_removed": heads["parameters_removed"]})
+        both = heads.get("parameters") or {}
+        if both:
+            row.update({"params_mlp_attention_total": both["total_parameters"],
+                        "params_mlp_attention_removed": both["removed"],
+                        "fraction_mlp_attention_pruned": both["fraction"]})
     tp = record.get("throughput") or {}
     for k in ("dense_tokens_per_s", "pruned_tokens_per_s", "speedup"):
         row[k] = tp.get(k)
@@ -186,7 +202,7 @@ def _measurement_columns(row: dict, record: Mapping) -> None:
                 row[f"{prefix}{task}.{metric}"] = value
 
 
-_ORDER = ["model", "method", "label", "mode", "how", "allocation", "amount"]
+_ORDER = ["model", "method", "label", "mode", "how", "allocation", "target", "amount"]
 
 
 def _table(directory: Path) -> pd.DataFrame:
@@ -207,7 +223,7 @@ def _table(directory: Path) -> pd.DataFrame:
         # Counts stay integers where a failed run leaves holes (pandas would make them floats).
         for col in df.columns:
             if df[col].dtype == float and df[col].dropna().map(float.is_integer).all() and (
-                    col.startswith("params_") or col.startswith("neurons_")):
+                    col.startswith(("params_", "neurons_", "heads_"))):
                 df[col] = df[col].astype("Int64")
     return df
 
@@ -216,7 +232,7 @@ def _table(directory: Path) -> pd.DataFrame:
 def read_results(directory: str | os.PathLike) -> pd.DataFrame:
     """Every run result of a results directory as a pandas DataFrame (the rows of ``results.csv``).
 
-    Rows are sorted by model, method, label, mode, how, allocation and amount. Damaged
+    Rows are sorted by model, method, label, mode, how, allocation, target and amount. Damaged
     files are skipped with a warning. The module's example builds a directory by hand.
 
     Raises
@@ -247,8 +263,9 @@ def _grid_entry(grid: Grid) -> dict:
 
 
 #: What a grid of ``grid.json`` that lacks a key had: a grid written before ``compensates``
-#: existed ran without compensation, and its runs are those of ``compensates=["none"]``.
-_BEFORE_THE_KEY: dict[str, Any] = {"compensates": ["none"]}
+#: existed ran without compensation, and its runs are those of ``compensates=["none"]``; one
+#: written before ``targets`` pruned MLP neurons.
+_BEFORE_THE_KEY: dict[str, Any] = {"compensates": ["none"], "targets": ["mlp"]}
 
 
 def _differences(new: dict, old: dict) -> str:

@@ -52,7 +52,7 @@ import re
 import socket
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -83,7 +83,7 @@ from ..pruning.surgery import prune_model
 from .claims import CLAIM_SUFFIX, RunClaim
 from .grid import Grid, load_grid
 from .outputs import SCORE_QUANTILES as SCORE_QUANTILES  # noqa: F401  (its name here before outputs.py)
-from .outputs import neuron_counts, save_outputs, score_quantiles
+from .outputs import check_attention_support, head_counts, neuron_counts, save_outputs, score_quantiles
 from .results import (
     CALIBRATION_DIR,
     DENSE_DIR,
@@ -205,9 +205,10 @@ def _calibration(ctx: _ModelContext, directory: Path, run: RunConfig, progress: 
             return
     t = time.perf_counter()
     stats = calibrate(ctx.model, ctx.tokenizer, texts=cal.texts, n_samples=cal.n_samples, seq_len=cal.seq_len,
-                      batch_size=cal.batch_size, second_moments=cal.second_moments, progress=progress)
+                      batch_size=cal.batch_size, second_moments=cal.second_moments, progress=progress,
+                      attention=bool(cal.attention))
     seconds = time.perf_counter() - t
-    stats.meta.update({"model": run.model, "setting": asdict(cal), "seconds": seconds})
+    stats.meta.update({"model": run.model, "setting": cal.to_dict(), "seconds": seconds})
     try:
         stats.save(path, overwrite=path.exists())
     except OutputExistsError:  # another sweep on this directory saved it first: same statistics
@@ -312,7 +313,8 @@ def _execute(run: RunConfig, ctx: _ModelContext, directory: Path, grid: Grid, ma
     times["save"] = time.perf_counter() - t
     record.update({
         "parameters": {"dense": ctx.dense["parameters"], "pruned": count_parameters(pruned)},
-        "neurons": neuron_counts(res.masks), "perplexity": ppl, "tasks": metrics,
+        "neurons": neuron_counts(res.masks), **head_counts(res.head_mask, ctx.model), "perplexity": ppl,
+        "tasks": metrics,
         "throughput": {**tp, "tokens": int(ctx.eval_ids[:ev.throughput_batch].numel()),
                        "rounds": ev.throughput_rounds},
         "times": times, "score_quantiles": score_quantiles(res.scores), "files": files, "finished_at": _now(),
@@ -331,10 +333,13 @@ def _load_model(model_path: str | None, device):
 
 
 def _check_inputs(grid: Grid, todo: Sequence[RunConfig]) -> None:
-    """Models (config against the weights' headers, a tokenizer) and texts: checked before any work."""
+    """Models (config against the weights' headers, a tokenizer, heads where runs prune them) and texts:
+    checked before any work."""
     for m in dict.fromkeys(r.model for r in todo):
-        if not check_model_path(m, arg="models").has_tokenizer:
+        source = check_model_path(m, arg="models")
+        if not source.has_tokenizer:
             raise MissingInputError(f"model {m!r} has no tokenizer; a sweep needs one to read text")
+        check_attention_support(source, [r.target for r in todo if r.model == m])
     if todo:
         load_texts(grid.calibration.texts, split="calibration")
         load_texts(grid.evaluation.texts, split="evaluation")
