@@ -199,7 +199,8 @@ def test_reference_with_real_calibration(model):
 
 
 def test_every_scorer_runs_on_real_stats(model):
-    st = calibrate(model, input_ids=torch.randint(0, 64, (4, 8)), batch_size=2, second_moments=True)  # obs needs them
+    st = calibrate(model, input_ids=torch.randint(0, 64, (4, 8)), batch_size=2,
+                   second_moments=True, gradients=True)  # obs and taylor need them
     for name in scorers():
         res = score_neurons(model, st, name)
         assert res.method == name
@@ -642,7 +643,7 @@ def test_registry_is_complete_when_only_the_registry_module_is_imported():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out.split(",") == ["pagerank", "wpr", "mpr", "channel-wanda", "norm", "magnitude", "activation",
                               "wanda-sp", "random", "flap", "obs", "katz", "hits", "eigenvector", "strength",
-                              "degree"]
+                              "degree", "taylor", "influence"]
 
 
 def test_score_neurons_checks_the_parameters_once(model, monkeypatch):

@@ -40,6 +40,7 @@ from .algorithms import (
     get_centrality,
     hits,
     hits_pair,
+    influence,
     katz,
     strength,
 )
@@ -68,7 +69,7 @@ list_backends = backends.backends
 register_score_source(ScoreSource("a centrality", centrality_names, node_scores))
 
 __all__ = ["CentralityResult", "pagerank", "katz", "hits", "hits_pair", "eigenvector", "strength", "degree",
-           "centralities", "get_centrality", "list_backends", "get_backend", "register_backend", "select_backend",
-           "backend_names", "BackendUnavailableError", "NoBackendError", "ConvergenceError", "GPUMemoryError",
-           "DIRECTIONS", "TELEPORTS", "STRENGTH_DIRECTIONS", "HITS_VECTORS", "Centrality", "centrality_entry",
-           "centrality_entries", "centrality_names", "register_centrality"]
+           "influence", "centralities", "get_centrality", "list_backends", "get_backend", "register_backend",
+           "select_backend", "backend_names", "BackendUnavailableError", "NoBackendError", "ConvergenceError",
+           "GPUMemoryError", "DIRECTIONS", "TELEPORTS", "STRENGTH_DIRECTIONS", "HITS_VECTORS", "Centrality",
+           "centrality_entry", "centrality_entries", "centrality_names", "register_centrality"]

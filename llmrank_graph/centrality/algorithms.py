@@ -18,6 +18,9 @@ degree         number of in-/out-edges (``in_degree()``)
 
 The backends that run each one are the registry's to say (:func:`centralities`, or an entry's
 ``backends``); the ``sweep`` backend solves PageRank and Katz exactly on a DAG.
+:func:`influence` (path influence from a seed, ``(I - P^T)^{-1} seed``) is defined on a DAG
+only and computed by the sweep alone; it has no default seed that every graph could take, so
+it is not in the registry of centralities by name: the ``influence`` scorer seeds it.
 Eigenvector centrality is computed on the undirected graph because the adjacency of a DAG is
 nilpotent (its only eigenvalue is 0): ``directed=True`` on a DAG is an error that says so.
 cuGraph's HITS ignores edge weights, so it is not offered for HITS.
@@ -35,16 +38,17 @@ import logging
 import numpy as np
 
 from ..base.params import Boolean, Interval, OneOf, validated
-from ..base.result import CentralityResult
+from ..base.result import CentralityResult, exact_result
 from ..errors import InvalidArgumentError
 from .backends import run
 from .pagerank_alg import DIRECTIONS, node_vector
 from .registry import GRAPH, Centrality, centralities, get_centrality, register_centrality, signature_defaults
+from .sweep import influence_sweep, resolve_device
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["katz", "hits", "hits_pair", "eigenvector", "strength", "degree", "centralities", "get_centrality",
-           "STRENGTH_DIRECTIONS", "HITS_VECTORS"]
+__all__ = ["katz", "hits", "hits_pair", "eigenvector", "strength", "degree", "influence", "centralities",
+           "get_centrality", "STRENGTH_DIRECTIONS", "HITS_VECTORS"]
 
 STRENGTH_DIRECTIONS = ("in", "out", "total")
 HITS_VECTORS = ("authorities", "hubs")
@@ -299,6 +303,53 @@ def degree(graph, direction: str = "in", backend: str = "auto") -> CentralityRes
     array([0., 1., 1., 2.])
     """
     return _in_out(graph, "degree", direction, backend)
+
+
+@validated({"graph": GRAPH, "direction": OneOf(*DIRECTIONS)})
+def influence(graph, seed, direction: str = "reverse", device=None) -> CentralityResult:
+    """Path influence from a seed: ``y = (I - P^T)^{-1} seed`` on a normalised adjacency, exact on a DAG.
+
+    ``'reverse'`` (the default): ``y_u = seed_u + sum_{u -> v} (w_uv / s_in(v)) y_v``. Every
+    node shares its influence among its in-edges in proportion to their weights (the shares
+    sum to one), so ``y_u`` is the seed's mass that reaches ``u`` backwards over all paths: with
+    the seed on the outputs, how much of them ``u`` accounts for, as attribution-graph pruning
+    computes it. ``'forward'``: the same on the graph as exported, out-edges sharing each node's
+    mass (``P_uv = w_uv / s_u``), seeded at the inputs. Nodes without edges in that direction
+    pass nothing on. It is PageRank's sweep with ``alpha = 1`` and no restart: on a DAG the sum
+    over paths is finite, ``(P^T)^K = 0`` for K partitions (docs/design.md section 2).
+
+    Parameters
+    ----------
+    graph : MLPGraph
+        A partition-ordered DAG (every export is one).
+    seed : array (n_nodes,)
+        Non-negative, not all zero; not normalised (the result scales with it).
+    direction : {'forward', 'reverse'}
+    device : torch device, optional
+        Where the sweep multiplies the weights (default: CUDA when available).
+
+    Returns
+    -------
+    CentralityResult
+        ``algorithm='influence'``, ``backend='sweep'``, exact.
+
+    Raises
+    ------
+    InvalidArgumentError
+        A graph that is not a partition-ordered DAG, or a bad ``seed``.
+
+    Example
+    -------
+    >>> import numpy as np, llmrank_graph as lg
+    >>> g = lg.graph.toy_graph()             # H0 -> I0 (2 neurons) -> H1
+    >>> influence(g, np.array([0.0, 0.0, 0.0, 1.0])).scores   # H1's two in-edges weigh alike
+    array([1. , 0.5, 0.5, 1. ])
+    >>> influence(g, np.array([1.0, 0.0, 0.0, 0.0]), "forward").scores.round(3)   # H0 sends 1/3 and 2/3
+    array([1.   , 0.333, 0.667, 1.   ])
+    """
+    s = node_vector(graph, seed, "seed")
+    x = influence_sweep(graph, s, direction, device=resolve_device(device))
+    return exact_result(x, "sweep", "influence").with_meta("influence", {"direction": direction})
 
 
 # One registry entry per centrality (PageRank's is in .pagerank_alg, imported above, so it comes first).

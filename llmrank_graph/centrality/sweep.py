@@ -7,7 +7,8 @@ With dangling mass sent along ``p``, PageRank is ``x = y / sum(y)`` with
 
 Katz (``x = alpha A^T x + beta``) is the same sweep without the ``1 / s_u``. When dangling
 mass goes to another vector q, the sweep carries ``[p, q]`` as two columns and one scalar
-makes it exact.
+makes it exact. Path influence (:func:`influence_sweep`) is the PageRank sweep with
+``alpha = 1``, from a seed and without the restart: ``(I - P^T)^{-1} seed``.
 
 The sweep uses only the block protocol (:class:`llmrank_graph.graph.blocks.Block`): for each
 partition in topological order, its out-blocks' strengths give ``s_u`` (cached on the graph
@@ -41,7 +42,7 @@ from .backends import Backend, register_backend
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SweepBackend", "pagerank_sweep", "katz_sweep", "resolve_device"]
+__all__ = ["SweepBackend", "pagerank_sweep", "katz_sweep", "influence_sweep", "resolve_device"]
 
 
 def resolve_device(device=None) -> torch.device:
@@ -250,6 +251,31 @@ def katz_sweep(graph, alpha: float, beta: np.ndarray, direction: str = "forward"
         if norm > 0:
             y = y / norm
     return y
+
+
+def influence_sweep(graph, seed: np.ndarray, direction: str = "reverse", device=None,
+                    dtype=torch.float64) -> np.ndarray:
+    """Path influence ``y = (I - P^T)^{-1} seed`` of a partition-ordered DAG, in one sweep.
+
+    ``y_v = seed_v + sum_{u -> v} (w_uv / s_u) y_u`` in topological order (``'forward'``), or
+    with every edge reversed (``'reverse'``: ``y_u = seed_u + sum_{u -> v} (w_uv / s_in(v)) y_v``,
+    each node's in-edges sharing its influence in proportion to their weights). The sum over
+    paths is finite on a DAG, so no damping is needed. Returns float64 (n_nodes,), not normalised.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, llmrank_graph as lg
+    >>> nodes = pd.DataFrame({"vertex": [0, 1, 2], "layer": [0, 0, 1], "kind": ["hidden", "intermediate", "hidden"],
+    ...                       "index": [0, 0, 0]})
+    >>> edges = pd.DataFrame({"src": [0, 0, 1], "dst": [1, 2, 2], "weight": [1.0, 1.0, 3.0]})
+    >>> g = lg.MLPGraph.from_edgelist(nodes, edges)
+    >>> influence_sweep(g, np.array([0.0, 0.0, 1.0]), device="cpu")  # node 2 gets 1/4 from 0, 3/4 from 1
+    array([1.  , 0.75, 1.  ])
+    """
+    _check_dag(graph, "path influence")
+    rhs = np.asarray(seed, dtype=np.float64).reshape(-1, 1)
+    y = _solve(graph, 1.0, rhs, direction, True, resolve_device(device), dtype)[0]
+    return np.ascontiguousarray(y[:, 0])
 
 
 class SweepBackend(Backend):

@@ -20,8 +20,12 @@ least-squares refit of the kept output columns needs after head pruning. The val
 is the attention's input, which an exported graph with heads needs. Every layer's
 attention runs before its MLP, so stopping after the last MLP loses nothing.
 
+Two more statistics are opt-in: ``gradients=True`` adds the loss gradients of the calibration
+text (:mod:`llmrank_graph.data.gradients`: a backward pass, about 3x the time) and
+``residual=True`` the residual stream entering each MLP before its norm (the norm's input).
+
 Calibration stops after the last decoder layer's MLP: the final norm and the LM head (a fifth
-of SmolLM2-135M's compute) are never run, since no statistic needs them. The hooks' per-column
+of SmolLM2-135M's compute) are never run, since no statistic needs them (but the gradients). The hooks' per-column
 sums read each activation once (:func:`~llmrank_graph.data.sums.column_sums`, a numba kernel on
 the CPU).
 
@@ -56,7 +60,8 @@ from ..base.progress import progress as base_progress
 from ..errors import InvalidArgumentError, LLMRankGraphError
 from ..models.architectures import MODEL, MLPModules, mlp_layers
 from ..models.attention import AttentionModules, attention_layers
-from .stats import ActivationStats, ModuleStats
+from .gradients import GradientRecorder
+from .stats import ActivationStats, ModuleStats, residual_modules
 from .sums import column_sums
 from .texts import TEXTS, source_blocks
 
@@ -228,7 +233,7 @@ def _stop_after(module: nn.Module):
 
 
 def hook_mlps(mlps, second_moments: bool, attention: list[AttentionModules] | None = None,
-              ) -> tuple[dict[str, _Recorder], list]:
+              residual: dict[str, nn.Module] | None = None) -> tuple[dict[str, _Recorder], list]:
     """Put a statistics recorder on every Linear of ``mlps``.
 
     The caller owns the hooks: remove every handle in a ``finally`` (or use
@@ -246,6 +251,9 @@ def hook_mlps(mlps, second_moments: bool, attention: list[AttentionModules] | No
         (:func:`llmrank_graph.models.attention.attention_layers`), under ``names['o']``, and
         their value projection (GPT-2: the fused ``c_attn``), under ``names['v']`` (``'qkv'``),
         whose input is the attention's.
+    residual : dict of str -> nn.Module, optional
+        Also record these modules (:func:`~llmrank_graph.data.stats.residual_modules`: the norm
+        before each MLP, whose input is the residual stream entering it), under these names.
 
     Returns
     -------
@@ -271,6 +279,9 @@ def hook_mlps(mlps, second_moments: bool, attention: list[AttentionModules] | No
         fused = att.v is None
         rec = recorders[att.names["qkv" if fused else "v"]] = _Recorder(False, None, scratch)
         handles.append((att.qkv if fused else att.v).register_forward_hook(rec))
+    for name, mod in (residual or {}).items():
+        rec = recorders[name] = _Recorder(False, None, scratch)
+        handles.append(mod.register_forward_hook(rec))
     return recorders, handles
 
 
@@ -314,12 +325,12 @@ def record_activations(model: nn.Module, *, second_moments: bool = False,
 
 
 @contextlib.contextmanager
-def _hooked(mlps: list[MLPModules], second_moments: bool,
-            attention: list[AttentionModules] | None = None) -> Iterator[dict[str, _Recorder]]:
+def _hooked(mlps: list[MLPModules], second_moments: bool, attention: list[AttentionModules] | None = None,
+            residual: dict[str, nn.Module] | None = None) -> Iterator[dict[str, _Recorder]]:
     """:func:`hook_mlps` as a context manager: every hook is removed on exit, even on error."""
     handles = []
     try:
-        recorders, handles = hook_mlps(mlps, second_moments, attention)
+        recorders, handles = hook_mlps(mlps, second_moments, attention, residual)
         yield recorders
     finally:
         for h in handles:
@@ -340,6 +351,8 @@ _CALIBRATE_PARAMS = {
     "progress": Boolean(),
     "second_moments": Boolean(),
     "attention": Boolean(),
+    "gradients": Boolean(),
+    "residual": Boolean(),
 }
 
 
@@ -355,6 +368,8 @@ def calibrate(
     progress: bool = False,
     second_moments: bool = False,
     attention: bool = False,
+    gradients: bool = False,
+    residual: bool = False,
 ) -> ActivationStats:
     """Run calibration text through ``model`` and collect MLP activation statistics.
 
@@ -389,6 +404,19 @@ def calibrate(
         (``AttentionModules.names['o']``), in the same pass: what the head scorers and head
         pruning read (:func:`~llmrank_graph.data.stats.head_norms`). Refused, before any forward
         pass, for a family without attention support (UnsupportedArchitectureError).
+    gradients : bool
+        Also take, for every batch, the gradient of the summed next-token loss (labels: the
+        next tokens) with respect to every down projection's input and output, and keep
+        ``input_taylor`` (``sum_t x dL/dx``, the ``taylor`` scorer) and ``output_grad_sumsq``
+        (the ``gradient`` seed of the output-seeded graph scorers). The pass then runs the
+        whole model, the LM head included, and a backward pass: about 3x the time, and the
+        memory of training without parameter gradients, 2.4 MB per token of a batch for
+        SmolLM2-135M (:mod:`llmrank_graph.data.gradients`).
+    residual : bool
+        Also record the residual stream entering every MLP, before its norm: the input of the
+        norm of :func:`~llmrank_graph.data.stats.residual_modules`, under that module's name
+        (:meth:`ActivationStats.residual_norms` reads it), which
+        ``residual='measured'`` graphs need.
 
     Returns
     -------
@@ -428,9 +456,11 @@ def calibrate(
         batches, source = list(_batches(ids, batch_size)), "texts"
     else:
         batches, source = _given_batches(input_ids, batch_size), "input_ids"
-    recorded, n = _run(model, batches, second_moments, progress, heads)
+    stream = residual_modules(model) if residual else None
+    recorded, n = _run(model, batches, second_moments, progress, heads, stream, gradients)
+    extra = {k: True for k, v in (("gradients", gradients), ("residual", residual)) if v}
     stats = ActivationStats(recorded, meta={"source": source, "n_batches": n, "second_moments": second_moments,
-                                            "attention": attention,
+                                            "attention": attention, **extra,
                                             "model": getattr(getattr(model, "config", None), "_name_or_path", "")})
     _check_finite_stats(stats)
     logger.info("calibrated %d modules on %d tokens", len(stats), stats.n_tokens)
@@ -448,11 +478,13 @@ def _given_batches(input_ids, batch_size: int) -> Iterable[torch.Tensor]:
 
 
 def _run(model: nn.Module, batches: Iterable, second_moments: bool, progress: bool,
-         attention: list[AttentionModules] | None = None) -> tuple[dict, int]:
-    """Forward every batch with recorders on every MLP (and ``attention``'s output projections);
-    returns ``(name -> ModuleStats, batches run)``.
+         attention: list[AttentionModules] | None = None, residual: dict[str, nn.Module] | None = None,
+         gradients: bool = False) -> tuple[dict, int]:
+    """Forward every batch with recorders on every MLP (and ``attention``'s output projections,
+    ``residual``'s modules); returns ``(name -> ModuleStats, batches run)``.
 
-    Each pass stops after the last layer's down projection (:class:`StopForward`).
+    Each pass stops after the last layer's down projection (:class:`StopForward`); with
+    ``gradients`` it runs to the loss instead, and a backward pass follows (:class:`GradientRecorder`).
     """
     device = next(model.parameters()).device
     vocab = vocab_size(model)
@@ -460,22 +492,30 @@ def _run(model: nn.Module, batches: Iterable, second_moments: bool, progress: bo
                             total=len(batches) if isinstance(batches, Sized) else None)
     n = 0
     mlps = mlp_layers(model)
-    with torch.inference_mode(), _hooked(mlps, second_moments, attention) as recs:
-        stop = _stop_after(mlps[-1].down)  # registered after the recorder: it records, then stops
+    grads = GradientRecorder(mlps) if gradients else None
+    with (torch.inference_mode() if grads is None else contextlib.nullcontext(),
+          _hooked(mlps, second_moments, attention, residual) as recs,
+          grads.hooked(model) if grads is not None else contextlib.nullcontext()):
+        stop = _stop_after(mlps[-1].down) if grads is None else None  # after the recorder: it records, then stops
         try:
             for b in batches:
                 b = torch.as_tensor(b)
                 check_batch(b, n, vocab)
-                try:
-                    model(input_ids=b.to(device), use_cache=False)
-                except StopForward:
-                    pass
+                if grads is not None:
+                    grads.step(model, b.to(device))
+                else:
+                    with contextlib.suppress(StopForward):
+                        model(input_ids=b.to(device), use_cache=False)
                 n += 1
         finally:
-            stop.remove()
+            if stop is not None:
+                stop.remove()
     if n == 0:
         raise InvalidArgumentError("`input_ids` is empty: no calibration batch")
-    return {k: r.result() for k, r in recs.items()}, n
+    out = {k: r.result() for k, r in recs.items()}
+    for name, (taylor, sumsq) in (grads.result() if grads is not None else {}).items():
+        out[name].input_taylor, out[name].output_grad_sumsq = taylor, sumsq
+    return out, n
 
 
 def _check_finite_stats(stats: ActivationStats) -> None:

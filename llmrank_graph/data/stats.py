@@ -28,10 +28,10 @@ from .._version import __version__
 from ..base.checks import fail_type
 from ..base.files import save_safetensors_atomic
 from ..errors import FileFormatError, InvalidArgumentError, InvalidArgumentTypeError, MissingInputError
-from ..models.architectures import mlp_layers
+from ..models.architectures import UnsupportedArchitectureError, get_architecture, mlp_layers
 from ..models.attention import AttentionModules, attention_layers
 
-__all__ = ["ModuleStats", "ActivationStats", "head_norms"]
+__all__ = ["ModuleStats", "ActivationStats", "head_norms", "residual_modules"]
 
 def _attention_hint(second_moments: bool = False) -> str:
     """How to collect the statistics of the attention output projections."""
@@ -39,6 +39,10 @@ def _attention_hint(second_moments: bool = False) -> str:
             + (", second_moments=True)" if second_moments else ")"))
 
 _FORMAT = "llmrank_graph.ActivationStats"
+#: The statistics of ``calibrate(..., gradients=True)`` (down projections only).
+_GRADIENT_FIELDS = ("input_taylor", "output_grad_sumsq")
+#: The optional tensors of a :class:`ModuleStats`, saved when present.
+_OPTIONAL_FIELDS = ("input_sum", "input_gram", *_GRADIENT_FIELDS)
 
 
 @dataclass
@@ -57,6 +61,12 @@ class ModuleStats:
     input_gram : torch.Tensor or None
         float64, (in_features, in_features): sum over tokens of x x^T. Only down projections
         have it, and only when calibrated with ``second_moments=True``.
+    input_taylor : torch.Tensor or None
+        float64, (in_features,): ``sum_t x_t,j dL/dx_t,j``, signed, with L the summed next-token
+        loss of the calibration tokens. Only down projections calibrated with
+        ``gradients=True`` have it (:mod:`llmrank_graph.data.gradients`).
+    output_grad_sumsq : torch.Tensor or None
+        float64, (out_features,): ``sum_t (dL/dy_t,i)^2``, the same condition.
     """
 
     input_sumsq: torch.Tensor
@@ -67,6 +77,8 @@ class ModuleStats:
     n_tokens: int = 0
     input_sum: torch.Tensor | None = None
     input_gram: torch.Tensor | None = None
+    input_taylor: torch.Tensor | None = None
+    output_grad_sumsq: torch.Tensor | None = None
 
     @property
     def input_norm(self) -> torch.Tensor:
@@ -118,6 +130,10 @@ class ModuleStats:
             self.input_sum += other.input_sum
         if self.input_gram is not None and other.input_gram is not None:
             self.input_gram += other.input_gram
+        for k in _GRADIENT_FIELDS:
+            mine, theirs = getattr(self, k), getattr(other, k)
+            if mine is not None and theirs is not None:
+                mine += theirs
 
 
 class ActivationStats(Mapping):
@@ -175,6 +191,37 @@ class ActivationStats(Mapping):
 
     def output_norm(self, name: str) -> torch.Tensor:
         return self[name].output_norm
+
+    def residual_norms(self, model: nn.Module) -> list[torch.Tensor]:
+        """L2 norm over the calibration tokens of each feature of the residual stream entering each MLP (pre-norm).
+
+        One float64 tensor of ``hidden_size`` values per layer, in layer order; the RMS over
+        tokens is this divided by ``sqrt(n_tokens)``. Not divided, as every activation norm
+        of the graph (docs/design.md section 1). Recorded by ``calibrate(..., residual=True)``
+        on the modules of :func:`residual_modules`.
+
+        Raises
+        ------
+        InvalidArgumentError
+            The stats lack the statistic (saying to calibrate with ``residual=True``), or do
+            not fit the model.
+        """
+        d = mlp_layers(model)[0].hidden_size
+        out = []
+        for name in residual_modules(model):
+            s = self._modules.get(name)
+            if s is None:
+                raise InvalidArgumentError(f"measured residual weights need the residual stream entering every MLP, "
+                                           f"which `stats` lack ({name!r}); calibrate with "
+                                           "llmrank_graph.calibrate(model, ..., residual=True)")
+            _check_module_stats(name, s, d, d)
+            out.append(s.input_norm.to(torch.float64))
+        return out
+
+    def has_gradients(self, names) -> bool:
+        """Whether every module of ``names`` has the loss-gradient statistics (``calibrate(..., gradients=True)``)."""
+        return all(n in self._modules and all(getattr(self._modules[n], k) is not None for k in _GRADIENT_FIELDS)
+                   for n in names)
 
     @classmethod
     def from_norms(cls, norms: Mapping[str, tuple[torch.Tensor, torch.Tensor]], n_tokens: int = 1) -> "ActivationStats":
@@ -278,10 +325,9 @@ class ActivationStats(Mapping):
             tensors[f"{name}::output_sumsq"] = s.output_sumsq.contiguous()
             tensors[f"{name}::input_batch_norm_sum"] = s.input_batch_norm_sum.contiguous()
             tensors[f"{name}::output_batch_norm_sum"] = s.output_batch_norm_sum.contiguous()
-            if s.input_sum is not None:
-                tensors[f"{name}::input_sum"] = s.input_sum.contiguous()
-            if s.input_gram is not None:
-                tensors[f"{name}::input_gram"] = s.input_gram.contiguous()
+            for field in _OPTIONAL_FIELDS:
+                if getattr(s, field) is not None:
+                    tensors[f"{name}::{field}"] = getattr(s, field).contiguous()
             counts[name] = [s.n_batches, s.n_tokens]
         meta = {"format": _FORMAT, "version": __version__,
                 "counts": json.dumps(counts), "meta": json.dumps(self.meta)}
@@ -316,7 +362,7 @@ class ActivationStats(Mapping):
                 mods = {}
                 for name, (nb, nt) in counts.items():
                     optional = {field: f.get_tensor(f"{name}::{field}") if f"{name}::{field}" in keys else None
-                                for field in ("input_sum", "input_gram")}
+                                for field in _OPTIONAL_FIELDS}
                     mods[name] = ModuleStats(
                         f.get_tensor(f"{name}::input_sumsq"), f.get_tensor(f"{name}::output_sumsq"),
                         f.get_tensor(f"{name}::input_batch_norm_sum"), f.get_tensor(f"{name}::output_batch_norm_sum"),
@@ -348,6 +394,11 @@ def _check_module_stats(name: str, s: ModuleStats, in_f: int, out_f: int) -> Non
     if s.input_gram is not None and s.input_gram.shape != (in_f, in_f):
         raise InvalidArgumentError(f"`stats` do not match the model: module {name!r} has {in_f} input "
                                    f"features but a Gram matrix of shape {tuple(s.input_gram.shape)}")
+    for field, size in zip(_GRADIENT_FIELDS, (in_f, out_f)):
+        t = getattr(s, field)
+        if t is not None and (t.shape != (size,) or not torch.isfinite(t).all()):
+            raise InvalidArgumentError(f"`stats` for module {name!r} must have a finite {field} of {size} values; "
+                                       f"got shape {tuple(t.shape)}")
 
 
 def head_norms(stats: ActivationStats, attn: AttentionModules) -> torch.Tensor:
@@ -395,3 +446,49 @@ def head_norms(stats: ActivationStats, attn: AttentionModules) -> torch.Tensor:
         raise InvalidArgumentError(f"`stats` do not match the model: {name!r} has {n} heads of {hd} features in the "
                                    f"model but {sumsq.numel()} input features in the stats")
     return sumsq.view(n, hd).sum(1).sqrt()
+
+
+#: The norm before each layer's MLP, whose input is the residual stream entering the MLP: the
+#: first of these attributes a decoder layer has. Gemma 2 and 3 norm the attention's output with
+#: their ``post_attention_layernorm`` and the MLP's input with ``pre_feedforward_layernorm``;
+#: Llama, Mistral, Qwen and Gemma 1 with ``post_attention_layernorm``; GPT-2 ``ln_2``; OPT
+#: ``final_layer_norm``.
+_MLP_NORMS = ("pre_feedforward_layernorm", "post_attention_layernorm", "ln_2", "final_layer_norm")
+
+
+def residual_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """Qualified name -> the norm before each layer's MLP, whose input is the residual stream entering it.
+
+    What ``calibrate(..., residual=True)`` records (the module's input: the stream before the
+    norm) and :meth:`ActivationStats.residual_norms` reads.
+
+    Raises
+    ------
+    UnsupportedArchitectureError
+        A decoder layer without such a norm, or OPT's post-norm variant
+        (``do_layer_norm_before=False``), whose MLP reads the stream after a norm of the sum.
+
+    Example
+    -------
+    >>> from transformers import LlamaConfig, LlamaForCausalLM
+    >>> model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=8, intermediate_size=12,
+    ...                                      num_hidden_layers=2, num_attention_heads=2))
+    >>> list(residual_modules(model))
+    ['model.layers.0.post_attention_layernorm', 'model.layers.1.post_attention_layernorm']
+    """
+    spec = get_architecture(model)
+    if getattr(getattr(model, "config", None), "do_layer_norm_before", True) is False:
+        raise UnsupportedArchitectureError("`model` norms after the residual addition (do_layer_norm_before=False): "
+                                           "the stream entering its MLPs is not the input of a norm")
+    layers = model
+    for part in spec.layers.split("."):
+        layers = getattr(layers, part)
+    out = {}
+    for i, layer in enumerate(layers):
+        attr = next((a for a in _MLP_NORMS if isinstance(getattr(layer, a, None), nn.Module)), None)
+        if attr is None:
+            raise UnsupportedArchitectureError(f"layer {i} of `model` has none of the norms before an MLP that the "
+                                               f"residual statistic knows ({', '.join(_MLP_NORMS)})")
+        out[f"{spec.layers}.{i}.{attr}"] = getattr(layer, attr)
+    return out
+

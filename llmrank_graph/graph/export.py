@@ -22,7 +22,7 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 import torch
 
-from ..base.checks import check_bool, check_choice, check_keep, check_residual
+from ..base.checks import check_bool, check_choice, check_keep, check_residual, fail
 from ..errors import InvalidArgumentError
 from ..models.architectures import MLPModules, mlp_layers
 from ..models.attention import AttentionModules, attention_layers
@@ -31,14 +31,18 @@ from .heads import HeadBlock, attention_activations, head_weights
 from .parts import GraphParts
 
 __all__ = ["ExportOptions", "DEFAULT_EXPORT", "CALIBRATED_EXPORT", "default_export", "MODES", "GATES", "WEIGHTINGS",
-           "ACTIVATION_WEIGHTINGS", "EXPORT_FORMATS", "export_options", "mlp_partitions", "layer_partitions",
-           "export_parts"]
+           "ACTIVATION_WEIGHTINGS", "RESIDUAL_WEIGHTS", "EXPORT_FORMATS", "export_options", "mlp_partitions",
+           "layer_partitions", "export_parts"]
 
 MODES = ("chained", "isolated")
 GATES = ("up", "gate", "sum", "max")
 WEIGHTINGS = ("abs", "abs_x_input", "activation_share")
 #: Weightings that need calibration statistics.
 ACTIVATION_WEIGHTINGS = ("abs_x_input", "activation_share")
+#: How the skip edges weigh each feature: the constant ``residual`` (times the source's
+#: activation under the activation weightings), or ``residual`` times the measured norm of the
+#: residual stream entering the MLP, before its norm (``calibrate(..., residual=True)``).
+RESIDUAL_WEIGHTS = ("constant", "measured")
 #: What ``llmrank-graph export --format`` writes: the full graph directory, or a thresholded
 #: subgraph for viewers (:mod:`llmrank_graph.graph.viewer`).
 EXPORT_FORMATS = ("parquet", "graphml", "gexf")
@@ -58,8 +62,9 @@ class ExportOptions:
         One graph through all layers, or one 3-partite component per MLP.
     gate : {'up', 'gate', 'sum', 'max'}
         Input edges of a gated MLP: ``|W_up|`` (the paper), ``|W_gate|``, their sum or max.
-    residual : float >= 0
-        Weight of the skip edges ``H_l,i -> H_{l+1},i`` (0: none).
+    residual : float >= 0 or 'measured'
+        Weight of the skip edges ``H_l,i -> H_{l+1},i`` (0: none). ``'measured'`` stands for
+        ``residual=1.0, residual_weights='measured'``.
     weighting : {'abs', 'abs_x_input', 'activation_share'}
         See :func:`~llmrank_graph.export_graph`.
     keep : None, int >= 1 or float in (0, 1]
@@ -69,6 +74,13 @@ class ExportOptions:
         stream as the attention reads it and as the MLP reads it (``mode='chained'`` only;
         docs/design.md section 1, "Attention heads in the graph"). Recorded in ``meta.json``
         (and in :meth:`as_dict`) only when true, so a graph without heads is exactly as before.
+    residual_weights : {'constant', 'measured'}
+        ``'constant'``: each skip edge weighs ``residual`` (times ``a_i`` under the activation
+        weightings). ``'measured'``: ``residual`` times ``rho_l,i``, the L2 norm over the
+        calibration tokens of feature ``i`` of the residual stream entering MLP ``l`` before
+        its norm (``stats.residual_norms(model)``, from ``calibrate(..., residual=True)``):
+        the scale of what the skip carries past the MLP, in the units of the MLP's output.
+        Needs ``residual > 0`` and no heads. Recorded only when ``'measured'``.
 
     Example
     -------
@@ -86,32 +98,49 @@ class ExportOptions:
     weighting: str = "abs"
     keep: int | float | None = None
     attention: bool = False
+    residual_weights: str = "constant"
 
     def __post_init__(self):
         check_choice("mode", self.mode, MODES)
         check_choice("gate", self.gate, GATES)
+        if isinstance(self.residual, str):
+            if self.residual != "measured":
+                raise fail("residual", "a float >= 0 or 'measured'", self.residual)
+            object.__setattr__(self, "residual", 1.0)
+            object.__setattr__(self, "residual_weights", "measured")
         object.__setattr__(self, "residual", check_residual(self.residual))
+        check_choice("residual_weights", self.residual_weights, RESIDUAL_WEIGHTS)
         check_choice("weighting", self.weighting, WEIGHTINGS)
         object.__setattr__(self, "keep", check_keep(self.keep))
         object.__setattr__(self, "attention", check_bool("attention", self.attention))
         if self.attention and self.mode != "chained":
             raise InvalidArgumentError(f"`attention=True` needs mode='chained' (heads sit between the residual stream "
                                        f"as the attention reads it and as the MLP reads it); got mode={self.mode!r}")
+        if self.residual_weights == "measured" and (self.residual == 0 or self.attention):
+            raise InvalidArgumentError("`residual_weights='measured'` weighs the skip edges beside the MLPs: it needs "
+                                       f"residual > 0 and attention=False; got residual={self.residual!r}, "
+                                       f"attention={self.attention!r}")
 
     @property
     def needs_stats(self) -> bool:
-        """True when the weighting uses calibration activation norms."""
-        return self.weighting in ACTIVATION_WEIGHTINGS
+        """True when the weighting (or the measured skip edges) uses calibration statistics."""
+        return self.weighting in ACTIVATION_WEIGHTINGS or self.residual_weights == "measured"
 
     def as_dict(self) -> dict:
-        """The options as a plain dict (the keys of ``meta.json``); ``attention`` only when true.
+        """The options as a plain dict (the keys of ``meta.json``); ``attention`` only when true,
+        ``residual_weights`` only when ``'measured'``.
 
         >>> list(ExportOptions().as_dict()), ExportOptions(attention=True).as_dict()["attention"]
         (['mode', 'gate', 'residual', 'weighting', 'keep'], True)
+        >>> opts = ExportOptions(residual="measured")
+        >>> opts.residual, opts.as_dict()["residual_weights"]
+        (1.0, 'measured')
         """
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         if not self.attention:
             del out["attention"]
+        if self.residual_weights == "constant":
+            del out["residual_weights"]
         return out
 
     def replace(self, **changes) -> ExportOptions:
@@ -149,8 +178,10 @@ def export_options(graph) -> ExportOptions | None:
     True
     """
     try:
-        given = {f.name: graph.meta[f.name] for f in fields(ExportOptions) if f.name != "attention"}
-        return ExportOptions(**given, attention=graph.meta.get("attention", False))
+        optional = {"attention": False, "residual_weights": "constant"}  # recorded only when not these
+        given = {f.name: graph.meta.get(f.name, optional[f.name]) if f.name in optional else graph.meta[f.name]
+                 for f in fields(ExportOptions)}
+        return ExportOptions(**given)
     except (KeyError, ValueError, TypeError):
         return None
 
@@ -233,8 +264,9 @@ def _layer_activation(act: np.ndarray, stats, m: MLPModules, h_in: Partition, in
 
 
 def _layer_blocks(l: int, m: MLPModules, h_in: Partition, inter: Partition, h_out: Partition, opts: ExportOptions,
-                  a_in: torch.Tensor | None, a_mid: torch.Tensor | None) -> list[Block]:
-    """The up (or gate), down and residual blocks of MLP ``l``; ``a_in``/``a_mid`` scale their columns."""
+                  a_in: torch.Tensor | None, a_mid: torch.Tensor | None, rho: torch.Tensor | None) -> list[Block]:
+    """The up (or gate), down and residual blocks of MLP ``l``; ``a_in``/``a_mid`` scale their columns,
+    ``rho`` (the measured stream norms) the skip edges when given."""
     scale_in = a_in if opts.needs_stats else None
     scale_mid = a_mid if opts.needs_stats else None
     if m.gate is None or opts.gate == "up":
@@ -248,7 +280,7 @@ def _layer_blocks(l: int, m: MLPModules, h_in: Partition, inter: Partition, h_ou
     _share(opts, [up, down])
     blocks: list[Block] = [up, down]
     if opts.residual > 0:
-        blocks.append(DiagonalBlock(h_in, h_out, l, opts.residual, scale_in))
+        blocks.append(DiagonalBlock(h_in, h_out, l, opts.residual, scale_in if rho is None else rho))
     return blocks
 
 
@@ -297,6 +329,7 @@ def export_parts(model, stats, options: ExportOptions) -> GraphParts:
     atts = attention_layers(model) if options.attention else None
     att_act = attention_activations(atts, stats, options.weighting) if atts and stats is not None else None
     parts = mlp_partitions(L, d, sizes, options.mode, [a.num_heads for a in atts] if atts else None)
+    rho = stats.residual_norms(model) if options.residual_weights == "measured" else [None] * L
     act = np.full(parts[-1].stop, np.nan)
     blocks: list[Block] = []
     for l, m in enumerate(layers):
@@ -305,7 +338,7 @@ def export_parts(model, stats, options: ExportOptions) -> GraphParts:
         if stats is not None:
             a_in, a_mid = _layer_activation(act, stats, m, h_in, inter, h_out,
                                             options.mode == "isolated" or l == L - 1)
-        blocks += _layer_blocks(l, m, h_in, inter, h_out, options, a_in, a_mid)
+        blocks += _layer_blocks(l, m, h_in, inter, h_out, options, a_in, a_mid, rho[l])
         if atts:
             r_in, heads = parts[4 * l], parts[4 * l + 1]
             a_r, a_h = att_act[l] if att_act else (None, None)

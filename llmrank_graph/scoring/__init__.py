@@ -1,6 +1,7 @@
 """Neuron scorers: the registry (`registry`) and one module per family: graph centralities
 (`graph`), reproductions of the LLM-Rank reference code (`reference`), baselines
-(`baselines`) and compensation-aware criteria (`second_order`).
+(`baselines`), compensation-aware criteria (`second_order`) and the output side: the
+first-order Taylor importance and the output-seeded path influence (`gradient`).
 
 Imports `centrality`, `graph`, `compensation`, `data`, `models` and `base`.
 
@@ -9,8 +10,10 @@ imports first (importing any of them runs this file first): the registry's order
 of :func:`scorers`, which the command line shows.
 """
 from .baselines import ActivationScorer, MagnitudeScorer, RandomScorer, WandaSPScorer
+from .gradient import InfluenceScorer, TaylorScorer
 from .graph import (
     ACTIVATION_PERSONALIZATIONS,
+    OUTPUT_SEEDS,
     PAGERANK_CENTRALITY,
     PAGERANK_DEFAULTS,
     PAGERANK_EXPORT,
@@ -22,6 +25,7 @@ from .graph import (
     KatzScorer,
     PageRankScorer,
     StrengthScorer,
+    output_seed_vector,
 )
 from .heads import (
     HeadScorer,
@@ -46,7 +50,7 @@ from .second_order import FlapScorer, OBSScorer
 
 for _cls in (PageRankScorer, WeightedPageRankScorer, ModifiedPageRankScorer, ChannelWandaScorer, NormScorer,
              MagnitudeScorer, ActivationScorer, WandaSPScorer, RandomScorer, FlapScorer, OBSScorer,
-             KatzScorer, HitsScorer, EigenvectorScorer, StrengthScorer, DegreeScorer):
+             KatzScorer, HitsScorer, EigenvectorScorer, StrengthScorer, DegreeScorer, TaylorScorer, InfluenceScorer):
     register_scorer(_cls)
 del _cls
 
@@ -57,5 +61,5 @@ __all__ = [
     'EigenvectorScorer', 'StrengthScorer', 'DegreeScorer', 'WeightedPageRankScorer', 'ModifiedPageRankScorer',
     'ChannelWandaScorer', 'NormScorer', 'MagnitudeScorer', 'ActivationScorer', 'WandaSPScorer', 'RandomScorer',
     'FlapScorer', 'OBSScorer', 'HeadScores', 'HeadScorer', 'register_head_scorer', 'head_scorers',
-    'get_head_scorer', 'score_heads',
+    'get_head_scorer', 'score_heads', 'TaylorScorer', 'InfluenceScorer', 'OUTPUT_SEEDS', 'output_seed_vector',
 ]

@@ -1,8 +1,8 @@
 """Graph scorers: centralities of the intermediate nodes of the whole-MLP graph.
 
-``pagerank`` (the product's main method) and the other centralities of
+``pagerank`` (the product's main method), the other centralities of
 :mod:`llmrank_graph.centrality` (``katz``, ``hits``, ``eigenvector``, ``strength``,
-``degree``) share one set of graph options (the fields of
+``degree``) and the output-seeded path ``influence`` (:mod:`.gradient`) share one set of graph options (the fields of
 :class:`~llmrank_graph.graph.ExportOptions`), the centrality ``backend``, an optional ready
 ``graph`` and ``prune_hidden`` (which must be False). The score of intermediate neuron j of
 layer l is the centrality of node ``I_l,j`` (docs/design.md sections 2 and 4).
@@ -58,6 +58,7 @@ from ..centrality import (
 )
 from ..centrality.sweep import resolve_device
 from ..data.calibration import ActivationStats
+from ..data.gradients import OUTPUT_WEIGHTS, output_weights
 from ..errors import InvalidArgumentError
 from ..graph import DEFAULT_EXPORT, GATES, MODES, WEIGHTINGS, ExportOptions, MLPGraph
 from ..graph.export import CALIBRATED_EXPORT, export_parts
@@ -67,12 +68,14 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["PAGERANK_EXPORT", "PAGERANK_CENTRALITY", "PAGERANK_DEFAULTS", "PAGERANK_WITHOUT_STATS",
            "PERSONALIZATIONS", "ACTIVATION_PERSONALIZATIONS", "PageRankScorer", "KatzScorer", "HitsScorer",
-           "EigenvectorScorer", "StrengthScorer", "DegreeScorer"]
+           "EigenvectorScorer", "StrengthScorer", "DegreeScorer", "OUTPUT_SEEDS", "output_seed_vector"]
 
 #: Named teleport vectors of :func:`llmrank_graph.centrality.pagerank`.
 PERSONALIZATIONS: tuple[str, ...] = TELEPORTS
 #: Those that need calibration statistics (the nodes' activation norms).
 ACTIVATION_PERSONALIZATIONS: tuple[str, ...] = ("activation",)
+#: The seeds of the output-seeded scorers (:func:`output_seed_vector`).
+OUTPUT_SEEDS: tuple[str, ...] = OUTPUT_WEIGHTS
 
 # Defaults of the ``pagerank`` scorer: its graph here, its centrality options in the entry of
 # the centrality registry (which the analyses read too); :class:`PageRankScorer`'s keyword
@@ -137,6 +140,12 @@ def _backend_for(algorithm: str) -> Check:
     return Check(check, f"'auto' or a backend that implements {algorithm}")
 
 
+def _residual(arg: str, value):
+    if isinstance(value, str) and value != "measured":
+        raise fail(arg, "a float >= 0 or 'measured'", value)
+    return value if isinstance(value, str) else check_residual(value, arg)
+
+
 def _keep(arg: str, value):
     return check_keep(value)
 
@@ -188,7 +197,7 @@ _START = Check(_start_vector, "None or an array of one value per node")
 _GRAPH_CONSTRAINTS: Mapping[str, Constraint] = MappingProxyType({
     "mode": OneOf(*MODES),
     "gate": OneOf(*GATES),
-    "residual": Check(lambda arg, value: check_residual(value, arg), "a float >= 0 that float32 holds"),
+    "residual": Check(_residual, "a float >= 0 that float32 holds, or 'measured'"),
     "weighting": OneOf(*WEIGHTINGS),
     "keep": Check(_keep, "None, an int >= 1 (top-k in-edges per node) or a float in (0, 1] (fraction of edges "
                          "kept)"),
@@ -202,6 +211,20 @@ _ITERATIONS: Mapping[str, Constraint] = {"tol": _POSITIVE, "max_iter": Interval(
 def _intermediate_slices(graph: MLPGraph, scores: np.ndarray) -> dict[int, torch.Tensor]:
     return {p.layer: torch.from_numpy(np.array(scores[p.offset:p.stop], dtype=np.float64))
             for p in graph.intermediate_partitions()}
+
+
+def output_seed_vector(model, stats, graph: MLPGraph, seed: str) -> np.ndarray:
+    """The output seed: zero but on the chained ``graph``'s last partition (the stream after the last MLP),
+    where it is :func:`~llmrank_graph.data.gradients.output_weights` (``seed``: ``'uniform'``, ``'unembedding'``
+    or ``'gradient'``). One float64 value per node, not normalised."""
+    last = graph.partitions[-1]
+    weights = output_weights(model, stats, seed).numpy()
+    if graph.meta.get("mode") == "isolated" or weights.size != last.size or not weights.sum() > 0:
+        raise InvalidArgumentError(f"`output_seed={seed!r}` needs a chained graph of this model and a non-zero "
+                                   f"seed; last partition {last.name!r}: {last.size} nodes, seed: {weights.size}")
+    out = np.zeros(graph.n_nodes)
+    out[last.offset:last.stop] = weights
+    return out
 
 
 # ----------------------------------------------------------------------------- base
@@ -254,6 +277,9 @@ class _GraphScorer(Scorer):
                 raise InvalidArgumentError(
                     f"`graph` was exported with {k}={have!r} but scorer {self.name!r} has {k}={want!r}; "
                     f"pass {k}={have!r} or export the graph with the scorer's options")
+        if g.meta.get("residual_weights", "constant") != options.residual_weights:
+            raise InvalidArgumentError(f"`graph` was exported with residual_weights={g.meta['residual_weights']!r} "
+                                       f"but scorer {self.name!r} has residual={self.residual!r}")
         return g
 
     def _centrality(self, graph: MLPGraph) -> CentralityResult:
@@ -289,6 +315,10 @@ class PageRankScorer(_GraphScorer):
         ``'auto'`` or one of :func:`llmrank_graph.centrality.backend_names`.
     tol, max_iter
         Passed to :func:`llmrank_graph.pagerank`, with its defaults.
+    output_seed : None, 'uniform', 'unembedding' or 'gradient'
+        Output seeding: the teleport (and dangling mass) only on the last hidden partition,
+        weighted by :func:`output_seed_vector` (``'gradient'`` needs ``calibrate(..., gradients=True)``).
+        Replaces ``personalization``; needs the reverse direction and the chained mode.
     graph : MLPGraph, optional
         A graph already exported from the model (or read from Parquet) to use instead of a
         fresh export. Its export options must equal the scorer's (else ValueError), and it
@@ -300,6 +330,7 @@ class PageRankScorer(_GraphScorer):
     -------
     >>> PageRankScorer().needs_stats()       # activation-share edges, activation teleport
     True
+
     >>> PageRankScorer(weighting="abs", personalization="uniform").needs_stats()
     False
     """
@@ -312,10 +343,8 @@ class PageRankScorer(_GraphScorer):
         "direction": OneOf(*DIRECTIONS),
         "personalization": Check(_teleport, f"one of {', '.join(map(repr, PERSONALIZATIONS))} or an array of "
                                             "one value per node"),
-        "alpha": Interval(float, 0, 1, closed="neither"),
-        "tol": _POSITIVE,
-        "max_iter": Interval(int, 1),
-    })
+        "alpha": Interval(float, 0, 1, closed="neither"), "tol": _POSITIVE, "max_iter": Interval(int, 1),
+        "output_seed": OneOf(None, *OUTPUT_SEEDS)})
 
     def __init__(self, *, mode: str = PAGERANK_EXPORT.mode, gate: str = PAGERANK_EXPORT.gate,
                  residual: float = PAGERANK_EXPORT.residual, weighting: str = PAGERANK_EXPORT.weighting,
@@ -324,23 +353,41 @@ class PageRankScorer(_GraphScorer):
                  personalization=PAGERANK_CENTRALITY["personalization"],
                  alpha: float = PAGERANK_CENTRALITY["alpha"], backend: str = PAGERANK_CENTRALITY["backend"],
                  tol: float = _PAGERANK_FN["tol"], max_iter: int = _PAGERANK_FN["max_iter"],
-                 graph: MLPGraph | None = None, prune_hidden: bool = False):
+                 output_seed: str | None = None, graph: MLPGraph | None = None, prune_hidden: bool = False):
         self.direction = direction
         self.personalization = personalization
         self.alpha = alpha
         self.tol = tol
         self.max_iter = max_iter
+        self.output_seed = output_seed
         super().__init__(mode=mode, gate=gate, residual=residual, weighting=weighting, keep=keep, backend=backend,
                          graph=graph, prune_hidden=prune_hidden)
 
-    def needs_stats(self) -> bool:
-        uses_activation = isinstance(self.personalization, str) and self.personalization in ACTIVATION_PERSONALIZATIONS
-        return self.graph is None and (self.export_options.needs_stats or uses_activation)
+    @classmethod
+    def _checked(cls, params: Mapping) -> dict:
+        checked = super()._checked(params)
+        got = (params.get("direction", PAGERANK_CENTRALITY["direction"]), params.get("mode", "chained"),
+               isinstance(params.get("personalization", ""), str))
+        if params.get("output_seed") is not None and got != ("reverse", "chained", True):
+            raise InvalidArgumentError(f"`output_seed={params['output_seed']!r}` seeds the output, from which only "
+                                       "the reverse direction flows back, and replaces the teleport: it needs "
+                                       "direction='reverse', mode='chained' and no personalization array; got "
+                                       f"direction={got[0]!r}, mode={got[1]!r}")
+        return checked
 
-    def _centrality(self, graph):
-        return _centrality.pagerank(graph, alpha=self.alpha, personalization=self.personalization,
-                                    direction=self.direction, backend=self.backend, tol=self.tol,
-                                    max_iter=self.max_iter)
+    def needs_stats(self) -> bool:
+        uses_activation = (self.output_seed is None and isinstance(self.personalization, str)
+                           and self.personalization in ACTIVATION_PERSONALIZATIONS)
+        return self.output_seed == "gradient" or (
+            self.graph is None and (self.export_options.needs_stats or uses_activation))
+
+    def _score(self, model, mlps, stats):
+        graph = self._graph_for(model, stats)
+        teleport = (self.personalization if self.output_seed is None
+                    else output_seed_vector(model, stats, graph, self.output_seed))
+        res = _centrality.pagerank(graph, alpha=self.alpha, personalization=teleport, direction=self.direction,
+                                   backend=self.backend, tol=self.tol, max_iter=self.max_iter)
+        return _intermediate_slices(graph, res.scores), None
 
 
 # ----------------------------------------------------------------------------- other centralities
@@ -371,14 +418,9 @@ class KatzScorer(_GraphScorer):
     name = "katz"
     description = "katz centrality of the intermediate nodes of the whole-MLP graph"
     _parameter_constraints = MappingProxyType({
-        **_GRAPH_CONSTRAINTS, **_ITERATIONS,
-        "alpha": _POSITIVE,
-        "backend": _backend_for("katz"),
+        **_GRAPH_CONSTRAINTS, **_ITERATIONS, "alpha": _POSITIVE, "backend": _backend_for("katz"),
         "beta": Check(_positive_or_per_node, "a positive float or an array of one value per node"),
-        "direction": OneOf(*DIRECTIONS),
-        "normalized": Boolean(),
-        "device": _DEVICE,
-    })
+        "direction": OneOf(*DIRECTIONS), "normalized": Boolean(), "device": _DEVICE})
 
     def __init__(self, *, mode: str = DEFAULT_EXPORT.mode, gate: str = DEFAULT_EXPORT.gate,
                  residual: float = DEFAULT_EXPORT.residual, weighting: str = DEFAULT_EXPORT.weighting,
@@ -409,16 +451,11 @@ class HitsScorer(_GraphScorer):
 
     Parameters
     ----------
-    mode, gate, residual, weighting, keep
-        Graph options (:class:`~llmrank_graph.graph.ExportOptions`); by default the plain
-        export :data:`~llmrank_graph.graph.DEFAULT_EXPORT`.
     which, backend, tol, max_iter, nstart, normalized
         Passed to :func:`llmrank_graph.centrality.hits`, with its defaults: ``which`` is
         ``'authorities'`` (fed by good hubs) or ``'hubs'``.
-    graph : MLPGraph, optional
-        A graph exported with the scorer's graph options.
-    prune_hidden : bool
-        Must be False.
+    mode, gate, residual, weighting, keep, graph, prune_hidden
+        As :class:`KatzScorer`.
 
     Example
     -------
@@ -428,12 +465,8 @@ class HitsScorer(_GraphScorer):
 
     name = "hits"
     description = "hits centrality of the intermediate nodes of the whole-MLP graph"
-    _parameter_constraints = MappingProxyType({
-        **_GRAPH_CONSTRAINTS, **_ITERATIONS,
-        "backend": _backend_for("hits"),
-        "which": OneOf(*HITS_VECTORS),
-        "normalized": Boolean(),
-    })
+    _parameter_constraints = MappingProxyType({**_GRAPH_CONSTRAINTS, **_ITERATIONS, "backend": _backend_for("hits"),
+                                               "which": OneOf(*HITS_VECTORS), "normalized": Boolean()})
 
     def __init__(self, *, mode: str = DEFAULT_EXPORT.mode, gate: str = DEFAULT_EXPORT.gate,
                  residual: float = DEFAULT_EXPORT.residual, weighting: str = DEFAULT_EXPORT.weighting,
@@ -460,16 +493,11 @@ class EigenvectorScorer(_GraphScorer):
 
     Parameters
     ----------
-    mode, gate, residual, weighting, keep
-        Graph options (:class:`~llmrank_graph.graph.ExportOptions`); by default the plain
-        export :data:`~llmrank_graph.graph.DEFAULT_EXPORT`.
     backend, tol, max_iter, nstart, directed
         Passed to :func:`llmrank_graph.centrality.eigenvector`, with its defaults
         (``directed=True`` is refused there: the whole-MLP graph is a DAG).
-    graph : MLPGraph, optional
-        A graph exported with the scorer's graph options.
-    prune_hidden : bool
-        Must be False.
+    mode, gate, residual, weighting, keep, graph, prune_hidden
+        As :class:`KatzScorer`.
 
     Example
     -------
@@ -506,16 +534,11 @@ class StrengthScorer(_GraphScorer):
 
     Parameters
     ----------
-    mode, gate, residual, weighting, keep
-        Graph options (:class:`~llmrank_graph.graph.ExportOptions`); by default the plain
-        export :data:`~llmrank_graph.graph.DEFAULT_EXPORT`.
     direction, backend, device
         Passed to :func:`llmrank_graph.centrality.strength`, with its defaults (``direction``:
         ``'in'``, ``'out'`` or ``'total'``).
-    graph : MLPGraph, optional
-        A graph exported with the scorer's graph options.
-    prune_hidden : bool
-        Must be False.
+    mode, gate, residual, weighting, keep, graph, prune_hidden
+        As :class:`KatzScorer`.
 
     Example
     -------
@@ -548,15 +571,10 @@ class DegreeScorer(_GraphScorer):
 
     Parameters
     ----------
-    mode, gate, residual, weighting, keep
-        Graph options (:class:`~llmrank_graph.graph.ExportOptions`); by default the plain
-        export :data:`~llmrank_graph.graph.DEFAULT_EXPORT`.
     direction, backend
         Passed to :func:`llmrank_graph.centrality.degree`, with its defaults.
-    graph : MLPGraph, optional
-        A graph exported with the scorer's graph options.
-    prune_hidden : bool
-        Must be False.
+    mode, gate, residual, weighting, keep, graph, prune_hidden
+        As :class:`KatzScorer`.
 
     Example
     -------
@@ -579,3 +597,4 @@ class DegreeScorer(_GraphScorer):
 
     def _centrality(self, graph):
         return _centrality.degree(graph, direction=self.direction, backend=self.backend)
+
