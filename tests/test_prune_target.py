@@ -306,3 +306,12 @@ def test_cli_min_keep_refuses_bad_values(model_dir, text_file, tmp_path, capsys,
     assert _prune(model_dir, text_file, tmp_path / "p", "--min-keep", value) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize("extra", [["--method", "taylor"], ["--param", "output_seed=gradient"],
+                                   ["--param", "residual=measured"], ["--method", "influence"]])
+def test_cli_calibrates_what_the_scorer_reads(model_dir, text_file, tmp_path, capsys, extra):
+    """The loss gradients (taylor, output_seed='gradient') and the residual stream (residual='measured')."""
+    assert _prune(model_dir, text_file, tmp_path / "p", "--amount", "0.25", "--compensate", "none", *extra) == 0
+    mask = lg.pruning.NeuronMask.load(tmp_path / "p" / "llmrank_graph" / "neuron_mask.safetensors")
+    assert mask.n_pruned() > 0

@@ -365,16 +365,19 @@ def _load(args):
 
 
 def _calibrate(args, model, tok, texts: list[str], no_text: str = "", *, second_moments: bool = False,
-               attention: bool = False):
+               attention: bool = False, scorer=None):
     """Calibrate on ``texts`` (:func:`~llmrank_graph.cli._inputs.read_texts` has read ``--texts``).
 
-    ``attention``: also the attention output projections (``calibrate(..., attention=True)``).
+    ``attention``: also the attention output projections (``calibrate(..., attention=True)``);
+    ``scorer``: also what it reads (the loss gradients, the residual stream: its
+    ``needs_gradients()`` and ``needs_residual()``).
     """
     if tok is None:  # preflight refuses these; a loader may still come back without one
         raise no_tokenizer_error(args, no_text)
+    extra = {} if scorer is None else {"gradients": scorer.needs_gradients(), "residual": scorer.needs_residual()}
     return _relabel(CALIBRATION_OPTIONS, calibrate, model, tok, texts=texts, n_samples=args.n_samples,
                     seq_len=args.seq_len, batch_size=args.batch_size, progress=True, second_moments=second_moments,
-                    attention=attention)
+                    attention=attention, **extra)
 
 
 # ---------------------------------------------------------------------------- threads

@@ -366,7 +366,7 @@ def _run(args, params: dict, checked: Checked, allocation_checked: bool, threads
     else:
         moments = needs_second_moments(args.compensate) or (scorer is not None and scorer.needs_second_moments())
         stats, seq = _calibrate(args, model, tok, texts, _NO_TEXT, second_moments=moments,
-                                attention=args.target != "mlp"), {}
+                                attention=args.target != "mlp", scorer=scorer), {}
         times["calibrate"] = time.perf_counter() - t
     dense = copy.deepcopy(model)
     t = time.perf_counter()

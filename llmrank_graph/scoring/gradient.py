@@ -81,6 +81,9 @@ class TaylorScorer(Scorer):
     name = "taylor"
     description = "first-order Taylor importance |sum x dL/dx| of the down_proj input (needs gradients=True)"
 
+    def needs_gradients(self) -> bool:
+        return True
+
     def _score(self, model, mlps, stats):
         _check_gradients(stats, mlps, f"scorer {self.name!r}")
         return {m.layer: stats[m.down_name].input_taylor.to(torch.float64).abs() for m in mlps}, None

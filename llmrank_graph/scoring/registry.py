@@ -402,6 +402,17 @@ class Scorer:
         """True when this scorer needs the Gram matrices of the down_proj inputs (``second_moments=True``)."""
         return False
 
+    def needs_gradients(self) -> bool:
+        """True when this scorer reads the loss gradients of calibration (``calibrate(..., gradients=True)``):
+        ``taylor``, and the graph scorers seeded by the gradient (``output_seed='gradient'``)."""
+        return getattr(self, "output_seed", None) == "gradient"
+
+    def needs_residual(self) -> bool:
+        """True when this scorer exports a graph with measured skip edges (``residual='measured'``), which
+        need the residual stream's statistics (``calibrate(..., residual=True)``)."""
+        options = getattr(self, "export_options", None)
+        return getattr(self, "graph", None) is None and getattr(options, "residual_weights", None) == "measured"
+
     def score_layer(self, mlp: MLPModules, stats) -> torch.Tensor:
         """Scores of one layer's neurons from that layer's statistics alone (only if :attr:`layerwise`).
 
