@@ -55,6 +55,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _results import append_row, read_rows  # benchmarks/_results.py: this script's directory is on sys.path
 from scipy.stats import spearmanr
 
 import llmrank_graph as lg
@@ -111,13 +112,6 @@ def parse_formulation(spec: str) -> tuple[str, str, dict]:
                 pass
         params[k] = v
     return spec, method, params
-
-
-def _read(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def _write(path: Path, fields: list[str], rows: list[dict]) -> None:
@@ -182,7 +176,7 @@ class Runner:
         self.out = Path(args.out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.csv_path = self.out / f"{args.name}.csv"
-        self.done = {self._key(r): r for r in _read(self.csv_path)}
+        self.done = {self._key(r): r for r in read_rows(self.csv_path)}
 
     def _stats(self) -> ActivationStats:
         path = Path(self.args.stats_file) if self.args.stats_file else None
@@ -221,12 +215,7 @@ class Runner:
         self.done[key] = row
         print(f"{name:30} {allocation:7} {amount:4.2f} {compensation:6} ppl {fmt(value):>8}  "
               f"({row['seconds']:.0f} s)", flush=True)
-        new = not self.csv_path.exists()
-        with open(self.csv_path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=FIELDS)
-            if new:
-                w.writeheader()
-            w.writerow(row)
+        append_row(self.csv_path, FIELDS, row)
 
 
 def measure(r: Runner, args) -> None:
@@ -347,13 +336,13 @@ def _threshold_tables(rows: list[dict], detail: float) -> list[str]:
 
 def markdown(out: Path, name: str, detail: float) -> str:
     parts = []
-    spear = _read(out / f"{name}_spearman.csv")
+    spear = read_rows(out / f"{name}_spearman.csv")
     if spear:
         parts += _spearman_table(spear)
-    ppl = _read(out / f"{name}.csv")
+    ppl = read_rows(out / f"{name}.csv")
     if ppl:
         parts += _perplexity_tables(ppl)
-    thr = _read(out / f"{name}_threshold.csv")
+    thr = read_rows(out / f"{name}_threshold.csv")
     if thr:
         parts += _threshold_tables(thr, detail)
     return "\n".join(parts)

@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 
 import torch
+from _results import append_row  # benchmarks/_results.py: this script's directory is on sys.path
 
 import llmrank_graph as lg
 from llmrank_graph.compensation.algebra import DEFAULT_RIDGE
@@ -144,12 +145,7 @@ class Runner:
         self.done[key] = row
         print(f"{scorer:12} {params:28} {allocation:12} {amount:4.2f} {compensation:17} ridge {ridge:<7g} "
               f"ppl {fmt(value):>8}  ({row['seconds']:.0f} s)", flush=True)
-        new = not self.csv_path.exists()
-        with open(self.csv_path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=FIELDS)
-            if new:
-                w.writeheader()
-            w.writerow(row)
+        append_row(self.csv_path, FIELDS, row)
 
 
 def grid(r: Runner, args) -> None:

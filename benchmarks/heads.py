@@ -44,6 +44,7 @@ import time
 from pathlib import Path
 
 import torch
+from _results import append_row  # benchmarks/_results.py: this script's directory is on sys.path
 
 import llmrank_graph as lg
 from llmrank_graph.data.evaluation import compare_throughput, perplexity, summarize_ratios
@@ -134,12 +135,7 @@ class Runner:
             row["perplexity"] = float("nan")
         row["seconds"] = round(time.perf_counter() - t, 1)
         self.done[key] = row
-        new = not self.csv_path.exists()
-        with open(self.csv_path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=FIELDS)
-            if new:
-                w.writeheader()
-            w.writerow(row)
+        append_row(self.csv_path, FIELDS, row)
         if table != "facts":
             print(f"{table:6} {scorer:10} {params:9} {target:9} {allocation:6} {float(amount):5.3f} "
                   f"{compensation:6} exact {fmt_pct(row['fraction']):>6} ppl {fmt(row['perplexity']):>8} "
