@@ -54,6 +54,7 @@ import torch
 
 from ..base.checks import check_choice, fail, fail_type, format_allowed
 from ..base.params import Check, Constraint, OneOf, validated
+from ..centrality import pagerank
 from ..compensation.algebra import fluctuation
 from ..compensation.heads import o_weight
 from ..data.stats import ActivationStats, head_norms
@@ -382,7 +383,8 @@ class HeadPageRankScorer(HeadScorer):
     name = "pagerank"
     description = "global PageRank of the head nodes of the whole network's graph (MLPs and attention)"
     _parameter_constraints: ClassVar[Mapping[str, Constraint]] = MappingProxyType({
-        k: c for k, c in PageRankScorer._parameter_constraints.items() if k not in ("mode", "graph", "prune_hidden")})
+        k: c for k, c in PageRankScorer._parameter_constraints.items()
+        if k not in ("mode", "graph", "prune_hidden", "output_seed")})
 
     def __init__(self, *, gate: str = PAGERANK_EXPORT.gate, residual: float = PAGERANK_EXPORT.residual,
                  weighting: str = PAGERANK_EXPORT.weighting, keep: int | float | None = PAGERANK_EXPORT.keep,
@@ -404,7 +406,9 @@ class HeadPageRankScorer(HeadScorer):
     def _score_model(self, model, layers, stats):
         inner = self._neuron_scorer()
         graph = export_graph(model, stats, options=replace(inner.export_options, attention=True))
-        return graph_head_scores(graph, inner._centrality(graph).scores)
+        res = pagerank(graph, alpha=inner.alpha, personalization=inner.personalization, direction=inner.direction,
+                       backend=inner.backend, tol=inner.tol, max_iter=inner.max_iter)
+        return graph_head_scores(graph, res.scores)
 
 
 for _cls in (HeadMagnitudeScorer, HeadActivationScorer, HeadFlapScorer, HeadRandomScorer, HeadPageRankScorer):
