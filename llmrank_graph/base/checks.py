@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 
-from ..errors import InvalidArgumentError, InvalidArgumentTypeError
+from ..errors import InvalidArgumentError, InvalidArgumentTypeError, MissingInputError
 
 __all__ = ["fail", "fail_type", "check_choice", "check_bool", "check_int", "check_positive_int", "check_float",
            "check_unit", "check_finite_array", "check_keep", "check_residual", "is_real", "format_allowed"]
@@ -191,3 +193,26 @@ def check_residual(residual, arg: str = "residual") -> float:
     if is_real(residual) and math.isfinite(float(residual)) and float(residual) > RESIDUAL_MAX:
         raise fail(arg, f"a float in [0, {RESIDUAL_MAX:.4g}] (edge weights are float32)", residual)
     return check_float(arg, residual, 0.0)
+
+
+def check_input_file(arg: str, path) -> Path:
+    """``path`` (a str or path-like, ``~`` expanded) of a file that exists, as a Path.
+
+    Raises
+    ------
+    InvalidArgumentTypeError
+        ``path`` is not a str or a path.
+    MissingInputError
+        No file there (a FileNotFoundError).
+
+    >>> check_input_file("path", "/no/such/file")
+    Traceback (most recent call last):
+    ...
+    llmrank_graph.errors.MissingInputError: `path` '/no/such/file' does not exist
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise fail_type(arg, "a str or a path", path)
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise MissingInputError(f"`{arg}` {str(path)!r} does not exist")
+    return path

@@ -25,9 +25,9 @@ import torch
 from torch import nn
 
 from .._version import __version__
-from ..base.checks import fail_type
+from ..base.checks import check_input_file
 from ..base.files import save_safetensors_atomic
-from ..errors import FileFormatError, InvalidArgumentError, InvalidArgumentTypeError, MissingInputError
+from ..errors import FileFormatError, InvalidArgumentError, InvalidArgumentTypeError
 from ..models.architectures import UnsupportedArchitectureError, get_architecture, mlp_layers
 from ..models.attention import AttentionModules, attention_layers
 
@@ -347,11 +347,7 @@ class ActivationStats(Mapping):
         """
         from safetensors import SafetensorError, safe_open
 
-        if not isinstance(path, (str, os.PathLike)):
-            raise fail_type("path", "a str or a path", path)
-        path = Path(path).expanduser()
-        if not path.is_file():
-            raise MissingInputError(f"`path` {str(path)!r} does not exist")
+        path = check_input_file("path", path)
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import numbers
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar
@@ -21,9 +20,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from .._version import __version__
-from ..base.checks import fail_type
+from ..base.checks import check_input_file
 from ..base.files import save_safetensors_atomic
-from ..errors import FileFormatError, InvalidArgumentError, InvalidArgumentTypeError, MissingInputError
+from ..errors import FileFormatError, InvalidArgumentError, InvalidArgumentTypeError
 
 __all__ = ["LayerKeeps"]
 
@@ -147,11 +146,7 @@ class LayerKeeps:
     def _load(cls, path):
         """Read a file written by ``save``: its tensors by kind and layer, checked, then :meth:`_from_file`."""
         name = cls.__name__
-        if not isinstance(path, (str, os.PathLike)):
-            raise fail_type("path", "a str or a path", path)
-        path = Path(path).expanduser()
-        if not path.is_file():
-            raise MissingInputError(f"`path` {str(path)!r} does not exist")
+        path = check_input_file("path", path)
         try:
             with safe_open(str(path), framework="pt") as f:
                 metadata = f.metadata() or {}
