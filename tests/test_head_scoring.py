@@ -292,3 +292,59 @@ def test_pagerank_heads_prune_and_need_the_attention_statistics():
     ids = _ids(seed=9)
     with torch.no_grad():
         torch.testing.assert_close(removed.model(ids).logits, zero.model(ids).logits, rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- one graph for neurons and heads
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_neurons_ranked_on_the_whole_network_graph_are_networkx_pagerank(family):
+    """``PageRankScorer(attention=True)``: the neurons' scores against networkx's PageRank of the graph with
+    head nodes; and they are not the MLP-only graph's (the heads change the downstream mass)."""
+    nx = pytest.importorskip("networkx")
+    model = _model(family, seed=3)
+    stats = lg.calibrate(model, input_ids=_ids(), batch_size=2, attention=True)
+    got = lg.score_neurons(model, stats, "pagerank", attention=True)
+    g = lg.export_graph(model, stats, attention=True, weighting="activation_share")
+    e = g.edges
+    G = nx.DiGraph()
+    G.add_nodes_from(range(g.n_nodes))
+    G.add_weighted_edges_from(zip(e.dst.to_numpy(), e.src.to_numpy(), e.weight.to_numpy().astype(float)))
+    act = np.asarray(g.activation, dtype=float)
+    pr = nx.pagerank(G, alpha=0.85, personalization=dict(enumerate(act / act.sum())), tol=1e-13, max_iter=1000)
+    want = np.array([pr[i] for i in range(g.n_nodes)])
+    mlp_only = lg.score_neurons(model, stats, "pagerank")
+    for p in g.intermediate_partitions():
+        np.testing.assert_allclose(got.intermediate[p.layer].numpy(), want[p.offset:p.stop], rtol=1e-6, atol=1e-12)
+        assert not np.allclose(mlp_only.intermediate[p.layer].numpy(), want[p.offset:p.stop], rtol=1e-6)
+
+
+def test_both_with_pagerank_ranks_neurons_and_heads_on_one_graph():
+    """``target='both'``, ``pagerank``: the neuron scores are the whole network graph's (attention=True), the
+    head scores the same graph's, and a given graph with head nodes is used as it is."""
+    model = _model("llama", seed=5)
+    stats = lg.calibrate(model, input_ids=_ids(), batch_size=2, attention=True)
+    res = lg.prune_model(_model("llama", seed=5), stats, method="pagerank", amount=0.3, target="both")
+    whole = lg.score_neurons(model, stats, "pagerank", attention=True)
+    heads = score_heads(model, stats, "pagerank")
+    for layer in whole.layers:
+        torch.testing.assert_close(res.scores.intermediate[layer], whole.intermediate[layer])
+        torch.testing.assert_close(res.head_scores.heads[layer], heads.heads[layer])
+    assert res.scores.params["attention"] is True
+    g = lg.export_graph(model, stats, attention=True, weighting="activation_share")
+    given = lg.prune_model(_model("llama", seed=5), None, method="pagerank", amount=0.3, target="both",
+                           compensate="none", graph=g)
+    for layer in whole.layers:
+        torch.testing.assert_close(given.scores.intermediate[layer], whole.intermediate[layer])
+    for layer, keep in res.head_mask.heads.items():
+        assert torch.equal(given.head_mask.heads[layer], keep)
+
+
+def test_attention_graph_options_that_exclude_each_other_are_refused_before_scoring():
+    with pytest.raises(InvalidArgumentError, match="attention=True.*mode='chained'"):
+        lg.scoring.PageRankScorer.check_params(attention=True, mode="isolated")
+    with pytest.raises(InvalidArgumentError, match="residual_weights='measured'"):
+        lg.scoring.KatzScorer.check_params(attention=True, residual="measured")
+    with pytest.raises(TypeError, match="`attention` must be a bool"):
+        lg.scoring.PageRankScorer.check_params(attention="yes")
+    with pytest.raises(InvalidArgumentError, match="`graph` was exported with"):
+        model = _model("llama", seed=5)
+        score_heads(model, None, "pagerank", graph=lg.export_graph(model))

@@ -326,7 +326,7 @@ def test_centrality_scorers_are_intermediate_slices(model, stats, algo, kw):
 @pytest.mark.parametrize("algo", ["katz", "hits", "eigenvector", "strength", "degree"])
 def test_centrality_scorer_parameters(algo):
     """Each explicit graph scorer: the graph options with the plain export's defaults, then the
-    parameters of its centrality with that function's defaults, then graph and prune_hidden."""
+    parameters of its centrality with that function's defaults, then graph, prune_hidden and attention."""
     import inspect
 
     from llmrank_graph import centrality
@@ -335,8 +335,8 @@ def test_centrality_scorer_parameters(algo):
     fn = getattr(centrality, algo)
     own = {k: p.default for k, p in list(inspect.signature(fn).parameters.items())[1:]}
     params = get_scorer(algo).get_params()
-    assert list(params) == [*DEFAULT_EXPORT.as_dict(), *own, "graph", "prune_hidden"]
-    assert params == {**DEFAULT_EXPORT.as_dict(), **own, "graph": None, "prune_hidden": False}
+    assert list(params) == [*DEFAULT_EXPORT.as_dict(), *own, "graph", "prune_hidden", "attention"]
+    assert params == {**DEFAULT_EXPORT.as_dict(), **own, "graph": None, "prune_hidden": False, "attention": False}
     assert type(get_scorer(algo)).__name__ == f"{algo.capitalize()}Scorer"
 
 

@@ -33,7 +33,7 @@ from ..compensation.heads import apply_o_updates, check_head_compensation, o_upd
 from ..errors import InvalidArgumentError, InvalidArgumentTypeError
 from ..models.architectures import MODEL
 from ..scoring import registry
-from ..scoring.heads import head_scorer_class
+from ..scoring.heads import HeadPageRankScorer, head_scorer_class
 from .allocation import ALLOCATIONS
 from .core import HOWS, STATS, PruneResult, apply_checked, check_model_and_stats
 from .head_allocation import allocate_both_checked, allocate_heads_checked
@@ -316,12 +316,16 @@ def _prune_heads(model: nn.Module, stats, method: str, amount: float, allocation
         head_scorer = head_scorer_class(method)(**head_scorer_class(method).check_params(**head_params))
         layers = check_head_compensation(model, stats, compensate)  # the family's heads, or its refusal
         if target == "both":
+            if isinstance(head_scorer, HeadPageRankScorer):  # neurons ranked on the graph with heads
+                neuron_params = {**neuron_params, "attention": True}
             registry.scorer_class(method).check_params(mode=mode, **neuron_params)
             if uses_bias(compensate):
                 check_bias_possible(model)
             check_compensation_stats(model, stats, compensate)
         steps.start("scoring")
         head_scores = head_scorer.score(model, stats, check_input=False)
+        if target == "both" and isinstance(head_scorer, HeadPageRankScorer):
+            neuron_params = {**neuron_params, "graph": head_scorer.graph_}  # the graph it ranked: one graph
         scores = None if target == "attention" else registry.score_neurons(
             model, stats, method, mode=mode, check_input=False, **neuron_params)
         steps.start("allocating")

@@ -1,5 +1,5 @@
 """Neuron scorers: the registry (`registry`) and one module per family: graph centralities
-(`graph`), reproductions of the LLM-Rank reference code (`reference`), baselines
+(`graph`, `centralities`), reproductions of the LLM-Rank reference code (`reference`), baselines
 (`baselines`), compensation-aware criteria (`second_order`) and the output side: the
 first-order Taylor importance and the output-seeded path influence (`gradient`).
 
@@ -10,6 +10,7 @@ imports first (importing any of them runs this file first): the registry's order
 of :func:`scorers`, which the command line shows.
 """
 from .baselines import ActivationScorer, MagnitudeScorer, RandomScorer, WandaSPScorer
+from .centralities import DegreeScorer, EigenvectorScorer, HitsScorer, KatzScorer, StrengthScorer
 from .gradient import InfluenceScorer, TaylorScorer
 from .graph import (
     ACTIVATION_PERSONALIZATIONS,
@@ -19,12 +20,7 @@ from .graph import (
     PAGERANK_EXPORT,
     PAGERANK_WITHOUT_STATS,
     PERSONALIZATIONS,
-    DegreeScorer,
-    EigenvectorScorer,
-    HitsScorer,
-    KatzScorer,
     PageRankScorer,
-    StrengthScorer,
     output_seed_vector,
 )
 from .heads import (

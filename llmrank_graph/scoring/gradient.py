@@ -133,11 +133,12 @@ class InfluenceScorer(_GraphScorer):
     def __init__(self, *, mode: str = "chained", gate: str = DEFAULT_EXPORT.gate,
                  residual: float = DEFAULT_EXPORT.residual, weighting: str = "abs_x_input",
                  keep: int | float | None = DEFAULT_EXPORT.keep, output_seed: str = "unembedding", device=None,
-                 graph: MLPGraph | None = None, prune_hidden: bool = False):
+                 graph: MLPGraph | None = None, prune_hidden: bool = False,
+                 attention: bool = False):
         self.output_seed = output_seed
         self.device = device
         super().__init__(mode=mode, gate=gate, residual=residual, weighting=weighting, keep=keep, backend="sweep",
-                         graph=graph, prune_hidden=prune_hidden)
+                         graph=graph, prune_hidden=prune_hidden, attention=attention)
 
     def needs_stats(self) -> bool:
         return self.output_seed == "gradient" or super().needs_stats()

@@ -1,9 +1,11 @@
 """Graph scorers: centralities of the intermediate nodes of the whole-MLP graph.
 
-``pagerank`` (the product's main method), the other centralities of
+``pagerank`` (the product's main method, here), the other centralities of
 :mod:`llmrank_graph.centrality` (``katz``, ``hits``, ``eigenvector``, ``strength``,
-``degree``) and the output-seeded path ``influence`` (:mod:`.gradient`) share one set of graph options (the fields of
-:class:`~llmrank_graph.graph.ExportOptions`), the centrality ``backend``, an optional ready
+``degree``: :mod:`.centralities`) and the output-seeded path ``influence`` (:mod:`.gradient`)
+share one set of graph options (the fields of :class:`~llmrank_graph.graph.ExportOptions`,
+``attention`` included: with ``attention=True`` the graph holds the attention heads too, and
+neurons are ranked on the whole network's graph), the centrality ``backend``, an optional ready
 ``graph`` and ``prune_hidden`` (which must be False). The score of intermediate neuron j of
 layer l is the centrality of node ``I_l,j`` (docs/design.md sections 2 and 4).
 
@@ -18,7 +20,8 @@ constants below.
 >>> stats = lg.calibrate(model, input_ids=torch.randint(0, 32, (2, 8)))
 >>> PageRankScorer().score(model, stats).sizes()
 {0: 12, 1: 12}
->>> KatzScorer(alpha=0.05, direction="reverse").score(model).sizes()   # |W| edges: no stats needed
+>>> PageRankScorer(attention=True).score(model, lg.calibrate(model, input_ids=torch.randint(0, 32, (2, 8)),
+...                                                          attention=True)).sizes()   # the whole network's graph
 {0: 12, 1: 12}
 """
 
@@ -35,10 +38,8 @@ import torch
 
 from .. import centrality as _centrality
 from ..base.checks import (
-    check_bool,
     check_choice,
     check_finite_array,
-    check_float,
     check_keep,
     check_residual,
     fail,
@@ -48,8 +49,6 @@ from ..base.checks import (
 from ..base.params import Boolean, Check, Constraint, InstanceOf, Interval, OneOf
 from ..centrality import (
     DIRECTIONS,
-    HITS_VECTORS,
-    STRENGTH_DIRECTIONS,
     TELEPORTS,
     CentralityResult,
     backend_names,
@@ -67,8 +66,8 @@ from .registry import Scorer
 logger = logging.getLogger(__name__)
 
 __all__ = ["PAGERANK_EXPORT", "PAGERANK_CENTRALITY", "PAGERANK_DEFAULTS", "PAGERANK_WITHOUT_STATS",
-           "PERSONALIZATIONS", "ACTIVATION_PERSONALIZATIONS", "PageRankScorer", "KatzScorer", "HitsScorer",
-           "EigenvectorScorer", "StrengthScorer", "DegreeScorer", "OUTPUT_SEEDS", "output_seed_vector"]
+           "PERSONALIZATIONS", "ACTIVATION_PERSONALIZATIONS", "PageRankScorer", "OUTPUT_SEEDS",
+           "output_seed_vector"]
 
 #: Named teleport vectors of :func:`llmrank_graph.centrality.pagerank`.
 PERSONALIZATIONS: tuple[str, ...] = TELEPORTS
@@ -112,11 +111,6 @@ def _defaults_of(fn) -> dict:
 
 
 _PAGERANK_FN = _defaults_of(_centrality.pagerank)
-_KATZ_FN = _defaults_of(_centrality.katz)
-_HITS_FN = _defaults_of(_centrality.hits)
-_EIGENVECTOR_FN = _defaults_of(_centrality.eigenvector)
-_STRENGTH_FN = _defaults_of(_centrality.strength)
-_DEGREE_FN = _defaults_of(_centrality.degree)
 
 
 # ----------------------------------------------------------------------------- constraints
@@ -166,32 +160,13 @@ def _teleport(arg: str, value):
     return _node_array(arg, value, f"one of {format_allowed(PERSONALIZATIONS)} or an array of one value per node")
 
 
-def _positive_or_per_node(arg: str, value):
-    # As katz's beta: a positive scalar, or one positive value per node.
-    if np.ndim(value) == 0 and not isinstance(value, (str, bytes, dict)):
-        return check_float(arg, value, 0.0, min_open=True)
-    return _node_array(arg, value, "a positive float or an array of one positive value per node", positive=True)
-
-
-def _start_vector(arg: str, value):
-    return None if value is None else _node_array(arg, value, "None or an array of one value per node")
-
-
 def _device(arg: str, value):
     resolve_device(value)  # None, 'cpu', 'cuda' or 'cuda:N' that this machine has
     return value
 
 
-def _undirected_only(arg: str, value) -> bool:
-    if check_bool(arg, value):
-        raise fail(arg, "False: the whole-MLP graph is a DAG, whose directed eigenvector centrality is undefined "
-                        "(every eigenvalue of a nilpotent adjacency is 0)", value)
-    return False
-
-
 _POSITIVE = Interval(float, 0, closed="neither")
 _DEVICE = Check(_device, "None, 'cpu', 'cuda' or 'cuda:N' (a torch device this machine has)")
-_START = Check(_start_vector, "None or an array of one value per node")
 
 #: The parameters every graph scorer shares.
 _GRAPH_CONSTRAINTS: Mapping[str, Constraint] = MappingProxyType({
@@ -204,8 +179,8 @@ _GRAPH_CONSTRAINTS: Mapping[str, Constraint] = MappingProxyType({
     "backend": Check(_backend, "'auto' or a backend name (llmrank_graph.centrality.backend_names)"),
     "graph": InstanceOf((MLPGraph, type(None)), "an MLPGraph (llmrank_graph.export_graph / read_graph) or None"),
     "prune_hidden": Boolean(),
+    "attention": Boolean(),
 })
-_ITERATIONS: Mapping[str, Constraint] = {"tol": _POSITIVE, "max_iter": Interval(int, 1), "nstart": _START}
 
 
 def _intermediate_slices(graph: MLPGraph, scores: np.ndarray) -> dict[int, torch.Tensor]:
@@ -241,7 +216,8 @@ class _GraphScorer(Scorer):
     _parameter_constraints: ClassVar[Mapping[str, Constraint]] = _GRAPH_CONSTRAINTS
 
     def __init__(self, *, mode: str, gate: str, residual: float, weighting: str, keep: int | float | None,
-                 backend: str, graph: MLPGraph | None, prune_hidden: bool):
+                 backend: str, graph: MLPGraph | None, prune_hidden: bool, attention: bool = False):
+        self.attention = attention
         self.mode = mode
         self.gate = gate
         self.residual = residual
@@ -255,7 +231,15 @@ class _GraphScorer(Scorer):
     def export_options(self) -> ExportOptions:
         """The graph options, as one :class:`~llmrank_graph.graph.ExportOptions`."""
         return ExportOptions(mode=self.mode, gate=self.gate, residual=self.residual, weighting=self.weighting,
-                             keep=self.keep)
+                             keep=self.keep, attention=self.attention)
+
+    @classmethod
+    def _checked(cls, params: Mapping) -> dict:
+        checked = super()._checked(params)
+        # The options that exclude each other (attention=True with mode='isolated' or residual='measured'),
+        # refused here, before any model work, by the one check of the graph options.
+        ExportOptions(**{k: params[k] for k in ("mode", "residual", "attention") if k in params})
+        return checked
 
     def needs_stats(self) -> bool:
         return self.graph is None and self.export_options.needs_stats
@@ -305,9 +289,11 @@ class PageRankScorer(_GraphScorer):
 
     Parameters
     ----------
-    mode, gate, residual, weighting, keep
+    mode, gate, residual, weighting, keep, attention
         Graph options (:class:`~llmrank_graph.graph.ExportOptions`), passed to
-        :func:`llmrank_graph.export_graph`.
+        :func:`llmrank_graph.export_graph`. ``attention=True`` ranks the neurons on the graph of
+        the whole network, attention heads included (statistics from ``calibrate(...,
+        attention=True)``); ``prune_model(..., target='both')`` ranks neurons and heads on it.
     direction : {'forward', 'reverse'}
     personalization : {'uniform', 'activation'} or array of shape (n_nodes,)
     alpha : float in (0, 1)
@@ -353,7 +339,8 @@ class PageRankScorer(_GraphScorer):
                  personalization=PAGERANK_CENTRALITY["personalization"],
                  alpha: float = PAGERANK_CENTRALITY["alpha"], backend: str = PAGERANK_CENTRALITY["backend"],
                  tol: float = _PAGERANK_FN["tol"], max_iter: int = _PAGERANK_FN["max_iter"],
-                 output_seed: str | None = None, graph: MLPGraph | None = None, prune_hidden: bool = False):
+                 output_seed: str | None = None, graph: MLPGraph | None = None, prune_hidden: bool = False,
+                 attention: bool = False):
         self.direction = direction
         self.personalization = personalization
         self.alpha = alpha
@@ -361,7 +348,7 @@ class PageRankScorer(_GraphScorer):
         self.max_iter = max_iter
         self.output_seed = output_seed
         super().__init__(mode=mode, gate=gate, residual=residual, weighting=weighting, keep=keep, backend=backend,
-                         graph=graph, prune_hidden=prune_hidden)
+                         graph=graph, prune_hidden=prune_hidden, attention=attention)
 
     @classmethod
     def _checked(cls, params: Mapping) -> dict:
@@ -381,220 +368,16 @@ class PageRankScorer(_GraphScorer):
         return self.output_seed == "gradient" or (
             self.graph is None and (self.export_options.needs_stats or uses_activation))
 
-    def _score(self, model, mlps, stats):
-        graph = self._graph_for(model, stats)
+    def node_scores(self, model, stats, graph: MLPGraph) -> np.ndarray:
+        """This scorer's PageRank of every node of ``graph`` (exported from ``model`` with its options):
+        the one computation behind the neuron scores and the head scores
+        (:class:`~llmrank_graph.scoring.heads.HeadPageRankScorer`)."""
         teleport = (self.personalization if self.output_seed is None
                     else output_seed_vector(model, stats, graph, self.output_seed))
         res = _centrality.pagerank(graph, alpha=self.alpha, personalization=teleport, direction=self.direction,
                                    backend=self.backend, tol=self.tol, max_iter=self.max_iter)
-        return _intermediate_slices(graph, res.scores), None
+        return res.scores
 
-
-# ----------------------------------------------------------------------------- other centralities
-class KatzScorer(_GraphScorer):
-    """Katz centrality of the intermediate nodes on the whole-MLP graph.
-
-    Parameters
-    ----------
-    mode, gate, residual, weighting, keep
-        Graph options (:class:`~llmrank_graph.graph.ExportOptions`); by default the plain
-        export :data:`~llmrank_graph.graph.DEFAULT_EXPORT` (|W| edges).
-    alpha, beta, direction, backend, tol, max_iter, nstart, normalized, device
-        Passed to :func:`llmrank_graph.centrality.katz`, with its defaults.
-    graph : MLPGraph, optional
-        A graph exported from the model with the scorer's graph options (see
-        :class:`PageRankScorer`).
-    prune_hidden : bool
-        Must be False.
-
-    Example
-    -------
-    >>> KatzScorer.check_params(alpha=-1.0)
-    Traceback (most recent call last):
-    ...
-    llmrank_graph.errors.InvalidArgumentError: `alpha` must be a positive finite float; got -1.0
-    """
-
-    name = "katz"
-    description = "katz centrality of the intermediate nodes of the whole-MLP graph"
-    _parameter_constraints = MappingProxyType({
-        **_GRAPH_CONSTRAINTS, **_ITERATIONS, "alpha": _POSITIVE, "backend": _backend_for("katz"),
-        "beta": Check(_positive_or_per_node, "a positive float or an array of one value per node"),
-        "direction": OneOf(*DIRECTIONS), "normalized": Boolean(), "device": _DEVICE})
-
-    def __init__(self, *, mode: str = DEFAULT_EXPORT.mode, gate: str = DEFAULT_EXPORT.gate,
-                 residual: float = DEFAULT_EXPORT.residual, weighting: str = DEFAULT_EXPORT.weighting,
-                 keep: int | float | None = DEFAULT_EXPORT.keep, alpha: float = _KATZ_FN["alpha"],
-                 beta=_KATZ_FN["beta"], direction: str = _KATZ_FN["direction"], backend: str = _KATZ_FN["backend"],
-                 tol: float = _KATZ_FN["tol"], max_iter: int = _KATZ_FN["max_iter"], nstart=_KATZ_FN["nstart"],
-                 normalized: bool = _KATZ_FN["normalized"], device=_KATZ_FN["device"],
-                 graph: MLPGraph | None = None, prune_hidden: bool = False):
-        self.alpha = alpha
-        self.beta = beta
-        self.direction = direction
-        self.tol = tol
-        self.max_iter = max_iter
-        self.nstart = nstart
-        self.normalized = normalized
-        self.device = device
-        super().__init__(mode=mode, gate=gate, residual=residual, weighting=weighting, keep=keep, backend=backend,
-                         graph=graph, prune_hidden=prune_hidden)
-
-    def _centrality(self, graph):
-        return _centrality.katz(graph, alpha=self.alpha, beta=self.beta, direction=self.direction,
-                                backend=self.backend, tol=self.tol, max_iter=self.max_iter, nstart=self.nstart,
-                                normalized=self.normalized, device=self.device)
-
-
-class HitsScorer(_GraphScorer):
-    """One HITS vector (authorities or hubs) of the intermediate nodes on the whole-MLP graph.
-
-    Parameters
-    ----------
-    which, backend, tol, max_iter, nstart, normalized
-        Passed to :func:`llmrank_graph.centrality.hits`, with its defaults: ``which`` is
-        ``'authorities'`` (fed by good hubs) or ``'hubs'``.
-    mode, gate, residual, weighting, keep, graph, prune_hidden
-        As :class:`KatzScorer`.
-
-    Example
-    -------
-    >>> HitsScorer(which="hubs").needs_stats()     # |W| edges by default
-    False
-    """
-
-    name = "hits"
-    description = "hits centrality of the intermediate nodes of the whole-MLP graph"
-    _parameter_constraints = MappingProxyType({**_GRAPH_CONSTRAINTS, **_ITERATIONS, "backend": _backend_for("hits"),
-                                               "which": OneOf(*HITS_VECTORS), "normalized": Boolean()})
-
-    def __init__(self, *, mode: str = DEFAULT_EXPORT.mode, gate: str = DEFAULT_EXPORT.gate,
-                 residual: float = DEFAULT_EXPORT.residual, weighting: str = DEFAULT_EXPORT.weighting,
-                 keep: int | float | None = DEFAULT_EXPORT.keep, which: str = _HITS_FN["which"],
-                 backend: str = _HITS_FN["backend"], tol: float = _HITS_FN["tol"],
-                 max_iter: int = _HITS_FN["max_iter"], nstart=_HITS_FN["nstart"],
-                 normalized: bool = _HITS_FN["normalized"], graph: MLPGraph | None = None,
-                 prune_hidden: bool = False):
-        self.which = which
-        self.tol = tol
-        self.max_iter = max_iter
-        self.nstart = nstart
-        self.normalized = normalized
-        super().__init__(mode=mode, gate=gate, residual=residual, weighting=weighting, keep=keep, backend=backend,
-                         graph=graph, prune_hidden=prune_hidden)
-
-    def _centrality(self, graph):
-        return _centrality.hits(graph, which=self.which, backend=self.backend, tol=self.tol,
-                                max_iter=self.max_iter, nstart=self.nstart, normalized=self.normalized)
-
-
-class EigenvectorScorer(_GraphScorer):
-    """Eigenvector centrality (of the undirected graph) of the intermediate nodes.
-
-    Parameters
-    ----------
-    backend, tol, max_iter, nstart, directed
-        Passed to :func:`llmrank_graph.centrality.eigenvector`, with its defaults
-        (``directed=True`` is refused there: the whole-MLP graph is a DAG).
-    mode, gate, residual, weighting, keep, graph, prune_hidden
-        As :class:`KatzScorer`.
-
-    Example
-    -------
-    >>> EigenvectorScorer().get_params()["directed"]
-    False
-    """
-
-    name = "eigenvector"
-    description = "eigenvector centrality of the intermediate nodes of the whole-MLP graph"
-    _parameter_constraints = MappingProxyType({
-        **_GRAPH_CONSTRAINTS, **_ITERATIONS, "backend": _backend_for("eigenvector"),
-        "directed": Check(_undirected_only, "False (the whole-MLP graph is a DAG)")})
-
-    def __init__(self, *, mode: str = DEFAULT_EXPORT.mode, gate: str = DEFAULT_EXPORT.gate,
-                 residual: float = DEFAULT_EXPORT.residual, weighting: str = DEFAULT_EXPORT.weighting,
-                 keep: int | float | None = DEFAULT_EXPORT.keep, backend: str = _EIGENVECTOR_FN["backend"],
-                 tol: float = _EIGENVECTOR_FN["tol"], max_iter: int = _EIGENVECTOR_FN["max_iter"],
-                 nstart=_EIGENVECTOR_FN["nstart"], directed: bool = _EIGENVECTOR_FN["directed"],
-                 graph: MLPGraph | None = None, prune_hidden: bool = False):
-        self.tol = tol
-        self.max_iter = max_iter
-        self.nstart = nstart
-        self.directed = directed
-        super().__init__(mode=mode, gate=gate, residual=residual, weighting=weighting, keep=keep, backend=backend,
-                         graph=graph, prune_hidden=prune_hidden)
-
-    def _centrality(self, graph):
-        return _centrality.eigenvector(graph, backend=self.backend, tol=self.tol, max_iter=self.max_iter,
-                                       nstart=self.nstart, directed=self.directed)
-
-
-class StrengthScorer(_GraphScorer):
-    """Strength (sum of in-, out- or all edge weights) of the intermediate nodes.
-
-    Parameters
-    ----------
-    direction, backend, device
-        Passed to :func:`llmrank_graph.centrality.strength`, with its defaults (``direction``:
-        ``'in'``, ``'out'`` or ``'total'``).
-    mode, gate, residual, weighting, keep, graph, prune_hidden
-        As :class:`KatzScorer`.
-
-    Example
-    -------
-    >>> StrengthScorer(direction="out", weighting="abs_x_input").needs_stats()
-    True
-    """
-
-    name = "strength"
-    description = "strength centrality of the intermediate nodes of the whole-MLP graph"
-    _parameter_constraints = MappingProxyType({
-        **_GRAPH_CONSTRAINTS, "backend": _backend_for("strength"), "direction": OneOf(*STRENGTH_DIRECTIONS),
-        "device": _DEVICE})
-
-    def __init__(self, *, mode: str = DEFAULT_EXPORT.mode, gate: str = DEFAULT_EXPORT.gate,
-                 residual: float = DEFAULT_EXPORT.residual, weighting: str = DEFAULT_EXPORT.weighting,
-                 keep: int | float | None = DEFAULT_EXPORT.keep, direction: str = _STRENGTH_FN["direction"],
-                 backend: str = _STRENGTH_FN["backend"], device=_STRENGTH_FN["device"],
-                 graph: MLPGraph | None = None, prune_hidden: bool = False):
-        self.direction = direction
-        self.device = device
-        super().__init__(mode=mode, gate=gate, residual=residual, weighting=weighting, keep=keep, backend=backend,
-                         graph=graph, prune_hidden=prune_hidden)
-
-    def _centrality(self, graph):
-        return _centrality.strength(graph, direction=self.direction, backend=self.backend, device=self.device)
-
-
-class DegreeScorer(_GraphScorer):
-    """Degree (number of in-, out- or all edges) of the intermediate nodes.
-
-    Parameters
-    ----------
-    direction, backend
-        Passed to :func:`llmrank_graph.centrality.degree`, with its defaults.
-    mode, gate, residual, weighting, keep, graph, prune_hidden
-        As :class:`KatzScorer`.
-
-    Example
-    -------
-    >>> DegreeScorer(keep=3, direction="out").get_params()["direction"]
-    'out'
-    """
-
-    name = "degree"
-    description = "degree centrality of the intermediate nodes of the whole-MLP graph"
-    _parameter_constraints = MappingProxyType({**_GRAPH_CONSTRAINTS, "backend": _backend_for("degree"),
-                                               "direction": OneOf(*STRENGTH_DIRECTIONS)})
-
-    def __init__(self, *, mode: str = DEFAULT_EXPORT.mode, gate: str = DEFAULT_EXPORT.gate,
-                 residual: float = DEFAULT_EXPORT.residual, weighting: str = DEFAULT_EXPORT.weighting,
-                 keep: int | float | None = DEFAULT_EXPORT.keep, direction: str = _DEGREE_FN["direction"],
-                 backend: str = _DEGREE_FN["backend"], graph: MLPGraph | None = None, prune_hidden: bool = False):
-        self.direction = direction
-        super().__init__(mode=mode, gate=gate, residual=residual, weighting=weighting, keep=keep, backend=backend,
-                         graph=graph, prune_hidden=prune_hidden)
-
-    def _centrality(self, graph):
-        return _centrality.degree(graph, direction=self.direction, backend=self.backend)
-
+    def _score(self, model, mlps, stats):
+        graph = self._graph_for(model, stats)
+        return _intermediate_slices(graph, self.node_scores(model, stats, graph)), None

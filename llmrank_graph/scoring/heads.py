@@ -46,7 +46,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import ClassVar
 
@@ -54,7 +54,6 @@ import torch
 
 from ..base.checks import check_choice, fail, fail_type, format_allowed
 from ..base.params import Check, Constraint, OneOf, validated
-from ..centrality import pagerank
 from ..compensation.algebra import fluctuation
 from ..compensation.heads import o_weight
 from ..data.stats import ActivationStats, head_norms
@@ -368,11 +367,15 @@ class HeadPageRankScorer(HeadScorer):
 
     The graph is ``export_graph(model, stats, attention=True, gate=, residual=, weighting=,
     keep=)`` (chained: docs/design.md, "Attention heads in the graph"), the centrality
-    ``pagerank(graph, alpha=, personalization=, direction=, backend=, tol=, max_iter=)``, both with
-    the defaults of the neuron scorer ``pagerank``
-    (:data:`~llmrank_graph.scoring.graph.PAGERANK_DEFAULTS`); a head's score is its node's
-    (:func:`llmrank_graph.graph.heads.head_scores`). With the default activation weighting the
-    statistics must come from ``calibrate(..., attention=True)``.
+    ``pagerank(graph, alpha=, personalization=, direction=, backend=, tol=, max_iter=)`` (or the
+    ``output_seed`` teleport), both with the defaults of the neuron scorer ``pagerank``
+    (:data:`~llmrank_graph.scoring.graph.PAGERANK_DEFAULTS`) and computed by it
+    (:meth:`~llmrank_graph.scoring.graph.PageRankScorer.node_scores` of ``PageRankScorer(attention=True)``):
+    a head's score is its node's (:func:`llmrank_graph.graph.heads.head_scores`), a neuron's the
+    same PageRank's, so ``prune_model(..., target='both')`` ranks neurons and heads on one graph.
+    With the default activation weighting the statistics must come from ``calibrate(...,
+    attention=True)``. ``graph``: a graph with head nodes already exported from the model with
+    these options. After scoring, ``graph_`` holds the graph it ranked.
 
     Example
     -------
@@ -384,31 +387,39 @@ class HeadPageRankScorer(HeadScorer):
     description = "global PageRank of the head nodes of the whole network's graph (MLPs and attention)"
     _parameter_constraints: ClassVar[Mapping[str, Constraint]] = MappingProxyType({
         k: c for k, c in PageRankScorer._parameter_constraints.items()
-        if k not in ("mode", "graph", "prune_hidden", "output_seed")})
+        if k not in ("mode", "prune_hidden", "attention")})
 
     def __init__(self, *, gate: str = PAGERANK_EXPORT.gate, residual: float = PAGERANK_EXPORT.residual,
                  weighting: str = PAGERANK_EXPORT.weighting, keep: int | float | None = PAGERANK_EXPORT.keep,
                  direction: str = PAGERANK_CENTRALITY["direction"],
                  personalization=PAGERANK_CENTRALITY["personalization"],
                  alpha: float = PAGERANK_CENTRALITY["alpha"], backend: str = PAGERANK_CENTRALITY["backend"],
-                 tol: float = _PAGERANK_FN["tol"], max_iter: int = _PAGERANK_FN["max_iter"]):
+                 tol: float = _PAGERANK_FN["tol"], max_iter: int = _PAGERANK_FN["max_iter"],
+                 output_seed: str | None = None, graph=None):
         self.gate, self.residual, self.weighting, self.keep = gate, residual, weighting, keep
         self.direction, self.personalization, self.alpha = direction, personalization, alpha
         self.backend, self.tol, self.max_iter = backend, tol, max_iter
+        self.output_seed, self.graph = output_seed, graph
+
+    @classmethod
+    def _checked(cls, params: Mapping) -> dict:
+        checked = super()._checked(params)
+        PageRankScorer._checked({**params, "attention": True})  # the neuron scorer's cross checks (output_seed)
+        return checked
 
     def _neuron_scorer(self) -> PageRankScorer:
-        """The neuron scorer of the same parameters: its options, its centrality call."""
-        return PageRankScorer(mode="chained", **self.get_params())
+        """The neuron scorer of the same parameters on the graph with head nodes: its options, its PageRank."""
+        return PageRankScorer(mode="chained", attention=True, **self.get_params())
 
     def needs_stats(self) -> bool:
         return self._neuron_scorer().needs_stats()
 
     def _score_model(self, model, layers, stats):
         inner = self._neuron_scorer()
-        graph = export_graph(model, stats, options=replace(inner.export_options, attention=True))
-        res = pagerank(graph, alpha=inner.alpha, personalization=inner.personalization, direction=inner.direction,
-                       backend=inner.backend, tol=inner.tol, max_iter=inner.max_iter)
-        return graph_head_scores(graph, res.scores)
+        graph = export_graph(model, stats, options=inner.export_options) if self.graph is None else \
+            inner._graph_for(model, stats)
+        self.graph_ = graph  # the graph it ranked (scikit-learn's fitted attribute): target='both' ranks neurons on it
+        return graph_head_scores(graph, inner.node_scores(model, stats, graph))
 
 
 for _cls in (HeadMagnitudeScorer, HeadActivationScorer, HeadFlapScorer, HeadRandomScorer, HeadPageRankScorer):
