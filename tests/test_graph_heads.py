@@ -69,7 +69,7 @@ def head_layout(model):
     n = getattr(c, "num_attention_heads", None) or c.n_head
     kv = getattr(c, "num_key_value_heads", None) or n
     d = getattr(c, "hidden_size", None) or c.n_embd
-    return n, kv, d // n
+    return n, kv, getattr(c, "head_dim", None) or d // n  # Gemma states head_dim apart from hidden // heads
 
 
 def dense_reference(model, residual=0.0, act=None, weighting="abs"):

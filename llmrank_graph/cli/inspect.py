@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from ..analysis import BASELINES, CENTRALITIES, DEFAULT_AMOUNT, DEFAULT_CENTRALITIES, TOP_K, inspect_graph
-from ..analysis.inspect import INSPECT_CONSTRAINTS
+from ..analysis.inspect import INSPECT_CONSTRAINTS, TOP_HEADS
 from ..analysis.sketch import RELATIVE_ERROR
 from ..base.params import validate
 from ..centrality import backend_names
@@ -37,8 +37,8 @@ from ._words import OUTPUT_OPTIONS
 
 #: The library's parameter names -> this command's options, for the messages.
 _OPTIONS = {"centralities": "--centralities", "baselines": "--baselines", "stored": "--stored", "k": "--top",
-            "amount": "--amount", "paths": "--paths", "layers": "--layers", "exact_quantiles": "--exact-quantiles",
-            **GRAPH_OPTIONS}
+            "k_heads": "--top-heads", "amount": "--amount", "paths": "--paths", "layers": "--layers",
+            "exact_quantiles": "--exact-quantiles", **GRAPH_OPTIONS}
 
 
 def _names(text: str) -> list[str]:
@@ -58,7 +58,8 @@ def add_parser(sub) -> None:
         "inspect", help="summarise a graph: statistics, centralities vs baselines, heaviest paths",
         description="Summary of the whole-MLP graph: partition sizes, edge weight and strength quantiles per layer, "
                     "top neurons per centrality, rank correlations with the pruning baselines, overlap of the "
-                    "pruned sets, where the PageRank mass sits, and the heaviest paths. Stored score columns "
+                    "pruned sets, where the PageRank mass sits, the heaviest paths, and (on a graph exported with "
+                    "--attention) the top attention heads per layer by PageRank. Stored score columns "
                     "(`rank --add-to-graph`) are used instead of recomputing.")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--graph", metavar="DIR", help="a directory written by `export`")
@@ -77,6 +78,9 @@ def add_parser(sub) -> None:
     p.add_argument("--baselines", type=_names, default=None, metavar="NAME,...",
                    help=f"pruning baselines, of {', '.join(BASELINES)} (default: those available)")
     p.add_argument("--top", type=int, default=TOP_K, metavar="K", help="top neurons per layer (default %(default)s)")
+    p.add_argument("--top-heads", type=int, default=TOP_HEADS, metavar="K",
+                   help="with a graph exported with --attention: top heads per layer by PageRank, with their KV "
+                        "group and share of the layer's head mass (default %(default)s)")
     p.add_argument("--amount", type=float, default=DEFAULT_AMOUNT,
                    help="fraction pruned for the overlap of pruned sets (default %(default)s)")
     p.add_argument("--paths", type=int, default=None, metavar="K", help="also print the K heaviest paths")
@@ -94,8 +98,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    early = {"centralities": args.centralities, "baselines": args.baselines, "k": args.top, "amount": args.amount,
-             "paths": args.paths, "exact_quantiles": args.exact_quantiles}
+    early = {"centralities": args.centralities, "baselines": args.baselines, "k": args.top, "k_heads": args.top_heads,
+             "amount": args.amount, "paths": args.paths, "exact_quantiles": args.exact_quantiles}
     _relabel(_OPTIONS, validate, INSPECT_CONSTRAINTS, early)  # before anything is loaded
     given = _given_export(args)
     if args.graph is not None:
@@ -124,8 +128,9 @@ def run(args) -> int:
                else "pass --calibrate")
         warn_pagerank_departures(graph, how, typed=given)
     report = _relabel(_OPTIONS, inspect_graph, graph, centralities=args.centralities, stored=args.stored,
-                      baselines=args.baselines, model=model, stats=stats, k=args.top, amount=args.amount,
-                      paths=args.paths, backend=args.backend, exact_quantiles=args.exact_quantiles, progress=True)
+                      baselines=args.baselines, model=model, stats=stats, k=args.top, k_heads=args.top_heads,
+                      amount=args.amount, paths=args.paths, backend=args.backend,
+                      exact_quantiles=args.exact_quantiles, progress=True)
     if args.json:
         print(json.dumps(report.to_dict(), indent=1))
     else:
