@@ -248,8 +248,12 @@ BAD_ARGUMENTS = [
      "`--prune-hidden` zeroes down_proj rows"),
     ("prune-hidden-with-a-scorer-without-hidden-scores",
      lambda f: ["prune", "--model", str(f["model"]), "--out", _out(f), "--prune-hidden", "--how", "zero",
-                "--method", "magnitude"],
+                "--method", "magnitude", "--compensate", "none"],
      "`--prune-hidden` needs scores of the hidden channels"),
+    ("prune-hidden-with-the-default-refit",
+     lambda f: ["prune", "--model", str(f["model"]), "--out", _out(f), "--prune-hidden", "--how", "zero",
+                "--method", "wpr"],
+     "which the refit of --compensate lstsq (the default) contradicts; pass --compensate none"),
     # a model without a tokenizer, asked to read text: one message in every command
     ("no-tokenizer-export",
      lambda f: ["export", "--model", str(f["bare"]), "--out", _out(f), "--calibrate", "--texts", str(f["text"])],
@@ -300,7 +304,7 @@ BAD_ARGUMENTS = [
      "would prune all 16 neurons of layer 0; lower `--amount`"),
     ("amount-empties-the-hidden-channels",
      lambda f: ["prune", "--model", str(f["model"]), "--out", _out(f), "--method", "wpr", "--how", "zero",
-                "--prune-hidden", "--amount", "0.95"],
+                "--prune-hidden", "--amount", "0.95", "--compensate", "none"],
      "neurons of layer 0 hidden channels (down rows); lower `--amount`"),
 ]
 

@@ -484,6 +484,11 @@ def test_bad_input_is_refused_before_any_weight_changes():
         prune_model(model, None, "activation", 0.3, sequential=True, input_ids=ids + VOCAB)
     with pytest.raises(ValueError, match="second moments"):
         prune_model(model, plain, "obs", 0.3, allocation="global", sequential=True, input_ids=ids)
+    # the paper mode's zeroed down_proj rows and a refit: refused by prune_model as by apply_mask
+    for comp in ("lstsq", "bias", "lstsq+bias"):
+        with pytest.raises(ValueError, match=f"compensate='{comp.replace('+', '[+]')}' refits down_proj .* "
+                                             "use compensate='none' with prune_hidden"):
+            prune_model(model, full, "wpr", 0.3, how="zero", prune_hidden=True, compensate=comp)
     assert _same_state(model, before)
     assert intermediate_sizes(model) == [24, 24, 24] and not model.config.mlp_bias
 

@@ -129,6 +129,8 @@ def test_toml_grid(tmp_path):
     (dict(methods=["pagerank"], params={"alpha": [0.5, 2.0]}), ValueError, r"`alpha`"),
     (dict(allocations=["everywhere"]), ValueError, r"`allocations` must be one of 'local', 'global'"),
     (dict(methods=["wpr"], params={"prune_hidden": [True]}), ValueError, r"prune_hidden=True needs how='zero'"),
+    (dict(methods=["wpr"], params={"prune_hidden": [True]}, hows=["zero"]), ValueError,
+     r"prune_hidden=True zeroes down_proj rows, which a refit contradicts: it needs compensate 'none'"),
     (dict(params={"mode": ["isolated"]}), ValueError, r"axis of the grid \(use modes\)"),
     (dict(evaluation={"n_samples": 0}), ValueError, r"`evaluation.n_samples` must be a positive int"),
     (dict(calibration={"n_sample": 4}), ValueError, r"unknown `calibration` key\(s\) 'n_sample'"),

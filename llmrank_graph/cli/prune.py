@@ -88,7 +88,7 @@ def add_parser(sub) -> None:
     p.add_argument("--how", default=_default(prune_model, "how"), choices=HOWS, help="(default: %(default)s)")
     p.add_argument("--mode", default=_default(prune_model, "mode"), choices=MODES, help="(default: %(default)s)")
     p.add_argument("--prune-hidden", action="store_true",
-                   help="reference paper mode: also zero down_proj rows (needs --how zero)")
+                   help="reference paper mode: also zero down_proj rows (needs --how zero --compensate none)")
     # Not prune_model's default ('none'): the command runs the configuration measured best
     # (llmrank_graph.compensation.algebra.RECOMMENDED_COMPENSATION says why).
     p.add_argument("--compensate", default=RECOMMENDED_COMPENSATION, choices=COMPENSATIONS,
@@ -236,6 +236,9 @@ def _checks(args) -> tuple[dict, Checked, bool]:
     if args.prune_hidden and args.how == "remove":
         raise InvalidArgumentError("`--prune-hidden` zeroes down_proj rows (hidden channels of the residual stream), "
                                    "which cannot be removed; pass --how zero")
+    if args.prune_hidden and args.compensate != "none":
+        raise InvalidArgumentError(f"`--prune-hidden` zeroes down_proj rows, which the refit of --compensate "
+                                   f"{args.compensate} (the default) contradicts; pass --compensate none")
     if args.target != "mlp":
         _relabel(_PRUNE_OPTIONS, check_target_options, args.target, args.prune_hidden, args.sequential)
         params = _head_target_params(args)

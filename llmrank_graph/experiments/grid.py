@@ -352,6 +352,11 @@ class Grid:
                     raise InvalidArgumentError(
                         f"method {method!r} with prune_hidden=True needs how='zero' (hidden channels cannot be "
                         f"removed); the grid has hows {format_allowed(self.hows)}")
+                if combo.get("prune_hidden") and any(c != "none" for c in self.compensates):
+                    raise InvalidArgumentError(
+                        f"method {method!r} with prune_hidden=True zeroes down_proj rows, which a refit contradicts: "
+                        f"it needs compensate 'none' (--compensate none); the grid has compensates "
+                        f"{format_allowed(self.compensates)}")
                 for mode in self.modes:
                     why = second_moments_reason(method, mode, combo)  # builds the scorers: checks their parameters
                     if why is not None and self.calibration.second_moments is False:

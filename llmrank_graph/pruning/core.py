@@ -26,13 +26,15 @@ from torch import nn
 from ..base.params import InstanceOf, Optional
 from ..compensation.algebra import apply_updates, down_updates
 from ..data.calibration import ActivationStats
+from ..errors import InvalidArgumentError
 from ..models.architectures import MLPModules, check_finite_weights, get_architecture, intermediate_sizes, mlp_layers
 from ..models.saved_format import original_intermediate_size, record_sizes
 from .masks import NeuronMask
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["HOWS", "PruneResult", "zero_mlp", "STATS", "check_model_and_stats", "apply_checked"]
+__all__ = ["HOWS", "PruneResult", "zero_mlp", "STATS", "check_model_and_stats", "apply_checked",
+           "check_hidden_compensation"]
 
 #: Ways to apply a mask.
 HOWS: tuple[str, ...] = ("remove", "zero")
@@ -66,6 +68,14 @@ def check_model_and_stats(model: nn.Module, stats: ActivationStats | None) -> li
     mlps = mlp_layers(model)
     check_finite_weights(mlps)
     return mlps
+
+
+def check_hidden_compensation(prunes_hidden: bool, compensate: str) -> None:
+    """Refuse a compensation with the paper mode's hidden channels (``apply_mask`` and ``prune_model`` alike)."""
+    if prunes_hidden and compensate != "none":
+        raise InvalidArgumentError(f"compensate={compensate!r} refits down_proj for the kept intermediate "
+                                   "neurons, which the paper mode's zeroed down_proj rows contradict; use "
+                                   "compensate='none' with prune_hidden")
 
 
 def apply_checked(model: nn.Module, mask: NeuronMask, how: str, compensate: str, stats: ActivationStats | None,

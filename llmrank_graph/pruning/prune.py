@@ -35,7 +35,7 @@ from ..models.architectures import MODEL
 from ..scoring import registry
 from ..scoring.heads import HeadPageRankScorer, head_scorer_class
 from .allocation import ALLOCATIONS
-from .core import HOWS, STATS, PruneResult, apply_checked, check_model_and_stats
+from .core import HOWS, STATS, PruneResult, apply_checked, check_hidden_compensation, check_model_and_stats
 from .head_allocation import allocate_both_checked, allocate_heads_checked
 from .heads import remove_heads
 from .masks import AMOUNT, MIN_KEEP, allocate_checked, check_reference_floor
@@ -182,6 +182,7 @@ def prune_model(model: nn.Module, stats, method: str = "pagerank", amount: float
         v[k] for k in ("amount", "allocation", "how", "prune_hidden", "sequential", "min_keep", "compensate", "ridge",
                        "progress"))
     _check_modes(how, prune_hidden, sequential, input_ids, device)
+    check_hidden_compensation(prune_hidden, compensate)
     if target != "mlp":
         check_target_options(target, prune_hidden, sequential)
         if graph is not None:

@@ -33,7 +33,7 @@ from ..errors import InvalidArgumentError
 from ..models.architectures import MODEL, intermediate_sizes
 from ..models.loading import load_pruned
 from ..models.saved_format import PRUNED_CONFIG_KEY
-from .core import HOWS, STATS, PruneResult, apply_checked
+from .core import HOWS, STATS, PruneResult, apply_checked, check_hidden_compensation
 from .masks import NeuronMask
 from .prune import prune_model
 from .save import save_pruned
@@ -120,9 +120,6 @@ def apply_mask(model: nn.Module, mask: NeuronMask, how: str = "remove", *, compe
         check_bias_possible(model)
     check_compensation_stats(model, stats, compensate)
     if compensate != "none":
-        if mask.n_hidden_pruned():
-            raise InvalidArgumentError(f"compensate={compensate!r} refits down_proj for the kept intermediate "
-                                       "neurons, which the paper mode's zeroed down_proj rows contradict; use "
-                                       "compensate='none' with prune_hidden")
+        check_hidden_compensation(bool(mask.n_hidden_pruned()), compensate)
         stats.check_model(model)
     return apply_checked(model, mask, how, compensate, stats, ridge)
