@@ -258,6 +258,17 @@ def test_floors_and_refusals():
 
 
 # ----------------------------------------------------------------------------- pagerank over head nodes
+def _networkx_reverse_pagerank(nx, g) -> np.ndarray:
+    """networkx's PageRank of ``g``'s edge list transposed (the reverse direction), activation teleport."""
+    e = g.edges
+    G = nx.DiGraph()
+    G.add_nodes_from(range(g.n_nodes))
+    G.add_weighted_edges_from(zip(e.dst.to_numpy(), e.src.to_numpy(), e.weight.to_numpy().astype(float)))
+    act = np.asarray(g.activation, dtype=float)
+    pr = nx.pagerank(G, alpha=0.85, personalization=dict(enumerate(act / act.sum())), tol=1e-13, max_iter=1000)
+    return np.array([pr[i] for i in range(g.n_nodes)])
+
+
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
 def test_pagerank_head_scores_are_networkx_pagerank_of_the_head_nodes(family):
     """The scorer's head scores against networkx's PageRank of the whole network's edge list (reverse:
@@ -267,13 +278,7 @@ def test_pagerank_head_scores_are_networkx_pagerank_of_the_head_nodes(family):
     stats = lg.calibrate(model, input_ids=_ids(), batch_size=2, attention=True)
     got = score_heads(model, stats, "pagerank")
     g = lg.export_graph(model, stats, attention=True, weighting="activation_share", gate="up", residual=0.0)
-    e = g.edges
-    G = nx.DiGraph()
-    G.add_nodes_from(range(g.n_nodes))
-    G.add_weighted_edges_from(zip(e.dst.to_numpy(), e.src.to_numpy(), e.weight.to_numpy().astype(float)))
-    act = np.asarray(g.activation, dtype=float)
-    pr = nx.pagerank(G, alpha=0.85, personalization=dict(enumerate(act / act.sum())), tol=1e-13, max_iter=1000)
-    want = np.array([pr[i] for i in range(g.n_nodes)])
+    want = _networkx_reverse_pagerank(nx, g)
     parts = g.head_partitions()
     assert got.layers == [p.layer for p in parts]
     for p in parts:
@@ -304,13 +309,7 @@ def test_neurons_ranked_on_the_whole_network_graph_are_networkx_pagerank(family)
     stats = lg.calibrate(model, input_ids=_ids(), batch_size=2, attention=True)
     got = lg.score_neurons(model, stats, "pagerank", attention=True)
     g = lg.export_graph(model, stats, attention=True, weighting="activation_share")
-    e = g.edges
-    G = nx.DiGraph()
-    G.add_nodes_from(range(g.n_nodes))
-    G.add_weighted_edges_from(zip(e.dst.to_numpy(), e.src.to_numpy(), e.weight.to_numpy().astype(float)))
-    act = np.asarray(g.activation, dtype=float)
-    pr = nx.pagerank(G, alpha=0.85, personalization=dict(enumerate(act / act.sum())), tol=1e-13, max_iter=1000)
-    want = np.array([pr[i] for i in range(g.n_nodes)])
+    want = _networkx_reverse_pagerank(nx, g)
     mlp_only = lg.score_neurons(model, stats, "pagerank")
     for p in g.intermediate_partitions():
         np.testing.assert_allclose(got.intermediate[p.layer].numpy(), want[p.offset:p.stop], rtol=1e-6, atol=1e-12)
