@@ -161,7 +161,8 @@ def test_a_graph_without_heads_says_so_in_one_line(graphs, capsys):
     assert main(["inspect", "--graph", str(graphs["plain"])]) == 0
     text = capsys.readouterr().out
     said = [line for line in text.splitlines() if "head" in line and "heads per layer" in line]
-    assert said == ["top heads per layer: the graph has no head nodes (export it with attention=True, --attention)"]
+    assert said == ["top heads per layer: the graph has no head nodes (export it with attention=True, or "
+                    "export/inspect --attention)"]
     assert "kv group" not in text
     rep = inspect_json(capsys, "--graph", str(graphs["plain"]))
     assert rep["top_heads"] is None

@@ -169,7 +169,8 @@ def _head_lines(rep: InspectReport) -> list[str]:
     """The text of the top heads: one table per PageRank, or the line that says why there is none."""
     th = rep.top_heads
     if th is None:
-        return ["top heads per layer: the graph has no head nodes (export it with attention=True, --attention)"]
+        return ["top heads per layer: the graph has no head nodes (export it with attention=True, or "
+                "export/inspect --attention)"]
     if th.empty:
         return ["top heads per layer: no PageRank among the scores to rank the heads by (ask for the pagerank "
                 "centrality)"]

@@ -27,7 +27,15 @@ from ..errors import (
     MissingInputError,
     OutputExistsError,
 )
-from ..graph.export import CALIBRATED_EXPORT, DEFAULT_EXPORT, GATES, MODES, WEIGHTINGS, ExportOptions
+from ..graph.export import (
+    CALIBRATED_EXPORT,
+    DEFAULT_EXPORT,
+    GATES,
+    MODES,
+    WEIGHTINGS,
+    ExportOptions,
+    default_export,
+)
 from ..graph.meta import GRAPH_FORMAT, check_meta, read_format
 from ..models import loading
 from ..scoring.graph import PAGERANK_WITHOUT_STATS
@@ -92,6 +100,20 @@ def _add_graph_options(p: argparse.ArgumentParser, defaults: ExportOptions, *, g
     g.add_argument("--keep", type=_keep, default=d["keep"],
                    help="sparsify: int k = top-k in-edges per node, float q = fraction kept "
                         f"(default: {'keep every edge' if defaults.keep is None else defaults.keep})")
+
+
+def _add_attention(p: argparse.ArgumentParser, also: str = "") -> None:
+    """``--attention``: the graph gets one node per attention head (``ExportOptions(attention=True)``)."""
+    p.add_argument("--attention", action="store_true",
+                   help="add one node per attention head between the residual stream and each MLP (--mode chained; "
+                        f"with --calibrate, calibrates the attention too){also}")
+
+
+def export_options(args, typed: Mapping) -> ExportOptions:
+    """The graph a command exports from ``--model``: ``default_export(--calibrate)`` with the typed graph
+    options ``typed`` (:func:`_given_export`) and ``--attention``, checked in the options' words."""
+    typed = {**typed, **({"attention": True} if args.attention else {})}
+    return _relabel({**GRAPH_OPTIONS, "attention": "--attention"}, default_export(args.calibrate).replace, **typed)
 
 
 def _keep(s: str):
@@ -256,6 +278,32 @@ def _check_graph_input(path) -> None:
     check_meta(meta, where)
     if meta["format"] != GRAPH_FORMAT:
         raise FileFormatError(f"{where}: meta.json is not an llmrank_graph graph (format={meta['format']!r})")
+
+
+def check_attention(args, source: loading.ModelSource | None, command: str) -> None:
+    """``--attention``: refused before anything is loaded where it cannot be honoured.
+
+    ``source`` is :func:`preflight`'s; a model whose family has no attention-head support is
+    refused from its config.json (the embedded model has heads; a GGUF file is checked once
+    loaded). ``command`` names the command in the advice.
+    """
+    from ..models.architectures import UnsupportedArchitectureError
+    from ..models.attention import attention_spec
+
+    if args.calibrate and "attention" not in inspect.signature(calibrate).parameters:
+        raise InvalidArgumentError("--attention with --calibrate needs calibration statistics of the attention heads, "
+                                   "which this version of llmrank_graph.calibrate does not record; run "
+                                   f"`{command}` without --calibrate (and with --weighting "
+                                   f"{PAGERANK_WITHOUT_STATS['weighting']})")
+    config = source.path / "config.json" if source is not None and source.path is not None else None
+    if config is not None and config.is_file():
+        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+        if model_type is not None:
+            try:
+                attention_spec(model_type)
+            except UnsupportedArchitectureError as e:
+                raise UnsupportedArchitectureError(f"`--attention` adds the attention heads of model "
+                                                   f"{str(source.path)!r}, but {e}") from None
 
 
 def _check_output(args, kind: str, suffixes: tuple[str, ...], owner: str | None) -> Path:

@@ -4,26 +4,25 @@ subgraph as GraphML/GEXF for viewers (``--format``, :mod:`llmrank_graph.graph.vi
 
 from __future__ import annotations
 
-import inspect
-import json
 import time
 
-from ..data.calibration import calibrate
 from ..errors import InvalidArgumentError
-from ..graph.export import DEFAULT_EXPORT, EXPORT_FORMATS, default_export
+from ..graph.export import DEFAULT_EXPORT, EXPORT_FORMATS
 from ..graph.viewer import VIEW_EDGE_LIMIT, VIEW_FORMATS, to_networkx, write_viewer
 from ..scoring.graph import PAGERANK_WITHOUT_STATS
 from ._common import (
-    _EXPORT_FIELDS,
     GRAPH_INPUT_OPTIONS,
-    GRAPH_OPTIONS,
+    _add_attention,
     _add_calibration,
     _add_graph_options,
     _add_model,
     _calibrate,
     _default,
+    _given_export,
     _load,
     _relabel,
+    check_attention,
+    export_options,
     preflight,
 )
 from ._inputs import read_texts
@@ -59,9 +58,7 @@ def add_parser(sub) -> None:
     g.add_argument("--score", default=None, metavar="NAME",
                    help="ranks nodes for --top-nodes: a stored score column or a centrality (default: total strength)")
     _add_graph_options(p, DEFAULT_EXPORT, weighting_by_stats=True)
-    p.add_argument("--attention", action="store_true",
-                   help="add one node per attention head between the residual stream and each MLP (--mode chained; "
-                        "with --calibrate, calibrates the attention too)")
+    _add_attention(p)
     _add_calibration(p)
     p.set_defaults(func=run)
 
@@ -89,21 +86,6 @@ def _viewer_args(args) -> dict:
     return out
 
 
-def _check_attention(args, source) -> None:
-    """``--attention``: refused before anything is loaded where it cannot be honoured."""
-    from ..models.attention import attention_spec
-
-    if args.calibrate and "attention" not in inspect.signature(calibrate).parameters:
-        raise InvalidArgumentError("--attention with --calibrate needs calibration statistics of the attention heads, "
-                                   "which this version of llmrank_graph.calibrate does not record; export without "
-                                   "--calibrate (and with --weighting abs)")
-    config = source.path / "config.json" if source is not None and source.path is not None else None
-    if config is not None and config.is_file():
-        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
-        if model_type is not None:
-            attention_spec(model_type)  # UnsupportedArchitectureError naming the families with heads
-
-
 def run(args) -> int:
     from ..graph.mlpgraph import export_graph, read_graph
 
@@ -114,10 +96,7 @@ def run(args) -> int:
         raise InvalidArgumentError(f"{typed} appl{'ies' if len(view) == 1 else 'y'} to --format "
                                    f"{' or '.join(VIEW_FORMATS)} only")
     # --weighting's default is the pagerank scorer's with --calibrate, plain |W| without (default_export)
-    typed = {k: getattr(args, k) for k in _EXPORT_FIELDS if getattr(args, k) is not None}
-    if args.attention:
-        typed["attention"] = True
-    options = _relabel({**GRAPH_OPTIONS, "attention": "--attention"}, default_export(args.calibrate).replace, **typed)
+    options = export_options(args, _given_export(args))
     if args.graph is not None:
         if args.model is not None or args.calibrate or options != DEFAULT_EXPORT:
             raise InvalidArgumentError("--model, --calibrate, --attention and the graph options apply to a model only; "
@@ -132,7 +111,7 @@ def run(args) -> int:
                             suffixes=(f".{args.format}",) if viewer else (), reads_text=reads_text, no_text=no_text)
         out = checked.out
         if args.attention:
-            _check_attention(args, checked.source)
+            check_attention(args, checked.source, "export")
         texts = read_texts(args) if reads_text else None
         model, tok, _ = _load(args)
         stats = _calibrate(args, model, tok, texts, no_text, attention=args.attention) if reads_text else None

@@ -16,18 +16,21 @@ from ..analysis.sketch import RELATIVE_ERROR
 from ..base.params import validate
 from ..centrality import backend_names
 from ..errors import InvalidArgumentError
-from ..graph.export import CALIBRATED_EXPORT, default_export
+from ..graph.export import CALIBRATED_EXPORT
 from ..graph.mlpgraph import export_graph, read_graph
 from ._common import (
     GRAPH_INPUT_OPTIONS,
     GRAPH_OPTIONS,
+    _add_attention,
     _add_calibration,
     _add_graph_options,
     _calibrate,
     _given_export,
     _load,
     _relabel,
+    check_attention,
     check_backend,
+    export_options,
     logger,
     preflight,
     warn_pagerank_departures,
@@ -58,8 +61,8 @@ def add_parser(sub) -> None:
         "inspect", help="summarise a graph: statistics, centralities vs baselines, heaviest paths",
         description="Summary of the whole-MLP graph: partition sizes, edge weight and strength quantiles per layer, "
                     "top neurons per centrality, rank correlations with the pruning baselines, overlap of the "
-                    "pruned sets, where the PageRank mass sits, the heaviest paths, and (on a graph exported with "
-                    "--attention) the top attention heads per layer by PageRank. Stored score columns "
+                    "pruned sets, where the PageRank mass sits, the heaviest paths, and (with --attention, or on a "
+                    "graph exported with it) the top attention heads per layer by PageRank. Stored score columns "
                     "(`rank --add-to-graph`) are used instead of recomputing.")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--graph", metavar="DIR", help="a directory written by `export`")
@@ -79,8 +82,8 @@ def add_parser(sub) -> None:
                    help=f"pruning baselines, of {', '.join(BASELINES)} (default: those available)")
     p.add_argument("--top", type=int, default=TOP_K, metavar="K", help="top neurons per layer (default %(default)s)")
     p.add_argument("--top-heads", type=int, default=TOP_HEADS, metavar="K",
-                   help="with a graph exported with --attention: top heads per layer by PageRank, with their KV "
-                        "group and share of the layer's head mass (default %(default)s)")
+                   help="with --attention, or a graph exported with it: top heads per layer by PageRank, with "
+                        "their KV group and share of the layer's head mass (default %(default)s)")
     p.add_argument("--amount", type=float, default=DEFAULT_AMOUNT,
                    help="fraction pruned for the overlap of pruned sets (default %(default)s)")
     p.add_argument("--paths", type=int, default=None, metavar="K", help="also print the K heaviest paths")
@@ -93,6 +96,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out", metavar="DIR", default=None, help="also write CSV/JSON tables and PNG plots here")
     p.add_argument("--overwrite", action="store_true", help="replace --out")
     _add_graph_options(p, CALIBRATED_EXPORT, given_only=True)
+    _add_attention(p, "; with --model: the report ranks the heads")
     _add_calibration(p)
     p.set_defaults(func=run)
 
@@ -103,24 +107,27 @@ def run(args) -> int:
     _relabel(_OPTIONS, validate, INSPECT_CONSTRAINTS, early)  # before anything is loaded
     given = _given_export(args)
     if args.graph is not None:
-        if given or args.calibrate:
-            typed = [f"--{k}" for k in [*given, *(["calibrate"] if args.calibrate else [])]]
+        if given or args.calibrate or args.attention:
+            typed = [f"--{k}" for k in [*given, *(k for k in ("calibrate", "attention") if getattr(args, k))]]
             raise InvalidArgumentError(f"{', '.join(typed)} appl{'ies' if len(typed) == 1 else 'y'} to --model only; "
                                        "a graph read with --graph keeps the options it was exported with")
     elif args.layers is not None:
         raise InvalidArgumentError("`--layers` applies to --graph only")
     check_backend(args.backend, "--backend")
-    out = preflight(args, out_kind="directory" if args.out else None, model=args.graph is None,
-                    reads_text=args.graph is None and args.calibrate).out
+    checked = preflight(args, out_kind="directory" if args.out else None, model=args.graph is None,
+                        reads_text=args.graph is None and args.calibrate)
+    out = checked.out
     model = stats = None
     if args.graph is not None:
         graph = _relabel({**_OPTIONS, **GRAPH_INPUT_OPTIONS}, read_graph, args.graph, args.layers)
     else:
         # With --calibrate, the graph that the pagerank scorer ranks; without, plain |W| edges.
-        options = _relabel(GRAPH_OPTIONS, default_export(args.calibrate).replace, **given)
+        options = export_options(args, given)
+        if args.attention:
+            check_attention(args, checked.source, "inspect")
         texts = read_texts(args) if args.calibrate or options.needs_stats else None
         model, tok, _ = _load(args)
-        stats = _calibrate(args, model, tok, texts) if texts is not None else None
+        stats = _calibrate(args, model, tok, texts, attention=args.attention) if texts is not None else None
         graph = export_graph(model, stats, options=options)
     logger.info("inspecting %r", graph)
     if "pagerank" in args.centralities:
