@@ -11,6 +11,11 @@ them alike:
 - ``calibrate + Gram``: the same with ``second_moments=True`` (float64 Gram matrices of the
   down_proj inputs, which the default ``prune --compensate lstsq`` needs).
 
+With ``--attention``, ``calibrate + attention`` and ``calibrate + Gram + attention`` run the same
+calibrations with ``attention=True`` (the head statistics of ``prune --target attention|both``: the
+o_proj and v_proj inputs, and with the Gram the o_proj Gram matrices of the refit); the summary
+gives each one's ratio to the same calibration without them (the overhead of issue 18).
+
 Each round (one pass over all batches) prints the three total times, their ratios to the
 forward pass and the 1-minute load average; the summary gives the median of each ratio over
 rounds. Targets: calibrate <= 1.0x forward (issue 11), calibrate + Gram <= 1.2x (issue 17).
@@ -25,6 +30,8 @@ Run:
     python benchmarks/bench_calibration.py --quick --threads 1  # 8 x 512 tokens, 1 round (~40 s)
     python benchmarks/bench_calibration.py --threads 1 --out benchmarks/results/bench_calibration_cpu.txt
     python benchmarks/bench_calibration.py --threads 1 --rounds 0 --refit-check   # the refit only (~3 min)
+    python benchmarks/bench_calibration.py --threads 1 --attention \
+        --out benchmarks/results/bench_calibration_attention_cpu.txt     # the head statistics' overhead
 
 On shared, oversubscribed cores the many small reductions of the hooks can stall for
 milliseconds each in OpenMP with 2 threads, which the forward pass's large products do not
@@ -53,20 +60,26 @@ def _load() -> str:
     return f"load {os.getloadavg()[0]:.2f}"
 
 
-def timings(model, batches, batch_size: int, rounds: int, gram: bool, say) -> None:
-    """Interleaved rounds of forward / calibrate / calibrate + Gram; prints each round and the medians."""
+def timings(model, batches, batch_size: int, rounds: int, gram: bool, say, attention: bool = False) -> None:
+    """Interleaved rounds of forward / calibrate / calibrate + Gram (and, with ``attention``, both again with
+    ``attention=True``); prints each round and the medians."""
     device = next(model.parameters()).device
 
     def forward(b):
         with torch.inference_mode():
             model(input_ids=b.to(device), use_cache=False)
 
-    def calib(second: bool):
-        return lambda b: lg.calibrate(model, input_ids=b, batch_size=batch_size, second_moments=second)
+    def calib(second: bool, heads: bool = False):
+        return lambda b: lg.calibrate(model, input_ids=b, batch_size=batch_size, second_moments=second,
+                                      attention=heads)
 
     jobs = {"forward": forward, "calibrate": calib(False)}
     if gram:
         jobs["calibrate + Gram"] = calib(True)
+    if attention:
+        jobs["calibrate + attention"] = calib(False, True)
+        if gram:
+            jobs["calibrate + Gram + attention"] = calib(True, True)
     for job in jobs.values():  # warm-up (allocator, thread pool)
         job(batches[0])
     ratios: dict[str, list[float]] = {k: [] for k in jobs if k != "forward"}
@@ -90,9 +103,12 @@ def timings(model, batches, batch_size: int, rounds: int, gram: bool, say) -> No
             + ", ".join(f"{k} / forward {row[k] / row['forward']:.2f}x" for k in ratios) + f" | {_load()}")
     say(f"\nmedian over {rounds} rounds (1-minute load average {min(loads):.2f} to {max(loads):.2f}):")
     for name in jobs:
-        line = f"  {name:18} {statistics.median(times[name]):7.1f} s"
+        line = f"  {name:28} {statistics.median(times[name]):7.1f} s"
         if name in ratios:
             line += f"   {statistics.median(ratios[name]):.2f}x forward"
+        plain = name.removesuffix(" + attention")
+        if plain != name:  # the attention statistics' overhead, against the same calibration without them
+            line += f"   {statistics.median(a / b for a, b in zip(times[name], times[plain])):.3f}x {plain}"
         say(line)
 
 
@@ -150,6 +166,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=None, help="timing rounds (default 2; 1 with --quick; 0: none)")
     ap.add_argument("--quick", action="store_true", help="8 blocks, 1 round: for development")
     ap.add_argument("--no-gram", action="store_true", help="skip the second-moment run")
+    ap.add_argument("--attention", action="store_true",
+                    help="also time calibrate(..., attention=True), with and without the Gram matrices (the "
+                         "statistics of the head scorers and the o_proj refit): their overhead")
     ap.add_argument("--refit-check", action="store_true",
                     help="also compare the default pruning's perplexity with float64-product Gram matrices")
     ap.add_argument("--threads", type=int, default=None,
@@ -173,7 +192,8 @@ def main(argv=None) -> int:
     say(f"{ids.shape[0]} x {ids.shape[1]} tokens, batch {args.batch_size}, {torch.get_num_threads()} threads, "
         f"device {device}, {_load()}")
     if rounds:
-        timings(model, list(ids.split(args.batch_size)), args.batch_size, rounds, not args.no_gram, say)
+        timings(model, list(ids.split(args.batch_size)), args.batch_size, rounds, not args.no_gram, say,
+                attention=args.attention)
     if args.refit_check:
         refit_check(model, tok, ids, args.batch_size, say)
     if args.out:
