@@ -3,7 +3,8 @@
 One calibration pass (``--n-samples`` x ``--seq-len`` tokens of the embedded calibration
 articles) records everything at once: the forward statistics with the second moments (for
 ``lstsq``), the loss gradients (``gradients=True``: the ``taylor`` scorer and the ``gradient``
-seed) and the residual stream entering each MLP (``residual=True``: the measured skip edges).
+seed) and the residual stream entering each MLP (``residual=True``: the measured skip edges) and the attention's
+(``attention=True``: the head nodes).
 Each formulation is scored once; then, for each allocation, amount and compensation, a fresh
 copy of the model is pruned (``how='remove'``) and its perplexity measured on ``--eval-samples``
 windows of the held-out evaluation articles, as benchmarks/compensation.py does.
@@ -17,7 +18,7 @@ Formulations (``--formulations``, names below or ``method:key=value;key=value``)
     pagerank residual=measured  (b) skip edges weighing the measured residual stream
     influence                   (d) (I - A)^-1 on the in-normalised abs_x_input graph, unembedding seed
     influence output_seed=gradient     (d) the same, gradient seed
-(c), the attention routes, is not here: the attention issue has not landed.
+    pagerank attention=True     (c) the default PageRank on the graph with the attention heads as nodes
 
 Reported:
     Spearman per layer over the intermediate neurons, averaged over layers, to activation and
@@ -31,7 +32,7 @@ Reported:
     in activation rank (% of the layer) and their activation relative to the threshold's.
 
 Modes:
-    python benchmarks/centrality_formulations.py                  # the whole grid: 129 runs
+    python benchmarks/centrality_formulations.py                  # the whole grid: 145 runs
     python benchmarks/centrality_formulations.py --quick          # 4 x 128 tokens, 30% local only: a check
 
 Time on 2 CPU cores: the calibration with gradients about 3 min (16 x 512 tokens), each
@@ -73,6 +74,7 @@ FORMULATIONS = {
     "pagerank output_seed=unembedding": ("pagerank", {"output_seed": "unembedding"}),
     "pagerank output_seed=gradient": ("pagerank", {"output_seed": "gradient"}),
     "pagerank residual=measured": ("pagerank", {"residual": "measured"}),
+    "pagerank attention=True": ("pagerank", {"attention": True}),
     "influence": ("influence", {}),
     "influence output_seed=gradient": ("influence", {"output_seed": "gradient"}),
 }
@@ -184,9 +186,9 @@ class Runner:
             return ActivationStats.load(path)
         t = time.perf_counter()
         stats = lg.calibrate(self.model, input_ids=self.calib_ids, batch_size=self.args.batch_size,
-                             second_moments=True, gradients=True, residual=True)
+                             second_moments=True, gradients=True, residual=True, attention=True)
         print(f"calibrated {self.calib_ids.shape[0]} x {self.calib_ids.shape[1]} tokens (second moments, gradients, "
-              f"residual stream) in {time.perf_counter() - t:.1f} s", flush=True)
+              f"residual stream, attention) in {time.perf_counter() - t:.1f} s", flush=True)
         if path is not None:
             stats.save(path, overwrite=True)
         return stats

@@ -23,6 +23,9 @@ Modes:
     python benchmarks/compensation.py --memory one-shot|sequential  # peak RSS, one process each
     python benchmarks/compensation.py --token-counts 512,2048,16384 --seq-len 128 --eval-seq-len 512
         --ridge-rules none,fixed,add=1 --name compensation_tokens   # refit rules per calibration size
+    python benchmarks/compensation.py --token-counts 4096,8192,16384,32768,65536 --ridge-rules none,library
+        --token-evals evaluation --amounts 0.1,0.3,0.5 --scorers pagerank --threads 1 --name calibration_size
+        # the calibration-size curve: perplexity and calibration time per token count
     python benchmarks/compensation.py --variants            # graph variants under --compensations
     python benchmarks/compensation.py --tables              # rewrite the .md from the CSV only
 
@@ -362,8 +365,14 @@ def _token_stats(r: Runner, args, n: int):
     t = time.perf_counter()
     stats = lg.calibrate(r.model, input_ids=r.calib_ids[:n // args.seq_len], batch_size=args.batch_size,
                          second_moments=True, progress=False)
+    seconds = time.perf_counter() - t
     print(f"calibrated {n} tokens ({n // args.seq_len} x {args.seq_len}, second moments) in "
-          f"{time.perf_counter() - t:.0f} s, load {os.getloadavg()[0]:.1f}", flush=True)
+          f"{seconds:.0f} s, load {os.getloadavg()[0]:.1f}", flush=True)
+    # The cost side of the calibration-size curve: the time of this calibration (a row of its own).
+    row = {"table": "tokens", "scorer": "calibration", "params": f"{n} tokens", "allocation": "-", "amount": 0.0,
+           "compensation": f"load {os.getloadavg()[0]:.1f}", "ridge": args.ridge, "eval": "-",
+           "perplexity": float("nan"), "seconds": round(seconds, 1)}
+    append_row(r.csv_path, FIELDS, row)
     if path is not None:
         stats.save(path, overwrite=True)
     return stats
@@ -392,9 +401,12 @@ def token_sweep(r: Runner, args) -> None:
 
 
 def token_table(rows: list[dict]) -> list[str]:
-    """One table per evaluation text: rows (tokens, amount), a column per rule, the lowest in bold."""
+    """One table per evaluation text: rows (tokens, amount), a column per rule, the lowest in bold; then the
+    calibration's time per token count (the cost side of the curve), where measured."""
     out = []
-    sel = [r for r in rows if r["table"] == "tokens"]
+    cost = {int(r["params"].split()[0]): (float(r["seconds"]), r["compensation"]) for r in rows
+            if r["table"] == "tokens" and r["scorer"] == "calibration"}
+    sel = [r for r in rows if r["table"] == "tokens" and r["scorer"] != "calibration"]
     for which in dict.fromkeys(r["eval"] for r in sel):
         here = [r for r in sel if r["eval"] == which]
         dense = next((float(r["perplexity"]) for r in here if r["scorer"] == "dense"), None)
@@ -413,6 +425,11 @@ def token_table(rows: list[dict]) -> list[str]:
             best = min((v for v in vals.values() if v is not None and math.isfinite(v)), default=None)
             out.append(f"| {n} | {amount:.0%} | " + " | ".join(
                 "" if v is None else f"**{fmt(v)}**" if v == best else fmt(v) for v in vals.values()) + " |")
+        out.append("")
+    if cost:
+        out += ["### calibration time (forward pass with second moments; --threads as run)\n",
+                "| tokens | seconds | ms per 1k tokens | load |", "|---|---|---|---|"]
+        out += [f"| {n} | {sec:.1f} | {sec / n * 1e6:.0f} | {load} |" for n, (sec, load) in sorted(cost.items())]
         out.append("")
     return out
 
