@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import functools
 import json
 import math
 import os
@@ -198,9 +199,10 @@ def both_part(r: Runner, args) -> None:
     for method in args.both_methods.split(","):
         for allocation in args.allocations.split(","):
             for amount in (float(a) for a in args.both_amounts.split(",")):
-                def both(row, method=method, allocation=allocation, amount=amount):
+                def both(row, method=method, allocation=allocation, amount=amount, split="scores"):
+                    ids = r.calib_ids if split == "measured" else None
                     res = lg.prune_model(copy.deepcopy(r.model), r.stats, method, amount, allocation,
-                                         compensate=comp, target="both")
+                                         compensate=comp, target="both", split=split, input_ids=ids)
                     acc = res.head_mask.meta["parameters"]
                     row.update(heads_removed=res.head_mask.n_pruned(), heads_total=res.head_mask.n_total(),
                                neurons_fraction=res.masks.fraction, params_removed=acc["removed"],
@@ -216,7 +218,9 @@ def both_part(r: Runner, args) -> None:
                                fraction=removed / total,
                                perplexity=r.pruned_ppl(res, comp))
 
-                r.row("both", method, "defaults", "both", allocation, amount, comp, both)
+                for split in args.both_splits.split(","):
+                    r.row("both", method, "defaults" if split == "scores" else f"split={split}", "both", allocation,
+                          amount, comp, functools.partial(both, split=split))
                 r.row("both", method, "defaults", "mlp", allocation, amount, comp, mlp_only)
 
 
@@ -320,15 +324,18 @@ def both_table(rows: list[dict]) -> list[str]:
            f"{sel[0]['compensation']}; perplexity)\n",
            "| method | allocation | budget | both: removed | both | MLP alone: removed | MLP alone | "
            "both better |", "|---|---|---|---|---|---|---|---|"]
-    keys = list(dict.fromkeys((r["scorer"], r["allocation"], float(r["amount"])) for r in sel))
-    for method, allocation, amount in keys:
-        pair = {r["target"]: r for r in sel if (r["scorer"], r["allocation"], float(r["amount"])) == (
-            method, allocation, amount)}
-        b, m = pair.get("both"), pair.get("mlp")
-        if b is None or m is None:
+    keys = list(dict.fromkeys((r["scorer"], r["allocation"], float(r["amount"]), r["params"]) for r in sel
+                              if r["target"] == "both"))
+    for method, allocation, amount, params in keys:
+        b = next(r for r in sel if (r["scorer"], r["allocation"], float(r["amount"]), r["params"], r["target"]) == (
+            method, allocation, amount, params, "both"))
+        m = next((r for r in sel if (r["scorer"], r["allocation"], float(r["amount"]), r["target"]) == (
+            method, allocation, amount, "mlp")), None)
+        if m is None:
             continue
         pb, pm = float(b["perplexity"]), float(m["perplexity"])
-        out.append(f"| {method} | {allocation} | {amount:.0%} | {float(b['fraction']):.2%} "
+        name = method if params == "defaults" else f"{method}, {params}"
+        out.append(f"| {name} | {allocation} | {amount:.0%} | {float(b['fraction']):.2%} "
                    f"({int(b['heads_removed'])}/{int(b['heads_total'])} heads, "
                    f"{float(b['neurons_fraction']):.1%} of the neurons) | {fmt(pb)} | {float(m['fraction']):.2%} "
                    f"({float(m['neurons_fraction']):.1%} of the neurons) | {fmt(pm)} | "
@@ -382,6 +389,8 @@ def parse(argv=None):
     ap.add_argument("--both-amounts", default="0.2,0.3", help="fractions of the MLP + attention parameters")
     ap.add_argument("--both-methods", default="activation,pagerank")
     ap.add_argument("--both-compensation", default="lstsq")
+    ap.add_argument("--both-splits", default="scores,measured",
+                    help="prune_model's split of target='both' (measured: its trials on the calibration tokens)")
     ap.add_argument("--speed-method", default="activation")
     ap.add_argument("--speed-amount", type=float, default=0.25, help="fraction of the heads (the nearest step)")
     ap.add_argument("--speed-rounds", type=int, default=11)

@@ -38,6 +38,7 @@ from ..models.saved_format import PrunedEntry, read_config
 from ..pruning.head_allocation import allocate_both_checked, allocate_heads_checked, layer_parameters
 from ..pruning.masks import ALLOCATIONS, allocate_checked, check_amount, check_min_keep
 from ..pruning.prune import TARGETS, check_target_options
+from ..pruning.split import SPLITS
 from ..pruning.surgery import HOWS, prune_model, save_pruned
 from ..scoring.heads import head_scorer_class
 from ..scoring.registry import NeuronScores, get_scorer, scorer_class, scorers
@@ -76,6 +77,10 @@ def add_parser(sub) -> None:
                    help="what to prune: MLP neurons, attention heads (under the grouped-query rule: the same number "
                         "of heads in every key/value group a layer keeps), or both (default: %(default)s); heads are "
                         "scored by magnitude, activation, flap or random")
+    p.add_argument("--split", default=_default(prune_model, "split"), choices=SPLITS,
+                   help="with --target both, how neurons and heads share the budget: by their normalised scores, "
+                        "or 'measured': the head fraction (0, 2.5, 5 or 10%%) whose pruned copy has the lowest "
+                        "perplexity on the calibration tokens (default: %(default)s)")
     p.add_argument("--amount", type=float, default=_default(prune_model, "amount"),
                    help="fraction of intermediate neurons to remove; with --target attention, of query heads; with "
                         "--target both, of the MLP + attention parameters (default %(default)s)")
@@ -168,7 +173,7 @@ _ALLOCATION_OPTIONS = {"amount": "--amount", "allocation": "--allocation", "min_
 #: prune_model's parameters -> prune's options (its `ridge` is the compensation's, whatever a scorer's is).
 _PRUNE_OPTIONS = {**_ALLOCATION_OPTIONS, "method": "--method", "how": "--how", "mode": "--mode",
                   "prune_hidden": "--prune-hidden", "compensate": "--compensate", "ridge": "--ridge",
-                  "sequential": "--sequential", "target": "--target"}
+                  "sequential": "--sequential", "target": "--target", "split": "--split"}
 #: Rounds of the tokens/s comparison: each times one pass of each model over one evaluation window,
 #: back to back (:func:`~llmrank_graph.data.evaluation.compare_throughput`), after one warm-up pass of each.
 THROUGHPUT_ROUNDS = 7
@@ -239,6 +244,11 @@ def _checks(args) -> tuple[dict, Checked, bool]:
     if args.prune_hidden and args.compensate != "none":
         raise InvalidArgumentError(f"`--prune-hidden` zeroes down_proj rows, which the refit of --compensate "
                                    f"{args.compensate} (the default) contradicts; pass --compensate none")
+    if args.split == "measured" and (args.target != "both" or args.sequential):
+        raise InvalidArgumentError("`--split measured` chooses how many heads go with --target both, by the "
+                                   "perplexity of pruned copies on the calibration tokens: it needs --target both "
+                                   f"without --sequential; got --target {args.target}"
+                                   f"{' --sequential' if args.sequential else ''}")
     if args.target != "mlp":
         _relabel(_PRUNE_OPTIONS, check_target_options, args.target, args.prune_hidden, args.sequential)
         params = _head_target_params(args)
@@ -370,6 +380,9 @@ def _run(args, params: dict, checked: Checked, allocation_checked: bool, threads
         moments = needs_second_moments(args.compensate) or (scorer is not None and scorer.needs_second_moments())
         stats, seq = _calibrate(args, model, tok, texts, _NO_TEXT, second_moments=moments,
                                 attention=args.target != "mlp", scorer=scorer), {}
+        if args.split == "measured":  # the trials are measured on the calibration tokens
+            seq = {"split": "measured",
+                   "input_ids": _relabel(CALIBRATION_OPTIONS, token_blocks, tok, texts, args.n_samples, args.seq_len)}
         times["calibrate"] = time.perf_counter() - t
     dense = copy.deepcopy(model)
     t = time.perf_counter()

@@ -32,6 +32,7 @@ from ..compensation.algebra import (
 from ..compensation.heads import apply_o_updates, check_head_compensation, o_updates
 from ..errors import InvalidArgumentError, InvalidArgumentTypeError
 from ..models.architectures import MODEL
+from ..models.attention import attention_layers
 from ..scoring import registry
 from ..scoring.heads import HeadPageRankScorer, head_scorer_class
 from .allocation import ALLOCATIONS
@@ -40,6 +41,7 @@ from .head_allocation import allocate_both_checked, allocate_heads_checked
 from .heads import remove_heads
 from .masks import AMOUNT, MIN_KEEP, allocate_checked, check_reference_floor
 from .sequential import plan_sequential, prune_sequential_checked
+from .split import SPLITS, masks_at, measured_split
 
 logger = logging.getLogger(__name__)
 
@@ -51,14 +53,15 @@ TARGETS: tuple[str, ...] = ("mlp", "attention", "both")
 #: The parameter constraints of :func:`prune_model`, checked once at its entry (in this order).
 PRUNE_CONSTRAINTS = {"model": MODEL, "amount": AMOUNT, "allocation": OneOf(*ALLOCATIONS), "how": OneOf(*HOWS),
                      "prune_hidden": Boolean(), "sequential": Boolean(), "stats": STATS, "min_keep": MIN_KEEP,
-                     **COMPENSATION_CONSTRAINTS, "progress": Boolean(), "target": OneOf(*TARGETS)}
+                     **COMPENSATION_CONSTRAINTS, "progress": Boolean(), "target": OneOf(*TARGETS),
+                     "split": OneOf(*SPLITS)}
 
 
 def prune_model(model: nn.Module, stats, method: str = "pagerank", amount: float = 0.3, allocation: str = "local",
                 how: str = "remove", mode: str = "chained", prune_hidden: bool = False, graph=None, *,
                 min_keep: int | float | None = None, compensate: str = "none", ridge: float = DEFAULT_RIDGE,
                 sequential: bool = False, input_ids=None, device=None, progress: bool = False,
-                target: str = "mlp", **method_params) -> PruneResult:
+                target: str = "mlp", split: str = "scores", **method_params) -> PruneResult:
     """Score the MLP neurons (or attention heads) of ``model``, choose the lowest-scored ones and prune them in place.
 
     Parameters
@@ -101,7 +104,8 @@ def prune_model(model: nn.Module, stats, method: str = "pagerank", amount: float
         allocations and whole-model scorers are handled). Needs ``input_ids``; ``stats``, if
         given, are the dense model's and serve the budgets of a global allocation.
     input_ids : LongTensor (n, seq) or list of LongTensor (batch, seq), optional
-        The calibration tokens of the sequential mode.
+        The calibration tokens of the sequential mode, or the tokens ``split='measured'`` measures
+        its trials on (a LongTensor).
     device : str or torch.device, optional
         Sequential mode: where each layer and the hidden states are processed (default: the
         model's device), so that a model larger than the device can be pruned from CPU memory.
@@ -124,6 +128,11 @@ def prune_model(model: nn.Module, stats, method: str = "pagerank", amount: float
         (the stats must then be calibrated with ``attention=True``). ``sequential=True`` and the
         paper mode are refused with heads. ``min_keep`` is each layer's floor of heads (and,
         with ``'both'``, of neurons too).
+    split : {'scores', 'measured'}
+        With ``target='both'``: how the budget is shared. ``'scores'``: the rule above.
+        ``'measured'``: the head fraction (0, 2.5, 5 or 10% of the heads, chosen globally) whose
+        pruned copy, neurons completing the budget with ``allocation``, has the lowest
+        perplexity on ``input_ids`` (:mod:`llmrank_graph.pruning.split`); needs ``input_ids``.
     **method_params
         Further parameters of the scorer. With ``target='both'`` each goes to the neuron scorer
         or the head scorer that declares it (to both if both do).
@@ -177,18 +186,19 @@ def prune_model(model: nn.Module, stats, method: str = "pagerank", amount: float
     v = validate(PRUNE_CONSTRAINTS, {"model": model, "amount": amount, "allocation": allocation, "how": how,
                                      "prune_hidden": prune_hidden, "sequential": sequential, "stats": stats,
                                      "min_keep": min_keep, "compensate": compensate, "ridge": ridge,
-                                     "progress": progress, "target": target})
+                                     "progress": progress, "target": target, "split": split})
     amount, allocation, how, prune_hidden, sequential, min_keep, compensate, ridge, progress = (
         v[k] for k in ("amount", "allocation", "how", "prune_hidden", "sequential", "min_keep", "compensate", "ridge",
                        "progress"))
-    _check_modes(how, prune_hidden, sequential, input_ids, device)
+    _check_split(split, target, input_ids, sequential)
+    _check_modes(how, prune_hidden, sequential, None if split == "measured" else input_ids, device)
     check_hidden_compensation(prune_hidden, compensate)
     if target != "mlp":
         check_target_options(target, prune_hidden, sequential)
         if graph is not None:
             method_params["graph"] = graph
         return _prune_heads(model, stats, method, amount, allocation, how, mode, target, min_keep, compensate, ridge,
-                            progress, method_params)
+                            progress, method_params, split, input_ids)
     # The sequential mode counts its layers on a bar of its own.
     with _Steps(progress and not sequential, 4) as steps:
         steps.start("checking")  # a scan of the weights and statistics: seconds on a real model
@@ -302,9 +312,28 @@ def _split_params(method: str, target: str, params: dict) -> tuple[dict, dict]:
             {k: v for k, v in params.items() if k in neuron_names})
 
 
+def _check_split(split: str, target: str, input_ids, sequential: bool) -> None:
+    """``split='measured'`` needs ``target='both'`` and the tokens it measures on."""
+    if split == "measured" and (target != "both" or input_ids is None or sequential):
+        raise InvalidArgumentError("`split='measured'` chooses how many heads go with target='both' by the perplexity "
+                                   "of pruned copies on `input_ids` (the calibration tokens): it needs target='both', "
+                                   f"input_ids and sequential=False; got target={target!r}, input_ids "
+                                   f"{'given' if input_ids is not None else 'None'}, sequential={sequential}")
+
+
+def _apply_both(model: nn.Module, masks, head_mask, how: str, compensate: str, stats, ridge: float) -> None:
+    """Prune ``model`` with checked masks of its neurons (or None) and heads: every compensation first."""
+    layers = attention_layers(model)
+    o_new = o_updates(layers, head_mask.heads, stats, compensate, ridge) if compensate != "none" else {}
+    if masks is not None:
+        apply_checked(model, masks, how, compensate, stats, ridge)  # its own updates first, then its removal
+    remove_heads(model, head_mask, how)
+    apply_o_updates(model, o_new, keep=head_mask.heads if how == "zero" else None)
+
+
 def _prune_heads(model: nn.Module, stats, method: str, amount: float, allocation: str, how: str, mode: str,
                  target: str, min_keep, compensate: str, ridge: float, progress: bool,
-                 method_params: dict) -> PruneResult:
+                 method_params: dict, split: str = "scores", input_ids=None) -> PruneResult:
     """:func:`prune_model` with ``target='attention'`` or ``'both'``, on checked options.
 
     Every check (scorers, statistics, compensation) and every compensation is made before the
@@ -333,6 +362,12 @@ def _prune_heads(model: nn.Module, stats, method: str, amount: float, allocation
         if target == "attention":
             masks, head_mask = None, allocate_heads_checked(head_scores.heads, layers, amount, allocation, min_keep,
                                                             method)
+        elif split == "measured":
+            rounding = registry.scorer_class(method).rounding
+            masks, head_mask, _ = measured_split(
+                model, lambda f: masks_at(scores, mlps, head_scores.heads, layers, amount, allocation, min_keep, method,
+                                          rounding, f),
+                lambda m, nm, hm: _apply_both(m, nm, hm, how, compensate, stats, ridge), input_ids)
         else:
             masks, head_mask, _ = allocate_both_checked(scores.intermediate, mlps, head_scores.heads, layers, amount,
                                                         allocation, min_keep, method)
@@ -341,11 +376,7 @@ def _prune_heads(model: nn.Module, stats, method: str, amount: float, allocation
                 mask.meta.update({"method": method, "how": how, "mode": mode, "compensate": compensate,
                                   "target": target})
         steps.start("pruning" if compensate == "none" else f"pruning, compensate={compensate}")
-        o_new = o_updates(layers, head_mask.heads, stats, compensate, ridge) if compensate != "none" else {}
-        if masks is not None:
-            apply_checked(model, masks, how, compensate, stats, ridge)  # its own updates first, then its removal
-        remove_heads(model, head_mask, how)
-        apply_o_updates(model, o_new, keep=head_mask.heads if how == "zero" else None)
+        _apply_both(model, masks, head_mask, how, compensate, stats, ridge)
     logger.info("pruned %d of %d attention heads (%.1f%%)%s (%s, %s, %s, compensate=%s)", head_mask.n_pruned(),
                 head_mask.n_total(), 100 * head_mask.fraction,
                 "" if masks is None else f" and {masks.n_pruned()} of {masks.n_total()} intermediate neurons",
