@@ -249,6 +249,16 @@ def test_cli_target_prunes_saves_and_summarises(model_dir, text_file, tmp_path, 
         assert f"{acct['removed']} of the {acct['total_parameters']} MLP + attention parameters" in text
 
 
+def test_cli_split_measured_keeps_the_best_trial_on_the_calibration_tokens(model_dir, text_file, tmp_path, capsys):
+    out = tmp_path / "split"
+    assert _prune(model_dir, text_file, out, "--target", "both", "--split", "measured", "--method", "activation",
+                  "--amount", "0.3", "--allocation", "global") == 0
+    mask = HeadMask.load(out / "llmrank_graph" / "head_mask.safetensors")
+    trials = mask.meta["split"]["trials"]
+    assert mask.meta["split"]["rule"] == "measured" and trials[0]["heads_removed"] == 0
+    assert mask.n_pruned() == min(trials, key=lambda t: t["perplexity"])["heads_removed"]
+
+
 def test_cli_target_mlp_is_the_default(model_dir, text_file, tmp_path, capsys):
     assert _prune(model_dir, text_file, tmp_path / "mlp", "--method", "wanda-sp", "--amount", "0.25") == 0
     assert "attention heads" not in capsys.readouterr().out
@@ -263,6 +273,8 @@ def test_cli_target_mlp_is_the_default(model_dir, text_file, tmp_path, capsys):
     (["--target", "attention", "--method", "magnitude", "--param", "which=up"], "`--param` 'which'"),
     (["--target", "attention", "--method", "flap", "--amount", "0.99", "--allocation", "local"],
      "would remove all 2 heads"),
+    (["--split", "measured"], "`--split measured` chooses how many heads go with --target both"),
+    (["--target", "both", "--split", "nope"], "invalid choice: 'nope'"),
 ])
 def test_cli_errors_come_before_loading(model_dir, text_file, tmp_path, capsys, monkeypatch, extra, message):
     import llmrank_graph.cli.prune as command
