@@ -428,8 +428,8 @@ def token_table(rows: list[dict]) -> list[str]:
         out.append("")
     if cost:
         out += ["### calibration time (forward pass with second moments; --threads as run)\n",
-                "| tokens | seconds | ms per 1k tokens | load |", "|---|---|---|---|"]
-        out += [f"| {n} | {sec:.1f} | {sec / n * 1e6:.0f} | {load} |" for n, (sec, load) in sorted(cost.items())]
+                "| tokens | seconds | ms per token | load |", "|---|---|---|---|"]
+        out += [f"| {n} | {sec:.1f} | {sec / n * 1e3:.1f} | {load} |" for n, (sec, load) in sorted(cost.items())]
         out.append("")
     return out
 
