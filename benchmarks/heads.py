@@ -16,8 +16,10 @@ Parts (``--parts``):
             recorded (SmolLM2's layers keep 9, 6, 4, 3, 2 or 1 of their 9 heads).
     both    ``target='both'`` against MLP neurons alone at the same number of removed
             parameters: ``--both-amounts`` of the MLP + attention parameters, ``--both-methods``,
-            compensate ``--both-compensation``; the MLP-only amount is ``amount * (MLP + attention
-            parameters) / (MLP parameters)``, the same parameter budget.
+            compensate ``--both-compensation``, each split of ``--both-splits`` (``measured``: its
+            trials on the calibration tokens, ``prune_model(..., split='measured')``); the MLP-only
+            amount is ``amount * (MLP + attention parameters) / (MLP parameters)``, the same
+            parameter budget.
     speed   tokens/s of the model without ``--speed-amount`` of its heads (global allocation, the
             nearest step) against the dense one, alternated in one run for ``--speed-rounds``
             rounds (``data.evaluation.compare_throughput``); the median of the per-round ratios.
