@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 
 import torch
-from _results import append_row  # benchmarks/_results.py: this script's directory is on sys.path
+from _results import append_row, read_rows  # benchmarks/_results.py: this script's directory is on sys.path
 
 import llmrank_graph as lg
 from llmrank_graph.compensation.algebra import DEFAULT_RIDGE
@@ -110,10 +110,8 @@ class Runner:
         self.out.mkdir(parents=True, exist_ok=True)
         self.csv_path = self.out / f"{args.name}.csv"
         self.done = {}
-        if self.csv_path.exists():
-            with open(self.csv_path, newline="") as f:
-                for row in csv.DictReader(f):
-                    self.done[self._key(row)] = row
+        for row in read_rows(self.csv_path):
+            self.done[self._key(row)] = row
 
     def is_done(self, table, scorer, params, allocation, amount, compensation, ridge, which) -> bool:
         return self._key({"table": table, "scorer": scorer, "params": params, "allocation": allocation,
@@ -498,8 +496,7 @@ def goals(rows: list[dict], dense: float | None) -> list[str]:
 
 
 def markdown(csv_path: Path, dense: float | None) -> str:
-    with open(csv_path, newline="") as f:
-        rows = [r for r in csv.DictReader(f)]
+    rows = read_rows(csv_path)
     out = []
     if dense is not None:
         out.append(f"Dense perplexity {dense:.2f}.\n")

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import functools
 import json
 import math
@@ -47,7 +46,7 @@ import time
 from pathlib import Path
 
 import torch
-from _results import append_row  # benchmarks/_results.py: this script's directory is on sys.path
+from _results import append_row, read_rows  # benchmarks/_results.py: this script's directory is on sys.path
 
 import llmrank_graph as lg
 from llmrank_graph.data.evaluation import compare_throughput, perplexity, summarize_ratios
@@ -115,10 +114,8 @@ class Runner:
         self.csv_path = Path(args.out) / f"{args.name}.csv"
         self.csv_path.parent.mkdir(parents=True, exist_ok=True)
         self.done = {}
-        if self.csv_path.exists():
-            with open(self.csv_path, newline="") as f:
-                for row in csv.DictReader(f):
-                    self.done[_key(row)] = row
+        for row in read_rows(self.csv_path):
+            self.done[_key(row)] = row
         self.by_mask: dict[tuple, float] = {}  # the pruned model (as its masks and compensation) -> perplexity
         self.row("facts", "layout", json.dumps(self.facts), "-", "-", 0.0, "-", lambda row: None)
 
@@ -360,8 +357,7 @@ def speed_text(rows: list[dict]) -> list[str]:
 
 
 def markdown(csv_path: Path) -> str:
-    with open(csv_path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_rows(csv_path)
     out = []
     for r in rows:
         if r["table"] == "facts":

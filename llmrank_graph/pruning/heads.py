@@ -189,6 +189,11 @@ def removed_parameters(model: nn.Module, mask: HeadMask) -> int:
     """
     layers = attention_layers(model)
     mask.check_model(layers)
+    return parameters_removed(layers, mask)
+
+
+def parameters_removed(layers, mask: HeadMask) -> int:
+    """:func:`removed_parameters` on the attention layers of a model that ``mask`` was checked against."""
     total = 0
     for att in layers:
         heads, groups = att.plan(mask.heads[att.layer])

@@ -32,7 +32,7 @@ from ..errors import InvalidArgumentError
 from ..models.architectures import MLPModules
 from ..models.attention import AttentionModules
 from .head_allocation import allocate_heads_checked, layer_parameters, neuron_cost
-from .heads import HeadMask
+from .heads import HeadMask, parameters_removed
 from .masks import NeuronMask, allocate_checked
 
 logger = logging.getLogger(__name__)
@@ -61,13 +61,7 @@ def masks_at(neuron_scores, mlps: Sequence[MLPModules],
     sizes = [layer_parameters(m, a) for m, a in zip(mlps, layers)]
     total, mlp_total = sum(a + b for a, b in sizes), sum(a for a, _ in sizes)
     head_mask = allocate_heads_checked(head_scores, layers, head_fraction, "global", min_keep, method)
-    costs = {a.layer: a.head_cost() for a in layers}
-    head_removed = 0
-    for att in layers:
-        keep = head_mask.heads[att.layer]
-        groups = keep.reshape(att.num_key_value_heads, -1).any(1)
-        head_removed += (int((~keep).sum()) * costs[att.layer]["query_head"]
-                         + int((~groups).sum()) * costs[att.layer]["kv_group"])
+    head_removed = parameters_removed(layers, head_mask)
     mlp_amount = (amount * total - head_removed) / mlp_total
     if not 0 <= mlp_amount < 1:
         raise InvalidArgumentError(f"split='measured': {head_fraction:.1%} of the heads ({head_removed} parameters) "
